@@ -1,0 +1,321 @@
+//! `residency-guard check`: the engine on manifests, with no cluster.
+//!
+//! The inputs together form the snapshot (ResidencyPolicies, Nodes,
+//! Namespaces, NetworkPolicies, Services) and every pod-creating object in
+//! them is judged. Exit codes are a contract: 0 no Deny-policy violation,
+//! 1 at least one, 2 bad input or usage.
+
+mod inputs;
+mod report;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use serde::de::DeserializeOwned;
+
+pub use inputs::{Document, InputError, Origin, parse_documents};
+pub use report::{CheckReport, Outcome, render_text};
+
+use crate::api::ResidencyPolicy;
+use crate::engine::ipset::IpSet;
+use crate::engine::{self, AddressSpace, Catalogue, Lang, NodeInfo, Snapshot, Workload};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Manifests to read: files, directories (recursively: *.yaml, *.yml,
+    /// *.json) or - for stdin. Repeatable.
+    #[arg(short = 'f', long = "filename", required = true, value_name = "PATH")]
+    pub files: Vec<PathBuf>,
+
+    /// Report format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text, env = "RESIDENCY_GUARD_OUTPUT")]
+    pub output: OutputFormat,
+
+    /// Message language: en or zh-CN. Default: from LC_ALL / LC_MESSAGES / LANG.
+    #[arg(long, env = "RESIDENCY_GUARD_LANG")]
+    pub lang: Option<String>,
+
+    /// Extra jurisdiction catalogue entries (YAML, same format as
+    /// data/jurisdictions.yaml); they override built-in entries.
+    #[arg(long, value_name = "FILE", env = "RESIDENCY_GUARD_CATALOGUE")]
+    pub catalogue: Vec<PathBuf>,
+
+    /// Replace the bundled mainland-China address data with this list
+    /// (one CIDR per line, # comments).
+    #[arg(long, value_name = "FILE", env = "RESIDENCY_GUARD_MAINLAND_CIDRS")]
+    pub mainland_cidrs: Option<PathBuf>,
+
+    /// Add these CIDRs (a file in the same format) to the mainland-China set.
+    #[arg(long, value_name = "FILE", env = "RESIDENCY_GUARD_EXTRA_MAINLAND_CIDRS")]
+    pub extra_mainland_cidrs: Vec<PathBuf>,
+
+    /// The cluster's own pod and service CIDRs (in-cluster, never
+    /// cross-border). Repeatable or comma-separated.
+    #[arg(long = "cluster-cidr", value_name = "CIDR", env = "RESIDENCY_GUARD_CLUSTER_CIDRS", value_delimiter = ',')]
+    pub cluster_cidrs: Vec<String>,
+
+    /// Namespace for objects that do not name one.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+
+    /// Judge as of this instant (RFC 3339), e.g. to test exemption expiry.
+    /// Default: now.
+    #[arg(long, value_name = "TIMESTAMP")]
+    pub now: Option<String>,
+
+    /// Print only workloads with findings.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Exit codes of `check`.
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_DENY: u8 = 1;
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+/// Pick the message language: the flag, else the locale, else English.
+pub fn resolve_lang(flag: Option<&str>) -> Result<Lang, String> {
+    if let Some(f) = flag {
+        return Lang::parse(f).ok_or_else(|| format!("--lang {f:?}: use en or zh-CN"));
+    }
+    let locale = ["LC_ALL", "LC_MESSAGES", "LANG"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .find(|v| !v.is_empty());
+    Ok(locale.as_deref().and_then(Lang::parse).unwrap_or_default())
+}
+
+pub fn run_check(args: &CheckArgs) -> ExitCode {
+    let lang = match resolve_lang(args.lang.as_deref()) {
+        Ok(l) => l,
+        Err(e) => return fail(&[e]),
+    };
+    let now = match &args.now {
+        None => Timestamp::now(),
+        Some(t) => match t.parse::<Timestamp>() {
+            Ok(t) => t,
+            Err(e) => return fail(&[format!("--now {t:?} is not an RFC 3339 timestamp: {e}")]),
+        },
+    };
+    let snapshot_base = match base_snapshot(args) {
+        Ok(s) => s,
+        Err(e) => return fail(&[e]),
+    };
+    let report = match check_inputs(&args.files, snapshot_base, &args.namespace, now) {
+        Ok(r) => r,
+        Err(errors) => return fail(&errors),
+    };
+    match args.output {
+        OutputFormat::Json => match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => return fail(&[format!("cannot encode the report: {e}")]),
+        },
+        OutputFormat::Text => print!("{}", render_text(&report, lang, args.quiet)),
+    }
+    ExitCode::from(if report.summary.denied > 0 { EXIT_DENY } else { EXIT_OK })
+}
+
+fn fail(errors: &[String]) -> ExitCode {
+    for e in errors {
+        eprintln!("error: {e}");
+    }
+    ExitCode::from(EXIT_BAD_INPUT)
+}
+
+/// The catalogue and address space, from the bundled data and the flags.
+fn base_snapshot(args: &CheckArgs) -> Result<Snapshot, String> {
+    let mut catalogue = Catalogue::builtin().clone();
+    for path in &args.catalogue {
+        let text = read_text(path)?;
+        let extra = Catalogue::parse_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        catalogue.extend(extra);
+    }
+    let mut mainland = match &args.mainland_cidrs {
+        Some(path) => parse_cidr_file(path)?,
+        None => AddressSpace::builtin_mainland().clone(),
+    };
+    for path in &args.extra_mainland_cidrs {
+        mainland = mainland.union(&parse_cidr_file(path)?);
+    }
+    let cluster = engine::egress::parse_cidr_args(&args.cluster_cidrs).map_err(|e| format!("--cluster-cidr: {e}"))?;
+    let countries = AddressSpace::builtin().countries;
+    let space = AddressSpace::new(mainland, cluster, countries);
+    Ok(Snapshot::new(catalogue, space))
+}
+
+fn read_text(path: &std::path::Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
+}
+
+fn parse_cidr_file(path: &std::path::Path) -> Result<IpSet, String> {
+    IpSet::parse_list(&read_text(path)?).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Kinds in Kubernetes' own API groups that `check` reads or knowingly
+/// skips. Another kind in these groups is most likely a typo and is an
+/// error, so a misspelt Deployment is never silently unjudged.
+const KNOWN_BUILTIN_KINDS: &[&str] = &[
+    "ConfigMap", "Secret", "Service", "ServiceAccount", "Endpoints", "EndpointSlice", "PersistentVolume",
+    "PersistentVolumeClaim", "LimitRange", "ResourceQuota", "Event", "PodTemplate", "Binding",
+    "ControllerRevision", "Ingress", "IngressClass", "NetworkPolicy", "Role", "RoleBinding", "ClusterRole",
+    "ClusterRoleBinding", "HorizontalPodAutoscaler", "PodDisruptionBudget", "StorageClass", "CSIDriver",
+    "CSINode", "VolumeAttachment", "PriorityClass", "RuntimeClass", "Lease", "CustomResourceDefinition",
+    "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding", "APIService", "CertificateSigningRequest", "Node", "Namespace",
+    "ComponentStatus", "ServiceCIDR", "IPAddress",
+];
+const BUILTIN_GROUPS: &[&str] = &[
+    "", "apps", "batch", "networking.k8s.io", "rbac.authorization.k8s.io", "policy", "autoscaling",
+    "storage.k8s.io", "scheduling.k8s.io", "node.k8s.io", "coordination.k8s.io", "apiextensions.k8s.io",
+    "admissionregistration.k8s.io", "apiregistration.k8s.io", "certificates.k8s.io", "discovery.k8s.io",
+    "events.k8s.io",
+];
+
+fn typed<T: DeserializeOwned>(doc: &Document, what: &str) -> Result<T, String> {
+    serde_path_to_error::deserialize(&doc.value)
+        .map_err(|e| format!("{}: {what}: field {}: {}", doc.origin, e.path(), e.inner()))
+}
+
+/// Build the snapshot from the inputs and judge every workload in them.
+/// Errors are every bad input found (all of them, not just the first).
+pub fn check_inputs(
+    files: &[PathBuf],
+    mut snapshot: Snapshot,
+    default_namespace: &str,
+    now: Timestamp,
+) -> Result<CheckReport, Vec<String>> {
+    let paths = inputs::expand_paths(files).map_err(|e| vec![e.to_string()])?;
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    for path in &paths {
+        match inputs::read_documents(path) {
+            Ok(d) => docs.extend(d),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+
+    let mut workloads: Vec<(Origin, Workload)> = Vec::new();
+    let mut nodes: Vec<NodeInfo> = Vec::new();
+    let mut policy_warnings = Vec::new();
+    let mut skipped = 0usize;
+    let mut policy_count = 0usize;
+    for doc in &docs {
+        let api_version = doc.value.get("apiVersion").and_then(|v| v.as_str()).unwrap_or_default();
+        let kind = doc.value.get("kind").and_then(|v| v.as_str()).unwrap_or_default();
+        if api_version.is_empty() || kind.is_empty() {
+            errors.push(format!("{}: apiVersion and kind are required", doc.origin));
+            continue;
+        }
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        match (group, kind) {
+            (crate::api::GROUP, "ResidencyPolicy") => {
+                let policy: ResidencyPolicy = match typed(doc, "ResidencyPolicy") {
+                    Ok(p) => p,
+                    Err(e) => {
+                        errors.push(e);
+                        continue;
+                    }
+                };
+                let name = policy.metadata.name.clone().unwrap_or_default();
+                if name.is_empty() {
+                    errors.push(format!("{}: ResidencyPolicy has no metadata.name", doc.origin));
+                    continue;
+                }
+                match snapshot.add_policy(&policy, now) {
+                    Ok(warnings) => {
+                        policy_count += 1;
+                        policy_warnings.extend(
+                            warnings
+                                .into_iter()
+                                .map(|w| format!("{}: ResidencyPolicy {name}: {}: {}", doc.origin, w.field, w.message)),
+                        );
+                    }
+                    Err(problems) => errors.extend(
+                        problems
+                            .into_iter()
+                            .map(|p| format!("{}: ResidencyPolicy {name} is invalid: {}: {}", doc.origin, p.field, p.message)),
+                    ),
+                }
+            }
+            ("", "Node") => match typed::<Node>(doc, "Node") {
+                Ok(n) => nodes.push(NodeInfo::from_node(&n)),
+                Err(e) => errors.push(e),
+            },
+            ("", "Namespace") => match typed::<Namespace>(doc, "Namespace") {
+                Ok(ns) => {
+                    let name = ns.metadata.name.unwrap_or_default();
+                    snapshot.namespaces.insert(name, ns.metadata.labels.unwrap_or_default());
+                }
+                Err(e) => errors.push(e),
+            },
+            ("networking.k8s.io", "NetworkPolicy") => match typed::<NetworkPolicy>(doc, "NetworkPolicy") {
+                Ok(mut np) => {
+                    if np.metadata.namespace.is_none() {
+                        np.metadata.namespace = Some(default_namespace.to_string());
+                    }
+                    snapshot.network.add_network_policy(&np);
+                }
+                Err(e) => errors.push(e),
+            },
+            ("", "Service") => match typed::<Service>(doc, "Service") {
+                Ok(mut svc) => {
+                    if svc.metadata.namespace.is_none() {
+                        svc.metadata.namespace = Some(default_namespace.to_string());
+                    }
+                    snapshot.network.add_service(&svc);
+                }
+                Err(e) => errors.push(e),
+            },
+            _ => match Workload::from_value(&doc.value, default_namespace) {
+                Ok(w) => workloads.push((doc.origin.clone(), w)),
+                Err(e) if e.is_not_a_workload() => {
+                    if BUILTIN_GROUPS.contains(&group) && !KNOWN_BUILTIN_KINDS.contains(&kind) {
+                        errors.push(format!(
+                            "{}: unknown kind {kind:?} in {api_version}; pod-creating kinds are Pod, Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, CronJob and ReplicationController",
+                            doc.origin
+                        ));
+                    } else {
+                        skipped += 1;
+                    }
+                }
+                Err(e) => errors.push(format!("{}: {e}", doc.origin)),
+            },
+        }
+    }
+    if !nodes.is_empty() {
+        snapshot.set_nodes(nodes);
+    }
+
+    let mut results = Vec::new();
+    for (origin, w) in &workloads {
+        match engine::evaluate(&snapshot, w, now) {
+            Ok(v) => results.push(report::Outcome::new(origin, v)),
+            Err(e) => errors.push(format!("{origin}: {e}")),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(CheckReport::new(
+        results,
+        policy_warnings,
+        report::Inputs {
+            files: paths.len(),
+            documents: docs.len(),
+            policies: policy_count,
+            nodes: snapshot.nodes.as_ref().map(Vec::len),
+            namespaces: snapshot.namespaces.len(),
+            skipped,
+        },
+    ))
+}
+

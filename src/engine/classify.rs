@@ -1,0 +1,233 @@
+//! Which policies govern a workload, exemptions, and the verdict's assembly.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+
+use super::egress;
+use super::placement;
+use super::policy::CompiledPolicy;
+use super::verdict::{ClassSource, ExemptionUse, Notice, PolicyOutcome, Text, Verdict, WorkloadRef};
+use super::{Snapshot, Workload};
+use crate::api::{ClassError, DATA_CLASS_LABEL, DataClass, EgressMode, parse_class_list};
+
+/// A classification label that cannot be understood, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{workload}: {location}: {error}")]
+pub struct ClassificationError {
+    pub workload: String,
+    pub location: String,
+    pub error: ClassError,
+}
+
+pub(super) fn evaluate(snapshot: &Snapshot, workload: &Workload, now: Timestamp) -> Result<Verdict, ClassificationError> {
+    let ns_labels = snapshot.namespaces.get(&workload.namespace);
+    let (classes, class_sources) = classes_of(workload, ns_labels)?;
+    let mut notices = Vec::new();
+    let mut outcomes = Vec::new();
+
+    let governing: Vec<(&CompiledPolicy, Vec<DataClass>)> = snapshot
+        .policies
+        .iter()
+        .filter_map(|p| {
+            let matched: Vec<DataClass> = p.classes.intersection(&classes).copied().collect();
+            if matched.is_empty() {
+                return None;
+            }
+            let in_scope = match (&p.namespace_selector, ns_labels) {
+                (None, _) => true,
+                (Some(sel), Some(labels)) => sel.matches(labels),
+                (Some(sel), None) if sel.is_empty() => true,
+                (Some(_), None) => {
+                    // Fail closed: judge it, and say why.
+                    notices.push(Notice {
+                        code: "NamespaceUnknown",
+                        policy: Some(p.name.clone()),
+                        message: Text {
+                            en: format!(
+                                "namespace {} is not in the inputs, so policy {}'s namespaceSelector cannot be evaluated; the policy is applied",
+                                workload.namespace, p.name
+                            ),
+                            zh: format!(
+                                "输入中没有命名空间 {}，无法评估策略 {} 的 namespaceSelector，已按适用处理",
+                                workload.namespace, p.name
+                            ),
+                        },
+                    });
+                    true
+                }
+            };
+            in_scope.then_some((p, matched))
+        })
+        .collect();
+
+    let facts = (!governing.is_empty()).then(|| placement::Facts::new(workload, snapshot));
+    let needs_egress = governing.iter().any(|(p, _)| p.egress_mode != EgressMode::Unrestricted);
+    let effective = needs_egress.then(|| egress::effective_egress(workload, snapshot));
+    if effective.is_some() {
+        notices.extend(egress::external_name_notices(workload, snapshot));
+    }
+
+    for (policy, matched) in governing {
+        let exemption = policy
+            .exemptions
+            .iter()
+            .filter(|e| e.namespaces.is_empty() || e.namespaces.contains(&workload.namespace))
+            .filter(|e| e.selector.matches(&workload.labels) || e.selector.matches(&workload.template_labels))
+            // An active exemption wins over a lapsed one.
+            .max_by_key(|e| (e.active_at(now), e.lapses_at));
+        let exemption_use = exemption.map(|e| ExemptionUse {
+            index: e.index,
+            basis: e.basis,
+            reference: e.reference.clone(),
+            approved_by: e.approved_by.clone(),
+            expires: e.expires.to_string(),
+            active: e.active_at(now),
+        });
+        let exempted = exemption_use.as_ref().is_some_and(|e| e.active);
+
+        let ctx = MessageContext {
+            workload,
+            policy: &policy.name,
+            classes: &matched,
+            sources: &class_sources,
+        };
+        let mut violations = Vec::new();
+        if let Some(facts) = &facts {
+            violations.extend(placement::check(facts, policy, snapshot, &ctx));
+        }
+        if let Some(eff) = &effective {
+            violations.extend(egress::check(eff, policy, snapshot, &ctx));
+        }
+        for v in &mut violations {
+            v.exempted = exempted;
+        }
+        if let Some(e) = exemption_use.as_ref().filter(|e| !e.active && !violations.is_empty()) {
+            notices.push(Notice {
+                code: "ExemptionExpired",
+                policy: Some(policy.name.clone()),
+                message: Text {
+                    en: format!(
+                        "exemption {} of policy {} ({} {}, approved by {}) expired on {}; it no longer covers {}",
+                        e.index,
+                        policy.name,
+                        e.basis.as_str(),
+                        e.reference,
+                        e.approved_by,
+                        e.expires,
+                        workload.reference()
+                    ),
+                    zh: format!(
+                        "策略 {} 的豁免 {}（{} {}，批准人 {}）已于 {} 到期，不再覆盖 {}",
+                        policy.name,
+                        e.index,
+                        e.basis.as_str(),
+                        e.reference,
+                        e.approved_by,
+                        e.expires,
+                        workload.reference()
+                    ),
+                },
+            });
+        }
+        outcomes.push(PolicyOutcome {
+            policy: policy.name.clone(),
+            action: policy.action,
+            classes: matched,
+            exemption: exemption_use,
+            violations,
+        });
+    }
+
+    let action = outcomes.iter().filter(|o| o.violated()).map(|o| o.action).max();
+    Ok(Verdict {
+        workload: WorkloadRef {
+            kind: workload.kind.as_str().to_string(),
+            namespace: workload.namespace.clone(),
+            name: workload.name.clone(),
+        },
+        classes: classes.into_iter().collect(),
+        class_sources,
+        policies: outcomes,
+        action,
+        notices,
+        egress: effective,
+    })
+}
+
+/// What every message about this workload and policy needs.
+pub(crate) struct MessageContext<'a> {
+    pub workload: &'a Workload,
+    pub policy: &'a str,
+    pub classes: &'a [DataClass],
+    pub sources: &'a [ClassSource],
+}
+
+impl MessageContext<'_> {
+    /// "Deployment payments/api carries personal information
+    /// (residencyguard.io/data-class=personal on the pod template)"
+    pub fn subject(&self) -> Text {
+        let w = self.workload.reference();
+        let en_classes = join_en(self.classes.iter().map(|c| c.describe_en()));
+        let zh_classes = self.classes.iter().map(|c| c.describe_zh()).collect::<Vec<_>>().join("、");
+        let src = self.sources.first();
+        let (en_src, zh_src) = match src {
+            Some(s) => (
+                format!(" ({DATA_CLASS_LABEL}={} on {})", s.value, s.location),
+                format!("（{DATA_CLASS_LABEL}={}，位于 {}）", s.value, s.location),
+            ),
+            None => (String::new(), String::new()),
+        };
+        Text {
+            en: format!("{w} carries {en_classes}{en_src}"),
+            zh: format!("{w} 处理{zh_classes}{zh_src}"),
+        }
+    }
+}
+
+pub(crate) fn join_en<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    let items: Vec<&str> = items.collect();
+    match items.as_slice() {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+type ClassesAndSources = (BTreeSet<DataClass>, Vec<ClassSource>);
+
+fn classes_of(
+    workload: &Workload,
+    ns_labels: Option<&BTreeMap<String, String>>,
+) -> Result<ClassesAndSources, ClassificationError> {
+    let mut classes = BTreeSet::new();
+    let mut sources = Vec::new();
+    let ns_location = format!("Namespace {}", workload.namespace);
+    let candidates = [
+        (Some(&workload.labels), "metadata.labels".to_string()),
+        (
+            Some(&workload.template_labels),
+            workload.kind.template_labels_path().to_string(),
+        ),
+        (ns_labels, ns_location),
+    ];
+    for (labels, location) in candidates {
+        let Some(value) = labels.and_then(|l| l.get(DATA_CLASS_LABEL)) else {
+            continue;
+        };
+        if sources.iter().any(|s: &ClassSource| s.location == location) {
+            continue; // a Pod's labels are its own template's labels
+        }
+        let parsed = parse_class_list(value).map_err(|error| ClassificationError {
+            workload: workload.reference(),
+            location: location.clone(),
+            error,
+        })?;
+        classes.extend(parsed);
+        sources.push(ClassSource {
+            location,
+            value: value.clone(),
+        });
+    }
+    Ok((classes, sources))
+}

@@ -1,0 +1,394 @@
+//! Placement: "every node this pod could run on is in mainland China".
+//!
+//! Check 1, the guarantee, reads only the pod's own constraints: every
+//! required term, combined with nodeSelector, must pin the region label to
+//! mainland regions or imply the policy's `allowedNodes`. Check 2, the
+//! inventory, looks at the nodes that exist and match today: any of them not
+//! in mainland China is a violation too (and the best evidence for messages).
+
+use std::collections::BTreeSet;
+
+use super::classify::MessageContext;
+use super::nodes::{NodeStanding, REGION_LABEL};
+use super::policy::CompiledPolicy;
+use super::selector::{Conjunction, NODE_NAME_FIELD, NodeLabels, Op, Requirement, Space, Term};
+use super::verdict::{Code, Evidence, NodeEvidence, Text, Violation};
+use super::{ClassifiedNode, Snapshot, Workload, WorkloadKind};
+
+/// Outside nodes listed as evidence; the rest are counted.
+const MAX_NODES_LISTED: usize = 20;
+const MAX_NODES_IN_MESSAGE: usize = 3;
+
+/// Policy-independent facts about a workload's placement, computed once and
+/// shared by every governing policy.
+pub struct Facts<'s> {
+    /// One conjunction per required term (or one for nodeSelector alone).
+    terms: Vec<TermFacts>,
+    has_required_affinity: bool,
+    has_preferred_affinity: bool,
+    /// Nodes matching the constraints today (None: no inventory).
+    matching: Option<Vec<&'s ClassifiedNode>>,
+    /// `spec.nodeName` and the node it names, if in the inventory.
+    bound: Option<(String, Option<&'s ClassifiedNode>)>,
+    /// Mainland regions present in the inventory, for the fix.
+    inventory_mainland_regions: BTreeSet<String>,
+}
+
+struct TermFacts {
+    /// Why the term matches nothing (then it never lets the pod run anywhere).
+    invalid: bool,
+    conjunction: Conjunction,
+}
+
+impl<'s> Facts<'s> {
+    pub fn new(workload: &Workload, snapshot: &'s Snapshot) -> Facts<'s> {
+        let pod = &workload.pod;
+        let mut base: Vec<Requirement> = pod
+            .node_selector
+            .iter()
+            .flatten()
+            .map(|(k, v)| Requirement::label_eq(k, v))
+            .collect();
+        if let Some(name) = &pod.node_name {
+            base.push(Requirement {
+                space: Space::Field,
+                key: NODE_NAME_FIELD.to_string(),
+                op: Op::In(BTreeSet::from([name.clone()])),
+            });
+        }
+        let node_affinity = pod.affinity.as_ref().and_then(|a| a.node_affinity.as_ref());
+        let required = node_affinity.and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref());
+        let has_preferred_affinity = node_affinity
+            .and_then(|na| na.preferred_during_scheduling_ignored_during_execution.as_ref())
+            .is_some_and(|p| !p.is_empty());
+        let compiled_terms: Option<Vec<Term>> =
+            required.map(|sel| sel.node_selector_terms.iter().map(Term::from_k8s).collect());
+
+        let terms = match &compiled_terms {
+            None => vec![TermFacts {
+                invalid: false,
+                conjunction: Conjunction::new(&base),
+            }],
+            Some(terms) => terms
+                .iter()
+                .map(|t| TermFacts {
+                    invalid: t.invalid.is_some(),
+                    conjunction: Conjunction::new(base.iter().chain(&t.requirements)),
+                })
+                .collect(),
+        };
+
+        let matches_constraints = |n: &ClassifiedNode| {
+            let view = NodeLabels {
+                name: &n.info.name,
+                labels: &n.info.labels,
+            };
+            base.iter().all(|r| r.matches(&view))
+                && compiled_terms.as_ref().is_none_or(|ts| ts.iter().any(|t| t.matches(&view)))
+        };
+        let matching = snapshot
+            .nodes
+            .as_ref()
+            .map(|nodes| nodes.iter().filter(|n| matches_constraints(n)).collect::<Vec<_>>());
+        let bound = pod.node_name.as_ref().map(|name| {
+            let node = snapshot
+                .nodes
+                .as_ref()
+                .and_then(|nodes| nodes.iter().find(|n| &n.info.name == name));
+            (name.clone(), node)
+        });
+        let inventory_mainland_regions = snapshot
+            .nodes
+            .iter()
+            .flatten()
+            .filter_map(|n| match &n.standing {
+                NodeStanding::Mainland { region } => Some(region.clone()),
+                _ => None,
+            })
+            .collect();
+        Facts {
+            terms,
+            has_required_affinity: compiled_terms.is_some(),
+            has_preferred_affinity,
+            matching,
+            bound,
+            inventory_mainland_regions,
+        }
+    }
+}
+
+/// Is `node` acceptable under `policy`? Mainland by catalogue, or vouched
+/// for by `allowedNodes` when its region is merely missing or unknown.
+fn node_ok(node: &ClassifiedNode, policy: &CompiledPolicy) -> bool {
+    match &node.standing {
+        NodeStanding::Mainland { .. } => true,
+        s if s.vouchable() => policy.allowed_nodes.as_ref().is_some_and(|a| {
+            a.matches(&NodeLabels {
+                name: &node.info.name,
+                labels: &node.info.labels,
+            })
+        }),
+        _ => false,
+    }
+}
+
+fn evidence_of(node: &ClassifiedNode) -> NodeEvidence {
+    NodeEvidence {
+        name: node.info.name.clone(),
+        region: node.info.region_label().map(str::to_string),
+        standing: node.standing.clone(),
+    }
+}
+
+/// The first term that does not guarantee mainland placement, with the
+/// region values it allows that are not mainland.
+struct Gap {
+    term: Option<usize>,
+    non_mainland_regions: Vec<String>,
+    pins_region: bool,
+}
+
+fn guarantee_gap(facts: &Facts<'_>, policy: &CompiledPolicy, snapshot: &Snapshot) -> Option<Gap> {
+    for (i, t) in facts.terms.iter().enumerate() {
+        if t.invalid || t.conjunction.unsatisfiable() {
+            continue; // matches no node: cannot place the pod anywhere
+        }
+        let regions = t.conjunction.label_values(REGION_LABEL);
+        let region_ok = regions
+            .as_ref()
+            .is_some_and(|vals| vals.iter().all(|v| snapshot.catalogue.is_mainland_region(v)));
+        let allowed_ok = policy
+            .allowed_nodes
+            .as_ref()
+            .is_some_and(|a| a.terms.iter().any(|at| t.conjunction.implies_term(at)));
+        if !(region_ok || allowed_ok) {
+            return Some(Gap {
+                term: facts.has_required_affinity.then_some(i),
+                non_mainland_regions: regions
+                    .iter()
+                    .flatten()
+                    .filter(|v| !snapshot.catalogue.is_mainland_region(v))
+                    .map(|v| v.to_string())
+                    .collect(),
+                pins_region: regions.is_some(),
+            });
+        }
+    }
+    None
+}
+
+pub(crate) fn check(
+    facts: &Facts<'_>,
+    policy: &CompiledPolicy,
+    snapshot: &Snapshot,
+    ctx: &MessageContext<'_>,
+) -> Vec<Violation> {
+    let prefix = ctx.workload.pod_spec_path();
+
+    // spec.nodeName bypasses the scheduler: judge the node itself.
+    if let Some((_, Some(node))) = &facts.bound {
+        if node_ok(node, policy) {
+            return Vec::new();
+        }
+        let ev = evidence_of(node);
+        return vec![Violation {
+            code: Code::BoundToNodeOutside,
+            field: format!("{prefix}.nodeName"),
+            message: bound_message(ctx, prefix, &ev),
+            evidence: Evidence::BoundNode { node: ev },
+            exempted: false,
+        }];
+    }
+
+    let (matching_count, outside): (Option<usize>, Vec<&ClassifiedNode>) = match &facts.matching {
+        Some(m) => (Some(m.len()), m.iter().copied().filter(|n| !node_ok(n, policy)).collect()),
+        None => (None, Vec::new()),
+    };
+    let listed: Vec<NodeEvidence> = outside.iter().take(MAX_NODES_LISTED).map(|n| evidence_of(n)).collect();
+    let more_outside = outside.len().saturating_sub(listed.len());
+
+    let gap = guarantee_gap(facts, policy, snapshot);
+    let (code, field) = match &gap {
+        Some(g) => (Code::PlacementNotGuaranteed, gap_field(prefix, g, facts)),
+        None if !outside.is_empty() => (Code::NodeOutsideMainland, constraint_field(prefix, facts)),
+        None => return Vec::new(),
+    };
+    let message = placement_message(ctx, policy, facts, gap.as_ref(), &field, matching_count, &outside);
+    vec![Violation {
+        code,
+        field,
+        evidence: Evidence::Placement {
+            term: gap.as_ref().and_then(|g| g.term),
+            non_mainland_regions: gap.map(|g| g.non_mainland_regions).unwrap_or_default(),
+            matching_nodes: matching_count,
+            outside_nodes: listed,
+            more_outside,
+        },
+        message,
+        exempted: false,
+    }]
+}
+
+fn constraint_field(prefix: &str, facts: &Facts<'_>) -> String {
+    if facts.has_required_affinity {
+        format!("{prefix}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution")
+    } else {
+        format!("{prefix}.nodeSelector")
+    }
+}
+
+fn gap_field(prefix: &str, gap: &Gap, facts: &Facts<'_>) -> String {
+    match gap.term {
+        Some(i) => format!(
+            "{prefix}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[{i}]"
+        ),
+        None => constraint_field(prefix, facts),
+    }
+}
+
+fn node_list(nodes: &[&ClassifiedNode], lang: super::Lang) -> String {
+    let mut parts: Vec<String> = nodes
+        .iter()
+        .take(MAX_NODES_IN_MESSAGE)
+        .map(|n| evidence_of(n).describe(lang))
+        .collect();
+    if nodes.len() > MAX_NODES_IN_MESSAGE {
+        let more = nodes.len() - MAX_NODES_IN_MESSAGE;
+        parts.push(match lang {
+            super::Lang::En => format!("and {more} more"),
+            super::Lang::ZhCn => format!("另有 {more} 个"),
+        });
+    }
+    parts.join(", ")
+}
+
+fn region_fix_list(facts: &Facts<'_>) -> String {
+    if facts.inventory_mainland_regions.is_empty() {
+        "<your mainland regions, e.g. cn-north-1, cn-northwest-1>".to_string()
+    } else {
+        facts.inventory_mainland_regions.iter().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
+fn placement_message(
+    ctx: &MessageContext<'_>,
+    policy: &CompiledPolicy,
+    facts: &Facts<'_>,
+    gap: Option<&Gap>,
+    field: &str,
+    matching: Option<usize>,
+    outside: &[&ClassifiedNode],
+) -> Text {
+    let subject = ctx.subject();
+    let p = ctx.policy;
+    let daemonset = ctx.workload.kind == WorkloadKind::DaemonSet;
+    let regions = region_fix_list(facts);
+
+    let (problem_en, problem_zh) = match gap {
+        Some(g) if !g.non_mainland_regions.is_empty() => {
+            let r = g.non_mainland_regions.join(", ");
+            (
+                format!("{field} allows {REGION_LABEL} {r}, which is not mainland China"),
+                format!("{field} 允许 {REGION_LABEL} 为 {r}，不属于中国大陆"),
+            )
+        }
+        Some(g) if facts.has_required_affinity || !ctx.workload.pod.node_selector.iter().flatten().next().is_none() || g.pins_region => (
+            format!("{field} does not restrict {REGION_LABEL} to mainland-China regions"),
+            format!("{field} 未将 {REGION_LABEL} 限定为中国大陆地域"),
+        ),
+        Some(_) => (
+            format!("{field} is not set and there is no required node affinity, so the pods may run on any node"),
+            format!("{field} 未设置且没有必需的节点亲和性，Pod 可被调度到任意节点"),
+        ),
+        None => (
+            format!("{field} selects nodes that are not in mainland China"),
+            format!("{field} 选中了不在中国大陆的节点"),
+        ),
+    };
+    let (mut hint_en, mut hint_zh) = (String::new(), String::new());
+    if gap.is_some() && facts.has_preferred_affinity {
+        hint_en.push_str(" (preferred affinity is only a preference and guarantees nothing)");
+        hint_zh.push_str("（首选亲和性只是偏好，不构成保证）");
+    }
+    if gap.is_some() && ctx.workload.pod.node_name.is_some() && matching.is_some() {
+        hint_en.push_str(" (spec.nodeName names a node that is not in the cluster)");
+        hint_zh.push_str("（spec.nodeName 指定的节点不在集群中）");
+    }
+
+    let (inv_en, inv_zh) = match (matching, outside.is_empty()) {
+        (None, _) => (String::new(), String::new()),
+        (Some(m), true) => (
+            format!(": today all {m} matching nodes are in mainland China, but nothing keeps the pods there when other nodes join"),
+            format!("：目前匹配的 {m} 个节点都在中国大陆，但新加入的节点不受约束"),
+        ),
+        (Some(m), false) => {
+            let verb_en = if daemonset { "will run a pod on" } else { "may schedule onto" };
+            let verb_zh = if daemonset { "将在这些节点上各运行一个 Pod" } else { "可能被调度到这些节点" };
+            (
+                format!(
+                    ": {} of {m} matching nodes are outside mainland China or unverified ({}), and the {} {verb_en} them",
+                    outside.len(),
+                    node_list(outside, super::Lang::En),
+                    ctx.workload.kind
+                ),
+                format!(
+                    "：{m} 个匹配节点中有 {} 个不在中国大陆或无法核实（{}），{verb_zh}",
+                    outside.len(),
+                    node_list(outside, super::Lang::ZhCn)
+                ),
+            )
+        }
+    };
+
+    let allowed_en = if policy.allowed_nodes.is_some() {
+        format!(", or select only nodes matching spec.placement.allowedNodes of policy {p}")
+    } else {
+        String::new()
+    };
+    let allowed_zh = if policy.allowed_nodes.is_some() {
+        format!("，或仅选择符合策略 {p} 中 spec.placement.allowedNodes 的节点")
+    } else {
+        String::new()
+    };
+    let (fix_en, fix_zh) = match gap {
+        Some(g) if !g.non_mainland_regions.is_empty() => (
+            format!("remove {} from the allowed regions{allowed_en}", g.non_mainland_regions.join(", ")),
+            format!("从允许的地域中移除 {}{allowed_zh}", g.non_mainland_regions.join(", ")),
+        ),
+        Some(_) => (
+            format!("add a required node affinity on {REGION_LABEL} In [{regions}] under {prefix}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution{allowed_en}", prefix = ctx.workload.pod_spec_path()),
+            format!("在 {prefix}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution 中添加必需的节点亲和性 {REGION_LABEL} In [{regions}]{allowed_zh}", prefix = ctx.workload.pod_spec_path()),
+        ),
+        None => (
+            "fix the region labels of the nodes listed (or remove them from the pool), or narrow the selector to nodes in mainland China".to_string(),
+            "修正上述节点的地域标签（或将其移出节点池），或将选择器收窄到中国大陆的节点".to_string(),
+        ),
+    };
+    Text {
+        en: format!(
+            "{} and policy {p} requires mainland-China nodes, but {problem_en}{hint_en}{inv_en}. Fix: {fix_en}.",
+            subject.en
+        ),
+        zh: format!(
+            "{}，策略 {p} 要求只能运行在中国大陆节点上，但 {problem_zh}{hint_zh}{inv_zh}。修复：{fix_zh}。",
+            subject.zh
+        ),
+    }
+}
+
+fn bound_message(ctx: &MessageContext<'_>, prefix: &str, node: &NodeEvidence) -> Text {
+    let subject = ctx.subject();
+    let p = ctx.policy;
+    Text {
+        en: format!(
+            "{} and policy {p} requires mainland-China nodes, but {prefix}.nodeName binds it to node {}, which is not in mainland China or cannot be verified. Fix: run it on a node in mainland China (remove nodeName and add a required node affinity on {REGION_LABEL}).",
+            subject.en,
+            node.describe(super::Lang::En)
+        ),
+        zh: format!(
+            "{}，策略 {p} 要求只能运行在中国大陆节点上，但 {prefix}.nodeName 将其绑定到节点 {}，该节点不在中国大陆或无法核实。修复：改为在中国大陆节点上运行（删除 nodeName，并添加 {REGION_LABEL} 的必需节点亲和性）。",
+            subject.zh,
+            node.describe(super::Lang::ZhCn)
+        ),
+    }
+}

@@ -1,0 +1,47 @@
+#![forbid(unsafe_code)]
+//! The `residency-guard` binary: parse arguments and dispatch. Everything
+//! else lives in the library so tests can reach it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use residency_guard::cli::{self, CheckArgs};
+use residency_guard::crdgen;
+
+#[derive(Debug, Parser)]
+#[command(name = "residency-guard", version, about = "Keeps workloads that carry regulated data on mainland-China nodes and mainland-China egress")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Judge manifests offline (no cluster): exit 0 when no Deny-policy
+    /// violation is found, 1 when one is, 2 on bad input.
+    Check(CheckArgs),
+    /// Write the ResidencyPolicy CRD (YAML).
+    Crdgen {
+        /// Output file; - for stdout.
+        #[arg(short, long, default_value = crdgen::CRD_PATH)]
+        output: PathBuf,
+        /// Exit 1 if the file differs from what would be written (CI drift check).
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match args.command {
+        Command::Check(check) => cli::run_check(&check),
+        Command::Crdgen { output, check } => match crdgen::run(&output, check) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
