@@ -22,7 +22,7 @@ use super::policy::{CompiledPolicy, parse_net};
 use super::selector::LabelSelectorMatcher;
 use super::verdict::{Code, Evidence, Notice, Text, Violation};
 use super::{Snapshot, Workload};
-use crate::api::EgressMode;
+use crate::api::{DATA_CLASS_LABEL, EgressMode};
 
 const MAINLAND_CIDRS: &str = include_str!("../../data/mainland-china.cidrs");
 const COUNTRY_HINTS: &str = include_str!("../../data/country-hints.cidrs");
@@ -356,9 +356,11 @@ pub(crate) fn check(
         EgressMode::ClusterOnly => ("allows no egress outside the cluster", "禁止访问集群外的任何地址"),
         _ => ("allows egress only to mainland China", "只允许访问中国大陆境内的地址"),
     };
+    // A fix that ends in a YAML example gets no closing full stop.
+    let stop = |fix: &str, mark: &'static str| if fix.ends_with(['}', ']']) { "" } else { mark };
     let lead = |en: String, zh: String, fix_en: String, fix_zh: String| Text {
-        en: format!("{} and policy {p} {rule_en}, but {en}. Fix: {fix_en}.", subject.en),
-        zh: format!("{}，策略 {p} {rule_zh}，但 {zh}。修复：{fix_zh}。", subject.zh),
+        en: format!("{} and policy {p} {rule_en}, but {en}. Fix: {fix_en}{}", subject.en, stop(&fix_en, ".")),
+        zh: format!("{}，策略 {p} {rule_zh}，但 {zh}。修复：{fix_zh}{}", subject.zh, stop(&fix_zh, "。")),
     };
     let no_evidence = EgressEvidence {
         network_policy: None,
@@ -503,10 +505,13 @@ fn within_allowed(cidr: IpNet, except: &[IpNet], inside: &IpSet, allowed: &IpSet
 /// The smallest NetworkPolicy that isolates the workload's pods, allowing
 /// only in-cluster destinations (DNS included).
 fn isolating_policy_example(w: &Workload) -> String {
-    let labels = if w.template_labels.is_empty() {
+    // Select on the app's own labels; the data-class label only if alone.
+    let own: Vec<(&String, &String)> = w.template_labels.iter().filter(|(k, _)| *k != DATA_CLASS_LABEL).collect();
+    let chosen = if own.is_empty() { w.template_labels.iter().collect() } else { own };
+    let labels = if chosen.is_empty() {
         "{}".to_string()
     } else {
-        let pairs: Vec<String> = w.template_labels.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let pairs: Vec<String> = chosen.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         format!("{{matchLabels: {{{}}}}}", pairs.join(", "))
     };
     format!(
