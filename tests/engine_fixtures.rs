@@ -1,0 +1,241 @@
+//! Table tests over real YAML fixtures (tests/fixtures/): every pod-creating
+//! kind and every placement and egress trap of semantics.md, each asserting
+//! the verdict's action and the exact violation codes.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use jiff::Timestamp;
+use residency_guard::api::Action;
+use residency_guard::cli::check_inputs;
+use residency_guard::engine::egress::parse_cidr_args;
+use residency_guard::engine::verdict::Evidence;
+use residency_guard::engine::{AddressSpace, Catalogue, Code, Snapshot, Verdict};
+
+const NOW: &str = "2026-11-23T00:00:00Z";
+
+fn judge(fixture: &str, cluster_cidrs: &[&str]) -> BTreeMap<String, Verdict> {
+    let cidrs: Vec<String> = cluster_cidrs.iter().map(|s| s.to_string()).collect();
+    let space = AddressSpace::builtin().with_cluster(parse_cidr_args(&cidrs).unwrap());
+    let snapshot = Snapshot::new(Catalogue::builtin().clone(), space);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture);
+    let now: Timestamp = NOW.parse().unwrap();
+    let report = check_inputs(&[path], snapshot, "default", now).unwrap_or_else(|e| panic!("{fixture}: {e:?}"));
+    report
+        .results
+        .into_iter()
+        .map(|r| (r.verdict.workload.name.clone(), r.verdict))
+        .collect()
+}
+
+/// The codes that count (not exempted), in order.
+fn codes(v: &Verdict) -> Vec<Code> {
+    v.violations().map(|(_, x)| x.code).collect()
+}
+
+fn assert_table(fixture: &str, verdicts: &BTreeMap<String, Verdict>, table: &[(&str, Option<Action>, &[Code])]) {
+    for (name, action, expected) in table {
+        let v = verdicts.get(*name).unwrap_or_else(|| panic!("{fixture}: no workload named {name}"));
+        assert_eq!(v.action, *action, "{fixture}/{name}: action; verdict: {v:#?}");
+        assert_eq!(codes(v), *expected, "{fixture}/{name}: codes; verdict: {v:#?}");
+    }
+    assert_eq!(verdicts.len(), table.len(), "{fixture}: every workload must be in the table");
+}
+
+use Code::*;
+const DENY: Option<Action> = Some(Action::Deny);
+const PASS: Option<Action> = None;
+
+#[test]
+fn every_kind_is_judged_on_its_pod_template() {
+    let v = judge("kinds.yaml", &[]);
+    let mut table: Vec<(String, Option<Action>, &[Code])> = Vec::new();
+    for kind in [
+        "pod", "deployment", "replicaset", "statefulset", "daemonset", "job", "cronjob", "replicationcontroller",
+    ] {
+        table.push((format!("{kind}-good"), PASS, &[]));
+        table.push((format!("{kind}-bad"), DENY, &[PlacementNotGuaranteed]));
+    }
+    let table: Vec<(&str, Option<Action>, &[Code])> = table.iter().map(|(n, a, c)| (n.as_str(), *a, *c)).collect();
+    assert_table("kinds.yaml", &v, &table);
+    // The field path names where the pod spec lives in each kind.
+    let cron = &v["cronjob-bad"];
+    let (_, x) = cron.violations().next().unwrap();
+    assert_eq!(x.field, "spec.jobTemplate.spec.template.spec.nodeSelector");
+    assert!(x.message.en.contains("us-east-1"), "{}", x.message.en);
+    let (_, pod) = v["pod-bad"].violations().next().unwrap();
+    assert_eq!(pod.field, "spec.nodeSelector");
+}
+
+#[test]
+fn placement_traps_without_inventory() {
+    let v = judge("placement-traps.yaml", &[]);
+    let bad: &[Code] = &[PlacementNotGuaranteed];
+    assert_table(
+        "placement-traps.yaml",
+        &v,
+        &[
+            ("notin", DENY, bad),
+            ("doesnotexist", DENY, bad),
+            ("exists", DENY, bad),
+            ("gt", DENY, bad),
+            ("preferred-only", DENY, bad),
+            ("tolerations-only", DENY, bad),
+            ("or-of-terms", DENY, bad),
+            ("nodeselector-and-term", PASS, &[]),
+            ("in-intersection", PASS, &[]),
+            ("allowed-pool", PASS, &[]),
+            ("allowed-pool-and-edge", DENY, bad),
+            ("lookalike-cn-hongkong", DENY, bad),
+            ("legacy-label", DENY, bad),
+            ("nodename-no-inventory", DENY, bad),
+            ("matchfields-and-region", PASS, &[]),
+            ("invalid-term-ignored", PASS, &[]),
+        ],
+    );
+    // The failing term is named, and so is the preferred-affinity trap.
+    let (_, x) = v["or-of-terms"].violations().next().unwrap();
+    assert!(x.field.ends_with("nodeSelectorTerms[1]"), "{}", x.field);
+    let (_, x) = v["preferred-only"].violations().next().unwrap();
+    assert!(x.message.en.contains("preferred affinity is only a preference"), "{}", x.message.en);
+    let (_, x) = v["lookalike-cn-hongkong"].violations().next().unwrap();
+    assert!(x.message.en.contains("allows topology.kubernetes.io/region cn-hongkong"), "{}", x.message.en);
+    assert!(x.message.zh.contains("cn-hongkong"), "{}", x.message.zh);
+}
+
+fn outside_names(v: &Verdict) -> Vec<String> {
+    v.violations()
+        .filter_map(|(_, x)| match &x.evidence {
+            Evidence::Placement { outside_nodes, .. } => {
+                Some(outside_nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>())
+            }
+            Evidence::BoundNode { node } => Some(vec![node.name.clone()]),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+#[test]
+fn inventory_and_node_trust() {
+    let v = judge("inventory.yaml", &[]);
+    assert_table(
+        "inventory.yaml",
+        &v,
+        &[
+            ("pinned-region", PASS, &[]),
+            ("pinned-region-liar", DENY, &[NodeOutsideMainland]),
+            ("allowed-pool-abroad", DENY, &[NodeOutsideMainland]),
+            ("private-dc", PASS, &[]),
+            ("unlabelled-node", DENY, &[PlacementNotGuaranteed]),
+            ("everywhere", DENY, &[PlacementNotGuaranteed]),
+            ("bound-mainland", PASS, &[]),
+            ("bound-abroad", DENY, &[BoundToNodeOutside]),
+            ("bound-liar", DENY, &[BoundToNodeOutside]),
+        ],
+    );
+    assert_eq!(outside_names(&v["pinned-region-liar"]), ["liar"]);
+    assert_eq!(outside_names(&v["allowed-pool-abroad"]), ["hk-in-cn-pool"]);
+    assert_eq!(outside_names(&v["unlabelled-node"]), ["unlabelled"]);
+    assert_eq!(outside_names(&v["everywhere"]), ["hk-in-cn-pool", "liar", "unlabelled", "us-1"]);
+    let (_, x) = v["pinned-region-liar"].violations().next().unwrap();
+    assert!(x.message.en.contains("labelled cn-north-1 but its aws providerID says ap-east-1"), "{}", x.message.en);
+    let (_, x) = v["unlabelled-node"].violations().next().unwrap();
+    assert!(x.message.en.contains("no region label; its providerID suggests cn-north-1"), "{}", x.message.en);
+    let (_, x) = v["everywhere"].violations().next().unwrap();
+    assert!(x.message.en.contains("4 of 7 matching nodes"), "{}", x.message.en);
+    assert!(x.message.en.contains("DaemonSet will run a pod on them"), "{}", x.message.en);
+}
+
+#[test]
+fn policies_combine_strictest_action_wins() {
+    let v = judge("policies-combined.yaml", &[]);
+    assert_table(
+        "policies-combined.yaml",
+        &v,
+        &[
+            ("strictest-wins", DENY, &[PlacementNotGuaranteed, PlacementNotGuaranteed]),
+            ("warn-only", Some(Action::Warn), &[PlacementNotGuaranteed]),
+            ("audit-prod", Some(Action::Audit), &[PlacementNotGuaranteed]),
+            ("health-dev", PASS, &[]),
+            ("union-of-sources", DENY, &[PlacementNotGuaranteed, PlacementNotGuaranteed, PlacementNotGuaranteed]),
+            ("exempt-active", PASS, &[]),
+            ("exempt-lapsed", DENY, &[PlacementNotGuaranteed]),
+            ("unclassified", PASS, &[]),
+        ],
+    );
+    let named: Vec<&str> = v["strictest-wins"].violations().map(|(p, _)| p.policy.as_str()).collect();
+    assert_eq!(named, ["personal-deny", "financial-warn"]);
+    let union = &v["union-of-sources"];
+    let classes: Vec<&str> = union.classes.iter().map(|c| c.as_str()).collect();
+    assert_eq!(classes, ["personal", "financial", "health"]);
+    assert!(v["health-dev"].policies.is_empty());
+    let active = &v["exempt-active"];
+    assert!(active.policies[0].exemption.as_ref().is_some_and(|e| e.active));
+    assert!(active.policies[0].violations.iter().all(|x| x.exempted));
+    let lapsed = &v["exempt-lapsed"];
+    assert!(lapsed.notices.iter().any(|n| n.code == "ExemptionExpired"), "{lapsed:#?}");
+}
+
+#[test]
+fn egress_under_mainland_only() {
+    let v = judge("egress.yaml", &[]);
+    assert_table(
+        "egress.yaml",
+        &v,
+        &[
+            ("no-policy", DENY, &[EgressUnrestricted]),
+            ("ingress-only", DENY, &[EgressUnrestricted]),
+            ("empty-egress-typed", PASS, &[]),
+            ("empty-egress-untyped", DENY, &[EgressUnrestricted]),
+            ("no-to", DENY, &[EgressAllowsAll]),
+            ("additive", DENY, &[EgressOutsideMainland]),
+            ("known-mainland", PASS, &[]),
+            ("aws-hk", DENY, &[EgressOutsideMainland]),
+            ("ipv6-google", DENY, &[EgressOutsideMainland]),
+            ("except-removes-outside", PASS, &[]),
+            ("except-partial", DENY, &[EgressOutsideMainland]),
+            ("allowed-cidr", PASS, &[]),
+            ("other-namespace", DENY, &[EgressUnrestricted]),
+            ("selector-miss", DENY, &[EgressUnrestricted]),
+            ("external-name", PASS, &[]),
+            ("host-network", DENY, &[HostNetwork, EgressUnrestricted]),
+        ],
+    );
+    let (_, x) = v["additive"].violations().next().unwrap();
+    assert_eq!(x.field, "NetworkPolicy additive/b-dns spec.egress[0].to[0].ipBlock");
+    assert!(x.message.en.contains("8.8.8.0/24") && x.message.en.contains("registered to US"), "{}", x.message.en);
+    let (_, x) = v["except-partial"].violations().next().unwrap();
+    assert!(x.message.en.contains("8.8.8.8 is registered to US"), "{}", x.message.en);
+    let (_, x) = v["aws-hk"].violations().next().unwrap();
+    assert!(x.message.en.contains("registered to HK"), "{}", x.message.en);
+    let (_, x) = v["no-policy"].violations().next().unwrap();
+    assert!(x.message.en.contains("policyTypes: [Egress]"), "the fix shows an isolating policy: {}", x.message.en);
+    assert!(v["external-name"].notices.iter().any(|n| n.code == "ExternalNameUnverified"));
+    // Evidence for auditors: the effective egress as data.
+    let eff = v["known-mainland"].egress.as_ref().unwrap();
+    assert_eq!(eff.external_blocks.len(), 3);
+    assert!(eff.external_blocks.iter().all(|b| b.mainland), "{eff:#?}");
+}
+
+#[test]
+fn egress_under_cluster_only() {
+    let v = judge("egress-cluster-only.yaml", &["10.0.0.0/16,10.96.0.0/12"]);
+    assert_table(
+        "egress-cluster-only.yaml",
+        &v,
+        &[("uploader", DENY, &[EgressExternalForbidden]), ("worker", PASS, &[])],
+    );
+}
+
+#[test]
+fn bundled_example_shows_placement_and_egress_findings() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/cluster");
+    let snapshot = Snapshot::new(Catalogue::builtin().clone(), AddressSpace::builtin());
+    let report = check_inputs(&[path], snapshot, "default", NOW.parse().unwrap()).unwrap();
+    let all: Vec<Code> = report.results.iter().flat_map(|r| codes(&r.verdict)).collect();
+    for code in [PlacementNotGuaranteed, NodeOutsideMainland, EgressUnrestricted, EgressOutsideMainland, HostNetwork] {
+        assert!(all.contains(&code), "example lacks {code:?}");
+    }
+    assert!(report.summary.denied > 0 && report.summary.compliant > 0 && report.summary.warned > 0);
+}
