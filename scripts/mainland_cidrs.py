@@ -186,6 +186,13 @@ def load_libloc(db_path):
     return db, created, sets
 
 
+def summarize_list(items, limit=6):
+    if not items:
+        return "none"
+    text = ", ".join(str(i) for i in items[:limit])
+    return text if len(items) <= limit else "%s and %d more" % (text, len(items) - limit)
+
+
 def write_lines(path, header, body):
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         for h in header:
@@ -214,7 +221,7 @@ def cmd_build(a):
     base_v4, base_v6 = len(base.cidrs(4)), len(base.cidrs(6))
 
     src = [
-        "Source: %s, %s." % (IPFIRE_ATTRIBUTION, db.vendor),
+        "Source: %s." % IPFIRE_ATTRIBUTION,
         "  Debian package libloc-database %s (suite %s), read with libloc/location %s." % (
             a.pkg_version, a.pkg_suite, a.libloc_version),
         "  Database created: %s; signature verified with libloc's signing key." % date,
@@ -230,13 +237,13 @@ def cmd_build(a):
     ] + src + [
         "",
         "Layers: (1) libloc networks whose country is CN (%d IPv4 + %d IPv6 CIDRs aggregated);" % (base_v4, base_v6),
-        "  (2) data/provider-overrides.txt (sha256 %s):" % ov_sha,
-        "      %d 'add' and %d 'remove' entries; they changed %d IPv4 + %d IPv6 addr-ranges" % (
+        "  (2) data/provider-overrides.txt (sha256 %s)," % ov_sha,
+        "      %d 'add' + %d 'remove' entries; net effect on layer 1: +%d/-%d IPv4 addresses," % (
             len(adds), len(removes),
-            len(added_eff.iv[4]) + len(removed_eff.iv[4]), len(added_eff.iv[6]) + len(removed_eff.iv[6])),
-        "      (%d added / %d removed IPv4 addresses; %d added / %d removed IPv6 /64s)." % (
-            sum(e - s + 1 for s, e in added_eff.iv[4]), sum(e - s + 1 for s, e in removed_eff.iv[4]),
-            sum(e - s + 1 for s, e in added_eff.iv[6]) >> 64, sum(e - s + 1 for s, e in removed_eff.iv[6]) >> 64),
+            sum(e - s + 1 for s, e in added_eff.iv[4]), sum(e - s + 1 for s, e in removed_eff.iv[4])),
+        "      +%d/-%d IPv6 /64s (added: %s)." % (
+            sum(e - s + 1 for s, e in added_eff.iv[6]) >> 64, sum(e - s + 1 for s, e in removed_eff.iv[6]) >> 64,
+            summarize_list([c for v in (4, 6) for c in added_eff.cidrs(v)])),
         "  (3) the user's own list is applied at run time by residency-guard, not here.",
         "Aggregated: adjacent/overlapping ranges merged into the minimal CIDR list.",
         "Lines: %d IPv4 then %d IPv6, sorted by address; one CIDR per line." % (len(v4), len(v6)),
@@ -299,6 +306,8 @@ def cmd_build(a):
           % (len(adds), len(removes), len(added_eff.iv[4]), len(removed_eff.iv[4]),
              len(added_eff.iv[6]), len(removed_eff.iv[6])))
     for v in (4, 6):
+        for c in added_eff.cidrs(v):
+            print("  override added to CN: %s" % c)
         for c in removed_eff.cidrs(v):
             print("  override removed from CN: %s" % c)
     print("mainland-china.cidrs: %d IPv4 + %d IPv6 = %d" % (len(v4), len(v6), len(v4) + len(v6)))

