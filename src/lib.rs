@@ -8,4 +8,7 @@
 pub mod api;
 pub mod cli;
 pub mod crdgen;
+pub mod datafiles;
 pub mod engine;
+pub mod state;
+pub mod webhook;

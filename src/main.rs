@@ -8,9 +8,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use residency_guard::cli::{self, CheckArgs};
 use residency_guard::crdgen;
+use residency_guard::webhook::ServeArgs;
 
 #[derive(Debug, Parser)]
-#[command(name = "residency-guard", version, about = "Keeps workloads that carry regulated data on mainland-China nodes and mainland-China egress")]
+#[command(
+    name = "residency-guard",
+    version,
+    about = "Keeps workloads that carry regulated data on mainland-China nodes and mainland-China egress"
+)]
 struct Args {
     #[command(subcommand)]
     command: Command,
@@ -21,6 +26,8 @@ enum Command {
     /// Judge manifests offline (no cluster): exit 0 when no Deny-policy
     /// violation is found, 1 when one is, 2 on bad input.
     Check(CheckArgs),
+    /// Run the admission webhook (in a cluster).
+    Serve(Box<ServeArgs>),
     /// Write the ResidencyPolicy CRD (YAML).
     Crdgen {
         /// Output file; - for stdout.
@@ -36,6 +43,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
         Command::Check(check) => cli::run_check(&check),
+        Command::Serve(serve) => serve_blocking(*serve),
         Command::Crdgen { output, check } => match crdgen::run(&output, check) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -43,5 +51,25 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn serve_blocking(args: ServeArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(residency_guard::webhook::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

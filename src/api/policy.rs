@@ -26,8 +26,16 @@ use super::DataClass;
     category = "residencyguard",
     printcolumn(name = "Action", type_ = "string", json_path = ".spec.action"),
     printcolumn(name = "Classes", type_ = "string", json_path = ".spec.dataClasses"),
-    printcolumn(name = "Violations", type_ = "integer", json_path = ".status.violations"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Violations",
+        type_ = "integer",
+        json_path = ".status.violations"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ResidencyPolicySpec {
@@ -92,7 +100,11 @@ pub struct Egress {
 
     /// Extra destinations that count as allowed, e.g. a partner inside China
     /// that geolocation data misplaces. CIDRs or single addresses.
-    #[serde(default, rename = "allowedCIDRs", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        rename = "allowedCIDRs",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     #[x_kube(validation = Rule::new("self.all(c, isCIDR(c) || isIP(c))").message("every entry of allowedCIDRs must be a CIDR such as 203.0.113.0/24 or an IP address"))]
     pub allowed_cidrs: Vec<String>,
 }
@@ -108,7 +120,18 @@ pub enum EgressMode {
 /// Deny > Warn > Audit: when several violated policies govern one workload,
 /// the strictest action wins. The derived order is that strictness.
 #[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    JsonSchema,
 )]
 pub enum Action {
     Audit,

@@ -34,8 +34,13 @@ pub struct Document {
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
     #[error("{path}: cannot read: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("{path}: {size} bytes is larger than the {MAX_INPUT_BYTES}-byte limit; split the input")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path}: {size} bytes is larger than the {MAX_INPUT_BYTES}-byte limit; split the input"
+    )]
     TooLarge { path: String, size: u64 },
     #[error("{origin}: not valid YAML or JSON: {message}")]
     Parse { origin: Origin, message: String },
@@ -78,7 +83,10 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), InputError> {
     for path in entries {
         if path.is_dir() {
             walk(&path, out)?;
-        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
             out.push(path);
         }
     }
@@ -152,11 +160,17 @@ pub fn parse_documents(name: &str, text: &str) -> Result<Vec<Document>, InputErr
             other => {
                 return Err(InputError::Shape {
                     origin,
-                    message: format!("expected a Kubernetes object (a mapping), found {}", json_type(&other)),
+                    message: format!(
+                        "expected a Kubernetes object (a mapping), found {}",
+                        json_type(&other)
+                    ),
                 });
             }
         }
-        let is_list = value.get("kind").and_then(|k| k.as_str()).is_some_and(|k| k.ends_with("List"))
+        let is_list = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .is_some_and(|k| k.ends_with("List"))
             && value.get("items").is_some();
         if is_list {
             let Some(items) = value.get("items").and_then(|i| i.as_array()) else {
@@ -206,9 +220,16 @@ mod tests {
 
     #[test]
     fn reports_the_document_number() {
-        let err = parse_documents("f.yaml", "a: 1\n---\nb: [1, 2\n").unwrap_err().to_string();
-        assert!(err.starts_with("f.yaml (document 2): not valid YAML"), "{err}");
-        let err = parse_documents("f.yaml", "- 1\n- 2\n").unwrap_err().to_string();
+        let err = parse_documents("f.yaml", "a: 1\n---\nb: [1, 2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("f.yaml (document 2): not valid YAML"),
+            "{err}"
+        );
+        let err = parse_documents("f.yaml", "- 1\n- 2\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("expected a Kubernetes object"), "{err}");
     }
 }

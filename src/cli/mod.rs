@@ -20,8 +20,8 @@ pub use inputs::{Document, InputError, Origin, parse_documents};
 pub use report::{CheckReport, Outcome, render_text};
 
 use crate::api::ResidencyPolicy;
-use crate::engine::ipset::IpSet;
-use crate::engine::{self, AddressSpace, Catalogue, Lang, NodeInfo, Snapshot, Workload};
+use crate::datafiles::DataSources;
+use crate::engine::{self, Lang, NodeInfo, Snapshot, Workload};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -55,12 +55,21 @@ pub struct CheckArgs {
     pub mainland_cidrs: Option<PathBuf>,
 
     /// Add these CIDRs (a file in the same format) to the mainland-China set.
-    #[arg(long, value_name = "FILE", env = "RESIDENCY_GUARD_EXTRA_MAINLAND_CIDRS")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "RESIDENCY_GUARD_EXTRA_MAINLAND_CIDRS"
+    )]
     pub extra_mainland_cidrs: Vec<PathBuf>,
 
     /// The cluster's own pod and service CIDRs (in-cluster, never
     /// cross-border). Repeatable or comma-separated.
-    #[arg(long = "cluster-cidr", value_name = "CIDR", env = "RESIDENCY_GUARD_CLUSTER_CIDRS", value_delimiter = ',')]
+    #[arg(
+        long = "cluster-cidr",
+        value_name = "CIDR",
+        env = "RESIDENCY_GUARD_CLUSTER_CIDRS",
+        value_delimiter = ','
+    )]
     pub cluster_cidrs: Vec<String>,
 
     /// Namespace for objects that do not name one.
@@ -121,7 +130,11 @@ pub fn run_check(args: &CheckArgs) -> ExitCode {
         },
         OutputFormat::Text => print!("{}", render_text(&report, lang, args.quiet)),
     }
-    ExitCode::from(if report.summary.denied > 0 { EXIT_DENY } else { EXIT_OK })
+    ExitCode::from(if report.summary.denied > 0 {
+        EXIT_DENY
+    } else {
+        EXIT_OK
+    })
 }
 
 fn fail(errors: &[String]) -> ExitCode {
@@ -133,50 +146,80 @@ fn fail(errors: &[String]) -> ExitCode {
 
 /// The catalogue and address space, from the bundled data and the flags.
 fn base_snapshot(args: &CheckArgs) -> Result<Snapshot, String> {
-    let mut catalogue = Catalogue::builtin().clone();
-    for path in &args.catalogue {
-        let text = read_text(path)?;
-        let extra = Catalogue::parse_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        catalogue.extend(extra);
-    }
-    let mut mainland = match &args.mainland_cidrs {
-        Some(path) => parse_cidr_file(path)?,
-        None => AddressSpace::builtin_mainland().clone(),
+    let sources = DataSources {
+        catalogue: args.catalogue.clone(),
+        mainland_cidrs: args.mainland_cidrs.clone(),
+        extra_mainland_cidrs: args.extra_mainland_cidrs.clone(),
+        cluster_cidrs: args.cluster_cidrs.clone(),
     };
-    for path in &args.extra_mainland_cidrs {
-        mainland = mainland.union(&parse_cidr_file(path)?);
-    }
-    let cluster = engine::egress::parse_cidr_args(&args.cluster_cidrs).map_err(|e| format!("--cluster-cidr: {e}"))?;
-    let countries = AddressSpace::builtin().countries;
-    let space = AddressSpace::new(mainland, cluster, countries);
+    let (catalogue, space) = sources.load()?;
     Ok(Snapshot::new(catalogue, space))
-}
-
-fn read_text(path: &std::path::Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
-}
-
-fn parse_cidr_file(path: &std::path::Path) -> Result<IpSet, String> {
-    IpSet::parse_list(&read_text(path)?).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Kinds in Kubernetes' own API groups that `check` reads or knowingly
 /// skips. Another kind in these groups is most likely a typo and is an
 /// error, so a misspelt Deployment is never silently unjudged.
 const KNOWN_BUILTIN_KINDS: &[&str] = &[
-    "ConfigMap", "Secret", "Service", "ServiceAccount", "Endpoints", "EndpointSlice", "PersistentVolume",
-    "PersistentVolumeClaim", "LimitRange", "ResourceQuota", "Event", "PodTemplate", "Binding",
-    "ControllerRevision", "Ingress", "IngressClass", "NetworkPolicy", "Role", "RoleBinding", "ClusterRole",
-    "ClusterRoleBinding", "HorizontalPodAutoscaler", "PodDisruptionBudget", "StorageClass", "CSIDriver",
-    "CSINode", "VolumeAttachment", "PriorityClass", "RuntimeClass", "Lease", "CustomResourceDefinition",
-    "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "ValidatingAdmissionPolicy",
-    "ValidatingAdmissionPolicyBinding", "APIService", "CertificateSigningRequest", "Node", "Namespace",
-    "ComponentStatus", "ServiceCIDR", "IPAddress",
+    "ConfigMap",
+    "Secret",
+    "Service",
+    "ServiceAccount",
+    "Endpoints",
+    "EndpointSlice",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
+    "LimitRange",
+    "ResourceQuota",
+    "Event",
+    "PodTemplate",
+    "Binding",
+    "ControllerRevision",
+    "Ingress",
+    "IngressClass",
+    "NetworkPolicy",
+    "Role",
+    "RoleBinding",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+    "StorageClass",
+    "CSIDriver",
+    "CSINode",
+    "VolumeAttachment",
+    "PriorityClass",
+    "RuntimeClass",
+    "Lease",
+    "CustomResourceDefinition",
+    "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "APIService",
+    "CertificateSigningRequest",
+    "Node",
+    "Namespace",
+    "ComponentStatus",
+    "ServiceCIDR",
+    "IPAddress",
 ];
 const BUILTIN_GROUPS: &[&str] = &[
-    "", "apps", "batch", "networking.k8s.io", "rbac.authorization.k8s.io", "policy", "autoscaling",
-    "storage.k8s.io", "scheduling.k8s.io", "node.k8s.io", "coordination.k8s.io", "apiextensions.k8s.io",
-    "admissionregistration.k8s.io", "apiregistration.k8s.io", "certificates.k8s.io", "discovery.k8s.io",
+    "",
+    "apps",
+    "batch",
+    "networking.k8s.io",
+    "rbac.authorization.k8s.io",
+    "policy",
+    "autoscaling",
+    "storage.k8s.io",
+    "scheduling.k8s.io",
+    "node.k8s.io",
+    "coordination.k8s.io",
+    "apiextensions.k8s.io",
+    "admissionregistration.k8s.io",
+    "apiregistration.k8s.io",
+    "certificates.k8s.io",
+    "discovery.k8s.io",
     "events.k8s.io",
 ];
 
@@ -185,14 +228,48 @@ fn typed<T: DeserializeOwned>(doc: &Document, what: &str) -> Result<T, String> {
         .map_err(|e| format!("{}: {what}: field {}: {}", doc.origin, e.path(), e.inner()))
 }
 
+/// The snapshot the inputs form, and the workloads in them to judge.
+pub struct Loaded {
+    pub snapshot: Snapshot,
+    pub workloads: Vec<(Origin, Workload)>,
+    pub policy_warnings: Vec<String>,
+    pub inputs: report::Inputs,
+}
+
 /// Build the snapshot from the inputs and judge every workload in them.
 /// Errors are every bad input found (all of them, not just the first).
 pub fn check_inputs(
     files: &[PathBuf],
-    mut snapshot: Snapshot,
+    snapshot: Snapshot,
     default_namespace: &str,
     now: Timestamp,
 ) -> Result<CheckReport, Vec<String>> {
+    let loaded = load_inputs(files, snapshot, default_namespace, now)?;
+    let mut results = Vec::new();
+    let mut errors = Vec::new();
+    for (origin, w) in &loaded.workloads {
+        match engine::evaluate(&loaded.snapshot, w, now) {
+            Ok(v) => results.push(report::Outcome::new(origin, v)),
+            Err(e) => errors.push(format!("{origin}: {e}")),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(CheckReport::new(
+        results,
+        loaded.policy_warnings,
+        loaded.inputs,
+    ))
+}
+
+/// Read every input into a snapshot plus the workloads to judge.
+pub fn load_inputs(
+    files: &[PathBuf],
+    mut snapshot: Snapshot,
+    default_namespace: &str,
+    now: Timestamp,
+) -> Result<Loaded, Vec<String>> {
     let paths = inputs::expand_paths(files).map_err(|e| vec![e.to_string()])?;
     let mut docs = Vec::new();
     let mut errors = Vec::new();
@@ -209,8 +286,16 @@ pub fn check_inputs(
     let mut skipped = 0usize;
     let mut policy_count = 0usize;
     for doc in &docs {
-        let api_version = doc.value.get("apiVersion").and_then(|v| v.as_str()).unwrap_or_default();
-        let kind = doc.value.get("kind").and_then(|v| v.as_str()).unwrap_or_default();
+        let api_version = doc
+            .value
+            .get("apiVersion")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let kind = doc
+            .value
+            .get("kind")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
         if api_version.is_empty() || kind.is_empty() {
             errors.push(format!("{}: apiVersion and kind are required", doc.origin));
             continue;
@@ -227,23 +312,28 @@ pub fn check_inputs(
                 };
                 let name = policy.metadata.name.clone().unwrap_or_default();
                 if name.is_empty() {
-                    errors.push(format!("{}: ResidencyPolicy has no metadata.name", doc.origin));
+                    errors.push(format!(
+                        "{}: ResidencyPolicy has no metadata.name",
+                        doc.origin
+                    ));
                     continue;
                 }
                 match snapshot.add_policy(&policy, now) {
                     Ok(warnings) => {
                         policy_count += 1;
-                        policy_warnings.extend(
-                            warnings
-                                .into_iter()
-                                .map(|w| format!("{}: ResidencyPolicy {name}: {}: {}", doc.origin, w.field, w.message)),
-                        );
+                        policy_warnings.extend(warnings.into_iter().map(|w| {
+                            format!(
+                                "{}: ResidencyPolicy {name}: {}: {}",
+                                doc.origin, w.field, w.message
+                            )
+                        }));
                     }
-                    Err(problems) => errors.extend(
-                        problems
-                            .into_iter()
-                            .map(|p| format!("{}: ResidencyPolicy {name} is invalid: {}: {}", doc.origin, p.field, p.message)),
-                    ),
+                    Err(problems) => errors.extend(problems.into_iter().map(|p| {
+                        format!(
+                            "{}: ResidencyPolicy {name} is invalid: {}: {}",
+                            doc.origin, p.field, p.message
+                        )
+                    })),
                 }
             }
             ("", "Node") => match typed::<Node>(doc, "Node") {
@@ -253,19 +343,23 @@ pub fn check_inputs(
             ("", "Namespace") => match typed::<Namespace>(doc, "Namespace") {
                 Ok(ns) => {
                     let name = ns.metadata.name.unwrap_or_default();
-                    snapshot.namespaces.insert(name, ns.metadata.labels.unwrap_or_default());
+                    snapshot
+                        .namespaces
+                        .insert(name, ns.metadata.labels.unwrap_or_default());
                 }
                 Err(e) => errors.push(e),
             },
-            ("networking.k8s.io", "NetworkPolicy") => match typed::<NetworkPolicy>(doc, "NetworkPolicy") {
-                Ok(mut np) => {
-                    if np.metadata.namespace.is_none() {
-                        np.metadata.namespace = Some(default_namespace.to_string());
+            ("networking.k8s.io", "NetworkPolicy") => {
+                match typed::<NetworkPolicy>(doc, "NetworkPolicy") {
+                    Ok(mut np) => {
+                        if np.metadata.namespace.is_none() {
+                            np.metadata.namespace = Some(default_namespace.to_string());
+                        }
+                        snapshot.network.add_network_policy(&np);
                     }
-                    snapshot.network.add_network_policy(&np);
+                    Err(e) => errors.push(e),
                 }
-                Err(e) => errors.push(e),
-            },
+            }
             ("", "Service") => match typed::<Service>(doc, "Service") {
                 Ok(mut svc) => {
                     if svc.metadata.namespace.is_none() {
@@ -294,28 +388,21 @@ pub fn check_inputs(
     if !nodes.is_empty() {
         snapshot.set_nodes(nodes);
     }
-
-    let mut results = Vec::new();
-    for (origin, w) in &workloads {
-        match engine::evaluate(&snapshot, w, now) {
-            Ok(v) => results.push(report::Outcome::new(origin, v)),
-            Err(e) => errors.push(format!("{origin}: {e}")),
-        }
-    }
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(CheckReport::new(
-        results,
+    let inputs = report::Inputs {
+        files: paths.len(),
+        documents: docs.len(),
+        policies: policy_count,
+        nodes: snapshot.nodes.as_ref().map(Vec::len),
+        namespaces: snapshot.namespaces.len(),
+        skipped,
+    };
+    Ok(Loaded {
+        snapshot,
+        workloads,
         policy_warnings,
-        report::Inputs {
-            files: paths.len(),
-            documents: docs.len(),
-            policies: policy_count,
-            nodes: snapshot.nodes.as_ref().map(Vec::len),
-            namespaces: snapshot.namespaces.len(),
-            skipped,
-        },
-    ))
+        inputs,
+    })
 }
-

@@ -77,7 +77,12 @@ impl CheckReport {
         };
         for r in &results {
             let v = &r.verdict;
-            s.exempted += v.policies.iter().flat_map(|p| &p.violations).filter(|x| x.exempted).count();
+            s.exempted += v
+                .policies
+                .iter()
+                .flat_map(|p| &p.violations)
+                .filter(|x| x.exempted)
+                .count();
             match v.action {
                 Some(Action::Deny) => s.denied += 1,
                 Some(Action::Warn) => s.warned += 1,
@@ -111,7 +116,10 @@ fn status_label(v: &Verdict, lang: Lang) -> &'static str {
 }
 
 fn indent(text: &str, prefix: &str) -> String {
-    text.lines().map(|l| format!("{prefix}{l}")).collect::<Vec<_>>().join("\n")
+    text.lines()
+        .map(|l| format!("{prefix}{l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The human report. Unclassified workloads are counted, not listed.
@@ -136,12 +144,30 @@ pub fn render_text(report: &CheckReport, lang: Lang, quiet: bool) -> String {
             r.document
         );
         if v.policies.is_empty() {
-            let _ = writeln!(out, "      {}", if zh { "没有策略管辖这些数据类别" } else { "no policy governs these classes" });
+            let _ = writeln!(
+                out,
+                "      {}",
+                if zh {
+                    "没有策略管辖这些数据类别"
+                } else {
+                    "no policy governs these classes"
+                }
+            );
         }
         for p in &v.policies {
             let exemption = match &p.exemption {
-                Some(e) if e.active && zh => format!(" — 已豁免：{} {}，至 {}", e.basis.as_str(), e.reference, e.expires),
-                Some(e) if e.active => format!(" — exempted: {} {}, until {}", e.basis.as_str(), e.reference, e.expires),
+                Some(e) if e.active && zh => format!(
+                    " — 已豁免：{} {}，至 {}",
+                    e.basis.as_str(),
+                    e.reference,
+                    e.expires
+                ),
+                Some(e) if e.active => format!(
+                    " — exempted: {} {}, until {}",
+                    e.basis.as_str(),
+                    e.reference,
+                    e.expires
+                ),
                 _ => String::new(),
             };
             let verdict = match (p.violated(), zh) {
@@ -150,7 +176,12 @@ pub fn render_text(report: &CheckReport, lang: Lang, quiet: bool) -> String {
                 (true, true) => "违反",
                 (false, true) => "符合",
             };
-            let _ = writeln!(out, "      policy {} ({}): {verdict}{exemption}", p.policy, p.action.as_str());
+            let _ = writeln!(
+                out,
+                "      policy {} ({}): {verdict}{exemption}",
+                p.policy,
+                p.action.as_str()
+            );
             for x in &p.violations {
                 let tag = if x.exempted { " (exempted)" } else { "" };
                 let _ = writeln!(out, "        [{}]{tag} {}", x.code.as_str(), x.field);
@@ -175,13 +206,29 @@ pub fn render_text(report: &CheckReport, lang: Lang, quiet: bool) -> String {
         let _ = writeln!(
             out,
             "\n共 {} 个工作负载，{} 条策略，{nodes}：拒绝 {}，警告 {}，审计 {}，合规 {}，无策略管辖 {}，未分类 {}，豁免的违规 {}。",
-            s.workloads, report.inputs.policies, s.denied, s.warned, s.audited, s.compliant, s.ungoverned, s.unclassified, s.exempted
+            s.workloads,
+            report.inputs.policies,
+            s.denied,
+            s.warned,
+            s.audited,
+            s.compliant,
+            s.ungoverned,
+            s.unclassified,
+            s.exempted
         );
     } else {
         let _ = writeln!(
             out,
             "\n{} workloads, {} policies, {nodes}: {} denied, {} warned, {} audited, {} compliant, {} ungoverned, {} unclassified; {} exempted violations.",
-            s.workloads, report.inputs.policies, s.denied, s.warned, s.audited, s.compliant, s.ungoverned, s.unclassified, s.exempted
+            s.workloads,
+            report.inputs.policies,
+            s.denied,
+            s.warned,
+            s.audited,
+            s.compliant,
+            s.ungoverned,
+            s.unclassified,
+            s.exempted
         );
     }
     out

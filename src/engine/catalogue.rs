@@ -164,7 +164,10 @@ impl Catalogue {
             None => RegionLookup::Unknown,
             Some((first, rest)) => {
                 let mainland = first.jurisdiction.is_mainland();
-                if rest.iter().all(|e| e.jurisdiction.is_mainland() == mainland) {
+                if rest
+                    .iter()
+                    .all(|e| e.jurisdiction.is_mainland() == mainland)
+                {
                     RegionLookup::Known(first)
                 } else {
                     RegionLookup::Ambiguous
@@ -189,18 +192,42 @@ mod tests {
     fn builtin_catalogue_parses_and_knows_the_look_alikes() {
         let cat = Catalogue::parse_yaml(BUILTIN_YAML).expect("built-in catalogue must parse");
         assert!(cat.len() > 50, "only {} entries", cat.len());
-        for mainland in ["cn-north-1", "cn-northwest-1", "cn-hangzhou", "chinaeast2", "ap-beijing"] {
-            assert!(cat.is_mainland_region(mainland), "{mainland} should be mainland");
+        for mainland in [
+            "cn-north-1",
+            "cn-northwest-1",
+            "cn-hangzhou",
+            "chinaeast2",
+            "ap-beijing",
+        ] {
+            assert!(
+                cat.is_mainland_region(mainland),
+                "{mainland} should be mainland"
+            );
         }
-        for outside in ["cn-hongkong", "ap-hongkong", "eastasia", "ap-east-1", "ap-southeast-1", "us-east-1"] {
-            assert!(!cat.is_mainland_region(outside), "{outside} should be outside");
+        for outside in [
+            "cn-hongkong",
+            "ap-hongkong",
+            "eastasia",
+            "ap-east-1",
+            "ap-southeast-1",
+            "us-east-1",
+        ] {
+            assert!(
+                !cat.is_mainland_region(outside),
+                "{outside} should be outside"
+            );
         }
         let huawei = cat.lookup(Some("huawei"), "ap-southeast-1");
-        assert!(matches!(huawei, RegionLookup::Known(e) if e.jurisdiction == Jurisdiction::HongKong));
+        assert!(
+            matches!(huawei, RegionLookup::Known(e) if e.jurisdiction == Jurisdiction::HongKong)
+        );
         let aws = cat.lookup(Some("aws"), "ap-southeast-1");
         assert!(matches!(aws, RegionLookup::Known(e) if e.country == "SG"));
         for e in cat.entries() {
-            assert!(e.source.as_deref().is_some_and(|s| !s.is_empty()), "{e:?} cites no source");
+            assert!(
+                e.source.as_deref().is_some_and(|s| !s.is_empty()),
+                "{e:?} cites no source"
+            );
         }
     }
 

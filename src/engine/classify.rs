@@ -7,7 +7,9 @@ use jiff::Timestamp;
 use super::egress;
 use super::placement;
 use super::policy::CompiledPolicy;
-use super::verdict::{ClassSource, ExemptionUse, Notice, PolicyOutcome, Text, Verdict, WorkloadRef};
+use super::verdict::{
+    ClassSource, ExemptionUse, Notice, PolicyOutcome, Text, Verdict, WorkloadRef,
+};
 use super::{Snapshot, Workload};
 use crate::api::{ClassError, DATA_CLASS_LABEL, DataClass, EgressMode, parse_class_list};
 
@@ -20,7 +22,11 @@ pub struct ClassificationError {
     pub error: ClassError,
 }
 
-pub(super) fn evaluate(snapshot: &Snapshot, workload: &Workload, now: Timestamp) -> Result<Verdict, ClassificationError> {
+pub(super) fn evaluate(
+    snapshot: &Snapshot,
+    workload: &Workload,
+    now: Timestamp,
+) -> Result<Verdict, ClassificationError> {
     let ns_labels = snapshot.namespaces.get(&workload.namespace);
     let (classes, class_sources) = classes_of(workload, ns_labels)?;
     let mut notices = Vec::new();
@@ -62,7 +68,9 @@ pub(super) fn evaluate(snapshot: &Snapshot, workload: &Workload, now: Timestamp)
         .collect();
 
     let facts = (!governing.is_empty()).then(|| placement::Facts::new(workload, snapshot));
-    let needs_egress = governing.iter().any(|(p, _)| p.egress_mode != EgressMode::Unrestricted);
+    let needs_egress = governing
+        .iter()
+        .any(|(p, _)| p.egress_mode != EgressMode::Unrestricted);
     let effective = needs_egress.then(|| egress::effective_egress(workload, snapshot));
     if effective.is_some() {
         notices.extend(egress::external_name_notices(workload, snapshot));
@@ -73,7 +81,10 @@ pub(super) fn evaluate(snapshot: &Snapshot, workload: &Workload, now: Timestamp)
             .exemptions
             .iter()
             .filter(|e| e.namespaces.is_empty() || e.namespaces.contains(&workload.namespace))
-            .filter(|e| e.selector.matches(&workload.labels) || e.selector.matches(&workload.template_labels))
+            .filter(|e| {
+                e.selector.matches(&workload.labels)
+                    || e.selector.matches(&workload.template_labels)
+            })
             // An active exemption wins over a lapsed one.
             .max_by_key(|e| (e.active_at(now), e.lapses_at));
         let exemption_use = exemption.map(|e| ExemptionUse {
@@ -102,7 +113,10 @@ pub(super) fn evaluate(snapshot: &Snapshot, workload: &Workload, now: Timestamp)
         for v in &mut violations {
             v.exempted = exempted;
         }
-        if let Some(e) = exemption_use.as_ref().filter(|e| !e.active && !violations.is_empty()) {
+        if let Some(e) = exemption_use
+            .as_ref()
+            .filter(|e| !e.active && !violations.is_empty())
+        {
             notices.push(Notice {
                 code: "ExemptionExpired",
                 policy: Some(policy.name.clone()),
@@ -139,7 +153,11 @@ pub(super) fn evaluate(snapshot: &Snapshot, workload: &Workload, now: Timestamp)
         });
     }
 
-    let action = outcomes.iter().filter(|o| o.violated()).map(|o| o.action).max();
+    let action = outcomes
+        .iter()
+        .filter(|o| o.violated())
+        .map(|o| o.action)
+        .max();
     Ok(Verdict {
         workload: WorkloadRef {
             kind: workload.kind.as_str().to_string(),
@@ -169,7 +187,12 @@ impl MessageContext<'_> {
     pub fn subject(&self) -> Text {
         let w = self.workload.reference();
         let en_classes = join_en(self.classes.iter().map(|c| c.describe_en()));
-        let zh_classes = self.classes.iter().map(|c| c.describe_zh()).collect::<Vec<_>>().join("、");
+        let zh_classes = self
+            .classes
+            .iter()
+            .map(|c| c.describe_zh())
+            .collect::<Vec<_>>()
+            .join("、");
         let src = self.sources.first();
         let (en_src, zh_src) = match src {
             Some(s) => (

@@ -49,7 +49,11 @@ static BUILTIN_COUNTRIES: LazyLock<CountryTable> =
 impl AddressSpace {
     /// The bundled data (data/mainland-china.cidrs, see data/PROVENANCE.md).
     pub fn builtin() -> AddressSpace {
-        AddressSpace::new(BUILTIN_MAINLAND.clone(), IpSet::new(), BUILTIN_COUNTRIES.clone())
+        AddressSpace::new(
+            BUILTIN_MAINLAND.clone(),
+            IpSet::new(),
+            BUILTIN_COUNTRIES.clone(),
+        )
     }
 
     pub fn builtin_mainland() -> &'static IpSet {
@@ -83,7 +87,11 @@ impl AddressSpace {
 #[derive(Clone, Debug)]
 enum Peer {
     InCluster(String),
-    IpBlock { cidr: IpNet, except: Vec<IpNet>, text: String },
+    IpBlock {
+        cidr: IpNet,
+        except: Vec<IpNet>,
+        text: String,
+    },
     /// A peer the API server would reject; treated as reaching everything.
     Unreadable(String),
 }
@@ -130,14 +138,18 @@ impl CompiledNetworkPolicy {
             namespace: np.metadata.namespace.clone().unwrap_or_default(),
             name: np.metadata.name.clone().unwrap_or_default(),
             // podSelector {} (or absent) selects every pod in the namespace.
-            pod_selector: LabelSelectorMatcher::compile_lenient(&spec.pod_selector.clone().unwrap_or_default()),
+            pod_selector: LabelSelectorMatcher::compile_lenient(
+                &spec.pod_selector.clone().unwrap_or_default(),
+            ),
             isolates_egress,
             rules,
         }
     }
 
     pub fn selects(&self, pod_labels: &BTreeMap<String, String>) -> bool {
-        self.pod_selector.as_ref().is_some_and(|s| s.matches(pod_labels))
+        self.pod_selector
+            .as_ref()
+            .is_some_and(|s| s.matches(pod_labels))
     }
 
     pub fn reference(&self) -> String {
@@ -148,8 +160,12 @@ impl CompiledNetworkPolicy {
 fn compile_peer(peer: &NetworkPolicyPeer) -> Peer {
     if let Some(block) = &peer.ip_block {
         let cidr = block.cidr.parse::<IpNet>().map(|n| n.trunc());
-        let except: Result<Vec<IpNet>, _> =
-            block.except.iter().flatten().map(|e| e.parse::<IpNet>().map(|n| n.trunc())).collect();
+        let except: Result<Vec<IpNet>, _> = block
+            .except
+            .iter()
+            .flatten()
+            .map(|e| e.parse::<IpNet>().map(|n| n.trunc()))
+            .collect();
         return match (cidr, except) {
             (Ok(cidr), Ok(except)) => Peer::IpBlock {
                 cidr,
@@ -163,10 +179,13 @@ fn compile_peer(peer: &NetworkPolicyPeer) -> Peer {
         (None, None) => Peer::Unreadable("a peer with no selector and no ipBlock".into()),
         (ns, pods) => {
             let describe = |s: &Option<_>, what: &str| s.as_ref().map(|_| what.to_string());
-            let parts: Vec<String> = [describe(ns, "namespaceSelector"), describe(pods, "podSelector")]
-                .into_iter()
-                .flatten()
-                .collect();
+            let parts: Vec<String> = [
+                describe(ns, "namespaceSelector"),
+                describe(pods, "podSelector"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
             Peer::InCluster(parts.join("+"))
         }
     }
@@ -182,7 +201,10 @@ pub struct NetworkIndex {
 impl NetworkIndex {
     pub fn add_network_policy(&mut self, np: &NetworkPolicy) {
         let c = CompiledNetworkPolicy::from_k8s(np);
-        self.policies.entry(c.namespace.clone()).or_default().push(c);
+        self.policies
+            .entry(c.namespace.clone())
+            .or_default()
+            .push(c);
     }
 
     /// Services of type ExternalName send traffic to a DNS name that
@@ -192,14 +214,24 @@ impl NetworkIndex {
         if spec.type_.as_deref() != Some("ExternalName") {
             return;
         }
-        let ns = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let ns = svc
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let name = svc.metadata.name.clone().unwrap_or_default();
         let target = spec.external_name.clone().unwrap_or_default();
-        self.external_names.entry(ns).or_default().push((name, target));
+        self.external_names
+            .entry(ns)
+            .or_default()
+            .push((name, target));
     }
 
     pub fn policies_in(&self, namespace: &str) -> &[CompiledNetworkPolicy] {
-        self.policies.get(namespace).map(Vec::as_slice).unwrap_or_default()
+        self.policies
+            .get(namespace)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 }
 
@@ -312,7 +344,9 @@ pub fn effective_egress(workload: &Workload, snapshot: &Snapshot) -> EffectiveEg
                     Peer::IpBlock { cidr, except, text } => {
                         let mainland = net_minus_excepts_subset(*cidr, except, &space.inside);
                         let in_cluster = net_minus_excepts_subset(*cidr, except, &space.cluster);
-                        let example = (!mainland).then(|| first_outside(*cidr, except, &space.inside)).flatten();
+                        let example = (!mainland)
+                            .then(|| first_outside(*cidr, except, &space.inside))
+                            .flatten();
                         eff.external_blocks.push(ExternalBlock {
                             network_policy: np.reference(),
                             rule: r,
@@ -353,14 +387,28 @@ pub(crate) fn check(
     let subject = ctx.subject();
     let p = ctx.policy;
     let (rule_en, rule_zh) = match mode {
-        EgressMode::ClusterOnly => ("allows no egress outside the cluster", "禁止访问集群外的任何地址"),
-        _ => ("allows egress only to mainland China", "只允许访问中国大陆境内的地址"),
+        EgressMode::ClusterOnly => (
+            "allows no egress outside the cluster",
+            "禁止访问集群外的任何地址",
+        ),
+        _ => (
+            "allows egress only to mainland China",
+            "只允许访问中国大陆境内的地址",
+        ),
     };
     // A fix that ends in a YAML example gets no closing full stop.
     let stop = |fix: &str, mark: &'static str| if fix.ends_with(['}', ']']) { "" } else { mark };
     let lead = |en: String, zh: String, fix_en: String, fix_zh: String| Text {
-        en: format!("{} and policy {p} {rule_en}, but {en}. Fix: {fix_en}{}", subject.en, stop(&fix_en, ".")),
-        zh: format!("{}，策略 {p} {rule_zh}，但 {zh}。修复：{fix_zh}{}", subject.zh, stop(&fix_zh, "。")),
+        en: format!(
+            "{} and policy {p} {rule_en}, but {en}. Fix: {fix_en}{}",
+            subject.en,
+            stop(&fix_en, ".")
+        ),
+        zh: format!(
+            "{}，策略 {p} {rule_zh}，但 {zh}。修复：{fix_zh}{}",
+            subject.zh,
+            stop(&fix_zh, "。")
+        ),
     };
     let no_evidence = EgressEvidence {
         network_policy: None,
@@ -378,7 +426,9 @@ pub(crate) fn check(
             field: format!("{prefix}.hostNetwork"),
             evidence: Evidence::Egress(no_evidence.clone()),
             message: lead(
-                format!("{prefix}.hostNetwork is true, and host-network pods bypass every NetworkPolicy"),
+                format!(
+                    "{prefix}.hostNetwork is true, and host-network pods bypass every NetworkPolicy"
+                ),
                 format!("{prefix}.hostNetwork 为 true，主机网络 Pod 不受任何 NetworkPolicy 约束"),
                 "remove hostNetwork: true".into(),
                 "删除 hostNetwork: true".into(),
@@ -422,8 +472,14 @@ pub(crate) fn check(
                 country: None,
             }),
             message: lead(
-                format!("rule {} of {} reaches every destination: {}", r.rule, r.network_policy, r.reason),
-                format!("{} 的第 {} 条规则允许访问任意目的地：{}", r.network_policy, r.rule, r.reason),
+                format!(
+                    "rule {} of {} reaches every destination: {}",
+                    r.rule, r.network_policy, r.reason
+                ),
+                format!(
+                    "{} 的第 {} 条规则允许访问任意目的地：{}",
+                    r.network_policy, r.rule, r.reason
+                ),
                 "give the rule a `to` list of pod/namespace selectors or mainland ipBlocks".into(),
                 "为该规则设置 `to`，只列出 Pod/命名空间选择器或中国大陆的 ipBlock".into(),
             ),
@@ -433,7 +489,9 @@ pub(crate) fn check(
 
     let space = &snapshot.address_space;
     for b in &eff.external_blocks {
-        let Some((cidr, except)) = &b.net else { continue };
+        let Some((cidr, except)) = &b.net else {
+            continue;
+        };
         let (ok, code) = match mode {
             EgressMode::ClusterOnly => (b.in_cluster, Code::EgressExternalForbidden),
             _ => (
@@ -451,9 +509,15 @@ pub(crate) fn check(
         let country = example.and_then(|a| space.country(a));
         let ex = example.map(|a| a.to_string()).unwrap_or_default();
         let (where_en, where_zh) = match (mode, &country) {
-            (EgressMode::ClusterOnly, _) => ("is outside the cluster's networks".to_string(), "在集群网络之外".to_string()),
+            (EgressMode::ClusterOnly, _) => (
+                "is outside the cluster's networks".to_string(),
+                "在集群网络之外".to_string(),
+            ),
             (_, Some(cc)) if cc != "CN" => (format!("is registered to {cc}"), format!("属于 {cc}")),
-            _ => ("is not in the mainland-China address data".to_string(), "不在中国大陆地址数据中".to_string()),
+            _ => (
+                "is not in the mainland-China address data".to_string(),
+                "不在中国大陆地址数据中".to_string(),
+            ),
         };
         let excepts = if b.except.is_empty() {
             String::new()
@@ -461,16 +525,28 @@ pub(crate) fn check(
             format!(" (except {})", b.except.join(", "))
         };
         let fix_en = match mode {
-            EgressMode::ClusterOnly => "remove the ipBlock, or pass the cluster's pod/service CIDRs if it is in-cluster".to_string(),
-            _ => format!("narrow the ipBlock to mainland-China destinations, add an except for {ex}, or list an approved destination in spec.egress.allowedCIDRs of policy {p}"),
+            EgressMode::ClusterOnly => {
+                "remove the ipBlock, or pass the cluster's pod/service CIDRs if it is in-cluster"
+                    .to_string()
+            }
+            _ => format!(
+                "narrow the ipBlock to mainland-China destinations, add an except for {ex}, or list an approved destination in spec.egress.allowedCIDRs of policy {p}"
+            ),
         };
         let fix_zh = match mode {
-            EgressMode::ClusterOnly => "删除该 ipBlock；若其属于集群内部网络，请提供集群的 Pod/Service CIDR".to_string(),
-            _ => format!("将 ipBlock 收窄到中国大陆境内的目的地，为 {ex} 添加 except，或在策略 {p} 的 spec.egress.allowedCIDRs 中列出经批准的目的地"),
+            EgressMode::ClusterOnly => {
+                "删除该 ipBlock；若其属于集群内部网络，请提供集群的 Pod/Service CIDR".to_string()
+            }
+            _ => format!(
+                "将 ipBlock 收窄到中国大陆境内的目的地，为 {ex} 添加 except，或在策略 {p} 的 spec.egress.allowedCIDRs 中列出经批准的目的地"
+            ),
         };
         out.push(Violation {
             code,
-            field: format!("{} spec.egress[{}].to[{}].ipBlock", b.network_policy, b.rule, b.peer),
+            field: format!(
+                "{} spec.egress[{}].to[{}].ipBlock",
+                b.network_policy, b.rule, b.peer
+            ),
             evidence: Evidence::Egress(EgressEvidence {
                 network_policy: Some(b.network_policy.clone()),
                 rule: Some(b.rule),
@@ -479,8 +555,14 @@ pub(crate) fn check(
                 country: country.clone(),
             }),
             message: lead(
-                format!("rule {} of {} allows {}{excepts}; {ex} {where_en}", b.rule, b.network_policy, b.cidr),
-                format!("{} 的第 {} 条规则允许 {}{excepts}；{ex} {where_zh}", b.network_policy, b.rule, b.cidr),
+                format!(
+                    "rule {} of {} allows {}{excepts}; {ex} {where_en}",
+                    b.rule, b.network_policy, b.cidr
+                ),
+                format!(
+                    "{} 的第 {} 条规则允许 {}{excepts}；{ex} {where_zh}",
+                    b.network_policy, b.rule, b.cidr
+                ),
                 fix_en,
                 fix_zh,
             ),
@@ -506,8 +588,16 @@ fn within_allowed(cidr: IpNet, except: &[IpNet], inside: &IpSet, allowed: &IpSet
 /// only in-cluster destinations (DNS included).
 fn isolating_policy_example(w: &Workload) -> String {
     // Select on the app's own labels; the data-class label only if alone.
-    let own: Vec<(&String, &String)> = w.template_labels.iter().filter(|(k, _)| *k != DATA_CLASS_LABEL).collect();
-    let chosen = if own.is_empty() { w.template_labels.iter().collect() } else { own };
+    let own: Vec<(&String, &String)> = w
+        .template_labels
+        .iter()
+        .filter(|(k, _)| *k != DATA_CLASS_LABEL)
+        .collect();
+    let chosen = if own.is_empty() {
+        w.template_labels.iter().collect()
+    } else {
+        own
+    };
     let labels = if chosen.is_empty() {
         "{}".to_string()
     } else {
@@ -552,8 +642,27 @@ pub fn parse_cidr_args(items: &[String]) -> Result<IpSet, String> {
     let mut nets = Vec::new();
     for item in items {
         for part in item.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            nets.push(parse_net(part).ok_or_else(|| format!("{part:?} is not a CIDR or an IP address"))?);
+            nets.push(
+                parse_net(part)
+                    .ok_or_else(|| format!("{part:?} is not a CIDR or an IP address"))?,
+            );
         }
     }
     Ok(IpSet::from_nets(nets))
+}
+
+impl NetworkIndex {
+    /// Forget a NetworkPolicy (before replacing it, or on delete).
+    pub fn remove_network_policy(&mut self, namespace: &str, name: &str) {
+        if let Some(list) = self.policies.get_mut(namespace) {
+            list.retain(|p| p.name != name);
+        }
+    }
+
+    /// Forget an ExternalName Service.
+    pub fn remove_service(&mut self, namespace: &str, name: &str) {
+        if let Some(list) = self.external_names.get_mut(namespace) {
+            list.retain(|(n, _)| n != name);
+        }
+    }
 }

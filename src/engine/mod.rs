@@ -85,6 +85,10 @@ impl Snapshot {
 
 /// Judge one workload. Errors only when the workload's classification label
 /// cannot be understood (the user must fix it before it can be judged).
-pub fn evaluate(snapshot: &Snapshot, workload: &Workload, now: Timestamp) -> Result<Verdict, ClassificationError> {
+pub fn evaluate(
+    snapshot: &Snapshot,
+    workload: &Workload,
+    now: Timestamp,
+) -> Result<Verdict, ClassificationError> {
     classify::evaluate(snapshot, workload, now)
 }

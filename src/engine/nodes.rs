@@ -88,14 +88,21 @@ const TENCENT_ZONE_PREFIXES: [(u64, [&str; 2]); 10] = [
 pub fn parse_provider_id(id: &str, catalogue: &Catalogue) -> Option<ProviderLocation> {
     if let Some(rest) = id.strip_prefix("aws://") {
         // aws:///<zone>/<instance-id> (also Fargate: aws:///<zone>/<hash>/fargate-ip-...).
-        let zone = rest.trim_start_matches('/').split('/').next().unwrap_or_default();
+        let zone = rest
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default();
         return Some(ProviderLocation::new("aws", region_of_aws_zone(zone)));
     }
     if let Some(rest) = id.strip_prefix("gce://") {
         // gce://<project>/<zone>/<name>, zone = <region>-<letter>.
         let zone = rest.split('/').nth(1).unwrap_or_default();
         let region = zone.rsplit_once('-').map(|(r, _)| r.to_string());
-        return Some(ProviderLocation::new("gcp", region.filter(|r| !r.is_empty())));
+        return Some(ProviderLocation::new(
+            "gcp",
+            region.filter(|r| !r.is_empty()),
+        ));
     }
     if let Some(rest) = id.strip_prefix("azure://") {
         // AKS node resource groups default to MC_<group>_<cluster>_<location>;
@@ -112,7 +119,11 @@ pub fn parse_provider_id(id: &str, catalogue: &Catalogue) -> Option<ProviderLoca
         return Some(ProviderLocation::new("azure", region));
     }
     if let Some(rest) = id.strip_prefix("qcloud://") {
-        let zone_id = rest.trim_start_matches('/').split('/').next().unwrap_or_default();
+        let zone_id = rest
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default();
         let regions = zone_id
             .parse::<u64>()
             .ok()
@@ -150,11 +161,16 @@ pub fn parse_provider_id(id: &str, catalogue: &Catalogue) -> Option<ProviderLoca
 /// that starts with a digit, keeping that part's digits).
 fn region_of_aws_zone(zone: &str) -> Option<String> {
     let parts: Vec<&str> = zone.split('-').collect();
-    let idx = parts.iter().position(|p| p.starts_with(|c: char| c.is_ascii_digit()))?;
+    let idx = parts
+        .iter()
+        .position(|p| p.starts_with(|c: char| c.is_ascii_digit()))?;
     if idx < 2 {
         return None;
     }
-    let digits: String = parts[idx].chars().take_while(char::is_ascii_digit).collect();
+    let digits: String = parts[idx]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     Some(format!("{}-{digits}", parts[..idx].join("-")))
 }
 
@@ -206,7 +222,9 @@ impl NodeStanding {
     pub fn vouchable(&self) -> bool {
         matches!(
             self,
-            NodeStanding::Untrusted(Untrusted::MissingRegion { .. } | Untrusted::UnknownRegion { .. })
+            NodeStanding::Untrusted(
+                Untrusted::MissingRegion { .. } | Untrusted::UnknownRegion { .. }
+            )
         )
     }
 }
@@ -282,7 +300,10 @@ mod tests {
     fn node(labels: &[(&str, &str)], provider_id: Option<&str>) -> NodeInfo {
         NodeInfo {
             name: "n1".into(),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             provider_id: provider_id.map(str::to_string),
         }
     }
@@ -295,12 +316,18 @@ mod tests {
         let local = parse_provider_id("aws:///cn-north-1-pkx-1a/i-0abc", cat).unwrap();
         assert_eq!(local.region(), Some("cn-north-1"));
         let ali = parse_provider_id("cn-hangzhou.i-bp1abc", cat).unwrap();
-        assert_eq!((ali.provider, ali.region()), ("alibaba", Some("cn-hangzhou")));
+        assert_eq!(
+            (ali.provider, ali.region()),
+            ("alibaba", Some("cn-hangzhou"))
+        );
         let ali2 = parse_provider_id("alicloud://cn-hongkong.i-j6c", cat).unwrap();
         assert_eq!(ali2.region(), Some("cn-hongkong"));
         let tx = parse_provider_id("qcloud:///800002/ins-abc", cat).unwrap();
         assert_eq!(tx.regions, vec!["ap-beijing".to_string(), "bj".to_string()]);
-        assert_eq!(parse_provider_id("cce://i-abc", cat).unwrap().provider, "baidu");
+        assert_eq!(
+            parse_provider_id("cce://i-abc", cat).unwrap().provider,
+            "baidu"
+        );
         let az = parse_provider_id(
             "azure:///subscriptions/s/resourceGroups/MC_rg_aks_chinaeast2/providers/Microsoft.Compute/virtualMachineScaleSets/aks-np/virtualMachines/0",
             cat,
@@ -309,16 +336,34 @@ mod tests {
         assert_eq!((az.provider, az.region()), ("azure", Some("chinaeast2")));
         let gce = parse_provider_id("gce://proj/asia-east2-a/node-1", cat).unwrap();
         assert_eq!(gce.region(), Some("asia-east2"));
-        assert_eq!(parse_provider_id("kind://docker/kind/kind-control-plane", cat), None);
+        assert_eq!(
+            parse_provider_id("kind://docker/kind/kind-control-plane", cat),
+            None
+        );
         assert_eq!(parse_provider_id("foo.bar", cat), None);
     }
 
     #[test]
     fn node_trust_fails_closed() {
         let cat = Catalogue::builtin();
-        assert!(classify(&node(&[(REGION_LABEL, "cn-north-1")], Some("aws:///cn-north-1b/i-1")), cat).is_mainland());
+        assert!(
+            classify(
+                &node(
+                    &[(REGION_LABEL, "cn-north-1")],
+                    Some("aws:///cn-north-1b/i-1")
+                ),
+                cat
+            )
+            .is_mainland()
+        );
         assert!(matches!(
-            classify(&node(&[(REGION_LABEL, "cn-north-1")], Some("aws:///ap-east-1a/i-1")), cat),
+            classify(
+                &node(
+                    &[(REGION_LABEL, "cn-north-1")],
+                    Some("aws:///ap-east-1a/i-1")
+                ),
+                cat
+            ),
             NodeStanding::Untrusted(Untrusted::ProviderIdContradicts { .. })
         ));
         assert!(matches!(
@@ -330,20 +375,43 @@ mod tests {
             NodeStanding::Untrusted(Untrusted::UnknownRegion { .. })
         ));
         assert!(matches!(
-            classify(&node(&[(REGION_LABEL, "cn-north-1"), (LEGACY_REGION_LABEL, "us-east-1")], None), cat),
+            classify(
+                &node(
+                    &[
+                        (REGION_LABEL, "cn-north-1"),
+                        (LEGACY_REGION_LABEL, "us-east-1")
+                    ],
+                    None
+                ),
+                cat
+            ),
             NodeStanding::Untrusted(Untrusted::LabelsDisagree { .. })
         ));
         assert!(matches!(
             classify(&node(&[(REGION_LABEL, "cn-hongkong")], None), cat),
-            NodeStanding::Outside { jurisdiction: Jurisdiction::HongKong, .. }
+            NodeStanding::Outside {
+                jurisdiction: Jurisdiction::HongKong,
+                ..
+            }
         ));
         // TKE labels nodes with short codes; the providerID agrees under either spelling.
-        assert!(classify(&node(&[(REGION_LABEL, "gz")], Some("qcloud:///100003/ins-1")), cat).is_mainland());
+        assert!(
+            classify(
+                &node(&[(REGION_LABEL, "gz")], Some("qcloud:///100003/ins-1")),
+                cat
+            )
+            .is_mainland()
+        );
         assert!(matches!(
-            classify(&node(&[(REGION_LABEL, "gz")], Some("qcloud:///300001/ins-1")), cat),
+            classify(
+                &node(&[(REGION_LABEL, "gz")], Some("qcloud:///300001/ins-1")),
+                cat
+            ),
             NodeStanding::Untrusted(Untrusted::ProviderIdContradicts { .. })
         ));
         // Legacy label alone is still read.
-        assert!(classify(&node(&[(LEGACY_REGION_LABEL, "cn-northwest-1")], None), cat).is_mainland());
+        assert!(
+            classify(&node(&[(LEGACY_REGION_LABEL, "cn-northwest-1")], None), cat).is_mainland()
+        );
     }
 }

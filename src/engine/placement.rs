@@ -57,9 +57,15 @@ impl<'s> Facts<'s> {
             });
         }
         let node_affinity = pod.affinity.as_ref().and_then(|a| a.node_affinity.as_ref());
-        let required = node_affinity.and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref());
+        let required = node_affinity.and_then(|na| {
+            na.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
         let has_preferred_affinity = node_affinity
-            .and_then(|na| na.preferred_during_scheduling_ignored_during_execution.as_ref())
+            .and_then(|na| {
+                na.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
             .is_some_and(|p| !p.is_empty());
         let compiled_terms: Option<Vec<Term>> =
             required.map(|sel| sel.node_selector_terms.iter().map(Term::from_k8s).collect());
@@ -84,12 +90,16 @@ impl<'s> Facts<'s> {
                 labels: &n.info.labels,
             };
             base.iter().all(|r| r.matches(&view))
-                && compiled_terms.as_ref().is_none_or(|ts| ts.iter().any(|t| t.matches(&view)))
+                && compiled_terms
+                    .as_ref()
+                    .is_none_or(|ts| ts.iter().any(|t| t.matches(&view)))
         };
-        let matching = snapshot
-            .nodes
-            .as_ref()
-            .map(|nodes| nodes.iter().filter(|n| matches_constraints(n)).collect::<Vec<_>>());
+        let matching = snapshot.nodes.as_ref().map(|nodes| {
+            nodes
+                .iter()
+                .filter(|n| matches_constraints(n))
+                .collect::<Vec<_>>()
+        });
         let bound = pod.node_name.as_ref().map(|name| {
             let node = snapshot
                 .nodes
@@ -154,9 +164,10 @@ fn guarantee_gap(facts: &Facts<'_>, policy: &CompiledPolicy, snapshot: &Snapshot
             continue; // matches no node: cannot place the pod anywhere
         }
         let regions = t.conjunction.label_values(REGION_LABEL);
-        let region_ok = regions
-            .as_ref()
-            .is_some_and(|vals| vals.iter().all(|v| snapshot.catalogue.is_mainland_region(v)));
+        let region_ok = regions.as_ref().is_some_and(|vals| {
+            vals.iter()
+                .all(|v| snapshot.catalogue.is_mainland_region(v))
+        });
         let allowed_ok = policy
             .allowed_nodes
             .as_ref()
@@ -201,10 +212,17 @@ pub(crate) fn check(
     }
 
     let (matching_count, outside): (Option<usize>, Vec<&ClassifiedNode>) = match &facts.matching {
-        Some(m) => (Some(m.len()), m.iter().copied().filter(|n| !node_ok(n, policy)).collect()),
+        Some(m) => (
+            Some(m.len()),
+            m.iter().copied().filter(|n| !node_ok(n, policy)).collect(),
+        ),
         None => (None, Vec::new()),
     };
-    let listed: Vec<NodeEvidence> = outside.iter().take(MAX_NODES_LISTED).map(|n| evidence_of(n)).collect();
+    let listed: Vec<NodeEvidence> = outside
+        .iter()
+        .take(MAX_NODES_LISTED)
+        .map(|n| evidence_of(n))
+        .collect();
     let more_outside = outside.len().saturating_sub(listed.len());
 
     let gap = guarantee_gap(facts, policy, snapshot);
@@ -213,7 +231,15 @@ pub(crate) fn check(
         None if !outside.is_empty() => (Code::NodeOutsideMainland, constraint_field(prefix, facts)),
         None => return Vec::new(),
     };
-    let message = placement_message(ctx, policy, facts, gap.as_ref(), &field, matching_count, &outside);
+    let message = placement_message(
+        ctx,
+        policy,
+        facts,
+        gap.as_ref(),
+        &field,
+        matching_count,
+        &outside,
+    );
     vec![Violation {
         code,
         field,
@@ -266,7 +292,12 @@ fn region_fix_list(facts: &Facts<'_>) -> String {
     if facts.inventory_mainland_regions.is_empty() {
         "<your mainland regions, e.g. cn-north-1, cn-northwest-1>".to_string()
     } else {
-        facts.inventory_mainland_regions.iter().cloned().collect::<Vec<_>>().join(", ")
+        facts
+            .inventory_mainland_regions
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -292,12 +323,27 @@ fn placement_message(
                 format!("{field} 允许 {REGION_LABEL} 为 {r}，不属于中国大陆"),
             )
         }
-        Some(g) if facts.has_required_affinity || !ctx.workload.pod.node_selector.iter().flatten().next().is_none() || g.pins_region => (
-            format!("{field} does not restrict {REGION_LABEL} to mainland-China regions"),
-            format!("{field} 未将 {REGION_LABEL} 限定为中国大陆地域"),
-        ),
+        Some(g)
+            if facts.has_required_affinity
+                || !ctx
+                    .workload
+                    .pod
+                    .node_selector
+                    .iter()
+                    .flatten()
+                    .next()
+                    .is_none()
+                || g.pins_region =>
+        {
+            (
+                format!("{field} does not restrict {REGION_LABEL} to mainland-China regions"),
+                format!("{field} 未将 {REGION_LABEL} 限定为中国大陆地域"),
+            )
+        }
         Some(_) => (
-            format!("{field} is not set and there is no required node affinity, so the pods may run on any node"),
+            format!(
+                "{field} is not set and there is no required node affinity, so the pods may run on any node"
+            ),
             format!("{field} 未设置且没有必需的节点亲和性，Pod 可被调度到任意节点"),
         ),
         None => (
@@ -318,12 +364,22 @@ fn placement_message(
     let (inv_en, inv_zh) = match (matching, outside.is_empty()) {
         (None, _) => (String::new(), String::new()),
         (Some(m), true) => (
-            format!(": today all {m} matching nodes are in mainland China, but nothing keeps the pods there when other nodes join"),
+            format!(
+                ": today all {m} matching nodes are in mainland China, but nothing keeps the pods there when other nodes join"
+            ),
             format!("：目前匹配的 {m} 个节点都在中国大陆，但新加入的节点不受约束"),
         ),
         (Some(m), false) => {
-            let verb_en = if daemonset { "will run a pod on" } else { "may schedule onto" };
-            let verb_zh = if daemonset { "将在这些节点上各运行一个 Pod" } else { "可能被调度到这些节点" };
+            let verb_en = if daemonset {
+                "will run a pod on"
+            } else {
+                "may schedule onto"
+            };
+            let verb_zh = if daemonset {
+                "将在这些节点上各运行一个 Pod"
+            } else {
+                "可能被调度到这些节点"
+            };
             (
                 format!(
                     ": {} of {m} matching nodes are outside mainland China or unverified ({}), and the {} {verb_en} them",

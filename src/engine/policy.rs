@@ -81,7 +81,10 @@ pub fn compile(
     if spec.data_classes.is_empty() {
         report.errors.push(problem(
             "spec.dataClasses",
-            format!("lists no data class; name at least one of: {}", DataClass::vocabulary()),
+            format!(
+                "lists no data class; name at least one of: {}",
+                DataClass::vocabulary()
+            ),
         ));
     }
 
@@ -96,7 +99,11 @@ pub fn compile(
         },
     };
 
-    let allowed_nodes = spec.placement.allowed_nodes.as_ref().map(NodeSelectorTerms::from_k8s);
+    let allowed_nodes = spec
+        .placement
+        .allowed_nodes
+        .as_ref()
+        .map(NodeSelectorTerms::from_k8s);
     if let Some(terms) = &allowed_nodes {
         check_allowed_nodes(terms, catalogue, &mut report);
     }
@@ -107,7 +114,9 @@ pub fn compile(
             Some(net) => nets.push(net),
             None => report.errors.push(problem(
                 &format!("spec.egress.allowedCIDRs[{i}]"),
-                format!("{text:?} is not a CIDR (like 203.0.113.0/24 or 240e::/20) or an IP address"),
+                format!(
+                    "{text:?} is not a CIDR (like 203.0.113.0/24 or 240e::/20) or an IP address"
+                ),
             )),
         }
     }
@@ -130,10 +139,16 @@ pub fn compile(
             }
         };
         if ex.reference.trim().is_empty() {
-            report.errors.push(problem(&field("reference"), "is empty; give the filing or approval reference".into()));
+            report.errors.push(problem(
+                &field("reference"),
+                "is empty; give the filing or approval reference".into(),
+            ));
         }
         if ex.approved_by.trim().is_empty() {
-            report.errors.push(problem(&field("approvedBy"), "is empty; name who approved the transfer".into()));
+            report.errors.push(problem(
+                &field("approvedBy"),
+                "is empty; name who approved the transfer".into(),
+            ));
         }
         let expiry = match ex.expires.parse::<Date>() {
             Ok(date) if ex.expires.len() == 10 => lapse_instant(date).map(|t| (date, t)),
@@ -144,7 +159,10 @@ pub fn compile(
                 if now >= lapses_at {
                     report.warnings.push(problem(
                         &field("expires"),
-                        format!("{} is in the past: this exemption no longer applies", ex.expires),
+                        format!(
+                            "{} is in the past: this exemption no longer applies",
+                            ex.expires
+                        ),
                     ));
                 }
                 exemptions.push(CompiledExemption {
@@ -204,7 +222,11 @@ pub fn parse_net(text: &str) -> Option<IpNet> {
 /// `allowedNodes` vouches for nodes; naming a region that is known to be
 /// outside mainland China there is a contradiction, and an unknown region
 /// deserves a warning.
-fn check_allowed_nodes(terms: &NodeSelectorTerms, catalogue: &Catalogue, report: &mut PolicyReport) {
+fn check_allowed_nodes(
+    terms: &NodeSelectorTerms,
+    catalogue: &Catalogue,
+    report: &mut PolicyReport,
+) {
     for (t, term) in terms.terms.iter().enumerate() {
         let field = format!("spec.placement.allowedNodes.nodeSelectorTerms[{t}]");
         if let Some(why) = &term.invalid {
@@ -214,7 +236,8 @@ fn check_allowed_nodes(terms: &NodeSelectorTerms, catalogue: &Catalogue, report:
             });
         }
         for r in &term.requirements {
-            let is_region = r.space == Space::Label && (r.key == REGION_LABEL || r.key == LEGACY_REGION_LABEL);
+            let is_region =
+                r.space == Space::Label && (r.key == REGION_LABEL || r.key == LEGACY_REGION_LABEL);
             let Op::In(values) = &r.op else { continue };
             if !is_region {
                 continue;

@@ -99,8 +99,16 @@ impl Term {
     pub fn from_k8s(term: &NodeSelectorTerm) -> Term {
         let mut requirements = Vec::new();
         let mut invalid = None;
-        let exprs = term.match_expressions.iter().flatten().map(|r| (Space::Label, r));
-        let fields = term.match_fields.iter().flatten().map(|r| (Space::Field, r));
+        let exprs = term
+            .match_expressions
+            .iter()
+            .flatten()
+            .map(|r| (Space::Label, r));
+        let fields = term
+            .match_fields
+            .iter()
+            .flatten()
+            .map(|r| (Space::Field, r));
         for (space, req) in exprs.chain(fields) {
             match convert_requirement(space, req) {
                 Ok(r) => requirements.push(r),
@@ -127,10 +135,16 @@ fn convert_requirement(space: Space, req: &NodeSelectorRequirement) -> Result<Re
     let values = req.values.as_deref().unwrap_or_default();
     let set = || values.iter().cloned().collect::<BTreeSet<String>>();
     let single_int = || match values {
-        [v] => v
-            .parse::<i64>()
-            .map_err(|_| format!("{} {}: value {v:?} is not an integer", req.key, req.operator)),
-        _ => Err(format!("{} {} needs exactly one integer value", req.key, req.operator)),
+        [v] => v.parse::<i64>().map_err(|_| {
+            format!(
+                "{} {}: value {v:?} is not an integer",
+                req.key, req.operator
+            )
+        }),
+        _ => Err(format!(
+            "{} {} needs exactly one integer value",
+            req.key, req.operator
+        )),
     };
     let op = match req.operator.as_str() {
         "In" | "NotIn" if values.is_empty() => {
@@ -163,7 +177,11 @@ pub struct NodeSelectorTerms {
 impl NodeSelectorTerms {
     pub fn from_k8s(selector: &NodeSelector) -> Self {
         NodeSelectorTerms {
-            terms: selector.node_selector_terms.iter().map(Term::from_k8s).collect(),
+            terms: selector
+                .node_selector_terms
+                .iter()
+                .map(Term::from_k8s)
+                .collect(),
         }
     }
 
@@ -337,7 +355,10 @@ impl LabelSelectorMatcher {
                 "In" => Op::In(set),
                 "NotIn" => Op::NotIn(set),
                 "Exists" | "DoesNotExist" if !values.is_empty() => {
-                    return Err(format!("{} {} must not have values", expr.key, expr.operator));
+                    return Err(format!(
+                        "{} {} must not have values",
+                        expr.key, expr.operator
+                    ));
                 }
                 "Exists" => Op::Exists,
                 "DoesNotExist" => Op::DoesNotExist,
@@ -386,15 +407,24 @@ mod tests {
     }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn notin_and_doesnotexist_match_unlabelled_nodes() {
         let l = labels(&[]);
-        let node = NodeLabels { name: "n", labels: &l };
+        let node = NodeLabels {
+            name: "n",
+            labels: &l,
+        };
         let t = Term::from_k8s(&NodeSelectorTerm {
-            match_expressions: Some(vec![req("r", "NotIn", &["us"]), req("z", "DoesNotExist", &[])]),
+            match_expressions: Some(vec![
+                req("r", "NotIn", &["us"]),
+                req("z", "DoesNotExist", &[]),
+            ]),
             match_fields: None,
         });
         assert!(t.matches(&node));
@@ -403,7 +433,10 @@ mod tests {
     #[test]
     fn empty_and_invalid_terms_match_nothing() {
         let l = labels(&[("r", "1")]);
-        let node = NodeLabels { name: "n", labels: &l };
+        let node = NodeLabels {
+            name: "n",
+            labels: &l,
+        };
         assert!(!Term::from_k8s(&NodeSelectorTerm::default()).matches(&node));
         let bad = Term::from_k8s(&NodeSelectorTerm {
             match_expressions: Some(vec![req("r", "Gt", &["x"])]),
@@ -420,8 +453,14 @@ mod tests {
             match_expressions: None,
             match_fields: Some(vec![req("metadata.name", "In", &["a"])]),
         });
-        assert!(t.matches(&NodeLabels { name: "a", labels: &l }));
-        assert!(!t.matches(&NodeLabels { name: "b", labels: &l }));
+        assert!(t.matches(&NodeLabels {
+            name: "a",
+            labels: &l
+        }));
+        assert!(!t.matches(&NodeLabels {
+            name: "b",
+            labels: &l
+        }));
     }
 
     #[test]
@@ -456,6 +495,10 @@ mod tests {
         let m = LabelSelectorMatcher::compile(&sel).unwrap();
         assert!(m.matches(&labels(&[("env", "prod"), ("x", "y")])));
         assert!(!m.matches(&labels(&[("env", "dev")])));
-        assert!(LabelSelectorMatcher::compile(&LabelSelector::default()).unwrap().matches(&labels(&[])));
+        assert!(
+            LabelSelectorMatcher::compile(&LabelSelector::default())
+                .unwrap()
+                .matches(&labels(&[]))
+        );
     }
 }

@@ -121,24 +121,44 @@ pub fn describe_untrusted(why: &Untrusted, lang: Lang) -> String {
         (Untrusted::LabelsDisagree { label, legacy }, Lang::En) => {
             format!("region label says {label} but the legacy region label says {legacy}")
         }
-        (Untrusted::ProviderIdContradicts { region, provider, provider_region }, Lang::En) => {
+        (
+            Untrusted::ProviderIdContradicts {
+                region,
+                provider,
+                provider_region,
+            },
+            Lang::En,
+        ) => {
             format!("labelled {region} but its {provider} providerID says {provider_region}")
         }
         (Untrusted::RegionNotOfProvider { region, provider }, Lang::En) => {
-            format!("labelled {region}, which is not a {provider} region, yet its providerID is {provider}'s")
+            format!(
+                "labelled {region}, which is not a {provider} region, yet its providerID is {provider}'s"
+            )
         }
         (Untrusted::AmbiguousRegion { region }, Lang::En) => {
-            format!("region {region} means different places at different clouds and the providerID does not say which")
+            format!(
+                "region {region} means different places at different clouds and the providerID does not say which"
+            )
         }
         (Untrusted::MissingRegion { hint: Some(h) }, Lang::ZhCn) => {
             format!("缺少地域标签；providerID 显示为 {h}")
         }
         (Untrusted::MissingRegion { hint: None }, Lang::ZhCn) => "缺少地域标签".into(),
-        (Untrusted::UnknownRegion { region }, Lang::ZhCn) => format!("地域 {region} 不在管辖目录中"),
+        (Untrusted::UnknownRegion { region }, Lang::ZhCn) => {
+            format!("地域 {region} 不在管辖目录中")
+        }
         (Untrusted::LabelsDisagree { label, legacy }, Lang::ZhCn) => {
             format!("地域标签为 {label}，旧版地域标签却为 {legacy}")
         }
-        (Untrusted::ProviderIdContradicts { region, provider, provider_region }, Lang::ZhCn) => {
+        (
+            Untrusted::ProviderIdContradicts {
+                region,
+                provider,
+                provider_region,
+            },
+            Lang::ZhCn,
+        ) => {
             format!("标签为 {region}，但其 {provider} providerID 显示为 {provider_region}")
         }
         (Untrusted::RegionNotOfProvider { region, provider }, Lang::ZhCn) => {
@@ -277,9 +297,12 @@ impl Verdict {
 
     /// Violations that count, with their policy.
     pub fn violations(&self) -> impl Iterator<Item = (&PolicyOutcome, &Violation)> {
-        self.policies
-            .iter()
-            .flat_map(|p| p.violations.iter().filter(|v| !v.exempted).map(move |v| (p, v)))
+        self.policies.iter().flat_map(|p| {
+            p.violations
+                .iter()
+                .filter(|v| !v.exempted)
+                .map(move |v| (p, v))
+        })
     }
 
     /// Every counting violation's message for the policies with `action`,

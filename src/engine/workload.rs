@@ -244,7 +244,10 @@ impl Workload {
     }
 
     /// Decode from JSON bytes, reading only what the engine needs.
-    pub fn from_json_slice(bytes: &[u8], default_namespace: &str) -> Result<Workload, WorkloadError> {
+    pub fn from_json_slice(
+        bytes: &[u8],
+        default_namespace: &str,
+    ) -> Result<Workload, WorkloadError> {
         let header: TypeHeader =
             serde_json::from_slice(bytes).map_err(|e| WorkloadError::NotAnObject(e.to_string()))?;
         let kind = kind_of(header)?;
@@ -253,10 +256,19 @@ impl Workload {
     }
 
     /// Decode from an already-parsed JSON value (the CLI parses YAML to this).
-    pub fn from_value(value: &serde_json::Value, default_namespace: &str) -> Result<Workload, WorkloadError> {
+    pub fn from_value(
+        value: &serde_json::Value,
+        default_namespace: &str,
+    ) -> Result<Workload, WorkloadError> {
         let header = TypeHeader {
-            api_version: value.get("apiVersion").and_then(|v| v.as_str()).map(str::to_string),
-            kind: value.get("kind").and_then(|v| v.as_str()).map(str::to_string),
+            api_version: value
+                .get("apiVersion")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+            kind: value
+                .get("kind")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
         };
         let kind = kind_of(header)?;
         Self::decode_kind(kind, default_namespace, value)
@@ -303,7 +315,11 @@ impl Workload {
         let name = meta
             .name
             .filter(|n| !n.is_empty())
-            .or_else(|| meta.generate_name.filter(|n| !n.is_empty()).map(|g| format!("{g}*")))
+            .or_else(|| {
+                meta.generate_name
+                    .filter(|n| !n.is_empty())
+                    .map(|g| format!("{g}*"))
+            })
             .ok_or(WorkloadError::MissingName { kind })?;
         let controller = meta
             .owner_references
@@ -329,7 +345,8 @@ fn kind_of(header: TypeHeader) -> Result<WorkloadKind, WorkloadError> {
     let (Some(api_version), Some(kind)) = (header.api_version, header.kind) else {
         return Err(WorkloadError::MissingType);
     };
-    WorkloadKind::from_type(&api_version, &kind).ok_or(WorkloadError::NotAWorkload { api_version, kind })
+    WorkloadKind::from_type(&api_version, &kind)
+        .ok_or(WorkloadError::NotAWorkload { api_version, kind })
 }
 
 fn decode<'de, T: DeserializeOwned, D>(kind: WorkloadKind, de: D) -> Result<T, WorkloadError>
@@ -354,21 +371,57 @@ mod tests {
         let spec = json!({"nodeSelector": {"a": "b"}});
         let tpl = json!({"metadata": {"labels": {"t": "1"}}, "spec": spec});
         let cases = [
-            ("v1", "Pod", json!({"metadata": {"name": "p", "labels": {"t": "1"}}, "spec": spec})),
-            ("apps/v1", "Deployment", json!({"metadata": {"name": "d"}, "spec": {"template": tpl}})),
-            ("apps/v1", "ReplicaSet", json!({"metadata": {"name": "d"}, "spec": {"template": tpl}})),
-            ("apps/v1", "StatefulSet", json!({"metadata": {"name": "d"}, "spec": {"template": tpl}})),
-            ("apps/v1", "DaemonSet", json!({"metadata": {"name": "d"}, "spec": {"template": tpl}})),
-            ("batch/v1", "Job", json!({"metadata": {"name": "d"}, "spec": {"template": tpl}})),
-            ("batch/v1", "CronJob", json!({"metadata": {"name": "d"}, "spec": {"jobTemplate": {"spec": {"template": tpl}}}})),
-            ("v1", "ReplicationController", json!({"metadata": {"name": "d"}, "spec": {"template": tpl}})),
+            (
+                "v1",
+                "Pod",
+                json!({"metadata": {"name": "p", "labels": {"t": "1"}}, "spec": spec}),
+            ),
+            (
+                "apps/v1",
+                "Deployment",
+                json!({"metadata": {"name": "d"}, "spec": {"template": tpl}}),
+            ),
+            (
+                "apps/v1",
+                "ReplicaSet",
+                json!({"metadata": {"name": "d"}, "spec": {"template": tpl}}),
+            ),
+            (
+                "apps/v1",
+                "StatefulSet",
+                json!({"metadata": {"name": "d"}, "spec": {"template": tpl}}),
+            ),
+            (
+                "apps/v1",
+                "DaemonSet",
+                json!({"metadata": {"name": "d"}, "spec": {"template": tpl}}),
+            ),
+            (
+                "batch/v1",
+                "Job",
+                json!({"metadata": {"name": "d"}, "spec": {"template": tpl}}),
+            ),
+            (
+                "batch/v1",
+                "CronJob",
+                json!({"metadata": {"name": "d"}, "spec": {"jobTemplate": {"spec": {"template": tpl}}}}),
+            ),
+            (
+                "v1",
+                "ReplicationController",
+                json!({"metadata": {"name": "d"}, "spec": {"template": tpl}}),
+            ),
         ];
         for (api, kind, mut doc) in cases {
             doc["apiVersion"] = json!(api);
             doc["kind"] = json!(kind);
             let w = Workload::from_value(&doc, "default").unwrap();
             assert_eq!(w.kind.as_str(), kind);
-            assert_eq!(w.template_labels.get("t").map(String::as_str), Some("1"), "{kind}");
+            assert_eq!(
+                w.template_labels.get("t").map(String::as_str),
+                Some("1"),
+                "{kind}"
+            );
             assert_eq!(w.pod.node_selector.as_ref().unwrap()["a"], "b", "{kind}");
             let bytes = serde_json::to_vec(&doc).unwrap();
             assert_eq!(Workload::from_json_slice(&bytes, "default").unwrap(), w);
@@ -378,9 +431,17 @@ mod tests {
     #[test]
     fn wrong_group_or_kind_is_not_a_workload() {
         let doc = json!({"apiVersion": "v1", "kind": "Deployment", "metadata": {"name": "x"}});
-        assert!(Workload::from_value(&doc, "d").unwrap_err().is_not_a_workload());
+        assert!(
+            Workload::from_value(&doc, "d")
+                .unwrap_err()
+                .is_not_a_workload()
+        );
         let doc = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}});
-        assert!(Workload::from_value(&doc, "d").unwrap_err().is_not_a_workload());
+        assert!(
+            Workload::from_value(&doc, "d")
+                .unwrap_err()
+                .is_not_a_workload()
+        );
     }
 
     #[test]

@@ -1,0 +1,49 @@
+//! Loading the catalogue and address data from the bundled files and the
+//! user's overrides. Shared by `check` and `serve`.
+
+use std::path::{Path, PathBuf};
+
+use crate::engine::ipset::IpSet;
+use crate::engine::{AddressSpace, Catalogue, egress};
+
+/// Where the user's data overrides live.
+#[derive(Clone, Debug, Default)]
+pub struct DataSources {
+    pub catalogue: Vec<PathBuf>,
+    pub mainland_cidrs: Option<PathBuf>,
+    pub extra_mainland_cidrs: Vec<PathBuf>,
+    pub cluster_cidrs: Vec<String>,
+}
+
+fn read_text(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
+}
+
+fn parse_cidr_file(path: &Path) -> Result<IpSet, String> {
+    IpSet::parse_list(&read_text(path)?).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+impl DataSources {
+    /// The built-in catalogue and address data with the user's layers on top:
+    /// catalogue entries override built-in ones; a mainland file replaces the
+    /// bundled set; extra files extend it.
+    pub fn load(&self) -> Result<(Catalogue, AddressSpace), String> {
+        let mut catalogue = Catalogue::builtin().clone();
+        for path in &self.catalogue {
+            let extra = Catalogue::parse_yaml(&read_text(path)?)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            catalogue.extend(extra);
+        }
+        let mut mainland = match &self.mainland_cidrs {
+            Some(path) => parse_cidr_file(path)?,
+            None => AddressSpace::builtin_mainland().clone(),
+        };
+        for path in &self.extra_mainland_cidrs {
+            mainland = mainland.union(&parse_cidr_file(path)?);
+        }
+        let cluster = egress::parse_cidr_args(&self.cluster_cidrs)
+            .map_err(|e| format!("cluster CIDRs: {e}"))?;
+        let space = AddressSpace::new(mainland, cluster, AddressSpace::builtin().countries);
+        Ok((catalogue, space))
+    }
+}

@@ -1,0 +1,388 @@
+//! Watch streams → an in-memory snapshot the engine can read.
+//!
+//! Each watched kind is listed and watched as untyped objects and projected,
+//! one object at a time, to the few fields the engine reads, so a malformed
+//! object is skipped with a warning instead of stalling its whole watch, and
+//! managedFields and everything else never reach memory. After any change
+//! the Snapshot is rebuilt (debounced) and published as an `Arc`, so every
+//! admission request reads a consistent, immutable view without locking.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, Resource};
+use tokio::sync::{Notify, watch};
+
+use crate::api::ResidencyPolicy;
+use crate::engine::{AddressSpace, Catalogue, NodeInfo, Snapshot, Workload, WorkloadKind};
+use crate::webhook::admission::WorkloadSource;
+
+/// One projected object.
+#[derive(Clone, Debug)]
+enum Item {
+    Policy(Box<ResidencyPolicy>),
+    Node(NodeInfo),
+    Namespace(BTreeMap<String, String>),
+    NetworkPolicy(Box<NetworkPolicy>),
+    Service(Box<Service>),
+    Workload(Box<Workload>),
+}
+
+/// What one watch keeps: object key → projection.
+type Part = BTreeMap<String, Item>;
+
+/// A watched resource kind and how to project its objects.
+struct Watched {
+    name: &'static str,
+    resource: ApiResource,
+    project: fn(&serde_json::Value) -> Result<Option<Item>, String>,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(v).map_err(|e| format!("{}: {}", e.path(), e.inner()))
+}
+
+fn watched_kinds() -> Vec<Watched> {
+    let mut kinds = vec![
+        Watched {
+            name: "residencypolicies",
+            resource: ApiResource::erase::<ResidencyPolicy>(&()),
+            project: |v| decode::<ResidencyPolicy>(v).map(|p| Some(Item::Policy(Box::new(p)))),
+        },
+        Watched {
+            name: "nodes",
+            resource: ApiResource::erase::<Node>(&()),
+            project: |v| decode::<Node>(v).map(|n| Some(Item::Node(NodeInfo::from_node(&n)))),
+        },
+        Watched {
+            name: "namespaces",
+            resource: ApiResource::erase::<Namespace>(&()),
+            project: |v| {
+                decode::<Namespace>(v)
+                    .map(|n| Some(Item::Namespace(n.metadata.labels.unwrap_or_default())))
+            },
+        },
+        Watched {
+            name: "networkpolicies",
+            resource: ApiResource::erase::<NetworkPolicy>(&()),
+            project: |v| decode::<NetworkPolicy>(v).map(|n| Some(Item::NetworkPolicy(Box::new(n)))),
+        },
+        Watched {
+            name: "services",
+            resource: ApiResource::erase::<Service>(&()),
+            // Only ExternalName Services matter to the engine.
+            project: |v| {
+                let svc: Service = decode(v)?;
+                let external =
+                    svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName");
+                Ok(external.then(|| Item::Service(Box::new(svc))))
+            },
+        },
+    ];
+    for kind in WorkloadKind::ALL {
+        kinds.push(Watched {
+            name: workload_resource_name(kind),
+            resource: workload_api_resource(kind),
+            // Objects owned by a controller are judged through their owner.
+            project: |v| match Workload::from_value(v, "default") {
+                Ok(w) if w.controller.is_some() => Ok(None),
+                Ok(w) => Ok(Some(Item::Workload(Box::new(w)))),
+                Err(e) => Err(e.to_string()),
+            },
+        });
+    }
+    kinds
+}
+
+fn workload_resource_name(kind: WorkloadKind) -> &'static str {
+    match kind {
+        WorkloadKind::Pod => "pods",
+        WorkloadKind::Deployment => "deployments",
+        WorkloadKind::ReplicaSet => "replicasets",
+        WorkloadKind::StatefulSet => "statefulsets",
+        WorkloadKind::DaemonSet => "daemonsets",
+        WorkloadKind::Job => "jobs",
+        WorkloadKind::CronJob => "cronjobs",
+        WorkloadKind::ReplicationController => "replicationcontrollers",
+    }
+}
+
+fn workload_api_resource(kind: WorkloadKind) -> ApiResource {
+    use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core};
+    match kind {
+        WorkloadKind::Pod => ApiResource::erase::<core::Pod>(&()),
+        WorkloadKind::Deployment => ApiResource::erase::<apps::Deployment>(&()),
+        WorkloadKind::ReplicaSet => ApiResource::erase::<apps::ReplicaSet>(&()),
+        WorkloadKind::StatefulSet => ApiResource::erase::<apps::StatefulSet>(&()),
+        WorkloadKind::DaemonSet => ApiResource::erase::<apps::DaemonSet>(&()),
+        WorkloadKind::Job => ApiResource::erase::<batch::Job>(&()),
+        WorkloadKind::CronJob => ApiResource::erase::<batch::CronJob>(&()),
+        WorkloadKind::ReplicationController => {
+            ApiResource::erase::<core::ReplicationController>(&())
+        }
+    }
+}
+
+/// Counters the admin endpoint and metrics read.
+#[derive(Debug, Default)]
+pub struct WatchHealth {
+    pub synced: AtomicUsize,
+    pub total: AtomicUsize,
+    pub skipped_objects: AtomicUsize,
+    pub watch_errors: AtomicUsize,
+}
+
+/// The shared state: the latest snapshot and the workloads by namespace.
+#[derive(Clone)]
+pub struct State {
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+    workloads: Arc<Mutex<BTreeMap<String, Vec<Workload>>>>,
+    pub health: Arc<WatchHealth>,
+}
+
+impl State {
+    /// A state that never changes (tests, benchmarks).
+    pub fn fixed(snapshot: Snapshot, workloads: BTreeMap<String, Vec<Workload>>) -> State {
+        // A receiver keeps the last value after its sender is gone.
+        let (_, rx) = watch::channel(Arc::new(snapshot));
+        let health = WatchHealth::default();
+        State {
+            snapshot: rx,
+            workloads: Arc::new(Mutex::new(workloads)),
+            health: Arc::new(health),
+        }
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    /// Every watch has delivered its initial list.
+    pub fn ready(&self) -> bool {
+        let total = self.health.total.load(Ordering::Relaxed);
+        self.health.synced.load(Ordering::Relaxed) >= total
+    }
+}
+
+impl WorkloadSource for State {
+    fn in_namespace(&self, namespace: &str) -> Vec<Workload> {
+        let map = match self.workloads.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.get(namespace).cloned().unwrap_or_default()
+    }
+}
+
+/// Static inputs of the snapshot (from flags and bundled data).
+#[derive(Clone)]
+pub struct Inputs {
+    pub catalogue: Catalogue,
+    pub address_space: AddressSpace,
+}
+
+struct Shared {
+    parts: Mutex<Vec<Part>>,
+    changed: Notify,
+}
+
+/// Start one watch per kind and the snapshot builder; returns at once.
+pub fn start(client: Client, inputs: Inputs) -> State {
+    let kinds = watched_kinds();
+    let shared = Arc::new(Shared {
+        parts: Mutex::new(vec![Part::new(); kinds.len()]),
+        changed: Notify::new(),
+    });
+    let health = Arc::new(WatchHealth::default());
+    health.total.store(kinds.len(), Ordering::Relaxed);
+    let initial = Snapshot::new(inputs.catalogue.clone(), inputs.address_space.clone());
+    let (tx, rx) = watch::channel(Arc::new(initial));
+    let workloads = Arc::new(Mutex::new(BTreeMap::new()));
+
+    for (index, kind) in kinds.into_iter().enumerate() {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource);
+        tokio::spawn(run_watch(api, kind, index, shared.clone(), health.clone()));
+    }
+    tokio::spawn(rebuild_loop(shared, inputs, tx, workloads.clone()));
+    State {
+        snapshot: rx,
+        workloads,
+        health,
+    }
+}
+
+fn key_of(obj: &DynamicObject) -> String {
+    let meta = obj.meta();
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
+    )
+}
+
+async fn run_watch(
+    api: Api<DynamicObject>,
+    kind: Watched,
+    index: usize,
+    shared: Arc<Shared>,
+    health: Arc<WatchHealth>,
+) {
+    // Watch errors, disconnects and 410 Gone relist with backoff (kube-runtime).
+    let mut stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut buffer: Option<Part> = None;
+    let mut synced_once = false;
+    loop {
+        let event = match stream.try_next().await {
+            Ok(Some(e)) => e,
+            Ok(None) => break,
+            Err(e) => {
+                health.watch_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(resource = kind.name, error = %e, "watch error; retrying with backoff");
+                continue;
+            }
+        };
+        let project = |obj: &DynamicObject| -> Option<Item> {
+            let value = match serde_json::to_value(obj) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(resource = kind.name, object = %key_of(obj), error = %e, "skipping unreadable object");
+                    return None;
+                }
+            };
+            match (kind.project)(&value) {
+                Ok(item) => item,
+                Err(e) => {
+                    health.skipped_objects.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(resource = kind.name, object = %key_of(obj), error = %e, "skipping malformed object");
+                    None
+                }
+            }
+        };
+        let mut changed = true;
+        match event {
+            Event::Init => {
+                buffer = Some(Part::new());
+                changed = false;
+            }
+            Event::InitApply(obj) => {
+                if let (Some(buf), Some(item)) = (buffer.as_mut(), project(&obj)) {
+                    buf.insert(key_of(&obj), item);
+                }
+                changed = false;
+            }
+            Event::InitDone => {
+                let fresh = buffer.take().unwrap_or_default();
+                with_parts(&shared, |parts| parts[index] = fresh);
+                if !synced_once {
+                    synced_once = true;
+                    health.synced.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(resource = kind.name, "watch synced");
+                }
+            }
+            Event::Apply(obj) => {
+                let key = key_of(&obj);
+                let item = project(&obj);
+                with_parts(&shared, |parts| match item {
+                    Some(i) => {
+                        parts[index].insert(key, i);
+                    }
+                    None => {
+                        parts[index].remove(&key);
+                    }
+                });
+            }
+            Event::Delete(obj) => {
+                let key = key_of(&obj);
+                with_parts(&shared, |parts| {
+                    parts[index].remove(&key);
+                });
+            }
+        }
+        if changed {
+            shared.changed.notify_one();
+        }
+    }
+}
+
+fn with_parts(shared: &Shared, f: impl FnOnce(&mut Vec<Part>)) {
+    let mut guard = match shared.parts.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    f(&mut guard);
+}
+
+/// Coalesce bursts of changes (an initial list delivers thousands).
+const DEBOUNCE: Duration = Duration::from_millis(50);
+
+async fn rebuild_loop(
+    shared: Arc<Shared>,
+    inputs: Inputs,
+    tx: watch::Sender<Arc<Snapshot>>,
+    workloads: Arc<Mutex<BTreeMap<String, Vec<Workload>>>>,
+) {
+    loop {
+        shared.changed.notified().await;
+        tokio::time::sleep(DEBOUNCE).await;
+        let parts = match shared.parts.lock() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let (snapshot, by_ns) = build(&parts, &inputs, Timestamp::now());
+        if let Ok(mut w) = workloads.lock() {
+            *w = by_ns;
+        }
+        if tx.send(Arc::new(snapshot)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Build a Snapshot from projected objects. Invalid policies are left out
+/// (and logged); the webhook's policy endpoint stops new ones at the door.
+fn build(
+    parts: &[Part],
+    inputs: &Inputs,
+    now: Timestamp,
+) -> (Snapshot, BTreeMap<String, Vec<Workload>>) {
+    let mut snapshot = Snapshot::new(inputs.catalogue.clone(), inputs.address_space.clone());
+    let mut nodes = Vec::new();
+    let mut by_ns: BTreeMap<String, Vec<Workload>> = BTreeMap::new();
+    for (key, item) in parts.iter().flatten() {
+        match item {
+            Item::Policy(p) => {
+                if let Err(errors) = snapshot.add_policy(p, now) {
+                    let text: Vec<String> = errors
+                        .iter()
+                        .map(|e| format!("{}: {}", e.field, e.message))
+                        .collect();
+                    tracing::warn!(policy = %key, errors = ?text, "ResidencyPolicy is invalid and is not enforced");
+                }
+            }
+            Item::Node(n) => nodes.push(n.clone()),
+            Item::Namespace(labels) => {
+                let name = key.trim_start_matches('/').to_string();
+                snapshot.namespaces.insert(name, labels.clone());
+            }
+            Item::NetworkPolicy(np) => snapshot.network.add_network_policy(np),
+            Item::Service(svc) => snapshot.network.add_service(svc),
+            Item::Workload(w) => by_ns
+                .entry(w.namespace.clone())
+                .or_default()
+                .push((**w).clone()),
+        }
+    }
+    snapshot.set_nodes(nodes);
+    (snapshot, by_ns)
+}

@@ -1,0 +1,127 @@
+//! Prometheus metrics for admission decisions and the watches behind them.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::state::WatchHealth;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub endpoint: &'static str,
+    pub kind: String,
+    /// Deny, Warn, Audit or None.
+    pub action: &'static str,
+    /// judged, skipped, error, bad_request, too_large.
+    pub result: &'static str,
+    pub allowed: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub decisions: Family<DecisionLabels, Counter>,
+    pub latency: Family<EndpointLabels, Histogram>,
+    pub cert_reloads: Family<OutcomeLabels, Counter>,
+    pub watches_synced: Gauge,
+    pub watches_total: Gauge,
+    pub watch_skipped_objects: Gauge,
+    pub watch_errors: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("residency_guard");
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "admission_decisions",
+            "Admission reviews answered, by endpoint, kind, action and result",
+            decisions.clone(),
+        );
+        let latency = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
+            // 50 µs .. ~1.6 s, doubling.
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.000_05, 2.0, 16,
+            ))
+        });
+        registry.register(
+            "admission_duration_seconds",
+            "Time to decode, judge and encode one admission review",
+            latency.clone(),
+        );
+        let cert_reloads = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "certificate_reloads",
+            "Serving certificate reloads by outcome",
+            cert_reloads.clone(),
+        );
+        let watches_synced = Gauge::default();
+        registry.register(
+            "watches_synced",
+            "Watches that have delivered their initial list",
+            watches_synced.clone(),
+        );
+        let watches_total = Gauge::default();
+        registry.register(
+            "watches",
+            "Watches the snapshot is built from",
+            watches_total.clone(),
+        );
+        let watch_skipped_objects = Gauge::default();
+        registry.register(
+            "watch_skipped_objects",
+            "Objects skipped because they could not be read (total since start)",
+            watch_skipped_objects.clone(),
+        );
+        let watch_errors = Gauge::default();
+        registry.register(
+            "watch_errors",
+            "Watch errors retried with backoff (total since start)",
+            watch_errors.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            decisions,
+            latency,
+            cert_reloads,
+            watches_synced,
+            watches_total,
+            watch_skipped_objects,
+            watch_errors,
+        })
+    }
+
+    /// Copy watch health into gauges (called at scrape time).
+    pub fn observe_watches(&self, health: &WatchHealth) {
+        let get = |a: &std::sync::atomic::AtomicUsize| {
+            i64::try_from(a.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
+        };
+        self.watches_synced.set(get(&health.synced));
+        self.watches_total.set(get(&health.total));
+        self.watch_skipped_objects.set(get(&health.skipped_objects));
+        self.watch_errors.set(get(&health.watch_errors));
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

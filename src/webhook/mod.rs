@@ -1,0 +1,259 @@
+//! `residency-guard serve`: the validating admission webhook.
+//!
+//! AdmissionReview → engine → allow / deny / warnings. The snapshot comes
+//! from watches (`crate::state`); TLS from a mounted Secret (files mode,
+//! hot-reloaded) or self-managed certificates (`certs`).
+
+pub mod admission;
+pub mod certs;
+pub mod metrics;
+pub mod server;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::datafiles::DataSources;
+use crate::engine::Lang;
+use crate::state;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsMode {
+    /// Create a CA and serving certificate, patch caBundle, rotate.
+    SelfManaged,
+    /// Read tls.crt/tls.key from --tls-dir (cert-manager or an existing Secret).
+    Files,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_WEBHOOK_ADDR",
+        default_value = "0.0.0.0:8443"
+    )]
+    pub webhook_addr: SocketAddr,
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_ADMIN_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub admin_addr: SocketAddr,
+    #[arg(long, env = "RESIDENCY_GUARD_TLS_MODE", value_enum, default_value_t = TlsMode::SelfManaged)]
+    pub tls_mode: TlsMode,
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_TLS_DIR",
+        default_value = "/etc/residency-guard/tls"
+    )]
+    pub tls_dir: PathBuf,
+    /// How often files mode re-reads the certificate.
+    #[arg(long, env = "RESIDENCY_GUARD_TLS_RELOAD_SECONDS", default_value_t = 10)]
+    pub tls_reload_seconds: u64,
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_CERT_SECRET",
+        default_value = "residency-guard-tls"
+    )]
+    pub cert_secret: String,
+    /// The operator's own namespace (the chart sets it from the downward API).
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_NAMESPACE",
+        default_value = "residency-guard"
+    )]
+    pub namespace: String,
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_SERVICE_NAME",
+        default_value = "residency-guard"
+    )]
+    pub service_name: String,
+    /// ValidatingWebhookConfigurations whose caBundle is patched (self-managed).
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_WEBHOOK_CONFIGS",
+        value_delimiter = ',',
+        default_value = "residency-guard"
+    )]
+    pub webhook_configs: Vec<String>,
+    #[arg(long, env = "RESIDENCY_GUARD_LANG", default_value = "en")]
+    pub lang: String,
+    #[arg(long, env = "RESIDENCY_GUARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+    #[arg(long, env = "RESIDENCY_GUARD_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    #[arg(long, env = "RESIDENCY_GUARD_CATALOGUE", value_name = "FILE")]
+    pub catalogue: Vec<PathBuf>,
+    #[arg(long, env = "RESIDENCY_GUARD_MAINLAND_CIDRS", value_name = "FILE")]
+    pub mainland_cidrs: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_EXTRA_MAINLAND_CIDRS",
+        value_name = "FILE"
+    )]
+    pub extra_mainland_cidrs: Vec<PathBuf>,
+    #[arg(
+        long = "cluster-cidr",
+        env = "RESIDENCY_GUARD_CLUSTER_CIDRS",
+        value_delimiter = ','
+    )]
+    pub cluster_cidrs: Vec<String>,
+    /// AdmissionReviews larger than this get HTTP 413 (the API server caps
+    /// objects at 3 MiB; a review carries the object and the old object).
+    #[arg(long, env = "RESIDENCY_GUARD_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// After SIGTERM, how long /readyz fails before the listener closes.
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_SHUTDOWN_DELAY_SECONDS",
+        default_value_t = 5
+    )]
+    pub shutdown_delay_seconds: u64,
+    /// How long in-flight reviews may take to finish after that.
+    #[arg(long, env = "RESIDENCY_GUARD_DRAIN_SECONDS", default_value_t = 10)]
+    pub drain_seconds: u64,
+}
+
+pub fn init_tracing(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Run until SIGTERM or Ctrl-C.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_format, &args.log_level);
+    let lang = Lang::parse(&args.lang)
+        .ok_or_else(|| anyhow::anyhow!("--lang {:?}: use en or zh-CN", args.lang))?;
+    let sources = DataSources {
+        catalogue: args.catalogue.clone(),
+        mainland_cidrs: args.mainland_cidrs.clone(),
+        extra_mainland_cidrs: args.extra_mainland_cidrs.clone(),
+        cluster_cidrs: args.cluster_cidrs.clone(),
+    };
+    let (catalogue, address_space) = sources.load().map_err(|e| anyhow::anyhow!(e))?;
+    let client = kube::Client::try_default().await?;
+    let state = state::start(
+        client.clone(),
+        state::Inputs {
+            catalogue,
+            address_space,
+        },
+    );
+    let metrics = metrics::Metrics::new();
+    let certs = tls::CertStore::new();
+    match args.tls_mode {
+        TlsMode::Files => {
+            let files = tls::CertFiles::in_dir(&args.tls_dir);
+            if let Err(e) = files.load_into(&certs) {
+                tracing::warn!(error = %e, "no serving certificate yet; /readyz stays false until one appears");
+            }
+            let m = metrics.clone();
+            tokio::spawn(files.watch(
+                certs.clone(),
+                Duration::from_secs(args.tls_reload_seconds.max(1)),
+                move |ok| {
+                    let outcome = if ok { "ok" } else { "error" };
+                    m.cert_reloads
+                        .get_or_create(&metrics::OutcomeLabels { outcome })
+                        .inc();
+                },
+            ));
+        }
+        TlsMode::SelfManaged => {
+            let cfg = certs::SelfManagedConfig {
+                namespace: args.namespace.clone(),
+                secret_name: args.cert_secret.clone(),
+                service_name: args.service_name.clone(),
+                webhook_configs: args.webhook_configs.clone(),
+                ..certs::SelfManagedConfig::default()
+            };
+            tokio::spawn(certs::run(client.clone(), cfg, certs.clone()));
+        }
+    }
+
+    let serving = Arc::new(AtomicBool::new(true));
+    let app = server::App {
+        state,
+        lang,
+        metrics,
+        max_body_bytes: args.max_body_bytes,
+        serving: serving.clone(),
+        certs,
+    };
+    let webhook_listener = server::bind(args.webhook_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let admin_listener = server::bind(args.admin_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    tracing::info!(webhook = %args.webhook_addr, admin = %args.admin_addr, "residency-guard serving");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let wait_stop = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let admin = tokio::spawn(server::serve_admin(
+        admin_listener,
+        app.clone(),
+        wait_stop(stop_rx.clone()),
+    ));
+    let webhook = tokio::spawn(server::serve_tls(
+        webhook_listener,
+        app,
+        wait_stop(stop_rx),
+        Duration::from_secs(args.drain_seconds),
+    ));
+
+    shutdown_signal().await;
+    // Fail readiness first so the Service stops sending new reviews, then
+    // close the listener and let in-flight reviews finish.
+    tracing::info!("shutdown: failing readiness");
+    serving.store(false, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(args.shutdown_delay_seconds)).await;
+    let _ = stop_tx.send(true);
+    let _ = webhook.await;
+    let _ = admin.await;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,159 @@
+//! Serving certificates, swappable at run time without a restart.
+//!
+//! `CertStore` is the rustls certificate resolver: handshakes read the
+//! current key pair, and `replace` swaps it atomically, so a rotation never
+//! fails a handshake. In files mode a poller re-reads `tls.crt`/`tls.key`
+//! (Secret volumes update by swapping a `..data` symlink, so the files are
+//! re-opened by path each time, never watched by inode).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{0}: cannot read: {1}")]
+    Read(String, std::io::Error),
+    #[error("certificate PEM has no certificate: {0}")]
+    NoCertificate(String),
+    #[error("private key PEM is unreadable: {0}")]
+    Key(String),
+    #[error("the private key does not match a supported algorithm: {0}")]
+    Unsupported(String),
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+/// Parse a PEM certificate chain and private key into a rustls key pair.
+pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::NoCertificate(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate("no CERTIFICATE block".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Key(e.to_string()))?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| TlsError::Unsupported(e.to_string()))?;
+    Ok(CertifiedKey::new(chain, signer))
+}
+
+/// The current serving key pair.
+#[derive(Debug)]
+pub struct CertStore {
+    current: RwLock<Option<Arc<CertifiedKey>>>,
+    /// The PEM it was made from, to skip no-op reloads.
+    pem: RwLock<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Default for CertStore {
+    fn default() -> Self {
+        CertStore {
+            current: RwLock::new(None),
+            pem: RwLock::new((Vec::new(), Vec::new())),
+        }
+    }
+}
+
+impl CertStore {
+    pub fn new() -> Arc<CertStore> {
+        Arc::new(CertStore::default())
+    }
+
+    /// Install a new key pair; returns false (and keeps the old one) when the
+    /// PEM is unchanged. An invalid pair is an error and changes nothing.
+    pub fn replace(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<bool, TlsError> {
+        if let Ok(pem) = self.pem.read() {
+            if pem.0 == cert_pem && pem.1 == key_pem {
+                return Ok(false);
+            }
+        }
+        let key = certified_key(cert_pem, key_pem)?;
+        if let Ok(mut cur) = self.current.write() {
+            *cur = Some(Arc::new(key));
+        }
+        if let Ok(mut pem) = self.pem.write() {
+            *pem = (cert_pem.to_vec(), key_pem.to_vec());
+        }
+        Ok(true)
+    }
+
+    pub fn has_certificate(&self) -> bool {
+        self.current.read().map(|c| c.is_some()).unwrap_or(false)
+    }
+
+    /// A rustls server configuration that resolves through this store.
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok().and_then(|c| c.clone())
+    }
+}
+
+/// Files mode: the certificate directory (a mounted Secret).
+#[derive(Clone, Debug)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl CertFiles {
+    pub fn in_dir(dir: &Path) -> CertFiles {
+        CertFiles {
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+        }
+    }
+
+    /// Read both files and install them if they changed.
+    pub fn load_into(&self, store: &CertStore) -> Result<bool, TlsError> {
+        let read =
+            |p: &Path| std::fs::read(p).map_err(|e| TlsError::Read(p.display().to_string(), e));
+        let cert = read(&self.cert)?;
+        let key = read(&self.key)?;
+        store.replace(&cert, &key)
+    }
+
+    /// Poll for changes until the process ends. A broken pair on disk (a
+    /// half-written update) keeps the previous certificate and is retried.
+    pub async fn watch(
+        self,
+        store: Arc<CertStore>,
+        every: Duration,
+        reloads: impl Fn(bool) + Send + 'static,
+    ) {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match self.load_into(&store) {
+                Ok(true) => {
+                    tracing::info!(cert = %self.cert.display(), "serving certificate reloaded");
+                    reloads(true);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "serving certificate not reloaded; keeping the current one");
+                    reloads(false);
+                }
+            }
+        }
+    }
+}
