@@ -42,7 +42,12 @@ fn text(b: &[u8]) -> String {
 
 fn assert_bad_input(out: &Output, needle: &str) {
     let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {err}\nstdout: {}", text(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stderr: {err}\nstdout: {}",
+        text(&out.stdout)
+    );
     assert!(err.contains(needle), "expected {needle:?} in stderr: {err}");
     assert!(!err.contains("panicked"), "{err}");
 }
@@ -53,7 +58,10 @@ fn bundled_example_exits_1_and_prints_the_report() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("DENY  Deployment payments/api"), "{stdout}");
-    assert!(stdout.contains("PASS  Deployment payments/ledger"), "{stdout}");
+    assert!(
+        stdout.contains("PASS  Deployment payments/ledger"),
+        "{stdout}"
+    );
     assert!(stdout.contains("EgressOutsideMainland"), "{stdout}");
 }
 
@@ -99,9 +107,15 @@ fn unknown_kinds_and_classes_are_exit_2() {
     );
     let out = check_stdin(&bad_class);
     assert_bad_input(&out, "unknown data class \"medical\"");
-    assert!(text(&out.stderr).contains("valid classes are: personal, credit"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("valid classes are: personal, credit"),
+        "{}",
+        text(&out.stderr)
+    );
     // Kinds outside Kubernetes' own groups (CRDs) are skipped, not errors.
-    let crd_object = format!("{POLICY}---\napiVersion: cert-manager.io/v1\nkind: Certificate\nmetadata: {{name: c}}\n");
+    let crd_object = format!(
+        "{POLICY}---\napiVersion: cert-manager.io/v1\nkind: Certificate\nmetadata: {{name: c}}\n"
+    );
     assert_eq!(check_stdin(&crd_object).status.code(), Some(0));
 }
 
@@ -119,12 +133,22 @@ fn invalid_policies_are_exit_2_naming_the_field() {
 fn huge_documents_do_not_panic() {
     // A 20 MB document: parsed or refused, but never a crash.
     let big_label = "x".repeat(20 * 1024 * 1024);
-    let doc = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big}}\ndata: {{blob: {big_label}}}\n");
+    let doc = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big}}\ndata: {{blob: {big_label}}}\n"
+    );
     let out = check_stdin(&doc);
-    assert!(matches!(out.status.code(), Some(0 | 2)), "{}", text(&out.stderr));
+    assert!(
+        matches!(out.status.code(), Some(0 | 2)),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(!text(&out.stderr).contains("panicked"));
     // Deep nesting is refused with a message.
-    let deep = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: deep}}\ndata: {}{}\n", "[".repeat(5000), "]".repeat(5000));
+    let deep = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: deep}}\ndata: {}{}\n",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
     let out = check_stdin(&deep);
     assert_bad_input(&out, "document 1");
     // Over the input limit: refused before parsing.
@@ -138,31 +162,68 @@ fn huge_documents_do_not_panic() {
 
 #[test]
 fn missing_files_and_bad_flags_are_exit_2() {
-    assert_bad_input(&run(&["check", "-f", "/nonexistent/x.yaml"], None), "no such file or directory");
+    assert_bad_input(
+        &run(&["check", "-f", "/nonexistent/x.yaml"], None),
+        "no such file or directory",
+    );
     let out = run(&["check", "-f", "examples/cluster", "--lang", "fr"], None);
     assert_bad_input(&out, "--lang");
     let out = run(&["check"], None);
-    assert_eq!(out.status.code(), Some(2), "clap usage errors are exit 2 too");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "clap usage errors are exit 2 too"
+    );
 }
 
 #[test]
 fn json_output_follows_the_documented_schema() {
-    let out = run(&["check", "-f", "examples/cluster", "--now", NOW, "-o", "json"], None);
+    let out = run(
+        &[
+            "check",
+            "-f",
+            "examples/cluster",
+            "--now",
+            NOW,
+            "-o",
+            "json",
+        ],
+        None,
+    );
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
-    assert_eq!(v["schemaVersion"], "residencyguard.io/check-report/v1alpha1");
+    assert_eq!(
+        v["schemaVersion"],
+        "residencyguard.io/check-report/v1alpha1"
+    );
     assert!(v["summary"]["denied"].as_u64().unwrap() >= 1);
     let first = &v["results"][0];
     assert_eq!(first["verdict"]["workload"]["name"], "api");
     let violation = &first["verdict"]["policies"][0]["violations"][0];
     assert_eq!(violation["code"], "PlacementNotGuaranteed");
-    assert!(violation["message"]["zh-CN"].as_str().unwrap().contains("修复"));
+    assert!(
+        violation["message"]["zh-CN"]
+            .as_str()
+            .unwrap()
+            .contains("修复")
+    );
     assert!(violation["evidence"]["outsideNodes"].is_array());
 }
 
 #[test]
 fn language_follows_the_flag_and_the_locale() {
-    let out = run(&["check", "-f", "examples/cluster", "--now", NOW, "--lang", "zh-CN"], None);
+    let out = run(
+        &[
+            "check",
+            "-f",
+            "examples/cluster",
+            "--now",
+            NOW,
+            "--lang",
+            "zh-CN",
+        ],
+        None,
+    );
     assert!(text(&out.stdout).contains("修复"), "{}", text(&out.stdout));
     let mut cmd = Command::new(BIN);
     let out = cmd
@@ -178,11 +239,38 @@ fn language_follows_the_flag_and_the_locale() {
 
 #[test]
 fn exemption_expiry_follows_now() {
-    let before = run(&["check", "-f", "examples/cluster", "--now", "2027-06-30T15:59:59Z", "-o", "json"], None);
-    let after = run(&["check", "-f", "examples/cluster", "--now", "2027-06-30T16:00:00Z", "-o", "json"], None);
+    let before = run(
+        &[
+            "check",
+            "-f",
+            "examples/cluster",
+            "--now",
+            "2027-06-30T15:59:59Z",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    let after = run(
+        &[
+            "check",
+            "-f",
+            "examples/cluster",
+            "--now",
+            "2027-06-30T16:00:00Z",
+            "-o",
+            "json",
+        ],
+        None,
+    );
     let fx = |o: &Output| {
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        v["results"].as_array().unwrap().iter().find(|r| r["verdict"]["workload"]["name"] == "fx-rates").unwrap()["verdict"]
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["verdict"]["workload"]["name"] == "fx-rates")
+            .unwrap()["verdict"]
             .clone()
     };
     // The exemption lapses at the end of 2027-06-30 China Standard Time (16:00 UTC).

@@ -18,9 +18,12 @@ fn judge(fixture: &str, cluster_cidrs: &[&str]) -> BTreeMap<String, Verdict> {
     let cidrs: Vec<String> = cluster_cidrs.iter().map(|s| s.to_string()).collect();
     let space = AddressSpace::builtin().with_cluster(parse_cidr_args(&cidrs).unwrap());
     let snapshot = Snapshot::new(Catalogue::builtin().clone(), space);
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(fixture);
     let now: Timestamp = NOW.parse().unwrap();
-    let report = check_inputs(&[path], snapshot, "default", now).unwrap_or_else(|e| panic!("{fixture}: {e:?}"));
+    let report = check_inputs(&[path], snapshot, "default", now)
+        .unwrap_or_else(|e| panic!("{fixture}: {e:?}"));
     report
         .results
         .into_iter()
@@ -33,13 +36,30 @@ fn codes(v: &Verdict) -> Vec<Code> {
     v.violations().map(|(_, x)| x.code).collect()
 }
 
-fn assert_table(fixture: &str, verdicts: &BTreeMap<String, Verdict>, table: &[(&str, Option<Action>, &[Code])]) {
+fn assert_table(
+    fixture: &str,
+    verdicts: &BTreeMap<String, Verdict>,
+    table: &[(&str, Option<Action>, &[Code])],
+) {
     for (name, action, expected) in table {
-        let v = verdicts.get(*name).unwrap_or_else(|| panic!("{fixture}: no workload named {name}"));
-        assert_eq!(v.action, *action, "{fixture}/{name}: action; verdict: {v:#?}");
-        assert_eq!(codes(v), *expected, "{fixture}/{name}: codes; verdict: {v:#?}");
+        let v = verdicts
+            .get(*name)
+            .unwrap_or_else(|| panic!("{fixture}: no workload named {name}"));
+        assert_eq!(
+            v.action, *action,
+            "{fixture}/{name}: action; verdict: {v:#?}"
+        );
+        assert_eq!(
+            codes(v),
+            *expected,
+            "{fixture}/{name}: codes; verdict: {v:#?}"
+        );
     }
-    assert_eq!(verdicts.len(), table.len(), "{fixture}: every workload must be in the table");
+    assert_eq!(
+        verdicts.len(),
+        table.len(),
+        "{fixture}: every workload must be in the table"
+    );
 }
 
 use Code::*;
@@ -51,12 +71,20 @@ fn every_kind_is_judged_on_its_pod_template() {
     let v = judge("kinds.yaml", &[]);
     let mut table: Vec<(String, Option<Action>, &[Code])> = Vec::new();
     for kind in [
-        "pod", "deployment", "replicaset", "statefulset", "daemonset", "job", "cronjob", "replicationcontroller",
+        "pod",
+        "deployment",
+        "replicaset",
+        "statefulset",
+        "daemonset",
+        "job",
+        "cronjob",
+        "replicationcontroller",
     ] {
         table.push((format!("{kind}-good"), PASS, &[]));
         table.push((format!("{kind}-bad"), DENY, &[PlacementNotGuaranteed]));
     }
-    let table: Vec<(&str, Option<Action>, &[Code])> = table.iter().map(|(n, a, c)| (n.as_str(), *a, *c)).collect();
+    let table: Vec<(&str, Option<Action>, &[Code])> =
+        table.iter().map(|(n, a, c)| (n.as_str(), *a, *c)).collect();
     assert_table("kinds.yaml", &v, &table);
     // The field path names where the pod spec lives in each kind.
     let cron = &v["cronjob-bad"];
@@ -97,18 +125,33 @@ fn placement_traps_without_inventory() {
     let (_, x) = v["or-of-terms"].violations().next().unwrap();
     assert!(x.field.ends_with("nodeSelectorTerms[1]"), "{}", x.field);
     let (_, x) = v["preferred-only"].violations().next().unwrap();
-    assert!(x.message.en.contains("preferred affinity is only a preference"), "{}", x.message.en);
+    assert!(
+        x.message
+            .en
+            .contains("preferred affinity is only a preference"),
+        "{}",
+        x.message.en
+    );
     let (_, x) = v["lookalike-cn-hongkong"].violations().next().unwrap();
-    assert!(x.message.en.contains("allows topology.kubernetes.io/region cn-hongkong"), "{}", x.message.en);
+    assert!(
+        x.message
+            .en
+            .contains("allows topology.kubernetes.io/region cn-hongkong"),
+        "{}",
+        x.message.en
+    );
     assert!(x.message.zh.contains("cn-hongkong"), "{}", x.message.zh);
 }
 
 fn outside_names(v: &Verdict) -> Vec<String> {
     v.violations()
         .filter_map(|(_, x)| match &x.evidence {
-            Evidence::Placement { outside_nodes, .. } => {
-                Some(outside_nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>())
-            }
+            Evidence::Placement { outside_nodes, .. } => Some(
+                outside_nodes
+                    .iter()
+                    .map(|n| n.name.clone())
+                    .collect::<Vec<_>>(),
+            ),
             Evidence::BoundNode { node } => Some(vec![node.name.clone()]),
             _ => None,
         })
@@ -137,14 +180,37 @@ fn inventory_and_node_trust() {
     assert_eq!(outside_names(&v["pinned-region-liar"]), ["liar"]);
     assert_eq!(outside_names(&v["allowed-pool-abroad"]), ["hk-in-cn-pool"]);
     assert_eq!(outside_names(&v["unlabelled-node"]), ["unlabelled"]);
-    assert_eq!(outside_names(&v["everywhere"]), ["hk-in-cn-pool", "liar", "unlabelled", "us-1"]);
+    assert_eq!(
+        outside_names(&v["everywhere"]),
+        ["hk-in-cn-pool", "liar", "unlabelled", "us-1"]
+    );
     let (_, x) = v["pinned-region-liar"].violations().next().unwrap();
-    assert!(x.message.en.contains("labelled cn-north-1 but its aws providerID says ap-east-1"), "{}", x.message.en);
+    assert!(
+        x.message
+            .en
+            .contains("labelled cn-north-1 but its aws providerID says ap-east-1"),
+        "{}",
+        x.message.en
+    );
     let (_, x) = v["unlabelled-node"].violations().next().unwrap();
-    assert!(x.message.en.contains("no region label; its providerID suggests cn-north-1"), "{}", x.message.en);
+    assert!(
+        x.message
+            .en
+            .contains("no region label; its providerID suggests cn-north-1"),
+        "{}",
+        x.message.en
+    );
     let (_, x) = v["everywhere"].violations().next().unwrap();
-    assert!(x.message.en.contains("4 of 7 matching nodes"), "{}", x.message.en);
-    assert!(x.message.en.contains("DaemonSet will run a pod on them"), "{}", x.message.en);
+    assert!(
+        x.message.en.contains("4 of 7 matching nodes"),
+        "{}",
+        x.message.en
+    );
+    assert!(
+        x.message.en.contains("DaemonSet will run a pod on them"),
+        "{}",
+        x.message.en
+    );
 }
 
 #[test]
@@ -154,27 +220,50 @@ fn policies_combine_strictest_action_wins() {
         "policies-combined.yaml",
         &v,
         &[
-            ("strictest-wins", DENY, &[PlacementNotGuaranteed, PlacementNotGuaranteed]),
+            (
+                "strictest-wins",
+                DENY,
+                &[PlacementNotGuaranteed, PlacementNotGuaranteed],
+            ),
             ("warn-only", Some(Action::Warn), &[PlacementNotGuaranteed]),
             ("audit-prod", Some(Action::Audit), &[PlacementNotGuaranteed]),
             ("health-dev", PASS, &[]),
-            ("union-of-sources", DENY, &[PlacementNotGuaranteed, PlacementNotGuaranteed, PlacementNotGuaranteed]),
+            (
+                "union-of-sources",
+                DENY,
+                &[
+                    PlacementNotGuaranteed,
+                    PlacementNotGuaranteed,
+                    PlacementNotGuaranteed,
+                ],
+            ),
             ("exempt-active", PASS, &[]),
             ("exempt-lapsed", DENY, &[PlacementNotGuaranteed]),
             ("unclassified", PASS, &[]),
         ],
     );
-    let named: Vec<&str> = v["strictest-wins"].violations().map(|(p, _)| p.policy.as_str()).collect();
+    let named: Vec<&str> = v["strictest-wins"]
+        .violations()
+        .map(|(p, _)| p.policy.as_str())
+        .collect();
     assert_eq!(named, ["personal-deny", "financial-warn"]);
     let union = &v["union-of-sources"];
     let classes: Vec<&str> = union.classes.iter().map(|c| c.as_str()).collect();
     assert_eq!(classes, ["personal", "financial", "health"]);
     assert!(v["health-dev"].policies.is_empty());
     let active = &v["exempt-active"];
-    assert!(active.policies[0].exemption.as_ref().is_some_and(|e| e.active));
+    assert!(
+        active.policies[0]
+            .exemption
+            .as_ref()
+            .is_some_and(|e| e.active)
+    );
     assert!(active.policies[0].violations.iter().all(|x| x.exempted));
     let lapsed = &v["exempt-lapsed"];
-    assert!(lapsed.notices.iter().any(|n| n.code == "ExemptionExpired"), "{lapsed:#?}");
+    assert!(
+        lapsed.notices.iter().any(|n| n.code == "ExemptionExpired"),
+        "{lapsed:#?}"
+    );
 }
 
 #[test]
@@ -203,15 +292,39 @@ fn egress_under_mainland_only() {
         ],
     );
     let (_, x) = v["additive"].violations().next().unwrap();
-    assert_eq!(x.field, "NetworkPolicy additive/b-dns spec.egress[0].to[0].ipBlock");
-    assert!(x.message.en.contains("8.8.8.0/24") && x.message.en.contains("registered to US"), "{}", x.message.en);
+    assert_eq!(
+        x.field,
+        "NetworkPolicy additive/b-dns spec.egress[0].to[0].ipBlock"
+    );
+    assert!(
+        x.message.en.contains("8.8.8.0/24") && x.message.en.contains("registered to US"),
+        "{}",
+        x.message.en
+    );
     let (_, x) = v["except-partial"].violations().next().unwrap();
-    assert!(x.message.en.contains("8.8.8.8 is registered to US"), "{}", x.message.en);
+    assert!(
+        x.message.en.contains("8.8.8.8 is registered to US"),
+        "{}",
+        x.message.en
+    );
     let (_, x) = v["aws-hk"].violations().next().unwrap();
-    assert!(x.message.en.contains("registered to HK"), "{}", x.message.en);
+    assert!(
+        x.message.en.contains("registered to HK"),
+        "{}",
+        x.message.en
+    );
     let (_, x) = v["no-policy"].violations().next().unwrap();
-    assert!(x.message.en.contains("policyTypes: [Egress]"), "the fix shows an isolating policy: {}", x.message.en);
-    assert!(v["external-name"].notices.iter().any(|n| n.code == "ExternalNameUnverified"));
+    assert!(
+        x.message.en.contains("policyTypes: [Egress]"),
+        "the fix shows an isolating policy: {}",
+        x.message.en
+    );
+    assert!(
+        v["external-name"]
+            .notices
+            .iter()
+            .any(|n| n.code == "ExternalNameUnverified")
+    );
     // Evidence for auditors: the effective egress as data.
     let eff = v["known-mainland"].egress.as_ref().unwrap();
     assert_eq!(eff.external_blocks.len(), 3);
@@ -224,7 +337,10 @@ fn egress_under_cluster_only() {
     assert_table(
         "egress-cluster-only.yaml",
         &v,
-        &[("uploader", DENY, &[EgressExternalForbidden]), ("worker", PASS, &[])],
+        &[
+            ("uploader", DENY, &[EgressExternalForbidden]),
+            ("worker", PASS, &[]),
+        ],
     );
 }
 
@@ -233,8 +349,18 @@ fn bundled_example_shows_placement_and_egress_findings() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/cluster");
     let snapshot = Snapshot::new(Catalogue::builtin().clone(), AddressSpace::builtin());
     let report = check_inputs(&[path], snapshot, "default", NOW.parse().unwrap()).unwrap();
-    let all: Vec<Code> = report.results.iter().flat_map(|r| codes(&r.verdict)).collect();
-    for code in [PlacementNotGuaranteed, NodeOutsideMainland, EgressUnrestricted, EgressOutsideMainland, HostNetwork] {
+    let all: Vec<Code> = report
+        .results
+        .iter()
+        .flat_map(|r| codes(&r.verdict))
+        .collect();
+    for code in [
+        PlacementNotGuaranteed,
+        NodeOutsideMainland,
+        EgressUnrestricted,
+        EgressOutsideMainland,
+        HostNetwork,
+    ] {
         assert!(all.contains(&code), "example lacks {code:?}");
     }
     assert!(report.summary.denied > 0 && report.summary.compliant > 0 && report.summary.warned > 0);
