@@ -146,12 +146,12 @@ pub fn parse_provider_id(id: &str, catalogue: &Catalogue) -> Option<ProviderLoca
     // Only trusted when the prefix is an Alibaba region we know, so arbitrary
     // dotted IDs are not misread.
     let ali = id.strip_prefix("alicloud://").unwrap_or(id);
-    if !ali.contains("://") {
-        if let Some((region, instance)) = ali.split_once('.') {
-            if !instance.is_empty() && catalogue.provider_has_region("alibaba", region) {
-                return Some(ProviderLocation::new("alibaba", Some(region.to_string())));
-            }
-        }
+    if !ali.contains("://")
+        && let Some((region, instance)) = ali.split_once('.')
+        && !instance.is_empty()
+        && catalogue.provider_has_region("alibaba", region)
+    {
+        return Some(ProviderLocation::new("alibaba", Some(region.to_string())));
     }
     None
 }
@@ -232,13 +232,13 @@ impl NodeStanding {
 pub fn classify(node: &NodeInfo, catalogue: &Catalogue) -> NodeStanding {
     let ga = node.labels.get(REGION_LABEL);
     let legacy = node.labels.get(LEGACY_REGION_LABEL);
-    if let (Some(ga), Some(legacy)) = (ga, legacy) {
-        if ga != legacy {
-            return NodeStanding::Untrusted(Untrusted::LabelsDisagree {
-                label: ga.clone(),
-                legacy: legacy.clone(),
-            });
-        }
+    if let (Some(ga), Some(legacy)) = (ga, legacy)
+        && ga != legacy
+    {
+        return NodeStanding::Untrusted(Untrusted::LabelsDisagree {
+            label: ga.clone(),
+            legacy: legacy.clone(),
+        });
     }
     let provider = node
         .provider_id
@@ -249,16 +249,15 @@ pub fn classify(node: &NodeInfo, catalogue: &Catalogue) -> NodeStanding {
             hint: provider.and_then(|p| p.region().map(str::to_string)),
         });
     };
-    if let Some(p) = &provider {
-        if let Some(provider_region) = p.region() {
-            if !p.regions.iter().any(|r| r == region) {
-                return NodeStanding::Untrusted(Untrusted::ProviderIdContradicts {
-                    region: region.to_string(),
-                    provider: p.provider.to_string(),
-                    provider_region: provider_region.to_string(),
-                });
-            }
-        }
+    if let Some(p) = &provider
+        && let Some(provider_region) = p.region()
+        && !p.regions.iter().any(|r| r == region)
+    {
+        return NodeStanding::Untrusted(Untrusted::ProviderIdContradicts {
+            region: region.to_string(),
+            provider: p.provider.to_string(),
+            provider_region: provider_region.to_string(),
+        });
     }
     match catalogue.lookup(provider.as_ref().map(|p| p.provider), region) {
         RegionLookup::Known(entry) if entry.jurisdiction.is_mainland() => NodeStanding::Mainland {

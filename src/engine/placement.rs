@@ -325,14 +325,14 @@ fn placement_message(
         }
         Some(g)
             if facts.has_required_affinity
-                || !ctx
+                || ctx
                     .workload
                     .pod
                     .node_selector
                     .iter()
                     .flatten()
                     .next()
-                    .is_none()
+                    .is_some()
                 || g.pins_region =>
         {
             (

@@ -253,10 +253,10 @@ impl KeyConstraint {
         if self.must_exist && self.must_not_exist {
             return true;
         }
-        if let (Some(g), Some(l)) = (self.gt, self.lt) {
-            if g.checked_add(1).is_none_or(|g1| g1 >= l) {
-                return true;
-            }
+        if let (Some(g), Some(l)) = (self.gt, self.lt)
+            && g.checked_add(1).is_none_or(|g1| g1 >= l)
+        {
+            return true;
         }
         self.candidates().is_some_and(|c| c.is_empty())
     }

@@ -130,12 +130,12 @@ pub fn handle(
 ) -> Result<Handled, BadReview> {
     let review: ReviewIn<'_> = serde_json::from_slice(body)
         .map_err(|e| BadReview(format!("the body is not an AdmissionReview: {e}")))?;
-    if let Some(v) = &review.api_version {
-        if v != "admission.k8s.io/v1" {
-            return Err(BadReview(format!(
-                "AdmissionReview {v} is not supported; configure admissionReviewVersions: [v1]"
-            )));
-        }
+    if let Some(v) = &review.api_version
+        && v != "admission.k8s.io/v1"
+    {
+        return Err(BadReview(format!(
+            "AdmissionReview {v} is not supported; configure admissionReviewVersions: [v1]"
+        )));
     }
     let req = review
         .request
@@ -353,15 +353,15 @@ fn network_policy_review(
         return allow();
     } else if let Some(old) = req.old_object {
         // Name from the old object when the request omits it.
-        if name.is_empty() {
-            if let Ok(meta) = serde_json::from_str::<NetworkPolicyMeta>(old.get()) {
-                let n = meta.metadata.name.unwrap_or_default();
-                changed = snapshot.clone();
-                changed.network.remove_network_policy(
-                    meta.metadata.namespace.as_deref().unwrap_or(&namespace),
-                    &n,
-                );
-            }
+        if name.is_empty()
+            && let Ok(meta) = serde_json::from_str::<NetworkPolicyMeta>(old.get())
+        {
+            let n = meta.metadata.name.unwrap_or_default();
+            changed = snapshot.clone();
+            changed.network.remove_network_policy(
+                meta.metadata.namespace.as_deref().unwrap_or(&namespace),
+                &n,
+            );
         }
     }
     decision.result = "judged";

@@ -80,6 +80,14 @@ pub struct ServeArgs {
         default_value = "residency-guard"
     )]
     pub service_name: String,
+    /// Extra certificate SANs (self-managed), e.g. the address in a URL-based
+    /// webhook clientConfig.
+    #[arg(
+        long = "cert-extra-san",
+        env = "RESIDENCY_GUARD_CERT_EXTRA_SANS",
+        value_delimiter = ','
+    )]
+    pub cert_extra_sans: Vec<String>,
     /// ValidatingWebhookConfigurations whose caBundle is patched (self-managed).
     #[arg(
         long,
@@ -184,6 +192,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 secret_name: args.cert_secret.clone(),
                 service_name: args.service_name.clone(),
                 webhook_configs: args.webhook_configs.clone(),
+                extra_sans: args.cert_extra_sans.clone(),
                 ..certs::SelfManagedConfig::default()
             };
             tokio::spawn(certs::run(client.clone(), cfg, certs.clone()));

@@ -69,10 +69,11 @@ impl CertStore {
     /// Install a new key pair; returns false (and keeps the old one) when the
     /// PEM is unchanged. An invalid pair is an error and changes nothing.
     pub fn replace(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<bool, TlsError> {
-        if let Ok(pem) = self.pem.read() {
-            if pem.0 == cert_pem && pem.1 == key_pem {
-                return Ok(false);
-            }
+        if let Ok(pem) = self.pem.read()
+            && pem.0 == cert_pem
+            && pem.1 == key_pem
+        {
+            return Ok(false);
         }
         let key = certified_key(cert_pem, key_pem)?;
         if let Ok(mut cur) = self.current.write() {

@@ -1,0 +1,1035 @@
+//! The placement engine checked against an independent brute-force model of
+//! Kubernetes node selection.
+//!
+//! The model below is written from the Kubernetes rules (nodeSelector,
+//! required node affinity, matchFields, nodeName) and never calls the
+//! engine's selector code. Small vocabularies make collisions between pod
+//! constraints, `allowedNodes` and nodes likely; the node universe is small
+//! enough to enumerate, so "every node the pod may run on" is checked
+//! exhaustively rather than sampled.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{
+    NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PreferredSchedulingTerm,
+};
+use proptest::prelude::*;
+use proptest::sample::{select, subsequence};
+use residency_guard::api::{
+    DATA_CLASS_LABEL, DataClass, Placement, ResidencyPolicy, ResidencyPolicySpec,
+};
+use residency_guard::engine::catalogue::RegionLookup;
+use residency_guard::engine::nodes::REGION_LABEL;
+use residency_guard::engine::verdict::{Evidence, Violation};
+use residency_guard::engine::workload::{AffinityView, PodSpecView};
+use residency_guard::engine::{
+    AddressSpace, Catalogue, Code, NodeInfo, Snapshot, Verdict, Workload, WorkloadKind, evaluate,
+};
+
+// ---------------------------------------------------------------------------
+// Vocabulary
+// ---------------------------------------------------------------------------
+
+const LEGACY_REGION_LABEL: &str = "failure-domain.beta.kubernetes.io/region";
+const NAME_FIELD: &str = "metadata.name";
+
+/// Two mainland regions, three known to be outside (one of them the
+/// Hong Kong look-alike `cn-hongkong`), and one the catalogue does not know
+/// (a private data centre: only `allowedNodes` can vouch for it).
+const REGIONS: &[&str] = &[
+    "cn-north-1",
+    "cn-hangzhou",
+    "ap-east-1",
+    "us-east-1",
+    "cn-hongkong",
+    "dc-onprem-1",
+];
+const MAINLAND_REGIONS: &[&str] = &["cn-north-1", "cn-hangzhou"];
+/// Region values `allowedNodes` may name without the policy being rejected.
+const VOUCHABLE_REGIONS: &[&str] = &["cn-north-1", "cn-hangzhou", "dc-onprem-1"];
+/// Legacy region label values on inventory nodes.
+const LEGACY_REGIONS: &[&str] = &["cn-north-1", "us-east-1", "dc-onprem-1"];
+const POOLS: &[&str] = &["a", "b", "c"];
+const TIERS: &[&str] = &["1", "2", "x"];
+const INTS: &[&str] = &["0", "1", "2", "3"];
+const NODE_NAMES: &[&str] = &["n0", "n1", "n2", "n3"];
+/// Names a pod may refer to: the universe's plus one no node has.
+const POD_NODE_NAMES: &[&str] = &["n0", "n1", "n2", "n3", "n9"];
+
+const KEYS: [(&str, &[&str]); 3] = [(REGION_LABEL, REGIONS), ("pool", POOLS), ("tier", TIERS)];
+
+fn now() -> Timestamp {
+    "2026-11-23T00:00:00Z".parse().unwrap()
+}
+
+fn catalogue() -> &'static Catalogue {
+    Catalogue::builtin()
+}
+
+/// Every node over the vocabulary: each key absent or one of its values,
+/// each name. 7 * 4 * 4 * 4 = 448 nodes.
+static UNIVERSE: LazyLock<Vec<NodeInfo>> = LazyLock::new(|| {
+    let mut nodes = vec![NodeInfo::default()];
+    for (key, values) in KEYS {
+        nodes = nodes
+            .into_iter()
+            .flat_map(|n| {
+                let mut out = vec![n.clone()];
+                for v in values {
+                    let mut m = n.clone();
+                    m.labels.insert(key.to_string(), v.to_string());
+                    out.push(m);
+                }
+                out
+            })
+            .collect();
+    }
+    nodes
+        .into_iter()
+        .flat_map(|n| {
+            NODE_NAMES.iter().map(move |name| NodeInfo {
+                name: name.to_string(),
+                ..n.clone()
+            })
+        })
+        .collect()
+});
+
+// ---------------------------------------------------------------------------
+// The model: Kubernetes node selection, from the rules
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Space {
+    Label,
+    Field,
+}
+
+/// One requirement against one node; `None` when Kubernetes would reject the
+/// requirement (then the whole term matches no node).
+fn model_requirement(space: Space, r: &NodeSelectorRequirement, node: &NodeInfo) -> Option<bool> {
+    let values: &[String] = r.values.as_deref().unwrap_or(&[]);
+    let value: Option<&str> = match space {
+        Space::Label => node.labels.get(&r.key).map(String::as_str),
+        // The only node field Kubernetes selects on.
+        Space::Field => (r.key == NAME_FIELD).then_some(node.name.as_str()),
+    };
+    let listed = |v: &str| values.iter().any(|x| x == v);
+    match (space, r.operator.as_str()) {
+        (_, "In" | "NotIn") if values.is_empty() => None,
+        (_, "In") => Some(value.is_some_and(listed)),
+        (_, "NotIn") => Some(value.is_none_or(|v| !listed(v))),
+        (Space::Label, "Exists" | "DoesNotExist") if !values.is_empty() => None,
+        (Space::Label, "Exists") => Some(value.is_some()),
+        (Space::Label, "DoesNotExist") => Some(value.is_none()),
+        (Space::Label, op @ ("Gt" | "Lt")) => {
+            let [bound] = values else { return None };
+            let bound: i64 = bound.parse().ok()?;
+            let x = value.and_then(|v| v.parse::<i64>().ok());
+            Some(x.is_some_and(|x| if op == "Gt" { x > bound } else { x < bound }))
+        }
+        _ => None,
+    }
+}
+
+fn requirements(
+    term: &NodeSelectorTerm,
+) -> impl Iterator<Item = (Space, &NodeSelectorRequirement)> {
+    let exprs = term
+        .match_expressions
+        .iter()
+        .flatten()
+        .map(|r| (Space::Label, r));
+    let fields = term
+        .match_fields
+        .iter()
+        .flatten()
+        .map(|r| (Space::Field, r));
+    exprs.chain(fields)
+}
+
+/// A term: its requirements AND'ed; empty or invalid terms match nothing.
+fn model_term(term: &NodeSelectorTerm, node: &NodeInfo) -> bool {
+    let mut any = false;
+    let mut all = true;
+    for (space, r) in requirements(term) {
+        any = true;
+        match model_requirement(space, r, node) {
+            None => return false,
+            Some(m) => all &= m,
+        }
+    }
+    any && all
+}
+
+fn model_term_valid(term: &NodeSelectorTerm) -> bool {
+    let probe = NodeInfo::default();
+    let mut reqs = requirements(term).peekable();
+    reqs.peek().is_some() && reqs.all(|(space, r)| model_requirement(space, r, &probe).is_some())
+}
+
+/// A NodeSelector: terms OR'ed.
+fn model_selector(sel: &NodeSelector, node: &NodeInfo) -> bool {
+    sel.node_selector_terms.iter().any(|t| model_term(t, node))
+}
+
+fn required_of(pod: &PodSpecView) -> Option<&NodeSelector> {
+    pod.affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|na| {
+            na.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+}
+
+/// May the scheduler (or the kubelet, for nodeName) put the pod on `node`?
+fn model_may_run(pod: &PodSpecView, node: &NodeInfo) -> bool {
+    pod.node_selector
+        .iter()
+        .flatten()
+        .all(|(k, v)| node.labels.get(k) == Some(v))
+        && pod.node_name.as_ref().is_none_or(|n| *n == node.name)
+        && required_of(pod).is_none_or(|sel| model_selector(sel, node))
+}
+
+fn region_of(node: &NodeInfo) -> Option<&str> {
+    node.labels.get(REGION_LABEL).map(String::as_str)
+}
+
+fn allowed_matches(allowed: Option<&NodeSelector>, node: &NodeInfo) -> bool {
+    allowed.is_some_and(|a| model_selector(a, node))
+}
+
+/// Check 1's notion of inside: the region label says mainland, or the
+/// policy's `allowedNodes` selects the node.
+fn model_inside_by_labels(node: &NodeInfo, allowed: Option<&NodeSelector>) -> bool {
+    region_of(node).is_some_and(|r| catalogue().is_mainland_region(r))
+        || allowed_matches(allowed, node)
+}
+
+/// Check 2's notion of acceptable (no providerID, so standing is the
+/// catalogue's word): mainland, or vouched for by `allowedNodes` when the
+/// region is missing or unknown. Known-abroad is never acceptable, nor is a
+/// node whose GA and legacy region labels disagree; the legacy label counts
+/// when the GA one is missing.
+fn model_acceptable(node: &NodeInfo, allowed: Option<&NodeSelector>) -> bool {
+    let ga = node.labels.get(REGION_LABEL);
+    let legacy = node.labels.get(LEGACY_REGION_LABEL);
+    if ga.is_some() && legacy.is_some() && ga != legacy {
+        return false;
+    }
+    match ga.or(legacy).map(String::as_str) {
+        Some(r) if catalogue().is_mainland_region(r) => true,
+        Some(r) if !matches!(catalogue().lookup(None, r), RegionLookup::Unknown) => false,
+        _ => allowed_matches(allowed, node),
+    }
+}
+
+/// Must `add_policy` reject this `allowedNodes`? An invalid or empty term, or
+/// `In` on a region label naming a region known to be outside mainland China.
+fn model_policy_rejected(allowed: Option<&NodeSelector>) -> bool {
+    let Some(allowed) = allowed else { return false };
+    allowed.node_selector_terms.iter().any(|t| {
+        !model_term_valid(t)
+            || requirements(t).any(|(space, r)| {
+                space == Space::Label
+                    && (r.key == REGION_LABEL || r.key == LEGACY_REGION_LABEL)
+                    && r.operator == "In"
+                    && r.values.iter().flatten().any(|v| {
+                        matches!(catalogue().lookup(None, v), RegionLookup::Known(e) if !e.jurisdiction.is_mainland())
+                    })
+            })
+    })
+}
+
+/// The first node of the universe the pod may run on that is not inside,
+/// if any: a counter-example to the placement guarantee.
+fn universe_counterexample(
+    pod: &PodSpecView,
+    allowed: Option<&NodeSelector>,
+) -> Option<&'static NodeInfo> {
+    UNIVERSE
+        .iter()
+        .find(|n| model_may_run(pod, n) && !model_inside_by_labels(n, allowed))
+}
+
+// ---------------------------------------------------------------------------
+// Driving the engine
+// ---------------------------------------------------------------------------
+
+fn policy(allowed: Option<NodeSelector>) -> ResidencyPolicy {
+    ResidencyPolicy::new(
+        "residency",
+        ResidencyPolicySpec {
+            data_classes: vec![DataClass::Personal],
+            namespace_selector: None,
+            placement: Placement {
+                allowed_nodes: allowed,
+                ..Placement::default()
+            },
+            egress: Default::default(),
+            action: Default::default(),
+            exemptions: Vec::new(),
+        },
+    )
+}
+
+/// A snapshot with one policy; `None` when the policy is rejected.
+fn snapshot(allowed: Option<&NodeSelector>, nodes: Option<Vec<NodeInfo>>) -> Option<Snapshot> {
+    let mut snap = Snapshot::new(catalogue().clone(), AddressSpace::default());
+    snap.add_policy(&policy(allowed.cloned()), now()).ok()?;
+    if let Some(nodes) = nodes {
+        snap.set_nodes(nodes);
+    }
+    Some(snap)
+}
+
+fn workload(pod: PodSpecView) -> Workload {
+    Workload {
+        kind: WorkloadKind::Deployment,
+        namespace: "default".into(),
+        name: "w".into(),
+        labels: BTreeMap::new(),
+        template_labels: BTreeMap::from([(DATA_CLASS_LABEL.to_string(), "personal".to_string())]),
+        pod,
+        controller: None,
+    }
+}
+
+fn judge(snap: &Snapshot, w: &Workload) -> Verdict {
+    evaluate(snap, w, now()).expect("the data-class label is valid")
+}
+
+/// The violations of the one policy (egress is Unrestricted, so placement only).
+fn violations(verdict: &Verdict) -> &[Violation] {
+    assert_eq!(verdict.policies.len(), 1, "exactly one governing policy");
+    &verdict.policies[0].violations
+}
+
+fn not_guaranteed(verdict: &Verdict) -> bool {
+    violations(verdict)
+        .iter()
+        .any(|v| v.code == Code::PlacementNotGuaranteed)
+}
+
+fn names(nodes: impl IntoIterator<Item = impl AsRef<str>>) -> Vec<String> {
+    let mut v: Vec<String> = nodes.into_iter().map(|n| n.as_ref().to_string()).collect();
+    v.sort();
+    v
+}
+
+// ---------------------------------------------------------------------------
+// Generators
+// ---------------------------------------------------------------------------
+
+fn req(key: &str, op: &str, values: Option<Vec<String>>) -> NodeSelectorRequirement {
+    NodeSelectorRequirement {
+        key: key.to_string(),
+        operator: op.to_string(),
+        values,
+    }
+}
+
+fn strings(v: Vec<&str>) -> Vec<String> {
+    v.into_iter().map(str::to_string).collect()
+}
+
+fn some_of(
+    vocab: &'static [&'static str],
+    size: std::ops::RangeInclusive<usize>,
+) -> impl Strategy<Value = Vec<String>> {
+    subsequence(vocab, size).prop_map(strings)
+}
+
+/// Requirements Kubernetes rejects (the scheduler then ignores the term).
+fn invalid_label_expr(key: &'static str) -> impl Strategy<Value = NodeSelectorRequirement> {
+    select(vec![
+        ("In", Some(vec![])),
+        ("NotIn", None),
+        ("Exists", Some(vec!["a"])),
+        ("DoesNotExist", Some(vec!["1"])),
+        ("Gt", Some(vec!["x"])),
+        ("Lt", Some(vec!["1", "2"])),
+        ("Gt", None),
+        ("Equals", Some(vec!["a"])),
+        ("in", Some(vec!["cn-north-1"])),
+    ])
+    .prop_map(move |(op, vals)| req(key, op, vals.map(strings)))
+}
+
+fn label_expr_for(
+    key: &'static str,
+    vocab: &'static [&'static str],
+) -> BoxedStrategy<NodeSelectorRequirement> {
+    prop_oneof![
+        5 => some_of(vocab, 1..=3).prop_map(move |v| req(key, "In", Some(v))),
+        3 => some_of(vocab, 1..=2).prop_map(move |v| req(key, "NotIn", Some(v))),
+        1 => prop_oneof![Just(None), Just(Some(vec![]))].prop_map(move |v| req(key, "Exists", v)),
+        1 => Just(req(key, "DoesNotExist", None)),
+        1 => (select(&["Gt", "Lt"][..]), select(INTS)).prop_map(move |(op, n)| req(key, op, Some(vec![n.to_string()]))),
+        1 => invalid_label_expr(key),
+    ]
+    .boxed()
+}
+
+fn label_expr() -> impl Strategy<Value = NodeSelectorRequirement> {
+    prop_oneof![
+        // What a careful author writes: pinned to mainland regions.
+        3 => some_of(MAINLAND_REGIONS, 1..=2).prop_map(|v| req(REGION_LABEL, "In", Some(v))),
+        // ... or pinned to a pool `allowedNodes` may vouch for.
+        2 => some_of(POOLS, 1..=2).prop_map(|v| req("pool", "In", Some(v))),
+        // Numeric bounds, so that Gt/Lt pairs meet on one key.
+        2 => (select(&["Gt", "Lt"][..]), select(INTS))
+            .prop_map(|(op, n)| req("tier", op, Some(vec![n.to_string()]))),
+        3 => label_expr_for(REGION_LABEL, REGIONS),
+        2 => label_expr_for("pool", POOLS),
+        2 => label_expr_for("tier", TIERS),
+    ]
+}
+
+fn field_expr() -> impl Strategy<Value = NodeSelectorRequirement> {
+    prop_oneof![
+        8 => (select(&["In", "NotIn"][..]), select(POD_NODE_NAMES))
+            .prop_map(|(op, n)| req(NAME_FIELD, op, Some(vec![n.to_string()]))),
+        // Not a node field: no node has it.
+        1 => (select(&["In", "NotIn"][..]), select(POD_NODE_NAMES))
+            .prop_map(|(op, n)| req("metadata.uid", op, Some(vec![n.to_string()]))),
+        // Only In and NotIn are valid in matchFields.
+        1 => select(vec![("Exists", None), ("In", Some(vec![])), ("Gt", Some(vec!["1"]))])
+            .prop_map(|(op, vals)| req(NAME_FIELD, op, vals.map(strings))),
+    ]
+}
+
+fn term_with(
+    exprs: impl Strategy<Value = NodeSelectorRequirement> + 'static,
+    fields_weight: f64,
+) -> impl Strategy<Value = NodeSelectorTerm> {
+    let exprs = prop_oneof![
+        1 => Just(Vec::new()),
+        12 => prop::collection::vec(exprs, 1..=3),
+    ];
+    (
+        exprs,
+        prop::option::weighted(fields_weight, prop::collection::vec(field_expr(), 1..=2)),
+        any::<bool>(),
+    )
+        .prop_map(|(exprs, fields, none_when_empty)| NodeSelectorTerm {
+            match_expressions: if exprs.is_empty() && none_when_empty {
+                None
+            } else {
+                Some(exprs)
+            },
+            match_fields: fields,
+        })
+}
+
+fn term() -> impl Strategy<Value = NodeSelectorTerm> {
+    term_with(label_expr(), 0.25)
+}
+
+fn node_selector() -> impl Strategy<Value = Option<BTreeMap<String, String>>> {
+    let pair = (0..KEYS.len(), 0..8usize).prop_map(|(k, v)| {
+        let (key, vocab) = KEYS[k];
+        (key.to_string(), vocab[v % vocab.len()].to_string())
+    });
+    prop::option::weighted(
+        0.4,
+        prop::collection::vec(pair, 0..=2).prop_map(|pairs| pairs.into_iter().collect()),
+    )
+}
+
+fn pod(
+    node_name: impl Strategy<Value = Option<&'static str>>,
+) -> impl Strategy<Value = PodSpecView> {
+    (
+        node_selector(),
+        prop::option::weighted(
+            0.75,
+            prop_oneof![
+                1 => Just(Vec::new()),
+                12 => prop::collection::vec(term(), 1..=3),
+            ],
+        ),
+        prop::option::weighted(0.2, term()),
+        node_name,
+    )
+        .prop_map(|(node_selector, required, preferred, node_name)| {
+            let affinity = (required.is_some() || preferred.is_some()).then(|| AffinityView {
+                node_affinity: Some(NodeAffinity {
+                    required_during_scheduling_ignored_during_execution: required.map(|terms| {
+                        NodeSelector {
+                            node_selector_terms: terms,
+                        }
+                    }),
+                    preferred_during_scheduling_ignored_during_execution: preferred.map(|t| {
+                        vec![PreferredSchedulingTerm {
+                            weight: 10,
+                            preference: t,
+                        }]
+                    }),
+                }),
+            });
+            PodSpecView {
+                node_selector,
+                affinity,
+                node_name: node_name.map(str::to_string),
+                host_network: None,
+            }
+        })
+}
+
+/// `allowedNodes`: mostly what a real policy would say (pools, tiers,
+/// mainland or private regions), sometimes something the policy compiler
+/// must reject.
+fn allowed_nodes() -> impl Strategy<Value = Option<NodeSelector>> {
+    let expr = prop_oneof![
+        4 => some_of(POOLS, 1..=2).prop_map(|v| req("pool", "In", Some(v))),
+        2 => some_of(TIERS, 1..=2).prop_map(|v| req("tier", "In", Some(v))),
+        2 => select(&["pool", "tier"][..]).prop_map(|k| req(k, "Exists", None)),
+        3 => label_expr_for("pool", POOLS),
+        2 => label_expr_for("tier", TIERS),
+        2 => some_of(VOUCHABLE_REGIONS, 1..=2).prop_map(|v| req(REGION_LABEL, "In", Some(v))),
+        1 => some_of(REGIONS, 1..=2).prop_map(|v| req(REGION_LABEL, "NotIn", Some(v))),
+        1 => label_expr_for(REGION_LABEL, REGIONS),
+    ];
+    let term = (
+        prop::collection::vec(expr, 1..=2),
+        prop::option::weighted(0.1, prop::collection::vec(field_expr(), 1..=1)),
+    )
+        .prop_map(|(exprs, fields)| NodeSelectorTerm {
+            match_expressions: Some(exprs),
+            match_fields: fields,
+        });
+    prop::option::weighted(
+        0.6,
+        prop::collection::vec(term, 1..=2).prop_map(|terms| NodeSelector {
+            node_selector_terms: terms,
+        }),
+    )
+}
+
+/// Nodes from the universe, some also carrying the legacy region label
+/// (which node trust reads, and which must agree with the GA one).
+fn inventory() -> impl Strategy<Value = Vec<NodeInfo>> {
+    let node = (
+        0..UNIVERSE.len(),
+        prop::option::weighted(0.25, select(LEGACY_REGIONS)),
+    )
+        .prop_map(|(i, legacy)| {
+            let mut node = UNIVERSE[i].clone();
+            if let Some(l) = legacy {
+                node.labels
+                    .insert(LEGACY_REGION_LABEL.to_string(), l.to_string());
+            }
+            node
+        });
+    prop::collection::vec(node, 0..=8)
+}
+
+/// Builds the snapshot, or checks that the model agrees the policy is
+/// rejected; `None` ends the case.
+fn snapshot_checked(
+    allowed: Option<&NodeSelector>,
+    nodes: Option<Vec<NodeInfo>>,
+) -> Result<Option<Snapshot>, TestCaseError> {
+    let snap = snapshot(allowed, nodes);
+    prop_assert_eq!(
+        snap.is_none(),
+        model_policy_rejected(allowed),
+        "add_policy acceptance disagrees with the model for allowedNodes {:?}",
+        allowed
+    );
+    Ok(snap)
+}
+
+// ---------------------------------------------------------------------------
+// Properties
+// ---------------------------------------------------------------------------
+
+/// Cases per property: the whole file runs in a few seconds in the dev profile.
+const CASES_GUARANTEE: u32 = 4000;
+const CASES_INVENTORY: u32 = 3000;
+const CASES_BOUND: u32 = 1000;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES_GUARANTEE))]
+
+    /// Check 1 is sound: with no inventory, "no PlacementNotGuaranteed" means
+    /// every node that can exist (over the vocabulary) and that the pod may
+    /// run on is inside by its labels or by `allowedNodes`.
+    #[test]
+    fn guarantee_is_sound(pod in pod(prop::option::weighted(0.2, select(POD_NODE_NAMES))), allowed in allowed_nodes()) {
+        let Some(snap) = snapshot_checked(allowed.as_ref(), None)? else { return Ok(()) };
+        let verdict = judge(&snap, &workload(pod.clone()));
+        let vs = violations(&verdict);
+        prop_assert!(vs.len() <= 1, "at most one placement violation: {:?}", vs);
+        for v in vs {
+            prop_assert_eq!(v.code, Code::PlacementNotGuaranteed);
+            match &v.evidence {
+                Evidence::Placement { matching_nodes, outside_nodes, more_outside, .. } => {
+                    prop_assert_eq!(*matching_nodes, None);
+                    prop_assert!(outside_nodes.is_empty());
+                    prop_assert_eq!(*more_outside, 0);
+                }
+                other => prop_assert!(false, "unexpected evidence {:?}", other),
+            }
+        }
+        if vs.is_empty() {
+            let cex = universe_counterexample(&pod, allowed.as_ref());
+            prop_assert!(
+                cex.is_none(),
+                "engine guarantees placement, but the pod may run on {:?}\npod: {:?}\nallowedNodes: {:?}",
+                cex, pod, allowed
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES_INVENTORY))]
+
+    /// Check 2 agrees with the model on today's nodes: the count of matching
+    /// nodes, exactly which of them are outside, and the guarantee is the
+    /// same with or without an inventory.
+    #[test]
+    fn inventory_agrees_with_model(pod in pod(Just(None)), allowed in allowed_nodes(), nodes in inventory()) {
+        let Some(snap) = snapshot_checked(allowed.as_ref(), Some(nodes.clone()))? else { return Ok(()) };
+        let blind = snapshot(allowed.as_ref(), None).expect("same policy");
+        let w = workload(pod.clone());
+        let verdict = judge(&snap, &w);
+        let guaranteed = !not_guaranteed(&judge(&blind, &w));
+
+        let matching: Vec<&NodeInfo> = nodes.iter().filter(|n| model_may_run(&pod, n)).collect();
+        let outside: Vec<&NodeInfo> = matching
+            .iter()
+            .copied()
+            .filter(|n| !model_acceptable(n, allowed.as_ref()))
+            .collect();
+
+        let vs = violations(&verdict);
+        prop_assert!(vs.len() <= 1, "at most one placement violation: {:?}", vs);
+        match vs.first() {
+            None => {
+                prop_assert!(
+                    outside.is_empty(),
+                    "no violation, but matching nodes are not acceptable: {:?}\npod: {:?}\nallowedNodes: {:?}",
+                    outside, pod, allowed
+                );
+                prop_assert!(guaranteed, "no violation with an inventory, but the guarantee fails without one");
+            }
+            Some(v) => {
+                let Evidence::Placement { matching_nodes, outside_nodes, more_outside, .. } = &v.evidence else {
+                    return Err(TestCaseError::fail(format!("unexpected evidence {:?}", v.evidence)));
+                };
+                prop_assert_eq!(*matching_nodes, Some(matching.len()), "matching nodes\npod: {:?}\nnodes: {:?}", pod, nodes);
+                prop_assert_eq!(outside_nodes.len() + more_outside, outside.len());
+                prop_assert_eq!(
+                    names(outside_nodes.iter().map(|n| &n.name)),
+                    names(outside.iter().map(|n| &n.name)),
+                    "outside nodes\npod: {:?}\nallowedNodes: {:?}\nnodes: {:?}", pod, allowed, nodes
+                );
+                match v.code {
+                    Code::NodeOutsideMainland => {
+                        prop_assert!(!outside.is_empty());
+                        prop_assert!(guaranteed, "NodeOutsideMainland is for constraints that are guaranteed");
+                    }
+                    Code::PlacementNotGuaranteed => {
+                        prop_assert!(!guaranteed, "the guarantee must not depend on the inventory");
+                    }
+                    other => prop_assert!(false, "unexpected code {:?}", other),
+                }
+            }
+        }
+        if guaranteed {
+            let cex = universe_counterexample(&pod, allowed.as_ref());
+            prop_assert!(cex.is_none(), "guaranteed, but the pod may run on {:?}\npod: {:?}\nallowedNodes: {:?}", cex, pod, allowed);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES_BOUND))]
+
+    /// spec.nodeName with an inventory: a node in the inventory is judged
+    /// itself; a name not in the inventory falls back to the guarantee.
+    #[test]
+    fn bound_node_is_judged(pod in pod(select(POD_NODE_NAMES).prop_map(Some)), allowed in allowed_nodes(), nodes in inventory()) {
+        // Node names are unique in a cluster.
+        let mut seen = std::collections::BTreeSet::new();
+        let nodes: Vec<NodeInfo> = nodes.into_iter().filter(|n| seen.insert(n.name.clone())).collect();
+        let Some(snap) = snapshot_checked(allowed.as_ref(), Some(nodes.clone()))? else { return Ok(()) };
+        let blind = snapshot(allowed.as_ref(), None).expect("same policy");
+        let w = workload(pod.clone());
+        let verdict = judge(&snap, &w);
+        let vs = violations(&verdict);
+        prop_assert!(vs.len() <= 1, "at most one placement violation: {:?}", vs);
+        let name = pod.node_name.clone().expect("generated with nodeName");
+        match nodes.iter().find(|n| n.name == name) {
+            Some(node) => {
+                let ok = model_acceptable(node, allowed.as_ref());
+                prop_assert_eq!(vs.is_empty(), ok, "bound to {:?}", node);
+                if let Some(v) = vs.first() {
+                    prop_assert_eq!(v.code, Code::BoundToNodeOutside);
+                    let Evidence::BoundNode { node: ev } = &v.evidence else {
+                        return Err(TestCaseError::fail(format!("unexpected evidence {:?}", v.evidence)));
+                    };
+                    prop_assert_eq!(&ev.name, &name);
+                }
+            }
+            None => {
+                let guaranteed = !not_guaranteed(&judge(&blind, &w));
+                prop_assert_eq!(vs.is_empty(), guaranteed);
+                if let Some(v) = vs.first() {
+                    prop_assert_eq!(v.code, Code::PlacementNotGuaranteed);
+                    let Evidence::Placement { matching_nodes, .. } = &v.evidence else {
+                        return Err(TestCaseError::fail(format!("unexpected evidence {:?}", v.evidence)));
+                    };
+                    prop_assert_eq!(*matching_nodes, Some(0));
+                }
+            }
+        }
+    }
+}
+
+/// The model itself, on hand-checked cases (so a bug in it cannot hide one
+/// in the engine).
+#[test]
+fn model_follows_kubernetes() {
+    let node = |name: &str, labels: &[(&str, &str)]| NodeInfo {
+        name: name.into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        provider_id: None,
+    };
+    let r = |k: &str, op: &str, v: &[&str]| req(k, op, Some(strings(v.to_vec())));
+    let t = |reqs: Vec<NodeSelectorRequirement>| NodeSelectorTerm {
+        match_expressions: Some(reqs),
+        match_fields: None,
+    };
+    let bare = node("n0", &[]);
+    let tier2 = node("n1", &[("tier", "2"), ("pool", "a")]);
+    assert!(model_term(&t(vec![r("tier", "NotIn", &["1"])]), &bare));
+    assert!(model_term(&t(vec![r("tier", "DoesNotExist", &[])]), &bare));
+    assert!(!model_term(&t(vec![r("tier", "Exists", &[])]), &bare));
+    assert!(model_term(
+        &t(vec![r("tier", "Gt", &["1"]), r("tier", "Lt", &["3"])]),
+        &tier2
+    ));
+    assert!(!model_term(&t(vec![r("tier", "Gt", &["2"])]), &tier2));
+    assert!(!model_term(&t(vec![r("tier", "Gt", &["x"])]), &tier2));
+    assert!(!model_term(&t(vec![r("pool", "In", &[])]), &tier2));
+    assert!(!model_term(
+        &t(vec![r("pool", "In", &["a"]), r("pool", "Exists", &["a"])]),
+        &tier2
+    ));
+    assert!(!model_term(&t(vec![]), &tier2));
+    assert!(!model_term(&NodeSelectorTerm::default(), &tier2));
+    let by_name = NodeSelectorTerm {
+        match_expressions: None,
+        match_fields: Some(vec![r(NAME_FIELD, "In", &["n1"])]),
+    };
+    assert!(model_term(&by_name, &tier2) && !model_term(&by_name, &bare));
+    let exists_field = NodeSelectorTerm {
+        match_expressions: None,
+        match_fields: Some(vec![r(NAME_FIELD, "Exists", &[])]),
+    };
+    assert!(!model_term(&exists_field, &tier2));
+    assert_eq!(UNIVERSE.len(), 7 * 4 * 4 * 4);
+    assert!(model_acceptable(
+        &node("n", &[(REGION_LABEL, "cn-north-1")]),
+        None
+    ));
+    let vouch = NodeSelector {
+        node_selector_terms: vec![t(vec![r("pool", "In", &["a"])])],
+    };
+    assert!(model_acceptable(&node("n", &[("pool", "a")]), Some(&vouch)));
+    assert!(model_acceptable(
+        &node("n", &[("pool", "a"), (REGION_LABEL, "dc-onprem-1")]),
+        Some(&vouch)
+    ));
+    assert!(!model_acceptable(
+        &node("n", &[("pool", "a"), (REGION_LABEL, "us-east-1")]),
+        Some(&vouch)
+    ));
+    let legacy = |l: &str| node("n", &[("pool", "a"), (LEGACY_REGION_LABEL, l)]);
+    assert!(model_acceptable(&legacy("cn-north-1"), None));
+    assert!(model_acceptable(&legacy("dc-onprem-1"), Some(&vouch)));
+    assert!(!model_acceptable(&legacy("us-east-1"), Some(&vouch)));
+    let disagree = node(
+        "n",
+        &[
+            (REGION_LABEL, "cn-north-1"),
+            (LEGACY_REGION_LABEL, "cn-hangzhou"),
+        ],
+    );
+    assert!(!model_acceptable(&disagree, None));
+    assert!(model_inside_by_labels(
+        &node("n", &[("pool", "a"), (REGION_LABEL, "us-east-1")]),
+        Some(&vouch)
+    ));
+}
+
+// ---------------------------------------------------------------------------
+// Traps
+// ---------------------------------------------------------------------------
+
+fn expr(key: &str, op: &str, values: &[&str]) -> NodeSelectorRequirement {
+    req(
+        key,
+        op,
+        (!values.is_empty()).then(|| strings(values.to_vec())),
+    )
+}
+
+fn required(terms: Vec<Vec<NodeSelectorRequirement>>) -> PodSpecView {
+    PodSpecView {
+        affinity: Some(AffinityView {
+            node_affinity: Some(NodeAffinity {
+                required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                    node_selector_terms: terms
+                        .into_iter()
+                        .map(|exprs| NodeSelectorTerm {
+                            match_expressions: Some(exprs),
+                            match_fields: None,
+                        })
+                        .collect(),
+                }),
+                preferred_during_scheduling_ignored_during_execution: None,
+            }),
+        }),
+        ..PodSpecView::default()
+    }
+}
+
+fn pool_in(values: &[&str]) -> NodeSelector {
+    NodeSelector {
+        node_selector_terms: vec![NodeSelectorTerm {
+            match_expressions: Some(vec![expr("pool", "In", values)]),
+            match_fields: None,
+        }],
+    }
+}
+
+/// Placement codes without an inventory.
+fn codes_of(w: &Workload, allowed: Option<NodeSelector>) -> Vec<Code> {
+    let snap = snapshot(allowed.as_ref(), None).expect("policy compiles");
+    violations(&judge(&snap, w))
+        .iter()
+        .map(|v| v.code)
+        .collect()
+}
+
+fn codes(pod: PodSpecView, allowed: Option<NodeSelector>) -> Vec<Code> {
+    codes_of(&workload(pod), allowed)
+}
+
+const NOT_GUARANTEED: &[Code] = &[Code::PlacementNotGuaranteed];
+
+#[test]
+fn notin_abroad_region_is_not_a_guarantee() {
+    let pod = required(vec![vec![expr(REGION_LABEL, "NotIn", &["us-east-1"])]]);
+    assert_eq!(codes(pod, None), NOT_GUARANTEED);
+}
+
+#[test]
+fn doesnotexist_is_not_a_guarantee() {
+    let pod = required(vec![vec![expr(REGION_LABEL, "DoesNotExist", &[])]]);
+    assert_eq!(codes(pod, None), NOT_GUARANTEED);
+}
+
+#[test]
+fn exists_is_not_a_guarantee() {
+    let pod = required(vec![vec![expr(REGION_LABEL, "Exists", &[])]]);
+    assert_eq!(codes(pod, None), NOT_GUARANTEED);
+}
+
+#[test]
+fn gt_and_lt_are_not_a_guarantee() {
+    for op in ["Gt", "Lt"] {
+        let pod = required(vec![vec![expr(REGION_LABEL, op, &["1"])]]);
+        assert_eq!(codes(pod, None), NOT_GUARANTEED, "{op} on the region");
+        let pod = required(vec![vec![expr("tier", op, &["1"])]]);
+        assert_eq!(codes(pod, None), NOT_GUARANTEED, "{op} on a tier");
+    }
+}
+
+#[test]
+fn preferred_affinity_is_not_a_guarantee() {
+    let pod = PodSpecView {
+        affinity: Some(AffinityView {
+            node_affinity: Some(NodeAffinity {
+                required_during_scheduling_ignored_during_execution: None,
+                preferred_during_scheduling_ignored_during_execution: Some(vec![
+                    PreferredSchedulingTerm {
+                        weight: 100,
+                        preference: NodeSelectorTerm {
+                            match_expressions: Some(vec![expr(
+                                REGION_LABEL,
+                                "In",
+                                &["cn-north-1"],
+                            )]),
+                            match_fields: None,
+                        },
+                    },
+                ]),
+            }),
+        }),
+        ..PodSpecView::default()
+    };
+    assert_eq!(codes(pod, None), NOT_GUARANTEED);
+}
+
+#[test]
+fn tolerations_are_not_a_guarantee() {
+    let doc = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "api", "namespace": "payments"},
+        "spec": {"template": {
+            "metadata": {"labels": {DATA_CLASS_LABEL: "personal"}},
+            "spec": {
+                "tolerations": [
+                    {"key": "residency", "operator": "Equal", "value": "cn", "effect": "NoSchedule"},
+                    {"operator": "Exists"}
+                ],
+                "containers": [{"name": "app", "image": "app:1"}]
+            }
+        }}
+    });
+    let w = Workload::from_value(&doc, "default").expect("decodes");
+    assert_eq!(codes_of(&w, None), NOT_GUARANTEED);
+}
+
+#[test]
+fn in_mainland_regions_is_a_guarantee() {
+    let pod = required(vec![vec![expr(
+        REGION_LABEL,
+        "In",
+        &["cn-north-1", "cn-hangzhou"],
+    )]]);
+    assert_eq!(codes(pod, None), []);
+}
+
+#[test]
+fn node_selector_on_mainland_region_is_a_guarantee() {
+    let pod = PodSpecView {
+        node_selector: Some(BTreeMap::from([(
+            REGION_LABEL.to_string(),
+            "cn-north-1".to_string(),
+        )])),
+        ..PodSpecView::default()
+    };
+    assert_eq!(codes(pod, None), []);
+}
+
+#[test]
+fn one_term_abroad_breaks_the_guarantee() {
+    let pod = required(vec![
+        vec![expr(REGION_LABEL, "In", &["cn-north-1"])],
+        vec![expr(REGION_LABEL, "In", &["cn-hongkong"])],
+    ]);
+    let snap = snapshot(None, None).unwrap();
+    let verdict = judge(&snap, &workload(pod));
+    let vs = violations(&verdict);
+    assert_eq!(
+        vs.iter().map(|v| v.code).collect::<Vec<_>>(),
+        NOT_GUARANTEED
+    );
+    let Evidence::Placement {
+        term,
+        non_mainland_regions,
+        ..
+    } = &vs[0].evidence
+    else {
+        panic!("unexpected evidence {:?}", vs[0].evidence);
+    };
+    assert_eq!(*term, Some(1));
+    assert_eq!(non_mainland_regions, &["cn-hongkong".to_string()]);
+}
+
+#[test]
+fn invalid_term_beside_a_mainland_term_is_a_guarantee() {
+    let pod = required(vec![
+        vec![expr(REGION_LABEL, "In", &["cn-north-1"])],
+        vec![expr(REGION_LABEL, "In", &[])],
+    ]);
+    assert_eq!(codes(pod, None), []);
+}
+
+#[test]
+fn allowed_nodes_implied_by_the_pod_is_a_guarantee() {
+    let pod = required(vec![vec![expr("pool", "In", &["a"])]]);
+    assert_eq!(codes(pod, Some(pool_in(&["a"]))), []);
+}
+
+#[test]
+fn pod_wider_than_allowed_nodes_is_not_a_guarantee() {
+    let pod = required(vec![vec![expr("pool", "In", &["a", "b"])]]);
+    assert_eq!(codes(pod, Some(pool_in(&["a"]))), NOT_GUARANTEED);
+}
+
+#[test]
+fn legacy_region_label_is_not_a_guarantee() {
+    // Documented design choice: only the GA label counts for the guarantee.
+    let pod = required(vec![vec![expr(LEGACY_REGION_LABEL, "In", &["cn-north-1"])]]);
+    assert_eq!(codes(pod, None), NOT_GUARANTEED);
+}
+
+#[test]
+fn allowed_nodes_never_vouch_for_a_node_known_abroad() {
+    let pod = required(vec![vec![expr("pool", "In", &["a"])]]);
+    let abroad = NodeInfo {
+        name: "n0".into(),
+        labels: BTreeMap::from([
+            ("pool".to_string(), "a".to_string()),
+            (REGION_LABEL.to_string(), "us-east-1".to_string()),
+        ]),
+        provider_id: None,
+    };
+    let private = NodeInfo {
+        name: "n1".into(),
+        labels: BTreeMap::from([("pool".to_string(), "a".to_string())]),
+        provider_id: None,
+    };
+    let snap = snapshot(Some(&pool_in(&["a"])), Some(vec![abroad, private])).unwrap();
+    let verdict = judge(&snap, &workload(pod));
+    let vs = violations(&verdict);
+    assert_eq!(
+        vs.iter().map(|v| v.code).collect::<Vec<_>>(),
+        [Code::NodeOutsideMainland]
+    );
+    let Evidence::Placement {
+        matching_nodes,
+        outside_nodes,
+        ..
+    } = &vs[0].evidence
+    else {
+        panic!("unexpected evidence {:?}", vs[0].evidence);
+    };
+    assert_eq!(*matching_nodes, Some(2));
+    assert_eq!(names(outside_nodes.iter().map(|n| &n.name)), ["n0"]);
+}
+
+#[test]
+fn node_name_bound_abroad_is_reported() {
+    let pod = PodSpecView {
+        node_name: Some("n0".into()),
+        ..PodSpecView::default()
+    };
+    let abroad = NodeInfo {
+        name: "n0".into(),
+        labels: BTreeMap::from([(REGION_LABEL.to_string(), "cn-hongkong".to_string())]),
+        provider_id: None,
+    };
+    let snap = snapshot(None, Some(vec![abroad])).unwrap();
+    let verdict = judge(&snap, &workload(pod.clone()));
+    let got: Vec<Code> = violations(&verdict).iter().map(|v| v.code).collect();
+    assert_eq!(got, [Code::BoundToNodeOutside]);
+    // Without an inventory the name alone guarantees nothing.
+    assert_eq!(codes(pod, None), NOT_GUARANTEED);
+}
