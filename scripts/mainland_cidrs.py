@@ -169,11 +169,30 @@ def parse_overrides(path):
 # build
 # --------------------------------------------------------------------------
 
+# RIR address pools: libloc carries IANA-to-RIR blocks (e.g. APNIC's 2400::/11, 2001:c00::/22,
+# 1.0.0.0/8, AFRINIC's 41.0.0.0/8, RIPE's 2a00::/11) with no ASN and the RIR's home
+# country (AU, MU, EU). Addresses covered by nothing more specific are unassigned or
+# unknown space, not "registered to Australia": they are left out of the hints.
+POOL_COUNTRIES = {"AU", "MU", "EU"}
+POOL_MAX_PREFIX = {4: 8, 6: 23}
+
+
 def load_libloc(db_path):
     import location  # Debian python3-location
 
     db = location.Database(db_path)
     created = datetime.datetime.fromtimestamp(db.created_at, datetime.timezone.utc)
+
+    pools, covered = [], []
+    for n in db.networks:
+        net = ipaddress.ip_network(str(n))
+        if net.prefixlen <= POOL_MAX_PREFIX[net.version]:
+            if not n.asn and n.country_code in POOL_COUNTRIES:
+                pools.append(net)
+        else:
+            covered.append(net)
+    pool_only = AddrSet.from_networks(pools).minus(AddrSet.from_networks(covered))
+
     per_cc = collections.defaultdict(list)
     # networks_flattened walks the whole tree and splits every network around
     # its more-specific sub-networks, so each returned network carries the
@@ -183,7 +202,7 @@ def load_libloc(db_path):
         if cc:
             per_cc[cc].append(ipaddress.ip_network(str(n)))
     sets = {cc: AddrSet.from_networks(nets) for cc, nets in per_cc.items()}
-    return db, created, sets
+    return db, created, sets, pools, pool_only
 
 
 def summarize_list(items, limit=6):
@@ -202,7 +221,7 @@ def write_lines(path, header, body):
 
 
 def cmd_build(a):
-    db, created, sets = load_libloc(a.db)
+    db, created, sets, pools, pool_only = load_libloc(a.db)
     date = created.strftime("%Y-%m-%d %H:%M:%S UTC")
     if db.license.strip() != "CC BY-SA 4.0":
         sys.exit("unexpected database licence %r: review the data files' licence" % db.license)
@@ -252,7 +271,11 @@ def cmd_build(a):
     write_lines(a.out_cn, header, [str(n) for n in v4] + [str(n) for n in v6])
 
     # ---- country hints ---------------------------------------------------
-    full = {cc: (len(s.cidrs(4)), len(s.cidrs(6))) for cc, s in sets.items() if cc != "CN"}
+    full = {}
+    for cc, s in sets.items():
+        if cc != "CN":
+            s = s.minus(final).minus(pool_only)
+            full[cc] = (len(s.cidrs(4)), len(s.cidrs(6)))
     full_total = sum(x + y for x, y in full.values())
     if full_total <= a.hint_limit:
         hint_ccs = sorted(full)
@@ -265,7 +288,8 @@ def cmd_build(a):
     rows = {4: [], 6: []}
     per_cc_counts = {}
     for cc in hint_ccs:
-        s = sets.get(cc, AddrSet()).minus(final)  # never contradict the CN set
+        # never contradict the CN set; no hints from bare RIR pool entries
+        s = sets.get(cc, AddrSet()).minus(final).minus(pool_only)
         c4, c6 = s.cidrs(4), s.cidrs(6)
         per_cc_counts[cc] = (len(c4), len(c6))
         rows[4].extend((int(n.network_address), n.prefixlen, str(n), cc) for n in c4)
@@ -275,7 +299,7 @@ def cmd_build(a):
     h4, h6 = len(rows[4]), len(rows[6])
     hheader = [
         "residency-guard: country hints for human-readable evidence only",
-        "  (e.g. \"8.8.8.8 is in 8.8.8.0/24, which the location database places in US\").",
+        "  (e.g. \"8.8.8.8: the location database places it in US\").",
         "NOT used to decide residency: data/mainland-china.cidrs is authoritative for that.",
         "",
     ] + src + [
@@ -283,6 +307,11 @@ def cmd_build(a):
         "Format: '<CIDR> <ISO-3166 country code>', %d IPv4 lines then %d IPv6 lines," % (h4, h6),
         "  sorted by address; entries never overlap; addresses not listed have no hint.",
         "  Per country, adjacent ranges are merged; addresses in data/mainland-china.cidrs are removed.",
+        "  Left out: space covered only by a bare RIR pool entry (no ASN, country %s," % (
+            "/".join(sorted(POOL_COUNTRIES))),
+        "  IPv4 /%d or shorter, IPv6 /%d or shorter: %d such entries, e.g. APNIC's 2400::/11 as AU);" % (
+            POOL_MAX_PREFIX[4], POOL_MAX_PREFIX[6], len(pools)),
+        "  that space is unassigned or unknown, not registered to the RIR's home country.",
         rule,
     ]
     if full_total > a.hint_limit:
@@ -301,6 +330,7 @@ def cmd_build(a):
 
     # ---- summary for PROVENANCE.md / the caller ----------------------------
     print("database created: %s" % date)
+    print("RIR pool entries ignored for hints: %d (%s)" % (len(pools), summarize_list(sorted(pools, key=lambda n: (n.version, n)), 60)))
     print("CN base: %d IPv4 + %d IPv6 CIDRs" % (base_v4, base_v6))
     print("overrides: %d add, %d remove; newly added v4 ranges %d, removed v4 ranges %d, added v6 %d, removed v6 %d"
           % (len(adds), len(removes), len(added_eff.iv[4]), len(removed_eff.iv[4]),
