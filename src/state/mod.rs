@@ -35,6 +35,9 @@ enum Item {
     NetworkPolicy(Box<NetworkPolicy>),
     Service(Box<Service>),
     Workload(Box<Workload>),
+    /// A controller-owned Pod bound to a node: judged through its owner by
+    /// the webhook, but the audit checks where it actually runs.
+    OwnedPod(Box<Workload>),
 }
 
 /// What one watch keeps: object key → projection.
@@ -94,7 +97,9 @@ fn watched_kinds() -> Vec<Watched> {
             resource: workload_api_resource(kind),
             // Objects owned by a controller are judged through their owner.
             project: |v| match Workload::from_value(v, "default") {
-                Ok(w) if w.controller.is_some() => Ok(None),
+                Ok(w) if w.controller.is_some() => Ok((w.kind == WorkloadKind::Pod
+                    && w.pod.node_name.is_some())
+                .then(|| Item::OwnedPod(Box::new(w)))),
                 Ok(w) => Ok(Some(Item::Workload(Box::new(w)))),
                 Err(e) => Err(e.to_string()),
             },
@@ -141,11 +146,45 @@ pub struct WatchHealth {
     pub watch_errors: AtomicUsize,
 }
 
+/// A workload's identity (kind, namespace, name).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WorkloadKey {
+    pub kind: WorkloadKind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl WorkloadKey {
+    pub fn of(w: &Workload) -> WorkloadKey {
+        WorkloadKey {
+            kind: w.kind,
+            namespace: w.namespace.clone(),
+            name: w.name.clone(),
+        }
+    }
+}
+
+/// What the audit controller reads: the snapshot together with the raw
+/// projections it was built from, so the audit can tell what changed.
+#[derive(Clone, Debug, Default)]
+pub struct Inventory {
+    pub snapshot: Arc<Snapshot>,
+    /// ResidencyPolicies by name, valid or not, with their status.
+    pub policies: BTreeMap<String, ResidencyPolicy>,
+    /// NetworkPolicies by `namespace/name`.
+    pub network_policies: BTreeMap<String, NetworkPolicy>,
+    /// Every judged workload, plus controller-owned Pods bound to a node.
+    pub workloads: BTreeMap<WorkloadKey, Workload>,
+    /// Every watch has delivered its initial list.
+    pub synced: bool,
+}
+
 /// The shared state: the latest snapshot and the workloads by namespace.
 #[derive(Clone)]
 pub struct State {
     snapshot: watch::Receiver<Arc<Snapshot>>,
     workloads: Arc<Mutex<BTreeMap<String, Vec<Workload>>>>,
+    inventory: watch::Receiver<Arc<Inventory>>,
     pub health: Arc<WatchHealth>,
 }
 
@@ -153,13 +192,31 @@ impl State {
     /// A state that never changes (tests, benchmarks).
     pub fn fixed(snapshot: Snapshot, workloads: BTreeMap<String, Vec<Workload>>) -> State {
         // A receiver keeps the last value after its sender is gone.
-        let (_, rx) = watch::channel(Arc::new(snapshot));
+        let snapshot = Arc::new(snapshot);
+        let inventory = Inventory {
+            snapshot: snapshot.clone(),
+            workloads: workloads
+                .values()
+                .flatten()
+                .map(|w| (WorkloadKey::of(w), w.clone()))
+                .collect(),
+            synced: true,
+            ..Inventory::default()
+        };
+        let (_, rx) = watch::channel(snapshot);
+        let (_, inventory) = watch::channel(Arc::new(inventory));
         let health = WatchHealth::default();
         State {
             snapshot: rx,
             workloads: Arc::new(Mutex::new(workloads)),
+            inventory,
             health: Arc::new(health),
         }
+    }
+
+    /// The audit controller's view; changes whenever the snapshot does.
+    pub fn inventory(&self) -> watch::Receiver<Arc<Inventory>> {
+        self.inventory.clone()
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -207,15 +264,23 @@ pub fn start(client: Client, inputs: Inputs) -> State {
     let initial = Snapshot::new(inputs.catalogue.clone(), inputs.address_space.clone());
     let (tx, rx) = watch::channel(Arc::new(initial));
     let workloads = Arc::new(Mutex::new(BTreeMap::new()));
+    let (inventory_tx, inventory_rx) = watch::channel(Arc::new(Inventory::default()));
 
     for (index, kind) in kinds.into_iter().enumerate() {
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource);
         tokio::spawn(run_watch(api, kind, index, shared.clone(), health.clone()));
     }
-    tokio::spawn(rebuild_loop(shared, inputs, tx, workloads.clone()));
+    tokio::spawn(rebuild_loop(
+        shared,
+        inputs,
+        tx,
+        workloads.clone(),
+        (inventory_tx, health.clone()),
+    ));
     State {
         snapshot: rx,
         workloads,
+        inventory: inventory_rx,
         health,
     }
 }
@@ -331,6 +396,7 @@ async fn rebuild_loop(
     inputs: Inputs,
     tx: watch::Sender<Arc<Snapshot>>,
     workloads: Arc<Mutex<BTreeMap<String, Vec<Workload>>>>,
+    (inventory_tx, health): (watch::Sender<Arc<Inventory>>, Arc<WatchHealth>),
 ) {
     loop {
         shared.changed.notified().await;
@@ -343,7 +409,11 @@ async fn rebuild_loop(
         if let Ok(mut w) = workloads.lock() {
             *w = by_ns;
         }
-        if tx.send(Arc::new(snapshot)).is_err() {
+        let snapshot = Arc::new(snapshot);
+        let synced = health.synced.load(Ordering::Relaxed) >= health.total.load(Ordering::Relaxed);
+        // Nobody listening (the audit is off) is fine.
+        let _ = inventory_tx.send(Arc::new(inventory(&parts, snapshot.clone(), synced)));
+        if tx.send(snapshot).is_err() {
             return;
         }
     }
@@ -381,8 +451,34 @@ fn build(
                 .entry(w.namespace.clone())
                 .or_default()
                 .push((**w).clone()),
+            Item::OwnedPod(_) => {}
         }
     }
     snapshot.set_nodes(nodes);
     (snapshot, by_ns)
+}
+
+/// The audit controller's view of the projected objects.
+fn inventory(parts: &[Part], snapshot: Arc<Snapshot>, synced: bool) -> Inventory {
+    let mut inv = Inventory {
+        snapshot,
+        synced,
+        ..Inventory::default()
+    };
+    for (key, item) in parts.iter().flatten() {
+        match item {
+            Item::Policy(p) => {
+                let name = key.trim_start_matches('/').to_string();
+                inv.policies.insert(name, (**p).clone());
+            }
+            Item::NetworkPolicy(np) => {
+                inv.network_policies.insert(key.clone(), (**np).clone());
+            }
+            Item::Workload(w) | Item::OwnedPod(w) => {
+                inv.workloads.insert(WorkloadKey::of(w), (**w).clone());
+            }
+            Item::Node(_) | Item::Namespace(_) | Item::Service(_) => {}
+        }
+    }
+    inv
 }

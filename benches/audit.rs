@@ -1,0 +1,287 @@
+//! Audit controller figures at scale: 10,000 Pods + 1,000 Nodes + 2,000
+//! Deployments + 50 policies.
+//!
+//! `cargo bench --bench audit` prints:
+//! - resident memory of the projected state (RSS from /proc/self/status
+//!   before and after projecting generated full objects one at a time, as
+//!   the watches do), and the size of the full objects for comparison;
+//! - a full audit pass (judge everything) and the plan built from it;
+//! - re-evaluation after one node relabel (diff + affected + re-judge).
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use residency_guard::api::ResidencyPolicy;
+use residency_guard::audit::Auditor;
+use residency_guard::audit::plan::PlanConfig;
+use residency_guard::engine::{AddressSpace, Catalogue, NodeInfo, Snapshot, Workload};
+use residency_guard::state::{Inventory, WorkloadKey};
+use serde_json::{Value, json};
+
+const NODES: usize = 1_000;
+const DEPLOYMENTS: usize = 2_000;
+const PODS: usize = 10_000;
+const POLICIES: usize = 50;
+const NAMESPACES: usize = 100;
+const REGION: &str = "topology.kubernetes.io/region";
+const CLASSES: [&str; 5] = ["personal", "financial", "health", "credit", "map"];
+
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Roughly what the API server sends: managedFields, status, containers.
+fn bulk(i: usize) -> Value {
+    json!({
+        "managedFields": (0..4).map(|k| json!({
+            "manager": format!("kube-controller-manager-{k}"), "operation": "Update",
+            "apiVersion": "v1", "time": "2026-06-01T00:00:00Z", "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:metadata": {"f:labels": {".": {}, "f:app": {}, "f:pod-template-hash": {}}},
+                         "f:spec": {"f:containers": {"k:{\"name\":\"app\"}": {".": {}, "f:image": {}, "f:resources": {}}}},
+                         "f:status": {"f:conditions": {}, "f:podIP": {}, "f:startTime": {}}}
+        })).collect::<Vec<_>>(),
+        "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "x".repeat(1500 + i % 7)},
+        "uid": format!("0000-{i:08}"), "resourceVersion": format!("{}", 100_000 + i),
+    })
+}
+
+fn containers() -> Value {
+    json!([{"name": "app", "image": "registry.example.com/team/app:1.2.3",
+            "env": (0..20).map(|k| json!({"name": format!("ENV_{k}"), "value": format!("value-{k}-with-some-length")})).collect::<Vec<_>>(),
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+            "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "tmp", "mountPath": "/tmp"}],
+            "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 10}},
+           {"name": "sidecar", "image": "registry.example.com/mesh/proxy:1.20",
+            "args": (0..30).map(|k| format!("--flag-{k}=value")).collect::<Vec<_>>()}])
+}
+
+fn region_of(node: usize) -> &'static str {
+    match node % 10 {
+        0 => "cn-northwest-1",
+        9 => "ap-east-1", // a few nodes abroad
+        _ => "cn-north-1",
+    }
+}
+
+fn node_obj(i: usize) -> Value {
+    let mut meta = bulk(i);
+    meta["name"] = json!(format!("node-{i:04}"));
+    meta["labels"] = json!({REGION: region_of(i), "pool": format!("pool-{}", i % 5),
+        "kubernetes.io/hostname": format!("node-{i:04}"), "node.kubernetes.io/instance-type": "m5.large"});
+    json!({"apiVersion": "v1", "kind": "Node", "metadata": meta,
+           "spec": {"providerID": format!("aws:///{}a/i-{i:08}", region_of(i))},
+           "status": {"capacity": {"cpu": "4", "memory": "16Gi"}, "images": (0..30).map(|k| json!({"names": [format!("registry.example.com/image-{k}@sha256:{}", "a".repeat(64))], "sizeBytes": 1_000_000})).collect::<Vec<_>>()}})
+}
+
+fn template(i: usize) -> Value {
+    let mut spec = json!({"containers": containers()});
+    if !i.is_multiple_of(4) {
+        spec["nodeSelector"] =
+            json!({REGION: if i % 4 == 1 { "cn-north-1" } else { "cn-northwest-1" }});
+    }
+    json!({"metadata": {"labels": {"app": format!("app-{i}"), "residencyguard.io/data-class": CLASSES[i % CLASSES.len()]}},
+           "spec": spec})
+}
+
+fn deployment_obj(i: usize) -> Value {
+    let mut meta = bulk(i);
+    meta["name"] = json!(format!("app-{i}"));
+    meta["namespace"] = json!(format!("ns-{}", i % NAMESPACES));
+    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
+           "spec": {"replicas": 5, "selector": {"matchLabels": {"app": format!("app-{i}")}}, "template": template(i)}})
+}
+
+fn pod_obj(i: usize) -> Value {
+    let d = i % DEPLOYMENTS;
+    let mut t = template(d);
+    let mut meta = bulk(i);
+    meta["name"] = json!(format!("app-{d}-abc{d}-{i}"));
+    meta["namespace"] = json!(format!("ns-{}", d % NAMESPACES));
+    meta["labels"] = t["metadata"]["labels"].clone();
+    meta["labels"]["pod-template-hash"] = json!(format!("abc{d}"));
+    meta["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("app-{d}-abc{d}"), "uid": "u", "controller": true}]);
+    t["spec"]["nodeName"] = json!(format!("node-{:04}", (i * 7) % NODES));
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": t["spec"],
+           "status": {"phase": "Running", "podIP": "10.0.0.1", "conditions": (0..4).map(|k| json!({"type": format!("C{k}"), "status": "True", "lastTransitionTime": "2026-06-01T00:00:00Z"})).collect::<Vec<_>>()}})
+}
+
+fn policy_obj(i: usize) -> ResidencyPolicy {
+    serde_json::from_value(json!({
+        "apiVersion": "residencyguard.io/v1alpha1", "kind": "ResidencyPolicy",
+        "metadata": {"name": format!("policy-{i}"), "generation": 1},
+        "spec": {"dataClasses": [CLASSES[i % CLASSES.len()]], "action": "Audit",
+                 "namespaceSelector": {"matchExpressions": [{"key": "tier", "operator": "In", "values": [format!("t{}", i % 10)]}]}}
+    }))
+    .expect("policy")
+}
+
+struct Projected {
+    nodes: Vec<NodeInfo>,
+    workloads: BTreeMap<WorkloadKey, Workload>,
+    policies: BTreeMap<String, ResidencyPolicy>,
+    full_bytes: usize,
+}
+
+/// Generate each full object, measure it, project it, drop it.
+fn project() -> Projected {
+    let mut full_bytes = 0;
+    let mut nodes = Vec::with_capacity(NODES);
+    for i in 0..NODES {
+        let v = node_obj(i);
+        full_bytes += serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(0);
+        let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(v).expect("node");
+        nodes.push(NodeInfo::from_node(&node));
+    }
+    let mut workloads = BTreeMap::new();
+    for v in (0..DEPLOYMENTS)
+        .map(deployment_obj)
+        .chain((0..PODS).map(pod_obj))
+    {
+        full_bytes += serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(0);
+        let w = Workload::from_value(&v, "default").expect("workload");
+        workloads.insert(WorkloadKey::of(&w), w);
+    }
+    let policies = (0..POLICIES)
+        .map(|i| (format!("policy-{i}"), policy_obj(i)))
+        .collect();
+    Projected {
+        nodes,
+        workloads,
+        policies,
+        full_bytes,
+    }
+}
+
+fn inventory(p: &Projected, relabel: Option<(usize, &str)>, now: Timestamp) -> Arc<Inventory> {
+    let mut snapshot = Snapshot::new(Catalogue::builtin().clone(), AddressSpace::builtin());
+    for pol in p.policies.values() {
+        let _ = snapshot.add_policy(pol, now);
+    }
+    let mut nodes = p.nodes.clone();
+    if let Some((i, region)) = relabel {
+        nodes[i].labels.insert(REGION.into(), region.into());
+    }
+    snapshot.set_nodes(nodes);
+    for n in 0..NAMESPACES {
+        snapshot.namespaces.insert(
+            format!("ns-{n}"),
+            BTreeMap::from([("tier".to_string(), format!("t{}", n % 10))]),
+        );
+    }
+    Arc::new(Inventory {
+        snapshot: Arc::new(snapshot),
+        policies: p.policies.clone(),
+        network_policies: BTreeMap::new(),
+        workloads: p.workloads.clone(),
+        synced: true,
+    })
+}
+
+fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, Duration) {
+    let mut all: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            black_box(f());
+            t.elapsed()
+        })
+        .collect();
+    all.sort();
+    (all[all.len() / 2], all[all.len() - 1])
+}
+
+/// With `[[bench]] name = "audit" harness = false` this is the entry point.
+#[cfg(not(test))]
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    figures();
+}
+
+/// Without the stanza Cargo builds benches with the test harness: then
+/// `cargo bench --bench audit -- --ignored --nocapture` runs the same figures.
+#[cfg(test)]
+#[test]
+#[ignore = "a benchmark: prints figures"]
+fn audit_figures() {
+    figures();
+}
+
+fn figures() {
+    let now: Timestamp = "2026-06-01T00:00:00Z".parse().expect("time");
+
+    let mib = |k: u64| k as f64 / 1024.0;
+    let before = rss_kib().unwrap_or(0);
+    let projected = project();
+    let inv = inventory(&projected, None, now);
+    let projected_rss = rss_kib().unwrap_or(0);
+    let mut auditor = Auditor::new(PlanConfig::default());
+    auditor.full_pass(inv.clone(), now);
+    let indexed_rss = rss_kib().unwrap_or(0);
+    let plan = auditor.plan(now);
+    let after = rss_kib().unwrap_or(0);
+    println!(
+        "RSS: start {:.1} MiB; projected objects + snapshot (two copies of the projections, as the bench keeps its source too) {:.1} MiB; + findings index {:.1} MiB; + one plan {:.1} MiB",
+        mib(before),
+        mib(projected_rss),
+        mib(indexed_rss),
+        mib(after)
+    );
+    println!("objects: {PODS} pods, {NODES} nodes, {DEPLOYMENTS} deployments, {POLICIES} policies");
+    println!(
+        "full objects as JSON: {:.1} MiB (what a naive cache of typed objects starts from)",
+        projected.full_bytes as f64 / 1048576.0
+    );
+    println!(
+        "RSS before: {:.1} MiB, after projecting + indexing + one plan: {:.1} MiB (delta {:.1} MiB)",
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        after.saturating_sub(before) as f64 / 1024.0
+    );
+    println!(
+        "findings indexed: {}, events planned: {}, reports: {}",
+        auditor.index.len(),
+        plan.events.len(),
+        plan.reports.len()
+    );
+
+    let (median, max) = time(5, || {
+        let mut a = Auditor::new(PlanConfig::default());
+        a.full_pass(inv.clone(), now);
+        a.index.len()
+    });
+    println!("full audit pass (judge everything): median {median:?}, max {max:?}");
+    let (median, max) = time(5, || auditor.plan(now));
+    println!("plan from the index: median {median:?}, max {max:?}");
+
+    // One node relabel: node-0001 (cn-north-1) moves abroad and back.
+    let abroad = inventory(&projected, Some((1, "us-east-1")), now);
+    let home = inv.clone();
+    let mut rejudged = 0;
+    let (median, max) = time(10, || {
+        let (_, k1) = auditor.update(abroad.clone(), now);
+        let (_, k2) = auditor.update(home.clone(), now);
+        rejudged = k1.len().max(k2.len());
+    });
+    println!(
+        "re-evaluation after one node relabel (diff + affected + re-judge {rejudged} objects): median {:?}, max {:?}",
+        median / 2,
+        max / 2
+    );
+    let (_, keys) = auditor.update(abroad.clone(), now);
+    let (median, _) = time(5, || auditor.plan(now));
+    println!(
+        "  then the plan: {median:?} (bound pods now reported: {})",
+        keys.len()
+    );
+}

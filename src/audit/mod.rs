@@ -1,0 +1,298 @@
+//! The audit controller: re-judges what runs whenever something relevant
+//! changes, and (on the elected leader only) writes the results — policy
+//! status, Events, PolicyReports — plus metrics on every replica.
+//!
+//! - `index`: findings per object, `diff` of two inventories into changes,
+//!   and `affected_by(change)`: exactly what to re-judge. Pure.
+//! - `plan`: findings → the statuses, Events and reports that should exist. Pure.
+//! - `writer`: applies a plan through the API, idempotently, rate-limited.
+//! - `leader`: Lease-based leader election.
+//! - this module: the `Auditor` (index + inventory, synchronous) and `run`.
+
+pub mod index;
+pub mod leader;
+pub mod metrics;
+pub mod plan;
+pub mod writer;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use kube::Client;
+use tokio::sync::watch;
+
+use crate::state::{Inventory, State, WatchHealth, WorkloadKey};
+use index::{Change, FindingsIndex};
+use metrics::{AuditMetrics, PassLabels};
+use plan::{AuditPlan, PlanConfig};
+use writer::{Writer, WriterConfig};
+
+/// The audit's clock (injected so tests control exemption expiry).
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(Timestamp::now)
+}
+
+#[derive(Clone)]
+pub struct AuditConfig {
+    pub plan: PlanConfig,
+    pub writer: WriterConfig,
+    /// A full re-judgement of everything, as a safety net.
+    pub full_pass_every: Duration,
+    /// Changes arriving within this window are handled together.
+    pub debounce: Duration,
+    pub clock: Clock,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            plan: PlanConfig::default(),
+            writer: WriterConfig::default(),
+            full_pass_every: Duration::from_secs(10 * 60),
+            debounce: Duration::from_millis(200),
+            clock: system_clock(),
+        }
+    }
+}
+
+/// The synchronous core: the findings and the inventory they were judged on.
+pub struct Auditor {
+    pub index: FindingsIndex,
+    inventory: Arc<Inventory>,
+    pub plan_config: PlanConfig,
+}
+
+impl Auditor {
+    pub fn new(plan_config: PlanConfig) -> Auditor {
+        Auditor {
+            index: FindingsIndex::new(),
+            inventory: Arc::new(Inventory::default()),
+            plan_config,
+        }
+    }
+
+    pub fn inventory(&self) -> &Arc<Inventory> {
+        &self.inventory
+    }
+
+    /// Judge everything in `inv` afresh.
+    pub fn full_pass(&mut self, inv: Arc<Inventory>, now: Timestamp) {
+        self.index.rebuild(&inv, now);
+        self.inventory = inv;
+    }
+
+    /// Move to `inv`, re-judging only what the differences affect.
+    /// Returns the changes seen and the objects re-judged.
+    pub fn update(
+        &mut self,
+        inv: Arc<Inventory>,
+        now: Timestamp,
+    ) -> (Vec<Change>, BTreeSet<WorkloadKey>) {
+        let changes = index::diff(&self.inventory, &inv);
+        let keys = self.affected(&changes, &inv);
+        self.index.rejudge(&keys, &inv, now);
+        self.inventory = inv;
+        (changes, keys)
+    }
+
+    /// Objects affected by `changes`, judged against the new inventory and
+    /// the current index (which still holds what they were governed by).
+    pub fn affected(&self, changes: &[Change], inv: &Inventory) -> BTreeSet<WorkloadKey> {
+        let mut keys = BTreeSet::new();
+        for c in changes {
+            keys.extend(index::affected_by(c, inv, &self.index));
+        }
+        keys
+    }
+
+    /// The next exemption lapse after `now`.
+    pub fn next_lapse(&self, now: Timestamp) -> Option<(Timestamp, Vec<String>)> {
+        index::next_lapse(&self.inventory, now)
+    }
+
+    /// Re-judge what `policies`' exemptions covered (they lapsed by `now`).
+    pub fn lapse(&mut self, policies: &[String], now: Timestamp) -> BTreeSet<WorkloadKey> {
+        let changes: Vec<Change> = policies
+            .iter()
+            .map(|p| Change::ExemptionLapsed { policy: p.clone() })
+            .collect();
+        let inv = self.inventory.clone();
+        let keys = self.affected(&changes, &inv);
+        self.index.rejudge(&keys, &inv, now);
+        keys
+    }
+
+    pub fn plan(&self, now: Timestamp) -> AuditPlan {
+        plan::plan(&self.index, &self.inventory, &self.plan_config, now)
+    }
+}
+
+/// Start the audit controller for `serve`: elects a leader on a Lease in
+/// `lease.namespace`, keeps judging on every replica, writes on the leader.
+pub fn spawn(
+    client: Client,
+    state: &State,
+    config: AuditConfig,
+    lease: leader::LeaseConfig,
+    metrics: Arc<AuditMetrics>,
+) -> tokio::task::JoinHandle<()> {
+    let leadership = leader::elect(client.clone(), lease);
+    tokio::spawn(run(
+        client,
+        state.inventory(),
+        Some(state.health.clone()),
+        leadership,
+        config,
+        metrics,
+    ))
+}
+
+/// The controller loop. Returns when the inventory channel closes.
+pub async fn run(
+    client: Client,
+    mut inventory: watch::Receiver<Arc<Inventory>>,
+    health: Option<Arc<WatchHealth>>,
+    mut leadership: watch::Receiver<bool>,
+    config: AuditConfig,
+    metrics: Arc<AuditMetrics>,
+) {
+    let clock = config.clock.clone();
+    let mut writer = Writer::new(client, config.writer.clone(), metrics.clone());
+    let mut auditor = Auditor::new(config.plan.clone());
+
+    // Judge nothing before every watch has listed: a partial view would
+    // report (and clean up) the wrong things.
+    loop {
+        if inventory.borrow_and_update().synced {
+            break;
+        }
+        if inventory.changed().await.is_err() {
+            return;
+        }
+    }
+    let started = Instant::now();
+    let inv = inventory.borrow_and_update().clone();
+    auditor.full_pass(inv, clock());
+    observe_pass(&metrics, "full", started, auditor.index.len());
+    tracing::info!(
+        objects = auditor.inventory().workloads.len(),
+        findings = auditor.index.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "audit: first full pass done"
+    );
+
+    let mut full_timer = tokio::time::interval(config.full_pass_every);
+    full_timer.tick().await; // the first tick is immediate
+    let mut refresh_timer = tokio::time::interval(config.writer.last_evaluated_every);
+    refresh_timer.tick().await;
+    let mut inventory_open = true;
+    let mut leadership_open = true;
+    let mut was_leader = false;
+    let mut dirty = true;
+    let mut retry_soon = false;
+
+    loop {
+        if let Some(h) = &health {
+            metrics.observe_watches(h);
+        }
+        let leader = *leadership.borrow_and_update();
+        metrics.leader.set(i64::from(leader));
+        if was_leader && !leader {
+            tracing::info!("audit: no longer the leader; writes stop");
+            writer.step_down();
+        }
+        if leader && (dirty || !was_leader) {
+            let now = clock();
+            let plan = auditor.plan(now);
+            let stats = writer
+                .apply(&plan, &auditor.inventory().policies, now)
+                .await;
+            retry_soon = stats.deferred > 0 || stats.errors > 0;
+            if stats.writes > 0 {
+                tracing::info!(
+                    writes = stats.writes,
+                    deferred = stats.deferred,
+                    errors = stats.errors,
+                    "audit: writes applied"
+                );
+            }
+        }
+        was_leader = leader;
+        dirty = false;
+
+        let now = clock();
+        let lapse = auditor.next_lapse(now);
+        let lapse_in = lapse
+            .as_ref()
+            .map(|(t, _)| Duration::try_from(t.duration_since(now)).unwrap_or(Duration::ZERO))
+            .unwrap_or(Duration::from_secs(24 * 3600));
+        let retry_in = if retry_soon {
+            Duration::from_secs(5)
+        } else {
+            Duration::from_secs(24 * 3600)
+        };
+
+        tokio::select! {
+            r = inventory.changed(), if inventory_open => {
+                if r.is_err() {
+                    inventory_open = false;
+                    continue;
+                }
+                tokio::time::sleep(config.debounce).await;
+                let started = Instant::now();
+                let inv = inventory.borrow_and_update().clone();
+                let (changes, keys) = auditor.update(inv, clock());
+                if !changes.is_empty() {
+                    observe_pass(&metrics, "incremental", started, keys.len());
+                    tracing::debug!(changes = changes.len(), rejudged = keys.len(), elapsed_us = started.elapsed().as_micros() as u64, "audit: incremental pass");
+                    dirty = true;
+                }
+            }
+            r = leadership.changed(), if leadership_open => {
+                if r.is_err() {
+                    leadership_open = false;
+                }
+            }
+            _ = tokio::time::sleep(lapse_in), if lapse.is_some() => {
+                let now = clock();
+                if let Some((at, policies)) = lapse.filter(|(at, _)| *at <= now) {
+                    let started = Instant::now();
+                    let keys = auditor.lapse(&policies, now);
+                    observe_pass(&metrics, "expiry", started, keys.len());
+                    tracing::info!(?policies, lapsed_at = %at, rejudged = keys.len(), "audit: exemptions lapsed");
+                    dirty = true;
+                }
+            }
+            _ = full_timer.tick() => {
+                let started = Instant::now();
+                let inv = auditor.inventory().clone();
+                auditor.full_pass(inv, clock());
+                observe_pass(&metrics, "full", started, auditor.index.len());
+                dirty = true;
+            }
+            _ = refresh_timer.tick() => {
+                dirty = true; // the writer refreshes lastEvaluated when due
+            }
+            _ = tokio::time::sleep(retry_in), if retry_soon => {
+                dirty = true;
+            }
+        }
+        metrics.observe_findings(&auditor.index);
+    }
+}
+
+fn observe_pass(metrics: &AuditMetrics, pass: &'static str, started: Instant, objects: usize) {
+    let labels = PassLabels { pass };
+    metrics
+        .evaluation_seconds
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .rejudged_objects
+        .get_or_create(&labels)
+        .inc_by(objects as u64);
+}

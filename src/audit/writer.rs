@@ -1,0 +1,525 @@
+//! Applies an `AuditPlan` through the API: only what differs from what was
+//! last written (or, after a restart or a leadership change, from what the
+//! API holds), within a per-pass write budget. Called on the leader only.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::Client;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams,
+};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+use super::metrics::AuditMetrics;
+use super::plan::{
+    AuditPlan, EventKey, MANAGED_BY, MANAGED_BY_LABEL, ObjectRef, PlannedEvent, PlannedReport,
+    PlannedStatus, REPORT_GROUP, REPORT_NAME, REPORT_VERSION,
+};
+use crate::api::ResidencyPolicy;
+
+#[derive(Clone, Debug)]
+pub struct WriterConfig {
+    /// events.k8s.io `reportingController`.
+    pub reporting_controller: String,
+    /// events.k8s.io `reportingInstance` (the pod name).
+    pub reporting_instance: String,
+    /// Server-side apply field manager for reports.
+    pub field_manager: String,
+    /// Refresh `status.lastEvaluated` at most this often when nothing else changed.
+    pub last_evaluated_every: Duration,
+    /// API writes per pass; the rest wait for the next pass.
+    pub max_writes_per_pass: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            reporting_controller: "residencyguard.io/audit".into(),
+            reporting_instance: "residency-guard".into(),
+            field_manager: "residency-guard".into(),
+            last_evaluated_every: Duration::from_secs(10 * 60),
+            max_writes_per_pass: 200,
+        }
+    }
+}
+
+pub fn policy_report_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(REPORT_GROUP, REPORT_VERSION, "PolicyReport"),
+        "policyreports",
+    )
+}
+
+pub fn cluster_policy_report_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(REPORT_GROUP, REPORT_VERSION, "ClusterPolicyReport"),
+        "clusterpolicyreports",
+    )
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct WrittenStatus {
+    status: PlannedStatus,
+    last_evaluated: Option<Timestamp>,
+    transition: Timestamp,
+}
+
+/// What this leader knows exists. `None` content: exists, content unknown.
+#[derive(Debug, Default)]
+struct Memory {
+    statuses: BTreeMap<String, WrittenStatus>,
+    events: BTreeSet<EventKey>,
+    reports: BTreeMap<String, Option<PlannedReport>>,
+    cluster_report: Option<Option<PlannedReport>>,
+    reports_api: bool,
+}
+
+/// What one `apply` did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    pub writes: usize,
+    pub deferred: usize,
+    pub errors: usize,
+}
+
+pub struct Writer {
+    client: Client,
+    cfg: WriterConfig,
+    metrics: Arc<AuditMetrics>,
+    memory: Option<Memory>,
+}
+
+/// A write budget for one pass.
+struct Budget {
+    left: usize,
+    stats: WriteStats,
+}
+
+impl Budget {
+    fn take(&mut self) -> bool {
+        if self.left == 0 {
+            self.stats.deferred += 1;
+            false
+        } else {
+            self.left -= 1;
+            self.stats.writes += 1;
+            true
+        }
+    }
+}
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+impl Writer {
+    pub fn new(client: Client, cfg: WriterConfig, metrics: Arc<AuditMetrics>) -> Writer {
+        Writer {
+            client,
+            cfg,
+            metrics,
+            memory: None,
+        }
+    }
+
+    /// Leadership lost: forget what was written (another replica writes now).
+    pub fn step_down(&mut self) {
+        self.memory = None;
+    }
+
+    /// Bring the API in line with `plan`. `observed` are the policies as the
+    /// watch last saw them (their current status seeds what was written).
+    pub async fn apply(
+        &mut self,
+        plan: &AuditPlan,
+        observed: &BTreeMap<String, ResidencyPolicy>,
+        now: Timestamp,
+    ) -> WriteStats {
+        let mut memory = match self.memory.take() {
+            Some(m) => m,
+            None => self.seed().await,
+        };
+        let mut budget = Budget {
+            left: self.cfg.max_writes_per_pass,
+            stats: WriteStats::default(),
+        };
+        self.write_statuses(&mut memory, plan, observed, now, &mut budget)
+            .await;
+        if memory.reports_api {
+            self.write_reports(&mut memory, plan, &mut budget).await;
+        }
+        self.write_events(&mut memory, plan, now, &mut budget).await;
+        self.memory = Some(memory);
+        if budget.stats.deferred > 0 {
+            self.metrics
+                .write_skipped_rate_limited
+                .inc_by(budget.stats.deferred as u64);
+            tracing::info!(
+                deferred = budget.stats.deferred,
+                "write budget used up; the rest follows in the next pass"
+            );
+        }
+        budget.stats
+    }
+
+    /// Find the reports a previous leader left, so stale ones get cleaned up.
+    async fn seed(&self) -> Memory {
+        let mut memory = Memory {
+            reports_api: true,
+            ..Memory::default()
+        };
+        let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY}");
+        let lp = ListParams::default().labels(&selector);
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &policy_report_resource());
+        match api.list(&lp).await {
+            Ok(list) => {
+                for obj in list.items {
+                    if obj.metadata.name.as_deref() == Some(REPORT_NAME)
+                        && let Some(ns) = obj.metadata.namespace
+                    {
+                        memory.reports.insert(ns, None);
+                    }
+                }
+            }
+            Err(e) if is_status(&e, 404) => {
+                tracing::warn!(
+                    "wgpolicyk8s.io/v1alpha2 PolicyReports are not installed; reports are not written (install the Policy Reporter CRDs to get them)"
+                );
+                memory.reports_api = false;
+                return memory;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list existing PolicyReports; stale ones may remain until the next leadership change");
+            }
+        }
+        let api: Api<DynamicObject> =
+            Api::all_with(self.client.clone(), &cluster_policy_report_resource());
+        match api.list(&lp).await {
+            Ok(list) => {
+                if list
+                    .items
+                    .iter()
+                    .any(|o| o.metadata.name.as_deref() == Some(REPORT_NAME))
+                {
+                    memory.cluster_report = Some(None);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list existing ClusterPolicyReports");
+            }
+        }
+        memory
+    }
+
+    async fn write_statuses(
+        &self,
+        memory: &mut Memory,
+        plan: &AuditPlan,
+        observed: &BTreeMap<String, ResidencyPolicy>,
+        now: Timestamp,
+        budget: &mut Budget,
+    ) {
+        // Policies that are gone take their status with them.
+        memory
+            .statuses
+            .retain(|name, _| plan.statuses.contains_key(name));
+        let api: Api<ResidencyPolicy> = Api::all(self.client.clone());
+        let refresh = jiff::SignedDuration::try_from(self.cfg.last_evaluated_every)
+            .unwrap_or(jiff::SignedDuration::from_secs(600));
+        for (name, desired) in &plan.statuses {
+            let prev = memory
+                .statuses
+                .get(name)
+                .cloned()
+                .or_else(|| observed.get(name).and_then(written_status_of));
+            let stale = |p: &WrittenStatus| {
+                p.last_evaluated
+                    .is_none_or(|t| now.duration_since(t) >= refresh)
+            };
+            if let Some(p) = &prev
+                && p.status == *desired
+                && !stale(p)
+            {
+                memory.statuses.insert(name.clone(), p.clone());
+                continue;
+            }
+            if !budget.take() {
+                continue;
+            }
+            let transition = match &prev {
+                Some(p) if p.status.ready == desired.ready => p.transition,
+                _ => now,
+            };
+            let body = json!({ "status": status_json(desired, now, transition) });
+            match api
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
+                .await
+            {
+                Ok(_) => {
+                    self.metrics.record("status", "updated");
+                    tracing::info!(policy = %name, violations = desired.violations, ready = desired.ready, "policy status written");
+                    memory.statuses.insert(
+                        name.clone(),
+                        WrittenStatus {
+                            status: desired.clone(),
+                            last_evaluated: Some(now),
+                            transition,
+                        },
+                    );
+                }
+                Err(e) if is_status(&e, 404) => {
+                    self.metrics.record("status", "gone");
+                    tracing::debug!(policy = %name, "policy deleted before its status was written");
+                }
+                Err(e) => {
+                    budget.stats.errors += 1;
+                    self.metrics.record("status", "error");
+                    tracing::warn!(policy = %name, error = %e, "cannot write policy status; retrying next pass");
+                }
+            }
+        }
+    }
+
+    async fn write_reports(&self, memory: &mut Memory, plan: &AuditPlan, budget: &mut Budget) {
+        let pr = policy_report_resource();
+        let pp = PatchParams::apply(&self.cfg.field_manager).force();
+        // Cleanup first: namespaces without findings lose their report.
+        let stale: Vec<String> = memory
+            .reports
+            .keys()
+            .filter(|ns| !plan.reports.contains_key(*ns))
+            .cloned()
+            .collect();
+        for ns in stale {
+            if !budget.take() {
+                continue;
+            }
+            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &ns, &pr);
+            match api.delete(REPORT_NAME, &DeleteParams::default()).await {
+                Ok(_) => {
+                    self.metrics.record("report", "deleted");
+                    tracing::info!(namespace = %ns, "PolicyReport deleted: no findings left");
+                    memory.reports.remove(&ns);
+                }
+                Err(e) if is_status(&e, 404) => {
+                    memory.reports.remove(&ns);
+                }
+                Err(e) => {
+                    budget.stats.errors += 1;
+                    self.metrics.record("report", "error");
+                    tracing::warn!(namespace = %ns, error = %e, "cannot delete PolicyReport");
+                }
+            }
+        }
+        for (ns, desired) in &plan.reports {
+            if memory.reports.get(ns) == Some(&Some(desired.clone())) {
+                continue;
+            }
+            if !budget.take() {
+                continue;
+            }
+            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &pr);
+            let obj = desired.to_object(Some(ns));
+            match api.patch(REPORT_NAME, &pp, &Patch::Apply(&obj)).await {
+                Ok(_) => {
+                    self.metrics.record("report", "applied");
+                    tracing::info!(namespace = %ns, results = desired.results.len(), "PolicyReport applied");
+                    memory.reports.insert(ns.clone(), Some(desired.clone()));
+                }
+                Err(e) => {
+                    budget.stats.errors += 1;
+                    self.metrics.record("report", "error");
+                    tracing::warn!(namespace = %ns, error = %e, "cannot apply PolicyReport");
+                }
+            }
+        }
+
+        let api: Api<DynamicObject> =
+            Api::all_with(self.client.clone(), &cluster_policy_report_resource());
+        let desired = &plan.cluster_report;
+        if desired.results.is_empty() {
+            if memory.cluster_report.is_some() && budget.take() {
+                match api.delete(REPORT_NAME, &DeleteParams::default()).await {
+                    Ok(_) => {
+                        self.metrics.record("cluster_report", "deleted");
+                        memory.cluster_report = None;
+                    }
+                    Err(e) if is_status(&e, 404) => memory.cluster_report = None,
+                    Err(e) => {
+                        budget.stats.errors += 1;
+                        self.metrics.record("cluster_report", "error");
+                        tracing::warn!(error = %e, "cannot delete ClusterPolicyReport");
+                    }
+                }
+            }
+        } else if memory.cluster_report != Some(Some(desired.clone())) && budget.take() {
+            match api
+                .patch(REPORT_NAME, &pp, &Patch::Apply(&desired.to_object(None)))
+                .await
+            {
+                Ok(_) => {
+                    self.metrics.record("cluster_report", "applied");
+                    memory.cluster_report = Some(Some(desired.clone()));
+                }
+                Err(e) => {
+                    budget.stats.errors += 1;
+                    self.metrics.record("cluster_report", "error");
+                    tracing::warn!(error = %e, "cannot apply ClusterPolicyReport");
+                }
+            }
+        }
+    }
+
+    async fn write_events(
+        &self,
+        memory: &mut Memory,
+        plan: &AuditPlan,
+        now: Timestamp,
+        budget: &mut Budget,
+    ) {
+        // Findings that went away may be reported again if they come back.
+        memory.events.retain(|k| plan.events.contains_key(k));
+        for (key, planned) in &plan.events {
+            if memory.events.contains(key) {
+                continue;
+            }
+            if !budget.take() {
+                continue;
+            }
+            let ns = &key.object.namespace;
+            let api: Api<Event> = Api::namespaced(self.client.clone(), ns);
+            let event = self.event_object(key, planned, now);
+            match api.create(&PostParams::default(), &event).await {
+                Ok(_) => {
+                    self.metrics.record("event", "created");
+                    memory.events.insert(key.clone());
+                }
+                // Same name: already reported (by us or a previous leader).
+                Err(e) if is_status(&e, 409) => {
+                    self.metrics.record("event", "exists");
+                    memory.events.insert(key.clone());
+                }
+                Err(e) => {
+                    budget.stats.errors += 1;
+                    self.metrics.record("event", "error");
+                    tracing::warn!(namespace = %ns, object = %key.object.name, error = %e, "cannot create Event");
+                }
+            }
+        }
+    }
+
+    fn event_object(&self, key: &EventKey, planned: &PlannedEvent, now: Timestamp) -> Event {
+        Event {
+            metadata: ObjectMeta {
+                name: Some(event_name(key)),
+                namespace: Some(key.object.namespace.clone()),
+                labels: Some(BTreeMap::from([(
+                    MANAGED_BY_LABEL.to_string(),
+                    MANAGED_BY.to_string(),
+                )])),
+                ..ObjectMeta::default()
+            },
+            event_time: Some(MicroTime(now)),
+            action: Some("Audit".into()),
+            reason: Some(planned.reason.clone()),
+            note: Some(planned.note.clone()),
+            type_: Some("Warning".into()),
+            reporting_controller: Some(self.cfg.reporting_controller.clone()),
+            reporting_instance: Some(self.cfg.reporting_instance.clone()),
+            regarding: Some(object_reference(&planned.regarding)),
+            related: planned.related.as_ref().map(object_reference),
+            ..Event::default()
+        }
+    }
+}
+
+fn object_reference(r: &ObjectRef) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(r.api_version.clone()),
+        kind: Some(r.kind.clone()),
+        namespace: r.namespace.clone(),
+        name: Some(r.name.clone()),
+        ..ObjectReference::default()
+    }
+}
+
+/// A deterministic Event name per (object, policy, code): a second create
+/// of the same finding is a 409, so replicas and restarts never duplicate.
+pub fn event_name(key: &EventKey) -> String {
+    let text = format!(
+        "{}/{}/{}/{}/{}",
+        key.object.kind.as_str(),
+        key.object.namespace,
+        key.object.name,
+        key.policy,
+        key.code.as_str()
+    );
+    // FNV-1a, 64 bit: stable across builds and platforms.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let base: String = key
+        .object
+        .name
+        .trim_end_matches('*')
+        .chars()
+        .take(200)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let base = if base.is_empty() {
+        "workload".into()
+    } else {
+        base
+    };
+    format!("{base}.rg-{h:016x}")
+}
+
+/// API times have second precision.
+fn seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+fn status_json(s: &PlannedStatus, now: Timestamp, transition: Timestamp) -> Value {
+    let (now, transition) = (seconds(now), seconds(transition));
+    json!({
+        "observedGeneration": s.observed_generation,
+        "conditions": [{
+            "type": "Ready",
+            "status": if s.ready { "True" } else { "False" },
+            "reason": s.reason,
+            "message": s.message,
+            "lastTransitionTime": transition.to_string(),
+            "observedGeneration": s.observed_generation,
+        }],
+        "violations": s.violations,
+        "lastEvaluated": now.to_string(),
+        "topOffenders": s.top_offenders,
+    })
+}
+
+/// The status as the API holds it, reduced to what the plan compares.
+fn written_status_of(p: &ResidencyPolicy) -> Option<WrittenStatus> {
+    let st = p.status.as_ref()?;
+    let cond = st.conditions.iter().find(|c| c.type_ == "Ready")?;
+    Some(WrittenStatus {
+        status: PlannedStatus {
+            observed_generation: st.observed_generation,
+            ready: cond.status == "True",
+            reason: cond.reason.clone(),
+            message: cond.message.clone(),
+            violations: st.violations.unwrap_or(0),
+            top_offenders: st.top_offenders.clone(),
+        },
+        last_evaluated: st.last_evaluated.as_ref().map(|t| t.0),
+        transition: cond.last_transition_time.0,
+    })
+}

@@ -1,0 +1,588 @@
+//! Plan-level tests of the audit controller: given an inventory and a
+//! change, exactly which objects are re-judged, and exactly which statuses,
+//! Events and reports are planned. Plain data, no API server.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use residency_guard::api::{Offender, ResidencyPolicy};
+use residency_guard::audit::Auditor;
+use residency_guard::audit::index::{Change, affected_by, diff};
+use residency_guard::audit::plan::{
+    AuditPlan, EventKey, PlanConfig, PlannedStatus, ResultKind, truncate_note,
+};
+use residency_guard::engine::{
+    AddressSpace, Catalogue, Code, Lang, NodeInfo, Snapshot, Workload, WorkloadKind,
+};
+use residency_guard::state::{Inventory, WorkloadKey};
+use serde_json::{Value, json};
+
+const REGION: &str = "topology.kubernetes.io/region";
+
+fn now() -> Timestamp {
+    "2026-06-01T00:00:00Z".parse().unwrap()
+}
+
+#[derive(Clone, Default)]
+struct World {
+    policies: Vec<Value>,
+    nodes: Vec<(String, BTreeMap<String, String>)>,
+    namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    network_policies: Vec<Value>,
+    workloads: Vec<Value>,
+}
+
+impl World {
+    fn inventory(&self) -> Arc<Inventory> {
+        let mut snapshot = Snapshot::new(Catalogue::builtin().clone(), AddressSpace::builtin());
+        let mut policies = BTreeMap::new();
+        for p in &self.policies {
+            let p: ResidencyPolicy = serde_json::from_value(p.clone()).unwrap();
+            let _ = snapshot.add_policy(&p, now());
+            policies.insert(p.metadata.name.clone().unwrap(), p);
+        }
+        snapshot.set_nodes(self.nodes.iter().map(|(name, labels)| NodeInfo {
+            name: name.clone(),
+            labels: labels.clone(),
+            provider_id: None,
+        }));
+        snapshot.namespaces = self.namespaces.clone();
+        let mut nps = BTreeMap::new();
+        for np in &self.network_policies {
+            let np: NetworkPolicy = serde_json::from_value(np.clone()).unwrap();
+            snapshot.network.add_network_policy(&np);
+            let key = format!(
+                "{}/{}",
+                np.metadata.namespace.clone().unwrap(),
+                np.metadata.name.clone().unwrap()
+            );
+            nps.insert(key, np);
+        }
+        let workloads = self
+            .workloads
+            .iter()
+            .map(|v| {
+                let w = Workload::from_value(v, "default").unwrap();
+                (WorkloadKey::of(&w), w)
+            })
+            .collect();
+        Arc::new(Inventory {
+            snapshot: Arc::new(snapshot),
+            policies,
+            network_policies: nps,
+            workloads,
+            synced: true,
+        })
+    }
+
+    fn node(&mut self, name: &str, region: Option<&str>) -> &mut Self {
+        self.nodes.retain(|(n, _)| n != name);
+        let labels = region
+            .map(|r| BTreeMap::from([(REGION.to_string(), r.to_string())]))
+            .unwrap_or_default();
+        self.nodes.push((name.to_string(), labels));
+        self
+    }
+}
+
+fn policy(name: &str, action: &str, egress: &str) -> Value {
+    json!({
+        "apiVersion": "residencyguard.io/v1alpha1", "kind": "ResidencyPolicy",
+        "metadata": {"name": name, "generation": 3},
+        "spec": {"dataClasses": ["personal"], "action": action, "egress": {"mode": egress}}
+    })
+}
+
+fn deployment(ns: &str, name: &str, labels: Value, node_selector: Option<&str>) -> Value {
+    let mut spec = json!({});
+    if let Some(r) = node_selector {
+        spec["nodeSelector"] = json!({REGION: r});
+    }
+    let mut tl = labels;
+    tl["residencyguard.io/data-class"] = json!("personal");
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"template": {"metadata": {"labels": tl}, "spec": spec}}
+    })
+}
+
+fn owned_pod(ns: &str, deploy: &str, hash: &str, suffix: &str, node: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": format!("{deploy}-{hash}-{suffix}"), "namespace": ns,
+            "labels": {"residencyguard.io/data-class": "personal", "pod-template-hash": hash},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{deploy}-{hash}"), "uid": "u", "controller": true}]
+        },
+        "spec": {"nodeName": node, "nodeSelector": {REGION: "cn-north-1"}}
+    })
+}
+
+fn key(kind: WorkloadKind, ns: &str, name: &str) -> WorkloadKey {
+    WorkloadKey {
+        kind,
+        namespace: ns.into(),
+        name: name.into(),
+    }
+}
+
+/// Namespace `app`: api (pinned to cn-north-1, compliant), bad (no
+/// constraints), other (pinned to cn-northwest-1), and a pod of api on bj-1.
+fn base() -> World {
+    let mut w = World::default();
+    w.policies
+        .push(policy("personal-mainland", "Audit", "Unrestricted"));
+    w.node("bj-1", Some("cn-north-1"))
+        .node("nx-1", Some("cn-northwest-1"));
+    w.namespaces.insert("app".into(), BTreeMap::new());
+    w.workloads = vec![
+        deployment("app", "api", json!({"app": "api"}), Some("cn-north-1")),
+        deployment("app", "bad", json!({"app": "bad"}), None),
+        deployment(
+            "app",
+            "other",
+            json!({"app": "other"}),
+            Some("cn-northwest-1"),
+        ),
+        owned_pod("app", "api", "7d9f", "x1", "bj-1"),
+        owned_pod("app", "other", "55aa", "y1", "nx-1"),
+        // Not classified: never indexed.
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "plain", "namespace": "app"},
+               "spec": {"template": {"spec": {}}}}),
+    ];
+    w
+}
+
+fn auditor(w: &World) -> Auditor {
+    let mut a = Auditor::new(PlanConfig::default());
+    a.full_pass(w.inventory(), now());
+    a
+}
+
+fn rules(plan: &AuditPlan, ns: &str) -> Vec<(String, String, ResultKind)> {
+    plan.reports[ns]
+        .results
+        .iter()
+        .map(|r| (r.rule.clone(), r.resources[0].name.clone(), r.result))
+        .collect()
+}
+
+#[test]
+fn full_pass_plans_exact_status_events_and_report() {
+    let a = auditor(&base());
+    // Classified objects only; owned pods too (they may be bound abroad).
+    let indexed: Vec<String> = a.index.iter().map(|(k, _)| k.name.clone()).collect();
+    assert_eq!(
+        indexed,
+        ["api-7d9f-x1", "other-55aa-y1", "api", "bad", "other"]
+    );
+
+    let plan = a.plan(now());
+    assert_eq!(
+        plan.statuses,
+        BTreeMap::from([(
+            "personal-mainland".to_string(),
+            PlannedStatus {
+                observed_generation: Some(3),
+                ready: true,
+                reason: "Evaluated".into(),
+                message: "3 governed workloads and pods, 1 out of policy (action Audit)".into(),
+                violations: 1,
+                top_offenders: vec![Offender {
+                    kind: "Deployment".into(),
+                    namespace: Some("app".into()),
+                    name: "bad".into(),
+                    codes: vec!["PlacementNotGuaranteed".into()],
+                }],
+            }
+        )])
+    );
+    let keys: Vec<&EventKey> = plan.events.keys().collect();
+    assert_eq!(
+        keys,
+        [&EventKey {
+            object: key(WorkloadKind::Deployment, "app", "bad"),
+            policy: "personal-mainland".into(),
+            code: Code::PlacementNotGuaranteed,
+        }]
+    );
+    let ev = plan.events.values().next().unwrap();
+    assert_eq!(ev.reason, "PlacementNotGuaranteed");
+    assert_eq!(ev.regarding.kind, "Deployment");
+    assert_eq!(ev.regarding.api_version, "apps/v1");
+    assert!(ev.note.contains("Deployment app/bad"), "{}", ev.note);
+    assert!(ev.related.is_none());
+
+    assert_eq!(
+        rules(&plan, "app"),
+        [
+            ("Compliant".to_string(), "api".to_string(), ResultKind::Pass),
+            ("Compliant".into(), "other".into(), ResultKind::Pass),
+            (
+                "PlacementNotGuaranteed".into(),
+                "bad".into(),
+                ResultKind::Fail
+            ),
+        ]
+    );
+    assert!(plan.cluster_report.results.is_empty());
+
+    // The PolicyReport object in the format Policy Reporter reads.
+    let obj = plan.reports["app"].to_object(Some("app"));
+    assert_eq!(obj["apiVersion"], "wgpolicyk8s.io/v1alpha2");
+    assert_eq!(obj["kind"], "PolicyReport");
+    assert_eq!(obj["metadata"]["namespace"], "app");
+    assert_eq!(
+        obj["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "residency-guard"
+    );
+    assert_eq!(
+        obj["summary"],
+        json!({"pass": 2, "fail": 1, "warn": 0, "error": 0, "skip": 0})
+    );
+    let fail = &obj["results"][2];
+    assert_eq!(fail["policy"], "personal-mainland");
+    assert_eq!(fail["rule"], "PlacementNotGuaranteed");
+    assert_eq!(fail["result"], "fail");
+    assert_eq!(fail["severity"], "medium");
+    assert_eq!(fail["source"], "residency-guard");
+    assert_eq!(
+        fail["resources"],
+        json!([{"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "app", "name": "bad"}])
+    );
+    assert_eq!(fail["properties"]["action"], "Audit");
+    assert_eq!(
+        fail["properties"]["field"],
+        "spec.template.spec.nodeSelector"
+    );
+}
+
+#[test]
+fn nothing_changed_nothing_rejudged() {
+    let w = base();
+    let mut a = auditor(&w);
+    let before = a.plan(now());
+    let (changes, keys) = a.update(w.inventory(), now());
+    assert!(changes.is_empty());
+    assert!(keys.is_empty());
+    assert_eq!(a.plan(now()), before);
+}
+
+#[test]
+fn our_own_status_writes_are_not_changes() {
+    let w = base();
+    let a = auditor(&w);
+    let mut next = (*w.inventory()).clone();
+    let p = next.policies.get_mut("personal-mainland").unwrap();
+    p.status = Some(residency_guard::api::ResidencyPolicyStatus {
+        violations: Some(1),
+        ..Default::default()
+    });
+    assert!(diff(a.inventory(), &next).is_empty());
+}
+
+#[test]
+fn node_relabel_abroad_rejudges_bound_pods_and_matching_workloads() {
+    let w = base();
+    let mut a = auditor(&w);
+    let mut w2 = w.clone();
+    w2.node("bj-1", Some("ap-east-1"));
+    let inv2 = w2.inventory();
+    let changes = diff(a.inventory(), &inv2);
+    assert_eq!(changes.len(), 1);
+    assert!(matches!(&changes[0], Change::Node { name, .. } if name == "bj-1"));
+    let affected = affected_by(&changes[0], &inv2, &a.index);
+    assert_eq!(
+        affected,
+        BTreeSet::from([
+            key(WorkloadKind::Pod, "app", "api-7d9f-x1"), // bound to bj-1
+            key(WorkloadKind::Deployment, "app", "api"),  // nodeSelector matched bj-1
+            key(WorkloadKind::Deployment, "app", "bad"),  // matches every node
+        ])
+    );
+
+    let (_, rejudged) = a.update(inv2, now());
+    assert_eq!(rejudged, affected);
+    let pod = a
+        .index
+        .get(&key(WorkloadKind::Pod, "app", "api-7d9f-x1"))
+        .unwrap();
+    let owner = pod.owner.as_ref().unwrap();
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("ReplicaSet", "api-7d9f")
+    );
+    assert_eq!(owner.top, Some(key(WorkloadKind::Deployment, "app", "api")));
+    let v = &pod.policies[0].violations[0];
+    assert_eq!(v.code, Code::BoundToNodeOutside);
+    let node = v.node.as_ref().unwrap();
+    assert_eq!(
+        (node.name.as_str(), node.region.as_deref()),
+        ("bj-1", Some("ap-east-1"))
+    );
+
+    let plan = a.plan(now());
+    let status = &plan.statuses["personal-mainland"];
+    // The pod actually running abroad is listed first.
+    assert_eq!(status.violations, 2);
+    assert_eq!(status.top_offenders[0].name, "api-7d9f-x1");
+    assert_eq!(status.top_offenders[0].codes, ["BoundToNodeOutside"]);
+    let ev = &plan.events[&EventKey {
+        object: key(WorkloadKind::Pod, "app", "api-7d9f-x1"),
+        policy: "personal-mainland".into(),
+        code: Code::BoundToNodeOutside,
+    }];
+    assert_eq!(ev.related.as_ref().unwrap().name, "api");
+    assert_eq!(ev.related.as_ref().unwrap().kind, "Deployment");
+    assert!(ev.note.contains("bj-1"), "{}", ev.note);
+    let r = plan.reports["app"]
+        .results
+        .iter()
+        .find(|r| r.rule == "BoundToNodeOutside")
+        .unwrap();
+    assert_eq!(r.severity, "critical");
+    assert_eq!(r.properties["node"], "bj-1");
+    assert_eq!(r.properties["region"], "ap-east-1");
+    assert_eq!(r.properties["owner"], "ReplicaSet api-7d9f");
+    assert_eq!(r.properties["workload"], "Deployment api");
+    // Cluster-scoped: the node abroad that governed pods run on.
+    let c = &plan.cluster_report.results;
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].resources[0].kind, "Node");
+    assert_eq!(c[0].resources[0].name, "bj-1");
+    assert_eq!(c[0].properties["pods"], "1");
+}
+
+#[test]
+fn node_losing_its_region_label_is_a_finding() {
+    let w = base();
+    let mut a = auditor(&w);
+    let mut w2 = w.clone();
+    w2.node("bj-1", None);
+    let (_, rejudged) = a.update(w2.inventory(), now());
+    assert!(rejudged.contains(&key(WorkloadKind::Pod, "app", "api-7d9f-x1")));
+    let pod = a
+        .index
+        .get(&key(WorkloadKind::Pod, "app", "api-7d9f-x1"))
+        .unwrap();
+    let v = &pod.policies[0].violations[0];
+    assert_eq!(v.code, Code::BoundToNodeOutside);
+    assert!(v.message.en.contains("no region label"), "{}", v.message.en);
+    // The Deployment's guarantee still holds (it pins cn-north-1).
+    let api = a
+        .index
+        .get(&key(WorkloadKind::Deployment, "app", "api"))
+        .unwrap();
+    assert!(!api.policies[0].violated());
+}
+
+#[test]
+fn node_change_elsewhere_leaves_pinned_workloads_alone() {
+    let w = base();
+    let mut a = auditor(&w);
+    let mut w2 = w.clone();
+    w2.node("sh-1", Some("cn-east-2"));
+    let (changes, rejudged) = a.update(w2.inventory(), now());
+    assert_eq!(changes.len(), 1);
+    // Only `bad` (no constraints) can run on a new node in another region.
+    assert_eq!(
+        rejudged,
+        BTreeSet::from([key(WorkloadKind::Deployment, "app", "bad")])
+    );
+}
+
+fn egress_world() -> World {
+    let mut w = World::default();
+    w.policies
+        .push(policy("personal-cluster-only", "Deny", "ClusterOnly"));
+    w.node("bj-1", Some("cn-north-1"));
+    w.namespaces.insert("net".into(), BTreeMap::new());
+    w.network_policies.push(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "web-no-egress", "namespace": "net"},
+        "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"]}
+    }));
+    w.network_policies.push(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "db-no-egress", "namespace": "net"},
+        "spec": {"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Egress"]}
+    }));
+    w.workloads = vec![
+        deployment("net", "web", json!({"app": "web"}), Some("cn-north-1")),
+        deployment("net", "db", json!({"app": "db"}), Some("cn-north-1")),
+    ];
+    w
+}
+
+#[test]
+fn deleting_a_network_policy_rejudges_exactly_the_pods_it_selected() {
+    let w = egress_world();
+    let mut a = auditor(&w);
+    assert!(a.plan(now()).events.is_empty());
+    let mut w2 = w.clone();
+    w2.network_policies.remove(0);
+    let inv2 = w2.inventory();
+    let changes = diff(a.inventory(), &inv2);
+    assert!(
+        matches!(&changes[..], [Change::NetworkPolicy { name, new: None, .. }] if name == "web-no-egress")
+    );
+    let (_, rejudged) = a.update(inv2, now());
+    assert_eq!(
+        rejudged,
+        BTreeSet::from([key(WorkloadKind::Deployment, "net", "web")])
+    );
+    let plan = a.plan(now());
+    let codes: Vec<Code> = plan.events.keys().map(|k| k.code).collect();
+    assert_eq!(codes, [Code::EgressUnrestricted]);
+    assert_eq!(plan.statuses["personal-cluster-only"].violations, 1);
+}
+
+#[test]
+fn exemption_expiry_fires_at_the_lapse_time() {
+    let mut w = base();
+    w.policies[0]["spec"]["exemptions"] = json!([{
+        "selector": {"matchLabels": {"app": "bad"}},
+        "basis": "StandardContract", "reference": "CAC filing 2026-0042",
+        "approvedBy": "dpo@example.com", "expires": "2026-06-30"
+    }]);
+    let mut a = auditor(&w);
+    let plan = a.plan(now());
+    assert_eq!(plan.statuses["personal-mainland"].violations, 0);
+    assert!(plan.events.is_empty());
+    let skip = &plan.reports["app"].results[2];
+    assert_eq!(
+        (skip.rule.as_str(), skip.result),
+        ("PlacementNotGuaranteed", ResultKind::Skip)
+    );
+    assert_eq!(
+        skip.properties["exemption"],
+        "StandardContract CAC filing 2026-0042"
+    );
+
+    // The end of 2026-06-30 in China Standard Time.
+    let (at, policies) = a.next_lapse(now()).unwrap();
+    assert_eq!(at, "2026-06-30T16:00:00Z".parse::<Timestamp>().unwrap());
+    assert_eq!(policies, ["personal-mainland"]);
+    let rejudged = a.lapse(&policies, at);
+    assert_eq!(
+        rejudged,
+        BTreeSet::from([key(WorkloadKind::Deployment, "app", "bad")])
+    );
+    let plan = a.plan(at);
+    assert_eq!(plan.statuses["personal-mainland"].violations, 1);
+    assert_eq!(plan.events.len(), 1);
+    assert_eq!(plan.reports["app"].results[2].result, ResultKind::Fail);
+    assert!(a.next_lapse(at).is_none());
+}
+
+#[test]
+fn deleted_policy_takes_its_findings_with_it() {
+    let w = base();
+    let mut a = auditor(&w);
+    let mut w2 = w.clone();
+    w2.policies.clear();
+    let inv2 = w2.inventory();
+    let changes = diff(a.inventory(), &inv2);
+    assert_eq!(
+        changes,
+        [Change::Policy {
+            name: "personal-mainland".into()
+        }]
+    );
+    let (_, rejudged) = a.update(inv2, now());
+    // Everything it governed; owned pods had no finding of their own under
+    // it (they run on mainland nodes), so they cannot change.
+    assert_eq!(
+        rejudged,
+        BTreeSet::from([
+            key(WorkloadKind::Deployment, "app", "api"),
+            key(WorkloadKind::Deployment, "app", "bad"),
+            key(WorkloadKind::Deployment, "app", "other"),
+        ])
+    );
+    let plan = a.plan(now());
+    assert!(plan.statuses.is_empty());
+    assert!(plan.events.is_empty());
+    assert!(plan.reports.is_empty(), "the namespace report must go");
+    assert!(plan.cluster_report.results.is_empty());
+}
+
+#[test]
+fn namespace_relabel_rejudges_its_workloads() {
+    let mut w = base();
+    w.namespaces.insert("other".into(), BTreeMap::new());
+    w.workloads.push(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "unlabelled", "namespace": "other"}, "spec": {"template": {"spec": {}}}}));
+    let mut a = auditor(&w);
+    assert!(
+        a.index
+            .get(&key(WorkloadKind::Deployment, "other", "unlabelled"))
+            .is_none()
+    );
+    let mut w2 = w.clone();
+    w2.namespaces.insert(
+        "other".into(),
+        BTreeMap::from([(
+            "residencyguard.io/data-class".to_string(),
+            "personal".to_string(),
+        )]),
+    );
+    let (_, rejudged) = a.update(w2.inventory(), now());
+    assert_eq!(
+        rejudged,
+        BTreeSet::from([key(WorkloadKind::Deployment, "other", "unlabelled")])
+    );
+    let f = a
+        .index
+        .get(&key(WorkloadKind::Deployment, "other", "unlabelled"))
+        .unwrap();
+    assert!(f.policies[0].violated());
+}
+
+#[test]
+fn invalid_policy_is_not_ready_and_reported_cluster_wide() {
+    let mut w = base();
+    w.policies.push(json!({
+        "apiVersion": "residencyguard.io/v1alpha1", "kind": "ResidencyPolicy",
+        "metadata": {"name": "broken", "generation": 1},
+        "spec": {"dataClasses": ["personal"], "egress": {"mode": "MainlandOnly", "allowedCIDRs": ["not-a-cidr"]}}
+    }));
+    let a = auditor(&w);
+    let plan = a.plan(now());
+    let s = &plan.statuses["broken"];
+    assert!(!s.ready);
+    assert_eq!(s.reason, "InvalidPolicy");
+    assert!(
+        s.message.contains("spec.egress.allowedCIDRs[0]"),
+        "{}",
+        s.message
+    );
+    let c = &plan.cluster_report.results[0];
+    assert_eq!(
+        (c.rule.as_str(), c.result),
+        ("InvalidPolicy", ResultKind::Error)
+    );
+    assert_eq!(c.resources[0].kind, "ResidencyPolicy");
+}
+
+#[test]
+fn events_are_in_the_configured_language_and_at_most_1_kib() {
+    let mut a = Auditor::new(PlanConfig {
+        lang: Lang::ZhCn,
+        ..PlanConfig::default()
+    });
+    a.full_pass(base().inventory(), now());
+    let plan = a.plan(now());
+    let note = &plan.events.values().next().unwrap().note;
+    assert!(note.contains("策略"), "{note}");
+    assert!(note.len() <= 1024);
+
+    let long = "数据".repeat(400); // 2400 bytes
+    let cut = truncate_note(&long, 1024);
+    assert!(cut.len() <= 1024);
+    assert!(cut.ends_with('…'));
+    assert_eq!(truncate_note("short", 1024), "short");
+}
