@@ -199,21 +199,12 @@ fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, Duration) {
     (all[all.len() / 2], all[all.len() - 1])
 }
 
-/// With `[[bench]] name = "audit" harness = false` this is the entry point.
-#[cfg(not(test))]
+/// The entry point (`[[bench]] name = "audit" harness = false`):
+/// `cargo bench --bench audit` prints the figures.
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    figures();
-}
-
-/// Without the stanza Cargo builds benches with the test harness: then
-/// `cargo bench --bench audit -- --ignored --nocapture` runs the same figures.
-#[cfg(test)]
-#[test]
-#[ignore = "a benchmark: prints figures"]
-fn audit_figures() {
     figures();
 }
 
