@@ -15,7 +15,7 @@ pub mod selector;
 pub mod verdict;
 pub mod workload;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use jiff::Timestamp;
 
@@ -48,6 +48,17 @@ pub struct Snapshot {
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     pub network: egress::NetworkIndex,
     pub address_space: AddressSpace,
+    /// Derived from `nodes` by `set_nodes`, so each evaluation does not
+    /// rebuild them.
+    node_index: NodeIndex,
+}
+
+/// Lookups over the inventory that every evaluation needs.
+#[derive(Clone, Debug, Default)]
+struct NodeIndex {
+    by_name: HashMap<String, usize>,
+    /// Mainland regions present in the inventory (for fix messages).
+    mainland_regions: BTreeSet<String>,
 }
 
 impl Snapshot {
@@ -61,14 +72,40 @@ impl Snapshot {
 
     /// Replace the node inventory, classifying each node once.
     pub fn set_nodes(&mut self, nodes: impl IntoIterator<Item = NodeInfo>) {
-        let classified = nodes
+        let classified: Vec<ClassifiedNode> = nodes
             .into_iter()
             .map(|info| ClassifiedNode {
                 standing: nodes::classify(&info, &self.catalogue),
                 info,
             })
             .collect();
+        self.node_index = NodeIndex {
+            by_name: classified.iter().enumerate().map(|(i, n)| (n.info.name.clone(), i)).collect(),
+            mainland_regions: classified
+                .iter()
+                .filter_map(|n| match &n.standing {
+                    NodeStanding::Mainland { region } => Some(region.clone()),
+                    _ => None,
+                })
+                .collect(),
+        };
         self.nodes = Some(classified);
+    }
+
+    /// The node of that name in the inventory.
+    pub fn node(&self, name: &str) -> Option<&ClassifiedNode> {
+        let nodes = self.nodes.as_ref()?;
+        match self.node_index.by_name.get(name) {
+            Some(&i) => nodes.get(i).filter(|n| n.info.name == name),
+            // `nodes` was assigned directly rather than through set_nodes.
+            None if self.node_index.by_name.is_empty() => nodes.iter().find(|n| n.info.name == name),
+            None => None,
+        }
+    }
+
+    /// Mainland regions present in the inventory.
+    pub fn inventory_mainland_regions(&self) -> &BTreeSet<String> {
+        &self.node_index.mainland_regions
     }
 
     /// Compile and add a policy; returns its warnings, or its errors.

@@ -31,7 +31,7 @@ pub struct Facts<'s> {
     /// `spec.nodeName` and the node it names, if in the inventory.
     bound: Option<(String, Option<&'s ClassifiedNode>)>,
     /// Mainland regions present in the inventory, for the fix.
-    inventory_mainland_regions: BTreeSet<String>,
+    inventory_mainland_regions: &'s BTreeSet<String>,
 }
 
 struct TermFacts {
@@ -84,45 +84,30 @@ impl<'s> Facts<'s> {
                 .collect(),
         };
 
+        // spec.nodeName bypasses the scheduler: when the named node is known,
+        // it alone is judged and the inventory need not be scanned.
+        let bound = pod.node_name.as_ref().map(|name| (name.clone(), snapshot.node(name)));
+        let bound_known = matches!(bound, Some((_, Some(_))));
         let matches_constraints = |n: &ClassifiedNode| {
             let view = NodeLabels {
                 name: &n.info.name,
                 labels: &n.info.labels,
             };
             base.iter().all(|r| r.matches(&view))
-                && compiled_terms
-                    .as_ref()
-                    .is_none_or(|ts| ts.iter().any(|t| t.matches(&view)))
+                && compiled_terms.as_ref().is_none_or(|ts| ts.iter().any(|t| t.matches(&view)))
         };
-        let matching = snapshot.nodes.as_ref().map(|nodes| {
-            nodes
-                .iter()
-                .filter(|n| matches_constraints(n))
-                .collect::<Vec<_>>()
-        });
-        let bound = pod.node_name.as_ref().map(|name| {
-            let node = snapshot
-                .nodes
-                .as_ref()
-                .and_then(|nodes| nodes.iter().find(|n| &n.info.name == name));
-            (name.clone(), node)
-        });
-        let inventory_mainland_regions = snapshot
+        let matching = snapshot
             .nodes
-            .iter()
-            .flatten()
-            .filter_map(|n| match &n.standing {
-                NodeStanding::Mainland { region } => Some(region.clone()),
-                _ => None,
-            })
-            .collect();
+            .as_ref()
+            .filter(|_| !bound_known)
+            .map(|nodes| nodes.iter().filter(|n| matches_constraints(n)).collect::<Vec<_>>());
         Facts {
             terms,
             has_required_affinity: compiled_terms.is_some(),
             has_preferred_affinity,
             matching,
             bound,
-            inventory_mainland_regions,
+            inventory_mainland_regions: snapshot.inventory_mainland_regions(),
         }
     }
 }
