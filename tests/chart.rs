@@ -666,13 +666,7 @@ fn audit_perms(ns: &str) -> BTreeSet<Perm> {
             &["patch"],
             &[],
         ),
-        (
-            "cluster",
-            "events.k8s.io",
-            &["events"],
-            &["create", "patch"],
-            &[],
-        ),
+        ("cluster", "events.k8s.io", &["events"], &["create"], &[]),
         (
             "cluster",
             "wgpolicyk8s.io",
@@ -1173,6 +1167,7 @@ fn default_environment_is_exactly_the_contract() {
     let e = env(&render(&helm, NO_ARGS));
     let expected: BTreeMap<String, String> = [
         ("RESIDENCY_GUARD_NAMESPACE", "fieldRef:metadata.namespace"),
+        ("RESIDENCY_GUARD_POD_NAME", "fieldRef:metadata.name"),
         ("RESIDENCY_GUARD_WEBHOOK_ADDR", "0.0.0.0:8443"),
         ("RESIDENCY_GUARD_ADMIN_ADDR", "0.0.0.0:8080"),
         ("RESIDENCY_GUARD_SERVICE_NAME", RELEASE),
@@ -1208,6 +1203,9 @@ fn default_environment_is_exactly_the_contract() {
         ("zh-CN", "text")
     );
     assert_eq!(e["RESIDENCY_GUARD_LOG_LEVEL"], "debug");
+    assert!(!e.contains_key("RESIDENCY_GUARD_AUDIT"));
+    let e = env(&render(&helm, &["--set", "audit.enabled=true"]));
+    assert_eq!(e["RESIDENCY_GUARD_AUDIT"], "true");
 
     // Every variable the chart sets is one docs/operator-contract.md defines.
     let contract =

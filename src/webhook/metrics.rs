@@ -46,7 +46,14 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
+        Metrics::new_with(|_| {})
+    }
+
+    /// Build the registry, letting another component (the audit
+    /// controller) register its own metrics under the same prefix.
+    pub fn new_with(extra: impl FnOnce(&mut Registry)) -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("residency_guard");
+        extra(&mut registry);
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register(
             "admission_decisions",

@@ -122,6 +122,17 @@ pub struct ServeArgs {
     /// objects at 3 MiB; a review carries the object and the old object).
     #[arg(long, env = "RESIDENCY_GUARD_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Run the audit controller too: re-judge what already runs and write
+    /// policy status, Events and PolicyReports (from the elected leader).
+    #[arg(long, env = "RESIDENCY_GUARD_AUDIT", default_value_t = false)]
+    pub audit: bool,
+    /// This replica's identity for leader election (the chart sets the pod name).
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_POD_NAME",
+        default_value = "residency-guard"
+    )]
+    pub pod_name: String,
     /// After SIGTERM, how long /readyz fails before the listener closes.
     #[arg(
         long,
@@ -166,7 +177,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             address_space,
         },
     );
-    let metrics = metrics::Metrics::new();
+    let audit_metrics = crate::audit::metrics::AuditMetrics::new();
+    let metrics = if args.audit {
+        metrics::Metrics::new_with(|registry| audit_metrics.register(registry))
+    } else {
+        metrics::Metrics::new()
+    };
+    if args.audit {
+        let cfg = crate::audit::AuditConfig {
+            plan: crate::audit::plan::PlanConfig {
+                lang,
+                ..Default::default()
+            },
+            writer: crate::audit::writer::WriterConfig {
+                reporting_instance: args.pod_name.clone(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let lease = crate::audit::leader::LeaseConfig::new(&args.namespace, &args.pod_name);
+        crate::audit::spawn(client.clone(), &state, cfg, lease, audit_metrics);
+        tracing::info!(identity = %args.pod_name, "audit controller started (writes only while leader)");
+    }
     let certs = tls::CertStore::new();
     match args.tls_mode {
         TlsMode::Files => {
