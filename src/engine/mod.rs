@@ -80,7 +80,11 @@ impl Snapshot {
             })
             .collect();
         self.node_index = NodeIndex {
-            by_name: classified.iter().enumerate().map(|(i, n)| (n.info.name.clone(), i)).collect(),
+            by_name: classified
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.info.name.clone(), i))
+                .collect(),
             mainland_regions: classified
                 .iter()
                 .filter_map(|n| match &n.standing {
@@ -98,7 +102,9 @@ impl Snapshot {
         match self.node_index.by_name.get(name) {
             Some(&i) => nodes.get(i).filter(|n| n.info.name == name),
             // `nodes` was assigned directly rather than through set_nodes.
-            None if self.node_index.by_name.is_empty() => nodes.iter().find(|n| n.info.name == name),
+            None if self.node_index.by_name.is_empty() => {
+                nodes.iter().find(|n| n.info.name == name)
+            }
             None => None,
         }
     }

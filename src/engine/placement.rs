@@ -86,7 +86,10 @@ impl<'s> Facts<'s> {
 
         // spec.nodeName bypasses the scheduler: when the named node is known,
         // it alone is judged and the inventory need not be scanned.
-        let bound = pod.node_name.as_ref().map(|name| (name.clone(), snapshot.node(name)));
+        let bound = pod
+            .node_name
+            .as_ref()
+            .map(|name| (name.clone(), snapshot.node(name)));
         let bound_known = matches!(bound, Some((_, Some(_))));
         let matches_constraints = |n: &ClassifiedNode| {
             let view = NodeLabels {
@@ -94,13 +97,20 @@ impl<'s> Facts<'s> {
                 labels: &n.info.labels,
             };
             base.iter().all(|r| r.matches(&view))
-                && compiled_terms.as_ref().is_none_or(|ts| ts.iter().any(|t| t.matches(&view)))
+                && compiled_terms
+                    .as_ref()
+                    .is_none_or(|ts| ts.iter().any(|t| t.matches(&view)))
         };
         let matching = snapshot
             .nodes
             .as_ref()
             .filter(|_| !bound_known)
-            .map(|nodes| nodes.iter().filter(|n| matches_constraints(n)).collect::<Vec<_>>());
+            .map(|nodes| {
+                nodes
+                    .iter()
+                    .filter(|n| matches_constraints(n))
+                    .collect::<Vec<_>>()
+            });
         Facts {
             terms,
             has_required_affinity: compiled_terms.is_some(),
