@@ -504,6 +504,9 @@ pub(crate) fn check(
         }
         let example = match mode {
             EgressMode::ClusterOnly => first_outside(*cidr, except, &space.cluster),
+            // Union only when the policy adds destinations: the mainland set
+            // is thousands of ranges and this runs per outside block.
+            _ if policy.allowed_cidrs.is_empty() => first_outside(*cidr, except, &space.inside),
             _ => first_outside(*cidr, except, &space.inside.union(&policy.allowed_cidrs)),
         };
         let country = example.and_then(|a| space.country(a));

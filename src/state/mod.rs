@@ -8,7 +8,7 @@
 //! admission request reads a consistent, immutable view without locking.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -144,6 +144,10 @@ pub struct WatchHealth {
     pub total: AtomicUsize,
     pub skipped_objects: AtomicUsize,
     pub watch_errors: AtomicUsize,
+    /// A snapshot built after every watch had synced has been published.
+    /// Until then reviews would be judged against missing policies, so the
+    /// operator is not ready (failing open is not an option).
+    pub snapshot_synced: AtomicBool,
 }
 
 /// A workload's identity (kind, namespace, name).
@@ -206,6 +210,7 @@ impl State {
         let (_, rx) = watch::channel(snapshot);
         let (_, inventory) = watch::channel(Arc::new(inventory));
         let health = WatchHealth::default();
+        health.snapshot_synced.store(true, Ordering::Release);
         State {
             snapshot: rx,
             workloads: Arc::new(Mutex::new(workloads)),
@@ -223,10 +228,10 @@ impl State {
         self.snapshot.borrow().clone()
     }
 
-    /// Every watch has delivered its initial list.
+    /// Every watch has delivered its initial list and a snapshot built from
+    /// all of them is published.
     pub fn ready(&self) -> bool {
-        let total = self.health.total.load(Ordering::Relaxed);
-        self.health.synced.load(Ordering::Relaxed) >= total
+        self.health.snapshot_synced.load(Ordering::Acquire)
     }
 }
 
@@ -351,7 +356,7 @@ async fn run_watch(
                 with_parts(&shared, |parts| parts[index] = fresh);
                 if !synced_once {
                     synced_once = true;
-                    health.synced.fetch_add(1, Ordering::Relaxed);
+                    health.synced.fetch_add(1, Ordering::Release);
                     tracing::info!(resource = kind.name, "watch synced");
                 }
             }
@@ -401,6 +406,9 @@ async fn rebuild_loop(
     loop {
         shared.changed.notified().await;
         tokio::time::sleep(DEBOUNCE).await;
+        // Read the sync count before the parts: a watch bumps it only after
+        // its initial list is in the parts, so `synced` implies complete data.
+        let synced = health.synced.load(Ordering::Acquire) >= health.total.load(Ordering::Relaxed);
         let parts = match shared.parts.lock() {
             Ok(g) => g.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -410,11 +418,13 @@ async fn rebuild_loop(
             *w = by_ns;
         }
         let snapshot = Arc::new(snapshot);
-        let synced = health.synced.load(Ordering::Relaxed) >= health.total.load(Ordering::Relaxed);
         // Nobody listening (the audit is off) is fine.
         let _ = inventory_tx.send(Arc::new(inventory(&parts, snapshot.clone(), synced)));
         if tx.send(snapshot).is_err() {
             return;
+        }
+        if synced {
+            health.snapshot_synced.store(true, Ordering::Release);
         }
     }
 }
