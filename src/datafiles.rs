@@ -6,12 +6,36 @@ use std::path::{Path, PathBuf};
 use crate::engine::ipset::IpSet;
 use crate::engine::{AddressSpace, Catalogue, egress};
 
-/// Where the user's data overrides live.
-#[derive(Clone, Debug, Default)]
+/// Where the user's data overrides live: the same flags for `check` and
+/// `serve` (flattened into both).
+#[derive(Clone, Debug, Default, clap::Args)]
 pub struct DataSources {
+    /// Extra jurisdiction catalogue entries (YAML, same format as
+    /// data/jurisdictions.yaml); they override built-in entries.
+    #[arg(long, value_name = "FILE", env = "RESIDENCY_GUARD_CATALOGUE")]
     pub catalogue: Vec<PathBuf>,
+
+    /// Replace the bundled mainland-China address data with this list
+    /// (one CIDR per line, # comments).
+    #[arg(long, value_name = "FILE", env = "RESIDENCY_GUARD_MAINLAND_CIDRS")]
     pub mainland_cidrs: Option<PathBuf>,
+
+    /// Add these CIDRs (a file in the same format) to the mainland-China set.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "RESIDENCY_GUARD_EXTRA_MAINLAND_CIDRS"
+    )]
     pub extra_mainland_cidrs: Vec<PathBuf>,
+
+    /// The cluster's own pod and service CIDRs (in-cluster, never
+    /// cross-border). Repeatable or comma-separated.
+    #[arg(
+        long = "cluster-cidr",
+        value_name = "CIDR",
+        env = "RESIDENCY_GUARD_CLUSTER_CIDRS",
+        value_delimiter = ','
+    )]
     pub cluster_cidrs: Vec<String>,
 }
 

@@ -44,33 +44,8 @@ pub struct CheckArgs {
     #[arg(long, env = "RESIDENCY_GUARD_LANG")]
     pub lang: Option<String>,
 
-    /// Extra jurisdiction catalogue entries (YAML, same format as
-    /// data/jurisdictions.yaml); they override built-in entries.
-    #[arg(long, value_name = "FILE", env = "RESIDENCY_GUARD_CATALOGUE")]
-    pub catalogue: Vec<PathBuf>,
-
-    /// Replace the bundled mainland-China address data with this list
-    /// (one CIDR per line, # comments).
-    #[arg(long, value_name = "FILE", env = "RESIDENCY_GUARD_MAINLAND_CIDRS")]
-    pub mainland_cidrs: Option<PathBuf>,
-
-    /// Add these CIDRs (a file in the same format) to the mainland-China set.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "RESIDENCY_GUARD_EXTRA_MAINLAND_CIDRS"
-    )]
-    pub extra_mainland_cidrs: Vec<PathBuf>,
-
-    /// The cluster's own pod and service CIDRs (in-cluster, never
-    /// cross-border). Repeatable or comma-separated.
-    #[arg(
-        long = "cluster-cidr",
-        value_name = "CIDR",
-        env = "RESIDENCY_GUARD_CLUSTER_CIDRS",
-        value_delimiter = ','
-    )]
-    pub cluster_cidrs: Vec<String>,
+    #[command(flatten)]
+    pub data: DataSources,
 
     /// Namespace for objects that do not name one.
     #[arg(short = 'n', long, default_value = "default")]
@@ -146,13 +121,7 @@ fn fail(errors: &[String]) -> ExitCode {
 
 /// The catalogue and address space, from the bundled data and the flags.
 fn base_snapshot(args: &CheckArgs) -> Result<Snapshot, String> {
-    let sources = DataSources {
-        catalogue: args.catalogue.clone(),
-        mainland_cidrs: args.mainland_cidrs.clone(),
-        extra_mainland_cidrs: args.extra_mainland_cidrs.clone(),
-        cluster_cidrs: args.cluster_cidrs.clone(),
-    };
-    let (catalogue, space) = sources.load()?;
+    let (catalogue, space) = args.data.load()?;
     Ok(Snapshot::new(catalogue, space))
 }
 

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -323,17 +324,25 @@ fn network_policy_review(
     now: Timestamp,
     decision: &mut Decision,
 ) -> Response {
-    let namespace = req.namespace.clone().unwrap_or_else(|| "default".into());
-    let name = req.name.clone().unwrap_or_default();
-    let mut changed = snapshot.clone();
-    changed.network.remove_network_policy(&namespace, &name);
-    if matches!(req.operation.as_str(), "CREATE" | "UPDATE") {
-        let Some(object) = req.object else {
-            return allow();
-        };
-        let np: k8s_openapi::api::networking::v1::NetworkPolicy =
-            match serde_json::from_str(object.get()) {
-                Ok(np) => np,
+    // The request names the object; a DELETE may carry only the old object.
+    let old_meta = req
+        .old_object
+        .and_then(|old| serde_json::from_str::<NetworkPolicyMeta>(old.get()).ok())
+        .map(|m| m.metadata)
+        .unwrap_or_default();
+    let namespace = req
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .or(old_meta.namespace)
+        .unwrap_or_else(|| "default".into());
+    let replacement = match req.operation.as_str() {
+        "CREATE" | "UPDATE" => {
+            let Some(object) = req.object else {
+                return allow();
+            };
+            match serde_json::from_str::<NetworkPolicy>(object.get()) {
+                Ok(np) => Some(np),
                 Err(e) => {
                     decision.result = "error";
                     return refuse(
@@ -342,27 +351,25 @@ fn network_policy_review(
                         format!("residency-guard cannot read this NetworkPolicy: {e}"),
                     );
                 }
-            };
-        let mut np = np;
+            }
+        }
+        "DELETE" => None,
+        _ => return allow(),
+    };
+    let name = req
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .or(old_meta.name)
+        .unwrap_or_default();
+    let mut changed = snapshot.clone();
+    changed.network.remove_network_policy(&namespace, &name);
+    if let Some(mut np) = replacement {
         np.metadata.namespace = Some(namespace.clone());
         if np.metadata.name.is_none() {
             np.metadata.name = Some(name.clone());
         }
         changed.network.add_network_policy(&np);
-    } else if req.operation != "DELETE" {
-        return allow();
-    } else if let Some(old) = req.old_object {
-        // Name from the old object when the request omits it.
-        if name.is_empty()
-            && let Ok(meta) = serde_json::from_str::<NetworkPolicyMeta>(old.get())
-        {
-            let n = meta.metadata.name.unwrap_or_default();
-            changed = snapshot.clone();
-            changed.network.remove_network_policy(
-                meta.metadata.namespace.as_deref().unwrap_or(&namespace),
-                &n,
-            );
-        }
     }
     decision.result = "judged";
     let mut deny = Vec::new();

@@ -102,22 +102,8 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
     #[arg(long, env = "RESIDENCY_GUARD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
-    #[arg(long, env = "RESIDENCY_GUARD_CATALOGUE", value_name = "FILE")]
-    pub catalogue: Vec<PathBuf>,
-    #[arg(long, env = "RESIDENCY_GUARD_MAINLAND_CIDRS", value_name = "FILE")]
-    pub mainland_cidrs: Option<PathBuf>,
-    #[arg(
-        long,
-        env = "RESIDENCY_GUARD_EXTRA_MAINLAND_CIDRS",
-        value_name = "FILE"
-    )]
-    pub extra_mainland_cidrs: Vec<PathBuf>,
-    #[arg(
-        long = "cluster-cidr",
-        env = "RESIDENCY_GUARD_CLUSTER_CIDRS",
-        value_delimiter = ','
-    )]
-    pub cluster_cidrs: Vec<String>,
+    #[command(flatten)]
+    pub data: DataSources,
     /// AdmissionReviews larger than this get HTTP 413 (the API server caps
     /// objects at 3 MiB; a review carries the object and the old object).
     #[arg(long, env = "RESIDENCY_GUARD_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
@@ -162,13 +148,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format, &args.log_level);
     let lang = Lang::parse(&args.lang)
         .ok_or_else(|| anyhow::anyhow!("--lang {:?}: use en or zh-CN", args.lang))?;
-    let sources = DataSources {
-        catalogue: args.catalogue.clone(),
-        mainland_cidrs: args.mainland_cidrs.clone(),
-        extra_mainland_cidrs: args.extra_mainland_cidrs.clone(),
-        cluster_cidrs: args.cluster_cidrs.clone(),
-    };
-    let (catalogue, address_space) = sources.load().map_err(|e| anyhow::anyhow!(e))?;
+    let (catalogue, address_space) = args.data.load().map_err(|e| anyhow::anyhow!(e))?;
     let client = kube::Client::try_default().await?;
     let state = state::start(
         client.clone(),
