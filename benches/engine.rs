@@ -744,7 +744,7 @@ fn support(c: &mut Criterion) {
         },
         AddressSpace::builtin_mainland(),
     );
-    full.address_space = AddressSpace::builtin();
+    full.address_space = AddressSpace::builtin().into();
     g.bench_function("snapshot_clone_5000_nodes_builtin_address_space", |b| {
         b.iter(|| black_box(&full).clone())
     });

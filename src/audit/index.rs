@@ -295,8 +295,8 @@ pub fn diff(prev: &Inventory, next: &Inventory) -> Vec<Change> {
 
     let nodes = |inv: &Inventory| -> BTreeMap<String, NodeInfo> {
         inv.snapshot
-            .nodes
-            .iter()
+            .nodes()
+            .into_iter()
             .flatten()
             .map(|n| (n.info.name.clone(), n.info.clone()))
             .collect()

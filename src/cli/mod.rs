@@ -364,7 +364,7 @@ pub fn load_inputs(
         files: paths.len(),
         documents: docs.len(),
         policies: policy_count,
-        nodes: snapshot.nodes.as_ref().map(Vec::len),
+        nodes: snapshot.nodes().map(<[_]>::len),
         namespaces: snapshot.namespaces.len(),
         skipped,
     };

@@ -7,6 +7,7 @@
 pub mod catalogue;
 mod classify;
 pub mod egress;
+pub mod inventory;
 pub mod ipset;
 pub mod nodes;
 pub mod placement;
@@ -15,7 +16,8 @@ pub mod selector;
 pub mod verdict;
 pub mod workload;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use jiff::Timestamp;
 
@@ -29,89 +31,57 @@ pub use workload::{Workload, WorkloadError, WorkloadKind};
 
 use crate::api::ResidencyPolicy;
 
-/// A node with its policy-independent standing, computed once per snapshot.
-#[derive(Clone, Debug)]
-pub struct ClassifiedNode {
-    pub info: NodeInfo,
-    pub standing: NodeStanding,
-}
+pub use inventory::{ClassifiedNode, Inventory};
 
 /// Everything the decision depends on besides the workload and the time.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub catalogue: Catalogue,
     pub policies: Vec<CompiledPolicy>,
-    /// The node inventory; `None` when unknown (the CLI given only
-    /// manifests), in which case the guarantee alone decides placement.
-    pub nodes: Option<Vec<ClassifiedNode>>,
-    /// Namespace name → labels. A namespace missing here is unknown.
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     pub network: egress::NetworkIndex,
-    pub address_space: AddressSpace,
-    /// Derived from `nodes` by `set_nodes`, so each evaluation does not
-    /// rebuild them.
-    node_index: NodeIndex,
-}
-
-/// Lookups over the inventory that every evaluation needs.
-#[derive(Clone, Debug, Default)]
-struct NodeIndex {
-    by_name: HashMap<String, usize>,
-    /// Mainland regions present in the inventory (for fix messages).
-    mainland_regions: BTreeSet<String>,
+    /// Shared, not copied, when a snapshot is cloned (the webhook clones
+    /// one to judge a NetworkPolicy change).
+    pub address_space: Arc<AddressSpace>,
+    /// The node inventory; `None` when unknown (the CLI given only
+    /// manifests), in which case the guarantee alone decides placement.
+    inventory: Option<Arc<Inventory>>,
 }
 
 impl Snapshot {
-    pub fn new(catalogue: Catalogue, address_space: AddressSpace) -> Self {
+    pub fn new(catalogue: Catalogue, address_space: impl Into<Arc<AddressSpace>>) -> Self {
         Snapshot {
             catalogue,
-            address_space,
+            address_space: address_space.into(),
             ..Snapshot::default()
         }
     }
 
-    /// Replace the node inventory, classifying each node once.
+    /// Replace the node inventory, classifying and indexing each node once.
     pub fn set_nodes(&mut self, nodes: impl IntoIterator<Item = NodeInfo>) {
-        let classified: Vec<ClassifiedNode> = nodes
-            .into_iter()
-            .map(|info| ClassifiedNode {
-                standing: nodes::classify(&info, &self.catalogue),
-                info,
-            })
-            .collect();
-        self.node_index = NodeIndex {
-            by_name: classified
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (n.info.name.clone(), i))
-                .collect(),
-            mainland_regions: classified
-                .iter()
-                .filter_map(|n| match &n.standing {
-                    NodeStanding::Mainland { region } => Some(region.clone()),
-                    _ => None,
-                })
-                .collect(),
-        };
-        self.nodes = Some(classified);
+        self.inventory = Some(Arc::new(Inventory::new(nodes, &self.catalogue)));
+    }
+
+    /// The node inventory, when known.
+    pub fn inventory(&self) -> Option<&Inventory> {
+        self.inventory.as_deref()
+    }
+
+    /// The nodes, when the inventory is known.
+    pub fn nodes(&self) -> Option<&[ClassifiedNode]> {
+        self.inventory().map(Inventory::nodes)
     }
 
     /// The node of that name in the inventory.
     pub fn node(&self, name: &str) -> Option<&ClassifiedNode> {
-        let nodes = self.nodes.as_ref()?;
-        match self.node_index.by_name.get(name) {
-            Some(&i) => nodes.get(i).filter(|n| n.info.name == name),
-            // `nodes` was assigned directly rather than through set_nodes.
-            None if self.node_index.by_name.is_empty() => {
-                nodes.iter().find(|n| n.info.name == name)
-            }
-            None => None,
-        }
+        self.inventory()?.node(name)
     }
 
     /// Mainland regions present in the inventory.
     pub fn inventory_mainland_regions(&self) -> &BTreeSet<String> {
-        &self.node_index.mainland_regions
+        static NONE: BTreeSet<String> = BTreeSet::new();
+        self.inventory()
+            .map_or(&NONE, |inventory| inventory.mainland_regions())
     }
 
     /// Compile and add a policy; returns its warnings, or its errors.

@@ -11,6 +11,9 @@ use std::collections::BTreeSet;
 use super::classify::MessageContext;
 use super::nodes::{NodeStanding, REGION_LABEL};
 use super::policy::CompiledPolicy;
+use fixedbitset::FixedBitSet;
+
+use super::inventory::Inventory;
 use super::selector::{Conjunction, NODE_NAME_FIELD, NodeLabels, Op, Requirement, Space, Term};
 use super::verdict::{Code, Evidence, NodeEvidence, Text, Violation};
 use super::{ClassifiedNode, Snapshot, Workload, WorkloadKind};
@@ -27,11 +30,36 @@ pub struct Facts<'s> {
     has_required_affinity: bool,
     has_preferred_affinity: bool,
     /// Nodes matching the constraints today (None: no inventory).
-    matching: Option<Vec<&'s ClassifiedNode>>,
+    matching: Option<Matching<'s>>,
     /// `spec.nodeName` and the node it names, if in the inventory.
     bound: Option<(String, Option<&'s ClassifiedNode>)>,
     /// Mainland regions present in the inventory, for the fix.
     inventory_mainland_regions: &'s BTreeSet<String>,
+}
+
+/// The inventory's nodes that match a pod's constraints, as a set of
+/// indices into the inventory.
+struct Matching<'s> {
+    inventory: &'s Inventory,
+    nodes: FixedBitSet,
+}
+
+impl<'s> Matching<'s> {
+    fn count(&self) -> usize {
+        self.nodes.count_ones(..)
+    }
+
+    /// Matching nodes `policy` does not accept, in inventory order. Only
+    /// nodes outside mainland China (by the catalogue) need a closer look.
+    fn unacceptable(&self, policy: &CompiledPolicy) -> Vec<&'s ClassifiedNode> {
+        let mut candidates = self.nodes.clone();
+        candidates.intersect_with(self.inventory.not_mainland());
+        candidates
+            .ones()
+            .filter_map(|i| self.inventory.get(i))
+            .filter(|n| !node_ok(n, policy))
+            .collect()
+    }
 }
 
 struct TermFacts {
@@ -91,25 +119,12 @@ impl<'s> Facts<'s> {
             .as_ref()
             .map(|name| (name.clone(), snapshot.node(name)));
         let bound_known = matches!(bound, Some((_, Some(_))));
-        let matches_constraints = |n: &ClassifiedNode| {
-            let view = NodeLabels {
-                name: &n.info.name,
-                labels: &n.info.labels,
-            };
-            base.iter().all(|r| r.matches(&view))
-                && compiled_terms
-                    .as_ref()
-                    .is_none_or(|ts| ts.iter().any(|t| t.matches(&view)))
-        };
         let matching = snapshot
-            .nodes
-            .as_ref()
+            .inventory()
             .filter(|_| !bound_known)
-            .map(|nodes| {
-                nodes
-                    .iter()
-                    .filter(|n| matches_constraints(n))
-                    .collect::<Vec<_>>()
+            .map(|inventory| Matching {
+                nodes: inventory.constraint_matches(&base, compiled_terms.as_deref()),
+                inventory,
             });
         Facts {
             terms,
@@ -207,10 +222,7 @@ pub(crate) fn check(
     }
 
     let (matching_count, outside): (Option<usize>, Vec<&ClassifiedNode>) = match &facts.matching {
-        Some(m) => (
-            Some(m.len()),
-            m.iter().copied().filter(|n| !node_ok(n, policy)).collect(),
-        ),
+        Some(m) => (Some(m.count()), m.unacceptable(policy)),
         None => (None, Vec::new()),
     };
     let listed: Vec<NodeEvidence> = outside
