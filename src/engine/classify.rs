@@ -6,7 +6,7 @@ use jiff::Timestamp;
 
 use super::egress;
 use super::placement;
-use super::policy::CompiledPolicy;
+use super::policy::{CompiledPolicy, class_mask};
 use super::verdict::{
     ClassSource, ExemptionUse, Notice, PolicyOutcome, Text, Verdict, WorkloadRef,
 };
@@ -32,12 +32,12 @@ pub(super) fn evaluate(
     let mut notices = Vec::new();
     let mut outcomes = Vec::new();
 
+    let workload_mask = class_mask(classes.iter().copied());
     let governing: Vec<(&CompiledPolicy, Vec<DataClass>)> = snapshot
         .policies
         .iter()
         .filter_map(|p| {
-            let matched: Vec<DataClass> = p.classes.intersection(&classes).copied().collect();
-            if matched.is_empty() {
+            if p.class_mask & workload_mask == 0 {
                 return None;
             }
             let in_scope = match (&p.namespace_selector, ns_labels) {
@@ -63,7 +63,7 @@ pub(super) fn evaluate(
                     true
                 }
             };
-            in_scope.then_some((p, matched))
+            in_scope.then(|| (p, p.classes.intersection(&classes).copied().collect()))
         })
         .collect();
 
@@ -105,7 +105,7 @@ pub(super) fn evaluate(
         };
         let mut violations = Vec::new();
         if let Some(facts) = &facts {
-            violations.extend(placement::check(facts, policy, snapshot, &ctx));
+            violations.extend(placement::check(facts, policy, &ctx));
         }
         if let Some(eff) = &effective {
             violations.extend(egress::check(eff, policy, snapshot, &ctx));

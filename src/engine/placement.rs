@@ -41,20 +41,26 @@ pub struct Facts<'s> {
 /// indices into the inventory.
 struct Matching<'s> {
     inventory: &'s Inventory,
-    nodes: FixedBitSet,
+    count: usize,
+    /// Matching nodes the catalogue does not place in mainland China: the
+    /// only ones any policy can object to.
+    not_mainland: FixedBitSet,
 }
 
 impl<'s> Matching<'s> {
-    fn count(&self) -> usize {
-        self.nodes.count_ones(..)
+    fn new(inventory: &'s Inventory, mut nodes: FixedBitSet) -> Self {
+        let count = nodes.count_ones(..);
+        nodes.intersect_with(inventory.not_mainland());
+        Matching {
+            inventory,
+            count,
+            not_mainland: nodes,
+        }
     }
 
-    /// Matching nodes `policy` does not accept, in inventory order. Only
-    /// nodes outside mainland China (by the catalogue) need a closer look.
+    /// Matching nodes `policy` does not accept, in inventory order.
     fn unacceptable(&self, policy: &CompiledPolicy) -> Vec<&'s ClassifiedNode> {
-        let mut candidates = self.nodes.clone();
-        candidates.intersect_with(self.inventory.not_mainland());
-        candidates
+        self.not_mainland
             .ones()
             .filter_map(|i| self.inventory.get(i))
             .filter(|n| !node_ok(n, policy))
@@ -62,10 +68,39 @@ impl<'s> Matching<'s> {
     }
 }
 
+/// What one term (a required term AND nodeSelector) says about placement,
+/// independent of any policy: computed once per workload, not per policy.
 struct TermFacts {
-    /// Why the term matches nothing (then it never lets the pod run anywhere).
-    invalid: bool,
+    /// The term matches no node (invalid, or contradictory), so it never
+    /// lets the pod run anywhere and cannot break the guarantee.
+    matches_nothing: bool,
+    /// The term pins the region label to mainland regions only.
+    region_ok: bool,
+    /// It constrains the region label at all.
+    pins_region: bool,
+    /// Region values it allows that are not mainland, for messages.
+    non_mainland_regions: Vec<String>,
     conjunction: Conjunction,
+}
+
+impl TermFacts {
+    fn new(invalid: bool, conjunction: Conjunction, snapshot: &Snapshot) -> TermFacts {
+        let matches_nothing = invalid || conjunction.unsatisfiable();
+        let regions = conjunction.label_values(REGION_LABEL);
+        let non_mainland_regions: Vec<String> = regions
+            .iter()
+            .flatten()
+            .filter(|v| !snapshot.catalogue.is_mainland_region(v))
+            .map(|v| v.to_string())
+            .collect();
+        TermFacts {
+            matches_nothing,
+            region_ok: regions.is_some() && non_mainland_regions.is_empty(),
+            pins_region: regions.is_some(),
+            non_mainland_regions,
+            conjunction,
+        }
+    }
 }
 
 impl<'s> Facts<'s> {
@@ -99,15 +134,12 @@ impl<'s> Facts<'s> {
             required.map(|sel| sel.node_selector_terms.iter().map(Term::from_k8s).collect());
 
         let terms = match &compiled_terms {
-            None => vec![TermFacts {
-                invalid: false,
-                conjunction: Conjunction::new(&base),
-            }],
+            None => vec![TermFacts::new(false, Conjunction::new(&base), snapshot)],
             Some(terms) => terms
                 .iter()
-                .map(|t| TermFacts {
-                    invalid: t.invalid.is_some(),
-                    conjunction: Conjunction::new(base.iter().chain(&t.requirements)),
+                .map(|t| {
+                    let conjunction = Conjunction::new(base.iter().chain(&t.requirements));
+                    TermFacts::new(t.invalid.is_some(), conjunction, snapshot)
                 })
                 .collect(),
         };
@@ -122,9 +154,9 @@ impl<'s> Facts<'s> {
         let matching = snapshot
             .inventory()
             .filter(|_| !bound_known)
-            .map(|inventory| Matching {
-                nodes: inventory.constraint_matches(&base, compiled_terms.as_deref()),
-                inventory,
+            .map(|inventory| {
+                let nodes = inventory.constraint_matches(&base, compiled_terms.as_deref());
+                Matching::new(inventory, nodes)
             });
         Facts {
             terms,
@@ -168,30 +200,22 @@ struct Gap {
     pins_region: bool,
 }
 
-fn guarantee_gap(facts: &Facts<'_>, policy: &CompiledPolicy, snapshot: &Snapshot) -> Option<Gap> {
+fn guarantee_gap(facts: &Facts<'_>, policy: &CompiledPolicy) -> Option<Gap> {
     for (i, t) in facts.terms.iter().enumerate() {
-        if t.invalid || t.conjunction.unsatisfiable() {
-            continue; // matches no node: cannot place the pod anywhere
+        if t.matches_nothing || t.region_ok {
+            continue;
         }
-        let regions = t.conjunction.label_values(REGION_LABEL);
-        let region_ok = regions.as_ref().is_some_and(|vals| {
-            vals.iter()
-                .all(|v| snapshot.catalogue.is_mainland_region(v))
-        });
+        // Not pinned to mainland regions: acceptable only if the term can
+        // only ever select nodes the policy's allowedNodes vouches for.
         let allowed_ok = policy
             .allowed_nodes
             .as_ref()
             .is_some_and(|a| a.terms.iter().any(|at| t.conjunction.implies_term(at)));
-        if !(region_ok || allowed_ok) {
+        if !allowed_ok {
             return Some(Gap {
                 term: facts.has_required_affinity.then_some(i),
-                non_mainland_regions: regions
-                    .iter()
-                    .flatten()
-                    .filter(|v| !snapshot.catalogue.is_mainland_region(v))
-                    .map(|v| v.to_string())
-                    .collect(),
-                pins_region: regions.is_some(),
+                non_mainland_regions: t.non_mainland_regions.clone(),
+                pins_region: t.pins_region,
             });
         }
     }
@@ -201,7 +225,6 @@ fn guarantee_gap(facts: &Facts<'_>, policy: &CompiledPolicy, snapshot: &Snapshot
 pub(crate) fn check(
     facts: &Facts<'_>,
     policy: &CompiledPolicy,
-    snapshot: &Snapshot,
     ctx: &MessageContext<'_>,
 ) -> Vec<Violation> {
     let prefix = ctx.workload.pod_spec_path();
@@ -222,7 +245,7 @@ pub(crate) fn check(
     }
 
     let (matching_count, outside): (Option<usize>, Vec<&ClassifiedNode>) = match &facts.matching {
-        Some(m) => (Some(m.count()), m.unacceptable(policy)),
+        Some(m) => (Some(m.count), m.unacceptable(policy)),
         None => (None, Vec::new()),
     };
     let listed: Vec<NodeEvidence> = outside
@@ -232,7 +255,7 @@ pub(crate) fn check(
         .collect();
     let more_outside = outside.len().saturating_sub(listed.len());
 
-    let gap = guarantee_gap(facts, policy, snapshot);
+    let gap = guarantee_gap(facts, policy);
     let (code, field) = match &gap {
         Some(g) => (Code::PlacementNotGuaranteed, gap_field(prefix, g, facts)),
         None if !outside.is_empty() => (Code::NodeOutsideMainland, constraint_field(prefix, facts)),

@@ -24,12 +24,22 @@ pub struct CompiledPolicy {
     pub name: String,
     pub generation: Option<i64>,
     pub classes: BTreeSet<DataClass>,
+    /// `classes` as a bit set, so finding the governing policies among
+    /// hundreds is one AND each.
+    pub(crate) class_mask: u32,
     pub namespace_selector: Option<LabelSelectorMatcher>,
     pub allowed_nodes: Option<NodeSelectorTerms>,
     pub egress_mode: EgressMode,
     pub allowed_cidrs: IpSet,
     pub action: Action,
     pub exemptions: Vec<CompiledExemption>,
+}
+
+/// A set of data classes as bits (the vocabulary is closed and small).
+pub(crate) fn class_mask(classes: impl IntoIterator<Item = DataClass>) -> u32 {
+    classes
+        .into_iter()
+        .fold(0, |mask, c| mask | 1 << (c as u32))
 }
 
 #[derive(Clone, Debug)]
@@ -192,6 +202,7 @@ pub fn compile(
             name: policy.metadata.name.clone().unwrap_or_default(),
             generation: policy.metadata.generation,
             classes: spec.data_classes.iter().copied().collect(),
+            class_mask: class_mask(spec.data_classes.iter().copied()),
             namespace_selector,
             allowed_nodes,
             egress_mode: spec.egress.mode,
