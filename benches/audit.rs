@@ -127,7 +127,7 @@ fn policy_obj(i: usize) -> ResidencyPolicy {
 
 struct Projected {
     nodes: Vec<NodeInfo>,
-    workloads: BTreeMap<WorkloadKey, Workload>,
+    workloads: BTreeMap<WorkloadKey, Arc<Workload>>,
     policies: BTreeMap<String, ResidencyPolicy>,
     full_bytes: usize,
 }
@@ -149,7 +149,7 @@ fn project() -> Projected {
     {
         full_bytes += serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(0);
         let w = Workload::from_value(&v, "default").expect("workload");
-        workloads.insert(WorkloadKey::of(&w), w);
+        workloads.insert(WorkloadKey::of(&w), Arc::new(w));
     }
     let policies = (0..POLICIES)
         .map(|i| (format!("policy-{i}"), policy_obj(i)))
@@ -268,6 +268,22 @@ fn figures() {
         "re-evaluation after one node relabel (diff + affected + re-judge {rejudged} objects): median {:?}, max {:?}",
         median / 2,
         max / 2
+    );
+    // Where the relabel's time goes.
+    let (diff_median, _) = time(10, || residency_guard::audit::index::diff(&home, &abroad));
+    let changes = residency_guard::audit::index::diff(&home, &abroad);
+    let (affected_median, _) = time(10, || auditor.affected(&changes, &abroad));
+    let affected = auditor.affected(&changes, &abroad);
+    let (judge_median, _) = time(10, || {
+        affected
+            .iter()
+            .filter_map(|k| abroad.workloads.get(k))
+            .filter_map(|w| residency_guard::audit::index::judge(w, &abroad, now))
+            .count()
+    });
+    println!(
+        "  of which: diff {diff_median:?}, affected {affected_median:?}, judging {} objects {judge_median:?}",
+        affected.len()
     );
     let (_, keys) = auditor.update(abroad.clone(), now);
     let (median, _) = time(5, || auditor.plan(now));

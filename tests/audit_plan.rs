@@ -65,7 +65,7 @@ impl World {
             .iter()
             .map(|v| {
                 let w = Workload::from_value(v, "default").unwrap();
-                (WorkloadKey::of(&w), w)
+                (WorkloadKey::of(&w), Arc::new(w))
             })
             .collect();
         Arc::new(Inventory {

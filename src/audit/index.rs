@@ -3,13 +3,14 @@
 //! the cluster can affect. Pure and synchronous: no I/O, no clock.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use crate::api::{Action, DataClass};
 use crate::engine::egress::CompiledNetworkPolicy;
-use crate::engine::selector::{NodeLabels, Requirement, Term};
+use crate::engine::selector::{NodeLabels, Term};
 use crate::engine::verdict::{Evidence, ExemptionUse, NodeEvidence};
 use crate::engine::{Code, NodeInfo, Text, Workload, WorkloadKind, evaluate};
 use crate::state::{Inventory, WorkloadKey};
@@ -262,11 +263,14 @@ pub fn could_run_on(w: &Workload, node: &NodeInfo) -> bool {
     if pod.node_name.as_ref().is_some_and(|n| n != &node.name) {
         return false;
     }
+    // nodeSelector is label equality (as `Requirement::label_eq`), checked
+    // without building requirements: this runs for every workload per node
+    // change.
     let selector_ok = pod
         .node_selector
         .iter()
         .flatten()
-        .all(|(k, v)| Requirement::label_eq(k, v).matches(&view));
+        .all(|(k, v)| node.labels.get(k) == Some(v));
     if !selector_ok {
         return false;
     }
@@ -288,24 +292,40 @@ pub fn could_run_on(w: &Workload, node: &NodeInfo) -> bool {
     }
 }
 
+/// The index's entries with their workloads in `inv`, by walking both
+/// sorted maps side by side (a lookup per entry costs more at 10,000s).
+fn judged_workloads<'a>(
+    index: &'a FindingsIndex,
+    inv: &'a Inventory,
+) -> impl Iterator<Item = (&'a WorkloadKey, &'a Workload)> {
+    let mut workloads = inv.workloads.iter().peekable();
+    index.iter().filter_map(move |(key, _)| {
+        // Skip workloads the index has no entry for (unclassified).
+        while workloads.next_if(|(k, _)| *k < key).is_some() {}
+        workloads
+            .next_if(|(k, _)| *k == key)
+            .map(|(k, w)| (k, w.as_ref()))
+    })
+}
+
 /// What changed from `prev` to `next`. Policy status changes (our own
 /// writes) are not changes: only spec and generation count.
 pub fn diff(prev: &Inventory, next: &Inventory) -> Vec<Change> {
     let mut changes = Vec::new();
 
-    let nodes = |inv: &Inventory| -> BTreeMap<String, NodeInfo> {
+    fn nodes(inv: &Inventory) -> BTreeMap<&str, &NodeInfo> {
         inv.snapshot
             .nodes()
             .into_iter()
             .flatten()
-            .map(|n| (n.info.name.clone(), n.info.clone()))
+            .map(|n| (n.info.name.as_str(), &n.info))
             .collect()
-    };
+    }
     merge(&nodes(prev), &nodes(next), |name, old, new| {
         changes.push(Change::Node {
-            name: name.clone(),
-            old: old.cloned(),
-            new: new.cloned(),
+            name: name.to_string(),
+            old: old.map(|n| (*n).clone()),
+            new: new.map(|n| (*n).clone()),
         })
     });
     merge(
@@ -333,9 +353,12 @@ pub fn diff(prev: &Inventory, next: &Inventory) -> Vec<Change> {
         |a, b| a.spec == b.spec && a.metadata.generation == b.metadata.generation,
         |name, _, _| changes.push(Change::Policy { name: name.clone() }),
     );
-    merge(&prev.workloads, &next.workloads, |key, _, _| {
-        changes.push(Change::Workload(key.clone()))
-    });
+    merge_by(
+        &prev.workloads,
+        &next.workloads,
+        |a, b| Arc::ptr_eq(a, b) || a == b,
+        |key, _, _| changes.push(Change::Workload(key.clone())),
+    );
     changes
 }
 
@@ -399,9 +422,7 @@ pub fn affected_by(
         Change::Node { name, old, new } => {
             // Pods bound to it, and classified workloads whose constraints
             // match it before or after (its standing changes their verdict).
-            index
-                .iter()
-                .filter_map(|(k, _)| inv.workloads.get(k).map(|w| (k, w)))
+            judged_workloads(index, inv)
                 .filter(|(_, w)| match &w.pod.node_name {
                     Some(bound) => bound == name,
                     None => [old, new].into_iter().flatten().any(|n| could_run_on(w, n)),

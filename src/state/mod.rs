@@ -29,18 +29,19 @@ use crate::webhook::admission::WorkloadSource;
 /// One projected object.
 #[derive(Clone, Debug)]
 enum Item {
-    Policy(Box<ResidencyPolicy>),
+    Policy(Arc<ResidencyPolicy>),
     Node(NodeInfo),
     Namespace(BTreeMap<String, String>),
-    NetworkPolicy(Box<NetworkPolicy>),
-    Service(Box<Service>),
-    Workload(Box<Workload>),
+    NetworkPolicy(Arc<NetworkPolicy>),
+    Service(Arc<Service>),
+    Workload(Arc<Workload>),
     /// A controller-owned Pod bound to a node: judged through its owner by
     /// the webhook, but the audit checks where it actually runs.
-    OwnedPod(Box<Workload>),
+    OwnedPod(Arc<Workload>),
 }
 
-/// What one watch keeps: object key → projection.
+/// What one watch keeps: object key → projection. Projections are shared
+/// (`Arc`), so the snapshot builder's copy of the parts copies no object.
 type Part = BTreeMap<String, Item>;
 
 /// A watched resource kind and how to project its objects.
@@ -59,7 +60,7 @@ fn watched_kinds() -> Vec<Watched> {
         Watched {
             name: "residencypolicies",
             resource: ApiResource::erase::<ResidencyPolicy>(&()),
-            project: |v| decode::<ResidencyPolicy>(v).map(|p| Some(Item::Policy(Box::new(p)))),
+            project: |v| decode::<ResidencyPolicy>(v).map(|p| Some(Item::Policy(Arc::new(p)))),
         },
         Watched {
             name: "nodes",
@@ -77,7 +78,7 @@ fn watched_kinds() -> Vec<Watched> {
         Watched {
             name: "networkpolicies",
             resource: ApiResource::erase::<NetworkPolicy>(&()),
-            project: |v| decode::<NetworkPolicy>(v).map(|n| Some(Item::NetworkPolicy(Box::new(n)))),
+            project: |v| decode::<NetworkPolicy>(v).map(|n| Some(Item::NetworkPolicy(Arc::new(n)))),
         },
         Watched {
             name: "services",
@@ -87,7 +88,7 @@ fn watched_kinds() -> Vec<Watched> {
                 let svc: Service = decode(v)?;
                 let external =
                     svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName");
-                Ok(external.then(|| Item::Service(Box::new(svc))))
+                Ok(external.then(|| Item::Service(Arc::new(svc))))
             },
         },
     ];
@@ -99,8 +100,8 @@ fn watched_kinds() -> Vec<Watched> {
             project: |v| match Workload::from_value(v, "default") {
                 Ok(w) if w.controller.is_some() => Ok((w.kind == WorkloadKind::Pod
                     && w.pod.node_name.is_some())
-                .then(|| Item::OwnedPod(Box::new(w)))),
-                Ok(w) => Ok(Some(Item::Workload(Box::new(w)))),
+                .then(|| Item::OwnedPod(Arc::new(w)))),
+                Ok(w) => Ok(Some(Item::Workload(Arc::new(w)))),
                 Err(e) => Err(e.to_string()),
             },
         });
@@ -178,7 +179,9 @@ pub struct Inventory {
     /// NetworkPolicies by `namespace/name`.
     pub network_policies: BTreeMap<String, NetworkPolicy>,
     /// Every judged workload, plus controller-owned Pods bound to a node.
-    pub workloads: BTreeMap<WorkloadKey, Workload>,
+    /// Shared with the watch projections: building an inventory copies no
+    /// workload, and comparing two is mostly pointer comparisons.
+    pub workloads: BTreeMap<WorkloadKey, Arc<Workload>>,
     /// Every watch has delivered its initial list.
     pub synced: bool,
 }
@@ -202,7 +205,7 @@ impl State {
             workloads: workloads
                 .values()
                 .flatten()
-                .map(|w| (WorkloadKey::of(w), w.clone()))
+                .map(|w| (WorkloadKey::of(w), Arc::new(w.clone())))
                 .collect(),
             synced: true,
             ..Inventory::default()
@@ -485,7 +488,7 @@ fn inventory(parts: &[Part], snapshot: Arc<Snapshot>, synced: bool) -> Inventory
                 inv.network_policies.insert(key.clone(), (**np).clone());
             }
             Item::Workload(w) | Item::OwnedPod(w) => {
-                inv.workloads.insert(WorkloadKey::of(w), (**w).clone());
+                inv.workloads.insert(WorkloadKey::of(w), Arc::clone(w));
             }
             Item::Node(_) | Item::Namespace(_) | Item::Service(_) => {}
         }
