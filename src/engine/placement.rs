@@ -15,7 +15,7 @@ use fixedbitset::FixedBitSet;
 
 use super::inventory::Inventory;
 use super::selector::{Conjunction, NODE_NAME_FIELD, NodeLabels, Op, Requirement, Space, Term};
-use super::verdict::{Code, Evidence, NodeEvidence, Text, Violation};
+use super::verdict::{Code, Evidence, NodeEvidence, Text, Violation, describe_node};
 use super::{ClassifiedNode, Snapshot, Workload, WorkloadKind};
 
 /// Outside nodes listed as evidence; the rest are counted.
@@ -306,7 +306,7 @@ fn node_list(nodes: &[&ClassifiedNode], lang: super::Lang) -> String {
     let mut parts: Vec<String> = nodes
         .iter()
         .take(MAX_NODES_IN_MESSAGE)
-        .map(|n| evidence_of(n).describe(lang))
+        .map(|n| describe_node(&n.info.name, n.info.region_label(), &n.standing, lang))
         .collect();
     if nodes.len() > MAX_NODES_IN_MESSAGE {
         let more = nodes.len() - MAX_NODES_IN_MESSAGE;

@@ -92,19 +92,30 @@ pub struct NodeEvidence {
 
 impl NodeEvidence {
     pub fn describe(&self, lang: Lang) -> String {
-        let region = self.region.as_deref().unwrap_or("?");
-        match (&self.standing, lang) {
-            (NodeStanding::Mainland { .. }, Lang::En) => format!("{} in {region}", self.name),
-            (NodeStanding::Mainland { .. }, Lang::ZhCn) => format!("{}（{region}）", self.name),
-            (NodeStanding::Outside { country, .. }, Lang::En) => {
-                format!("{} in {region} ({country})", self.name)
-            }
-            (NodeStanding::Outside { jurisdiction, .. }, Lang::ZhCn) => {
-                format!("{}（{region}，{}）", self.name, jurisdiction.describe_zh())
-            }
-            (NodeStanding::Untrusted(why), lang) => {
-                format!("{} ({})", self.name, describe_untrusted(why, lang))
-            }
+        describe_node(&self.name, self.region.as_deref(), &self.standing, lang)
+    }
+}
+
+/// "node-7 in ap-east-1 (HK)": a node, its region and why it is (not)
+/// mainland, for messages.
+pub fn describe_node(
+    name: &str,
+    region: Option<&str>,
+    standing: &NodeStanding,
+    lang: Lang,
+) -> String {
+    let region = region.unwrap_or("?");
+    match (standing, lang) {
+        (NodeStanding::Mainland { .. }, Lang::En) => format!("{name} in {region}"),
+        (NodeStanding::Mainland { .. }, Lang::ZhCn) => format!("{name}（{region}）"),
+        (NodeStanding::Outside { country, .. }, Lang::En) => {
+            format!("{name} in {region} ({country})")
+        }
+        (NodeStanding::Outside { jurisdiction, .. }, Lang::ZhCn) => {
+            format!("{name}（{region}，{}）", jurisdiction.describe_zh())
+        }
+        (NodeStanding::Untrusted(why), lang) => {
+            format!("{name} ({})", describe_untrusted(why, lang))
         }
     }
 }
