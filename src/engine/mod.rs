@@ -27,7 +27,7 @@ pub use egress::AddressSpace;
 pub use nodes::{NodeInfo, NodeStanding};
 pub use policy::{CompiledPolicy, PolicyProblem};
 pub use verdict::{Code, Lang, Text, Verdict};
-pub use workload::{Workload, WorkloadError, WorkloadKind};
+pub use workload::{Workload, WorkloadError, WorkloadKind, WorkloadObject};
 
 use crate::api::ResidencyPolicy;
 

@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::core::v1::NodeAffinity;
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum WorkloadKind {
@@ -248,6 +249,20 @@ impl Workload {
         bytes: &[u8],
         default_namespace: &str,
     ) -> Result<Workload, WorkloadError> {
+        // One pass when the input is well formed; anything it refuses goes
+        // through the two-pass decoder below, whose errors name the field.
+        if let Ok(object) = serde_json::from_slice::<WorkloadObject>(bytes) {
+            return object.into_workload(default_namespace);
+        }
+        Self::from_json_slice_in_two_passes(bytes, default_namespace)
+    }
+
+    /// The type first, then the object as that kind, with the field path of
+    /// any error.
+    fn from_json_slice_in_two_passes(
+        bytes: &[u8],
+        default_namespace: &str,
+    ) -> Result<Workload, WorkloadError> {
         let header: TypeHeader =
             serde_json::from_slice(bytes).map_err(|e| WorkloadError::NotAnObject(e.to_string()))?;
         let kind = kind_of(header)?;
@@ -286,12 +301,8 @@ impl Workload {
         let (meta, template) = match kind {
             WorkloadKind::Pod => {
                 let doc: PodDoc = decode(kind, de)?;
-                let labels = doc.metadata.labels.clone();
                 let template = TemplateView {
-                    metadata: Some(MetaView {
-                        labels,
-                        ..MetaView::default()
-                    }),
+                    metadata: None,
                     spec: doc.spec,
                 };
                 (doc.metadata, template)
@@ -312,33 +323,51 @@ impl Workload {
                 (doc.metadata, template)
             }
         };
-        let name = meta
-            .name
-            .filter(|n| !n.is_empty())
-            .or_else(|| {
-                meta.generate_name
-                    .filter(|n| !n.is_empty())
-                    .map(|g| format!("{g}*"))
-            })
-            .ok_or(WorkloadError::MissingName { kind })?;
-        let controller = meta
-            .owner_references
-            .unwrap_or_default()
-            .into_iter()
-            .find(|o| o.controller == Some(true));
-        Ok(Workload {
-            kind,
-            namespace: meta
-                .namespace
-                .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| default_namespace.to_string()),
-            name,
-            labels: meta.labels.unwrap_or_default(),
-            template_labels: template.metadata.and_then(|m| m.labels).unwrap_or_default(),
-            pod: template.spec.unwrap_or_default(),
-            controller,
-        })
+        assemble(kind, meta, template, default_namespace)
     }
+}
+
+/// The parts of a decoded workload object → the Workload (shared by every
+/// decoder so they agree on names, namespaces and template labels).
+fn assemble(
+    kind: WorkloadKind,
+    meta: MetaView,
+    mut template: TemplateView,
+    default_namespace: &str,
+) -> Result<Workload, WorkloadError> {
+    // A Pod is its own template.
+    if kind == WorkloadKind::Pod {
+        template.metadata = Some(MetaView {
+            labels: meta.labels.clone(),
+            ..MetaView::default()
+        });
+    }
+    let name = meta
+        .name
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            meta.generate_name
+                .filter(|n| !n.is_empty())
+                .map(|g| format!("{g}*"))
+        })
+        .ok_or(WorkloadError::MissingName { kind })?;
+    let controller = meta
+        .owner_references
+        .unwrap_or_default()
+        .into_iter()
+        .find(|o| o.controller == Some(true));
+    Ok(Workload {
+        kind,
+        namespace: meta
+            .namespace
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| default_namespace.to_string()),
+        name,
+        labels: meta.labels.unwrap_or_default(),
+        template_labels: template.metadata.and_then(|m| m.labels).unwrap_or_default(),
+        pod: template.spec.unwrap_or_default(),
+        controller,
+    })
 }
 
 fn kind_of(header: TypeHeader) -> Result<WorkloadKind, WorkloadError> {
@@ -359,6 +388,145 @@ where
         path: e.path().to_string(),
         message: e.inner().to_string(),
     })
+}
+
+/// A workload object decoded in one pass over borrowed JSON (for example
+/// inside an AdmissionReview), finished into a [`Workload`] once the
+/// default namespace is known.
+///
+/// The API server writes `apiVersion` and `kind` first, so the spec can be
+/// decoded straight into the right shape; in any other order it is held as
+/// raw JSON until the type is known. Only the fields the engine reads are
+/// built; `managedFields`, annotations, containers and status are skipped
+/// without allocating.
+///
+/// It is strict: any input it does not read exactly as the two-pass decoder
+/// of [`Workload::from_json_slice`] does (wrong types, duplicate keys, a
+/// non-object) is a deserialization error, and callers fall back to that
+/// decoder for its precise, field-naming error.
+#[derive(Debug)]
+pub struct WorkloadObject {
+    decoded: Result<(WorkloadKind, MetaView, TemplateView), WorkloadError>,
+}
+
+impl WorkloadObject {
+    /// The workload, or why this object is not one (a kind that creates no
+    /// pods, no apiVersion/kind, no name).
+    pub fn into_workload(self, default_namespace: &str) -> Result<Workload, WorkloadError> {
+        let (kind, meta, template) = self.decoded?;
+        assemble(kind, meta, template, default_namespace)
+    }
+}
+
+/// The object keys the one-pass decoder reads.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum ObjectKey {
+    ApiVersion,
+    Kind,
+    Metadata,
+    Spec,
+    #[serde(other)]
+    Other,
+}
+
+/// Decodes `spec` as the pod template of `kind`.
+struct SpecSeed(WorkloadKind);
+
+impl<'de> DeserializeSeed<'de> for SpecSeed {
+    type Value = TemplateView;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<TemplateView, D::Error> {
+        Ok(match self.0 {
+            // The Pod's own labels are added by `assemble`.
+            WorkloadKind::Pod => TemplateView {
+                metadata: None,
+                spec: Option::<PodSpecView>::deserialize(de)?,
+            },
+            WorkloadKind::CronJob => Option::<CronSpec>::deserialize(de)?
+                .and_then(|s| s.job_template)
+                .and_then(|j| j.spec)
+                .and_then(|s| s.template)
+                .unwrap_or_default(),
+            _ => Option::<TemplatedSpec>::deserialize(de)?
+                .and_then(|s| s.template)
+                .unwrap_or_default(),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for WorkloadObject {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_map(ObjectVisitor)
+    }
+}
+
+struct ObjectVisitor;
+
+impl<'de> Visitor<'de> for ObjectVisitor {
+    type Value = WorkloadObject;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a Kubernetes object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<WorkloadObject, A::Error> {
+        // `None` = not seen; `Some(None)` = null, as the two-pass decoder reads it.
+        let mut api_version: Option<Option<String>> = None;
+        let mut kind: Option<Option<String>> = None;
+        let mut metadata: Option<MetaView> = None;
+        let mut spec: Option<TemplateView> = None;
+        let mut raw_spec: Option<&'de RawValue> = None;
+        while let Some(key) = map.next_key::<ObjectKey>()? {
+            match key {
+                ObjectKey::ApiVersion if api_version.is_none() => {
+                    api_version = Some(map.next_value()?);
+                }
+                ObjectKey::Kind if kind.is_none() => kind = Some(map.next_value()?),
+                ObjectKey::Metadata if metadata.is_none() => metadata = Some(map.next_value()?),
+                ObjectKey::Spec if spec.is_none() && raw_spec.is_none() => {
+                    match (&api_version, &kind) {
+                        (Some(api_version), Some(kind)) => match kind_of(TypeHeader {
+                            api_version: api_version.clone(),
+                            kind: kind.clone(),
+                        }) {
+                            Ok(k) => spec = Some(map.next_value_seed(SpecSeed(k))?),
+                            // Not judged: its spec is never read.
+                            Err(_) => {
+                                map.next_value::<IgnoredAny>()?;
+                            }
+                        },
+                        // The type comes later: keep the spec as raw JSON.
+                        _ => raw_spec = Some(map.next_value()?),
+                    }
+                }
+                ObjectKey::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                ObjectKey::ApiVersion | ObjectKey::Kind | ObjectKey::Metadata | ObjectKey::Spec => {
+                    return Err(de::Error::custom("duplicate key"));
+                }
+            }
+        }
+        let header = TypeHeader {
+            api_version: api_version.flatten(),
+            kind: kind.flatten(),
+        };
+        let kind = match kind_of(header) {
+            Ok(k) => k,
+            Err(e) => return Ok(WorkloadObject { decoded: Err(e) }),
+        };
+        let template = match (spec, raw_spec) {
+            (Some(t), _) => t,
+            (None, Some(raw)) => SpecSeed(kind)
+                .deserialize(&mut serde_json::Deserializer::from_str(raw.get()))
+                .map_err(de::Error::custom)?,
+            (None, None) => TemplateView::default(),
+        };
+        Ok(WorkloadObject {
+            decoded: Ok((kind, metadata.unwrap_or_default(), template)),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -442,6 +610,129 @@ mod tests {
                 .unwrap_err()
                 .is_not_a_workload()
         );
+    }
+
+    /// The API server's key order, written by hand: `json!` sorts keys.
+    fn in_order(parts: &[(&str, serde_json::Value)]) -> Vec<u8> {
+        let body = parts
+            .iter()
+            .map(|(k, v)| format!("{}:{v}", serde_json::Value::from(*k)))
+            .collect::<Vec<_>>()
+            .join(",");
+        format!("{{{body}}}").into_bytes()
+    }
+
+    /// Whatever the one-pass decoder accepts, it reads as the two-pass one
+    /// does; whatever it refuses, `from_json_slice` reports as that one does.
+    #[test]
+    fn one_pass_agrees_with_two_passes() {
+        let tpl = json!({"metadata": {"labels": {"t": "1"}, "annotations": {"a": "b"}},
+            "spec": {"nodeSelector": {"a": "b"}, "containers": [{"name": "c"}], "nodeName": "n",
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+                    {"nodeSelectorTerms": [{"matchExpressions": [{"key": "k", "operator": "Exists"}]}]}}}}});
+        let meta = json!({"name": "d", "labels": {"l": "1"}, "managedFields": [{"f:x": {}}],
+            "ownerReferences": [{"kind": "X", "name": "x"}, {"kind": "Y", "name": "y", "controller": true}]});
+        let pod_spec = json!({"nodeSelector": {"a": "b"}, "hostNetwork": true});
+        let cron = json!({"jobTemplate": {"spec": {"template": tpl}}});
+        const ACCEPTED: usize = 11;
+        let cases: Vec<Vec<u8>> = vec![
+            in_order(&[
+                ("apiVersion", json!("apps/v1")),
+                ("kind", json!("Deployment")),
+                ("metadata", meta.clone()),
+                ("spec", json!({"template": tpl})),
+                ("status", json!({})),
+            ]),
+            in_order(&[
+                ("spec", json!({"template": tpl})),
+                ("metadata", meta.clone()),
+                ("kind", json!("StatefulSet")),
+                ("apiVersion", json!("apps/v1")),
+            ]),
+            in_order(&[
+                ("kind", json!("Pod")),
+                ("spec", pod_spec.clone()),
+                ("apiVersion", json!("v1")),
+                ("metadata", meta.clone()),
+            ]),
+            in_order(&[
+                ("apiVersion", json!("v1")),
+                ("kind", json!("Pod")),
+                ("spec", pod_spec.clone()),
+                ("metadata", json!({"generateName": "p-", "namespace": "ns"})),
+            ]),
+            in_order(&[
+                ("apiVersion", json!("batch/v1")),
+                ("kind", json!("CronJob")),
+                ("metadata", meta.clone()),
+                ("spec", cron.clone()),
+            ]),
+            in_order(&[
+                ("spec", cron),
+                ("apiVersion", json!("batch/v1")),
+                ("kind", json!("CronJob")),
+                ("metadata", meta.clone()),
+            ]),
+            in_order(&[
+                ("apiVersion", json!("apps/v1")),
+                ("kind", json!("Deployment")),
+                ("spec", json!(null)),
+                ("metadata", json!({"name": ""})),
+            ]),
+            in_order(&[
+                ("apiVersion", json!("v1")),
+                ("kind", json!("ConfigMap")),
+                ("spec", json!(1)),
+            ]),
+            in_order(&[
+                ("spec", json!(1)),
+                ("apiVersion", json!("v1")),
+                ("kind", json!("ConfigMap")),
+            ]),
+            in_order(&[("kind", json!("Deployment")), ("spec", json!({}))]),
+            in_order(&[
+                ("apiVersion", json!(null)),
+                ("kind", json!("Deployment")),
+                ("spec", json!({})),
+            ]),
+            // Refused by the single pass (all after the first ACCEPTED).
+            in_order(&[
+                ("apiVersion", json!("apps/v1")),
+                ("kind", json!("Deployment")),
+                ("metadata", meta.clone()),
+                ("spec", json!({"template": {"spec": {"nodeName": 3}}})),
+            ]),
+            in_order(&[
+                ("spec", json!({"template": {"spec": {"nodeName": 3}}})),
+                ("apiVersion", json!("apps/v1")),
+                ("kind", json!("Deployment")),
+                ("metadata", meta.clone()),
+            ]),
+            in_order(&[
+                ("apiVersion", json!("apps/v1")),
+                ("kind", json!("Deployment")),
+                ("metadata", json!({"labels": []})),
+            ]),
+            in_order(&[
+                ("apiVersion", json!("apps/v1")),
+                ("kind", json!("Deployment")),
+                ("kind", json!("Deployment")),
+                ("metadata", meta),
+            ]),
+            in_order(&[("apiVersion", json!(7)), ("kind", json!("Deployment"))]),
+            b"[\"apps/v1\", \"Deployment\"]".to_vec(),
+            b"{\"apiVersion\": \"v1\"".to_vec(),
+            b"null".to_vec(),
+        ];
+        for (i, bytes) in cases.iter().enumerate() {
+            let text = String::from_utf8_lossy(bytes);
+            let two = Workload::from_json_slice_in_two_passes(bytes, "default");
+            assert_eq!(Workload::from_json_slice(bytes, "default"), two, "{text}");
+            match serde_json::from_slice::<WorkloadObject>(bytes) {
+                Ok(one) => assert_eq!(one.into_workload("default"), two, "{text}"),
+                Err(e) => assert!(i >= ACCEPTED, "refused {text}: {e}"),
+            }
+        }
     }
 
     #[test]

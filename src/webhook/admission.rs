@@ -1,30 +1,46 @@
-//! AdmissionReview v1 ↔ engine. Decodes only what the engine needs (the
-//! object stays raw JSON until the workload decoder reads its few fields),
-//! and turns a Verdict into allow / deny(403, message) / warnings.
+//! AdmissionReview v1 ↔ engine. Decodes only what the engine needs and
+//! turns a Verdict into allow / deny(403, message) / warnings.
+//!
+//! A workload review is decoded in one pass: the envelope and the object's
+//! few fields together, with managedFields, annotations, containers and
+//! `oldObject` skipped unbuilt. Anything that pass refuses is decoded again
+//! the general way (the object kept as raw JSON, then read on its own), so
+//! malformed input gets the same precise error either way.
 
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::api::{Action, ResidencyPolicy};
-use crate::engine::{self, Lang, Snapshot, Verdict, Workload, policy};
+use crate::engine::{
+    self, Lang, Snapshot, Verdict, Workload, WorkloadError, WorkloadObject, policy,
+};
 
-/// The part of an AdmissionReview request we read.
+/// The part of an AdmissionReview request we read. `O` is how `object` is
+/// decoded and `P` how `oldObject` is: raw JSON ([`RawReviewIn`]), or for
+/// workloads the object's fields in the same pass and no old object.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ReviewIn<'a> {
+pub struct ReviewIn<O, P> {
     #[serde(default)]
     pub api_version: Option<String>,
-    #[serde(borrow)]
-    pub request: Option<RequestIn<'a>>,
+    pub request: Option<RequestIn<O, P>>,
 }
+
+/// A review with `object` and `oldObject` kept as raw JSON.
+pub type RawReviewIn<'a> = ReviewIn<&'a RawValue, &'a RawValue>;
+
+/// A workload review: the object decoded in the same pass, `oldObject`
+/// (never read for workloads) skipped.
+type WorkloadReviewIn = ReviewIn<WorkloadObject, IgnoredAny>;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RequestIn<'a> {
+pub struct RequestIn<O, P> {
     pub uid: String,
     #[serde(default)]
     pub kind: GroupVersionKind,
@@ -36,10 +52,9 @@ pub struct RequestIn<'a> {
     pub operation: String,
     #[serde(default)]
     pub dry_run: Option<bool>,
-    #[serde(default, borrow)]
-    pub object: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    pub old_object: Option<&'a RawValue>,
+    // Absent means None (no `#[serde(default)]`: it would require O: Default).
+    pub object: Option<O>,
+    pub old_object: Option<P>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -129,8 +144,43 @@ pub fn handle(
     lang: Lang,
     now: Timestamp,
 ) -> Result<Handled, BadReview> {
-    let review: ReviewIn<'_> = serde_json::from_slice(body)
+    if endpoint == Endpoint::Workloads
+        && let Ok(review) = serde_json::from_slice::<WorkloadReviewIn>(body)
+    {
+        return answer(review, |req, decision| {
+            workload_review(req, snapshot, lang, now, decision)
+        });
+    }
+    // Not a workload review, or one the single pass refused: the general
+    // decoder finds the precise error, if any.
+    handle_raw(body, endpoint, snapshot, workloads, lang, now)
+}
+
+/// `handle` with the object kept as raw JSON and decoded on its own.
+fn handle_raw(
+    body: &[u8],
+    endpoint: Endpoint,
+    snapshot: &Snapshot,
+    workloads: &dyn WorkloadSource,
+    lang: Lang,
+    now: Timestamp,
+) -> Result<Handled, BadReview> {
+    let review: RawReviewIn<'_> = serde_json::from_slice(body)
         .map_err(|e| BadReview(format!("the body is not an AdmissionReview: {e}")))?;
+    answer(review, |req, decision| match endpoint {
+        Endpoint::Workloads => workload_review(req, snapshot, lang, now, decision),
+        Endpoint::NetworkPolicies => {
+            network_policy_review(&req, snapshot, workloads, lang, now, decision)
+        }
+        Endpoint::Policies => policy_review(&req, snapshot, now, decision),
+    })
+}
+
+/// Check the envelope, judge the request with `judge`, and wrap the answer.
+fn answer<O, P>(
+    review: ReviewIn<O, P>,
+    judge: impl FnOnce(RequestIn<O, P>, &mut Decision) -> Response,
+) -> Result<Handled, BadReview> {
     if let Some(v) = &review.api_version
         && v != "admission.k8s.io/v1"
     {
@@ -138,7 +188,7 @@ pub fn handle(
             "AdmissionReview {v} is not supported; configure admissionReviewVersions: [v1]"
         )));
     }
-    let req = review
+    let mut req = review
         .request
         .ok_or_else(|| BadReview("the AdmissionReview has no request".into()))?;
     let mut decision = Decision {
@@ -153,22 +203,14 @@ pub fn handle(
         allowed: true,
         result: "skipped",
     };
-    let response = match endpoint {
-        Endpoint::Workloads => workload_review(&req, snapshot, lang, now, &mut decision),
-        Endpoint::NetworkPolicies => {
-            network_policy_review(&req, snapshot, workloads, lang, now, &mut decision)
-        }
-        Endpoint::Policies => policy_review(&req, snapshot, now, &mut decision),
-    };
+    let uid = std::mem::take(&mut req.uid);
+    let response = judge(req, &mut decision);
     decision.allowed = response.allowed;
     Ok(Handled {
         review: ReviewOut {
             api_version: "admission.k8s.io/v1",
             kind: "AdmissionReview",
-            response: Response {
-                uid: req.uid.clone(),
-                ..response
-            },
+            response: Response { uid, ..response },
         },
         decision,
     })
@@ -196,8 +238,25 @@ fn refuse(code: u16, reason: &'static str, message: String) -> Response {
     }
 }
 
-fn workload_review(
-    req: &RequestIn<'_>,
+/// A review's object, as something that yields the workload.
+trait WorkloadInput {
+    fn workload(self, default_namespace: &str) -> Result<Workload, WorkloadError>;
+}
+
+impl WorkloadInput for &RawValue {
+    fn workload(self, default_namespace: &str) -> Result<Workload, WorkloadError> {
+        Workload::from_json_slice(self.get().as_bytes(), default_namespace)
+    }
+}
+
+impl WorkloadInput for WorkloadObject {
+    fn workload(self, default_namespace: &str) -> Result<Workload, WorkloadError> {
+        self.into_workload(default_namespace)
+    }
+}
+
+fn workload_review<O: WorkloadInput, P>(
+    req: RequestIn<O, P>,
     snapshot: &Snapshot,
     lang: Lang,
     now: Timestamp,
@@ -211,7 +270,7 @@ fn workload_review(
         return allow();
     };
     let namespace = req.namespace.as_deref().unwrap_or("default");
-    let workload = match Workload::from_json_slice(object.get().as_bytes(), namespace) {
+    let workload = match object.workload(namespace) {
         Ok(w) => w,
         Err(e) if e.is_not_a_workload() => return allow(),
         Err(e) => {
@@ -317,24 +376,26 @@ struct NameMeta {
 /// workloads of its namespace against the changed set: a change that opens
 /// cross-border egress for a workload under a Deny policy is denied.
 fn network_policy_review(
-    req: &RequestIn<'_>,
+    req: &RequestIn<&RawValue, &RawValue>,
     snapshot: &Snapshot,
     workloads: &dyn WorkloadSource,
     lang: Lang,
     now: Timestamp,
     decision: &mut Decision,
 ) -> Response {
-    // The request names the object; a DELETE may carry only the old object.
-    let old_meta = req
-        .old_object
-        .and_then(|old| serde_json::from_str::<NetworkPolicyMeta>(old.get()).ok())
-        .map(|m| m.metadata)
-        .unwrap_or_default();
+    // The request names the object; a DELETE may carry only the old object,
+    // which is read only then.
+    let old_meta = || {
+        req.old_object
+            .and_then(|old| serde_json::from_str::<NetworkPolicyMeta>(old.get()).ok())
+            .map(|m| m.metadata)
+            .unwrap_or_default()
+    };
     let namespace = req
         .namespace
         .clone()
         .filter(|n| !n.is_empty())
-        .or(old_meta.namespace)
+        .or_else(|| old_meta().namespace)
         .unwrap_or_else(|| "default".into());
     let replacement = match req.operation.as_str() {
         "CREATE" | "UPDATE" => {
@@ -360,7 +421,7 @@ fn network_policy_review(
         .name
         .clone()
         .filter(|n| !n.is_empty())
-        .or(old_meta.name)
+        .or_else(|| old_meta().name)
         .unwrap_or_default();
     let mut changed = snapshot.clone();
     changed.network.remove_network_policy(&namespace, &name);
@@ -430,7 +491,7 @@ fn egress_keys(v: &Verdict) -> Vec<(String, String)> {
 
 /// Semantic checks on a ResidencyPolicy that the CRD schema cannot express.
 fn policy_review(
-    req: &RequestIn<'_>,
+    req: &RequestIn<&RawValue, &RawValue>,
     snapshot: &Snapshot,
     now: Timestamp,
     decision: &mut Decision,
@@ -480,5 +541,203 @@ fn policy_review(
                 .collect::<Vec<_>>()
                 .join("\n"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{AddressSpace, Catalogue};
+    use serde_json::{Value, json};
+
+    const NOW: &str = "2026-11-23T00:00:00Z";
+
+    fn example() -> (Snapshot, BTreeMap<String, Vec<Workload>>) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cluster");
+        let base = Snapshot::new(Catalogue::builtin().clone(), AddressSpace::builtin());
+        let loaded = crate::cli::load_inputs(&[dir], base, "default", NOW.parse().unwrap())
+            .unwrap_or_else(|e| panic!("examples/cluster: {e:?}"));
+        let mut by_ns: BTreeMap<String, Vec<Workload>> = BTreeMap::new();
+        for (_, w) in loaded.workloads {
+            by_ns.entry(w.namespace.clone()).or_default().push(w);
+        }
+        (loaded.snapshot, by_ns)
+    }
+
+    fn review(operation: &str, object: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1",
+                "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+                "name": "api",
+                "namespace": "payments",
+                "operation": operation,
+                "object": object,
+                "oldObject": {"anything": ["goes", 1, null]},
+            }
+        }))
+        .unwrap()
+    }
+
+    /// The API server's key order, written by hand: `json!` sorts keys.
+    fn in_order(parts: &[(&str, Value)]) -> Value {
+        let body = parts
+            .iter()
+            .map(|(k, v)| format!("{}:{v}", Value::from(*k)))
+            .collect::<Vec<_>>()
+            .join(",");
+        serde_json::from_str(&format!("{{{body}}}")).unwrap()
+    }
+
+    fn outcome(r: Result<Handled, BadReview>) -> Result<(ReviewOut, Decision), String> {
+        r.map(|h| (h.review, h.decision)).map_err(|e| e.0)
+    }
+
+    /// The single pass answers exactly as the general decoder does, for
+    /// well-formed, odd and malformed workload reviews alike.
+    #[test]
+    fn one_pass_and_general_decoding_agree() {
+        let (snapshot, workloads) = example();
+        let now: Timestamp = NOW.parse().unwrap();
+        let labels = json!({"app": "api", "residencyguard.io/data-class": "personal"});
+        let deployment = |spec: Value| {
+            json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "api", "labels": labels,
+                    "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+                    "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{\"a\":\"\\\"b\"}"}},
+                "spec": spec,
+                "status": {},
+            })
+        };
+        let pinned = json!({"template": {"metadata": {"labels": labels}, "spec": {
+            "nodeSelector": {"topology.kubernetes.io/region": "cn-north-1"},
+            "containers": [{"name": "c", "image": "i"}]}}});
+        let mut bodies = vec![
+            review("CREATE", deployment(json!({"template": {"metadata": {"labels": labels}}}))),
+            review("CREATE", deployment(pinned.clone())),
+            review("UPDATE", deployment(pinned.clone())),
+            review("DELETE", Value::Null),
+            review("CONNECT", json!({"kind": "PodExecOptions", "apiVersion": "v1"})),
+            review("CREATE", Value::Null),
+            // The spec before the type, and the type after everything.
+            review(
+                "CREATE",
+                in_order(&[
+                    ("spec", pinned.clone()),
+                    ("metadata", json!({"name": "api", "labels": labels})),
+                    ("kind", json!("Deployment")),
+                    ("apiVersion", json!("apps/v1")),
+                ]),
+            ),
+            review(
+                "CREATE",
+                in_order(&[
+                    ("kind", json!("Pod")),
+                    ("spec", json!({"nodeName": "n1", "hostNetwork": true})),
+                    ("apiVersion", json!("v1")),
+                    ("metadata", json!({"generateName": "api-", "namespace": "", "labels": labels,
+                        "ownerReferences": [{"kind": "ReplicaSet", "name": "rs", "controller": true}]})),
+                ]),
+            ),
+            review(
+                "CREATE",
+                json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "c", "namespace": "other"},
+                    "spec": {"jobTemplate": {"spec": {"template": {"metadata": {"labels": labels}}}}}}),
+            ),
+            // Not workloads, or not judgeable.
+            review("CREATE", json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": 5, "spec": "x"})),
+            review("CREATE", json!({"apiVersion": "v1", "kind": "Deployment", "metadata": {"name": "x"}})),
+            review("CREATE", json!({"kind": "Deployment", "metadata": {"name": "x"}})),
+            review("CREATE", json!({"apiVersion": null, "kind": "Deployment"})),
+            review("CREATE", json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {}})),
+            // Malformed: wrong types, before or after the type, duplicates.
+            review("CREATE", deployment(json!({"template": {"spec": {"nodeSelector": "cn-north-1"}}}))),
+            review("CREATE", deployment(json!({"template": {"spec": {"affinity": {"nodeAffinity": 3}}}}))),
+            review("CREATE", json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": 7}})),
+            review("CREATE", json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": null})),
+            review("CREATE", json!({"apiVersion": 1, "kind": "Deployment"})),
+            review(
+                "CREATE",
+                in_order(&[
+                    ("spec", json!({"template": {"spec": {"nodeName": 1}}})),
+                    ("kind", json!("Deployment")),
+                    ("apiVersion", json!("apps/v1")),
+                    ("metadata", json!({"name": "x"})),
+                ]),
+            ),
+            review("CREATE", json!(["apps/v1", "Deployment"])),
+            review("CREATE", json!("a string")),
+            // Envelope problems.
+            br#"{"apiVersion":"admission.k8s.io/v1beta1","request":{"uid":"u"}}"#.to_vec(),
+            br#"{"apiVersion":"admission.k8s.io/v1"}"#.to_vec(),
+            br#"{"request":{"operation":"CREATE"}}"#.to_vec(),
+            br#"{"request":{"uid":"u","operation":"CREATE","object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"}},"object":null}}"#.to_vec(),
+            br#"{"request":{"uid":"u","operation":"CREATE","oldObject":1,"oldObject":2}}"#.to_vec(),
+            b"not json".to_vec(),
+        ];
+        // The same object with a duplicated key, written by hand.
+        let dup = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"a"},"metadata":{"name":"b"}}"#;
+        bodies.push(
+            format!(r#"{{"request":{{"uid":"u","operation":"CREATE","object":{dup}}}}}"#)
+                .into_bytes(),
+        );
+        for (i, body) in bodies.iter().enumerate() {
+            let text = String::from_utf8_lossy(body);
+            // The well-formed ones (the first nine) take the single pass.
+            if i < 9 {
+                let one_pass = serde_json::from_slice::<WorkloadReviewIn>(body);
+                assert!(one_pass.is_ok(), "{text}: {one_pass:?}");
+            }
+            let fast = handle(
+                body,
+                Endpoint::Workloads,
+                &snapshot,
+                &workloads,
+                Lang::En,
+                now,
+            );
+            let general = handle_raw(
+                body,
+                Endpoint::Workloads,
+                &snapshot,
+                &workloads,
+                Lang::En,
+                now,
+            );
+            assert_eq!(outcome(fast), outcome(general), "{text}");
+        }
+    }
+
+    #[test]
+    fn malformed_objects_name_the_field() {
+        let (snapshot, workloads) = example();
+        let now: Timestamp = NOW.parse().unwrap();
+        let body = review(
+            "CREATE",
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"},
+                "spec": {"template": {"spec": {"nodeSelector": "cn-north-1"}}}}),
+        );
+        let h = handle(
+            &body,
+            Endpoint::Workloads,
+            &snapshot,
+            &workloads,
+            Lang::En,
+            now,
+        )
+        .unwrap();
+        let status = h.review.response.status.unwrap();
+        assert_eq!(status.code, 400);
+        assert!(
+            status.message.contains(
+                "cannot read this object: Deployment field spec.template.spec.nodeSelector"
+            ),
+            "{}",
+            status.message
+        );
+        assert_eq!(h.decision.result, "error");
     }
 }
