@@ -104,9 +104,9 @@ impl Election {
 }
 
 /// Campaign for the Lease in the background. The receiver says whether this
-/// replica leads (it starts `false`; a closed channel means `false` too). The campaign ends (releasing the
-/// Lease) on [`Election::step_down`], when the `Election` is dropped, or when
-/// every receiver is dropped.
+/// replica leads (it starts `false`; a closed channel means `false` too).
+/// The campaign ends (releasing the Lease) on [`Election::step_down`], when
+/// the `Election` is dropped, or when every receiver is dropped.
 pub fn elect(client: Client, cfg: LeaseConfig) -> (watch::Receiver<bool>, Election) {
     let (tx, rx) = watch::channel(false);
     let (stop, stop_rx) = watch::channel(false);
