@@ -1,10 +1,11 @@
 //! The audit writer against a mocked API server (a kube `Client` over
 //! `tower_test::mock::pair`), asserting every request it makes: idempotent
 //! writes, no write when nothing changed, cleanup, rate limits, and writes on
-//! the leader only.
+//! the leader only, and leader election on a Lease (kube-lease-manager) against
+//! a fake Lease API.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
@@ -12,7 +13,7 @@ use jiff::Timestamp;
 use kube::Client;
 use kube::client::Body;
 use residency_guard::api::ResidencyPolicy;
-use residency_guard::audit::leader::{Elector, LeaseConfig};
+use residency_guard::audit::leader::{self, LeaseConfig};
 use residency_guard::audit::metrics::AuditMetrics;
 use residency_guard::audit::plan::{
     AuditPlan, EventKey, ObjectRef, PlannedEvent, PlannedReport, PlannedStatus, ReportResult,
@@ -23,9 +24,28 @@ use residency_guard::audit::{AuditConfig, run};
 use residency_guard::engine::{Code, WorkloadKind};
 use residency_guard::state::{Inventory, WorkloadKey};
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+type Respond = tower_test::mock::SendResponse<Response<Body>>;
+
+/// Where the test takes the client's requests from: the mock itself, or what
+/// `route_leases` passes on (everything but the Lease).
+trait Server {
+    async fn next_req(&mut self) -> Option<(Request<Body>, Respond)>;
+}
+
+impl Server for Handle {
+    async fn next_req(&mut self) -> Option<(Request<Body>, Respond)> {
+        self.next_request().await
+    }
+}
+
+impl Server for mpsc::UnboundedReceiver<(Request<Body>, Respond)> {
+    async fn next_req(&mut self) -> Option<(Request<Body>, Respond)> {
+        self.recv().await
+    }
+}
 
 fn mock() -> (Client, Handle) {
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
@@ -63,42 +83,55 @@ fn policy_json(name: &str) -> Value {
 }
 
 /// One request as seen by the mock server.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Seen {
     method: String,
     path: String,
     query: String,
+    content_type: String,
     body: Value,
 }
 
-async fn next(handle: &mut Handle) -> (Seen, tower_test::mock::SendResponse<Response<Body>>) {
-    let (req, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-        .await
-        .expect("expected a request")
-        .expect("client gone");
+async fn seen_of(req: Request<Body>) -> Seen {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or_default().to_string();
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     let bytes = req.into_body().collect_bytes().await.unwrap();
     let body = if bytes.is_empty() {
         Value::Null
     } else {
         serde_json::from_slice(&bytes).unwrap()
     };
-    (
-        Seen {
-            method,
-            path,
-            query,
-            body,
-        },
-        send,
-    )
+    Seen {
+        method,
+        path,
+        query,
+        content_type,
+        body,
+    }
+}
+
+async fn next<S: Server>(server: &mut S) -> (Seen, Respond) {
+    let (req, send) = tokio::time::timeout(Duration::from_secs(5), server.next_req())
+        .await
+        .expect("expected a request")
+        .expect("client gone");
+    (seen_of(req).await, send)
 }
 
 /// Nothing more reaches the server within a short while.
-async fn assert_quiet(handle: &mut Handle) {
-    let got = tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await;
+async fn assert_quiet<S: Server>(server: &mut S) {
+    assert_quiet_for(server, Duration::from_millis(300)).await;
+}
+
+async fn assert_quiet_for<S: Server>(server: &mut S, within: Duration) {
+    let got = tokio::time::timeout(within, server.next_req()).await;
     if let Ok(Some((req, _))) = got {
         panic!("unexpected request {} {}", req.method(), req.uri());
     }
@@ -173,7 +206,7 @@ fn writer(client: Client) -> Writer {
 }
 
 /// Serve the two seed LISTs with no existing reports.
-async fn serve_seed(handle: &mut Handle, existing_ns: Option<&str>) {
+async fn serve_seed<S: Server>(handle: &mut S, existing_ns: Option<&str>) {
     let (seen, send) = next(handle).await;
     assert_eq!(seen.method, "GET");
     assert_eq!(seen.path, "/apis/wgpolicyk8s.io/v1alpha2/policyreports");
@@ -491,43 +524,310 @@ async fn only_the_leader_writes() {
 }
 
 #[tokio::test]
-async fn elector_creates_a_missing_lease_and_respects_a_live_holder() {
+async fn a_writer_stops_mid_pass_when_leadership_is_lost() {
     let (client, mut handle) = mock();
-    let cfg = LeaseConfig::new("residency-guard", "pod-a");
+    let (lead_tx, lead_rx) = watch::channel(true);
     let server = tokio::spawn(async move {
+        serve_seed(&mut handle, None).await;
         let (seen, send) = next(&mut handle).await;
-        assert_eq!(seen.method, "GET");
-        assert_eq!(
-            seen.path,
-            "/apis/coordination.k8s.io/v1/namespaces/residency-guard/leases/residency-guard-audit"
-        );
-        send.send_response(status_error(404, "NotFound"));
-        let (seen, send) = next(&mut handle).await;
-        assert_eq!(seen.method, "POST");
-        assert_eq!(seen.body["spec"]["holderIdentity"], "pod-a");
-        assert_eq!(seen.body["spec"]["leaseDurationSeconds"], 15);
-        let echo = seen.body.clone();
-        send.send_response(json_response(201, &echo));
-
-        // Someone else holds a fresh lease: stay a follower, write nothing.
-        let (seen, send) = next(&mut handle).await;
-        assert_eq!(seen.method, "GET");
-        send.send_response(json_response(200, &json!({
-            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-            "metadata": {"name": "residency-guard-audit", "namespace": "residency-guard", "resourceVersion": "9"},
-            "spec": {"holderIdentity": "pod-b", "leaseDurationSeconds": 15, "renewTime": "2026-06-01T00:00:00.000000Z"}
-        })));
+        assert_eq!(seen.method, "PATCH");
+        assert!(seen.path.ends_with("/status"), "{}", seen.path);
+        // Leadership goes while the first write is in flight.
+        lead_tx.send(false).unwrap();
+        send.send_response(json_response(200, &policy_json("personal-mainland")));
+        // The report and the Event of the same pass are not written.
         assert_quiet(&mut handle).await;
     });
-    let api = kube::Api::namespaced(client, "residency-guard");
-    let mut elector = Elector::default();
-    assert!(
-        elector
-            .try_acquire_or_renew(&api, &cfg, now())
-            .await
-            .unwrap()
-    );
-    let mut other = Elector::default();
-    assert!(!other.try_acquire_or_renew(&api, &cfg, now()).await.unwrap());
+    let mut w = writer(client).gated_by(lead_rx);
+    let stats = w.apply(&sample_plan(), &observed(), now()).await;
+    assert_eq!((stats.writes, stats.deferred, stats.errors), (1, 0, 0));
     server.await.unwrap();
+}
+
+// ---- Leader election against a fake Lease API -------------------------------
+
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/residency-guard/leases";
+const LEASE: &str =
+    "/apis/coordination.k8s.io/v1/namespaces/residency-guard/leases/residency-guard-audit";
+
+/// One Lease as the API server would keep it; every request recorded.
+#[derive(Default)]
+struct FakeLeases {
+    lease: Option<Value>,
+    version: u64,
+    requests: Vec<Seen>,
+    /// PATCHes get no answer (the request hangs).
+    hang_patches: bool,
+}
+
+fn micro_time(t: Timestamp) -> Value {
+    serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(t)).unwrap()
+}
+
+/// RFC 7386 merge (what a strategic merge patch amounts to for a Lease spec).
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+impl FakeLeases {
+    fn held_by(holder: &str, renewed: Timestamp) -> FakeLeases {
+        let mut fake = FakeLeases::default();
+        fake.store(json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "residency-guard-audit"},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                     "acquireTime": micro_time(renewed), "renewTime": micro_time(renewed)}
+        }));
+        fake
+    }
+
+    fn store(&mut self, mut lease: Value) -> Value {
+        self.version += 1;
+        lease["metadata"]["namespace"] = json!("residency-guard");
+        lease["metadata"]["resourceVersion"] = json!(self.version.to_string());
+        self.lease = Some(lease.clone());
+        lease
+    }
+
+    fn holder(&self) -> Option<String> {
+        self.lease.as_ref()?["spec"]["holderIdentity"]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    /// `None`: leave the request hanging.
+    fn serve(&mut self, seen: Seen) -> Option<Response<Body>> {
+        self.requests.push(seen.clone());
+        let not_found = || status_error(404, "NotFound");
+        Some(match (seen.method.as_str(), seen.path.as_str()) {
+            ("GET", LEASE) => match &self.lease {
+                Some(l) => json_response(200, l),
+                None => not_found(),
+            },
+            ("POST", LEASES) if self.lease.is_some() => status_error(409, "AlreadyExists"),
+            ("POST", LEASES) => json_response(201, &self.store(seen.body)),
+            ("PATCH", LEASE) if self.hang_patches => return None,
+            ("PATCH", LEASE) => match self.lease.clone() {
+                Some(mut l) => {
+                    merge(&mut l, &seen.body);
+                    json_response(200, &self.store(l))
+                }
+                None => not_found(),
+            },
+            _ => panic!("unexpected Lease request {} {}", seen.method, seen.path),
+        })
+    }
+}
+
+/// Serve the Lease from `fake`; pass every other request on to the test.
+fn route_leases(
+    mut handle: Handle,
+    fake: Arc<Mutex<FakeLeases>>,
+) -> mpsc::UnboundedReceiver<(Request<Body>, Respond)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut hanging = Vec::new();
+        while let Some((req, send)) = handle.next_request().await {
+            if req.uri().path().starts_with("/apis/coordination.k8s.io/") {
+                let seen = seen_of(req).await;
+                match fake.lock().unwrap().serve(seen) {
+                    Some(response) => send.send_response(response),
+                    None => hanging.push(send),
+                }
+            } else if tx.send((req, send)).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+async fn wait_leading(rx: &mut watch::Receiver<bool>, leading: bool, within: Duration) {
+    tokio::time::timeout(within, rx.wait_for(|l| *l == leading))
+        .await
+        .unwrap_or_else(|_| panic!("leading={leading} not seen within {within:?}"))
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_missing_lease_is_created_taken_as_the_pod_and_released_on_step_down() {
+    let (client, handle) = mock();
+    let fake = Arc::new(Mutex::new(FakeLeases::default()));
+    let mut others = route_leases(handle, fake.clone());
+    let (mut leading, election) =
+        leader::elect(client, LeaseConfig::new("residency-guard", "pod-a"));
+    assert!(!*leading.borrow(), "a follower until the Lease is taken");
+    wait_leading(&mut leading, true, Duration::from_secs(5)).await;
+    {
+        let fake = fake.lock().unwrap();
+        let r = &fake.requests;
+        // Looked up, missing, created (AutoCreate), empty at first.
+        assert_eq!((r[0].method.as_str(), r[0].path.as_str()), ("GET", LEASE));
+        assert_eq!((r[1].method.as_str(), r[1].path.as_str()), ("POST", LEASES));
+        assert_eq!(r[1].body["metadata"]["name"], "residency-guard-audit");
+        assert_eq!(r[1].body["spec"], Value::Null);
+        // Taken with a server-side apply in the pod's name.
+        let take = r
+            .iter()
+            .find(|s| s.method == "PATCH" && s.content_type == "application/apply-patch+yaml")
+            .expect("a server-side apply of the Lease");
+        assert_eq!(take.path, LEASE);
+        assert!(
+            take.query.contains("fieldManager=kube-lease-manager-pod-a"),
+            "{}",
+            take.query
+        );
+        assert_eq!(take.body["spec"]["holderIdentity"], "pod-a");
+        assert_eq!(take.body["spec"]["leaseDurationSeconds"], 15);
+        // Only Lease requests, all of them for this one Lease.
+        assert!(
+            r.iter().all(|s| s.path == LEASE || s.path == LEASES),
+            "{r:?}"
+        );
+        assert_eq!(fake.holder().as_deref(), Some("pod-a"));
+        let spec = &fake.lease.as_ref().unwrap()["spec"];
+        assert_eq!(spec["leaseDurationSeconds"], 15);
+        assert_eq!(spec["leaseTransitions"], 1);
+    }
+    assert_quiet(&mut others).await;
+
+    // SIGTERM: a follower first, then the Lease is free for the next leader.
+    election.step_down(Duration::from_secs(5)).await;
+    assert!(!*leading.borrow());
+    let fake = fake.lock().unwrap();
+    assert_eq!(fake.holder(), None, "released");
+    let release = fake
+        .requests
+        .iter()
+        .rev()
+        .find(|s| s.method == "PATCH")
+        .unwrap();
+    assert_eq!(release.body["spec"]["holderIdentity"], Value::Null);
+    assert!(
+        release.body["spec"]
+            .as_object()
+            .unwrap()
+            .contains_key("holderIdentity"),
+        "the release clears the holder: {:?}",
+        release.body
+    );
+}
+
+#[tokio::test]
+async fn a_follower_makes_no_writes_and_writes_once_it_takes_the_expired_lease() {
+    let (client, handle) = mock();
+    // pod-b holds the Lease; it expires in about 2 s unless pod-b renews it.
+    let renewed = Timestamp::now() - jiff::SignedDuration::from_secs(13);
+    let fake = Arc::new(Mutex::new(FakeLeases::held_by("pod-b", renewed)));
+    let mut others = route_leases(handle, fake.clone());
+    let (leading, election) =
+        leader::elect(client.clone(), LeaseConfig::new("residency-guard", "pod-a"));
+    let (_inv_tx, inv_rx) = watch::channel(fixed_inventory());
+    let cfg = AuditConfig {
+        debounce: Duration::from_millis(10),
+        clock: Arc::new(now),
+        ..AuditConfig::default()
+    };
+    let mut watch_leading = leading.clone();
+    let task = tokio::spawn(run(client, inv_rx, None, leading, cfg, AuditMetrics::new()));
+
+    // A follower: it judges, reads the Lease, and writes nothing.
+    assert_quiet_for(&mut others, Duration::from_millis(1200)).await;
+    assert!(!*watch_leading.borrow());
+    {
+        let fake = fake.lock().unwrap();
+        assert_eq!(fake.holder().as_deref(), Some("pod-b"));
+        assert!(
+            fake.requests.iter().all(|s| s.method == "GET"),
+            "{:?}",
+            fake.requests
+        );
+    }
+
+    // pod-b does not renew: pod-a frees the expired Lease, takes it, and the
+    // writer starts (seed, then the status).
+    serve_seed(&mut others, None).await;
+    assert!(*watch_leading.borrow());
+    {
+        let fake = fake.lock().unwrap();
+        assert_eq!(fake.holder().as_deref(), Some("pod-a"));
+        let patches: Vec<&Seen> = fake
+            .requests
+            .iter()
+            .filter(|s| s.method == "PATCH")
+            .collect();
+        // The forced release of pod-b's expired Lease comes before the take.
+        assert_eq!(patches[0].body["spec"]["holderIdentity"], Value::Null);
+        assert!(
+            patches
+                .iter()
+                .any(|s| s.body["spec"]["holderIdentity"] == "pod-a")
+        );
+    }
+    let (seen, send) = next(&mut others).await;
+    assert_eq!(seen.method, "PATCH");
+    assert_eq!(
+        seen.path,
+        "/apis/residencyguard.io/v1alpha1/residencypolicies/personal-mainland/status"
+    );
+    send.send_response(json_response(200, &policy_json("personal-mainland")));
+    assert_quiet(&mut others).await;
+
+    task.abort();
+    let _ = task.await;
+    election.step_down(Duration::from_secs(5)).await;
+    wait_leading(&mut watch_leading, false, Duration::from_secs(1)).await;
+    assert_eq!(fake.lock().unwrap().holder(), None);
+}
+
+#[tokio::test]
+async fn a_leader_whose_renewal_hangs_steps_down_before_expiry_and_comes_back() {
+    let (client, handle) = mock();
+    let fake = Arc::new(Mutex::new(FakeLeases::default()));
+    let _others = route_leases(handle, fake.clone());
+    let cfg = LeaseConfig {
+        duration_secs: 3,
+        grace_secs: 2,
+        request_timeout: Duration::from_millis(500),
+        retry_min: Duration::from_millis(100),
+        retry_max: Duration::from_millis(400),
+        ..LeaseConfig::new("residency-guard", "pod-a")
+    };
+    let (mut leading, election) = leader::elect(client, cfg);
+    wait_leading(&mut leading, true, Duration::from_secs(5)).await;
+    let led = std::time::Instant::now();
+
+    // Renewals (due 1 s after each renewal) now hang: the request deadline
+    // fails it and the replica is a follower before the 3 s Lease expires.
+    fake.lock().unwrap().hang_patches = true;
+    wait_leading(&mut leading, false, Duration::from_secs(3)).await;
+    assert!(
+        led.elapsed() < Duration::from_millis(2900),
+        "stepped down after {:?}",
+        led.elapsed()
+    );
+
+    // No flapping back while Lease writes still hang, not even after the
+    // Lease (still in this pod's name) expired.
+    let led_again = tokio::time::timeout(Duration::from_secs(2), leading.wait_for(|l| *l))
+        .await
+        .is_ok();
+    assert!(!led_again, "led again while the Lease could not be renewed");
+
+    // The API answers again: the old claim is released, the Lease taken anew.
+    fake.lock().unwrap().hang_patches = false;
+    wait_leading(&mut leading, true, Duration::from_secs(5)).await;
+    election.step_down(Duration::from_secs(5)).await;
+    assert_eq!(fake.lock().unwrap().holder(), None);
 }

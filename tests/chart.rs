@@ -678,7 +678,7 @@ fn audit_perms(ns: &str) -> BTreeSet<Perm> {
             ns,
             "coordination.k8s.io",
             &["leases"],
-            &["get", "update"],
+            &["get", "patch"],
             &["residency-guard-audit"],
         ),
         (ns, "coordination.k8s.io", &["leases"], &["create"], &[]),

@@ -414,7 +414,7 @@ async fn scenario(client: Client, ns: &str, cleanup: &mut Cleanup) -> Res<()> {
         },
     )
     .await?;
-    controller.abort();
+    controller.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }
 

@@ -1,22 +1,45 @@
-//! Leader election on a coordination.k8s.io/v1 Lease.
+//! Leader election for the audit controller on a coordination.k8s.io/v1 Lease.
 //!
-//! A small elector with optimistic concurrency: every write to the Lease
-//! carries the resourceVersion that was read, so of two replicas racing for
-//! it one gets 409 Conflict and stays a follower. A Lease counts as expired
-//! when its record has not changed for `lease_duration` *by this replica's
-//! clock* (as client-go does), so clock skew between nodes does not matter.
-//! The holder renews every `renew_every`; if it cannot renew within
-//! `renew_deadline` it steps down before anyone else can take over.
+//! The election itself is the maintained [`kube_lease_manager`] crate (the
+//! former hand-rolled elector is gone): it creates the Lease when missing
+//! (`LeaseCreateMode::AutoCreate`), takes it with a server-side apply (so of
+//! two replicas racing for a free Lease one gets 409 Conflict), renews it
+//! `grace` seconds before it expires, force-frees a Lease its holder let
+//! expire, and `release()` clears the holder. Expiry is judged from the
+//! Lease's `renewTime`, so clocks may be skewed by up to `grace`.
+//!
+//! Every replica keeps judging with warm caches; this module only says whether
+//! *this* replica may write. What it adds around the crate:
+//!
+//! - It drives the crate's `changed()` itself rather than `watch()`, because
+//!   `watch()` logs a failed renewal and keeps publishing the last state
+//!   (`true`) while it backs off. Here any error from the manager makes this
+//!   replica a follower at once; a new manager is built after a backoff
+//!   (1 s doubling to 30 s).
+//! - A new manager first releases a claim still in this pod's name (left by
+//!   a failed manager or a restarted container): the crate would report such
+//!   a claim as leadership at once, even when it has expired. Leadership thus
+//!   always comes from a fresh take of the Lease.
+//! - Every Lease request has a deadline (`request_timeout`, shorter than
+//!   `grace`): a renewal that hangs fails in time to step down before the
+//!   Lease expires for the other replicas.
+//! - [`Election::step_down`] (on SIGTERM) publishes "follower" first and then
+//!   releases the Lease, so a successor takes over as soon as it next looks
+//!   instead of waiting for the Lease to expire.
+//!
+//! Leadership changes are logged at info, manager failures at warn.
 
 use std::time::Duration;
 
-use jiff::Timestamp;
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use hyper::{Request, Response};
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::client::Body;
+use kube_lease_manager::{LeaseCreateMode, LeaseManager, LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::task::JoinHandle;
+
+/// The Lease's name, in the operator's namespace.
+pub const LEASE_NAME: &str = "residency-guard-audit";
 
 #[derive(Clone, Debug)]
 pub struct LeaseConfig {
@@ -25,199 +48,268 @@ pub struct LeaseConfig {
     pub name: String,
     /// This replica (the pod name).
     pub identity: String,
-    pub lease_duration: Duration,
-    pub renew_deadline: Duration,
-    pub renew_every: Duration,
-    pub retry_every: Duration,
+    /// A Lease not renewed for this long is free (`leaseDurationSeconds`).
+    pub duration_secs: u64,
+    /// The holder renews this long before expiry, i.e. every
+    /// `duration_secs - grace_secs`.
+    pub grace_secs: u64,
+    /// Deadline of one Lease request (keep it below `grace_secs`).
+    pub request_timeout: Duration,
+    /// After a manager failure: first wait, doubling up to `retry_max`.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
 }
 
 impl LeaseConfig {
     pub fn new(namespace: &str, identity: &str) -> LeaseConfig {
         LeaseConfig {
             namespace: namespace.to_string(),
-            name: "residency-guard-audit".into(),
+            name: LEASE_NAME.into(),
             identity: identity.to_string(),
-            lease_duration: Duration::from_secs(15),
-            renew_deadline: Duration::from_secs(10),
-            renew_every: Duration::from_secs(2),
-            retry_every: Duration::from_secs(2),
+            // Renew every 5 s; 10 s of slack for retries, slow requests and skew.
+            duration_secs: 15,
+            grace_secs: 10,
+            request_timeout: Duration::from_secs(5),
+            retry_min: Duration::from_secs(1),
+            retry_max: Duration::from_secs(30),
+        }
+    }
+
+    /// `duration > grace > 0`, as the crate requires (it does not check
+    /// values given through its builder).
+    fn durations(&self) -> (u64, u64) {
+        let duration = self.duration_secs.max(2);
+        let grace = self.grace_secs.clamp(1, duration - 1);
+        (duration, grace)
+    }
+}
+
+/// A running campaign for the Lease.
+pub struct Election {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Election {
+    /// Stop campaigning: the leadership receivers say `false` first, then the
+    /// Lease is released if this replica holds it. Waits at most `within`.
+    pub async fn step_down(self, within: Duration) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(within, self.task).await.is_err() {
+            tracing::warn!(
+                "audit Lease not released in time; the next leader waits for it to expire"
+            );
         }
     }
 }
 
-/// The elector's memory between attempts.
-#[derive(Debug, Default)]
-pub struct Elector {
-    /// The Lease record last seen (holder, renewTime, resourceVersion) and
-    /// when it was first seen unchanged.
-    observed: Option<(String, Instant)>,
-    /// When this replica last renewed successfully.
-    last_renewal: Option<Instant>,
-}
-
-fn record_of(lease: &Lease) -> String {
-    let spec = lease.spec.as_ref();
-    format!(
-        "{}|{}|{}",
-        spec.and_then(|s| s.holder_identity.as_deref())
-            .unwrap_or_default(),
-        spec.and_then(|s| s.renew_time.as_ref())
-            .map(|t| t.0.to_string())
-            .unwrap_or_default(),
-        lease
-            .metadata
-            .resource_version
-            .as_deref()
-            .unwrap_or_default()
-    )
-}
-
-impl Elector {
-    /// One attempt: acquire (if free or expired) or renew. Returns whether
-    /// this replica holds the Lease afterwards.
-    pub async fn try_acquire_or_renew(
-        &mut self,
-        api: &Api<Lease>,
-        cfg: &LeaseConfig,
-        now: Timestamp,
-    ) -> Result<bool, kube::Error> {
-        let held = self.holding(cfg);
-        let result = self.attempt(api, cfg, now).await;
-        match result {
-            Ok(true) => {
-                self.last_renewal = Some(Instant::now());
-                Ok(true)
-            }
-            Ok(false) => {
-                self.last_renewal = None;
-                Ok(false)
-            }
-            // A transient error: keep leading until the renew deadline.
-            Err(e) => {
-                if !held {
-                    self.last_renewal = None;
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// Still within the renew deadline of the last successful renewal.
-    pub fn holding(&self, cfg: &LeaseConfig) -> bool {
-        self.last_renewal
-            .is_some_and(|t| t.elapsed() < cfg.renew_deadline)
-    }
-
-    async fn attempt(
-        &mut self,
-        api: &Api<Lease>,
-        cfg: &LeaseConfig,
-        now: Timestamp,
-    ) -> Result<bool, kube::Error> {
-        let duration_secs = i32::try_from(cfg.lease_duration.as_secs()).unwrap_or(15);
-        let existing = api.get_opt(&cfg.name).await?;
-        let Some(mut lease) = existing else {
-            let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(cfg.name.clone()),
-                    namespace: Some(cfg.namespace.clone()),
-                    ..ObjectMeta::default()
-                },
-                spec: Some(LeaseSpec {
-                    holder_identity: Some(cfg.identity.clone()),
-                    lease_duration_seconds: Some(duration_secs),
-                    acquire_time: Some(MicroTime(now)),
-                    renew_time: Some(MicroTime(now)),
-                    lease_transitions: Some(0),
-                    ..LeaseSpec::default()
-                }),
-            };
-            return match api.create(&PostParams::default(), &lease).await {
-                Ok(_) => {
-                    tracing::info!(lease = %cfg.name, identity = %cfg.identity, "created the audit Lease: now leading");
-                    Ok(true)
-                }
-                Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-                Err(e) => Err(e),
-            };
-        };
-
-        let record = record_of(&lease);
-        let first_seen = match &self.observed {
-            Some((r, t)) if *r == record => *t,
-            _ => {
-                let t = Instant::now();
-                self.observed = Some((record, t));
-                t
-            }
-        };
-        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-        let holder = spec.holder_identity.clone().unwrap_or_default();
-        let theirs = Duration::from_secs(
-            spec.lease_duration_seconds
-                .and_then(|s| u64::try_from(s).ok())
-                .unwrap_or(cfg.lease_duration.as_secs()),
-        );
-        let mine = holder == cfg.identity;
-        let expired = holder.is_empty() || first_seen.elapsed() >= theirs;
-        if !mine && !expired {
-            return Ok(false);
-        }
-        if !mine {
-            spec.holder_identity = Some(cfg.identity.clone());
-            spec.acquire_time = Some(MicroTime(now));
-            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0).saturating_add(1));
-        }
-        spec.renew_time = Some(MicroTime(now));
-        spec.lease_duration_seconds = Some(duration_secs);
-        // `replace` sends the resourceVersion read above: optimistic concurrency.
-        match api.replace(&cfg.name, &PostParams::default(), &lease).await {
-            Ok(updated) => {
-                self.observed = Some((record_of(&updated), Instant::now()));
-                if !mine {
-                    tracing::info!(lease = %cfg.name, identity = %cfg.identity, previous = %holder, "took over the expired audit Lease: now leading");
-                }
-                Ok(true)
-            }
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-}
-
-/// Campaign for the Lease in the background; the receiver says whether this
-/// replica leads. Stops when every receiver is dropped.
-pub fn elect(client: Client, cfg: LeaseConfig) -> watch::Receiver<bool> {
+/// Campaign for the Lease in the background. The receiver says whether this
+/// replica leads (it starts `false`; a closed channel means `false` too).
+/// The campaign ends (releasing the Lease) on [`Election::step_down`], when
+/// the `Election` is dropped, or when every receiver is dropped.
+pub fn elect(client: Client, cfg: LeaseConfig) -> (watch::Receiver<bool>, Election) {
     let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
-        let mut elector = Elector::default();
-        loop {
-            let leading = match elector
-                .try_acquire_or_renew(&api, &cfg, Timestamp::now())
-                .await
-            {
-                Ok(l) => l,
-                Err(e) => {
-                    let still = elector.holding(&cfg);
-                    tracing::warn!(lease = %cfg.name, error = %e, leading = still, "cannot read or renew the audit Lease");
-                    still
-                }
-            };
-            let was = *tx.borrow();
-            if was != leading {
-                tracing::info!(lease = %cfg.name, identity = %cfg.identity, leading, "audit leadership changed");
+    let (stop, stop_rx) = watch::channel(false);
+    let client = with_deadline(client, cfg.request_timeout);
+    let task = tokio::spawn(supervise(client, cfg, tx, stop_rx));
+    (rx, Election { stop, task })
+}
+
+/// Run the campaign; should it die (a panic), a follower until it is
+/// restarted after a backoff.
+async fn supervise(
+    client: Client,
+    cfg: LeaseConfig,
+    tx: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = cfg.retry_min;
+    loop {
+        let campaign = tokio::spawn(campaign(
+            client.clone(),
+            cfg.clone(),
+            tx.clone(),
+            stop.clone(),
+        ));
+        match campaign.await {
+            Ok(()) => return,
+            Err(e) => {
+                publish(&tx, &cfg, false);
+                tracing::error!(lease = %cfg.name, error = %e, retry_in_ms = backoff.as_millis() as u64, "audit Lease manager task died; a follower until it is restarted");
             }
-            if tx.send(leading).is_err() {
-                return;
-            }
-            let wait = if leading {
-                cfg.renew_every
-            } else {
-                cfg.retry_every
+        }
+        tokio::select! {
+            biased;
+            _ = stopping(&mut stop, &tx) => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = next_backoff(backoff, &cfg);
+    }
+}
+
+fn next_backoff(backoff: Duration, cfg: &LeaseConfig) -> Duration {
+    backoff
+        .saturating_mul(2)
+        .min(cfg.retry_max.max(cfg.retry_min))
+}
+
+/// `client`, but every request (response body included) fails after `deadline`.
+fn with_deadline(client: Client, deadline: Duration) -> Client {
+    let namespace = client.default_namespace().to_string();
+    let service = tower::service_fn(move |req: Request<Body>| {
+        let client = client.clone();
+        async move {
+            let call = async {
+                let res = client.send(req).await?;
+                let (parts, body) = res.into_parts();
+                let bytes = body.collect_bytes().await?;
+                Ok::<_, kube::Error>(Response::from_parts(parts, Body::from(bytes)))
             };
-            tokio::time::sleep(wait).await;
+            match tokio::time::timeout(deadline, call).await {
+                Ok(r) => r.map_err(tower::BoxError::from),
+                Err(elapsed) => Err(tower::BoxError::from(elapsed)),
+            }
         }
     });
-    rx
+    Client::new(service, namespace)
+}
+
+async fn campaign(
+    client: Client,
+    cfg: LeaseConfig,
+    tx: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (duration, grace) = cfg.durations();
+    let mut backoff = cfg.retry_min;
+    // The last manager built, kept to release the Lease on stop.
+    let mut manager: Option<LeaseManager> = None;
+    loop {
+        let built = tokio::select! {
+            biased;
+            _ = stopping(&mut stop, &tx) => None,
+            built = LeaseManagerBuilder::new(client.clone(), &cfg.name)
+                .with_namespace(&cfg.namespace)
+                .with_identity(&cfg.identity)
+                // The builder keeps the field manager derived from its random
+                // default identity; the server-side apply that takes the Lease
+                // must be this pod's own.
+                .with_field_manager(format!("kube-lease-manager-{}", cfg.identity))
+                .with_duration(duration)
+                .with_grace(grace)
+                .with_create_mode(LeaseCreateMode::AutoCreate)
+                .build() => Some(built),
+        };
+        let failure = match built {
+            None => break,
+            Some(Ok(m)) => {
+                let m = manager.insert(m);
+                match follow(m, &cfg, &tx, &mut stop, &mut backoff).await {
+                    Ok(()) => break,
+                    Err(e) => e,
+                }
+            }
+            Some(Err(e)) => e,
+        };
+        publish(&tx, &cfg, false);
+        tracing::warn!(lease = %cfg.name, error = %failure, retry_in_ms = backoff.as_millis() as u64, "audit Lease manager failed; a follower until it is back");
+        tokio::select! {
+            biased;
+            _ = stopping(&mut stop, &tx) => break,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = next_backoff(backoff, &cfg);
+    }
+    // Stop writing before anyone else may start.
+    publish(&tx, &cfg, false);
+    if let Some(m) = manager {
+        match m.release().await {
+            Ok(()) => {
+                tracing::info!(lease = %cfg.name, identity = %cfg.identity, "audit Lease released")
+            }
+            Err(e) => {
+                tracing::warn!(lease = %cfg.name, error = %e, "cannot release the audit Lease; it expires on its own")
+            }
+        }
+    }
+}
+
+/// Publish what the manager reports until it fails (`Err`) or the campaign
+/// stops (`Ok`). A report means the manager works: the backoff starts over.
+async fn follow(
+    manager: &LeaseManager,
+    cfg: &LeaseConfig,
+    tx: &watch::Sender<bool>,
+    stop: &mut watch::Receiver<bool>,
+    backoff: &mut Duration,
+) -> Result<(), LeaseManagerError> {
+    // A fresh manager would report a Lease still in this pod's name (left by
+    // a failed manager or a restarted container) as leadership at once, even
+    // if it expired and another replica is taking it over. Give such a claim
+    // up first: leadership then only comes from taking the Lease anew, which
+    // also proves the API accepts this replica's Lease writes.
+    tokio::select! {
+        biased;
+        _ = stopping(stop, tx) => return Ok(()),
+        released = manager.release() => released?,
+    }
+    loop {
+        tokio::select! {
+            biased;
+            _ = stopping(stop, tx) => return Ok(()),
+            changed = manager.changed() => {
+                publish(tx, cfg, changed?);
+                *backoff = cfg.retry_min;
+            }
+        }
+    }
+}
+
+/// Resolves when the campaign should end: stop requested, the `Election`
+/// dropped, or nobody listening any more.
+async fn stopping(stop: &mut watch::Receiver<bool>, tx: &watch::Sender<bool>) {
+    tokio::select! {
+        _ = stop.wait_for(|s| *s) => {}
+        _ = tx.closed() => {}
+    }
+}
+
+fn publish(tx: &watch::Sender<bool>, cfg: &LeaseConfig, leading: bool) {
+    tx.send_if_modified(|was| {
+        if *was == leading {
+            return false;
+        }
+        *was = leading;
+        tracing::info!(lease = %cfg.name, identity = %cfg.identity, leading, "audit leadership changed");
+        true
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_renew_every_five_seconds_with_ten_of_slack() {
+        let cfg = LeaseConfig::new("ns", "pod-a");
+        assert_eq!(
+            (cfg.name.as_str(), cfg.identity.as_str()),
+            (LEASE_NAME, "pod-a")
+        );
+        assert_eq!(cfg.durations(), (15, 10));
+        assert!(cfg.request_timeout < Duration::from_secs(cfg.grace_secs));
+    }
+
+    #[test]
+    fn durations_are_kept_valid_for_the_crate() {
+        let with = |duration_secs, grace_secs| LeaseConfig {
+            duration_secs,
+            grace_secs,
+            ..LeaseConfig::new("ns", "pod-a")
+        };
+        assert_eq!(with(0, 0).durations(), (2, 1));
+        assert_eq!(with(15, 15).durations(), (15, 14));
+        assert_eq!(with(15, 0).durations(), (15, 1));
+        assert_eq!(with(u64::MAX, 5).durations(), (u64::MAX, 5));
+    }
 }

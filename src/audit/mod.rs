@@ -6,7 +6,7 @@
 //!   and `affected_by(change)`: exactly what to re-judge. Pure.
 //! - `plan`: findings → the statuses, Events and reports that should exist. Pure.
 //! - `writer`: applies a plan through the API, idempotently, rate-limited.
-//! - `leader`: Lease-based leader election.
+//! - `leader`: leader election on a Lease (the `kube-lease-manager` crate).
 //! - this module: the `Auditor` (index + inventory, synchronous) and `run`.
 
 pub mod index;
@@ -131,6 +131,23 @@ impl Auditor {
     }
 }
 
+/// The running audit controller (see [`spawn`]).
+pub struct AuditHandle {
+    task: tokio::task::JoinHandle<()>,
+    election: leader::Election,
+}
+
+impl AuditHandle {
+    /// On shutdown: stop the controller (no write after this returns), then
+    /// release the Lease so another replica takes over without waiting for
+    /// it to expire. Takes at most `within` for the release.
+    pub async fn shutdown(self, within: Duration) {
+        self.task.abort();
+        let _ = self.task.await;
+        self.election.step_down(within).await;
+    }
+}
+
 /// Start the audit controller for `serve`: elects a leader on a Lease in
 /// `lease.namespace`, keeps judging on every replica, writes on the leader.
 pub fn spawn(
@@ -139,16 +156,17 @@ pub fn spawn(
     config: AuditConfig,
     lease: leader::LeaseConfig,
     metrics: Arc<AuditMetrics>,
-) -> tokio::task::JoinHandle<()> {
-    let leadership = leader::elect(client.clone(), lease);
-    tokio::spawn(run(
+) -> AuditHandle {
+    let (leadership, election) = leader::elect(client.clone(), lease);
+    let task = tokio::spawn(run(
         client,
         state.inventory(),
         Some(state.health.clone()),
         leadership,
         config,
         metrics,
-    ))
+    ));
+    AuditHandle { task, election }
 }
 
 /// The controller loop. Returns when the inventory channel closes.
@@ -161,7 +179,10 @@ pub async fn run(
     metrics: Arc<AuditMetrics>,
 ) {
     let clock = config.clock.clone();
-    let mut writer = Writer::new(client, config.writer.clone(), metrics.clone());
+    // The writer re-checks leadership before every write: a pass started as
+    // leader stops writing as soon as leadership is lost.
+    let mut writer =
+        Writer::new(client, config.writer.clone(), metrics.clone()).gated_by(leadership.clone());
     let mut auditor = Auditor::new(config.plan.clone());
 
     // Judge nothing before every watch has listed: a partial view would
@@ -199,7 +220,8 @@ pub async fn run(
         if let Some(h) = &health {
             metrics.observe_watches(h);
         }
-        let leader = *leadership.borrow_and_update();
+        // A closed channel (the election is gone) means follower.
+        let leader = *leadership.borrow_and_update() && writer::leads(&leadership);
         metrics.leader.set(i64::from(leader));
         if was_leader && !leader {
             tracing::info!("audit: no longer the leader; writes stop");

@@ -1,6 +1,7 @@
 //! Applies an `AuditPlan` through the API: only what differs from what was
 //! last written (or, after a restart or a leadership change, from what the
-//! API holds), within a per-pass write budget. Called on the leader only.
+//! API holds), within a per-pass write budget. Called on the leader only;
+//! when gated by the leadership channel it also checks before every write.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -16,6 +17,7 @@ use kube::api::{
 };
 use serde_json::{Value, json};
 use std::sync::Arc;
+use tokio::sync::watch;
 
 use super::metrics::AuditMetrics;
 use super::plan::{
@@ -94,17 +96,25 @@ pub struct Writer {
     cfg: WriterConfig,
     metrics: Arc<AuditMetrics>,
     memory: Option<Memory>,
+    leadership: Option<watch::Receiver<bool>>,
 }
 
 /// A write budget for one pass.
 struct Budget {
     left: usize,
     stats: WriteStats,
+    /// Writes only while this says `true` (when set).
+    leadership: Option<watch::Receiver<bool>>,
+    /// Leadership was lost during the pass: no further write.
+    lost: bool,
 }
 
 impl Budget {
     fn take(&mut self) -> bool {
-        if self.left == 0 {
+        if self.lost || self.leadership.as_ref().is_some_and(|l| !leads(l)) {
+            self.lost = true;
+            false
+        } else if self.left == 0 {
             self.stats.deferred += 1;
             false
         } else {
@@ -113,6 +123,11 @@ impl Budget {
             true
         }
     }
+}
+
+/// The channel says this replica leads (closed: the election is gone, so no).
+pub fn leads(leadership: &watch::Receiver<bool>) -> bool {
+    leadership.has_changed().is_ok() && *leadership.borrow()
 }
 
 fn is_status(e: &kube::Error, code: u16) -> bool {
@@ -126,7 +141,15 @@ impl Writer {
             cfg,
             metrics,
             memory: None,
+            leadership: None,
         }
+    }
+
+    /// Write only while `leadership` says this replica leads, checked before
+    /// every write (a pass can outlast the leadership it started with).
+    pub fn gated_by(mut self, leadership: watch::Receiver<bool>) -> Writer {
+        self.leadership = Some(leadership);
+        self
     }
 
     /// Leadership lost: forget what was written (another replica writes now).
@@ -149,6 +172,8 @@ impl Writer {
         let mut budget = Budget {
             left: self.cfg.max_writes_per_pass,
             stats: WriteStats::default(),
+            leadership: self.leadership.clone(),
+            lost: false,
         };
         self.write_statuses(&mut memory, plan, observed, now, &mut budget)
             .await;
@@ -157,6 +182,12 @@ impl Writer {
         }
         self.write_events(&mut memory, plan, now, &mut budget).await;
         self.memory = Some(memory);
+        if budget.lost {
+            tracing::info!(
+                writes = budget.stats.writes,
+                "leadership lost during the pass; the remaining writes are left to the new leader"
+            );
+        }
         if budget.stats.deferred > 0 {
             self.metrics
                 .write_skipped_rate_limited

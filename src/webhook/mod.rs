@@ -163,7 +163,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         metrics::Metrics::new()
     };
-    if args.audit {
+    let audit = if args.audit {
         let cfg = crate::audit::AuditConfig {
             plan: crate::audit::plan::PlanConfig {
                 lang,
@@ -176,9 +176,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             ..Default::default()
         };
         let lease = crate::audit::leader::LeaseConfig::new(&args.namespace, &args.pod_name);
-        crate::audit::spawn(client.clone(), &state, cfg, lease, audit_metrics);
+        let audit = crate::audit::spawn(client.clone(), &state, cfg, lease, audit_metrics);
         tracing::info!(identity = %args.pod_name, "audit controller started (writes only while leader)");
-    }
+        Some(audit)
+    } else {
+        None
+    };
     let certs = tls::CertStore::new();
     match args.tls_mode {
         TlsMode::Files => {
@@ -249,10 +252,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // close the listener and let in-flight reviews finish.
     tracing::info!("shutdown: failing readiness");
     serving.store(false, Ordering::Relaxed);
+    // Stop auditing and hand the Lease over now, not when it expires.
+    let audit_down = audit.map(|a| tokio::spawn(a.shutdown(Duration::from_secs(5))));
     tokio::time::sleep(Duration::from_secs(args.shutdown_delay_seconds)).await;
     let _ = stop_tx.send(true);
     let _ = webhook.await;
     let _ = admin.await;
+    if let Some(down) = audit_down {
+        let _ = down.await;
+    }
     tracing::info!("shutdown complete");
     Ok(())
 }
