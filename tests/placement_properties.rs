@@ -119,6 +119,8 @@ fn model_requirement(space: Space, r: &NodeSelectorRequirement, node: &NodeInfo)
     let listed = |v: &str| values.iter().any(|x| x == v);
     match (space, r.operator.as_str()) {
         (_, "In" | "NotIn") if values.is_empty() => None,
+        // Pod validation: a node field selector takes exactly one value.
+        (Space::Field, "In" | "NotIn") if values.len() != 1 => None,
         (_, "In") => Some(value.is_some_and(listed)),
         (_, "NotIn") => Some(value.is_none_or(|v| !listed(v))),
         (Space::Label, "Exists" | "DoesNotExist") if !values.is_empty() => None,
@@ -397,8 +399,14 @@ fn field_expr() -> impl Strategy<Value = NodeSelectorRequirement> {
         // Not a node field: no node has it.
         1 => (select(&["In", "NotIn"][..]), select(POD_NODE_NAMES))
             .prop_map(|(op, n)| req("metadata.uid", op, Some(vec![n.to_string()]))),
-        // Only In and NotIn are valid in matchFields.
-        1 => select(vec![("Exists", None), ("In", Some(vec![])), ("Gt", Some(vec!["1"]))])
+        // Only In and NotIn with exactly one value are valid in matchFields.
+        1 => select(vec![
+            ("Exists", None),
+            ("In", Some(vec![])),
+            ("Gt", Some(vec!["1"])),
+            ("In", Some(vec![POD_NODE_NAMES[0], POD_NODE_NAMES[1]])),
+            ("NotIn", Some(vec![POD_NODE_NAMES[0], POD_NODE_NAMES[1]])),
+        ])
             .prop_map(|(op, vals)| req(NAME_FIELD, op, vals.map(strings))),
     ]
 }

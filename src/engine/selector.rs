@@ -150,6 +150,14 @@ fn convert_requirement(space: Space, req: &NodeSelectorRequirement) -> Result<Re
         "In" | "NotIn" if values.is_empty() => {
             return Err(format!("{} {} has no values", req.key, req.operator));
         }
+        // The API server rejects a node field selector with more than one
+        // value (pods validation); the term then matches nothing.
+        "In" | "NotIn" if space == Space::Field && values.len() != 1 => {
+            return Err(format!(
+                "{} {} on a node field must have exactly one value",
+                req.key, req.operator
+            ));
+        }
         "In" => Op::In(set()),
         "NotIn" => Op::NotIn(set()),
         "Exists" | "DoesNotExist" if !values.is_empty() => {
