@@ -910,7 +910,7 @@ fn footprint(name: &str, text: &str) {
     println!(
         "footprint/{name}: {lines} entries -> {v4} IPv4 + {v6} IPv6 ranges; \
          computed {computed} bytes ({v4}×{} + {v6}×{}); heap after parse_list {live} bytes \
-         (Vec capacity not shrunk after merging), peak during parse {peak} bytes; one cold parse {:.3} ms",
+         (spare Vec capacity is given back after merging), peak during parse {peak} bytes; one cold parse {:.3} ms",
         size_of::<(u32, u32)>(),
         size_of::<(u128, u128)>(),
         elapsed.as_secs_f64() * 1e3,

@@ -1,6 +1,8 @@
 //! Which policies govern a workload, exemptions, and the verdict's assembly.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 use jiff::Timestamp;
 
@@ -76,6 +78,7 @@ pub(super) fn evaluate(
         notices.extend(egress::external_name_notices(workload, snapshot));
     }
 
+    let subjects = Subjects::default();
     for (policy, matched) in governing {
         let exemption = policy
             .exemptions
@@ -102,6 +105,7 @@ pub(super) fn evaluate(
             policy: &policy.name,
             classes: &matched,
             sources: &class_sources,
+            subjects: &subjects,
         };
         let mut violations = Vec::new();
         if let Some(facts) = &facts {
@@ -179,12 +183,29 @@ pub(crate) struct MessageContext<'a> {
     pub policy: &'a str,
     pub classes: &'a [DataClass],
     pub sources: &'a [ClassSource],
+    pub subjects: &'a Subjects,
 }
+
+/// Subjects already written for one workload, by the classes they name:
+/// the policies governing a workload mostly match the same classes, so
+/// each violation need not write the same sentence again.
+#[derive(Default)]
+pub(crate) struct Subjects(RefCell<Vec<(Vec<DataClass>, Rc<Text>)>>);
 
 impl MessageContext<'_> {
     /// "Deployment payments/api carries personal information
     /// (residencyguard.io/data-class=personal on the pod template)"
-    pub fn subject(&self) -> Text {
+    pub fn subject(&self) -> Rc<Text> {
+        let mut cache = self.subjects.0.borrow_mut();
+        if let Some((_, text)) = cache.iter().find(|(c, _)| c.as_slice() == self.classes) {
+            return Rc::clone(text);
+        }
+        let text = Rc::new(self.write_subject());
+        cache.push((self.classes.to_vec(), Rc::clone(&text)));
+        text
+    }
+
+    fn write_subject(&self) -> Text {
         let w = self.workload.reference();
         let en_classes = join_en(self.classes.iter().map(|c| c.describe_en()));
         let zh_classes = self

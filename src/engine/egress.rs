@@ -9,12 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use super::classify::MessageContext;
 use super::ipset::{CountryTable, IpSet, net_minus_excepts_subset};
@@ -61,7 +61,9 @@ impl AddressSpace {
     }
 
     pub fn new(mainland: IpSet, cluster: IpSet, countries: CountryTable) -> AddressSpace {
-        let inside = mainland.union(&cluster);
+        // Kept for the snapshot's life: a merge leaves spare capacity.
+        let mut inside = mainland.union(&cluster);
+        inside.shrink_to_fit();
         AddressSpace {
             mainland,
             cluster,
@@ -83,17 +85,89 @@ impl AddressSpace {
     }
 }
 
-/// One egress peer of a NetworkPolicy rule.
+/// Evidence text built once, when a NetworkPolicy is compiled, and shared
+/// by every verdict that cites it: the effective egress of a pod selected by
+/// many policies would otherwise copy hundreds of strings per evaluation.
+/// Reads, prints and serializes as the `T` it holds.
+#[derive(PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Shared<T: ?Sized>(Arc<T>);
+
+// By hand: a derived Clone would ask `T: Clone`, which `str` is not.
+impl<T: ?Sized> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(Arc::clone(&self.0))
+    }
+}
+
+impl<T: ?Sized> std::ops::Deref for Shared<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: ?Sized + std::fmt::Debug> std::fmt::Debug for Shared<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (*self.0).fmt(f)
+    }
+}
+
+impl<T: ?Sized + std::fmt::Display> std::fmt::Display for Shared<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (*self.0).fmt(f)
+    }
+}
+
+impl<T: ?Sized + Serialize> Serialize for Shared<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (*self.0).serialize(serializer)
+    }
+}
+
+impl From<String> for Shared<str> {
+    fn from(s: String) -> Self {
+        Shared(s.into())
+    }
+}
+
+impl From<&str> for Shared<str> {
+    fn from(s: &str) -> Self {
+        Shared(s.into())
+    }
+}
+
+impl<T> From<Vec<T>> for Shared<[T]> {
+    fn from(v: Vec<T>) -> Self {
+        Shared(v.into())
+    }
+}
+
+impl PartialEq<str> for Shared<str> {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for Shared<str> {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+/// One egress peer of a NetworkPolicy rule. Texts for evidence are built
+/// here, once per NetworkPolicy, not on every evaluation.
 #[derive(Clone, Debug)]
 enum Peer {
-    InCluster(String),
+    InCluster(Shared<str>),
     IpBlock {
         cidr: IpNet,
-        except: Vec<IpNet>,
-        text: String,
+        except: Arc<[IpNet]>,
+        text: Shared<str>,
+        except_text: Shared<[String]>,
     },
     /// A peer the API server would reject; treated as reaching everything.
-    Unreadable(String),
+    /// Holds the complete reason given in evidence.
+    Unreadable(Shared<str>),
 }
 
 #[derive(Clone, Debug)]
@@ -102,15 +176,30 @@ struct Rule {
     peers: Option<Vec<Peer>>,
 }
 
+/// How many evidence entries of each kind a policy contributes, so the
+/// effective egress is allocated once at its final size.
+#[derive(Clone, Copy, Debug, Default)]
+struct EvidenceCounts {
+    allow_all: usize,
+    in_cluster: usize,
+    blocks: usize,
+}
+
+static EVERY_DESTINATION: LazyLock<Shared<str>> =
+    LazyLock::new(|| "the rule has no `to`, so it allows every destination".into());
+
 /// A NetworkPolicy reduced to what egress analysis reads.
 #[derive(Clone, Debug)]
 pub struct CompiledNetworkPolicy {
     pub namespace: String,
     pub name: String,
+    /// "NetworkPolicy ns/name", as evidence names it.
+    reference: Shared<str>,
     pod_selector: Option<LabelSelectorMatcher>,
     /// Effective policyTypes contains Egress.
     isolates_egress: bool,
     rules: Vec<Rule>,
+    counts: EvidenceCounts,
 }
 
 impl CompiledNetworkPolicy {
@@ -122,7 +211,7 @@ impl CompiledNetworkPolicy {
             Some(types) if !types.is_empty() => types.iter().any(|t| t == "Egress"),
             _ => spec.egress.as_ref().is_some_and(|e| !e.is_empty()),
         };
-        let rules = spec
+        let rules: Vec<Rule> = spec
             .egress
             .iter()
             .flatten()
@@ -134,15 +223,33 @@ impl CompiledNetworkPolicy {
                     .map(|to| to.iter().map(compile_peer).collect()),
             })
             .collect();
+        let mut counts = EvidenceCounts::default();
+        for rule in &rules {
+            let Some(peers) = &rule.peers else {
+                counts.allow_all += 1;
+                continue;
+            };
+            for peer in peers {
+                match peer {
+                    Peer::InCluster(_) => counts.in_cluster += 1,
+                    Peer::IpBlock { .. } => counts.blocks += 1,
+                    Peer::Unreadable(_) => counts.allow_all += 1,
+                }
+            }
+        }
+        let namespace = np.metadata.namespace.clone().unwrap_or_default();
+        let name = np.metadata.name.clone().unwrap_or_default();
         CompiledNetworkPolicy {
-            namespace: np.metadata.namespace.clone().unwrap_or_default(),
-            name: np.metadata.name.clone().unwrap_or_default(),
+            reference: format!("NetworkPolicy {namespace}/{name}").into(),
+            namespace,
+            name,
             // podSelector {} (or absent) selects every pod in the namespace.
             pod_selector: LabelSelectorMatcher::compile_lenient(
                 &spec.pod_selector.clone().unwrap_or_default(),
             ),
             isolates_egress,
             rules,
+            counts,
         }
     }
 
@@ -152,8 +259,8 @@ impl CompiledNetworkPolicy {
             .is_some_and(|s| s.matches(pod_labels))
     }
 
-    pub fn reference(&self) -> String {
-        format!("NetworkPolicy {}/{}", self.namespace, self.name)
+    pub fn reference(&self) -> &str {
+        &self.reference
     }
 }
 
@@ -169,14 +276,19 @@ fn compile_peer(peer: &NetworkPolicyPeer) -> Peer {
         return match (cidr, except) {
             (Ok(cidr), Ok(except)) => Peer::IpBlock {
                 cidr,
-                except,
-                text: block.cidr.clone(),
+                except_text: except
+                    .iter()
+                    .map(IpNet::to_string)
+                    .collect::<Vec<_>>()
+                    .into(),
+                except: except.into(),
+                text: block.cidr.as_str().into(),
             },
-            _ => Peer::Unreadable(format!("ipBlock {:?} does not parse", block.cidr)),
+            _ => unreadable(format!("ipBlock {:?} does not parse", block.cidr)),
         };
     }
     match (&peer.namespace_selector, &peer.pod_selector) {
-        (None, None) => Peer::Unreadable("a peer with no selector and no ipBlock".into()),
+        (None, None) => unreadable("a peer with no selector and no ipBlock"),
         (ns, pods) => {
             let describe = |s: &Option<_>, what: &str| s.as_ref().map(|_| what.to_string());
             let parts: Vec<String> = [
@@ -186,9 +298,13 @@ fn compile_peer(peer: &NetworkPolicyPeer) -> Peer {
             .into_iter()
             .flatten()
             .collect();
-            Peer::InCluster(parts.join("+"))
+            Peer::InCluster(parts.join("+").into())
         }
     }
+}
+
+fn unreadable(why: impl std::fmt::Display) -> Peer {
+    Peer::Unreadable(format!("{why}; treated as allowing every destination").into())
 }
 
 /// NetworkPolicies and ExternalName Services, by namespace.
@@ -242,7 +358,7 @@ pub struct EffectiveEgress {
     pub host_network: bool,
     /// Some NetworkPolicy with Egress in its policyTypes selects the pod.
     pub isolated: bool,
-    pub selecting_policies: Vec<String>,
+    pub selecting_policies: Vec<Shared<str>>,
     /// Rules that reach every destination.
     pub allow_all_rules: Vec<RuleRef>,
     pub in_cluster_peers: Vec<PeerRef>,
@@ -252,30 +368,30 @@ pub struct EffectiveEgress {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RuleRef {
-    pub network_policy: String,
+    pub network_policy: Shared<str>,
     pub rule: usize,
     /// Why it reaches everything.
-    pub reason: String,
+    pub reason: Shared<str>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PeerRef {
-    pub network_policy: String,
+    pub network_policy: Shared<str>,
     pub rule: usize,
     pub peer: usize,
-    pub selector: String,
+    pub selector: Shared<str>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExternalBlock {
-    pub network_policy: String,
+    pub network_policy: Shared<str>,
     pub rule: usize,
     pub peer: usize,
-    pub cidr: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub except: Vec<String>,
+    pub cidr: Shared<str>,
+    #[serde(skip_serializing_if = "no_excepts")]
+    pub except: Shared<[String]>,
     /// Entirely inside mainland-China space or the cluster's own networks.
     pub mainland: bool,
     /// Entirely inside the cluster's own networks.
@@ -286,7 +402,11 @@ pub struct ExternalBlock {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub country: Option<String>,
     #[serde(skip)]
-    net: Option<(IpNet, Vec<IpNet>)>,
+    net: Option<(IpNet, Arc<[IpNet]>)>,
+}
+
+fn no_excepts(except: &Shared<[String]>) -> bool {
+    except.is_empty()
 }
 
 /// Structured evidence of one egress violation.
@@ -313,51 +433,71 @@ pub fn effective_egress(workload: &Workload, snapshot: &Snapshot) -> EffectiveEg
         host_network: workload.pod.host_network == Some(true),
         ..EffectiveEgress::default()
     };
-    for np in snapshot.network.policies_in(&workload.namespace) {
-        if !np.isolates_egress || !np.selects(&workload.template_labels) {
-            continue;
-        }
-        eff.isolated = true;
-        eff.selecting_policies.push(np.reference());
+    let selecting: Vec<&CompiledNetworkPolicy> = snapshot
+        .network
+        .policies_in(&workload.namespace)
+        .iter()
+        .filter(|np| np.isolates_egress && np.selects(&workload.template_labels))
+        .collect();
+    // Allocate the evidence once at its final size.
+    let total = selecting
+        .iter()
+        .fold(EvidenceCounts::default(), |t, np| EvidenceCounts {
+            allow_all: t.allow_all + np.counts.allow_all,
+            in_cluster: t.in_cluster + np.counts.in_cluster,
+            blocks: t.blocks + np.counts.blocks,
+        });
+    eff.isolated = !selecting.is_empty();
+    eff.selecting_policies.reserve_exact(selecting.len());
+    eff.allow_all_rules.reserve_exact(total.allow_all);
+    eff.in_cluster_peers.reserve_exact(total.in_cluster);
+    eff.external_blocks.reserve_exact(total.blocks);
+    for np in selecting {
+        eff.selecting_policies.push(np.reference.clone());
         for (r, rule) in np.rules.iter().enumerate() {
             let Some(peers) = &rule.peers else {
                 eff.allow_all_rules.push(RuleRef {
-                    network_policy: np.reference(),
+                    network_policy: np.reference.clone(),
                     rule: r,
-                    reason: "the rule has no `to`, so it allows every destination".into(),
+                    reason: EVERY_DESTINATION.clone(),
                 });
                 continue;
             };
             for (p, peer) in peers.iter().enumerate() {
                 match peer {
                     Peer::InCluster(sel) => eff.in_cluster_peers.push(PeerRef {
-                        network_policy: np.reference(),
+                        network_policy: np.reference.clone(),
                         rule: r,
                         peer: p,
                         selector: sel.clone(),
                     }),
-                    Peer::Unreadable(why) => eff.allow_all_rules.push(RuleRef {
-                        network_policy: np.reference(),
+                    Peer::Unreadable(reason) => eff.allow_all_rules.push(RuleRef {
+                        network_policy: np.reference.clone(),
                         rule: r,
-                        reason: format!("{why}; treated as allowing every destination"),
+                        reason: reason.clone(),
                     }),
-                    Peer::IpBlock { cidr, except, text } => {
+                    Peer::IpBlock {
+                        cidr,
+                        except,
+                        text,
+                        except_text,
+                    } => {
                         let mainland = net_minus_excepts_subset(*cidr, except, &space.inside);
                         let in_cluster = net_minus_excepts_subset(*cidr, except, &space.cluster);
                         let example = (!mainland)
                             .then(|| first_outside(*cidr, except, &space.inside))
                             .flatten();
                         eff.external_blocks.push(ExternalBlock {
-                            network_policy: np.reference(),
+                            network_policy: np.reference.clone(),
                             rule: r,
                             peer: p,
                             cidr: text.clone(),
-                            except: except.iter().map(IpNet::to_string).collect(),
+                            except: except_text.clone(),
                             mainland,
                             in_cluster,
                             country: example.and_then(|a| space.country(a)),
                             example_outside: example.map(|a| a.to_string()),
-                            net: Some((*cidr, except.clone())),
+                            net: Some((*cidr, Arc::clone(except))),
                         });
                     }
                 }
@@ -384,7 +524,6 @@ pub(crate) fn check(
     if mode == EgressMode::Unrestricted {
         return Vec::new();
     }
-    let subject = ctx.subject();
     let p = ctx.policy;
     let (rule_en, rule_zh) = match mode {
         EgressMode::ClusterOnly => (
@@ -398,17 +537,21 @@ pub(crate) fn check(
     };
     // A fix that ends in a YAML example gets no closing full stop.
     let stop = |fix: &str, mark: &'static str| if fix.ends_with(['}', ']']) { "" } else { mark };
-    let lead = |en: String, zh: String, fix_en: String, fix_zh: String| Text {
-        en: format!(
-            "{} and policy {p} {rule_en}, but {en}. Fix: {fix_en}{}",
-            subject.en,
-            stop(&fix_en, ".")
-        ),
-        zh: format!(
-            "{}，策略 {p} {rule_zh}，但 {zh}。修复：{fix_zh}{}",
-            subject.zh,
-            stop(&fix_zh, "。")
-        ),
+    // The subject only when there is a violation: most checks find none.
+    let lead = |en: String, zh: String, fix_en: String, fix_zh: String| {
+        let subject = ctx.subject();
+        Text {
+            en: format!(
+                "{} and policy {p} {rule_en}, but {en}. Fix: {fix_en}{}",
+                subject.en,
+                stop(&fix_en, ".")
+            ),
+            zh: format!(
+                "{}，策略 {p} {rule_zh}，但 {zh}。修复：{fix_zh}{}",
+                subject.zh,
+                stop(&fix_zh, "。")
+            ),
+        }
     };
     let no_evidence = EgressEvidence {
         network_policy: None,
@@ -465,7 +608,7 @@ pub(crate) fn check(
             code: Code::EgressAllowsAll,
             field: format!("{} spec.egress[{}]", r.network_policy, r.rule),
             evidence: Evidence::Egress(EgressEvidence {
-                network_policy: Some(r.network_policy.clone()),
+                network_policy: Some(r.network_policy.to_string()),
                 rule: Some(r.rule),
                 cidr: None,
                 example_outside: None,
@@ -502,15 +645,22 @@ pub(crate) fn check(
         if ok {
             continue;
         }
-        let example = match mode {
-            EgressMode::ClusterOnly => first_outside(*cidr, except, &space.cluster),
+        let with_country =
+            |a: Option<IpAddr>| (a.map(|a| a.to_string()), a.and_then(|a| space.country(a)));
+        let (example, country) = match mode {
+            EgressMode::ClusterOnly => with_country(first_outside(*cidr, except, &space.cluster)),
+            // Allowing nothing extra, the example is the one effective_egress
+            // found against the same set: reuse it and its country.
+            _ if policy.allowed_cidrs.is_empty() => (b.example_outside.clone(), b.country.clone()),
             // Union only when the policy adds destinations: the mainland set
             // is thousands of ranges and this runs per outside block.
-            _ if policy.allowed_cidrs.is_empty() => first_outside(*cidr, except, &space.inside),
-            _ => first_outside(*cidr, except, &space.inside.union(&policy.allowed_cidrs)),
+            _ => with_country(first_outside(
+                *cidr,
+                except,
+                &space.inside.union(&policy.allowed_cidrs),
+            )),
         };
-        let country = example.and_then(|a| space.country(a));
-        let ex = example.map(|a| a.to_string()).unwrap_or_default();
+        let ex = example.clone().unwrap_or_default();
         let (where_en, where_zh) = match (mode, &country) {
             (EgressMode::ClusterOnly, _) => (
                 "is outside the cluster's networks".to_string(),
@@ -551,11 +701,11 @@ pub(crate) fn check(
                 b.network_policy, b.rule, b.peer
             ),
             evidence: Evidence::Egress(EgressEvidence {
-                network_policy: Some(b.network_policy.clone()),
+                network_policy: Some(b.network_policy.to_string()),
                 rule: Some(b.rule),
-                cidr: Some(b.cidr.clone()),
-                example_outside: example.map(|a| a.to_string()),
-                country: country.clone(),
+                cidr: Some(b.cidr.to_string()),
+                example_outside: example,
+                country,
             }),
             message: lead(
                 format!(

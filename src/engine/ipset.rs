@@ -148,6 +148,9 @@ impl<T: RangeInt> RangeSet<T> {
             w += 1;
         }
         v.truncate(w);
+        // Sets built here are often kept for the process's life (the
+        // mainland data): merging leaves spare capacity, give it back.
+        v.shrink_to_fit();
         RangeSet { ranges: v }
     }
 
@@ -574,6 +577,12 @@ impl IpSet {
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
         self.v4.is_empty() && self.v6.is_empty()
+    }
+
+    /// Give back spare capacity (for sets kept for long).
+    pub fn shrink_to_fit(&mut self) {
+        self.v4.ranges.shrink_to_fit();
+        self.v6.ranges.shrink_to_fit();
     }
 
     /// `(IPv4 ranges, IPv6 ranges)`.
