@@ -19,15 +19,19 @@ use residency_guard::audit::Auditor;
 use residency_guard::audit::plan::PlanConfig;
 use residency_guard::engine::{AddressSpace, Catalogue, NodeInfo, Snapshot, Workload};
 use residency_guard::state::{Inventory, WorkloadKey};
-use serde_json::{Value, json};
 
-const NODES: usize = 1_000;
-const DEPLOYMENTS: usize = 2_000;
-const PODS: usize = 10_000;
-const POLICIES: usize = 50;
-const NAMESPACES: usize = 100;
-const REGION: &str = "topology.kubernetes.io/region";
-const CLASSES: [&str; 5] = ["personal", "financial", "health", "credit", "map"];
+#[allow(dead_code)]
+#[path = "cluster_data.rs"]
+mod cluster_data;
+
+use cluster_data::{REGION, Scale, deployment_obj, namespace_tier, node_obj, pod_obj, policy_obj};
+
+const SCALE: Scale = Scale::ISSUE;
+const NODES: usize = SCALE.nodes;
+const DEPLOYMENTS: usize = SCALE.deployments;
+const PODS: usize = SCALE.pods;
+const POLICIES: usize = SCALE.policies;
+const NAMESPACES: usize = SCALE.namespaces;
 
 fn rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -38,91 +42,6 @@ fn rss_kib() -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
-}
-
-/// Roughly what the API server sends: managedFields, status, containers.
-fn bulk(i: usize) -> Value {
-    json!({
-        "managedFields": (0..4).map(|k| json!({
-            "manager": format!("kube-controller-manager-{k}"), "operation": "Update",
-            "apiVersion": "v1", "time": "2026-06-01T00:00:00Z", "fieldsType": "FieldsV1",
-            "fieldsV1": {"f:metadata": {"f:labels": {".": {}, "f:app": {}, "f:pod-template-hash": {}}},
-                         "f:spec": {"f:containers": {"k:{\"name\":\"app\"}": {".": {}, "f:image": {}, "f:resources": {}}}},
-                         "f:status": {"f:conditions": {}, "f:podIP": {}, "f:startTime": {}}}
-        })).collect::<Vec<_>>(),
-        "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "x".repeat(1500 + i % 7)},
-        "uid": format!("0000-{i:08}"), "resourceVersion": format!("{}", 100_000 + i),
-    })
-}
-
-fn containers() -> Value {
-    json!([{"name": "app", "image": "registry.example.com/team/app:1.2.3",
-            "env": (0..20).map(|k| json!({"name": format!("ENV_{k}"), "value": format!("value-{k}-with-some-length")})).collect::<Vec<_>>(),
-            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
-            "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "tmp", "mountPath": "/tmp"}],
-            "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 10}},
-           {"name": "sidecar", "image": "registry.example.com/mesh/proxy:1.20",
-            "args": (0..30).map(|k| format!("--flag-{k}=value")).collect::<Vec<_>>()}])
-}
-
-fn region_of(node: usize) -> &'static str {
-    match node % 10 {
-        0 => "cn-northwest-1",
-        9 => "ap-east-1", // a few nodes abroad
-        _ => "cn-north-1",
-    }
-}
-
-fn node_obj(i: usize) -> Value {
-    let mut meta = bulk(i);
-    meta["name"] = json!(format!("node-{i:04}"));
-    meta["labels"] = json!({REGION: region_of(i), "pool": format!("pool-{}", i % 5),
-        "kubernetes.io/hostname": format!("node-{i:04}"), "node.kubernetes.io/instance-type": "m5.large"});
-    json!({"apiVersion": "v1", "kind": "Node", "metadata": meta,
-           "spec": {"providerID": format!("aws:///{}a/i-{i:08}", region_of(i))},
-           "status": {"capacity": {"cpu": "4", "memory": "16Gi"}, "images": (0..30).map(|k| json!({"names": [format!("registry.example.com/image-{k}@sha256:{}", "a".repeat(64))], "sizeBytes": 1_000_000})).collect::<Vec<_>>()}})
-}
-
-fn template(i: usize) -> Value {
-    let mut spec = json!({"containers": containers()});
-    if !i.is_multiple_of(4) {
-        spec["nodeSelector"] =
-            json!({REGION: if i % 4 == 1 { "cn-north-1" } else { "cn-northwest-1" }});
-    }
-    json!({"metadata": {"labels": {"app": format!("app-{i}"), "residencyguard.io/data-class": CLASSES[i % CLASSES.len()]}},
-           "spec": spec})
-}
-
-fn deployment_obj(i: usize) -> Value {
-    let mut meta = bulk(i);
-    meta["name"] = json!(format!("app-{i}"));
-    meta["namespace"] = json!(format!("ns-{}", i % NAMESPACES));
-    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
-           "spec": {"replicas": 5, "selector": {"matchLabels": {"app": format!("app-{i}")}}, "template": template(i)}})
-}
-
-fn pod_obj(i: usize) -> Value {
-    let d = i % DEPLOYMENTS;
-    let mut t = template(d);
-    let mut meta = bulk(i);
-    meta["name"] = json!(format!("app-{d}-abc{d}-{i}"));
-    meta["namespace"] = json!(format!("ns-{}", d % NAMESPACES));
-    meta["labels"] = t["metadata"]["labels"].clone();
-    meta["labels"]["pod-template-hash"] = json!(format!("abc{d}"));
-    meta["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("app-{d}-abc{d}"), "uid": "u", "controller": true}]);
-    t["spec"]["nodeName"] = json!(format!("node-{:04}", (i * 7) % NODES));
-    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": t["spec"],
-           "status": {"phase": "Running", "podIP": "10.0.0.1", "conditions": (0..4).map(|k| json!({"type": format!("C{k}"), "status": "True", "lastTransitionTime": "2026-06-01T00:00:00Z"})).collect::<Vec<_>>()}})
-}
-
-fn policy_obj(i: usize) -> ResidencyPolicy {
-    serde_json::from_value(json!({
-        "apiVersion": "residencyguard.io/v1alpha1", "kind": "ResidencyPolicy",
-        "metadata": {"name": format!("policy-{i}"), "generation": 1},
-        "spec": {"dataClasses": [CLASSES[i % CLASSES.len()]], "action": "Audit",
-                 "namespaceSelector": {"matchExpressions": [{"key": "tier", "operator": "In", "values": [format!("t{}", i % 10)]}]}}
-    }))
-    .expect("policy")
 }
 
 struct Projected {
@@ -144,8 +63,8 @@ fn project() -> Projected {
     }
     let mut workloads = BTreeMap::new();
     for v in (0..DEPLOYMENTS)
-        .map(deployment_obj)
-        .chain((0..PODS).map(pod_obj))
+        .map(|i| deployment_obj(i, &SCALE))
+        .chain((0..PODS).map(|i| pod_obj(i, &SCALE)))
     {
         full_bytes += serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(0);
         let w = Workload::from_value(&v, "default").expect("workload");
@@ -175,7 +94,7 @@ fn inventory(p: &Projected, relabel: Option<(usize, &str)>, now: Timestamp) -> A
     for n in 0..NAMESPACES {
         snapshot.namespaces.insert(
             format!("ns-{n}"),
-            BTreeMap::from([("tier".to_string(), format!("t{}", n % 10))]),
+            BTreeMap::from([("tier".to_string(), namespace_tier(n))]),
         );
     }
     Arc::new(Inventory {

@@ -326,13 +326,23 @@ async fn run_watch(
             }
         };
         let project = |obj: &DynamicObject| -> Option<Item> {
-            let value = match serde_json::to_value(obj) {
+            let mut value = match serde_json::to_value(obj) {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::warn!(resource = kind.name, object = %key_of(obj), error = %e, "skipping unreadable object");
                     return None;
                 }
             };
+            // The API server leaves apiVersion and kind out of the items of
+            // a LIST response (kubernetes/kubernetes#3030), so objects of the
+            // initial list arrive without them; workload projection needs
+            // them. The watched resource says what they are.
+            if let Some(map) = value.as_object_mut() {
+                map.entry("apiVersion")
+                    .or_insert_with(|| kind.resource.api_version.clone().into());
+                map.entry("kind")
+                    .or_insert_with(|| kind.resource.kind.clone().into());
+            }
             match (kind.project)(&value) {
                 Ok(item) => item,
                 Err(e) => {

@@ -1,0 +1,269 @@
+//! Cold start against a mocked API server, small: the watches of
+//! `state::start` list every kind in several pages (the mock serves at most
+//! 7 items a page), the inventory syncs with exactly the served objects, and
+//! the first audit pass finds the violations the generated data implies.
+//! The paging path of `benches/cold_start.rs`, checked in CI.
+
+#[allow(dead_code)]
+#[path = "../benches/cluster_data.rs"]
+mod cluster_data;
+#[allow(dead_code)]
+#[path = "../benches/mock_apiserver.rs"]
+mod mock_apiserver;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use cluster_data::{
+    REGION, Scale, deployment_obj, namespace_obj, namespace_tier, node_obj, pod_obj, policy_obj,
+    policy_value, region_of,
+};
+use futures::TryStreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, Config};
+use mock_apiserver::MockApi;
+use residency_guard::audit::Auditor;
+use residency_guard::audit::plan::PlanConfig;
+use residency_guard::datafiles::DataSources;
+use residency_guard::engine::{NodeInfo, Snapshot, Workload};
+use residency_guard::state::{self, Inventory, WorkloadKey};
+
+/// Ten policies cover every (class, tier) pair the data uses, so every
+/// Deployment is governed.
+const SCALE: Scale = Scale {
+    nodes: 10,
+    deployments: 20,
+    pods: 50,
+    policies: 10,
+    namespaces: 20,
+};
+const MAX_PAGE: usize = 7;
+const NOW: &str = "2026-06-01T00:00:00Z";
+
+fn mock() -> MockApi {
+    let mut mock = MockApi::new(Some(MAX_PAGE), Duration::from_millis(200));
+    mock.add("Node", (0..SCALE.nodes).map(node_obj));
+    mock.add("Namespace", (0..SCALE.namespaces).map(namespace_obj));
+    mock.add(
+        "Deployment",
+        (0..SCALE.deployments).map(|i| deployment_obj(i, &SCALE)),
+    );
+    mock.add("Pod", (0..SCALE.pods).map(|i| pod_obj(i, &SCALE)));
+    mock.add("ResidencyPolicy", (0..SCALE.policies).map(policy_value));
+    mock
+}
+
+fn client(addr: std::net::SocketAddr) -> Client {
+    let url = format!("http://{addr}").parse().expect("url");
+    Client::try_from(Config::new(url)).expect("client")
+}
+
+/// The same objects, projected directly (no API server, no watches).
+fn reference_inventory(now: Timestamp) -> Inventory {
+    let (catalogue, space) = DataSources::default().load().expect("bundled data");
+    let mut snapshot = Snapshot::new(catalogue, space);
+    let policies: BTreeMap<String, _> = (0..SCALE.policies)
+        .map(|i| (format!("policy-{i}"), policy_obj(i)))
+        .collect();
+    for p in policies.values() {
+        snapshot.add_policy(p, now).expect("valid policy");
+    }
+    snapshot.set_nodes((0..SCALE.nodes).map(|i| {
+        let node: Node = serde_json::from_value(node_obj(i)).expect("node");
+        NodeInfo::from_node(&node)
+    }));
+    for n in 0..SCALE.namespaces {
+        snapshot.namespaces.insert(
+            format!("ns-{n}"),
+            BTreeMap::from([
+                ("tier".to_string(), namespace_tier(n)),
+                ("kubernetes.io/metadata.name".to_string(), format!("ns-{n}")),
+            ]),
+        );
+    }
+    let workloads = (0..SCALE.deployments)
+        .map(|i| deployment_obj(i, &SCALE))
+        .chain((0..SCALE.pods).map(|i| pod_obj(i, &SCALE)))
+        .map(|v| {
+            let w = Workload::from_value(&v, "default").expect("workload");
+            (WorkloadKey::of(&w), Arc::new(w))
+        })
+        .collect();
+    Inventory {
+        snapshot: Arc::new(snapshot),
+        policies,
+        network_policies: BTreeMap::new(),
+        workloads,
+        synced: true,
+    }
+}
+
+fn violated(inv: Arc<Inventory>, now: Timestamp) -> BTreeSet<WorkloadKey> {
+    let mut auditor = Auditor::new(PlanConfig::default());
+    auditor.full_pass(inv, now);
+    auditor
+        .index
+        .iter()
+        .filter(|(_, f)| f.policies.iter().any(|p| p.violated()))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_start_lists_in_pages_and_audits_everything() {
+    let now: Timestamp = NOW.parse().expect("time");
+    let mock = Arc::new(mock());
+    let addr = mock_apiserver::start(mock.clone()).await.expect("mock");
+    let (catalogue, address_space) = DataSources::default().load().expect("bundled data");
+    let state = state::start(
+        client(addr),
+        state::Inputs {
+            catalogue,
+            address_space,
+        },
+    );
+    let mut rx = state.inventory();
+    let inv = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|inv| inv.synced))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "inventory not synced within 10 s; health {:?}; requests {:#?}",
+                state.health,
+                mock.requests()
+            )
+        })
+        .expect("state running")
+        .clone();
+
+    // Exactly the served objects: every Deployment, and every Pod (all are
+    // controller-owned and bound to a node).
+    assert_eq!(state.health.skipped_objects.load(Ordering::Relaxed), 0);
+    assert_eq!(state.health.watch_errors.load(Ordering::Relaxed), 0);
+    let reference = reference_inventory(now);
+    assert_eq!(
+        inv.workloads.keys().collect::<Vec<_>>(),
+        reference.workloads.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(inv.workloads.len(), SCALE.deployments + SCALE.pods);
+    for (k, w) in &inv.workloads {
+        assert_eq!(**w, *reference.workloads[k], "{k:?} projected differently");
+    }
+    assert_eq!(inv.policies.len(), SCALE.policies);
+    assert_eq!(inv.snapshot.policies.len(), SCALE.policies);
+    assert_eq!(inv.snapshot.namespaces, reference.snapshot.namespaces);
+    let nodes = inv.snapshot.nodes().expect("node inventory");
+    assert_eq!(nodes.len(), SCALE.nodes);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !state.ready() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("ready after the synced inventory");
+
+    // Paging happened: every kind listed (empty ones in one page), the
+    // populated ones in ceil(n / 7) pages, each page after the first asked
+    // for with the continue token of the one before.
+    let populated = [
+        SCALE.nodes,
+        SCALE.namespaces,
+        SCALE.deployments,
+        SCALE.pods,
+        SCALE.policies,
+    ];
+    let pages: usize = populated
+        .iter()
+        .map(|n| n.div_ceil(MAX_PAGE))
+        .sum::<usize>()
+        + (mock_apiserver::RESOURCES.len() - populated.len());
+    let c = &mock.counters;
+    let requests = mock.requests();
+    assert_eq!(c.lists.load(Ordering::Relaxed), pages, "{requests:#?}");
+    assert_eq!(
+        c.continued.load(Ordering::Relaxed),
+        pages - mock_apiserver::RESOURCES.len(),
+        "{requests:#?}"
+    );
+    assert_eq!(c.items_listed.load(Ordering::Relaxed), mock.objects());
+    assert_eq!(c.unknown.load(Ordering::Relaxed), 0, "{requests:#?}");
+    assert!(
+        requests
+            .iter()
+            .filter(|r| !r.contains("watch"))
+            .all(|r| r.contains("limit=500")),
+        "the watcher asks for pages of 500: {requests:#?}"
+    );
+    // One watch per kind, held open after its list.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while c.watches.load(Ordering::Relaxed) < mock_apiserver::RESOURCES.len() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("a watch per kind: {:#?}", mock.requests()));
+
+    // The first audit: Deployments without a nodeSelector (d % 4 == 0) can
+    // land abroad; Pods bound to a node abroad run there.
+    let found = violated(inv.clone(), now);
+    let deployments = (0..SCALE.deployments).filter(|d| d % 4 == 0).count();
+    let pods = (0..SCALE.pods)
+        .filter(|i| region_of((i * 7) % SCALE.nodes) == "ap-east-1")
+        .count();
+    assert_eq!((deployments, pods), (5, 5));
+    assert_eq!(found.len(), deployments + pods, "{found:#?}");
+    assert_eq!(found, violated(Arc::new(reference), now));
+    let plan = {
+        let mut auditor = Auditor::new(PlanConfig::default());
+        auditor.full_pass(inv.clone(), now);
+        auditor.plan(now)
+    };
+    assert!(!plan.reports.is_empty());
+
+    // Still healthy while the watches are held open (bookmarks every 200 ms).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(state.health.watch_errors.load(Ordering::Relaxed), 0);
+    assert_eq!(c.lists.load(Ordering::Relaxed), pages, "no relist");
+    assert!(
+        nodes
+            .iter()
+            .any(|n| n.info.labels.get(REGION).map(String::as_str) == Some("ap-east-1"))
+    );
+}
+
+/// The mock's streaming-list path (`sendInitialEvents=true`), used by a
+/// watcher configured with `streaming_lists()`.
+#[tokio::test]
+async fn mock_serves_streaming_lists() {
+    let mock = Arc::new(mock());
+    let addr = mock_apiserver::start(mock.clone()).await.expect("mock");
+    let api: Api<DynamicObject> = Api::all_with(
+        client(addr),
+        &ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&()),
+    );
+    let stream = watcher::watcher(api, watcher::Config::default().streaming_lists());
+    futures::pin_mut!(stream);
+    let mut applied = 0;
+    let events = async {
+        while let Some(e) = stream.try_next().await.expect("watch") {
+            match e {
+                Event::InitApply(obj) => {
+                    assert_eq!(obj.types.as_ref().map(|t| t.kind.as_str()), Some("Pod"));
+                    applied += 1;
+                }
+                Event::InitDone => return,
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), events)
+        .await
+        .expect("initial events end");
+    assert_eq!(applied, SCALE.pods);
+    assert_eq!(mock.counters.streaming_watches.load(Ordering::Relaxed), 1);
+    assert_eq!(mock.counters.lists.load(Ordering::Relaxed), 0);
+}
