@@ -190,7 +190,7 @@ pub struct Inventory {
 #[derive(Clone)]
 pub struct State {
     snapshot: watch::Receiver<Arc<Snapshot>>,
-    workloads: Arc<Mutex<BTreeMap<String, Vec<Workload>>>>,
+    workloads: Arc<Mutex<BTreeMap<String, Vec<Arc<Workload>>>>>,
     inventory: watch::Receiver<Arc<Inventory>>,
     pub health: Arc<WatchHealth>,
 }
@@ -200,12 +200,16 @@ impl State {
     pub fn fixed(snapshot: Snapshot, workloads: BTreeMap<String, Vec<Workload>>) -> State {
         // A receiver keeps the last value after its sender is gone.
         let snapshot = Arc::new(snapshot);
+        let workloads: BTreeMap<String, Vec<Arc<Workload>>> = workloads
+            .into_iter()
+            .map(|(ns, ws)| (ns, ws.into_iter().map(Arc::new).collect()))
+            .collect();
         let inventory = Inventory {
             snapshot: snapshot.clone(),
             workloads: workloads
                 .values()
                 .flatten()
-                .map(|w| (WorkloadKey::of(w), Arc::new(w.clone())))
+                .map(|w| (WorkloadKey::of(w), Arc::clone(w)))
                 .collect(),
             synced: true,
             ..Inventory::default()
@@ -239,7 +243,7 @@ impl State {
 }
 
 impl WorkloadSource for State {
-    fn in_namespace(&self, namespace: &str) -> Vec<Workload> {
+    fn in_namespace(&self, namespace: &str) -> Vec<Arc<Workload>> {
         let map = match self.workloads.lock() {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
@@ -413,7 +417,7 @@ async fn rebuild_loop(
     shared: Arc<Shared>,
     inputs: Inputs,
     tx: watch::Sender<Arc<Snapshot>>,
-    workloads: Arc<Mutex<BTreeMap<String, Vec<Workload>>>>,
+    workloads: Arc<Mutex<BTreeMap<String, Vec<Arc<Workload>>>>>,
     (inventory_tx, health): (watch::Sender<Arc<Inventory>>, Arc<WatchHealth>),
 ) {
     loop {
@@ -448,10 +452,10 @@ fn build(
     parts: &[Part],
     inputs: &Inputs,
     now: Timestamp,
-) -> (Snapshot, BTreeMap<String, Vec<Workload>>) {
+) -> (Snapshot, BTreeMap<String, Vec<Arc<Workload>>>) {
     let mut snapshot = Snapshot::new(inputs.catalogue.clone(), inputs.address_space.clone());
     let mut nodes = Vec::new();
-    let mut by_ns: BTreeMap<String, Vec<Workload>> = BTreeMap::new();
+    let mut by_ns: BTreeMap<String, Vec<Arc<Workload>>> = BTreeMap::new();
     for (key, item) in parts.iter().flatten() {
         match item {
             Item::Policy(p) => {
@@ -473,7 +477,7 @@ fn build(
             Item::Workload(w) => by_ns
                 .entry(w.namespace.clone())
                 .or_default()
-                .push((**w).clone()),
+                .push(Arc::clone(w)),
             Item::OwnedPod(_) => {}
         }
     }

@@ -8,6 +8,7 @@
 //! malformed input gets the same precise error either way.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -349,12 +350,17 @@ fn bounded(s: &str) -> String {
 
 /// Workloads already in the cluster, for judging NetworkPolicy changes.
 pub trait WorkloadSource: Send + Sync {
-    fn in_namespace(&self, namespace: &str) -> Vec<Workload>;
+    /// Shared, not copied: a namespace may hold thousands.
+    fn in_namespace(&self, namespace: &str) -> Vec<Arc<Workload>>;
 }
 
 impl WorkloadSource for BTreeMap<String, Vec<Workload>> {
-    fn in_namespace(&self, namespace: &str) -> Vec<Workload> {
-        self.get(namespace).cloned().unwrap_or_default()
+    fn in_namespace(&self, namespace: &str) -> Vec<Arc<Workload>> {
+        self.get(namespace)
+            .into_iter()
+            .flatten()
+            .map(|w| Arc::new(w.clone()))
+            .collect()
     }
 }
 
