@@ -45,7 +45,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use cluster_data::{Scale, deployment_obj, namespace_obj, node_obj, pod_obj, policy_value};
+use cluster_data::Scale;
 use jiff::Timestamp;
 use kube::{Client, Config};
 use mock_apiserver::MockApi;
@@ -202,16 +202,7 @@ fn parent() -> Result<(), String> {
         .unwrap_or(3)
         .max(1);
     let t = Instant::now();
-    let mut mock = MockApi::new(None, Duration::from_secs(5));
-    mock.add("Node", (0..SCALE.nodes).map(node_obj));
-    mock.add("Namespace", (0..SCALE.namespaces).map(namespace_obj));
-    mock.add(
-        "Deployment",
-        (0..SCALE.deployments).map(|i| deployment_obj(i, &SCALE)),
-    );
-    mock.add("Pod", (0..SCALE.pods).map(|i| pod_obj(i, &SCALE)));
-    mock.add("ResidencyPolicy", (0..SCALE.policies).map(policy_value));
-    let mock = Arc::new(mock);
+    let mock = Arc::new(MockApi::with_cluster(&SCALE, None, Duration::from_secs(5)));
     println!(
         "mock API server data: {} objects ({} pods, {} nodes, {} deployments, {} policies, {} namespaces; other kinds empty), {:.1} MiB of JSON, generated in {:.1?}",
         mock.objects(),

@@ -133,6 +133,26 @@ impl MockApi {
         }
     }
 
+    /// A mock serving the generated cluster of `scale` (benches/cluster_data.rs,
+    /// which every includer of this file includes beside it).
+    pub fn with_cluster(
+        scale: &super::cluster_data::Scale,
+        max_page: Option<usize>,
+        bookmark_every: Duration,
+    ) -> MockApi {
+        use super::cluster_data::{deployment_obj, namespace_obj, node_obj, pod_obj, policy_value};
+        let mut mock = MockApi::new(max_page, bookmark_every);
+        mock.add("Node", (0..scale.nodes).map(node_obj));
+        mock.add("Namespace", (0..scale.namespaces).map(namespace_obj));
+        mock.add(
+            "Deployment",
+            (0..scale.deployments).map(|i| deployment_obj(i, scale)),
+        );
+        mock.add("Pod", (0..scale.pods).map(|i| pod_obj(i, scale)));
+        mock.add("ResidencyPolicy", (0..scale.policies).map(policy_value));
+        mock
+    }
+
     /// Add objects of `kind` (full objects, with apiVersion and kind).
     pub fn add(&mut self, kind: &str, objects: impl IntoIterator<Item = Value>) {
         let c = self

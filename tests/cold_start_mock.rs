@@ -17,8 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cluster_data::{
-    REGION, Scale, deployment_obj, namespace_obj, namespace_tier, node_obj, pod_obj, policy_obj,
-    policy_value, region_of,
+    REGION, Scale, deployment_obj, namespace_tier, node_obj, pod_obj, policy_obj, region_of,
 };
 use futures::TryStreamExt;
 use jiff::Timestamp;
@@ -46,16 +45,7 @@ const MAX_PAGE: usize = 7;
 const NOW: &str = "2026-06-01T00:00:00Z";
 
 fn mock() -> MockApi {
-    let mut mock = MockApi::new(Some(MAX_PAGE), Duration::from_millis(200));
-    mock.add("Node", (0..SCALE.nodes).map(node_obj));
-    mock.add("Namespace", (0..SCALE.namespaces).map(namespace_obj));
-    mock.add(
-        "Deployment",
-        (0..SCALE.deployments).map(|i| deployment_obj(i, &SCALE)),
-    );
-    mock.add("Pod", (0..SCALE.pods).map(|i| pod_obj(i, &SCALE)));
-    mock.add("ResidencyPolicy", (0..SCALE.policies).map(policy_value));
-    mock
+    MockApi::with_cluster(&SCALE, Some(MAX_PAGE), Duration::from_millis(200))
 }
 
 fn client(addr: std::net::SocketAddr) -> Client {

@@ -112,14 +112,6 @@ impl Inventory {
         &self.nodes
     }
 
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
-    }
-
     pub fn get(&self, index: usize) -> Option<&ClassifiedNode> {
         self.nodes.get(index)
     }
