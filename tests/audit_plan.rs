@@ -172,7 +172,7 @@ fn rules(plan: &AuditPlan, ns: &str) -> Vec<(String, String, ResultKind)> {
 
 #[test]
 fn full_pass_plans_exact_status_events_and_report() {
-    let a = auditor(&base());
+    let mut a = auditor(&base());
     // Classified objects only; owned pods too (they may be bound abroad).
     let indexed: Vec<String> = a.index.iter().map(|(k, _)| k.name.clone()).collect();
     assert_eq!(
@@ -370,7 +370,12 @@ fn node_losing_its_region_label_is_a_finding() {
         .unwrap();
     let v = &pod.policies[0].violations[0];
     assert_eq!(v.code, Code::BoundToNodeOutside);
-    assert!(v.message.en.contains("no region label"), "{}", v.message.en);
+    // Re-judging decides; the message is written when the leader plans.
+    let pod_key = key(WorkloadKind::Pod, "app", "api-7d9f-x1");
+    assert!(a.index.messages(&pod_key).is_none());
+    a.plan(now());
+    let message = &a.index.messages(&pod_key).unwrap()[0];
+    assert!(message.en.contains("no region label"), "{}", message.en);
     // The Deployment's guarantee still holds (it pins cn-north-1).
     let api = a
         .index
@@ -550,7 +555,7 @@ fn invalid_policy_is_not_ready_and_reported_cluster_wide() {
         "metadata": {"name": "broken", "generation": 1},
         "spec": {"dataClasses": ["personal"], "egress": {"mode": "MainlandOnly", "allowedCIDRs": ["not-a-cidr"]}}
     }));
-    let a = auditor(&w);
+    let mut a = auditor(&w);
     let plan = a.plan(now());
     let s = &plan.statuses["broken"];
     assert!(!s.ready);
@@ -585,4 +590,41 @@ fn events_are_in_the_configured_language_and_at_most_1_kib() {
     assert!(cut.len() <= 1024);
     assert!(cut.ends_with('…'));
     assert_eq!(truncate_note("short", 1024), "short");
+}
+
+#[test]
+fn messages_follow_the_evidence_when_the_decision_stays_the_same() {
+    // `bad` has no constraints: PlacementNotGuaranteed before and after a
+    // node abroad joins. The decision is the same; the message must not be.
+    let w = base();
+    let mut a = auditor(&w);
+    let bad = key(WorkloadKind::Deployment, "app", "bad");
+    let message_of = |plan: &AuditPlan| -> String {
+        plan.reports["app"]
+            .results
+            .iter()
+            .find(|r| r.resources[0].name == "bad" && r.rule == "PlacementNotGuaranteed")
+            .map(|r| r.message.clone())
+            .unwrap()
+    };
+    let before = message_of(&a.plan(now()));
+    assert!(before.contains("today all 2 matching nodes"), "{before}");
+    let decided = a.index.get(&bad).cloned();
+
+    let mut w2 = w.clone();
+    w2.node("hk-1", Some("ap-east-1"));
+    let (_, rejudged) = a.update(w2.inventory(), now());
+    assert!(rejudged.contains(&bad));
+    assert_eq!(a.index.get(&bad).cloned(), decided, "same decision");
+    // Re-judging wrote no message: that waits for the leader's plan.
+    assert!(a.index.messages(&bad).is_none());
+    assert!(a.index.unrendered() > 0);
+
+    let after = message_of(&a.plan(now()));
+    assert!(
+        after.contains("1 of 3 matching nodes are outside mainland China")
+            && after.contains("hk-1"),
+        "{after}"
+    );
+    assert_eq!(a.index.unrendered(), 0);
 }

@@ -2,7 +2,8 @@
 //! object at a time, and `affected_by`, which says which objects a change in
 //! the cluster can affect. Pure and synchronous: no I/O, no clock.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Not;
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -11,8 +12,9 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use crate::api::{Action, DataClass};
 use crate::engine::egress::CompiledNetworkPolicy;
 use crate::engine::selector::{NodeLabels, Term};
+use crate::engine::shared::Shared;
 use crate::engine::verdict::{Evidence, ExemptionUse, NodeEvidence};
-use crate::engine::{Code, NodeInfo, Text, Workload, WorkloadKind, evaluate};
+use crate::engine::{Code, Detail, NodeInfo, Text, Workload, WorkloadKind, evaluate_with};
 use crate::state::{Inventory, WorkloadKey};
 
 /// Something that changed between two inventories (or in time).
@@ -41,15 +43,16 @@ pub enum Change {
     ExemptionLapsed { policy: String },
 }
 
-/// One counting or exempted violation, reduced to what reports need.
+/// One counting or exempted violation, reduced to what reports need. Its
+/// message is kept apart (`FindingsIndex::messages`): re-judging compares
+/// and stores decisions, and messages are written only for what is reported.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FindingViolation {
     pub code: Code,
     pub field: String,
-    pub message: Text,
     pub exempted: bool,
     /// The node a pod is bound to (BoundToNodeOutside).
-    pub node: Option<NodeEvidence>,
+    pub node: Option<Shared<NodeEvidence>>,
 }
 
 /// How an object fares under one governing policy.
@@ -97,10 +100,33 @@ impl Finding {
 }
 
 /// Object → findings. Only objects that carry a data class (or a broken
-/// classification label) have an entry.
+/// classification label) have an entry. Entries are also indexed by where
+/// their pods go, so a node change finds what it affects without a scan.
+///
+/// Re-judging stores decisions only. Violation messages are written by
+/// `render_messages`, which the leader calls before it plans, and only for
+/// the findings that changed since they were last written: followers never
+/// write a message, and a node relabel that changes 1,000 findings does not
+/// hold up the next change while their texts are written.
 #[derive(Clone, Debug, Default)]
 pub struct FindingsIndex {
-    entries: BTreeMap<WorkloadKey, Finding>,
+    entries: BTreeMap<WorkloadKey, Entry>,
+    /// Objects bound to a node (`spec.nodeName`), by node name.
+    bound: HashMap<String, BTreeSet<WorkloadKey>>,
+    /// Objects the scheduler places: whether a node change affects them
+    /// depends on their constraints.
+    scheduled: BTreeSet<WorkloadKey>,
+    /// Entries whose messages are not written yet.
+    unrendered: BTreeSet<WorkloadKey>,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    finding: Finding,
+    /// `spec.nodeName` when it was judged (where `bound` files it).
+    bound_to: Option<String>,
+    /// One per violation of the finding, in order; None until written.
+    messages: Option<Vec<Text>>,
 }
 
 impl FindingsIndex {
@@ -109,11 +135,17 @@ impl FindingsIndex {
     }
 
     pub fn get(&self, key: &WorkloadKey) -> Option<&Finding> {
-        self.entries.get(key)
+        self.entries.get(key).map(|e| &e.finding)
+    }
+
+    /// The messages of `key`'s violations, one per violation in order
+    /// (policy by policy), once `render_messages` has written them.
+    pub fn messages(&self, key: &WorkloadKey) -> Option<&[Text]> {
+        self.entries.get(key)?.messages.as_deref()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&WorkloadKey, &Finding)> {
-        self.entries.iter()
+        self.entries.iter().map(|(k, e)| (k, &e.finding))
     }
 
     pub fn len(&self) -> usize {
@@ -124,17 +156,31 @@ impl FindingsIndex {
         self.entries.is_empty()
     }
 
+    /// Entries whose messages are still to be written.
+    pub fn unrendered(&self) -> usize {
+        self.unrendered.len()
+    }
+
+    /// Judged objects bound to `node`.
+    fn bound_to(&self, node: &str) -> impl Iterator<Item = &WorkloadKey> {
+        self.bound.get(node).into_iter().flatten()
+    }
+
     /// Judge every object in the inventory afresh.
     pub fn rebuild(&mut self, inv: &Inventory, now: Timestamp) {
-        self.entries = inv
-            .workloads
-            .iter()
-            .filter_map(|(k, w)| judge(w, inv, now).map(|f| (k.clone(), f)))
-            .collect();
+        *self = FindingsIndex::default();
+        for (key, w) in &inv.workloads {
+            if let Some(finding) = judge(w, inv, now) {
+                self.insert(key.clone(), finding, w.pod.node_name.clone());
+            }
+        }
     }
 
     /// Re-judge `keys` only (objects gone from the inventory are dropped).
-    /// Returns the keys whose findings changed.
+    /// Returns the keys whose findings changed. The messages of every
+    /// re-judged finding are written again, changed or not: what a message
+    /// says (the nodes it counts, where the class label is, the fix) can
+    /// change while the decision stays the same.
     pub fn rejudge(
         &mut self,
         keys: &BTreeSet<WorkloadKey>,
@@ -143,13 +189,30 @@ impl FindingsIndex {
     ) -> BTreeSet<WorkloadKey> {
         let mut changed = BTreeSet::new();
         for key in keys {
-            let fresh = inv.workloads.get(key).and_then(|w| judge(w, inv, now));
-            let same = match fresh {
-                Some(f) => {
-                    let old = self.entries.insert(key.clone(), f);
-                    old.as_ref() == self.entries.get(key)
-                }
-                None => self.entries.remove(key).is_none(),
+            let workload = inv.workloads.get(key);
+            let fresh = workload.and_then(|w| judge(w, inv, now));
+            let same = match (fresh, workload) {
+                (Some(f), Some(w)) => match self.entries.get_mut(key) {
+                    // Filed in the same place: replace it there.
+                    Some(e) if e.bound_to == w.pod.node_name => {
+                        let same = e.finding == f;
+                        e.messages = messages_needed(&f).not().then(Vec::new);
+                        if e.messages.is_none() {
+                            self.unrendered.insert(key.clone());
+                        } else {
+                            self.unrendered.remove(key);
+                        }
+                        e.finding = f;
+                        same
+                    }
+                    _ => {
+                        let old = self.remove(key);
+                        let same = old.as_ref() == Some(&f);
+                        self.insert(key.clone(), f, w.pod.node_name.clone());
+                        same
+                    }
+                },
+                _ => self.remove(key).is_none(),
             };
             if !same {
                 changed.insert(key.clone());
@@ -157,19 +220,130 @@ impl FindingsIndex {
         }
         changed
     }
+
+    /// Write the messages of every finding that has none yet. Returns how
+    /// many findings were written.
+    pub fn render_messages(&mut self, inv: &Inventory, now: Timestamp) -> usize {
+        let keys = std::mem::take(&mut self.unrendered);
+        let mut written = 0;
+        for key in keys {
+            let judged = inv
+                .workloads
+                .get(&key)
+                .and_then(|w| Some((w, judge_with_messages(w, inv, now)?)));
+            let Some((w, (finding, messages))) = judged else {
+                self.remove(&key);
+                continue;
+            };
+            written += 1;
+            // Normally the same decision as the stored one; should time
+            // have moved it on (an exemption lapsed), the newer one wins.
+            let bound_to = w.pod.node_name.clone();
+            if self
+                .entries
+                .get(&key)
+                .is_none_or(|e| e.bound_to != bound_to)
+            {
+                self.remove(&key);
+                self.insert(key.clone(), finding.clone(), bound_to);
+                self.unrendered.remove(&key);
+            }
+            if let Some(e) = self.entries.get_mut(&key) {
+                e.finding = finding;
+                e.messages = Some(messages);
+            }
+        }
+        written
+    }
+
+    /// File a finding. Its messages are to be written, unless it has no
+    /// violation to write one for.
+    fn insert(&mut self, key: WorkloadKey, finding: Finding, bound_to: Option<String>) {
+        let messages = messages_needed(&finding).not().then(Vec::new);
+        match &bound_to {
+            Some(node) => {
+                self.bound
+                    .entry(node.clone())
+                    .or_default()
+                    .insert(key.clone());
+            }
+            None => {
+                self.scheduled.insert(key.clone());
+            }
+        }
+        if messages.is_none() {
+            self.unrendered.insert(key.clone());
+        }
+        self.entries.insert(
+            key,
+            Entry {
+                finding,
+                bound_to,
+                messages,
+            },
+        );
+    }
+
+    fn remove(&mut self, key: &WorkloadKey) -> Option<Finding> {
+        let entry = self.entries.remove(key)?;
+        match &entry.bound_to {
+            Some(node) => {
+                if let Some(keys) = self.bound.get_mut(node) {
+                    keys.remove(key);
+                    if keys.is_empty() {
+                        self.bound.remove(node);
+                    }
+                }
+            }
+            None => {
+                self.scheduled.remove(key);
+            }
+        }
+        self.unrendered.remove(key);
+        Some(entry.finding)
+    }
 }
 
-/// Judge one object. None when it carries no data class at all (nothing
-/// can govern it) — the index keeps no entry for it.
+/// Does the finding have a violation to write a message for?
+fn messages_needed(finding: &Finding) -> bool {
+    finding.policies.iter().any(|p| !p.violations.is_empty())
+}
+
+/// Judge one object: the decision only, without messages. None when it
+/// carries no data class at all (nothing can govern it) — the index keeps
+/// no entry for it.
 pub fn judge(w: &Workload, inv: &Inventory, now: Timestamp) -> Option<Finding> {
+    judge_in(w, inv, now, Detail::Decision).map(|(f, _)| f)
+}
+
+/// Judge one object with its violation messages, one per violation of the
+/// finding, in order (policy by policy).
+pub fn judge_with_messages(
+    w: &Workload,
+    inv: &Inventory,
+    now: Timestamp,
+) -> Option<(Finding, Vec<Text>)> {
+    judge_in(w, inv, now, Detail::Full)
+}
+
+fn judge_in(
+    w: &Workload,
+    inv: &Inventory,
+    now: Timestamp,
+    detail: Detail,
+) -> Option<(Finding, Vec<Text>)> {
     let owner = owner_of(w, inv);
-    match evaluate(&inv.snapshot, w, now) {
-        Err(e) => Some(Finding {
-            classes: Vec::new(),
-            policies: Vec::new(),
-            owner,
-            error: Some(e.to_string()),
-        }),
+    let mut messages = Vec::new();
+    match evaluate_with(&inv.snapshot, w, now, detail) {
+        Err(e) => Some((
+            Finding {
+                classes: Vec::new(),
+                policies: Vec::new(),
+                owner,
+                error: Some(e.to_string()),
+            },
+            messages,
+        )),
         Ok(verdict) if verdict.classes.is_empty() => None,
         Ok(verdict) => {
             let owned = owner.is_some();
@@ -183,15 +357,19 @@ pub fn judge(w: &Workload, inv: &Inventory, now: Timestamp) -> Option<Finding> {
                         // A controller-owned pod's template findings are
                         // reported on its owner; only where it runs is its own.
                         .filter(|v| !owned || v.code == Code::BoundToNodeOutside)
-                        .map(|v| FindingViolation {
-                            node: match v.evidence {
-                                Evidence::BoundNode { node } => Some(node),
-                                _ => None,
-                            },
-                            code: v.code,
-                            field: v.field,
-                            message: v.message,
-                            exempted: v.exempted,
+                        .map(|v| {
+                            if detail == Detail::Full {
+                                messages.push(v.message);
+                            }
+                            FindingViolation {
+                                node: match v.evidence {
+                                    Evidence::BoundNode { node } => Some(node),
+                                    _ => None,
+                                },
+                                code: v.code,
+                                field: v.field,
+                                exempted: v.exempted,
+                            }
                         })
                         .collect();
                     (!owned || !violations.is_empty()).then_some(PolicyFinding {
@@ -202,12 +380,15 @@ pub fn judge(w: &Workload, inv: &Inventory, now: Timestamp) -> Option<Finding> {
                     })
                 })
                 .collect();
-            Some(Finding {
-                classes: verdict.classes,
-                policies,
-                owner,
-                error: None,
-            })
+            Some((
+                Finding {
+                    classes: verdict.classes,
+                    policies,
+                    owner,
+                    error: None,
+                },
+                messages,
+            ))
         }
     }
 }
@@ -290,22 +471,6 @@ pub fn could_run_on(w: &Workload, node: &NodeInfo) -> bool {
             .map(Term::from_k8s)
             .any(|t| t.matches(&view)),
     }
-}
-
-/// The index's entries with their workloads in `inv`, by walking both
-/// sorted maps side by side (a lookup per entry costs more at 10,000s).
-fn judged_workloads<'a>(
-    index: &'a FindingsIndex,
-    inv: &'a Inventory,
-) -> impl Iterator<Item = (&'a WorkloadKey, &'a Workload)> {
-    let mut workloads = inv.workloads.iter().peekable();
-    index.iter().filter_map(move |(key, _)| {
-        // Skip workloads the index has no entry for (unclassified).
-        while workloads.next_if(|(k, _)| *k < key).is_some() {}
-        workloads
-            .next_if(|(k, _)| *k == key)
-            .map(|(k, w)| (k, w.as_ref()))
-    })
 }
 
 /// What changed from `prev` to `next`. Policy status changes (our own
@@ -422,13 +587,19 @@ pub fn affected_by(
         Change::Node { name, old, new } => {
             // Pods bound to it, and classified workloads whose constraints
             // match it before or after (its standing changes their verdict).
-            judged_workloads(index, inv)
-                .filter(|(_, w)| match &w.pod.node_name {
-                    Some(bound) => bound == name,
-                    None => [old, new].into_iter().flatten().any(|n| could_run_on(w, n)),
-                })
-                .map(|(k, _)| k.clone())
-                .collect()
+            let mut keys: BTreeSet<WorkloadKey> = index.bound_to(name).cloned().collect();
+            keys.extend(
+                index
+                    .scheduled
+                    .iter()
+                    .filter(|k| {
+                        inv.workloads.get(*k).is_some_and(|w| {
+                            [old, new].into_iter().flatten().any(|n| could_run_on(w, n))
+                        })
+                    })
+                    .cloned(),
+            );
+            keys
         }
         Change::Namespace { name } => inv
             .workloads

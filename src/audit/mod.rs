@@ -126,7 +126,10 @@ impl Auditor {
         keys
     }
 
-    pub fn plan(&self, now: Timestamp) -> AuditPlan {
+    /// Write the messages of the findings that changed since the last plan,
+    /// then plan. Only the leader plans, so followers write no message.
+    pub fn plan(&mut self, now: Timestamp) -> AuditPlan {
+        self.index.render_messages(&self.inventory, now);
         plan::plan(&self.index, &self.inventory, &self.plan_config, now)
     }
 }

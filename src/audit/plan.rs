@@ -277,6 +277,8 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig, now: Times
             });
             continue;
         }
+        // One message per violation, in order (see `FindingsIndex::messages`).
+        let mut messages = index.messages(key).unwrap_or_default().iter();
         for pf in &finding.policies {
             let tally = tallies.entry(pf.policy.as_str()).or_default();
             tally.governed += 1;
@@ -330,7 +332,12 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig, now: Times
                     );
                     properties.insert("exemptionExpires".into(), e.expires.clone());
                 }
-                let message = v.message.get(cfg.lang).to_string();
+                let message = match messages.next() {
+                    Some(text) => text.get(cfg.lang).to_string(),
+                    // Not written yet (`Auditor::plan` writes them first):
+                    // still say what and where rather than nothing.
+                    None => format!("{} at {} (policy {})", v.code.as_str(), v.field, pf.policy),
+                };
                 results.push(ReportResult {
                     policy: pf.policy.clone(),
                     rule: v.code.as_str().to_string(),

@@ -12,7 +12,7 @@ use super::policy::{CompiledPolicy, class_mask};
 use super::verdict::{
     ClassSource, ExemptionUse, Notice, PolicyOutcome, Text, Verdict, WorkloadRef,
 };
-use super::{Snapshot, Workload};
+use super::{Detail, Snapshot, Workload};
 use crate::api::{ClassError, DATA_CLASS_LABEL, DataClass, EgressMode, parse_class_list};
 
 /// A classification label that cannot be understood, with where it is.
@@ -28,6 +28,7 @@ pub(super) fn evaluate(
     snapshot: &Snapshot,
     workload: &Workload,
     now: Timestamp,
+    detail: Detail,
 ) -> Result<Verdict, ClassificationError> {
     let ns_labels = snapshot.namespaces.get(&workload.namespace);
     let (classes, class_sources) = classes_of(workload, ns_labels)?;
@@ -101,6 +102,7 @@ pub(super) fn evaluate(
         let exempted = exemption_use.as_ref().is_some_and(|e| e.active);
 
         let ctx = MessageContext {
+            render: detail == Detail::Full,
             workload,
             policy: &policy.name,
             classes: &matched,
@@ -179,6 +181,8 @@ pub(super) fn evaluate(
 
 /// What every message about this workload and policy needs.
 pub(crate) struct MessageContext<'a> {
+    /// Write violation messages (`Detail::Full`), or leave them empty.
+    pub render: bool,
     pub workload: &'a Workload,
     pub policy: &'a str,
     pub classes: &'a [DataClass],

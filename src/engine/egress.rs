@@ -14,7 +14,9 @@ use std::sync::{Arc, LazyLock};
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer};
-use serde::{Serialize, Serializer};
+use serde::Serialize;
+
+pub use super::shared::Shared;
 
 use super::classify::MessageContext;
 use super::ipset::{CountryTable, IpSet, net_minus_excepts_subset};
@@ -82,75 +84,6 @@ impl AddressSpace {
 
     fn country(&self, addr: IpAddr) -> Option<String> {
         self.countries.lookup(addr).map(str::to_string)
-    }
-}
-
-/// Evidence text built once, when a NetworkPolicy is compiled, and shared
-/// by every verdict that cites it: the effective egress of a pod selected by
-/// many policies would otherwise copy hundreds of strings per evaluation.
-/// Reads, prints and serializes as the `T` it holds.
-#[derive(PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Shared<T: ?Sized>(Arc<T>);
-
-// By hand: a derived Clone would ask `T: Clone`, which `str` is not.
-impl<T: ?Sized> Clone for Shared<T> {
-    fn clone(&self) -> Self {
-        Shared(Arc::clone(&self.0))
-    }
-}
-
-impl<T: ?Sized> std::ops::Deref for Shared<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T: ?Sized + std::fmt::Debug> std::fmt::Debug for Shared<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        (*self.0).fmt(f)
-    }
-}
-
-impl<T: ?Sized + std::fmt::Display> std::fmt::Display for Shared<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        (*self.0).fmt(f)
-    }
-}
-
-impl<T: ?Sized + Serialize> Serialize for Shared<T> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        (*self.0).serialize(serializer)
-    }
-}
-
-impl From<String> for Shared<str> {
-    fn from(s: String) -> Self {
-        Shared(s.into())
-    }
-}
-
-impl From<&str> for Shared<str> {
-    fn from(s: &str) -> Self {
-        Shared(s.into())
-    }
-}
-
-impl<T> From<Vec<T>> for Shared<[T]> {
-    fn from(v: Vec<T>) -> Self {
-        Shared(v.into())
-    }
-}
-
-impl PartialEq<str> for Shared<str> {
-    fn eq(&self, other: &str) -> bool {
-        *self.0 == *other
-    }
-}
-
-impl PartialEq<&str> for Shared<str> {
-    fn eq(&self, other: &&str) -> bool {
-        *self.0 == **other
     }
 }
 
@@ -538,7 +471,12 @@ pub(crate) fn check(
     // A fix that ends in a YAML example gets no closing full stop.
     let stop = |fix: &str, mark: &'static str| if fix.ends_with(['}', ']']) { "" } else { mark };
     // The subject only when there is a violation: most checks find none.
-    let lead = |en: String, zh: String, fix_en: String, fix_zh: String| {
+    // The texts are written only when the caller wants messages.
+    let lead = |texts: &dyn Fn() -> (String, String, String, String)| {
+        if !ctx.render {
+            return Text::default();
+        }
+        let (en, zh, fix_en, fix_zh) = texts();
         let subject = ctx.subject();
         Text {
             en: format!(
@@ -568,36 +506,40 @@ pub(crate) fn check(
             code: Code::HostNetwork,
             field: format!("{prefix}.hostNetwork"),
             evidence: Evidence::Egress(no_evidence.clone()),
-            message: lead(
-                format!(
-                    "{prefix}.hostNetwork is true, and host-network pods bypass every NetworkPolicy"
-                ),
-                format!("{prefix}.hostNetwork 为 true，主机网络 Pod 不受任何 NetworkPolicy 约束"),
-                "remove hostNetwork: true".into(),
-                "删除 hostNetwork: true".into(),
-            ),
+            message: lead(&|| {
+                (
+                    format!(
+                        "{prefix}.hostNetwork is true, and host-network pods bypass every NetworkPolicy"
+                    ),
+                    format!("{prefix}.hostNetwork 为 true，主机网络 Pod 不受任何 NetworkPolicy 约束"),
+                    "remove hostNetwork: true".into(),
+                    "删除 hostNetwork: true".into(),
+                )
+            }),
             exempted: false,
         });
     }
 
     if !eff.isolated {
-        let example = isolating_policy_example(ctx.workload);
         out.push(Violation {
             code: Code::EgressUnrestricted,
             field: format!("NetworkPolicy in namespace {}", ctx.workload.namespace),
             evidence: Evidence::Egress(no_evidence),
-            message: lead(
-                format!(
-                    "no NetworkPolicy with Egress in its policyTypes selects its pods in namespace {}, so they can reach any address",
-                    ctx.workload.namespace
-                ),
-                format!(
-                    "命名空间 {} 中没有任何 policyTypes 含 Egress 的 NetworkPolicy 选中其 Pod，因此可以访问任意地址",
-                    ctx.workload.namespace
-                ),
-                format!("apply a NetworkPolicy that isolates egress, for example:\n{example}"),
-                format!("应用一个限制出站流量的 NetworkPolicy，例如：\n{example}"),
-            ),
+            message: lead(&|| {
+                let example = isolating_policy_example(ctx.workload);
+                (
+                    format!(
+                        "no NetworkPolicy with Egress in its policyTypes selects its pods in namespace {}, so they can reach any address",
+                        ctx.workload.namespace
+                    ),
+                    format!(
+                        "命名空间 {} 中没有任何 policyTypes 含 Egress 的 NetworkPolicy 选中其 Pod，因此可以访问任意地址",
+                        ctx.workload.namespace
+                    ),
+                    format!("apply a NetworkPolicy that isolates egress, for example:\n{example}"),
+                    format!("应用一个限制出站流量的 NetworkPolicy，例如：\n{example}"),
+                )
+            }),
             exempted: false,
         });
         return out;
@@ -614,18 +556,21 @@ pub(crate) fn check(
                 example_outside: None,
                 country: None,
             }),
-            message: lead(
-                format!(
-                    "rule {} of {} reaches every destination: {}",
-                    r.rule, r.network_policy, r.reason
-                ),
-                format!(
-                    "{} 的第 {} 条规则允许访问任意目的地：{}",
-                    r.network_policy, r.rule, r.reason
-                ),
-                "give the rule a `to` list of pod/namespace selectors or mainland ipBlocks".into(),
-                "为该规则设置 `to`，只列出 Pod/命名空间选择器或中国大陆的 ipBlock".into(),
-            ),
+            message: lead(&|| {
+                (
+                    format!(
+                        "rule {} of {} reaches every destination: {}",
+                        r.rule, r.network_policy, r.reason
+                    ),
+                    format!(
+                        "{} 的第 {} 条规则允许访问任意目的地：{}",
+                        r.network_policy, r.rule, r.reason
+                    ),
+                    "give the rule a `to` list of pod/namespace selectors or mainland ipBlocks"
+                        .into(),
+                    "为该规则设置 `to`，只列出 Pod/命名空间选择器或中国大陆的 ipBlock".into(),
+                )
+            }),
             exempted: false,
         });
     }
@@ -660,40 +605,6 @@ pub(crate) fn check(
                 &space.inside.union(&policy.allowed_cidrs),
             )),
         };
-        let ex = example.clone().unwrap_or_default();
-        let (where_en, where_zh) = match (mode, &country) {
-            (EgressMode::ClusterOnly, _) => (
-                "is outside the cluster's networks".to_string(),
-                "在集群网络之外".to_string(),
-            ),
-            (_, Some(cc)) if cc != "CN" => (format!("is registered to {cc}"), format!("属于 {cc}")),
-            _ => (
-                "is not in the mainland-China address data".to_string(),
-                "不在中国大陆地址数据中".to_string(),
-            ),
-        };
-        let excepts = if b.except.is_empty() {
-            String::new()
-        } else {
-            format!(" (except {})", b.except.join(", "))
-        };
-        let fix_en = match mode {
-            EgressMode::ClusterOnly => {
-                "remove the ipBlock, or pass the cluster's pod/service CIDRs if it is in-cluster"
-                    .to_string()
-            }
-            _ => format!(
-                "narrow the ipBlock to mainland-China destinations, add an except for {ex}, or list an approved destination in spec.egress.allowedCIDRs of policy {p}"
-            ),
-        };
-        let fix_zh = match mode {
-            EgressMode::ClusterOnly => {
-                "删除该 ipBlock；若其属于集群内部网络，请提供集群的 Pod/Service CIDR".to_string()
-            }
-            _ => format!(
-                "将 ipBlock 收窄到中国大陆境内的目的地，为 {ex} 添加 except，或在策略 {p} 的 spec.egress.allowedCIDRs 中列出经批准的目的地"
-            ),
-        };
         out.push(Violation {
             code,
             field: format!(
@@ -704,21 +615,57 @@ pub(crate) fn check(
                 network_policy: Some(b.network_policy.to_string()),
                 rule: Some(b.rule),
                 cidr: Some(b.cidr.to_string()),
-                example_outside: example,
-                country,
+                example_outside: example.clone(),
+                country: country.clone(),
             }),
-            message: lead(
-                format!(
-                    "rule {} of {} allows {}{excepts}; {ex} {where_en}",
-                    b.rule, b.network_policy, b.cidr
-                ),
-                format!(
-                    "{} 的第 {} 条规则允许 {}{excepts}；{ex} {where_zh}",
-                    b.network_policy, b.rule, b.cidr
-                ),
-                fix_en,
-                fix_zh,
-            ),
+            message: lead(&|| {
+                let ex = example.clone().unwrap_or_default();
+                let (where_en, where_zh) = match (mode, &country) {
+                    (EgressMode::ClusterOnly, _) => (
+                        "is outside the cluster's networks".to_string(),
+                        "在集群网络之外".to_string(),
+                    ),
+                    (_, Some(cc)) if cc != "CN" => (format!("is registered to {cc}"), format!("属于 {cc}")),
+                    _ => (
+                        "is not in the mainland-China address data".to_string(),
+                        "不在中国大陆地址数据中".to_string(),
+                    ),
+                };
+                let excepts = if b.except.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (except {})", b.except.join(", "))
+                };
+                let fix_en = match mode {
+                    EgressMode::ClusterOnly => {
+                        "remove the ipBlock, or pass the cluster's pod/service CIDRs if it is in-cluster"
+                            .to_string()
+                    }
+                    _ => format!(
+                        "narrow the ipBlock to mainland-China destinations, add an except for {ex}, or list an approved destination in spec.egress.allowedCIDRs of policy {p}"
+                    ),
+                };
+                let fix_zh = match mode {
+                    EgressMode::ClusterOnly => {
+                        "删除该 ipBlock；若其属于集群内部网络，请提供集群的 Pod/Service CIDR".to_string()
+                    }
+                    _ => format!(
+                        "将 ipBlock 收窄到中国大陆境内的目的地，为 {ex} 添加 except，或在策略 {p} 的 spec.egress.allowedCIDRs 中列出经批准的目的地"
+                    ),
+                };
+                (
+                    format!(
+                        "rule {} of {} allows {}{excepts}; {ex} {where_en}",
+                        b.rule, b.network_policy, b.cidr
+                    ),
+                    format!(
+                        "{} 的第 {} 条规则允许 {}{excepts}；{ex} {where_zh}",
+                        b.network_policy, b.rule, b.cidr
+                    ),
+                    fix_en,
+                    fix_zh,
+                )
+            }),
             exempted: false,
         });
     }

@@ -14,12 +14,33 @@ use fixedbitset::FixedBitSet;
 use super::catalogue::Catalogue;
 use super::nodes::{self, NodeInfo, NodeStanding};
 use super::selector::{NODE_NAME_FIELD, Op, Requirement, Space, Term};
+use super::shared::Shared;
+use super::verdict::NodeEvidence;
 
 /// A node with its policy-independent standing, computed once per snapshot.
 #[derive(Clone, Debug)]
 pub struct ClassifiedNode {
     pub info: NodeInfo,
     pub standing: NodeStanding,
+    /// The node as verdicts cite it (name, region, standing), built once
+    /// and shared by every verdict that names it.
+    pub evidence: Shared<NodeEvidence>,
+}
+
+impl ClassifiedNode {
+    pub fn new(info: NodeInfo, catalogue: &Catalogue) -> Self {
+        let standing = nodes::classify(&info, catalogue);
+        let evidence = Shared::new(NodeEvidence {
+            name: info.name.clone(),
+            region: info.region_label().map(str::to_string),
+            standing: standing.clone(),
+        });
+        ClassifiedNode {
+            info,
+            standing,
+            evidence,
+        }
+    }
 }
 
 /// Nodes carrying one key, and which nodes carry each of its values.
@@ -65,10 +86,7 @@ impl Inventory {
     pub fn new(nodes: impl IntoIterator<Item = NodeInfo>, catalogue: &Catalogue) -> Self {
         let nodes: Vec<ClassifiedNode> = nodes
             .into_iter()
-            .map(|info| ClassifiedNode {
-                standing: nodes::classify(&info, catalogue),
-                info,
-            })
+            .map(|info| ClassifiedNode::new(info, catalogue))
             .collect();
         let len = nodes.len();
         let mut labels: HashMap<String, KeyIndex> = HashMap::new();

@@ -13,6 +13,7 @@ pub mod nodes;
 pub mod placement;
 pub mod policy;
 pub mod selector;
+pub mod shared;
 pub mod verdict;
 pub mod workload;
 
@@ -103,5 +104,28 @@ pub fn evaluate(
     workload: &Workload,
     now: Timestamp,
 ) -> Result<Verdict, ClassificationError> {
-    classify::evaluate(snapshot, workload, now)
+    classify::evaluate(snapshot, workload, now, Detail::Full)
+}
+
+/// How much of a verdict to write out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detail {
+    /// Everything, violation messages included.
+    Full,
+    /// The decision only: every violation's code, field, evidence and
+    /// exemption as with `Full`, but its `message` left empty. Writing the
+    /// messages is most of the cost of a verdict with violations; the audit
+    /// controller re-judges with this and writes messages only for the
+    /// findings it reports (which `Full` then gives exactly).
+    Decision,
+}
+
+/// `evaluate`, with the detail chosen by the caller.
+pub fn evaluate_with(
+    snapshot: &Snapshot,
+    workload: &Workload,
+    now: Timestamp,
+    detail: Detail,
+) -> Result<Verdict, ClassificationError> {
+    classify::evaluate(snapshot, workload, now, detail)
 }

@@ -6,7 +6,11 @@
 //! inventory, looks at the nodes that exist and match today: any of them not
 //! in mainland China is a violation too (and the best evidence for messages).
 
+use std::borrow::Cow;
+use std::cell::{OnceCell, RefCell};
 use std::collections::BTreeSet;
+use std::fmt::Write;
+use std::rc::Rc;
 
 use super::classify::MessageContext;
 use super::nodes::{NodeStanding, REGION_LABEL};
@@ -15,6 +19,7 @@ use fixedbitset::FixedBitSet;
 
 use super::inventory::Inventory;
 use super::selector::{Conjunction, NODE_NAME_FIELD, NodeLabels, Op, Requirement, Space, Term};
+use super::shared::Shared;
 use super::verdict::{Code, Evidence, NodeEvidence, Text, Violation, describe_node};
 use super::{ClassifiedNode, Snapshot, Workload, WorkloadKind};
 
@@ -35,6 +40,9 @@ pub struct Facts<'s> {
     bound: Option<(String, Option<&'s ClassifiedNode>)>,
     /// Mainland regions present in the inventory, for the fix.
     inventory_mainland_regions: &'s BTreeSet<String>,
+    /// Message text shared by the governing policies (see
+    /// `Facts::placement_body`).
+    placement_bodies: RefCell<Vec<(BodyKey, Rc<Text>)>>,
 }
 
 /// The inventory's nodes that match a pod's constraints, as a set of
@@ -45,6 +53,8 @@ struct Matching<'s> {
     /// Matching nodes the catalogue does not place in mainland China: the
     /// only ones any policy can object to.
     not_mainland: FixedBitSet,
+    /// Those nodes, listed (see `unacceptable`).
+    all_not_mainland: OnceCell<Vec<&'s ClassifiedNode>>,
 }
 
 impl<'s> Matching<'s> {
@@ -55,16 +65,26 @@ impl<'s> Matching<'s> {
             inventory,
             count,
             not_mainland: nodes,
+            all_not_mainland: OnceCell::new(),
         }
     }
 
     /// Matching nodes `policy` does not accept, in inventory order.
-    fn unacceptable(&self, policy: &CompiledPolicy) -> Vec<&'s ClassifiedNode> {
-        self.not_mainland
-            .ones()
-            .filter_map(|i| self.inventory.get(i))
-            .filter(|n| !node_ok(n, policy))
-            .collect()
+    fn unacceptable(&self, policy: &CompiledPolicy) -> Cow<'_, [&'s ClassifiedNode]> {
+        let not_mainland = || {
+            self.not_mainland
+                .ones()
+                .filter_map(|i| self.inventory.get(i))
+        };
+        if policy.allowed_nodes.is_none() {
+            // Without allowedNodes a policy accepts exactly the mainland
+            // nodes: the same list for every such policy, built once.
+            return Cow::Borrowed(
+                self.all_not_mainland
+                    .get_or_init(|| not_mainland().collect()),
+            );
+        }
+        Cow::Owned(not_mainland().filter(|n| !node_ok(n, policy)).collect())
     }
 }
 
@@ -165,6 +185,7 @@ impl<'s> Facts<'s> {
             matching,
             bound,
             inventory_mainland_regions: snapshot.inventory_mainland_regions(),
+            placement_bodies: RefCell::new(Vec::new()),
         }
     }
 }
@@ -181,14 +202,6 @@ fn node_ok(node: &ClassifiedNode, policy: &CompiledPolicy) -> bool {
             })
         }),
         _ => false,
-    }
-}
-
-fn evidence_of(node: &ClassifiedNode) -> NodeEvidence {
-    NodeEvidence {
-        name: node.info.name.clone(),
-        region: node.info.region_label().map(str::to_string),
-        standing: node.standing.clone(),
     }
 }
 
@@ -234,24 +247,29 @@ pub(crate) fn check(
         if node_ok(node, policy) {
             return Vec::new();
         }
-        let ev = evidence_of(node);
+        let ev = node.evidence.clone();
         return vec![Violation {
             code: Code::BoundToNodeOutside,
             field: format!("{prefix}.nodeName"),
-            message: bound_message(ctx, prefix, &ev),
+            message: if ctx.render {
+                bound_message(ctx, prefix, &ev)
+            } else {
+                Text::default()
+            },
             evidence: Evidence::BoundNode { node: ev },
             exempted: false,
         }];
     }
 
-    let (matching_count, outside): (Option<usize>, Vec<&ClassifiedNode>) = match &facts.matching {
-        Some(m) => (Some(m.count), m.unacceptable(policy)),
-        None => (None, Vec::new()),
-    };
-    let listed: Vec<NodeEvidence> = outside
+    let (matching_count, outside): (Option<usize>, Cow<'_, [&ClassifiedNode]>) =
+        match &facts.matching {
+            Some(m) => (Some(m.count), m.unacceptable(policy)),
+            None => (None, Cow::Borrowed(&[])),
+        };
+    let listed: Vec<Shared<NodeEvidence>> = outside
         .iter()
         .take(MAX_NODES_LISTED)
-        .map(|n| evidence_of(n))
+        .map(|n| n.evidence.clone())
         .collect();
     let more_outside = outside.len().saturating_sub(listed.len());
 
@@ -261,15 +279,19 @@ pub(crate) fn check(
         None if !outside.is_empty() => (Code::NodeOutsideMainland, constraint_field(prefix, facts)),
         None => return Vec::new(),
     };
-    let message = placement_message(
-        ctx,
-        policy,
-        facts,
-        gap.as_ref(),
-        &field,
-        matching_count,
-        &outside,
-    );
+    let message = if ctx.render {
+        placement_message(
+            ctx,
+            policy,
+            facts,
+            gap.as_ref(),
+            &field,
+            matching_count,
+            &outside,
+        )
+    } else {
+        Text::default()
+    };
     vec![Violation {
         code,
         field,
@@ -302,35 +324,161 @@ fn gap_field(prefix: &str, gap: &Gap, facts: &Facts<'_>) -> String {
     }
 }
 
-fn node_list(nodes: &[&ClassifiedNode], lang: super::Lang) -> String {
-    let mut parts: Vec<String> = nodes
-        .iter()
-        .take(MAX_NODES_IN_MESSAGE)
-        .map(|n| describe_node(&n.info.name, n.info.region_label(), &n.standing, lang))
-        .collect();
+fn node_list(out: &mut String, nodes: &[&ClassifiedNode], lang: super::Lang) {
+    for (i, n) in nodes.iter().take(MAX_NODES_IN_MESSAGE).enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(&describe_node(
+            &n.info.name,
+            n.info.region_label(),
+            &n.standing,
+            lang,
+        ));
+    }
     if nodes.len() > MAX_NODES_IN_MESSAGE {
         let more = nodes.len() - MAX_NODES_IN_MESSAGE;
-        parts.push(match lang {
-            super::Lang::En => format!("and {more} more"),
-            super::Lang::ZhCn => format!("另有 {more} 个"),
-        });
+        // Writing to a String cannot fail.
+        let _ = match lang {
+            super::Lang::En => write!(out, ", and {more} more"),
+            super::Lang::ZhCn => write!(out, ", 另有 {more} 个"),
+        };
     }
-    parts.join(", ")
 }
 
-fn region_fix_list(facts: &Facts<'_>) -> String {
-    if facts.inventory_mainland_regions.is_empty() {
-        "<your mainland regions, e.g. cn-north-1, cn-northwest-1>".to_string()
-    } else {
-        facts
-            .inventory_mainland_regions
+impl Facts<'_> {
+    /// "cn-north-1, cn-northwest-1": the mainland regions to suggest in a fix.
+    fn region_fix_list(&self) -> String {
+        if self.inventory_mainland_regions.is_empty() {
+            "<your mainland regions, e.g. cn-north-1, cn-northwest-1>".to_string()
+        } else {
+            let regions: Vec<&str> = self
+                .inventory_mainland_regions
+                .iter()
+                .map(String::as_str)
+                .collect();
+            regions.join(", ")
+        }
+    }
+
+    /// Everything in a placement message after "but": the problem, hints,
+    /// what the inventory shows and the fix. It depends on the workload,
+    /// the gap and the outside nodes, not on which policy objects, so the
+    /// policies governing a workload (which mostly see the same gap) share
+    /// one copy and only splice in their name.
+    fn placement_body(
+        &self,
+        workload: &Workload,
+        gap: Option<&Gap>,
+        field: &str,
+        matching: Option<usize>,
+        outside: &[&ClassifiedNode],
+    ) -> Rc<Text> {
+        let mut cache = self.placement_bodies.borrow_mut();
+        if let Some((_, text)) = cache.iter().find(|(key, _)| key.is(gap, field, outside)) {
+            return Rc::clone(text);
+        }
+        let text = Rc::new(write_placement_body(
+            workload, self, gap, field, matching, outside,
+        ));
+        cache.push((BodyKey::of(gap, field, outside), Rc::clone(&text)));
+        text
+    }
+}
+
+/// What a placement message body depends on besides the workload.
+struct BodyKey {
+    gap: Option<(Option<usize>, Vec<String>, bool)>,
+    field: String,
+    outside: usize,
+    /// The outside nodes the message names.
+    named: Vec<String>,
+}
+
+impl BodyKey {
+    fn named<'n>(outside: &'n [&ClassifiedNode]) -> impl Iterator<Item = &'n String> {
+        outside
             .iter()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ")
+            .take(MAX_NODES_IN_MESSAGE)
+            .map(|n| &n.info.name)
+    }
+
+    fn of(gap: Option<&Gap>, field: &str, outside: &[&ClassifiedNode]) -> BodyKey {
+        BodyKey {
+            gap: gap.map(|g| (g.term, g.non_mainland_regions.clone(), g.pins_region)),
+            field: field.to_string(),
+            outside: outside.len(),
+            named: Self::named(outside).cloned().collect(),
+        }
+    }
+
+    fn is(&self, gap: Option<&Gap>, field: &str, outside: &[&ClassifiedNode]) -> bool {
+        let same_gap = match (&self.gap, gap) {
+            (None, None) => true,
+            (Some((term, regions, pins)), Some(g)) => {
+                *term == g.term && *regions == g.non_mainland_regions && *pins == g.pins_region
+            }
+            _ => false,
+        };
+        same_gap
+            && self.field == field
+            && self.outside == outside.len()
+            && self.named.iter().eq(Self::named(outside))
     }
 }
 
+fn write_inventory_clause(kind: WorkloadKind, m: usize, outside: &[&ClassifiedNode]) -> Text {
+    let mut en = String::new();
+    let mut zh = String::new();
+    if outside.is_empty() {
+        en = format!(
+            ": today all {m} matching nodes are in mainland China, but nothing keeps the pods there when other nodes join"
+        );
+        zh = format!("：目前匹配的 {m} 个节点都在中国大陆，但新加入的节点不受约束");
+        return Text { en, zh };
+    }
+    let daemonset = kind == WorkloadKind::DaemonSet;
+    let verb_en = if daemonset {
+        "will run a pod on"
+    } else {
+        "may schedule onto"
+    };
+    let verb_zh = if daemonset {
+        "将在这些节点上各运行一个 Pod"
+    } else {
+        "可能被调度到这些节点"
+    };
+    // Writing to a String cannot fail.
+    let _ = write!(
+        en,
+        ": {} of {m} matching nodes are outside mainland China or unverified (",
+        outside.len()
+    );
+    node_list(&mut en, outside, super::Lang::En);
+    let _ = write!(en, "), and the {kind} {verb_en} them");
+    let _ = write!(
+        zh,
+        "：{m} 个匹配节点中有 {} 个不在中国大陆或无法核实（",
+        outside.len()
+    );
+    node_list(&mut zh, outside, super::Lang::ZhCn);
+    let _ = write!(zh, "），{verb_zh}");
+    Text { en, zh }
+}
+
+/// Writes `parts` separated by ", ".
+fn push_joined(out: &mut String, parts: &[String]) {
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(part);
+    }
+}
+
+/// The message of a placement violation: "<subject> and policy <p>
+/// requires mainland-China nodes, but <body>", the body shared by the
+/// workload's governing policies.
 fn placement_message(
     ctx: &MessageContext<'_>,
     policy: &CompiledPolicy,
@@ -341,125 +489,132 @@ fn placement_message(
     outside: &[&ClassifiedNode],
 ) -> Text {
     let subject = ctx.subject();
+    let body = facts.placement_body(ctx.workload, gap, field, matching, outside);
     let p = ctx.policy;
-    let daemonset = ctx.workload.kind == WorkloadKind::DaemonSet;
-    let regions = region_fix_list(facts);
+    let mut en = String::with_capacity(subject.en.len() + body.en.len() + 160);
+    let mut zh = String::with_capacity(subject.zh.len() + body.zh.len() + 160);
+    // Writing to a String cannot fail: the results of write! are ignored.
+    let _ = write!(
+        en,
+        "{} and policy {p} requires mainland-China nodes, but {}",
+        subject.en, body.en
+    );
+    let _ = write!(
+        zh,
+        "{}，策略 {p} 要求只能运行在中国大陆节点上，但 {}",
+        subject.zh, body.zh
+    );
+    if gap.is_some() && policy.allowed_nodes.is_some() {
+        let _ = write!(
+            en,
+            ", or select only nodes matching spec.placement.allowedNodes of policy {p}"
+        );
+        let _ = write!(
+            zh,
+            "，或仅选择符合策略 {p} 中 spec.placement.allowedNodes 的节点"
+        );
+    }
+    en.push('.');
+    zh.push('。');
+    Text { en, zh }
+}
 
-    let (problem_en, problem_zh) = match gap {
+/// See `Facts::placement_body`.
+fn write_placement_body(
+    workload: &Workload,
+    facts: &Facts<'_>,
+    gap: Option<&Gap>,
+    field: &str,
+    matching: Option<usize>,
+    outside: &[&ClassifiedNode],
+) -> Text {
+    let mut en = String::with_capacity(512);
+    let mut zh = String::with_capacity(512);
+    // The problem.
+    match gap {
         Some(g) if !g.non_mainland_regions.is_empty() => {
-            let r = g.non_mainland_regions.join(", ");
-            (
-                format!("{field} allows {REGION_LABEL} {r}, which is not mainland China"),
-                format!("{field} 允许 {REGION_LABEL} 为 {r}，不属于中国大陆"),
-            )
+            let _ = write!(en, "{field} allows {REGION_LABEL} ");
+            push_joined(&mut en, &g.non_mainland_regions);
+            en.push_str(", which is not mainland China");
+            let _ = write!(zh, "{field} 允许 {REGION_LABEL} 为 ");
+            push_joined(&mut zh, &g.non_mainland_regions);
+            zh.push_str("，不属于中国大陆");
         }
         Some(g)
             if facts.has_required_affinity
-                || ctx
-                    .workload
-                    .pod
-                    .node_selector
-                    .iter()
-                    .flatten()
-                    .next()
-                    .is_some()
+                || workload.pod.node_selector.iter().flatten().next().is_some()
                 || g.pins_region =>
         {
-            (
-                format!("{field} does not restrict {REGION_LABEL} to mainland-China regions"),
-                format!("{field} 未将 {REGION_LABEL} 限定为中国大陆地域"),
-            )
+            let _ = write!(
+                en,
+                "{field} does not restrict {REGION_LABEL} to mainland-China regions"
+            );
+            let _ = write!(zh, "{field} 未将 {REGION_LABEL} 限定为中国大陆地域");
         }
-        Some(_) => (
-            format!(
+        Some(_) => {
+            let _ = write!(
+                en,
                 "{field} is not set and there is no required node affinity, so the pods may run on any node"
-            ),
-            format!("{field} 未设置且没有必需的节点亲和性，Pod 可被调度到任意节点"),
-        ),
-        None => (
-            format!("{field} selects nodes that are not in mainland China"),
-            format!("{field} 选中了不在中国大陆的节点"),
-        ),
-    };
-    let (mut hint_en, mut hint_zh) = (String::new(), String::new());
-    if gap.is_some() && facts.has_preferred_affinity {
-        hint_en.push_str(" (preferred affinity is only a preference and guarantees nothing)");
-        hint_zh.push_str("（首选亲和性只是偏好，不构成保证）");
-    }
-    if gap.is_some() && ctx.workload.pod.node_name.is_some() && matching.is_some() {
-        hint_en.push_str(" (spec.nodeName names a node that is not in the cluster)");
-        hint_zh.push_str("（spec.nodeName 指定的节点不在集群中）");
-    }
-
-    let (inv_en, inv_zh) = match (matching, outside.is_empty()) {
-        (None, _) => (String::new(), String::new()),
-        (Some(m), true) => (
-            format!(
-                ": today all {m} matching nodes are in mainland China, but nothing keeps the pods there when other nodes join"
-            ),
-            format!("：目前匹配的 {m} 个节点都在中国大陆，但新加入的节点不受约束"),
-        ),
-        (Some(m), false) => {
-            let verb_en = if daemonset {
-                "will run a pod on"
-            } else {
-                "may schedule onto"
-            };
-            let verb_zh = if daemonset {
-                "将在这些节点上各运行一个 Pod"
-            } else {
-                "可能被调度到这些节点"
-            };
-            (
-                format!(
-                    ": {} of {m} matching nodes are outside mainland China or unverified ({}), and the {} {verb_en} them",
-                    outside.len(),
-                    node_list(outside, super::Lang::En),
-                    ctx.workload.kind
-                ),
-                format!(
-                    "：{m} 个匹配节点中有 {} 个不在中国大陆或无法核实（{}），{verb_zh}",
-                    outside.len(),
-                    node_list(outside, super::Lang::ZhCn)
-                ),
-            )
+            );
+            let _ = write!(
+                zh,
+                "{field} 未设置且没有必需的节点亲和性，Pod 可被调度到任意节点"
+            );
         }
-    };
-
-    let allowed_en = if policy.allowed_nodes.is_some() {
-        format!(", or select only nodes matching spec.placement.allowedNodes of policy {p}")
-    } else {
-        String::new()
-    };
-    let allowed_zh = if policy.allowed_nodes.is_some() {
-        format!("，或仅选择符合策略 {p} 中 spec.placement.allowedNodes 的节点")
-    } else {
-        String::new()
-    };
-    let (fix_en, fix_zh) = match gap {
-        Some(g) if !g.non_mainland_regions.is_empty() => (
-            format!("remove {} from the allowed regions{allowed_en}", g.non_mainland_regions.join(", ")),
-            format!("从允许的地域中移除 {}{allowed_zh}", g.non_mainland_regions.join(", ")),
-        ),
-        Some(_) => (
-            format!("add a required node affinity on {REGION_LABEL} In [{regions}] under {prefix}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution{allowed_en}", prefix = ctx.workload.pod_spec_path()),
-            format!("在 {prefix}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution 中添加必需的节点亲和性 {REGION_LABEL} In [{regions}]{allowed_zh}", prefix = ctx.workload.pod_spec_path()),
-        ),
-        None => (
-            "fix the region labels of the nodes listed (or remove them from the pool), or narrow the selector to nodes in mainland China".to_string(),
-            "修正上述节点的地域标签（或将其移出节点池），或将选择器收窄到中国大陆的节点".to_string(),
-        ),
-    };
-    Text {
-        en: format!(
-            "{} and policy {p} requires mainland-China nodes, but {problem_en}{hint_en}{inv_en}. Fix: {fix_en}.",
-            subject.en
-        ),
-        zh: format!(
-            "{}，策略 {p} 要求只能运行在中国大陆节点上，但 {problem_zh}{hint_zh}{inv_zh}。修复：{fix_zh}。",
-            subject.zh
-        ),
+        None => {
+            let _ = write!(en, "{field} selects nodes that are not in mainland China");
+            let _ = write!(zh, "{field} 选中了不在中国大陆的节点");
+        }
     }
+
+    // Hints about constraints that look like they help but do not.
+    if gap.is_some() && facts.has_preferred_affinity {
+        en.push_str(" (preferred affinity is only a preference and guarantees nothing)");
+        zh.push_str("（首选亲和性只是偏好，不构成保证）");
+    }
+    if gap.is_some() && workload.pod.node_name.is_some() && matching.is_some() {
+        en.push_str(" (spec.nodeName names a node that is not in the cluster)");
+        zh.push_str("（spec.nodeName 指定的节点不在集群中）");
+    }
+
+    // What the inventory shows today.
+    if let Some(m) = matching {
+        let clause = write_inventory_clause(workload.kind, m, outside);
+        en.push_str(&clause.en);
+        zh.push_str(&clause.zh);
+    }
+
+    // The fix.
+    en.push_str(". Fix: ");
+    zh.push_str("。修复：");
+    match gap {
+        Some(g) if !g.non_mainland_regions.is_empty() => {
+            en.push_str("remove ");
+            push_joined(&mut en, &g.non_mainland_regions);
+            en.push_str(" from the allowed regions");
+            zh.push_str("从允许的地域中移除 ");
+            push_joined(&mut zh, &g.non_mainland_regions);
+        }
+        Some(_) => {
+            let prefix = workload.pod_spec_path();
+            let regions = facts.region_fix_list();
+            let _ = write!(
+                en,
+                "add a required node affinity on {REGION_LABEL} In [{regions}] under {prefix}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+            );
+            let _ = write!(
+                zh,
+                "在 {prefix}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution 中添加必需的节点亲和性 {REGION_LABEL} In [{regions}]"
+            );
+        }
+        None => {
+            en.push_str("fix the region labels of the nodes listed (or remove them from the pool), or narrow the selector to nodes in mainland China");
+            zh.push_str(
+                "修正上述节点的地域标签（或将其移出节点池），或将选择器收窄到中国大陆的节点",
+            );
+        }
+    }
+    Text { en, zh }
 }
 
 fn bound_message(ctx: &MessageContext<'_>, prefix: &str, node: &NodeEvidence) -> Text {

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use super::nodes::{NodeStanding, Untrusted};
+use super::shared::Shared;
 use crate::api::{Action, DataClass, LegalBasis};
 
 /// Language of the messages a front end prints.
@@ -196,13 +197,13 @@ pub enum Evidence {
         /// Matching nodes known today (None: no inventory).
         #[serde(skip_serializing_if = "Option::is_none")]
         matching_nodes: Option<usize>,
-        outside_nodes: Vec<NodeEvidence>,
+        outside_nodes: Vec<Shared<NodeEvidence>>,
         /// Outside nodes beyond those listed.
         #[serde(skip_serializing_if = "is_zero")]
         more_outside: usize,
     },
     #[serde(rename_all = "camelCase")]
-    BoundNode { node: NodeEvidence },
+    BoundNode { node: Shared<NodeEvidence> },
     #[serde(rename_all = "camelCase")]
     Egress(super::egress::EgressEvidence),
 }
