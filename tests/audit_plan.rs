@@ -628,3 +628,32 @@ fn messages_follow_the_evidence_when_the_decision_stays_the_same() {
     );
     assert_eq!(a.index.unrendered(), 0);
 }
+
+#[test]
+fn events_and_reports_carry_the_workload_uid() {
+    // `kubectl describe` lists an object's Events by uid: an Event whose
+    // regarding has no uid would not be shown there.
+    let mut w = base();
+    w.workloads[1]["metadata"]["uid"] = json!("0b5e-bad-uid");
+    let mut a = auditor(&w);
+    let plan = a.plan(now());
+    let (_, event) = plan
+        .events
+        .iter()
+        .find(|(k, _)| k.object.name == "bad")
+        .unwrap();
+    assert_eq!(event.regarding.uid.as_deref(), Some("0b5e-bad-uid"));
+    let result = plan.reports["app"]
+        .results
+        .iter()
+        .find(|r| r.resources[0].name == "bad")
+        .unwrap();
+    assert_eq!(result.resources[0].uid.as_deref(), Some("0b5e-bad-uid"));
+    // Manifests without one (api) are named without a uid.
+    let api = plan.reports["app"]
+        .results
+        .iter()
+        .find(|r| r.resources[0].name == "api")
+        .unwrap();
+    assert_eq!(api.resources[0].uid, None);
+}

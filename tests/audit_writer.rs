@@ -169,7 +169,10 @@ fn sample_plan() -> AuditPlan {
     plan.events.insert(
         key,
         PlannedEvent {
-            regarding: ObjectRef::workload(&bad_key()),
+            regarding: ObjectRef {
+                uid: Some("0b5e-bad-uid".into()),
+                ..ObjectRef::workload(&bad_key())
+            },
             related: None,
             reason: "PlacementNotGuaranteed".into(),
             note: "Deployment app/bad carries personal information ...".into(),
@@ -287,6 +290,7 @@ async fn first_pass_writes_status_report_and_event_then_nothing() {
         assert_eq!(seen.body["reportingController"], "residencyguard.io/audit");
         assert_eq!(seen.body["regarding"]["kind"], "Deployment");
         assert_eq!(seen.body["regarding"]["name"], "bad");
+        assert_eq!(seen.body["regarding"]["uid"], "0b5e-bad-uid");
         assert!(
             seen.body["metadata"]["name"]
                 .as_str()

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Event as CoreEvent;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -279,10 +280,13 @@ async fn scenario(client: Client, ns: &str, cleanup: &mut Cleanup) -> Res<()> {
         }))
         .map_err(err("deployment"))
     };
-    deployments
+    let violating_uid = deployments
         .create(&PostParams::default(), &deployment("violating", 0, None)?)
         .await
-        .map_err(err("creating the violating Deployment"))?;
+        .map_err(err("creating the violating Deployment"))?
+        .metadata
+        .uid
+        .ok_or("the API server returned the Deployment without a uid")?;
     deployments
         .create(
             &PostParams::default(),
@@ -349,6 +353,27 @@ async fn scenario(client: Client, ns: &str, cleanup: &mut Cleanup) -> Res<()> {
                     e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("violating")
                         && e.reason.as_deref() == Some("PlacementNotGuaranteed")
                 })
+                .then_some(())
+        },
+    )
+    .await?;
+    // `kubectl describe deployment violating` finds Events through the
+    // core/v1 view by involvedObject (uid included): so must this.
+    let core_events: Api<CoreEvent> = Api::namespaced(client.clone(), ns);
+    let describe_selector = format!(
+        "involvedObject.kind=Deployment,involvedObject.name=violating,involvedObject.uid={violating_uid}"
+    );
+    eventually(
+        "kubectl describe would show the Event (core/v1, by involvedObject uid)",
+        Duration::from_secs(30),
+        || async {
+            let list = core_events
+                .list(&ListParams::default().fields(&describe_selector))
+                .await
+                .ok()?;
+            list.items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("PlacementNotGuaranteed"))
                 .then_some(())
         },
     )

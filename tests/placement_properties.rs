@@ -294,6 +294,7 @@ fn workload(pod: PodSpecView) -> Workload {
         kind: WorkloadKind::Deployment,
         namespace: "default".into(),
         name: "w".into(),
+        uid: None,
         labels: BTreeMap::new(),
         template_labels: BTreeMap::from([(DATA_CLASS_LABEL.to_string(), "personal".to_string())]),
         pod,

@@ -69,6 +69,9 @@ pub struct ObjectRef {
     pub kind: String,
     pub namespace: Option<String>,
     pub name: String,
+    /// Known for objects in the cluster. `kubectl describe` lists an
+    /// object's Events by uid, so an Event without one is not shown there.
+    pub uid: Option<String>,
 }
 
 impl ObjectRef {
@@ -78,11 +81,23 @@ impl ObjectRef {
             kind: key.kind.as_str().to_string(),
             namespace: Some(key.namespace.clone()),
             name: key.name.clone(),
+            uid: None,
+        }
+    }
+
+    /// The workload `key` in `inv`, with its uid.
+    pub fn in_inventory(key: &WorkloadKey, inv: &Inventory) -> ObjectRef {
+        ObjectRef {
+            uid: inv.workloads.get(key).and_then(|w| w.uid.clone()),
+            ..ObjectRef::workload(key)
         }
     }
 
     pub fn to_json(&self) -> Value {
         let mut v = json!({"apiVersion": self.api_version, "kind": self.kind, "name": self.name});
+        if let Some(uid) = &self.uid {
+            v["uid"] = json!(uid);
+        }
         if let Some(ns) = &self.namespace {
             v["namespace"] = json!(ns);
         }
@@ -272,7 +287,7 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig, now: Times
                 result: ResultKind::Error,
                 severity: "medium",
                 message: error.clone(),
-                resources: vec![ObjectRef::workload(key)],
+                resources: vec![ObjectRef::in_inventory(key, inv)],
                 properties: BTreeMap::new(),
             });
             continue;
@@ -298,7 +313,7 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig, now: Times
                 tally.offenders.push((bound, key.clone(), codes));
             }
             if pf.violations.is_empty() && !finding.is_owned_pod() {
-                results.push(pass_result(key, finding, pf, cfg));
+                results.push(pass_result(key, inv, finding, pf, cfg));
             }
             for v in &pf.violations {
                 let mut properties = BTreeMap::from([
@@ -348,7 +363,7 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig, now: Times
                     },
                     severity: severity(v.code),
                     message: message.clone(),
-                    resources: vec![ObjectRef::workload(key)],
+                    resources: vec![ObjectRef::in_inventory(key, inv)],
                     properties,
                 });
                 if !v.exempted {
@@ -358,12 +373,12 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig, now: Times
                         code: v.code,
                     };
                     out.events.entry(event_key).or_insert_with(|| PlannedEvent {
-                        regarding: ObjectRef::workload(key),
+                        regarding: ObjectRef::in_inventory(key, inv),
                         related: finding
                             .owner
                             .as_ref()
                             .and_then(|o| o.top.as_ref())
-                            .map(ObjectRef::workload),
+                            .map(|top| ObjectRef::in_inventory(top, inv)),
                         reason: v.code.as_str().to_string(),
                         note: truncate_note(&message, NOTE_MAX_BYTES),
                         policy: pf.policy.clone(),
@@ -413,6 +428,7 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig, now: Times
                     kind: "ResidencyPolicy".into(),
                     namespace: None,
                     name: name.clone(),
+                    uid: policy.metadata.uid.clone(),
                 }],
                 properties: BTreeMap::new(),
             });
@@ -481,6 +497,7 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig, now: Times
                 kind: "Node".into(),
                 namespace: None,
                 name: node,
+                uid: None,
             }],
             properties: BTreeMap::from([
                 ("region".to_string(), region),
@@ -508,6 +525,7 @@ fn classes_text(f: &Finding) -> String {
 
 fn pass_result(
     key: &WorkloadKey,
+    inv: &Inventory,
     finding: &Finding,
     pf: &super::index::PolicyFinding,
     cfg: &PlanConfig,
@@ -528,7 +546,7 @@ fn pass_result(
         result: ResultKind::Pass,
         severity: "info",
         message,
-        resources: vec![ObjectRef::workload(key)],
+        resources: vec![ObjectRef::in_inventory(key, inv)],
         properties: BTreeMap::from([
             ("action".to_string(), pf.action.as_str().to_string()),
             ("classes".to_string(), classes_text(finding)),

@@ -477,6 +477,7 @@ fn object_reference(r: &ObjectRef) -> ObjectReference {
         kind: Some(r.kind.clone()),
         namespace: r.namespace.clone(),
         name: Some(r.name.clone()),
+        uid: r.uid.clone(),
         ..ObjectReference::default()
     }
 }

@@ -130,6 +130,8 @@ struct MetaView {
     #[serde(default)]
     namespace: Option<String>,
     #[serde(default)]
+    uid: Option<String>,
+    #[serde(default)]
     labels: Option<BTreeMap<String, String>>,
     #[serde(default)]
     owner_references: Option<Vec<OwnerRef>>,
@@ -202,6 +204,10 @@ pub struct Workload {
     pub kind: WorkloadKind,
     pub namespace: String,
     pub name: String,
+    /// `metadata.uid`, when the object has been created (not in manifests):
+    /// Events and reports name it so `kubectl describe` finds them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub template_labels: BTreeMap<String, String>,
     pub pod: PodSpecView,
@@ -363,6 +369,7 @@ fn assemble(
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| default_namespace.to_string()),
         name,
+        uid: meta.uid.filter(|u| !u.is_empty()),
         labels: meta.labels.unwrap_or_default(),
         template_labels: template.metadata.and_then(|m| m.labels).unwrap_or_default(),
         pod: template.spec.unwrap_or_default(),
