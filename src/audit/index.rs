@@ -105,9 +105,9 @@ impl Finding {
 ///
 /// Re-judging stores decisions only. Violation messages are written by
 /// `render_messages`, which the leader calls before it plans, and only for
-/// the findings that changed since they were last written: followers never
-/// write a message, and a node relabel that changes 1,000 findings does not
-/// hold up the next change while their texts are written.
+/// the findings re-judged since their messages were last written: followers
+/// never write a message, and a node relabel that re-judges 1,000 findings
+/// updates the decisions (and metrics) without waiting for their texts.
 #[derive(Clone, Debug, Default)]
 pub struct FindingsIndex {
     entries: BTreeMap<WorkloadKey, Entry>,
@@ -116,8 +116,6 @@ pub struct FindingsIndex {
     /// Objects the scheduler places: whether a node change affects them
     /// depends on their constraints.
     scheduled: BTreeSet<WorkloadKey>,
-    /// Entries whose messages are not written yet.
-    unrendered: BTreeSet<WorkloadKey>,
 }
 
 #[derive(Clone, Debug)]
@@ -158,7 +156,10 @@ impl FindingsIndex {
 
     /// Entries whose messages are still to be written.
     pub fn unrendered(&self) -> usize {
-        self.unrendered.len()
+        self.entries
+            .values()
+            .filter(|e| e.messages.is_none())
+            .count()
     }
 
     /// Judged objects bound to `node`.
@@ -177,80 +178,67 @@ impl FindingsIndex {
     }
 
     /// Re-judge `keys` only (objects gone from the inventory are dropped).
-    /// Returns the keys whose findings changed. The messages of every
-    /// re-judged finding are written again, changed or not: what a message
-    /// says (the nodes it counts, where the class label is, the fix) can
-    /// change while the decision stays the same.
-    pub fn rejudge(
-        &mut self,
-        keys: &BTreeSet<WorkloadKey>,
-        inv: &Inventory,
-        now: Timestamp,
-    ) -> BTreeSet<WorkloadKey> {
-        let mut changed = BTreeSet::new();
+    /// The messages of every re-judged finding are to be written again,
+    /// changed or not: what a message says (the nodes it counts, where the
+    /// class label is, the fix) can change while the decision stays the same.
+    pub fn rejudge(&mut self, keys: &BTreeSet<WorkloadKey>, inv: &Inventory, now: Timestamp) {
         for key in keys {
             let workload = inv.workloads.get(key);
-            let fresh = workload.and_then(|w| judge(w, inv, now));
-            let same = match (fresh, workload) {
+            match (workload.and_then(|w| judge(w, inv, now)), workload) {
                 (Some(f), Some(w)) => match self.entries.get_mut(key) {
                     // Filed in the same place: replace it there.
                     Some(e) if e.bound_to == w.pod.node_name => {
-                        let same = e.finding == f;
                         e.messages = messages_needed(&f).not().then(Vec::new);
-                        if e.messages.is_none() {
-                            self.unrendered.insert(key.clone());
-                        } else {
-                            self.unrendered.remove(key);
-                        }
                         e.finding = f;
-                        same
                     }
                     _ => {
-                        let old = self.remove(key);
-                        let same = old.as_ref() == Some(&f);
+                        self.remove(key);
                         self.insert(key.clone(), f, w.pod.node_name.clone());
-                        same
                     }
                 },
-                _ => self.remove(key).is_none(),
-            };
-            if !same {
-                changed.insert(key.clone());
+                _ => {
+                    self.remove(key);
+                }
             }
         }
-        changed
     }
 
     /// Write the messages of every finding that has none yet. Returns how
-    /// many findings were written.
+    /// many findings got messages.
     pub fn render_messages(&mut self, inv: &Inventory, now: Timestamp) -> usize {
-        let keys = std::mem::take(&mut self.unrendered);
         let mut written = 0;
-        for key in keys {
+        // Findings the inventory no longer has as judged (only when `inv`
+        // is not the one they were judged on): judged afresh below.
+        let mut stale = Vec::new();
+        for (key, e) in self.entries.iter_mut().filter(|(_, e)| e.messages.is_none()) {
+            let judged = inv
+                .workloads
+                .get(key)
+                .filter(|w| w.pod.node_name == e.bound_to)
+                .and_then(|w| judge_with_messages(w, inv, now));
+            match judged {
+                Some((finding, messages)) => {
+                    // Normally the decision stored; should time have moved
+                    // it on (an exemption lapsed), the newer one wins.
+                    e.finding = finding;
+                    e.messages = Some(messages);
+                    written += 1;
+                }
+                None => stale.push(key.clone()),
+            }
+        }
+        for key in stale {
+            self.remove(&key);
             let judged = inv
                 .workloads
                 .get(&key)
                 .and_then(|w| Some((w, judge_with_messages(w, inv, now)?)));
-            let Some((w, (finding, messages))) = judged else {
-                self.remove(&key);
-                continue;
-            };
-            written += 1;
-            // Normally the same decision as the stored one; should time
-            // have moved it on (an exemption lapsed), the newer one wins.
-            let bound_to = w.pod.node_name.clone();
-            if self
-                .entries
-                .get(&key)
-                .is_none_or(|e| e.bound_to != bound_to)
-            {
-                self.remove(&key);
-                self.insert(key.clone(), finding.clone(), bound_to);
-                self.unrendered.remove(&key);
-            }
-            if let Some(e) = self.entries.get_mut(&key) {
-                e.finding = finding;
-                e.messages = Some(messages);
+            if let Some((w, (finding, messages))) = judged {
+                self.insert(key.clone(), finding, w.pod.node_name.clone());
+                if let Some(e) = self.entries.get_mut(&key) {
+                    e.messages = Some(messages);
+                    written += 1;
+                }
             }
         }
         written
@@ -270,9 +258,6 @@ impl FindingsIndex {
             None => {
                 self.scheduled.insert(key.clone());
             }
-        }
-        if messages.is_none() {
-            self.unrendered.insert(key.clone());
         }
         self.entries.insert(
             key,
@@ -299,7 +284,6 @@ impl FindingsIndex {
                 self.scheduled.remove(key);
             }
         }
-        self.unrendered.remove(key);
         Some(entry.finding)
     }
 }

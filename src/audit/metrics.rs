@@ -24,7 +24,8 @@ pub struct ViolationLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PassLabels {
-    /// full, incremental, expiry.
+    /// full, incremental, expiry; messages (the leader writing the
+    /// messages of re-judged findings before it plans).
     pub pass: &'static str,
 }
 
@@ -87,12 +88,12 @@ impl AuditMetrics {
         );
         r.register(
             "evaluation_duration_seconds",
-            "Time to re-judge and plan, by pass (full, incremental, expiry)",
+            "Time to re-judge, by pass (full, incremental, expiry), and for the leader to write the messages of re-judged findings (messages)",
             self.evaluation_seconds.clone(),
         );
         r.register(
             "rejudged_objects",
-            "Objects re-judged, by pass",
+            "Objects re-judged, by pass (messages: findings whose messages the leader wrote)",
             self.rejudged_objects.clone(),
         );
         r.register(

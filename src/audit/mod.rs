@@ -126,10 +126,16 @@ impl Auditor {
         keys
     }
 
-    /// Write the messages of the findings that changed since the last plan,
-    /// then plan. Only the leader plans, so followers write no message.
+    /// Write the messages of the findings re-judged since they were last
+    /// written. Returns how many findings got messages.
+    pub fn render_messages(&mut self, now: Timestamp) -> usize {
+        self.index.render_messages(&self.inventory, now)
+    }
+
+    /// Write the messages still to be written, then plan. Only the leader
+    /// plans, so followers write no message.
     pub fn plan(&mut self, now: Timestamp) -> AuditPlan {
-        self.index.render_messages(&self.inventory, now);
+        self.render_messages(now);
         plan::plan(&self.index, &self.inventory, &self.plan_config, now)
     }
 }
@@ -232,6 +238,11 @@ pub async fn run(
         }
         if leader && (dirty || !was_leader) {
             let now = clock();
+            let started = Instant::now();
+            let written = auditor.render_messages(now);
+            if written > 0 {
+                observe_pass(&metrics, "messages", started, written);
+            }
             let plan = auditor.plan(now);
             let stats = writer
                 .apply(&plan, &auditor.inventory().policies, now)
