@@ -244,7 +244,7 @@ fn policies_combine_strictest_action_wins() {
     );
     let named: Vec<&str> = v["strictest-wins"]
         .violations()
-        .map(|(p, _)| p.policy.as_str())
+        .map(|(p, _)| &*p.policy)
         .collect();
     assert_eq!(named, ["personal-deny", "financial-warn"]);
     let union = &v["union-of-sources"];

@@ -58,7 +58,7 @@ pub struct FindingViolation {
 /// How an object fares under one governing policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicyFinding {
-    pub policy: String,
+    pub policy: Shared<str>,
     pub action: Action,
     pub exemption: Option<ExemptionUse>,
     pub violations: Vec<FindingViolation>,
@@ -210,7 +210,11 @@ impl FindingsIndex {
         // Findings the inventory no longer has as judged (only when `inv`
         // is not the one they were judged on): judged afresh below.
         let mut stale = Vec::new();
-        for (key, e) in self.entries.iter_mut().filter(|(_, e)| e.messages.is_none()) {
+        for (key, e) in self
+            .entries
+            .iter_mut()
+            .filter(|(_, e)| e.messages.is_none())
+        {
             let judged = inv
                 .workloads
                 .get(key)
@@ -649,12 +653,12 @@ pub fn next_lapse(inv: &Inventory, now: Timestamp) -> Option<(Timestamp, Vec<Str
             }
             match &mut next {
                 Some((t, names)) if e.lapses_at == *t => {
-                    if !names.contains(&p.name) {
-                        names.push(p.name.clone());
+                    if !names.iter().any(|n| *n == p.name) {
+                        names.push(p.name.to_string());
                     }
                 }
                 Some((t, _)) if e.lapses_at > *t => {}
-                _ => next = Some((e.lapses_at, vec![p.name.clone()])),
+                _ => next = Some((e.lapses_at, vec![p.name.to_string()])),
             }
         }
     }

@@ -156,7 +156,7 @@ impl AuditMetrics {
                 for c in &f.classes {
                     *counts
                         .entry((
-                            p.policy.clone(),
+                            p.policy.to_string(),
                             c.as_str().to_string(),
                             key.namespace.clone(),
                             key.kind.as_str().to_string(),

@@ -295,7 +295,7 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig, now: Times
         // One message per violation, in order (see `FindingsIndex::messages`).
         let mut messages = index.messages(key).unwrap_or_default().iter();
         for pf in &finding.policies {
-            let tally = tallies.entry(pf.policy.as_str()).or_default();
+            let tally = tallies.entry(&*pf.policy).or_default();
             tally.governed += 1;
             if pf.violated() {
                 tally.violated += 1;
@@ -328,7 +328,7 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig, now: Times
                         node.region.clone().unwrap_or_else(|| "unknown".into()),
                     );
                     let n = nodes
-                        .entry((node.name.clone(), pf.policy.clone()))
+                        .entry((node.name.clone(), pf.policy.to_string()))
                         .or_insert((0, node.region.clone()));
                     if !v.exempted {
                         n.0 += 1;
@@ -354,7 +354,7 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig, now: Times
                     None => format!("{} at {} (policy {})", v.code.as_str(), v.field, pf.policy),
                 };
                 results.push(ReportResult {
-                    policy: pf.policy.clone(),
+                    policy: pf.policy.to_string(),
                     rule: v.code.as_str().to_string(),
                     result: if v.exempted {
                         ResultKind::Skip
@@ -369,7 +369,7 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig, now: Times
                 if !v.exempted {
                     let event_key = EventKey {
                         object: key.clone(),
-                        policy: pf.policy.clone(),
+                        policy: pf.policy.to_string(),
                         code: v.code,
                     };
                     out.events.entry(event_key).or_insert_with(|| PlannedEvent {
@@ -381,7 +381,7 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig, now: Times
                             .map(|top| ObjectRef::in_inventory(top, inv)),
                         reason: v.code.as_str().to_string(),
                         note: truncate_note(&message, NOTE_MAX_BYTES),
-                        policy: pf.policy.clone(),
+                        policy: pf.policy.to_string(),
                     });
                 }
             }
@@ -541,7 +541,7 @@ fn pass_result(
         ),
     };
     ReportResult {
-        policy: pf.policy.clone(),
+        policy: pf.policy.to_string(),
         rule: "Compliant".into(),
         result: ResultKind::Pass,
         severity: "info",

@@ -51,7 +51,7 @@ pub(super) fn evaluate(
                     // Fail closed: judge it, and say why.
                     notices.push(Notice {
                         code: "NamespaceUnknown",
-                        policy: Some(p.name.clone()),
+                        policy: Some(p.name.to_string()),
                         message: Text {
                             en: format!(
                                 "namespace {} is not in the inputs, so policy {}'s namespaceSelector cannot be evaluated; the policy is applied",
@@ -125,7 +125,7 @@ pub(super) fn evaluate(
         {
             notices.push(Notice {
                 code: "ExemptionExpired",
-                policy: Some(policy.name.clone()),
+                policy: Some(policy.name.to_string()),
                 message: Text {
                     en: format!(
                         "exemption {} of policy {} ({} {}, approved by {}) expired on {}; it no longer covers {}",

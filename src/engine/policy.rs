@@ -13,6 +13,7 @@ use super::catalogue::{Catalogue, RegionLookup};
 use super::ipset::IpSet;
 use super::nodes::{LEGACY_REGION_LABEL, REGION_LABEL};
 use super::selector::{LabelSelectorMatcher, NodeSelectorTerms, Op, Space};
+use super::shared::Shared;
 use crate::api::{Action, DataClass, EgressMode, LegalBasis, ResidencyPolicy};
 
 /// Exemption dates are read in China Standard Time: approvals are issued by
@@ -21,7 +22,9 @@ const CHINA_STANDARD_TIME_HOURS: i8 = 8;
 
 #[derive(Clone, Debug)]
 pub struct CompiledPolicy {
-    pub name: String,
+    /// Shared by every verdict that names the policy (one allocation, not
+    /// one per governed workload).
+    pub name: Shared<str>,
     pub generation: Option<i64>,
     pub classes: BTreeSet<DataClass>,
     /// `classes` as a bit set, so finding the governing policies among
@@ -199,7 +202,7 @@ pub fn compile(
     }
     Ok((
         CompiledPolicy {
-            name: policy.metadata.name.clone().unwrap_or_default(),
+            name: policy.metadata.name.as_deref().unwrap_or_default().into(),
             generation: policy.metadata.generation,
             classes: spec.data_classes.iter().copied().collect(),
             class_mask: class_mask(spec.data_classes.iter().copied()),

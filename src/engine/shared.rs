@@ -80,3 +80,21 @@ impl PartialEq<&str> for Shared<str> {
         *self.0 == **other
     }
 }
+
+impl PartialEq<String> for Shared<str> {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<Shared<str>> for String {
+    fn eq(&self, other: &Shared<str>) -> bool {
+        **self == *other.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Shared<str> {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}

@@ -239,7 +239,7 @@ pub struct ExemptionUse {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyOutcome {
-    pub policy: String,
+    pub policy: Shared<str>,
     pub action: Action,
     /// The workload's classes this policy governs.
     pub classes: Vec<DataClass>,

@@ -302,7 +302,11 @@ fn respond_to_verdict(verdict: &Verdict, lang: Lang, decision: &mut Decision) ->
         .iter()
         .map(|c| c.as_str().to_string())
         .collect();
-    decision.policies = verdict.policies.iter().map(|p| p.policy.clone()).collect();
+    decision.policies = verdict
+        .policies
+        .iter()
+        .map(|p| p.policy.to_string())
+        .collect();
     decision.action = verdict.action;
     if !verdict.classes.is_empty() {
         decision.result = "judged";
@@ -459,7 +463,8 @@ fn network_policy_review(
                     | engine::Code::EgressExternalForbidden
             );
             if !is_egress
-                || before_keys.contains(&(p.policy.clone(), v.code.as_str().to_string() + &v.field))
+                || before_keys
+                    .contains(&(p.policy.to_string(), v.code.as_str().to_string() + &v.field))
             {
                 continue;
             }
@@ -491,7 +496,7 @@ fn network_policy_review(
 
 fn egress_keys(v: &Verdict) -> Vec<(String, String)> {
     v.violations()
-        .map(|(p, x)| (p.policy.clone(), x.code.as_str().to_string() + &x.field))
+        .map(|(p, x)| (p.policy.to_string(), x.code.as_str().to_string() + &x.field))
         .collect()
 }
 
