@@ -174,7 +174,7 @@ fn figures() {
     let (median, max) = time(5, || {
         let mut a = Auditor::new(PlanConfig::default());
         a.full_pass(inv.clone(), now);
-        a.index.render_messages(&inv, now)
+        a.render_messages(now)
     });
     println!(
         "full audit pass with every finding's messages written (what the leader's first plan needs): median {median:?}, max {max:?}"
@@ -216,9 +216,9 @@ fn figures() {
     // changed (followers never do), then plan.
     let (median, max) = time(10, || {
         auditor.update(abroad.clone(), now);
-        auditor.index.render_messages(&abroad, now);
+        auditor.render_messages(now);
         auditor.update(home.clone(), now);
-        auditor.index.render_messages(&home, now)
+        auditor.render_messages(now)
     });
     let (update_median, _) = time(10, || {
         auditor.update(abroad.clone(), now);
@@ -232,7 +232,7 @@ fn figures() {
     );
     auditor.plan(now);
     let (_, keys) = auditor.update(abroad.clone(), now);
-    auditor.index.render_messages(&abroad, now);
+    auditor.render_messages(now);
     let (median, _) = time(5, || auditor.plan(now));
     println!(
         "  and the plan: {median:?} (findings re-judged: {})",

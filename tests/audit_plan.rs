@@ -375,7 +375,7 @@ fn node_losing_its_region_label_is_a_finding() {
     assert!(a.index.messages(&pod_key).is_none());
     a.plan(now());
     let message = &a.index.messages(&pod_key).unwrap()[0];
-    assert!(message.en.contains("no region label"), "{}", message.en);
+    assert!(message.contains("no region label"), "{message}");
     // The Deployment's guarantee still holds (it pins cn-north-1).
     let api = a
         .index

@@ -14,7 +14,7 @@ use crate::engine::egress::CompiledNetworkPolicy;
 use crate::engine::selector::{NodeLabels, Term};
 use crate::engine::shared::Shared;
 use crate::engine::verdict::{Evidence, ExemptionUse, NodeEvidence};
-use crate::engine::{Code, Detail, NodeInfo, Text, Workload, WorkloadKind, evaluate_with};
+use crate::engine::{Code, Detail, Lang, NodeInfo, Text, Workload, WorkloadKind, evaluate_with};
 use crate::state::{Inventory, WorkloadKey};
 
 /// Something that changed between two inventories (or in time).
@@ -123,8 +123,9 @@ struct Entry {
     finding: Finding,
     /// `spec.nodeName` when it was judged (where `bound` files it).
     bound_to: Option<String>,
-    /// One per violation of the finding, in order; None until written.
-    messages: Option<Vec<Text>>,
+    /// One per violation of the finding, in order, in the language the
+    /// index writes (reports and Events use one); None until written.
+    messages: Option<Vec<Box<str>>>,
 }
 
 impl FindingsIndex {
@@ -138,7 +139,7 @@ impl FindingsIndex {
 
     /// The messages of `key`'s violations, one per violation in order
     /// (policy by policy), once `render_messages` has written them.
-    pub fn messages(&self, key: &WorkloadKey) -> Option<&[Text]> {
+    pub fn messages(&self, key: &WorkloadKey) -> Option<&[Box<str>]> {
         self.entries.get(key)?.messages.as_deref()
     }
 
@@ -203,9 +204,19 @@ impl FindingsIndex {
         }
     }
 
-    /// Write the messages of every finding that has none yet. Returns how
-    /// many findings got messages.
-    pub fn render_messages(&mut self, inv: &Inventory, now: Timestamp) -> usize {
+    /// Write the messages of every finding that has none yet, in `lang`.
+    /// Returns how many findings got messages.
+    pub fn render_messages(&mut self, inv: &Inventory, now: Timestamp, lang: Lang) -> usize {
+        // Only the language reports are written in is kept.
+        let keep = |texts: Vec<Text>| -> Vec<Box<str>> {
+            texts
+                .into_iter()
+                .map(|t| match lang {
+                    Lang::En => t.en.into_boxed_str(),
+                    Lang::ZhCn => t.zh.into_boxed_str(),
+                })
+                .collect()
+        };
         let mut written = 0;
         // Findings the inventory no longer has as judged (only when `inv`
         // is not the one they were judged on): judged afresh below.
@@ -225,7 +236,7 @@ impl FindingsIndex {
                     // Normally the decision stored; should time have moved
                     // it on (an exemption lapsed), the newer one wins.
                     e.finding = finding;
-                    e.messages = Some(messages);
+                    e.messages = Some(keep(messages));
                     written += 1;
                 }
                 None => stale.push(key.clone()),
@@ -240,7 +251,7 @@ impl FindingsIndex {
             if let Some((w, (finding, messages))) = judged {
                 self.insert(key.clone(), finding, w.pod.node_name.clone());
                 if let Some(e) = self.entries.get_mut(&key) {
-                    e.messages = Some(messages);
+                    e.messages = Some(keep(messages));
                     written += 1;
                 }
             }

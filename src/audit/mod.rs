@@ -129,7 +129,8 @@ impl Auditor {
     /// Write the messages of the findings re-judged since they were last
     /// written. Returns how many findings got messages.
     pub fn render_messages(&mut self, now: Timestamp) -> usize {
-        self.index.render_messages(&self.inventory, now)
+        self.index
+            .render_messages(&self.inventory, now, self.plan_config.lang)
     }
 
     /// Write the messages still to be written, then plan. Only the leader

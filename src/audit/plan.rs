@@ -348,7 +348,7 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig, now: Times
                     properties.insert("exemptionExpires".into(), e.expires.clone());
                 }
                 let message = match messages.next() {
-                    Some(text) => text.get(cfg.lang).to_string(),
+                    Some(text) => text.to_string(),
                     // Not written yet (`Auditor::plan` writes them first):
                     // still say what and where rather than nothing.
                     None => format!("{} at {} (policy {})", v.code.as_str(), v.field, pf.policy),
