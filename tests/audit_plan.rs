@@ -657,3 +657,39 @@ fn events_and_reports_carry_the_workload_uid() {
         .unwrap();
     assert_eq!(api.resources[0].uid, None);
 }
+
+#[test]
+fn a_new_mainland_region_rewrites_the_fix_of_workloads_it_does_not_affect() {
+    // `pooled` selects pool=a only: its fix suggests the cluster's mainland
+    // regions. A node in a new mainland region (not in pool a) changes no
+    // decision of it, but its fix must name the new region.
+    let mut w = base();
+    let mut pooled = deployment("app", "pooled", json!({"app": "pooled"}), None);
+    pooled["spec"]["template"]["spec"]["nodeSelector"] = json!({"pool": "a"});
+    w.workloads.push(pooled);
+    let mut a = auditor(&w);
+    let fix_of = |plan: &AuditPlan| -> String {
+        plan.reports["app"]
+            .results
+            .iter()
+            .find(|r| r.resources[0].name == "pooled" && r.rule == "PlacementNotGuaranteed")
+            .map(|r| r.message.clone())
+            .unwrap()
+    };
+    let before = fix_of(&a.plan(now()));
+    assert!(
+        before.contains("In [cn-north-1, cn-northwest-1]"),
+        "{before}"
+    );
+
+    let mut w2 = w.clone();
+    w2.node("sh-1", Some("cn-shanghai"));
+    let (_, rejudged) = a.update(w2.inventory(), now());
+    let pooled_key = key(WorkloadKind::Deployment, "app", "pooled");
+    assert!(!rejudged.contains(&pooled_key), "sh-1 is not in pool a");
+    let after = fix_of(&a.plan(now()));
+    assert!(
+        after.contains("In [cn-north-1, cn-northwest-1, cn-shanghai]"),
+        "{after}"
+    );
+}

@@ -204,6 +204,16 @@ impl FindingsIndex {
         }
     }
 
+    /// Have every message written again (without re-judging): for changes
+    /// that alter what messages say but no decision.
+    pub fn invalidate_messages(&mut self) {
+        for e in self.entries.values_mut() {
+            if messages_needed(&e.finding) {
+                e.messages = None;
+            }
+        }
+    }
+
     /// Write the messages of every finding that has none yet, in `lang`.
     /// Returns how many findings got messages.
     pub fn render_messages(&mut self, inv: &Inventory, now: Timestamp, lang: Lang) -> usize {

@@ -95,6 +95,15 @@ impl Auditor {
         let changes = index::diff(&self.inventory, &inv);
         let keys = self.affected(&changes, &inv);
         self.index.rejudge(&keys, &inv, now);
+        // Placement fixes name the mainland regions the cluster has ("add a
+        // required node affinity on ... In [cn-north-1, ...]"): when that
+        // list changes, every message is rewritten, not only those of the
+        // objects the node change affects.
+        if self.inventory.snapshot.inventory_mainland_regions()
+            != inv.snapshot.inventory_mainland_regions()
+        {
+            self.index.invalidate_messages();
+        }
         self.inventory = inv;
         (changes, keys)
     }
