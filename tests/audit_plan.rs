@@ -592,6 +592,16 @@ fn events_are_in_the_configured_language_and_at_most_1_kib() {
     assert_eq!(truncate_note("short", 1024), "short");
 }
 
+/// The PlacementNotGuaranteed message reported for Deployment app/`name`.
+fn placement_message(plan: &AuditPlan, name: &str) -> String {
+    plan.reports["app"]
+        .results
+        .iter()
+        .find(|r| r.resources[0].name == name && r.rule == "PlacementNotGuaranteed")
+        .map(|r| r.message.clone())
+        .unwrap()
+}
+
 #[test]
 fn messages_follow_the_evidence_when_the_decision_stays_the_same() {
     // `bad` has no constraints: PlacementNotGuaranteed before and after a
@@ -599,14 +609,7 @@ fn messages_follow_the_evidence_when_the_decision_stays_the_same() {
     let w = base();
     let mut a = auditor(&w);
     let bad = key(WorkloadKind::Deployment, "app", "bad");
-    let message_of = |plan: &AuditPlan| -> String {
-        plan.reports["app"]
-            .results
-            .iter()
-            .find(|r| r.resources[0].name == "bad" && r.rule == "PlacementNotGuaranteed")
-            .map(|r| r.message.clone())
-            .unwrap()
-    };
+    let message_of = |plan: &AuditPlan| placement_message(plan, "bad");
     let before = message_of(&a.plan(now()));
     assert!(before.contains("today all 2 matching nodes"), "{before}");
     let decided = a.index.get(&bad).cloned();
@@ -668,14 +671,7 @@ fn a_new_mainland_region_rewrites_the_fix_of_workloads_it_does_not_affect() {
     pooled["spec"]["template"]["spec"]["nodeSelector"] = json!({"pool": "a"});
     w.workloads.push(pooled);
     let mut a = auditor(&w);
-    let fix_of = |plan: &AuditPlan| -> String {
-        plan.reports["app"]
-            .results
-            .iter()
-            .find(|r| r.resources[0].name == "pooled" && r.rule == "PlacementNotGuaranteed")
-            .map(|r| r.message.clone())
-            .unwrap()
-    };
+    let fix_of = |plan: &AuditPlan| placement_message(plan, "pooled");
     let before = fix_of(&a.plan(now()));
     assert!(
         before.contains("In [cn-north-1, cn-northwest-1]"),
