@@ -280,6 +280,8 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig, now: Times
 
     for (key, finding) in index.iter() {
         let results = ns_results.entry(key.namespace.as_str()).or_default();
+        // How reports and Events name the object (with its uid).
+        let object = ObjectRef::in_inventory(key, inv);
         if let Some(error) = &finding.error {
             results.push(ReportResult {
                 policy: "data-class-label".into(),
@@ -287,7 +289,7 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig, now: Times
                 result: ResultKind::Error,
                 severity: "medium",
                 message: error.clone(),
-                resources: vec![ObjectRef::in_inventory(key, inv)],
+                resources: vec![object.clone()],
                 properties: BTreeMap::new(),
             });
             continue;
@@ -313,7 +315,7 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig, now: Times
                 tally.offenders.push((bound, key.clone(), codes));
             }
             if pf.violations.is_empty() && !finding.is_owned_pod() {
-                results.push(pass_result(key, inv, finding, pf, cfg));
+                results.push(pass_result(key, &object, finding, pf, cfg));
             }
             for v in &pf.violations {
                 let mut properties = BTreeMap::from([
@@ -363,7 +365,7 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig, now: Times
                     },
                     severity: severity(v.code),
                     message: message.clone(),
-                    resources: vec![ObjectRef::in_inventory(key, inv)],
+                    resources: vec![object.clone()],
                     properties,
                 });
                 if !v.exempted {
@@ -373,7 +375,7 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig, now: Times
                         code: v.code,
                     };
                     out.events.entry(event_key).or_insert_with(|| PlannedEvent {
-                        regarding: ObjectRef::in_inventory(key, inv),
+                        regarding: object.clone(),
                         related: finding
                             .owner
                             .as_ref()
@@ -525,7 +527,7 @@ fn classes_text(f: &Finding) -> String {
 
 fn pass_result(
     key: &WorkloadKey,
-    inv: &Inventory,
+    object: &ObjectRef,
     finding: &Finding,
     pf: &super::index::PolicyFinding,
     cfg: &PlanConfig,
@@ -546,7 +548,7 @@ fn pass_result(
         result: ResultKind::Pass,
         severity: "info",
         message,
-        resources: vec![ObjectRef::in_inventory(key, inv)],
+        resources: vec![object.clone()],
         properties: BTreeMap::from([
             ("action".to_string(), pf.action.as_str().to_string()),
             ("classes".to_string(), classes_text(finding)),
