@@ -3,7 +3,6 @@
 //! the cluster can affect. Pure and synchronous: no I/O, no clock.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ops::Not;
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -184,21 +183,23 @@ impl FindingsIndex {
     /// class label is, the fix) can change while the decision stays the same.
     pub fn rejudge(&mut self, keys: &BTreeSet<WorkloadKey>, inv: &Inventory, now: Timestamp) {
         for key in keys {
-            let workload = inv.workloads.get(key);
-            match (workload.and_then(|w| judge(w, inv, now)), workload) {
-                (Some(f), Some(w)) => match self.entries.get_mut(key) {
-                    // Filed in the same place: replace it there.
-                    Some(e) if e.bound_to == w.pod.node_name => {
-                        e.messages = messages_needed(&f).not().then(Vec::new);
-                        e.finding = f;
-                    }
-                    _ => {
-                        self.remove(key);
-                        self.insert(key.clone(), f, w.pod.node_name.clone());
-                    }
-                },
+            let judged = inv
+                .workloads
+                .get(key)
+                .and_then(|w| Some((w, judge(w, inv, now)?)));
+            let Some((w, finding)) = judged else {
+                self.remove(key);
+                continue;
+            };
+            match self.entries.get_mut(key) {
+                // Filed in the same place: replace it there.
+                Some(e) if e.bound_to == w.pod.node_name => {
+                    e.messages = messages_to_write(&finding);
+                    e.finding = finding;
+                }
                 _ => {
                     self.remove(key);
+                    self.insert(key.clone(), finding, w.pod.node_name.clone());
                 }
             }
         }
@@ -208,29 +209,32 @@ impl FindingsIndex {
     /// that alter what messages say but no decision.
     pub fn invalidate_messages(&mut self) {
         for e in self.entries.values_mut() {
-            if messages_needed(&e.finding) {
-                e.messages = None;
-            }
+            e.messages = messages_to_write(&e.finding);
         }
     }
 
     /// Write the messages of every finding that has none yet, in `lang`.
     /// Returns how many findings got messages.
     pub fn render_messages(&mut self, inv: &Inventory, now: Timestamp, lang: Lang) -> usize {
-        // Only the language reports are written in is kept.
-        let keep = |texts: Vec<Text>| -> Vec<Box<str>> {
-            texts
-                .into_iter()
-                .map(|t| match lang {
-                    Lang::En => t.en.into_boxed_str(),
-                    Lang::ZhCn => t.zh.into_boxed_str(),
-                })
-                .collect()
-        };
+        // Objects that changed since they were judged (only when `inv` is
+        // not the inventory they were judged on) are re-judged first, so
+        // they are filed where they now belong, or dropped.
+        let moved: BTreeSet<WorkloadKey> = self
+            .entries
+            .iter()
+            .filter(|(key, e)| {
+                e.messages.is_none()
+                    && inv
+                        .workloads
+                        .get(*key)
+                        .is_none_or(|w| w.pod.node_name != e.bound_to)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        self.rejudge(&moved, inv, now);
+
         let mut written = 0;
-        // Findings the inventory no longer has as judged (only when `inv`
-        // is not the one they were judged on): judged afresh below.
-        let mut stale = Vec::new();
+        let mut unclassified = Vec::new();
         for (key, e) in self
             .entries
             .iter_mut()
@@ -239,40 +243,27 @@ impl FindingsIndex {
             let judged = inv
                 .workloads
                 .get(key)
-                .filter(|w| w.pod.node_name == e.bound_to)
                 .and_then(|w| judge_with_messages(w, inv, now));
             match judged {
-                Some((finding, messages)) => {
+                Some((finding, texts)) => {
                     // Normally the decision stored; should time have moved
-                    // it on (an exemption lapsed), the newer one wins.
+                    // it on (an exemption lapsed), the newer one wins. Only
+                    // the language reports are written in is kept.
                     e.finding = finding;
-                    e.messages = Some(keep(messages));
+                    e.messages = Some(texts.into_iter().map(|t| t.into_lang(lang)).collect());
                     written += 1;
                 }
-                None => stale.push(key.clone()),
+                None => unclassified.push(key.clone()),
             }
         }
-        for key in stale {
+        for key in unclassified {
             self.remove(&key);
-            let judged = inv
-                .workloads
-                .get(&key)
-                .and_then(|w| Some((w, judge_with_messages(w, inv, now)?)));
-            if let Some((w, (finding, messages))) = judged {
-                self.insert(key.clone(), finding, w.pod.node_name.clone());
-                if let Some(e) = self.entries.get_mut(&key) {
-                    e.messages = Some(keep(messages));
-                    written += 1;
-                }
-            }
         }
         written
     }
 
-    /// File a finding. Its messages are to be written, unless it has no
-    /// violation to write one for.
+    /// File a finding.
     fn insert(&mut self, key: WorkloadKey, finding: Finding, bound_to: Option<String>) {
-        let messages = messages_needed(&finding).not().then(Vec::new);
         match &bound_to {
             Some(node) => {
                 self.bound
@@ -284,6 +275,7 @@ impl FindingsIndex {
                 self.scheduled.insert(key.clone());
             }
         }
+        let messages = messages_to_write(&finding);
         self.entries.insert(
             key,
             Entry {
@@ -313,9 +305,11 @@ impl FindingsIndex {
     }
 }
 
-/// Does the finding have a violation to write a message for?
-fn messages_needed(finding: &Finding) -> bool {
-    finding.policies.iter().any(|p| !p.violations.is_empty())
+/// A finding's messages before they are written: None (to be written)
+/// when it has a violation to write one for, else none at all.
+fn messages_to_write(finding: &Finding) -> Option<Vec<Box<str>>> {
+    let has_violations = finding.policies.iter().any(|p| !p.violations.is_empty());
+    (!has_violations).then(Vec::new)
 }
 
 /// Judge one object: the decision only, without messages. None when it
@@ -674,7 +668,7 @@ pub fn next_lapse(inv: &Inventory, now: Timestamp) -> Option<(Timestamp, Vec<Str
             }
             match &mut next {
                 Some((t, names)) if e.lapses_at == *t => {
-                    if !names.iter().any(|n| *n == p.name) {
+                    if !names.iter().any(|n| p.name == *n) {
                         names.push(p.name.to_string());
                     }
                 }

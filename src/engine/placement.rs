@@ -324,26 +324,20 @@ fn gap_field(prefix: &str, gap: &Gap, facts: &Facts<'_>) -> String {
     }
 }
 
-fn node_list(out: &mut String, nodes: &[&ClassifiedNode], lang: super::Lang) {
-    for (i, n) in nodes.iter().take(MAX_NODES_IN_MESSAGE).enumerate() {
-        if i > 0 {
-            out.push_str(", ");
-        }
-        out.push_str(&describe_node(
-            &n.info.name,
-            n.info.region_label(),
-            &n.standing,
-            lang,
-        ));
-    }
+fn node_list(nodes: &[&ClassifiedNode], lang: super::Lang) -> String {
+    let mut parts: Vec<String> = nodes
+        .iter()
+        .take(MAX_NODES_IN_MESSAGE)
+        .map(|n| describe_node(&n.info.name, n.info.region_label(), &n.standing, lang))
+        .collect();
     if nodes.len() > MAX_NODES_IN_MESSAGE {
         let more = nodes.len() - MAX_NODES_IN_MESSAGE;
-        // Writing to a String cannot fail.
-        let _ = match lang {
-            super::Lang::En => write!(out, ", and {more} more"),
-            super::Lang::ZhCn => write!(out, ", 另有 {more} 个"),
-        };
+        parts.push(match lang {
+            super::Lang::En => format!("and {more} more"),
+            super::Lang::ZhCn => format!("另有 {more} 个"),
+        });
     }
+    parts.join(", ")
 }
 
 impl Facts<'_> {
@@ -428,14 +422,13 @@ impl BodyKey {
 }
 
 fn write_inventory_clause(kind: WorkloadKind, m: usize, outside: &[&ClassifiedNode]) -> Text {
-    let mut en = String::new();
-    let mut zh = String::new();
     if outside.is_empty() {
-        en = format!(
-            ": today all {m} matching nodes are in mainland China, but nothing keeps the pods there when other nodes join"
-        );
-        zh = format!("：目前匹配的 {m} 个节点都在中国大陆，但新加入的节点不受约束");
-        return Text { en, zh };
+        return Text {
+            en: format!(
+                ": today all {m} matching nodes are in mainland China, but nothing keeps the pods there when other nodes join"
+            ),
+            zh: format!("：目前匹配的 {m} 个节点都在中国大陆，但新加入的节点不受约束"),
+        };
     }
     let daemonset = kind == WorkloadKind::DaemonSet;
     let verb_en = if daemonset {
@@ -448,31 +441,17 @@ fn write_inventory_clause(kind: WorkloadKind, m: usize, outside: &[&ClassifiedNo
     } else {
         "可能被调度到这些节点"
     };
-    // Writing to a String cannot fail.
-    let _ = write!(
-        en,
-        ": {} of {m} matching nodes are outside mainland China or unverified (",
-        outside.len()
-    );
-    node_list(&mut en, outside, super::Lang::En);
-    let _ = write!(en, "), and the {kind} {verb_en} them");
-    let _ = write!(
-        zh,
-        "：{m} 个匹配节点中有 {} 个不在中国大陆或无法核实（",
-        outside.len()
-    );
-    node_list(&mut zh, outside, super::Lang::ZhCn);
-    let _ = write!(zh, "），{verb_zh}");
-    Text { en, zh }
-}
-
-/// Writes `parts` separated by ", ".
-fn push_joined(out: &mut String, parts: &[String]) {
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 {
-            out.push_str(", ");
-        }
-        out.push_str(part);
+    Text {
+        en: format!(
+            ": {} of {m} matching nodes are outside mainland China or unverified ({}), and the {kind} {verb_en} them",
+            outside.len(),
+            node_list(outside, super::Lang::En),
+        ),
+        zh: format!(
+            "：{m} 个匹配节点中有 {} 个不在中国大陆或无法核实（{}），{verb_zh}",
+            outside.len(),
+            node_list(outside, super::Lang::ZhCn)
+        ),
     }
 }
 
@@ -533,12 +512,12 @@ fn write_placement_body(
     // The problem.
     match gap {
         Some(g) if !g.non_mainland_regions.is_empty() => {
-            let _ = write!(en, "{field} allows {REGION_LABEL} ");
-            push_joined(&mut en, &g.non_mainland_regions);
-            en.push_str(", which is not mainland China");
-            let _ = write!(zh, "{field} 允许 {REGION_LABEL} 为 ");
-            push_joined(&mut zh, &g.non_mainland_regions);
-            zh.push_str("，不属于中国大陆");
+            let r = g.non_mainland_regions.join(", ");
+            let _ = write!(
+                en,
+                "{field} allows {REGION_LABEL} {r}, which is not mainland China"
+            );
+            let _ = write!(zh, "{field} 允许 {REGION_LABEL} 为 {r}，不属于中国大陆");
         }
         Some(g)
             if facts.has_required_affinity
@@ -589,11 +568,9 @@ fn write_placement_body(
     zh.push_str("。修复：");
     match gap {
         Some(g) if !g.non_mainland_regions.is_empty() => {
-            en.push_str("remove ");
-            push_joined(&mut en, &g.non_mainland_regions);
-            en.push_str(" from the allowed regions");
-            zh.push_str("从允许的地域中移除 ");
-            push_joined(&mut zh, &g.non_mainland_regions);
+            let r = g.non_mainland_regions.join(", ");
+            let _ = write!(en, "remove {r} from the allowed regions");
+            let _ = write!(zh, "从允许的地域中移除 {r}");
         }
         Some(_) => {
             let prefix = workload.pod_spec_path();

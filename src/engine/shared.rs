@@ -86,15 +86,3 @@ impl PartialEq<String> for Shared<str> {
         *self.0 == **other
     }
 }
-
-impl PartialEq<Shared<str>> for String {
-    fn eq(&self, other: &Shared<str>) -> bool {
-        **self == *other.0
-    }
-}
-
-impl std::borrow::Borrow<str> for Shared<str> {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}

@@ -43,6 +43,14 @@ impl Text {
             Lang::ZhCn => &self.zh,
         }
     }
+
+    /// The message in `lang` alone, without spare capacity.
+    pub fn into_lang(self, lang: Lang) -> Box<str> {
+        match lang {
+            Lang::En => self.en.into_boxed_str(),
+            Lang::ZhCn => self.zh.into_boxed_str(),
+        }
+    }
 }
 
 /// Stable violation codes: part of the contract (JSON output, reports, metrics).
