@@ -138,19 +138,29 @@ async fn supervise(
                 tracing::error!(lease = %cfg.name, error = %e, retry_in_ms = backoff.as_millis() as u64, "audit Lease manager task died; a follower until it is restarted");
             }
         }
-        tokio::select! {
-            biased;
-            _ = stopping(&mut stop, &tx) => return,
-            _ = tokio::time::sleep(backoff) => {}
+        if !back_off(&mut backoff, &cfg, &mut stop, &tx).await {
+            return;
         }
-        backoff = next_backoff(backoff, &cfg);
     }
 }
 
-fn next_backoff(backoff: Duration, cfg: &LeaseConfig) -> Duration {
-    backoff
+/// Wait out `backoff`, then double it (up to `retry_max`). False when told
+/// to stop first.
+async fn back_off(
+    backoff: &mut Duration,
+    cfg: &LeaseConfig,
+    stop: &mut watch::Receiver<bool>,
+    tx: &watch::Sender<bool>,
+) -> bool {
+    tokio::select! {
+        biased;
+        _ = stopping(stop, tx) => return false,
+        _ = tokio::time::sleep(*backoff) => {}
+    }
+    *backoff = backoff
         .saturating_mul(2)
-        .min(cfg.retry_max.max(cfg.retry_min))
+        .min(cfg.retry_max.max(cfg.retry_min));
+    true
 }
 
 /// `client`, but every request (response body included) fails after `deadline`.
@@ -213,12 +223,9 @@ async fn campaign(
         };
         publish(&tx, &cfg, false);
         tracing::warn!(lease = %cfg.name, error = %failure, retry_in_ms = backoff.as_millis() as u64, "audit Lease manager failed; a follower until it is back");
-        tokio::select! {
-            biased;
-            _ = stopping(&mut stop, &tx) => break,
-            _ = tokio::time::sleep(backoff) => {}
+        if !back_off(&mut backoff, &cfg, &mut stop, &tx).await {
+            break;
         }
-        backoff = next_backoff(backoff, &cfg);
     }
     // Stop writing before anyone else may start.
     publish(&tx, &cfg, false);
