@@ -35,7 +35,7 @@ use super::DataClass;
 pub struct ResidencyPolicySpec {
     /// The data classes this policy governs. A workload is governed when it
     /// carries at least one of them (label `residencyguard.io/data-class`).
-    #[schemars(length(min = 1), extend("x-kubernetes-list-type" = "set"))]
+    #[schemars(length(min = 1, max = 9), extend("x-kubernetes-list-type" = "set"))]
     pub data_classes: Vec<DataClass>,
 
     /// Limit the policy to namespaces whose labels match. Omitted: all namespaces.
@@ -58,6 +58,7 @@ pub struct ResidencyPolicySpec {
     /// Approved cross-border transfers: workloads that may break this policy
     /// until the exemption expires.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
     pub exemptions: Vec<Exemption>,
 }
 
@@ -99,6 +100,11 @@ pub struct Egress {
         rename = "allowedCIDRs",
         skip_serializing_if = "Vec::is_empty"
     )]
+    // Bounded so the API server can estimate the CEL rule's cost: without
+    // maxItems and maxLength the estimate assumes a 3 MiB list and the CRD is
+    // rejected ("estimated rule cost exceeds budget"). The longest IPv6
+    // CIDR in text form is 49 characters.
+    #[schemars(length(max = 256), inner(length(max = 64)))]
     #[x_kube(validation = Rule::new("self.all(c, isCIDR(c) || isIP(c))").message("every entry of allowedCIDRs must be a CIDR such as 203.0.113.0/24 or an IP address"))]
     pub allowed_cidrs: Vec<String>,
 }
@@ -157,23 +163,26 @@ pub struct Exemption {
 
     /// Namespaces covered. Empty: every namespace the policy governs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(max = 63)))]
     pub namespaces: Vec<String>,
 
     /// The legal basis of the transfer under PIPL art. 38.
     pub basis: LegalBasis,
 
     /// The filing or approval reference, e.g. "CAC filing 2026-0042".
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 256))]
     pub reference: String,
 
     /// Who approved it (the DPO or an accountable person).
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 256))]
     pub approved_by: String,
 
     /// Last day the exemption applies (YYYY-MM-DD). It lapses at the end of
     /// that day in China Standard Time (UTC+08:00).
-    #[schemars(extend("format" = "date"))]
-    #[x_kube(validation = Rule::new("self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}$')").message("expires must be a date in the form YYYY-MM-DD"))]
+    // The API server checks the format itself (`format: date` rejects
+    // "2026-02-30" as well as "30/06/2027"). No CEL rule: CEL sees a
+    // `format: date` string as a timestamp, so `matches` does not compile.
+    #[schemars(extend("format" = "date"), length(max = 10))]
     pub expires: String,
 }
 
