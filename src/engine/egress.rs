@@ -752,6 +752,29 @@ pub fn parse_cidr_args(items: &[String]) -> Result<IpSet, String> {
 }
 
 impl NetworkIndex {
+    /// The part of the index about one namespace (for a snapshot focused
+    /// on it: nothing else is read when judging its workloads).
+    pub fn namespace_only(&self, namespace: &str) -> NetworkIndex {
+        let mut out = NetworkIndex::default();
+        if let Some(p) = self.policies.get(namespace) {
+            out.policies.insert(namespace.to_string(), p.clone());
+        }
+        if let Some(e) = self.external_names.get(namespace) {
+            out.external_names.insert(namespace.to_string(), e.clone());
+        }
+        out
+    }
+
+    /// Replace every NetworkPolicy of `namespace` with `policies`.
+    pub fn replace_network_policies(&mut self, namespace: &str, policies: &[NetworkPolicy]) {
+        self.policies.remove(namespace);
+        for np in policies {
+            let mut np = np.clone();
+            np.metadata.namespace = Some(namespace.to_string());
+            self.add_network_policy(&np);
+        }
+    }
+
     /// Forget a NetworkPolicy (before replacing it, or on delete).
     pub fn remove_network_policy(&mut self, namespace: &str, name: &str) {
         if let Some(list) = self.policies.get_mut(namespace) {

@@ -97,6 +97,48 @@ impl Snapshot {
     }
 }
 
+/// What the API server says about one namespace at the moment of a review,
+/// read when the snapshot may not have caught up with writes made
+/// milliseconds earlier (a Namespace, or a NetworkPolicy, created in the
+/// same `kubectl apply` as the workload).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NamespaceFacts {
+    /// The Namespace's labels; `None` when the namespace does not exist.
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Every NetworkPolicy in it; `None` when they were not read (the
+    /// snapshot's are kept).
+    pub network_policies: Option<Vec<k8s_openapi::api::networking::v1::NetworkPolicy>>,
+}
+
+impl Snapshot {
+    /// A snapshot for judging workloads of `namespace` only, with `facts`
+    /// in place of what this snapshot knows about it. Policies, nodes and
+    /// address data are shared or copied; other namespaces are left out
+    /// (judging a workload reads only its own namespace).
+    pub fn focused_on(&self, namespace: &str, facts: &NamespaceFacts) -> Snapshot {
+        let mut namespaces = BTreeMap::new();
+        let labels = facts
+            .labels
+            .as_ref()
+            .or_else(|| self.namespaces.get(namespace));
+        if let Some(labels) = labels {
+            namespaces.insert(namespace.to_string(), labels.clone());
+        }
+        let mut network = self.network.namespace_only(namespace);
+        if let Some(nps) = &facts.network_policies {
+            network.replace_network_policies(namespace, nps);
+        }
+        Snapshot {
+            catalogue: self.catalogue.clone(),
+            policies: self.policies.clone(),
+            namespaces,
+            network,
+            address_space: Arc::clone(&self.address_space),
+            inventory: self.inventory.clone(),
+        }
+    }
+}
+
 /// Judge one workload. Errors only when the workload's classification label
 /// cannot be understood (the user must fix it before it can be judged).
 pub fn evaluate(

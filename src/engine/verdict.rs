@@ -87,6 +87,18 @@ impl Code {
             Code::HostNetwork => "HostNetwork",
         }
     }
+
+    /// The violation rests on the NetworkPolicies that select the pods (so
+    /// a NetworkPolicy change can cause or cure it).
+    pub fn is_egress(self) -> bool {
+        matches!(
+            self,
+            Code::EgressUnrestricted
+                | Code::EgressAllowsAll
+                | Code::EgressOutsideMainland
+                | Code::EgressExternalForbidden
+        )
+    }
 }
 
 /// A node named as evidence.

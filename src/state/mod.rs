@@ -7,6 +7,8 @@
 //! the Snapshot is rebuilt (debounced) and published as an `Arc`, so every
 //! admission request reads a consistent, immutable view without locking.
 
+pub mod live;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

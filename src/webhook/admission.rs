@@ -110,6 +110,43 @@ pub struct Decision {
     pub allowed: bool,
     /// "judged", "skipped" (not classified, DELETE, ...) or "error".
     pub result: &'static str,
+    /// The answer rests on what the snapshot knows of the namespace, which
+    /// may be milliseconds behind the API server: read it live and judge
+    /// again before answering (see `server::confirm`).
+    pub confirm: Option<Confirm>,
+}
+
+/// What to read from the API server before the answer stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirm {
+    pub namespace: String,
+    /// Read the namespace's NetworkPolicies too (the answer rests on them).
+    pub network_policies: bool,
+    pub why: ConfirmReason,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfirmReason {
+    /// The snapshot has not seen the namespace (created in the same apply):
+    /// its data-class label and the policies' namespaceSelectors are unknown.
+    NamespaceUnknown,
+    /// The object reached the webhook (the API server saw a data-class label
+    /// on it, its template or its Namespace) but the snapshot finds no class:
+    /// the Namespace was probably labelled moments ago.
+    NotClassified,
+    /// A denial: confirm the namespace labels and, for egress findings, the
+    /// NetworkPolicies it rests on (one may have been created moments ago).
+    Denial,
+}
+
+impl ConfirmReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfirmReason::NamespaceUnknown => "namespace_unknown",
+            ConfirmReason::NotClassified => "not_classified",
+            ConfirmReason::Denial => "denial",
+        }
+    }
 }
 
 /// An AdmissionReview that cannot be answered as one: HTTP 400.
@@ -203,6 +240,7 @@ fn answer<O, P>(
         action: None,
         allowed: true,
         result: "skipped",
+        confirm: None,
     };
     let uid = std::mem::take(&mut req.uid);
     let response = judge(req, &mut decision);
@@ -223,6 +261,14 @@ fn allow() -> Response {
         allowed: true,
         status: None,
         warnings: Vec::new(),
+    }
+}
+
+/// A refusal the client should retry (the webhook cannot decide yet).
+pub fn unavailable(uid: String, message: String) -> Response {
+    Response {
+        uid,
+        ..refuse(503, "ServiceUnavailable", message)
     }
 }
 
@@ -291,7 +337,34 @@ fn workload_review<O: WorkloadInput, P>(
             return refuse(400, "BadRequest", e.to_string());
         }
     };
+    decision.confirm = confirmation_needed(snapshot, namespace, &verdict);
     respond_to_verdict(&verdict, lang, decision)
+}
+
+/// Does this answer rest on namespace facts the snapshot may not have yet?
+/// Only then is the API server asked (a compliant, classified workload in a
+/// known namespace, the common case, costs nothing more).
+fn confirmation_needed(snapshot: &Snapshot, namespace: &str, verdict: &Verdict) -> Option<Confirm> {
+    let confirm = |network_policies, why| {
+        Some(Confirm {
+            namespace: namespace.to_string(),
+            network_policies,
+            why,
+        })
+    };
+    if !snapshot.namespaces.contains_key(namespace) {
+        return confirm(true, ConfirmReason::NamespaceUnknown);
+    }
+    if verdict.classes.is_empty() {
+        return confirm(false, ConfirmReason::NotClassified);
+    }
+    if verdict.denied() {
+        let on_egress = verdict
+            .violations()
+            .any(|(p, v)| p.action == Action::Deny && v.code.is_egress());
+        return confirm(on_egress, ConfirmReason::Denial);
+    }
+    None
 }
 
 /// Deny → 403 with every Deny-policy message; Warn-policy messages become
@@ -455,14 +528,7 @@ fn network_policy_review(
         };
         let before_keys: Vec<(String, String)> = egress_keys(&before);
         for (p, v) in after.violations() {
-            let is_egress = matches!(
-                v.code,
-                engine::Code::EgressUnrestricted
-                    | engine::Code::EgressAllowsAll
-                    | engine::Code::EgressOutsideMainland
-                    | engine::Code::EgressExternalForbidden
-            );
-            if !is_egress
+            if !v.code.is_egress()
                 || before_keys
                     .contains(&(p.policy.to_string(), v.code.as_str().to_string() + &v.field))
             {

@@ -33,8 +33,19 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConfirmLabels {
+    /// namespace_unknown, not_classified, denial.
+    pub reason: &'static str,
+    /// upheld (the live read changed nothing), overturned (the answer
+    /// changed), error (the read failed; the snapshot's answer stands,
+    /// failing closed).
+    pub outcome: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
+    pub live_confirmations: Family<ConfirmLabels, Counter>,
     pub decisions: Family<DecisionLabels, Counter>,
     pub latency: Family<EndpointLabels, Histogram>,
     pub cert_reloads: Family<OutcomeLabels, Counter>,
@@ -71,6 +82,12 @@ impl Metrics {
             "Time to decode, judge and encode one admission review",
             latency.clone(),
         );
+        let live_confirmations = Family::<ConfirmLabels, Counter>::default();
+        registry.register(
+            "live_confirmations",
+            "Admission answers that rested on namespace facts the snapshot might not have yet, confirmed against the API server, by reason and outcome",
+            live_confirmations.clone(),
+        );
         let cert_reloads = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "certificate_reloads",
@@ -103,6 +120,7 @@ impl Metrics {
         );
         Arc::new(Metrics {
             registry,
+            live_confirmations,
             decisions,
             latency,
             cert_reloads,

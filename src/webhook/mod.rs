@@ -222,6 +222,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         serving: serving.clone(),
         certs,
+        live: Some(Arc::new(state::live::ApiReader::new(client.clone()))),
     };
     let webhook_listener = server::bind(args.webhook_addr)
         .await

@@ -20,10 +20,13 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::admission::{self, Endpoint};
-use super::metrics::{DecisionLabels, EndpointLabels, Metrics};
+use super::admission::{ConfirmReason, Handled};
+use super::metrics::{ConfirmLabels, DecisionLabels, EndpointLabels, Metrics};
 use super::tls::CertStore;
 use crate::engine::Lang;
+use crate::engine::NamespaceFacts;
 use crate::state::State;
+use crate::state::live::LiveReader;
 
 /// What every request handler needs.
 #[derive(Clone)]
@@ -35,6 +38,9 @@ pub struct App {
     /// Cleared on shutdown so /readyz fails before connections close.
     pub serving: Arc<AtomicBool>,
     pub certs: Arc<CertStore>,
+    /// Where answers that rest on namespace facts are confirmed before
+    /// they stand (None: the snapshot alone decides; tests, benchmarks).
+    pub live: Option<Arc<dyn LiveReader>>,
 }
 
 /// The admission routes (also used in process by tests and benchmarks).
@@ -49,14 +55,18 @@ pub fn webhook_router(app: App) -> Router {
 }
 
 async fn workloads(AxumState(app): AxumState<App>, body: Bytes) -> Response {
-    review(&app, Endpoint::Workloads, &body)
+    review(&app, Endpoint::Workloads, &body).await
 }
 async fn network_policies(AxumState(app): AxumState<App>, body: Bytes) -> Response {
-    review(&app, Endpoint::NetworkPolicies, &body)
+    review(&app, Endpoint::NetworkPolicies, &body).await
 }
 async fn policies(AxumState(app): AxumState<App>, body: Bytes) -> Response {
-    review(&app, Endpoint::Policies, &body)
+    review(&app, Endpoint::Policies, &body).await
 }
+
+/// How long a live read may take. The API server waits `timeoutSeconds`
+/// (at most 3 s) for the whole review.
+const LIVE_READ_TIMEOUT: Duration = Duration::from_millis(1500);
 
 fn endpoint_name(e: Endpoint) -> &'static str {
     match e {
@@ -66,18 +76,37 @@ fn endpoint_name(e: Endpoint) -> &'static str {
     }
 }
 
-fn review(app: &App, endpoint: Endpoint, body: &[u8]) -> Response {
+async fn review(app: &App, endpoint: Endpoint, body: &[u8]) -> Response {
     let started = Instant::now();
     let snapshot = app.state.snapshot();
     let name = endpoint_name(endpoint);
-    let outcome = admission::handle(
-        body,
-        endpoint,
-        &snapshot,
-        &app.state,
-        app.lang,
-        Timestamp::now(),
-    );
+    let now = Timestamp::now();
+    let mut outcome = admission::handle(body, endpoint, &snapshot, &app.state, app.lang, now);
+    if let Ok(handled) = &mut outcome
+        && let Some(confirm) = handled.decision.confirm.take()
+        && let Some(live) = &app.live
+    {
+        let read = tokio::time::timeout(
+            LIVE_READ_TIMEOUT,
+            live.namespace_facts(&confirm.namespace, confirm.network_policies),
+        )
+        .await;
+        let facts = match read {
+            Ok(Ok(facts)) => Ok(facts),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {LIVE_READ_TIMEOUT:?}")),
+        };
+        let result = confirm_with(
+            app, body, endpoint, &snapshot, now, &confirm, facts, handled,
+        );
+        app.metrics
+            .live_confirmations
+            .get_or_create(&ConfirmLabels {
+                reason: confirm.why.as_str(),
+                outcome: result,
+            })
+            .inc();
+    }
     let elapsed = started.elapsed();
     app.metrics
         .latency
@@ -135,6 +164,58 @@ fn review(app: &App, endpoint: Endpoint, body: &[u8]) -> Response {
             tracing::warn!(endpoint = name, error = %bad, "undecodable admission request");
             (StatusCode::BAD_REQUEST, bad.to_string()).into_response()
         }
+    }
+}
+
+/// Judge the review again on a snapshot focused on the namespace, with what
+/// the API server said (`facts`), and replace `handled` with that answer.
+/// When the read failed, the snapshot's answer stands (a denial stays a
+/// denial), except that a workload in a namespace the snapshot has never
+/// seen is refused with a retryable message instead of admitted unjudged.
+#[allow(clippy::too_many_arguments)]
+fn confirm_with(
+    app: &App,
+    body: &[u8],
+    endpoint: Endpoint,
+    snapshot: &crate::engine::Snapshot,
+    now: Timestamp,
+    confirm: &admission::Confirm,
+    facts: Result<NamespaceFacts, String>,
+    handled: &mut Handled,
+) -> &'static str {
+    let facts = match facts {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(namespace = %confirm.namespace, reason = confirm.why.as_str(), error = %e, "cannot confirm namespace facts with the API server; the snapshot's answer stands");
+            if confirm.why == ConfirmReason::NamespaceUnknown && handled.review.response.allowed {
+                handled.review.response = admission::unavailable(
+                    std::mem::take(&mut handled.review.response.uid),
+                    format!(
+                        "residency-guard has not seen namespace {} yet and could not read it from the API server ({e}), so it cannot tell which data classes and policies apply; try again in a moment",
+                        confirm.namespace
+                    ),
+                );
+                handled.decision.allowed = false;
+                handled.decision.result = "error";
+            }
+            return "error";
+        }
+    };
+    let focused = snapshot.focused_on(&confirm.namespace, &facts);
+    match admission::handle(body, endpoint, &focused, &app.state, app.lang, now) {
+        Ok(mut again) => {
+            again.decision.confirm = None;
+            let changed = again.review.response.allowed != handled.review.response.allowed
+                || again.review.response.warnings != handled.review.response.warnings;
+            if changed {
+                tracing::info!(namespace = %confirm.namespace, reason = confirm.why.as_str(), allowed = again.review.response.allowed, "the API server's view of the namespace changed the answer");
+            }
+            *handled = again;
+            if changed { "overturned" } else { "upheld" }
+        }
+        // The body decoded the first time; it cannot fail now. Keep the
+        // first answer if it somehow does.
+        Err(_) => "error",
     }
 }
 

@@ -98,6 +98,7 @@ impl TestServer {
             max_body_bytes: max_body,
             serving: Arc::new(AtomicBool::new(true)),
             certs: certs.clone(),
+            live: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

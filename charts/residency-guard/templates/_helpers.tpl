@@ -58,6 +58,18 @@ app.kubernetes.io/part-of: residency-guard
 {{- end }}
 {{- end }}
 
+{{/* The host of webhook.url (no scheme, no port), or nothing. */}}
+{{- define "residency-guard.urlHost" -}}
+{{- with .Values.webhook.url }}
+{{- $host := (urlParse .).host }}
+{{- if hasPrefix "[" $host }}
+{{- regexReplaceAll "^\\[(.*)\\](:[0-9]+)?$" $host "${1}" }}
+{{- else }}
+{{- regexReplaceAll ":[0-9]+$" $host "" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* Does the ConfigMap with data files exist? */}}
 {{- define "residency-guard.hasConfig" -}}
 {{- if or .Values.catalogue.extraRegions .Values.mainlandCidrs.extra .Values.mainlandCidrs.replace }}true{{ end }}
@@ -87,21 +99,26 @@ Call with (dict "root" $ "classified" true|false).
 {{- end }}
 
 {{/*
-Fields every webhook entry shares. Call with (dict "root" $ "path" "/validate/...").
+Fields every webhook entry shares. Call with (dict "root" $ "path" "/validate/..."),
+and optionally "failurePolicy" (default: webhook.failurePolicy).
 */}}
 {{- define "residency-guard.webhookCommon" -}}
 {{- $root := .root -}}
 admissionReviewVersions: ["v1"]
 sideEffects: None
 timeoutSeconds: {{ $root.Values.webhook.timeoutSeconds }}
-failurePolicy: {{ $root.Values.webhook.failurePolicy }}
+failurePolicy: {{ .failurePolicy | default $root.Values.webhook.failurePolicy }}
 matchPolicy: Equivalent
 clientConfig:
+  {{- if $root.Values.webhook.url }}
+  url: {{ printf "%s%s" (trimSuffix "/" $root.Values.webhook.url) .path | quote }}
+  {{- else }}
   service:
     name: {{ include "residency-guard.fullname" $root }}
     namespace: {{ $root.Release.Namespace }}
     path: {{ .path }}
     port: 443
+  {{- end }}
   {{- if eq $root.Values.certificates.mode "existingSecret" }}
   {{- $ca := required "certificates.existingSecret.caBundle is required when certificates.mode=existingSecret (the PEM CA that signed the Secret's certificate)" $root.Values.certificates.existingSecret.caBundle }}
   caBundle: {{ if contains "-----BEGIN" $ca }}{{ $ca | b64enc }}{{ else }}{{ $ca | nospace }}{{ end }}

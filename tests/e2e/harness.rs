@@ -1,0 +1,600 @@
+//! What every end-to-end test needs: the cluster's kubeconfig, real
+//! `kubectl` and `helm`, the operator as a local process, waiting, and a
+//! cleanup that runs even when the test fails.
+//!
+//! The tests talk to the cluster the way a user does (kubectl, helm) and run
+//! the operator the way the chart does (its environment, its
+//! ServiceAccount), so what they prove holds for an installation.
+
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Where the repository is (charts, CRDs, the binary's sources).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `cargo test` runs the tests of one binary on threads: one at a time, as
+/// nextest's `e2e` test group does across processes (.config/nextest.toml).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// The output of one command.
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// stdout and stderr together (kubectl prints warnings on stderr).
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// Something a test created, undone when the test ends (passed or not).
+enum Undo {
+    Namespace(String),
+    /// `kubectl delete <kind> <name>` for a cluster-scoped object.
+    ClusterObject(String, String),
+    HelmRelease {
+        release: String,
+        namespace: String,
+    },
+    NodeLabel {
+        node: String,
+        key: String,
+        value: Option<String>,
+    },
+}
+
+pub struct Cluster {
+    pub kubeconfig: PathBuf,
+    kubectl: PathBuf,
+    helm: PathBuf,
+    undo: RefCell<Vec<Undo>>,
+    /// Per-test scratch directory (operator logs, kubeconfigs).
+    pub scratch: PathBuf,
+    _one_at_a_time: MutexGuard<'static, ()>,
+}
+
+fn tool(name: &str, env: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env) {
+        return PathBuf::from(p);
+    }
+    let local = root().join(".tools/bin").join(name);
+    if local.exists() {
+        local
+    } else {
+        PathBuf::from(name)
+    }
+}
+
+/// The cluster under test, or `None` (with the reason printed) when no
+/// kubeconfig is given. Under `CI=true` a missing cluster is a failure:
+/// a skipped end-to-end test proves nothing.
+pub fn cluster(test: &str) -> Option<Cluster> {
+    let Some(kubeconfig) = std::env::var_os("RESIDENCY_GUARD_E2E_KUBECONFIG") else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!(
+                "CI=true but RESIDENCY_GUARD_E2E_KUBECONFIG is not set: end-to-end tests must \
+                 run in CI (.ci/run starts a control plane with ../shared/cluster)"
+            );
+        }
+        println!(
+            "skipped {test}: RESIDENCY_GUARD_E2E_KUBECONFIG is not set (end-to-end tests need a \
+             cluster; see README, Development)"
+        );
+        return None;
+    };
+    let guard = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let scratch = root().join("target/e2e").join(test);
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).expect("create the scratch directory");
+    Some(Cluster {
+        kubeconfig: PathBuf::from(kubeconfig),
+        kubectl: tool("kubectl", "RESIDENCY_GUARD_E2E_KUBECTL"),
+        helm: tool("helm", "RESIDENCY_GUARD_E2E_HELM"),
+        undo: RefCell::new(Vec::new()),
+        scratch,
+        _one_at_a_time: guard,
+    })
+}
+
+fn run(program: &Path, args: &[&str], stdin: Option<&str>, kubeconfig: &Path) -> Run {
+    let mut child = Command::new(program)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    let mut input = child.stdin.take().expect("stdin is piped");
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).expect("write stdin");
+    }
+    drop(input);
+    let out = child.wait_with_output().expect("wait for the command");
+    Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+impl Cluster {
+    pub fn kubectl(&self, args: &[&str]) -> Run {
+        run(&self.kubectl, args, None, &self.kubeconfig)
+    }
+
+    pub fn kubectl_in(&self, args: &[&str], stdin: &str) -> Run {
+        run(&self.kubectl, args, Some(stdin), &self.kubeconfig)
+    }
+
+    /// kubectl as someone else (a ServiceAccount's kubeconfig).
+    pub fn kubectl_as(&self, kubeconfig: &Path, args: &[&str]) -> Run {
+        run(&self.kubectl, args, None, kubeconfig)
+    }
+
+    /// Run kubectl; panic with its stderr when it fails.
+    pub fn must(&self, args: &[&str]) -> String {
+        let r = self.kubectl(args);
+        assert!(r.ok, "kubectl {} failed:\n{}", args.join(" "), r.stderr);
+        r.stdout
+    }
+
+    /// `kubectl apply -f -`.
+    pub fn apply(&self, yaml: &str) -> Run {
+        self.kubectl_in(&["apply", "-f", "-"], yaml)
+    }
+
+    pub fn must_apply(&self, yaml: &str) -> String {
+        let r = self.apply(yaml);
+        assert!(r.ok, "kubectl apply failed:\n{}\n---\n{yaml}", r.stderr);
+        r.all()
+    }
+
+    pub fn helm(&self, args: &[&str]) -> Run {
+        run(&self.helm, args, None, &self.kubeconfig)
+    }
+
+    pub fn must_helm(&self, args: &[&str]) -> String {
+        let r = self.helm(args);
+        assert!(r.ok, "helm {} failed:\n{}", args.join(" "), r.stderr);
+        r.stdout
+    }
+
+    /// `kubectl get ... -o json`, parsed; None when it fails (not found).
+    pub fn get_json(&self, args: &[&str]) -> Option<Value> {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-o", "json"]);
+        let r = self.kubectl(&all);
+        if !r.ok {
+            return None;
+        }
+        serde_json::from_str(&r.stdout).ok()
+    }
+
+    /// A namespace of this test, new: one left by an earlier run is deleted
+    /// first. Deleted again when the test ends.
+    pub fn fresh_namespace(&self, name: &str, labels: &[(&str, &str)]) {
+        delete_namespace(self, name);
+        self.must(&["create", "namespace", name]);
+        self.undo
+            .borrow_mut()
+            .push(Undo::Namespace(name.to_string()));
+        if !labels.is_empty() {
+            let mut args = vec!["label".to_string(), "namespace".into(), name.into()];
+            args.extend(labels.iter().map(|(k, v)| format!("{k}={v}")));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            self.must(&args);
+        }
+    }
+
+    /// Delete this namespace when the test ends (it is created by the test
+    /// itself, e.g. in a manifest).
+    pub fn forget_namespace_later(&self, name: &str) {
+        delete_namespace(self, name);
+        self.undo
+            .borrow_mut()
+            .push(Undo::Namespace(name.to_string()));
+    }
+
+    /// Delete this cluster-scoped object when the test ends; one left by an
+    /// earlier run is deleted now.
+    pub fn cluster_object(&self, kind: &str, name: &str) {
+        self.kubectl(&["delete", kind, name, "--ignore-not-found", "--wait=true"]);
+        self.undo
+            .borrow_mut()
+            .push(Undo::ClusterObject(kind.into(), name.into()));
+    }
+
+    /// Set a node label; its old value comes back when the test ends.
+    pub fn label_node(&self, node: &str, key: &str, value: &str) {
+        let old = self
+            .get_json(&["node", node])
+            .and_then(|n| n["metadata"]["labels"][key].as_str().map(str::to_string));
+        self.undo.borrow_mut().push(Undo::NodeLabel {
+            node: node.into(),
+            key: key.into(),
+            value: old,
+        });
+        self.must(&[
+            "label",
+            "node",
+            node,
+            &format!("{key}={value}"),
+            "--overwrite",
+        ]);
+    }
+
+    /// `helm install` (an earlier run's release of the same name is removed
+    /// first); uninstalled when the test ends.
+    pub fn helm_install(&self, release: &str, namespace: &str, args: &[&str]) -> Run {
+        self.helm(&["uninstall", release, "-n", namespace, "--wait"]);
+        // `--create-namespace` makes it; uninstall leaves it.
+        self.forget_namespace_later(namespace);
+        self.undo.borrow_mut().push(Undo::HelmRelease {
+            release: release.into(),
+            namespace: namespace.into(),
+        });
+        let chart = root().join("charts/residency-guard");
+        let chart = chart.to_str().expect("a UTF-8 path");
+        let mut all = vec![
+            "install",
+            release,
+            chart,
+            "-n",
+            namespace,
+            "--create-namespace",
+        ];
+        all.extend_from_slice(args);
+        self.helm(&all)
+    }
+
+    /// A kubeconfig that authenticates as a ServiceAccount (a bound token),
+    /// so what runs with it has exactly that account's RBAC.
+    pub fn service_account_kubeconfig(&self, namespace: &str, account: &str) -> PathBuf {
+        let token = self.must(&["create", "token", account, "-n", namespace, "--duration=2h"]);
+        let server = self.must(&[
+            "config",
+            "view",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ]);
+        let ca = self.must(&[
+            "config",
+            "view",
+            "--raw",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.certificate-authority-data}",
+        ]);
+        let config = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: {account}\n  user:\n    token: {}\ncontexts:\n- name: e2e\n  context: {{cluster: e2e, user: {account}}}\ncurrent-context: e2e\n",
+            token.trim()
+        );
+        let path = self.scratch.join(format!("{account}.kubeconfig"));
+        std::fs::write(&path, config).expect("write the ServiceAccount kubeconfig");
+        path
+    }
+}
+
+fn delete_namespace(c: &Cluster, name: &str) {
+    if c.get_json(&["namespace", name]).is_none() {
+        return;
+    }
+    c.kubectl(&["delete", "namespace", name, "--wait=false"]);
+    // There is no kubelet to confirm that a pod stopped: pods are removed by
+    // force, or the namespace never finishes terminating.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        c.kubectl(&[
+            "delete",
+            "pods",
+            "--all",
+            "-n",
+            name,
+            "--grace-period=0",
+            "--force",
+            "--ignore-not-found",
+        ]);
+        if c.get_json(&["namespace", name]).is_none() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("warning: namespace {name} still terminating after 90 s");
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let steps: Vec<Undo> = self.undo.borrow_mut().drain(..).rev().collect();
+        for step in steps {
+            let started = Instant::now();
+            let what = match &step {
+                Undo::Namespace(n) => format!("namespace {n}"),
+                Undo::ClusterObject(k, n) => format!("{k} {n}"),
+                Undo::HelmRelease { release, .. } => format!("release {release}"),
+                Undo::NodeLabel { node, key, .. } => format!("node {node} {key}"),
+            };
+            match step {
+                Undo::Namespace(name) => delete_namespace(self, &name),
+                Undo::ClusterObject(kind, name) => {
+                    self.kubectl(&["delete", &kind, &name, "--ignore-not-found"]);
+                }
+                Undo::HelmRelease { release, namespace } => {
+                    let r = self.helm(&["uninstall", &release, "-n", &namespace, "--wait"]);
+                    if !r.ok && !r.stderr.contains("not found") {
+                        eprintln!("cleanup: helm uninstall {release}: {}", r.stderr);
+                    }
+                }
+                Undo::NodeLabel { node, key, value } => {
+                    let label = match value {
+                        Some(v) => format!("{key}={v}"),
+                        None => format!("{key}-"),
+                    };
+                    self.kubectl(&["label", "node", &node, &label, "--overwrite"]);
+                }
+            }
+            eprintln!("cleanup: {what} in {:?}", started.elapsed());
+        }
+    }
+}
+
+/// Poll `f` every 200 ms until it gives a value; panic after `within`.
+pub fn eventually<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > within {
+            panic!("timed out after {within:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `GET path` on a plain-HTTP port: the status code, if it answered.
+pub fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    buf.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `GET path` on a plain-HTTP port: the body.
+pub fn http_body(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    buf.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+}
+
+/// Every document of a multi-document YAML stream.
+pub fn yaml_documents(text: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    serde_norway::Deserializer::from_str(text)
+        .filter_map(|doc| Value::deserialize(doc).ok())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// The operator, run as a local process the way the chart runs it.
+pub struct Operator {
+    child: Option<Child>,
+    log: PathBuf,
+    pub webhook_port: u16,
+    pub admin_port: u16,
+}
+
+impl Operator {
+    /// Start `residency-guard serve` with the environment the chart's
+    /// Deployment gives its container (the downward-API values filled in),
+    /// listening on local ports, authenticated with `kubeconfig`.
+    pub fn start_as_chart(
+        c: &Cluster,
+        release: &str,
+        namespace: &str,
+        kubeconfig: &Path,
+        webhook_port: u16,
+    ) -> Operator {
+        let manifest = c.must_helm(&["get", "manifest", release, "-n", namespace]);
+        let deployment = yaml_documents(&manifest)
+            .into_iter()
+            .find(|d| d["kind"] == "Deployment")
+            .expect("the chart renders a Deployment");
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        let admin_port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_residency-guard"));
+        for arg in container["args"].as_array().into_iter().flatten() {
+            cmd.arg(arg.as_str().unwrap_or_default());
+        }
+        cmd.env_clear()
+            .env("KUBECONFIG", kubeconfig)
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        for e in container["env"].as_array().into_iter().flatten() {
+            let name = e["name"].as_str().unwrap_or_default();
+            let value = match (e["value"].as_str(), name) {
+                (_, "RESIDENCY_GUARD_WEBHOOK_ADDR") => format!("127.0.0.1:{webhook_port}"),
+                (_, "RESIDENCY_GUARD_ADMIN_ADDR") => format!("127.0.0.1:{admin_port}"),
+                (_, "RESIDENCY_GUARD_NAMESPACE") => namespace.to_string(),
+                (_, "RESIDENCY_GUARD_POD_NAME") => format!("{release}-e2e-0"),
+                (_, "RESIDENCY_GUARD_LOG_FORMAT") => "text".to_string(),
+                (Some(v), _) => v.to_string(),
+                (None, _) => panic!("env {name} is neither a value nor known to the test: {e}"),
+            };
+            cmd.env(name, value);
+        }
+        Operator::spawn(c, cmd, webhook_port, admin_port)
+    }
+
+    fn spawn(c: &Cluster, mut cmd: Command, webhook_port: u16, admin_port: u16) -> Operator {
+        let log = c.scratch.join(format!("operator-{webhook_port}.log"));
+        let file = std::fs::File::create(&log).expect("create the operator log");
+        let err = file.try_clone().expect("clone the log file");
+        let child = cmd
+            .stdout(Stdio::from(file))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("start residency-guard serve");
+        let op = Operator {
+            child: Some(child),
+            log,
+            webhook_port,
+            admin_port,
+        };
+        eventually(
+            "the operator to be ready (/readyz 200)",
+            Duration::from_secs(60),
+            || (http_status(admin_port, "/readyz") == Some(200)).then_some(()),
+        );
+        op
+    }
+
+    pub fn metrics(&self) -> String {
+        http_body(self.admin_port, "/metrics").unwrap_or_default()
+    }
+
+    /// The operator's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: the operator is gone, as after a crash or an eviction.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- operator log ({}), last lines:", self.log.display());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// The chart installed with its webhook registered at a local URL and the
+/// operator running as a local process under the chart's ServiceAccount.
+pub struct Installed {
+    pub release: String,
+    pub namespace: String,
+    pub operator: Operator,
+}
+
+/// Install the chart (webhook at `https://127.0.0.1:<port>`, no in-cluster
+/// replicas: there is no kubelet) and start the operator under its
+/// ServiceAccount; wait until the webhook configuration carries the CA.
+pub fn install_and_run(c: &Cluster, release: &str, namespace: &str, extra: &[&str]) -> Installed {
+    // The CRD outlives every release (helm.sh/resource-policy: keep) and
+    // helm will not adopt one another release installed: apply it as a
+    // platform team applying crds/ would, and install without it.
+    install_generated_crd(c);
+    let port = free_port();
+    let url = format!("webhook.url=https://127.0.0.1:{port}");
+    let mut args = vec![
+        "--set",
+        &url,
+        "--set",
+        "replicaCount=0",
+        "--set",
+        "crds.install=false",
+    ];
+    args.extend_from_slice(extra);
+    let r = c.helm_install(release, namespace, &args);
+    assert!(r.ok, "helm install failed:\n{}", r.stderr);
+    let fullname = fullname(release);
+    let kubeconfig = c.service_account_kubeconfig(namespace, &fullname);
+    let operator = Operator::start_as_chart(c, release, namespace, &kubeconfig, port);
+    eventually(
+        "the operator to patch the webhook's caBundle",
+        Duration::from_secs(30),
+        || {
+            let vwc = c.get_json(&["validatingwebhookconfiguration", &fullname])?;
+            let webhooks = vwc["webhooks"].as_array()?;
+            webhooks
+                .iter()
+                .all(|w| {
+                    w["clientConfig"]["caBundle"]
+                        .as_str()
+                        .is_some_and(|s| !s.is_empty())
+                })
+                .then_some(())
+        },
+    );
+    Installed {
+        release: release.into(),
+        namespace: namespace.into(),
+        operator,
+    }
+}
+
+/// `kubectl apply -f crds/...` and wait until it is served.
+pub fn install_generated_crd(c: &Cluster) {
+    let path = root().join("crds/residencypolicies.residencyguard.io.yaml");
+    c.must(&["apply", "-f", path.to_str().expect("UTF-8 path")]);
+    c.must(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/residencypolicies.residencyguard.io",
+        "--timeout=60s",
+    ]);
+}
+
+/// The chart's fullname for a release name (the chart's _helpers.tpl rule).
+pub fn fullname(release: &str) -> String {
+    if release.contains("residency-guard") {
+        release.to_string()
+    } else {
+        format!("{release}-residency-guard")
+    }
+}
+
+/// Retry `kubectl apply` while the API server has not yet picked up a new
+/// webhook configuration or CA ("failed calling webhook", x509 errors):
+/// registration takes effect asynchronously. A denial is an answer, not a
+/// reason to retry.
+pub fn apply_when_webhook_answers(c: &Cluster, yaml: &str) -> Run {
+    let start = Instant::now();
+    loop {
+        let r = c.apply(yaml);
+        let transient = r.stderr.contains("failed calling webhook");
+        if !transient || start.elapsed() > Duration::from_secs(20) {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}

@@ -1,0 +1,15 @@
+//! End-to-end tests against a real Kubernetes API server.
+//!
+//! They run when RESIDENCY_GUARD_E2E_KUBECONFIG names a kubeconfig (cluster
+//! admin: the tests install the chart, CRDs and webhooks, label nodes and
+//! create namespaces, and remove all of it again, also when they fail).
+//! Without one they print that they are skipped; under `CI=true` that is a
+//! failure. `.ci/run` starts a local control plane (../shared/cluster) and
+//! runs them; `scripts/e2e.sh` does the same on a developer's machine, and
+//! against any other cluster with RESIDENCY_GUARD_E2E_KUBECONFIG set.
+//!
+//! The tests share one cluster and run one at a time (.config/nextest.toml).
+
+mod crd;
+mod harness;
+mod journey;
