@@ -35,3 +35,11 @@ if [ "${ran:-0}" -eq 0 ]; then
   exit 1
 fi
 echo "tests ran: $ran"
+if cargo nextest --version >/dev/null 2>&1; then
+  e2e=$(grep -Ec 'PASS \[.*residency-guard::e2e ' "$log" || true)
+  echo "end-to-end tests passed (real API server): $e2e"
+  if [ "${CI:-}" = true ] && [ "$e2e" -eq 0 ]; then
+    echo "error: CI=true and no end-to-end test ran against a cluster" >&2
+    exit 1
+  fi
+fi

@@ -427,6 +427,49 @@ async fn missing_policy_report_crd_disables_reports_only() {
 }
 
 #[tokio::test]
+async fn policy_report_crds_installed_after_start_are_picked_up_without_a_restart() {
+    let (client, mut handle) = mock();
+    let mut plan = sample_plan();
+    plan.statuses.clear();
+    plan.events.clear();
+    let server = tokio::spawn(async move {
+        // Pass 1: no PolicyReport API.
+        let (seen, send) = next(&mut handle).await;
+        assert_eq!(seen.path, "/apis/wgpolicyk8s.io/v1alpha2/policyreports");
+        send.send_response(status_error(404, "NotFound"));
+        assert_quiet(&mut handle).await;
+        // Pass 2, after the probe interval: the CRDs are there now; the
+        // report is written.
+        serve_seed(&mut handle, None).await;
+        let (seen, send) = next(&mut handle).await;
+        assert_eq!(seen.method, "PATCH");
+        assert_eq!(
+            seen.path,
+            "/apis/wgpolicyk8s.io/v1alpha2/namespaces/app/policyreports/residency-guard"
+        );
+        let echo = seen.body.clone();
+        send.send_response(json_response(200, &echo));
+        assert_quiet(&mut handle).await;
+    });
+    let cfg = WriterConfig {
+        reports_probe_every: Duration::from_millis(100),
+        ..WriterConfig::default()
+    };
+    let mut w = Writer::new(client, cfg, AuditMetrics::new());
+    let first = w.apply(&plan, &BTreeMap::new(), now()).await;
+    assert!(
+        first.reports_missing,
+        "the run loop must be told to come back"
+    );
+    assert_eq!(first.writes, 0);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let second = w.apply(&plan, &BTreeMap::new(), now()).await;
+    assert!(!second.reports_missing);
+    assert_eq!(second.writes, 1);
+    server.await.unwrap();
+}
+
+#[tokio::test]
 async fn writes_beyond_the_budget_wait_for_the_next_pass() {
     let (client, mut handle) = mock();
     let mut plan = AuditPlan::default();

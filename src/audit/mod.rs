@@ -234,6 +234,7 @@ pub async fn run(
     let mut was_leader = false;
     let mut dirty = true;
     let mut retry_soon = false;
+    let mut reports_missing = false;
 
     loop {
         if let Some(h) = &health {
@@ -258,6 +259,7 @@ pub async fn run(
                 .apply(&plan, &auditor.inventory().policies, now)
                 .await;
             retry_soon = stats.deferred > 0 || stats.errors > 0;
+            reports_missing = stats.reports_missing;
             if stats.writes > 0 {
                 tracing::info!(
                     writes = stats.writes,
@@ -276,11 +278,17 @@ pub async fn run(
             .as_ref()
             .map(|(t, _)| Duration::try_from(t.duration_since(now)).unwrap_or(Duration::ZERO))
             .unwrap_or(Duration::from_secs(24 * 3600));
+        // Retry failed or deferred writes soon; while the PolicyReport
+        // CRDs are missing, look for them again now and then (the writer
+        // probes at most every `reports_probe_every`).
         let retry_in = if retry_soon {
             Duration::from_secs(5)
+        } else if reports_missing && leader {
+            config.writer.reports_probe_every
         } else {
             Duration::from_secs(24 * 3600)
         };
+        let retry = retry_soon || (reports_missing && leader);
 
         tokio::select! {
             r = inventory.changed(), if inventory_open => {
@@ -323,7 +331,7 @@ pub async fn run(
             _ = refresh_timer.tick() => {
                 dirty = true; // the writer refreshes lastEvaluated when due
             }
-            _ = tokio::time::sleep(retry_in), if retry_soon => {
+            _ = tokio::time::sleep(retry_in), if retry => {
                 dirty = true;
             }
         }

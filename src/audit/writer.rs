@@ -38,6 +38,9 @@ pub struct WriterConfig {
     pub last_evaluated_every: Duration,
     /// API writes per pass; the rest wait for the next pass.
     pub max_writes_per_pass: usize,
+    /// While the PolicyReport CRDs are not installed, look for them again
+    /// this often (they may be installed after the operator started).
+    pub reports_probe_every: Duration,
 }
 
 impl Default for WriterConfig {
@@ -48,6 +51,7 @@ impl Default for WriterConfig {
             field_manager: "residency-guard".into(),
             last_evaluated_every: Duration::from_secs(10 * 60),
             max_writes_per_pass: 200,
+            reports_probe_every: Duration::from_secs(15),
         }
     }
 }
@@ -81,6 +85,8 @@ struct Memory {
     reports: BTreeMap<String, Option<PlannedReport>>,
     cluster_report: Option<Option<PlannedReport>>,
     reports_api: bool,
+    /// When the PolicyReport API was last looked for (while it is missing).
+    reports_probed: Option<std::time::Instant>,
 }
 
 /// What one `apply` did.
@@ -89,6 +95,9 @@ pub struct WriteStats {
     pub writes: usize,
     pub deferred: usize,
     pub errors: usize,
+    /// The PolicyReport CRDs are not installed: call `apply` again within
+    /// `reports_probe_every` so reports start once they are.
+    pub reports_missing: bool,
 }
 
 pub struct Writer {
@@ -169,6 +178,18 @@ impl Writer {
             Some(m) => m,
             None => self.seed().await,
         };
+        if !memory.reports_api
+            && memory
+                .reports_probed
+                .is_none_or(|t| t.elapsed() >= self.cfg.reports_probe_every)
+        {
+            self.seed_reports(&mut memory).await;
+            if memory.reports_api {
+                tracing::info!(
+                    "wgpolicyk8s.io/v1alpha2 PolicyReports are installed now; writing reports"
+                );
+            }
+        }
         let mut budget = Budget {
             left: self.cfg.max_writes_per_pass,
             stats: WriteStats::default(),
@@ -180,6 +201,7 @@ impl Writer {
         if memory.reports_api {
             self.write_reports(&mut memory, plan, &mut budget).await;
         }
+        budget.stats.reports_missing = !memory.reports_api;
         self.write_events(&mut memory, plan, now, &mut budget).await;
         self.memory = Some(memory);
         if budget.lost {
@@ -202,10 +224,15 @@ impl Writer {
 
     /// Find the reports a previous leader left, so stale ones get cleaned up.
     async fn seed(&self) -> Memory {
-        let mut memory = Memory {
-            reports_api: true,
-            ..Memory::default()
-        };
+        let mut memory = Memory::default();
+        self.seed_reports(&mut memory).await;
+        memory
+    }
+
+    /// Is the PolicyReport API installed, and which reports exist already?
+    async fn seed_reports(&self, memory: &mut Memory) {
+        memory.reports_api = true;
+        memory.reports_probed = Some(std::time::Instant::now());
         let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY}");
         let lp = ListParams::default().labels(&selector);
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &policy_report_resource());
@@ -220,11 +247,16 @@ impl Writer {
                 }
             }
             Err(e) if is_status(&e, 404) => {
-                tracing::warn!(
-                    "wgpolicyk8s.io/v1alpha2 PolicyReports are not installed; reports are not written (install the Policy Reporter CRDs to get them)"
-                );
+                if memory.reports.is_empty() {
+                    tracing::warn!(
+                        probe_every_s = self.cfg.reports_probe_every.as_secs(),
+                        "wgpolicyk8s.io/v1alpha2 PolicyReports are not installed; reports are not written until they are (install the Policy Reporter CRDs to get them)"
+                    );
+                }
                 memory.reports_api = false;
-                return memory;
+                memory.reports.clear();
+                memory.cluster_report = None;
+                return;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list existing PolicyReports; stale ones may remain until the next leadership change");
@@ -246,7 +278,6 @@ impl Writer {
                 tracing::warn!(error = %e, "cannot list existing ClusterPolicyReports");
             }
         }
-        memory
     }
 
     async fn write_statuses(
@@ -363,6 +394,14 @@ impl Writer {
                     self.metrics.record("report", "applied");
                     tracing::info!(namespace = %ns, results = desired.results.len(), "PolicyReport applied");
                     memory.reports.insert(ns.clone(), Some(desired.clone()));
+                }
+                Err(e) if is_status(&e, 404) => {
+                    // The CRDs were removed: look for them again later.
+                    tracing::warn!(namespace = %ns, "cannot apply PolicyReport: the PolicyReport API is gone");
+                    memory.reports_api = false;
+                    memory.reports.clear();
+                    memory.cluster_report = None;
+                    return;
                 }
                 Err(e) => {
                     budget.stats.errors += 1;

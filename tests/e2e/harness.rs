@@ -140,11 +140,6 @@ impl Cluster {
         run(&self.kubectl, args, Some(stdin), &self.kubeconfig)
     }
 
-    /// kubectl as someone else (a ServiceAccount's kubeconfig).
-    pub fn kubectl_as(&self, kubeconfig: &Path, args: &[&str]) -> Run {
-        run(&self.kubectl, args, None, kubeconfig)
-    }
-
     /// Run kubectl; panic with its stderr when it fails.
     pub fn must(&self, args: &[&str]) -> String {
         let r = self.kubectl(args);
@@ -407,7 +402,6 @@ pub fn yaml_documents(text: &str) -> Vec<Value> {
 pub struct Operator {
     child: Option<Child>,
     log: PathBuf,
-    pub webhook_port: u16,
     pub admin_port: u16,
 }
 
@@ -464,7 +458,6 @@ impl Operator {
         let op = Operator {
             child: Some(child),
             log,
-            webhook_port,
             admin_port,
         };
         eventually(
@@ -510,8 +503,6 @@ impl Drop for Operator {
 /// The chart installed with its webhook registered at a local URL and the
 /// operator running as a local process under the chart's ServiceAccount.
 pub struct Installed {
-    pub release: String,
-    pub namespace: String,
     pub operator: Operator,
 }
 
@@ -555,11 +546,7 @@ pub fn install_and_run(c: &Cluster, release: &str, namespace: &str, extra: &[&st
                 .then_some(())
         },
     );
-    Installed {
-        release: release.into(),
-        namespace: namespace.into(),
-        operator,
-    }
+    Installed { operator }
 }
 
 /// `kubectl apply -f crds/...` and wait until it is served.

@@ -10,6 +10,7 @@
 //!
 //! The tests share one cluster and run one at a time (.config/nextest.toml).
 
+mod audit;
 mod crd;
 mod harness;
 mod journey;

@@ -1,0 +1,172 @@
+//! The audit controller on a real cluster, run by `serve` under the chart's
+//! ServiceAccount: what already runs is re-judged when a node is relabelled,
+//! and the finding reaches policy status (`kubectl get rp`), Events (as
+//! `kubectl describe` finds them) and PolicyReports, whose CRDs are
+//! installed after the operator started.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{cluster, eventually, install_and_run, root};
+
+const REGION: &str = "topology.kubernetes.io/region";
+
+const POLICY: &str = r#"
+apiVersion: residencyguard.io/v1alpha1
+kind: ResidencyPolicy
+metadata: {name: e2e-audit-personal}
+spec:
+  dataClasses: [personal]
+  namespaceSelector: {matchLabels: {residencyguard.io/e2e: "true"}}
+  action: Deny
+"#;
+
+fn pinned(ns: &str, name: &str, region: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}, residencyguard.io/data-class: personal}}}}\n    spec:\n      nodeSelector: {{{REGION}: {region}}}\n      containers: [{{name: c, image: registry.k8s.io/pause:3.10}}]\n"
+    )
+}
+
+#[test]
+fn a_relabelled_node_is_reported_in_status_events_and_policy_reports() {
+    let Some(c) = cluster("audit-relabel") else {
+        return;
+    };
+    let apps = "e2e-audit-apps";
+    // No PolicyReport API when the operator starts.
+    c.cluster_object("crd", "policyreports.wgpolicyk8s.io");
+    c.cluster_object("crd", "clusterpolicyreports.wgpolicyk8s.io");
+    let installed = install_and_run(
+        &c,
+        "e2e-audit",
+        "e2e-audit-system",
+        &["--set", "audit.enabled=true"],
+    );
+    c.cluster_object("residencypolicy", "e2e-audit-personal");
+    let r = crate::harness::apply_when_webhook_answers(&c, POLICY);
+    assert!(r.ok, "{}", r.stderr);
+    c.fresh_namespace(apps, &[("residencyguard.io/e2e", "true")]);
+
+    // A compliant Deployment pinned to cn-north-1: its pod lands on cn-node-1.
+    eventually(
+        "the pinned Deployment to be admitted",
+        Duration::from_secs(20),
+        || {
+            c.apply(&pinned(apps, "records", "cn-north-1"))
+                .ok
+                .then_some(())
+        },
+    );
+    let pod = eventually("the pod to be bound", Duration::from_secs(60), || {
+        let list = c.get_json(&["pods", "-n", apps, "-l", "app=records"])?;
+        let p = list["items"].as_array()?.first()?.clone();
+        p["spec"]["nodeName"].as_str()?;
+        Some(p)
+    });
+    let pod_name = pod["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(pod["spec"]["nodeName"], "cn-node-1");
+
+    // The status is written and says: no violation.
+    eventually(
+        "the policy status (0 violations)",
+        Duration::from_secs(20),
+        || {
+            let p = c.get_json(&["rp", "e2e-audit-personal"])?;
+            (p["status"]["violations"] == 0).then_some(())
+        },
+    );
+
+    // The PolicyReport CRDs arrive after the operator started.
+    let crds = root().join("tests/e2e/fixtures/policyreport-crds.yaml");
+    c.must(&["apply", "-f", crds.to_str().expect("UTF-8 path")]);
+    c.must(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/policyreports.wgpolicyk8s.io",
+        "--timeout=60s",
+    ]);
+
+    // The node is relabelled abroad: nothing else notices (scheduling is
+    // IgnoredDuringExecution), the audit must.
+    c.label_node("cn-node-1", REGION, "us-east-1");
+    let relabelled = Instant::now();
+
+    let violations = eventually(
+        "kubectl get rp to show the violation",
+        Duration::from_secs(5),
+        || {
+            let out = c.kubectl(&["get", "rp", "e2e-audit-personal", "--no-headers"]);
+            // NAME ACTION CLASSES VIOLATIONS AGE
+            let cols: Vec<&str> = out.stdout.split_whitespace().collect();
+            let n: u32 = cols.get(3)?.parse().ok()?;
+            (n >= 1).then_some(n)
+        },
+    );
+    let p = c
+        .get_json(&["rp", "e2e-audit-personal"])
+        .expect("the policy");
+    let offenders = p["status"]["topOffenders"].to_string();
+    assert!(offenders.contains(&pod_name), "{offenders}");
+    assert!(offenders.contains("BoundToNodeOutside"), "{offenders}");
+    let ready = p["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready").cloned())
+        .unwrap_or(Value::Null);
+    assert!(ready.to_string().contains("1 out of policy"), "{ready}");
+
+    // An Event on the pod, found the way `kubectl describe pod` finds it.
+    let uid = pod["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let event = eventually("an Event on the pod", Duration::from_secs(5), || {
+        let list = c.get_json(&[
+            "events",
+            "-n",
+            apps,
+            "--field-selector",
+            &format!("involvedObject.uid={uid},reason=BoundToNodeOutside"),
+        ])?;
+        list["items"].as_array()?.first().cloned()
+    });
+    let message = event["message"].as_str().unwrap_or_default();
+    assert!(message.contains("cn-node-1"), "{message}");
+    assert!(message.contains("us-east-1"), "{message}");
+    let within = relabelled.elapsed();
+    println!("relabel reported in status and Events within {within:?} ({violations} violations)");
+
+    // The PolicyReport, once the operator has found the new API.
+    eventually(
+        "a PolicyReport naming the node",
+        Duration::from_secs(40),
+        || {
+            let r = c.get_json(&[
+                "policyreports.wgpolicyk8s.io",
+                "residency-guard",
+                "-n",
+                apps,
+            ])?;
+            r["results"]
+                .as_array()?
+                .iter()
+                .any(|x| {
+                    x["result"] == "fail"
+                        && x["rule"] == "BoundToNodeOutside"
+                        && x["properties"]["node"] == "cn-node-1"
+                        && x["properties"]["region"] == "us-east-1"
+                })
+                .then_some(())
+        },
+    );
+    assert!(
+        installed
+            .operator
+            .log()
+            .contains("PolicyReports are installed now"),
+        "the operator did not say it found the PolicyReport API"
+    );
+}
