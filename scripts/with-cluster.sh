@@ -8,7 +8,8 @@
 #   scripts/with-cluster.sh scripts/test.sh
 #
 # The kit is $RESIDENCY_GUARD_CLUSTER_KIT, else ../shared/cluster next to
-# the repository. Without a kit the command runs without a cluster: the
+# the repository, else /work/shared/cluster (where the project's machines
+# keep it). Without a kit the command runs without a cluster: the
 # end-to-end tests then print that they are skipped, or fail under CI=true.
 # With RESIDENCY_GUARD_E2E_KUBECONFIG already set, that cluster is used and
 # no kit is started.
@@ -21,9 +22,14 @@ if [ -n "${RESIDENCY_GUARD_E2E_KUBECONFIG:-}" ]; then
   exec "$@"
 fi
 
-kit="${RESIDENCY_GUARD_CLUSTER_KIT:-$PWD/../shared/cluster}"
-if [ ! -x "$kit/up" ]; then
-  echo "with-cluster: no control-plane kit at $kit; running without a cluster" >&2
+kit="${RESIDENCY_GUARD_CLUSTER_KIT:-}"
+if [ -z "$kit" ]; then
+  for candidate in "$PWD/../shared/cluster" /work/shared/cluster; do
+    if [ -x "$candidate/up" ]; then kit="$candidate"; break; fi
+  done
+fi
+if [ -z "$kit" ] || [ ! -x "$kit/up" ]; then
+  echo "with-cluster: no control-plane kit found (set RESIDENCY_GUARD_CLUSTER_KIT); running without a cluster" >&2
   exec "$@"
 fi
 kit="$(cd "$kit" && pwd)"
