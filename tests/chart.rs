@@ -25,6 +25,7 @@ const WORKLOADS: &str = "workloads.residencyguard.io";
 const WORKLOADS_NS: &str = "workloads-in-labelled-namespaces.residencyguard.io";
 const WORKLOAD_TEMPLATES: &str = "workload-templates.residencyguard.io";
 const NETWORKPOLICIES: &str = "networkpolicies.residencyguard.io";
+const NETWORKPOLICY_DELETES: &str = "networkpolicy-deletes.residencyguard.io";
 const POLICIES: &str = "policies.residencyguard.io";
 /// A base64 PEM CA for certificates.mode=existingSecret (content irrelevant).
 macro_rules! ca_b64 {
@@ -382,6 +383,7 @@ fn check_webhooks(
             WORKLOADS_NS,
             WORKLOAD_TEMPLATES,
             NETWORKPOLICIES,
+            NETWORKPOLICY_DELETES,
             POLICIES
         ]
     );
@@ -399,7 +401,14 @@ fn check_webhooks(
             (1..=3).contains(&timeout),
             "{entry}: timeoutSeconds {timeout}"
         );
-        assert_eq!(w["failurePolicy"], failure_policy, "{entry}");
+        // NetworkPolicy DELETEs have their own failure policy (default
+        // Ignore): an absent operator must not block namespace deletion.
+        let expected_policy = if entry == NETWORKPOLICY_DELETES {
+            "Ignore"
+        } else {
+            failure_policy
+        };
+        assert_eq!(w["failurePolicy"], expected_policy, "{entry}");
         let service = &w["clientConfig"]["service"];
         assert_eq!(service["name"], fullname, "{entry}");
         assert_eq!(service["namespace"], ns, "{entry}");
@@ -462,9 +471,27 @@ fn check_webhooks(
     let mut expected = BTreeMap::new();
     expected.insert(
         ("networking.k8s.io".to_owned(), "networkpolicies".to_owned()),
-        set(&["CREATE", "UPDATE", "DELETE"]),
+        set(&["CREATE", "UPDATE"]),
     );
     assert_eq!(webhook_rules(np), expected);
+    let deletes = webhook(objs, NETWORKPOLICY_DELETES);
+    assert_eq!(
+        deletes["clientConfig"]["service"]["path"],
+        "/validate/networkpolicies"
+    );
+    let mut expected = BTreeMap::new();
+    expected.insert(
+        ("networking.k8s.io".to_owned(), "networkpolicies".to_owned()),
+        set(&["DELETE"]),
+    );
+    assert_eq!(webhook_rules(deletes), expected);
+    let conditions = match_conditions(deletes);
+    assert!(
+        conditions.iter().any(|(_, e)| e.contains(
+            "request.userInfo.username != 'system:serviceaccount:kube-system:namespace-controller'"
+        )),
+        "the namespace controller must not be sent NetworkPolicy DELETEs: {conditions:?}"
+    );
     let pol = webhook(objs, POLICIES);
     assert_eq!(pol["clientConfig"]["service"]["path"], "/validate/policies");
     let mut expected = BTreeMap::new();
@@ -476,6 +503,37 @@ fn check_webhooks(
         create_update.clone(),
     );
     assert_eq!(webhook_rules(pol), expected);
+}
+
+#[test]
+fn webhook_url_registers_every_entry_by_url_and_names_the_host_in_the_certificate() {
+    let helm = helm_or_skip!();
+    let objs = render(
+        &helm,
+        &[
+            "--set",
+            "webhook.url=https://127.0.0.1:9443",
+            "--set",
+            "replicaCount=0",
+        ],
+    );
+    let config = webhook_config(&objs);
+    for w in config["webhooks"].as_array().expect("webhooks") {
+        let url = w["clientConfig"]["url"].as_str().expect("url");
+        assert!(url.starts_with("https://127.0.0.1:9443/validate/"), "{url}");
+        assert!(w["clientConfig"].get("service").is_none());
+    }
+    let deployment = one(&objs, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 0);
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+    assert!(
+        env.contains(r#"{"name":"RESIDENCY_GUARD_CERT_EXTRA_SANS","value":"127.0.0.1"}"#),
+        "{env}"
+    );
+    // Without a URL, no replica means no webhook server: refused.
+    let err = try_render(&helm, RELEASE, NS, &["--set", "replicaCount=0"])
+        .expect_err("replicaCount=0 without webhook.url must fail");
+    assert!(err.contains("webhook.url"), "{err}");
 }
 
 /// RBAC flattened to single permissions: (where, apiGroup, resource, verb, resourceName or "").
@@ -930,7 +988,13 @@ fn schema_rejects_invalid_values() {
         (&["--set", "certificates.mode=letsEncrypt"], "mode"),
         (&["--set", "lang=fr"], "lang"),
         (&["--set", "log.format=xml"], "format"),
-        (&["--set", "replicaCount=0"], "replicaCount"),
+        (&["--set", "replicaCount=-1"], "replicaCount"),
+        (&["--set", "webhook.url=http://insecure:8443"], "url"),
+        (&["--set", "webhook.url=https://h:8443/path"], "url"),
+        (
+            &["--set", "webhook.deleteFailurePolicy=Maybe"],
+            "deleteFailurePolicy",
+        ),
         (&["--set", "clusterCidrs={not-a-cidr}"], "clusterCidrs"),
         (
             &["--set", "catalogue.extraRegions[0].provider=x"],

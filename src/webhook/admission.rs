@@ -506,48 +506,50 @@ fn network_policy_review(
         .filter(|n| !n.is_empty())
         .or_else(|| old_meta().name)
         .unwrap_or_default();
-    let mut changed = snapshot.clone();
-    changed.network.remove_network_policy(&namespace, &name);
-    if let Some(mut np) = replacement {
-        np.metadata.namespace = Some(namespace.clone());
-        if np.metadata.name.is_none() {
-            np.metadata.name = Some(name.clone());
-        }
-        changed.network.add_network_policy(&np);
-    }
     decision.result = "judged";
+    let change = engine::judge_network_policy_change(
+        snapshot,
+        &workloads.in_namespace(&namespace),
+        &namespace,
+        &name,
+        replacement.as_ref(),
+        now,
+    );
+    decision.action = change.action();
+    let subject = format!("{} NetworkPolicy {namespace}/{name}", req.operation);
+    if !change.unjudgeable.is_empty() {
+        // Fail closed: what the change does to these workloads is unknown.
+        let reasons: Vec<String> = change
+            .unjudgeable
+            .iter()
+            .map(|e| match lang {
+                Lang::En => format!(
+                    "{subject} cannot be checked: {e}. Fix that workload's residencyguard.io/data-class label first, then retry."
+                ),
+                Lang::ZhCn => format!(
+                    "无法检查 {subject}：{e}。请先修正该工作负载的 residencyguard.io/data-class 标签，然后重试。"
+                ),
+            })
+            .collect();
+        decision.action = Some(Action::Deny);
+        return refuse(403, "Forbidden", reasons.join("\n"));
+    }
     let mut deny = Vec::new();
     let mut warn = Vec::new();
-    let mut worst: Option<Action> = None;
-    for w in workloads.in_namespace(&namespace) {
-        let (Ok(before), Ok(after)) = (
-            engine::evaluate(snapshot, &w, now),
-            engine::evaluate(&changed, &w, now),
-        ) else {
-            continue;
+    for o in &change.opened {
+        let msg = match lang {
+            Lang::En => format!(
+                "{subject} would open this: {}",
+                o.violation.message.get(lang)
+            ),
+            Lang::ZhCn => format!("{subject} 将导致：{}", o.violation.message.get(lang)),
         };
-        let before_keys: Vec<(String, String)> = egress_keys(&before);
-        for (p, v) in after.violations() {
-            if !v.code.is_egress()
-                || before_keys
-                    .contains(&(p.policy.to_string(), v.code.as_str().to_string() + &v.field))
-            {
-                continue;
-            }
-            worst = worst.max(Some(p.action));
-            let msg = format!(
-                "{} NetworkPolicy {namespace}/{name} would open this: {}",
-                req.operation,
-                v.message.get(lang)
-            );
-            match p.action {
-                Action::Deny => deny.push(msg),
-                Action::Warn => warn.push(msg),
-                Action::Audit => {}
-            }
+        match o.action {
+            Action::Deny => deny.push(msg),
+            Action::Warn => warn.push(msg),
+            Action::Audit => {}
         }
     }
-    decision.action = worst;
     let warnings = warnings_from(&warn);
     if !deny.is_empty() {
         let mut r = refuse(403, "Forbidden", deny.join("\n"));
@@ -558,12 +560,6 @@ fn network_policy_review(
         warnings,
         ..allow()
     }
-}
-
-fn egress_keys(v: &Verdict) -> Vec<(String, String)> {
-    v.violations()
-        .map(|(p, x)| (p.policy.to_string(), x.code.as_str().to_string() + &x.field))
-        .collect()
 }
 
 /// Semantic checks on a ResidencyPolicy that the CRD schema cannot express.

@@ -1,0 +1,130 @@
+//! "Does this NetworkPolicy change open cross-border egress for a governed
+//! workload?" A NetworkPolicy carries no data-class label, so a change to
+//! one is judged by what it does to the classified workloads of its
+//! namespace: each is judged before and after, and an egress violation that
+//! only the new set of NetworkPolicies has is what the change opens.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+
+use super::egress::CompiledNetworkPolicy;
+use super::verdict::{Code, Violation};
+use super::{ClassificationError, NamespaceFacts, Snapshot, Workload, evaluate};
+use crate::api::Action;
+
+/// What identifies a violation across two verdicts of one workload: the
+/// same policy finding the same problem at the same field.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ViolationKey {
+    pub policy: String,
+    pub code: Code,
+    pub field: String,
+}
+
+impl ViolationKey {
+    pub fn new(policy: &str, v: &Violation) -> ViolationKey {
+        ViolationKey {
+            policy: policy.to_string(),
+            code: v.code,
+            field: v.field.clone(),
+        }
+    }
+}
+
+/// One egress violation the change would open.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpenedEgress {
+    /// "Deployment ns/name".
+    pub workload: String,
+    pub policy: String,
+    pub action: Action,
+    pub violation: Violation,
+}
+
+/// The judgement of one NetworkPolicy change.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NetworkPolicyChange {
+    pub opened: Vec<OpenedEgress>,
+    /// Workloads whose label cannot be read, so what the change does to
+    /// them is unknown: the change is refused until they are fixed (failing
+    /// open here would let egress open unseen).
+    pub unjudgeable: Vec<ClassificationError>,
+}
+
+impl NetworkPolicyChange {
+    /// The strictest action among the opened violations.
+    pub fn action(&self) -> Option<Action> {
+        self.opened.iter().map(|o| o.action).max()
+    }
+}
+
+/// Judge replacing NetworkPolicy `namespace/name` with `replacement`
+/// (`None`: deleting it) for `workloads` (the namespace's workloads).
+///
+/// Only workloads whose pods the old or the new NetworkPolicy selects can
+/// be affected; the others are not judged at all.
+pub fn judge_network_policy_change(
+    snapshot: &Snapshot,
+    workloads: &[Arc<Workload>],
+    namespace: &str,
+    name: &str,
+    replacement: Option<&NetworkPolicy>,
+    now: Timestamp,
+) -> NetworkPolicyChange {
+    // Both sides read only this namespace: no copy of the whole snapshot.
+    let before = snapshot.focused_on(namespace, &NamespaceFacts::default());
+    let mut after = before.clone();
+    after.network.remove_network_policy(namespace, name);
+    let new = replacement.map(|np| {
+        let mut np = np.clone();
+        np.metadata.namespace = Some(namespace.to_string());
+        if np.metadata.name.is_none() {
+            np.metadata.name = Some(name.to_string());
+        }
+        np
+    });
+    if let Some(np) = &new {
+        after.network.add_network_policy(np);
+    }
+    let old_compiled = before
+        .network
+        .policies_in(namespace)
+        .iter()
+        .find(|p| p.name == name);
+    let new_compiled = new.as_ref().map(CompiledNetworkPolicy::from_k8s);
+    let may_affect = |w: &Workload| {
+        old_compiled.is_some_and(|p| p.selects(&w.template_labels))
+            || new_compiled
+                .as_ref()
+                .is_some_and(|p| p.selects(&w.template_labels))
+    };
+
+    let mut out = NetworkPolicyChange::default();
+    for w in workloads.iter().filter(|w| may_affect(w)) {
+        let (was, will) = match (evaluate(&before, w, now), evaluate(&after, w, now)) {
+            (Ok(was), Ok(will)) => (was, will),
+            (Err(e), _) | (_, Err(e)) => {
+                out.unjudgeable.push(e);
+                continue;
+            }
+        };
+        let had: Vec<ViolationKey> = was
+            .violations()
+            .map(|(p, v)| ViolationKey::new(&p.policy, v))
+            .collect();
+        for (p, v) in will.violations() {
+            if !v.code.is_egress() || had.contains(&ViolationKey::new(&p.policy, v)) {
+                continue;
+            }
+            out.opened.push(OpenedEgress {
+                workload: w.reference(),
+                policy: p.policy.to_string(),
+                action: p.action,
+                violation: v.clone(),
+            });
+        }
+    }
+    out
+}
