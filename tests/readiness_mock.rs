@@ -125,3 +125,131 @@ async fn ready_only_once_a_snapshot_of_every_synced_watch_is_published() {
     assert_eq!(synced, total);
     server.abort();
 }
+
+/// Answer every list and watch, except that once `failing` is set, every
+/// request for NetworkPolicies is refused with 403 (an RBAC change).
+async fn api_server_losing_networkpolicies(
+    mut handle: ApiHandle,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut watches = Vec::new();
+    while let Some((request, send)) = handle.next_request().await {
+        let path = request.uri().path().to_string();
+        let query = request.uri().query().unwrap_or_default().to_string();
+        if path.contains("networkpolicies") && failing.load(std::sync::atomic::Ordering::SeqCst) {
+            let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "reason": "Forbidden", "code": 403,
+                "message": "networkpolicies.networking.k8s.io is forbidden: User \"system:serviceaccount:residency-guard:residency-guard\" cannot list resource \"networkpolicies\""});
+            send.send_response(
+                Response::builder()
+                    .status(StatusCode::FORBIDDEN)
+                    .body(Body::from(serde_json::to_vec(&body).expect("json")))
+                    .expect("response"),
+            );
+        } else if query.contains("watch=true") {
+            // End the NetworkPolicy watch (no events) after a moment so the
+            // client comes back, and meets the 403 once it is on; hold the
+            // others open.
+            if path.contains("networkpolicies") {
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    send.send_response(
+                        Response::builder()
+                            .status(StatusCode::OK)
+                            .body(Body::empty())
+                            .expect("response"),
+                    );
+                });
+            } else {
+                watches.push(send);
+            }
+        } else {
+            reply(send, &list(Vec::new()));
+        }
+    }
+}
+
+/// A watch that keeps failing freezes its part of the snapshot: past the
+/// threshold the operator is not ready, and a classified review is refused
+/// (retryably, 503) instead of judged on stale data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_failing_past_the_threshold_makes_the_operator_not_ready_and_refuse() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let failing = Arc::new(AtomicBool::new(false));
+    let server = tokio::spawn(api_server_losing_networkpolicies(handle, failing.clone()));
+    let client = kube::Client::new(service, "default");
+    let state = state::start(
+        client,
+        Inputs {
+            catalogue: Catalogue::builtin().clone(),
+            address_space: AddressSpace::builtin(),
+        },
+    );
+    state.health.set_stale_after(Duration::from_millis(500));
+    wait_for("readiness", || state.ready()).await;
+
+    failing.store(true, Ordering::SeqCst);
+    wait_for("the operator to stop being ready", || !state.ready()).await;
+    let why = state.not_ready_because().expect("a reason");
+    assert!(why.contains("networkpolicies"), "{why}");
+    assert!(why.contains("forbidden"), "{why}");
+
+    // A labelled hostNetwork Pod: refused with 503, not admitted.
+    let app = residency_guard::webhook::server::App {
+        state: state.clone(),
+        lang: residency_guard::engine::Lang::En,
+        metrics: residency_guard::webhook::metrics::Metrics::new(),
+        max_body_bytes: 1 << 20,
+        serving: Arc::new(AtomicBool::new(true)),
+        certs: residency_guard::webhook::tls::CertStore::new(),
+        live: None,
+    };
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "u-stale", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "namespace": "payments", "name": "p", "operation": "CREATE",
+            "object": {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "payments",
+                    "labels": {"residencyguard.io/data-class": "personal"}},
+                "spec": {"hostNetwork": true, "containers": [{"name": "c", "image": "i"}]}}}
+    });
+    let request = Request::post("/validate/workloads")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(
+            serde_json::to_vec(&review).expect("json"),
+        ))
+        .expect("request");
+    let response = tower::ServiceExt::oneshot(
+        residency_guard::webhook::server::webhook_router(app.clone()),
+        request,
+    )
+    .await
+    .expect("response");
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let out: Value = serde_json::from_slice(&bytes).expect("an AdmissionReview");
+    assert_eq!(out["response"]["uid"], "u-stale");
+    assert_eq!(out["response"]["allowed"], false, "{out}");
+    assert_eq!(out["response"]["status"]["code"], 503, "{out}");
+    let message = out["response"]["status"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("stale"), "{message}");
+
+    // The watch comes back: ready again.
+    failing.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !state.ready() {
+        assert!(
+            Instant::now() < deadline,
+            "not ready again: {:?}",
+            state.not_ready_because()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.abort();
+}

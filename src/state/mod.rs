@@ -10,16 +10,15 @@
 pub mod live;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ApiResource, DynamicObject};
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource};
 use tokio::sync::{Notify, watch};
@@ -151,6 +150,78 @@ pub struct WatchHealth {
     /// Until then reviews would be judged against missing policies, so the
     /// operator is not ready (failing open is not an option).
     pub snapshot_synced: AtomicBool,
+    /// Per watch: since when it has been failing, and the last error. A
+    /// watch that keeps failing (RBAC or CRD changed) freezes its part of
+    /// the snapshot; past `stale_after` the operator stops judging.
+    failing: Mutex<BTreeMap<&'static str, (Instant, String)>>,
+    /// How many entries `failing` has (read on every event without locking).
+    failing_count: AtomicUsize,
+    /// Zero: the default, `DEFAULT_STALE_AFTER`.
+    stale_after_ms: AtomicU64,
+}
+
+/// How long a watch may fail before the snapshot counts as stale.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(30);
+
+impl WatchHealth {
+    pub fn set_stale_after(&self, after: Duration) {
+        let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.stale_after_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn stale_after(&self) -> Duration {
+        match self.stale_after_ms.load(Ordering::Relaxed) {
+            0 => DEFAULT_STALE_AFTER,
+            ms => Duration::from_millis(ms),
+        }
+    }
+
+    fn failing(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, (Instant, String)>> {
+        self.failing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn watch_failed(&self, name: &'static str, error: String) {
+        self.watch_errors.fetch_add(1, Ordering::Relaxed);
+        let mut failing = self.failing();
+        match failing.get_mut(name) {
+            Some((_, last)) => *last = error,
+            None => {
+                failing.insert(name, (Instant::now(), error));
+                self.failing_count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn watch_ok(&self, name: &'static str) {
+        if self.failing_count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut failing = self.failing();
+        if let Some((since, _)) = failing.remove(name) {
+            self.failing_count.fetch_sub(1, Ordering::Relaxed);
+            tracing::info!(
+                resource = name,
+                failed_for_s = since.elapsed().as_secs(),
+                "watch recovered"
+            );
+        }
+    }
+
+    /// Watches failing for longer than the threshold, with for how long
+    /// and their last error, e.g. "networkpolicies (failing for 45 s: ...)".
+    pub fn stale_watches(&self) -> Vec<String> {
+        let after = self.stale_after();
+        self.failing()
+            .iter()
+            .filter(|(_, (since, _))| since.elapsed() >= after)
+            .map(|(name, (since, error))| {
+                format!(
+                    "{name} (failing for {} s: {error})",
+                    since.elapsed().as_secs()
+                )
+            })
+            .collect()
+    }
 }
 
 /// A workload's identity (kind, namespace, name).
@@ -237,10 +308,27 @@ impl State {
         self.snapshot.borrow().clone()
     }
 
-    /// Every watch has delivered its initial list and a snapshot built from
-    /// all of them is published.
+    /// Every watch has delivered its initial list, a snapshot built from
+    /// all of them is published, and no watch has been failing for longer
+    /// than the staleness threshold.
     pub fn ready(&self) -> bool {
-        self.health.snapshot_synced.load(Ordering::Acquire)
+        self.not_ready_because().is_none()
+    }
+
+    /// Why the snapshot cannot be trusted for a decision, if it cannot.
+    pub fn not_ready_because(&self) -> Option<String> {
+        if !self.health.snapshot_synced.load(Ordering::Acquire) {
+            return Some("its watches have not all delivered their initial lists yet".into());
+        }
+        let stale = self.health.stale_watches();
+        if stale.is_empty() {
+            None
+        } else {
+            Some(format!(
+                "its view of the cluster is stale: watch {}",
+                stale.join(", ")
+            ))
+        }
     }
 }
 
@@ -315,22 +403,63 @@ async fn run_watch(
     shared: Arc<Shared>,
     health: Arc<WatchHealth>,
 ) {
-    // Watch errors, disconnects and 410 Gone relist with backoff (kube-runtime).
-    let mut stream = watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    // After an error the watch starts over with a fresh LIST, after a
+    // backoff: its Init events are the proof that it works again (a resumed
+    // watch that sees no change says nothing), which readiness needs, and
+    // the relisted objects replace its part wholesale.
+    let mut failures: u32 = 0;
     let mut buffer: Option<Part> = None;
     let mut synced_once = false;
     loop {
-        let event = match stream.try_next().await {
-            Ok(Some(e)) => e,
-            Ok(None) => break,
-            Err(e) => {
-                health.watch_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(resource = kind.name, error = %e, "watch error; retrying with backoff");
-                continue;
+        let mut stream = watcher::watcher(api.clone(), watcher::Config::default()).boxed();
+        loop {
+            let event = match stream.try_next().await {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    health.watch_failed(kind.name, e.to_string());
+                    tracing::warn!(resource = kind.name, error = %e, retry_in_ms = watch_backoff(failures).as_millis() as u64, "watch error; listing again after a backoff");
+                    break;
+                }
+            };
+            health.watch_ok(kind.name);
+            if matches!(event, Event::InitDone) {
+                failures = 0;
             }
-        };
+            handle_event(
+                event,
+                &kind,
+                index,
+                &shared,
+                &health,
+                &mut buffer,
+                &mut synced_once,
+            );
+        }
+        tokio::time::sleep(watch_backoff(failures)).await;
+    }
+}
+
+/// 0.5 s, 1 s, 2 s, ... up to 30 s between attempts after `failures`
+/// consecutive failures (none: a short pause before a clean restart).
+fn watch_backoff(failures: u32) -> Duration {
+    let ms = 500u64.saturating_mul(1 << failures.min(6).saturating_sub(1));
+    Duration::from_millis(ms.min(30_000))
+}
+
+/// Apply one watch event to the watch's part of the shared state.
+#[allow(clippy::too_many_arguments)]
+fn handle_event(
+    event: Event<DynamicObject>,
+    kind: &Watched,
+    index: usize,
+    shared: &Shared,
+    health: &WatchHealth,
+    buffer: &mut Option<Part>,
+    synced_once: &mut bool,
+) {
+    {
         let project = |obj: &DynamicObject| -> Option<Item> {
             let mut value = match serde_json::to_value(obj) {
                 Ok(v) => v,
@@ -361,7 +490,7 @@ async fn run_watch(
         let mut changed = true;
         match event {
             Event::Init => {
-                buffer = Some(Part::new());
+                *buffer = Some(Part::new());
                 changed = false;
             }
             Event::InitApply(obj) => {
@@ -372,9 +501,9 @@ async fn run_watch(
             }
             Event::InitDone => {
                 let fresh = buffer.take().unwrap_or_default();
-                with_parts(&shared, |parts| parts[index] = fresh);
-                if !synced_once {
-                    synced_once = true;
+                with_parts(shared, |parts| parts[index] = fresh);
+                if !*synced_once {
+                    *synced_once = true;
                     health.synced.fetch_add(1, Ordering::Release);
                     tracing::info!(resource = kind.name, "watch synced");
                 }
@@ -382,7 +511,7 @@ async fn run_watch(
             Event::Apply(obj) => {
                 let key = key_of(&obj);
                 let item = project(&obj);
-                with_parts(&shared, |parts| match item {
+                with_parts(shared, |parts| match item {
                     Some(i) => {
                         parts[index].insert(key, i);
                     }
@@ -393,7 +522,7 @@ async fn run_watch(
             }
             Event::Delete(obj) => {
                 let key = key_of(&obj);
-                with_parts(&shared, |parts| {
+                with_parts(shared, |parts| {
                     parts[index].remove(&key);
                 });
             }

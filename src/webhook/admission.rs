@@ -264,6 +264,26 @@ fn allow() -> Response {
     }
 }
 
+/// Answer a review without judging it: the snapshot cannot be trusted
+/// (`why`), so the request is refused with a retryable message instead of
+/// being admitted on missing or stale data.
+pub fn refuse_unjudged(body: &[u8], why: &str, lang: Lang) -> Result<Handled, BadReview> {
+    let review: ReviewIn<IgnoredAny, IgnoredAny> = serde_json::from_slice(body)
+        .map_err(|e| BadReview(format!("the body is not an AdmissionReview: {e}")))?;
+    answer(review, |_, decision| {
+        decision.result = "not_ready";
+        let message = match lang {
+            Lang::En => format!(
+                "residency-guard cannot judge this request now: {why}. Nothing was decided; try again in a moment. If this persists, check the operator's logs and its RBAC (kubectl logs -n <namespace> deploy/residency-guard)."
+            ),
+            Lang::ZhCn => format!(
+                "residency-guard 现在无法判定此请求：{why}。未作出任何决定，请稍后重试。如果持续出现，请检查 operator 的日志及其 RBAC 权限（kubectl logs -n <namespace> deploy/residency-guard）。"
+            ),
+        };
+        unavailable(String::new(), message)
+    })
+}
+
 /// A refusal the client should retry (the webhook cannot decide yet).
 pub fn unavailable(uid: String, message: String) -> Response {
     Response {

@@ -126,6 +126,14 @@ pub struct ServeArgs {
         default_value_t = 5
     )]
     pub shutdown_delay_seconds: u64,
+    /// A watch failing for longer than this makes the snapshot stale: the
+    /// operator reports not ready and refuses (retryably) to judge.
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_STALE_AFTER_SECONDS",
+        default_value_t = 30
+    )]
+    pub stale_after_seconds: u64,
     /// How long in-flight reviews may take to finish after that.
     #[arg(long, env = "RESIDENCY_GUARD_DRAIN_SECONDS", default_value_t = 10)]
     pub drain_seconds: u64,
@@ -159,6 +167,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             address_space,
         },
     );
+    state
+        .health
+        .set_stale_after(Duration::from_secs(args.stale_after_seconds.max(1)));
     let audit_metrics = crate::audit::metrics::AuditMetrics::new();
     let metrics = if args.audit {
         metrics::Metrics::new_with(|registry| audit_metrics.register(registry))

@@ -87,7 +87,15 @@ async fn review(app: &App, endpoint: Endpoint, body: Bytes) -> Response {
     let snapshot = app.state.snapshot();
     let name = endpoint_name(endpoint);
     let now = Timestamp::now();
-    let mut outcome = if endpoint == Endpoint::NetworkPolicies || body.len() > OFFLOAD_BYTES {
+    // ResidencyPolicy reviews read no cluster state; every other answer
+    // would rest on the snapshot, which must be complete and current.
+    let not_ready = match endpoint {
+        Endpoint::Policies => None,
+        _ => app.state.not_ready_because(),
+    };
+    let mut outcome = if let Some(why) = &not_ready {
+        admission::refuse_unjudged(&body, why, app.lang)
+    } else if endpoint == Endpoint::NetworkPolicies || body.len() > OFFLOAD_BYTES {
         let (app, body, snapshot) = (app.clone(), body.clone(), snapshot.clone());
         tokio::task::spawn_blocking(move || {
             admission::handle(&body, endpoint, &snapshot, &app.state, app.lang, now)
@@ -247,20 +255,18 @@ pub fn admin_router(app: App) -> Router {
         .route(
             "/readyz",
             get(|AxumState(app): AxumState<App>| async move {
-                let ready = app.serving.load(Ordering::Relaxed)
-                    && app.state.ready()
-                    && app.certs.has_certificate();
-                if ready {
-                    (StatusCode::OK, "ready").into_response()
+                let why = if !app.serving.load(Ordering::Relaxed) {
+                    Some("shutting down".to_string())
+                } else if let Some(why) = app.state.not_ready_because() {
+                    Some(format!("not ready: {why}"))
+                } else if !app.certs.has_certificate() {
+                    Some("no serving certificate yet".to_string())
                 } else {
-                    let why = if !app.serving.load(Ordering::Relaxed) {
-                        "shutting down"
-                    } else if !app.state.ready() {
-                        "watches not synced"
-                    } else {
-                        "no serving certificate yet"
-                    };
-                    (StatusCode::SERVICE_UNAVAILABLE, why).into_response()
+                    None
+                };
+                match why {
+                    None => (StatusCode::OK, "ready").into_response(),
+                    Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
                 }
             }),
         )
