@@ -7,12 +7,12 @@
 //! result is exactly `Requirement::matches` applied node by node (a property
 //! test below checks that against the plain scan).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use fixedbitset::FixedBitSet;
 
 use super::catalogue::Catalogue;
-use super::nodes::{self, NodeInfo, NodeStanding};
+use super::nodes::{self, NodeInfo, NodeStanding, REGION_LABEL};
 use super::selector::{NODE_NAME_FIELD, Op, Requirement, Space, Term};
 use super::shared::Shared;
 use super::verdict::NodeEvidence;
@@ -69,6 +69,19 @@ impl KeyIndex {
     }
 }
 
+/// The mainland regions a placement fix may tell a user to pin
+/// (`topology.kubernetes.io/region In [...]`): only regions whose every
+/// node carrying that label is verified mainland. A region with a node
+/// whose label lies (its providerID contradicts it, ...) is withheld, with
+/// that node, because pinning it would still admit the node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FixRegions {
+    pub offered: BTreeSet<String>,
+    /// Withheld mainland regions, each with the first unverified node
+    /// labelled with it.
+    pub withheld: BTreeMap<String, Shared<NodeEvidence>>,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Inventory {
     nodes: Vec<ClassifiedNode>,
@@ -78,8 +91,10 @@ pub struct Inventory {
     /// Nodes the catalogue does not place in mainland China (abroad, or
     /// unverified): the only ones a policy can object to.
     not_mainland: FixedBitSet,
-    /// Mainland regions present in the inventory (for fix messages).
+    /// Mainland regions present in the inventory.
     mainland_regions: BTreeSet<String>,
+    /// Those a fix may name (see `FixRegions`).
+    fix_regions: FixRegions,
 }
 
 impl Inventory {
@@ -93,6 +108,9 @@ impl Inventory {
         let mut names = KeyIndex::new(len);
         let mut not_mainland = FixedBitSet::with_capacity(len);
         let mut mainland_regions = BTreeSet::new();
+        // Unverified nodes by the GA region label they claim: the label a
+        // fix pins.
+        let mut unverified: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, node) in nodes.iter().enumerate() {
             // A cluster has far fewer than 2^32 nodes; an index that does
             // not fit is simply not indexed (and so matches nothing extra).
@@ -114,7 +132,25 @@ impl Inventory {
                 NodeStanding::Mainland { region } => {
                     mainland_regions.insert(region.clone());
                 }
-                _ => not_mainland.insert(i),
+                _ => {
+                    not_mainland.insert(i);
+                    if let Some(region) = node.info.labels.get(REGION_LABEL) {
+                        unverified.entry(region.as_str()).or_insert(i);
+                    }
+                }
+            }
+        }
+        let mut fix_regions = FixRegions::default();
+        for region in &mainland_regions {
+            match unverified.get(region.as_str()).and_then(|&i| nodes.get(i)) {
+                Some(node) => {
+                    fix_regions
+                        .withheld
+                        .insert(region.clone(), node.evidence.clone());
+                }
+                None => {
+                    fix_regions.offered.insert(region.clone());
+                }
             }
         }
         Inventory {
@@ -123,6 +159,7 @@ impl Inventory {
             names: Some(names),
             not_mainland,
             mainland_regions,
+            fix_regions,
         }
     }
 
@@ -142,6 +179,11 @@ impl Inventory {
 
     pub fn mainland_regions(&self) -> &BTreeSet<String> {
         &self.mainland_regions
+    }
+
+    /// The mainland regions a placement fix may name.
+    pub fn fix_regions(&self) -> &FixRegions {
+        &self.fix_regions
     }
 
     /// Nodes the catalogue does not place in mainland China.

@@ -44,12 +44,26 @@ impl Text {
         }
     }
 
+    /// The same words in both languages (a name, a code).
+    pub fn same(text: impl Into<String>) -> Text {
+        let en = text.into();
+        Text { zh: en.clone(), en }
+    }
+
     /// The message in `lang` alone, without spare capacity.
     pub fn into_lang(self, lang: Lang) -> Box<str> {
         match lang {
             Lang::En => self.en.into_boxed_str(),
             Lang::ZhCn => self.zh.into_boxed_str(),
         }
+    }
+}
+
+/// The English text: for logs and other English-only sinks. Pick a
+/// language with `get` wherever a person reads the message.
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.en)
     }
 }
 
