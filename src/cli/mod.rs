@@ -32,8 +32,15 @@ pub enum OutputFormat {
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
     /// Manifests to read: files, directories (recursively: *.yaml, *.yml,
-    /// *.json) or - for stdin. Repeatable.
-    #[arg(short = 'f', long = "filename", required = true, value_name = "PATH")]
+    /// *.json) or - for stdin. Repeatable or comma-separated, as with kubectl.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        required = true,
+        value_name = "PATH",
+        value_delimiter = ',',
+        env = "RESIDENCY_GUARD_FILENAME"
+    )]
     pub files: Vec<PathBuf>,
 
     /// Report format.
@@ -47,17 +54,23 @@ pub struct CheckArgs {
     #[command(flatten)]
     pub data: DataSources,
 
-    /// Namespace for objects that do not name one.
-    #[arg(short = 'n', long, default_value = "default")]
+    /// Namespace for objects that do not name one. (Its variable is not
+    /// RESIDENCY_GUARD_NAMESPACE: that is `serve`'s own namespace.)
+    #[arg(
+        short = 'n',
+        long,
+        default_value = "default",
+        env = "RESIDENCY_GUARD_DEFAULT_NAMESPACE"
+    )]
     pub namespace: String,
 
     /// Judge as of this instant (RFC 3339), e.g. to test exemption expiry.
     /// Default: now.
-    #[arg(long, value_name = "TIMESTAMP")]
+    #[arg(long, value_name = "TIMESTAMP", env = "RESIDENCY_GUARD_NOW")]
     pub now: Option<String>,
 
     /// Print only workloads with findings.
-    #[arg(short, long)]
+    #[arg(short, long, env = "RESIDENCY_GUARD_QUIET")]
     pub quiet: bool,
 }
 
@@ -333,12 +346,17 @@ fn load(
         let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
         match (group, kind) {
             (crate::api::GROUP, "ResidencyPolicy") => {
-                let invalid = |field: &str, message: &str| {
-                    format!(
+                let invalid = |field: &str, message: &str| match lang {
+                    Lang::En => format!(
                         "{}: ResidencyPolicy {} is invalid: {field}: {message}",
                         doc.origin,
                         raw_name(doc)
-                    )
+                    ),
+                    Lang::ZhCn => format!(
+                        "{}: ResidencyPolicy {} 无效：{field}：{message}",
+                        doc.origin,
+                        raw_name(doc)
+                    ),
                 };
                 let unknown = unknown_policy_classes(doc);
                 if !unknown.is_empty() {
@@ -368,8 +386,9 @@ fn load(
                     Ok(warnings) => {
                         policy_count += 1;
                         policy_warnings.extend(warnings.into_iter().map(|w| {
+                            let sep = if lang == Lang::ZhCn { "：" } else { ": " };
                             format!(
-                                "{}: ResidencyPolicy {name}: {}: {}",
+                                "{}: ResidencyPolicy {name}{sep}{}{sep}{}",
                                 doc.origin,
                                 w.field,
                                 w.message.get(lang)
@@ -412,12 +431,16 @@ fn load(
                                 np.metadata.name.as_deref().unwrap_or_default()
                             );
                             errors.extend(problems.iter().map(|p| {
-                                format!(
-                                    "{}: {reference} is invalid (the API server would refuse it): {}: {}",
-                                    doc.origin,
-                                    p.field,
-                                    p.message.get(lang)
-                                )
+                                let (origin, field, message) =
+                                    (&doc.origin, &p.field, p.message.get(lang));
+                                match lang {
+                                    Lang::En => format!(
+                                        "{origin}: {reference} is invalid (the API server would refuse it): {field}: {message}"
+                                    ),
+                                    Lang::ZhCn => format!(
+                                        "{origin}: {reference} 无效（API server 会拒绝它）：{field}：{message}"
+                                    ),
+                                }
                             }));
                         }
                     }

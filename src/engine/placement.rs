@@ -386,9 +386,15 @@ impl Facts<'_> {
     }
 
     /// " (cn-north-1 is left out: node liar ...)": the mainland regions the
-    /// fix does not offer, and the node to correct for each.
-    fn withheld_note(&self) -> Text {
-        let withheld = &self.fix_regions.withheld;
+    /// fix does not offer (of `among`, when given), and the node to correct
+    /// for each.
+    fn withheld_note(&self, among: Option<&[String]>) -> Text {
+        let withheld: Vec<(&String, &Shared<NodeEvidence>)> = self
+            .fix_regions
+            .withheld
+            .iter()
+            .filter(|(region, _)| among.is_none_or(|a| a.contains(region)))
+            .collect();
         if withheld.is_empty() {
             return Text::default();
         }
@@ -491,6 +497,12 @@ impl BodyKey {
 }
 
 fn write_inventory_clause(kind: WorkloadKind, m: usize, outside: &[&ClassifiedNode]) -> Text {
+    if m == 0 {
+        return Text {
+            en: ": no node matches today, and nothing keeps the pods in mainland China when one joins".into(),
+            zh: "：目前没有匹配的节点，但新加入的匹配节点不受中国大陆的约束".into(),
+        };
+    }
     if outside.is_empty() {
         return Text {
             en: format!(
@@ -695,7 +707,7 @@ fn write_placement_body(
                 zh,
                 "指定一个存在且位于中国大陆的节点，或删除 nodeName 并在 {affinity} 中添加必需的节点亲和性 {REGION_LABEL} In [{regions}]"
             );
-            let note = facts.withheld_note();
+            let note = facts.withheld_note(None);
             en.push_str(&note.en);
             zh.push_str(&note.zh);
         }
@@ -707,14 +719,14 @@ fn write_placement_body(
         Some(g) => {
             // The deprecated label's values, when they are all mainland,
             // are what the user meant; else the inventory's regions.
-            let regions = match &g.legacy_values {
+            let (regions, among) = match &g.legacy_values {
                 Some(values)
                     if !values.is_empty()
                         && values.iter().all(|v| facts.catalogue.is_mainland_region(v)) =>
                 {
-                    values.join(", ")
+                    (values.join(", "), Some(values.as_slice()))
                 }
-                _ => facts.region_fix_list(),
+                _ => (facts.region_fix_list(), None),
             };
             if g.legacy_values.is_some() {
                 let _ = write!(
@@ -735,7 +747,7 @@ fn write_placement_body(
                     "在 {affinity} 中添加必需的节点亲和性 {REGION_LABEL} In [{regions}]"
                 );
             }
-            let note = facts.withheld_note();
+            let note = facts.withheld_note(among);
             en.push_str(&note.en);
             zh.push_str(&note.zh);
         }

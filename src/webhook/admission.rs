@@ -173,7 +173,7 @@ fn handle_raw(
         Endpoint::NetworkPolicies => {
             network_policy_review(&req, snapshot, workloads, lang, now, decision)
         }
-        Endpoint::Policies => policy_review(&req, snapshot, now, decision),
+        Endpoint::Policies => policy_review(&req, snapshot, lang, now, decision),
     })
 }
 
@@ -504,6 +504,7 @@ fn egress_keys(v: &Verdict) -> Vec<(String, String)> {
 fn policy_review(
     req: &RequestIn<&RawValue, &RawValue>,
     snapshot: &Snapshot,
+    lang: Lang,
     now: Timestamp,
     decision: &mut Decision,
 ) -> Response {
@@ -532,7 +533,8 @@ fn policy_review(
                 .map(|w| {
                     bounded(&format!(
                         "ResidencyPolicy {name}: {}: {}",
-                        w.field, w.message
+                        w.field,
+                        w.message.get(lang)
                     ))
                 })
                 .collect(),
@@ -546,7 +548,8 @@ fn policy_review(
                 .map(|e| {
                     format!(
                         "ResidencyPolicy {name} is invalid: {}: {}",
-                        e.field, e.message
+                        e.field,
+                        e.message.get(lang)
                     )
                 })
                 .collect::<Vec<_>>()
