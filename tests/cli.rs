@@ -569,3 +569,25 @@ fn the_json_report_is_camel_case_throughout() {
     );
     assert!(stdout.contains("\"allowedBy\": ["), "{stdout}");
 }
+
+/// The example outputs in README.md and docs/cli.md are what the binary
+/// prints (scripts/render-docs.sh regenerates them; scripts/test.sh runs
+/// the same check).
+#[test]
+fn documented_example_outputs_match_the_binary() {
+    let out = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/render-docs.sh"
+    ))
+    .arg("--check")
+    .env("RESIDENCY_GUARD_BIN", BIN)
+    .current_dir(env!("CARGO_MANIFEST_DIR"))
+    .output()
+    .expect("run scripts/render-docs.sh");
+    assert!(
+        out.status.success(),
+        "the docs' example outputs are stale; run scripts/render-docs.sh\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
