@@ -238,7 +238,13 @@ impl CompiledNetworkPolicy {
 }
 
 fn compile_peer(peer: &NetworkPolicyPeer) -> Peer {
-    let problems = peer_problems(peer, "");
+    // What the API server admitted is valid: the problems (and their
+    // messages) are written only when it is not.
+    let problems = if peer_is_valid(peer) {
+        Vec::new()
+    } else {
+        peer_problems(peer, "")
+    };
     if let Some(first) = problems.first() {
         let field = first.field.trim_start_matches('.');
         let at = |sep: &str| {
@@ -387,6 +393,27 @@ fn ip_block_problems(block: &IPBlock, at: &str) -> Vec<PolicyProblem> {
         }
     }
     problems
+}
+
+/// `peer_problems(peer, ..)` is empty, without writing any message.
+fn peer_is_valid(peer: &NetworkPolicyPeer) -> bool {
+    let selectors_ok = [&peer.pod_selector, &peer.namespace_selector]
+        .into_iter()
+        .flatten()
+        .all(LabelSelectorMatcher::is_valid);
+    let shape_ok = match &peer.ip_block {
+        Some(_) => peer.pod_selector.is_none() && peer.namespace_selector.is_none(),
+        None => peer.pod_selector.is_some() || peer.namespace_selector.is_some(),
+    };
+    let block_ok = peer.ip_block.as_ref().is_none_or(|block| {
+        parse_cidr(&block.cidr).is_some_and(|cidr| {
+            block.except.iter().flatten().all(|e| {
+                parse_cidr(e)
+                    .is_some_and(|e| cidr.contains(&e) && e.prefix_len() > cidr.prefix_len())
+            })
+        })
+    });
+    selectors_ok && shape_ok && block_ok
 }
 
 /// What the API server refuses in one peer, under `at`.
@@ -1267,6 +1294,67 @@ impl NetworkIndex {
     pub fn remove_service(&mut self, namespace: &str, name: &str) {
         if let Some(list) = self.external_names.get_mut(namespace) {
             list.retain(|(n, _)| n != name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(json: serde_json::Value) -> NetworkPolicyPeer {
+        serde_json::from_value(json).unwrap()
+    }
+
+    /// The allocation-free check and the problem list agree, so a valid
+    /// peer never pays for messages and an invalid one always gets them.
+    #[test]
+    fn peer_validity_agrees_with_its_problems() {
+        use serde_json::json;
+        let peers = [
+            json!({"ipBlock": {"cidr": "10.0.0.0/8"}}),
+            json!({"ipBlock": {"cidr": "010.0.0.0/8"}}),
+            json!({"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}),
+            json!({"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.0.0.0/8"]}}),
+            json!({"ipBlock": {"cidr": "10.0.0.0/8", "except": ["11.0.0.0/16"]}}),
+            json!({"ipBlock": {"cidr": "300.0.0.0/8"}}),
+            json!({"ipBlock": {"cidr": "8.8.8.8"}}),
+            json!({"ipBlock": {"cidr": ""}}),
+            json!({"ipBlock": {"cidr": "::/0"}}),
+            json!({"ipBlock": {"cidr": "1.2.3.0/24"}, "podSelector": {}}),
+            json!({}),
+            json!({"podSelector": {}}),
+            json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "x"}}}),
+            json!({"namespaceSelector": {"matchLabels": {"bad key!": "x"}}}),
+            json!({"podSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}),
+        ];
+        for p in peers {
+            let compiled = peer(p.clone());
+            assert_eq!(
+                peer_is_valid(&compiled),
+                peer_problems(&compiled, "").is_empty(),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn cidrs_parse_as_the_api_server_reads_them() {
+        assert_eq!(parse_cidr("10.1.2.3/8"), "10.0.0.0/8".parse().ok());
+        assert_eq!(parse_cidr("010.001.0.0/16"), "10.1.0.0/16".parse().ok());
+        assert_eq!(parse_cidr("240e::/20"), "240e::/20".parse().ok());
+        for bad in [
+            "",
+            "8.8.8.8",
+            "/8",
+            "10.0.0.0/",
+            "10.0.0.0/33",
+            "300.0.0.0/8",
+            "1.2.3/8",
+            "::/129",
+            "10.0.0.0/+8",
+        ] {
+            assert_eq!(parse_cidr(bad), None, "{bad:?}");
         }
     }
 }

@@ -102,9 +102,6 @@ struct TermFacts {
     pins_region: bool,
     /// Region values it allows that are not mainland, for messages.
     non_mainland_regions: Vec<String>,
-    /// It pins only the deprecated region label (not a guarantee): its
-    /// values, for the message that says to use the GA label.
-    legacy_values: Option<Vec<String>>,
     conjunction: Conjunction,
 }
 
@@ -118,18 +115,11 @@ impl TermFacts {
             .filter(|v| !snapshot.catalogue.is_mainland_region(v))
             .map(|v| v.to_string())
             .collect();
-        let legacy_values = match &regions {
-            None => conjunction
-                .label_values(LEGACY_REGION_LABEL)
-                .map(|values| values.into_iter().cloned().collect()),
-            Some(_) => None,
-        };
         TermFacts {
             matches_nothing,
             region_ok: regions.is_some() && non_mainland_regions.is_empty(),
             pins_region: regions.is_some(),
             non_mainland_regions,
-            legacy_values,
             conjunction,
         }
     }
@@ -220,6 +210,7 @@ fn node_ok(node: &ClassifiedNode, policy: &CompiledPolicy) -> bool {
 
 /// The first term that does not guarantee mainland placement, with the
 /// region values it allows that are not mainland.
+#[derive(Clone, PartialEq, Eq)]
 struct Gap {
     term: Option<usize>,
     non_mainland_regions: Vec<String>,
@@ -244,7 +235,11 @@ fn guarantee_gap(facts: &Facts<'_>, policy: &CompiledPolicy) -> Option<Gap> {
                 term: facts.has_required_affinity.then_some(i),
                 non_mainland_regions: t.non_mainland_regions.clone(),
                 pins_region: t.pins_region,
-                legacy_values: t.legacy_values.clone(),
+                // Only on a gap (the violation path): the lookup allocates.
+                legacy_values: (!t.pins_region)
+                    .then(|| t.conjunction.label_values(LEGACY_REGION_LABEL))
+                    .flatten()
+                    .map(|values| values.into_iter().cloned().collect()),
             });
         }
     }
@@ -447,7 +442,7 @@ impl Facts<'_> {
 
 /// What a placement message body depends on besides the workload.
 struct BodyKey {
-    gap: Option<(Option<usize>, Vec<String>, bool, Option<Vec<String>>)>,
+    gap: Option<Gap>,
     field: String,
     outside: usize,
     /// The outside nodes the message names.
@@ -464,14 +459,7 @@ impl BodyKey {
 
     fn of(gap: Option<&Gap>, field: &str, outside: &[&ClassifiedNode]) -> BodyKey {
         BodyKey {
-            gap: gap.map(|g| {
-                (
-                    g.term,
-                    g.non_mainland_regions.clone(),
-                    g.pins_region,
-                    g.legacy_values.clone(),
-                )
-            }),
+            gap: gap.cloned(),
             field: field.to_string(),
             outside: outside.len(),
             named: Self::named(outside).cloned().collect(),
@@ -479,17 +467,7 @@ impl BodyKey {
     }
 
     fn is(&self, gap: Option<&Gap>, field: &str, outside: &[&ClassifiedNode]) -> bool {
-        let same_gap = match (&self.gap, gap) {
-            (None, None) => true,
-            (Some((term, regions, pins, legacy)), Some(g)) => {
-                *term == g.term
-                    && *regions == g.non_mainland_regions
-                    && *pins == g.pins_region
-                    && *legacy == g.legacy_values
-            }
-            _ => false,
-        };
-        same_gap
+        self.gap.as_ref() == gap
             && self.field == field
             && self.outside == outside.len()
             && self.named.iter().eq(Self::named(outside))

@@ -216,30 +216,27 @@ pub fn compile(
                 message: why.clone(),
             });
         }
-        match (selector, expiry) {
-            (Some(selector), Ok((expires, lapses_at))) => {
-                if now >= lapses_at {
-                    report.warnings.push(PolicyProblem::new(
-                        field("expires"),
-                        format!(
-                            "{} is in the past: this exemption no longer applies",
-                            ex.expires
-                        ),
-                        format!("{} 已过去：该豁免不再适用", ex.expires),
-                    ));
-                }
-                exemptions.push(CompiledExemption {
-                    index,
-                    selector,
-                    namespaces: ex.namespaces.clone(),
-                    basis: ex.basis,
-                    reference: ex.reference.clone(),
-                    approved_by: ex.approved_by.clone(),
-                    expires,
-                    lapses_at,
-                });
+        if let (Some(selector), Ok((expires, lapses_at))) = (selector, expiry) {
+            if now >= lapses_at {
+                report.warnings.push(PolicyProblem::new(
+                    field("expires"),
+                    format!(
+                        "{} is in the past: this exemption no longer applies",
+                        ex.expires
+                    ),
+                    format!("{} 已过去：该豁免不再适用", ex.expires),
+                ));
             }
-            _ => {}
+            exemptions.push(CompiledExemption {
+                index,
+                selector,
+                namespaces: ex.namespaces.clone(),
+                basis: ex.basis,
+                reference: ex.reference.clone(),
+                approved_by: ex.approved_by.clone(),
+                expires,
+                lapses_at,
+            });
         }
     }
 

@@ -462,6 +462,29 @@ impl LabelSelectorMatcher {
         }
     }
 
+    /// Whether `compile` would accept the selector, without writing any
+    /// message or building the matcher.
+    pub fn is_valid(selector: &LabelSelector) -> bool {
+        let labels_ok =
+            selector.match_labels.iter().flatten().all(|(k, v)| {
+                label_key_problem(k).is_none() && label_value_problem(k, v).is_none()
+            });
+        let expressions_ok = selector.match_expressions.iter().flatten().all(|e| {
+            let values = e.values.as_deref().unwrap_or_default();
+            let op_ok = match e.operator.as_str() {
+                "In" | "NotIn" => !values.is_empty(),
+                "Exists" | "DoesNotExist" => values.is_empty(),
+                _ => false,
+            };
+            op_ok
+                && label_key_problem(&e.key).is_none()
+                && values
+                    .iter()
+                    .all(|v| label_value_problem(&e.key, v).is_none())
+        });
+        labels_ok && expressions_ok
+    }
+
     /// Like `compile`, but a selector Kubernetes would reject matches nothing.
     /// Used for objects the API server already validated.
     pub fn compile_lenient(selector: &LabelSelector) -> Option<Self> {
@@ -753,6 +776,8 @@ mod tests {
         );
         assert!(problems[0].message.en.contains("\"bad key!\""));
         assert!(LabelSelectorMatcher::compile_lenient(&sel).is_none());
+        assert!(!LabelSelectorMatcher::is_valid(&sel));
+        assert!(LabelSelectorMatcher::is_valid(&LabelSelector::default()));
     }
 
     #[test]
