@@ -103,6 +103,21 @@ fn a_node_name_the_inventory_lacks_is_named_as_unknown() {
 }
 
 #[test]
+fn a_node_name_without_any_inventory_is_named_too() {
+    let v = judge("placement-traps.yaml", &[]);
+    let x = only(&v, "nodename-no-inventory");
+    assert_eq!(x.field, "spec.nodeName");
+    has(
+        &x.message.en,
+        "spec.nodeName names node bj-1, and no nodes were given, so that node cannot be verified",
+    );
+    has(
+        &x.message.zh,
+        "spec.nodeName 指定了节点 bj-1，但未提供节点清单，无法核实该节点",
+    );
+}
+
+#[test]
 fn the_deprecated_region_key_is_named_with_the_ga_key_as_the_fix() {
     let x = only(&messages(), "legacy-selector");
     assert_eq!(x.code, Code::PlacementNotGuaranteed);

@@ -414,4 +414,36 @@ mod tests {
             vec!["cn-north-1"]
         );
     }
+    /// A mainland region with a node whose GA label claims it but cannot
+    /// be verified is withheld from fixes, with that node; a region whose
+    /// nodes all check out is offered.
+    #[test]
+    fn fix_regions_withhold_a_region_with_a_lying_node() {
+        let node = |name: &str, region: &str, provider_id: &str| NodeInfo {
+            name: name.into(),
+            labels: BTreeMap::from([(REGION_LABEL.to_string(), region.to_string())]),
+            provider_id: Some(provider_id.to_string()),
+        };
+        let inv = Inventory::new(
+            vec![
+                node("bj", "cn-north-1", "aws:///cn-north-1a/i-1"),
+                node("nx", "cn-northwest-1", "aws:///cn-northwest-1a/i-2"),
+                node("liar", "cn-north-1", "aws:///ap-east-1a/i-3"),
+                node("hk", "ap-east-1", "aws:///ap-east-1a/i-4"),
+            ],
+            Catalogue::builtin(),
+        );
+        let fix = inv.fix_regions();
+        assert_eq!(
+            fix.offered.iter().collect::<Vec<_>>(),
+            vec!["cn-northwest-1"]
+        );
+        assert_eq!(
+            fix.withheld
+                .iter()
+                .map(|(r, n)| (r.as_str(), n.name.as_str()))
+                .collect::<Vec<_>>(),
+            vec![("cn-north-1", "liar")]
+        );
+    }
 }

@@ -44,12 +44,6 @@ impl Text {
         }
     }
 
-    /// The same words in both languages (a name, a code).
-    pub fn same(text: impl Into<String>) -> Text {
-        let en = text.into();
-        Text { zh: en.clone(), en }
-    }
-
     /// The message in `lang` alone, without spare capacity.
     pub fn into_lang(self, lang: Lang) -> Box<str> {
         match lang {
