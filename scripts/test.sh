@@ -15,9 +15,10 @@ cargo clippy --all-targets --locked -- -D warnings
 step "engine purity"
 scripts/check-engine-purity.sh
 
-step "generated files are up to date (crds/, deploy/)"
+step "generated files are up to date (crds/, deploy/, example outputs in the docs)"
 cargo run --quiet --locked -- crdgen --check
 if [ -x scripts/render-deploy.sh ]; then scripts/render-deploy.sh --check; fi
+scripts/render-docs.sh --check
 
 step "tests"
 log=$(mktemp)

@@ -689,3 +689,52 @@ fn a_new_mainland_region_rewrites_the_fix_of_workloads_it_does_not_affect() {
         "{after}"
     );
 }
+
+/// Issue 17: an EgressUnrestricted message names a NetworkPolicy that
+/// selects a label only the Deployment (not its pods) carries, so such a
+/// policy appearing re-judges the Deployment and its message says so.
+#[test]
+fn a_near_miss_network_policy_rejudges_the_workload_it_nearly_selects() {
+    let mut w = World::default();
+    w.policies
+        .push(policy("personal-mainland", "Deny", "MainlandOnly"));
+    w.node("bj-1", Some("cn-north-1"));
+    w.namespaces.insert("pay".into(), BTreeMap::new());
+    let mut ledger = deployment(
+        "pay",
+        "ledger",
+        json!({"app": "ledger"}),
+        Some("cn-north-1"),
+    );
+    ledger["metadata"]["labels"] = json!({"team": "payments"});
+    w.workloads = vec![ledger];
+    let mut a = auditor(&w);
+    let message = |plan: &AuditPlan| {
+        plan.reports["pay"]
+            .results
+            .iter()
+            .find(|r| r.rule == "EgressUnrestricted")
+            .map(|r| r.message.clone())
+            .unwrap_or_default()
+    };
+    let before = message(&a.plan(now()));
+    assert!(!before.contains("nearly"), "{before}");
+
+    let mut w2 = w.clone();
+    w2.network_policies.push(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "team-egress", "namespace": "pay"},
+        "spec": {"podSelector": {"matchLabels": {"team": "payments"}}, "policyTypes": ["Egress"],
+                 "egress": [{"to": [{"namespaceSelector": {}}]}]}
+    }));
+    let (_, rejudged) = a.update(w2.inventory(), now());
+    assert_eq!(
+        rejudged,
+        BTreeSet::from([key(WorkloadKind::Deployment, "pay", "ledger")])
+    );
+    let after = message(&a.plan(now()));
+    assert!(
+        after.contains("nearly: NetworkPolicy pay/team-egress"),
+        "{after}"
+    );
+}

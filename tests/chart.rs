@@ -764,6 +764,49 @@ fn chart_app_version() -> String {
 
 // ---------------------------------------------------------------------------
 
+/// The CRD validates allowedCIDRs with CEL isCIDR/isIP, which CRD rules may
+/// use from Kubernetes 1.31: the chart's kubeVersion and both READMEs say
+/// that minimum, and Helm refuses an older cluster.
+#[test]
+fn the_minimum_kubernetes_version_covers_the_crd_cel_functions() {
+    let text = std::fs::read_to_string(chart_dir().join("Chart.yaml")).expect("Chart.yaml");
+    let chart: Value = serde_norway::from_str(&text).expect("Chart.yaml parses");
+    assert_eq!(chart["kubeVersion"], ">=1.31.0-0");
+    let crd = std::fs::read_to_string(root().join("crds/residencypolicies.residencyguard.io.yaml"))
+        .expect("CRD");
+    assert!(
+        crd.contains("isCIDR(") && crd.contains("isIP("),
+        "the CRD no longer needs 1.31?"
+    );
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README");
+    assert!(readme.contains("Kubernetes ≥ 1.31"), "README.md");
+    assert!(!readme.contains("1.30"), "README.md still names 1.30");
+    let chart_readme =
+        std::fs::read_to_string(chart_dir().join("README.md")).expect("chart README");
+    assert!(chart_readme.contains("Requires Kubernetes 1.31 or later"));
+
+    let helm = helm_or_skip!();
+    let template = |version: &str| {
+        run(Command::new(&helm)
+            .args(["template", RELEASE])
+            .arg(chart_dir())
+            .args(["--namespace", NS, "--kube-version", version]))
+    };
+    let old = template("1.30.4");
+    assert!(!old.status.success(), "Helm must refuse Kubernetes 1.30");
+    assert!(
+        String::from_utf8_lossy(&old.stderr).contains("kubeVersion"),
+        "{}",
+        String::from_utf8_lossy(&old.stderr)
+    );
+    let ok = template("1.31.0");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}
+
 #[test]
 fn helm_lint_passes_plain_and_strict_for_every_values_set() {
     let helm = helm_or_skip!();
@@ -1242,6 +1285,8 @@ fn default_environment_is_exactly_the_contract() {
         ("RESIDENCY_GUARD_LOG_FORMAT", "json"),
         ("RESIDENCY_GUARD_LOG_LEVEL", "info"),
         ("RESIDENCY_GUARD_MAX_BODY_BYTES", "8388608"),
+        // The audit controller is on by default (issue 17).
+        ("RESIDENCY_GUARD_AUDIT", "true"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -1267,9 +1312,9 @@ fn default_environment_is_exactly_the_contract() {
         ("zh-CN", "text")
     );
     assert_eq!(e["RESIDENCY_GUARD_LOG_LEVEL"], "debug");
-    assert!(!e.contains_key("RESIDENCY_GUARD_AUDIT"));
-    let e = env(&render(&helm, &["--set", "audit.enabled=true"]));
     assert_eq!(e["RESIDENCY_GUARD_AUDIT"], "true");
+    let e = env(&render(&helm, &["--set", "audit.enabled=false"]));
+    assert!(!e.contains_key("RESIDENCY_GUARD_AUDIT"));
 
     // Every variable the chart sets is one docs/operator-contract.md defines.
     let contract =
@@ -1345,21 +1390,28 @@ fn rbac_is_exactly_the_contract_per_mode() {
         "--set",
         CA_ARG,
     ];
+    // The audit controller is on by default (issue 17): the cases without
+    // it turn it off.
+    let no_audit = ["--set", "audit.enabled=false"];
     let cases: Vec<(&str, Vec<&str>, BTreeSet<Perm>)> = vec![
         (
-            "default (selfManaged)",
-            vec![],
+            "selfManaged without audit",
+            no_audit.to_vec(),
             union(&[webhook_perms(), self_managed_perms(RELEASE, NS)]),
         ),
         (
-            "certManager",
-            vec!["--set", "certificates.mode=certManager"],
+            "certManager without audit",
+            [&["--set", "certificates.mode=certManager"][..], &no_audit].concat(),
             webhook_perms(),
         ),
-        ("existingSecret", existing.to_vec(), webhook_perms()),
         (
-            "selfManaged + audit",
-            vec!["--set", "audit.enabled=true"],
+            "existingSecret without audit",
+            [&existing[..], &no_audit].concat(),
+            webhook_perms(),
+        ),
+        (
+            "default (selfManaged + audit)",
+            vec![],
             union(&[
                 webhook_perms(),
                 self_managed_perms(RELEASE, NS),
@@ -1368,12 +1420,12 @@ fn rbac_is_exactly_the_contract_per_mode() {
         ),
         (
             "certManager + audit",
-            vec![
-                "--set",
-                "certificates.mode=certManager",
-                "--set",
-                "audit.enabled=true",
-            ],
+            vec!["--set", "certificates.mode=certManager"],
+            union(&[webhook_perms(), audit_perms(NS)]),
+        ),
+        (
+            "existingSecret + audit",
+            existing.to_vec(),
             union(&[webhook_perms(), audit_perms(NS)]),
         ),
     ];
@@ -1391,9 +1443,10 @@ fn rbac_is_exactly_the_contract_per_mode() {
                 assert_eq!(where_, NS, "{what}: Secrets only in the release namespace");
             }
         }
+        let audit_on = !args.contains(&"audit.enabled=false");
         assert_eq!(
             all(&objs, "Role").is_empty(),
-            !(what.contains("selfManaged") || what.contains("audit")),
+            !(what.contains("selfManaged") || audit_on),
             "{what}: Role"
         );
     }
@@ -1825,6 +1878,17 @@ fn notes_tell_the_user_what_to_do_next() {
             "NOTES should mention {needle}:\n{default}"
         );
     }
+    // With the audit on (the default) NOTES say what VIOLATIONS means;
+    // with it off, that the column stays empty.
+    assert!(
+        default.contains("VIOLATIONS is the number of") && default.contains("kubectl describe rp"),
+        "{default}"
+    );
+    let no_audit = notes(&["--set", "audit.enabled=false"]);
+    assert!(
+        no_audit.contains("The VIOLATIONS column stays empty: audit.enabled=false"),
+        "{no_audit}"
+    );
     let ignore = notes(&[
         "--set",
         "webhook.failurePolicy=Ignore",

@@ -283,3 +283,311 @@ fn committed_crd_matches_the_rust_types() {
     let out = run(&["crdgen", "--check"], None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+// ---- Issue 17: input kubectl accepts, every error at once, env flags, JSON.
+
+fn fixture(path: &str) -> String {
+    format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn yaml_merge_keys_are_accepted_like_kubectl() {
+    let out = run(
+        &[
+            "check",
+            "-f",
+            &fixture("merge-keys.yaml"),
+            "--now",
+            NOW,
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let classes = |name: &str| {
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["verdict"]["workload"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}: {v}"))["verdict"]["classes"]
+            .clone()
+    };
+    // The merged key is overridden by the template's own; both judged.
+    assert_eq!(
+        classes("merged"),
+        serde_json::json!(["personal", "financial"])
+    );
+    assert_eq!(classes("merged-list"), serde_json::json!(["financial"]));
+    assert_eq!(v["summary"]["compliant"], 2, "{v}");
+}
+
+/// Every error in tests/fixtures/bad-input/, each naming its file and
+/// document, in one run (the CronJob's class used to appear only once
+/// everything before it was fixed).
+const BAD_INPUT_EN: &[&str] = &[
+    "a-syntax.yaml (document 2): not valid YAML or JSON",
+    "b-policies.yaml (document 1): ResidencyPolicy medical-data is invalid: spec.dataClasses[1]: \"medical\" is not a data class; valid classes are: personal, credit, financial, health, map, government, accounting, genetic, important",
+    "b-policies.yaml (document 2): ResidencyPolicy bad-selector is invalid: spec.namespaceSelector.matchLabels: \"bad key!\" is not a valid label key",
+    "b-policies.yaml (document 3): ResidencyPolicy bad-exemption is invalid: spec.placement.allowedNodes.nodeSelectorTerms[0]: names region cn-hongkong, which is in Hong Kong; nodes there",
+    "b-policies.yaml (document 3): ResidencyPolicy bad-exemption is invalid: spec.exemptions[0].expires: \"2026-02-30\" is an impossible date: February 2026 has 28 days",
+    "c-networkpolicies.yaml (document 1): NetworkPolicy app/octet-too-big is invalid (the API server would refuse it): spec.egress[0].to[0].ipBlock.cidr: \"300.0.0.0/8\" is not a valid CIDR",
+    "c-networkpolicies.yaml (document 2): NetworkPolicy app/bare-address is invalid (the API server would refuse it): spec.egress[0].to[0].ipBlock.cidr: \"8.8.8.8\" is an address, not a CIDR: write 8.8.8.8/32",
+    "c-networkpolicies.yaml (document 3): NetworkPolicy app/empty-block is invalid (the API server would refuse it): spec.egress[0].to[0].ipBlock.cidr: cidr is required",
+    "d-workloads.yaml (document 1): CronJob app/nightly: spec.jobTemplate.spec.template.metadata.labels: label residencyguard.io/data-class=\"personal.medical\" names unknown data class \"medical\"; valid classes are: personal, credit",
+];
+
+const BAD_INPUT_ZH: &[&str] = &[
+    "ResidencyPolicy medical-data 无效：spec.dataClasses[1]：\"medical\" 不是有效的数据类别；有效的类别为：personal",
+    "ResidencyPolicy bad-selector 无效：spec.namespaceSelector.matchLabels：\"bad key!\" 不是有效的标签键",
+    "列出了地域 cn-hongkong，该地域位于中国香港；那里的节点永远不算中国大陆",
+    "\"2026-02-30\" 是不存在的日期：2026 年 2 月只有 28 天",
+    "NetworkPolicy app/octet-too-big 无效（API server 会拒绝它）：spec.egress[0].to[0].ipBlock.cidr：\"300.0.0.0/8\" 不是有效的 CIDR",
+    "\"8.8.8.8\" 是地址而不是 CIDR：单个地址请写成 8.8.8.8/32",
+    "必须填写 cidr",
+    "CronJob app/nightly：spec.jobTemplate.spec.template.metadata.labels：标签 residencyguard.io/data-class=\"personal.medical\" 含有未知的数据类别 \"medical\"",
+];
+
+#[test]
+fn every_input_error_is_reported_in_one_run() {
+    let dir = fixture("bad-input");
+    let out = run(&["check", "-f", &dir, "--now", NOW], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout: {}",
+        text(&out.stdout)
+    );
+    let err = text(&out.stderr);
+    for needle in BAD_INPUT_EN {
+        assert!(err.contains(needle), "expected {needle:?} in:\n{err}");
+    }
+    assert_eq!(err.lines().count(), BAD_INPUT_EN.len(), "{err}");
+    // Malformed ipBlocks are bad input, never reported as EgressAllowsAll.
+    assert!(
+        !err.contains("EgressAllowsAll") && !err.contains("give the rule"),
+        "{err}"
+    );
+
+    let out = run(
+        &["check", "-f", &dir, "--now", NOW, "--lang", "zh-CN"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    for needle in BAD_INPUT_ZH {
+        assert!(err.contains(needle), "expected {needle:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn a_malformed_ip_block_is_bad_input_naming_the_field() {
+    let cases = [
+        (
+            "{cidr: 300.0.0.0/8}",
+            "ipBlock.cidr: \"300.0.0.0/8\" is not a valid CIDR",
+        ),
+        ("{cidr: 8.8.8.8}", "write 8.8.8.8/32 for that one address"),
+        ("{}", "ipBlock.cidr: cidr is required"),
+        (
+            "{cidr: 10.0.0.0/8, except: [10.0.0.0/8]}",
+            "ipBlock.except[0]: \"10.0.0.0/8\" must be a strict subset of cidr 10.0.0.0/8",
+        ),
+        (
+            "{cidr: 10.0.0.0/8, except: [11.0.0.0/16]}",
+            "must be a strict subset of cidr",
+        ),
+        ("{cidr: \"2001:db8::/129\"}", "is not a valid CIDR"),
+    ];
+    for (block, needle) in cases {
+        let doc = format!(
+            "{POLICY}---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: np, namespace: a}}\nspec: {{podSelector: {{}}, policyTypes: [Egress], egress: [{{to: [{{ipBlock: {block}}}]}}]}}\n"
+        );
+        let out = check_stdin(&doc);
+        assert_bad_input(&out, needle);
+        assert_bad_input(
+            &out,
+            "NetworkPolicy a/np is invalid (the API server would refuse it): spec.egress[0].to[0]",
+        );
+    }
+    // Peers the API server refuses, and what it accepts.
+    let peer = |p: &str| {
+        format!(
+            "{POLICY}---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: np, namespace: a}}\nspec: {{podSelector: {{}}, policyTypes: [Egress], egress: [{{to: [{p}]}}]}}\n"
+        )
+    };
+    assert_bad_input(
+        &check_stdin(&peer("{}")),
+        "spec.egress[0].to[0]: a peer must set podSelector, namespaceSelector or ipBlock",
+    );
+    assert_bad_input(
+        &check_stdin(&peer("{ipBlock: {cidr: 1.2.3.0/24}, podSelector: {}}")),
+        "a peer may not set both ipBlock and a selector",
+    );
+    assert_bad_input(
+        &check_stdin(&peer("{podSelector: {matchLabels: {\"bad key!\": x}}}")),
+        "spec.egress[0].to[0].podSelector.matchLabels: \"bad key!\" is not a valid label key",
+    );
+    for ok in [
+        "{ipBlock: {cidr: 010.1.0.0/16}}",
+        "{ipBlock: {cidr: 10.1.2.3/16, except: [10.1.0.0/24]}}",
+        "{ipBlock: {cidr: \"240e::/20\"}}",
+    ] {
+        let out = check_stdin(&peer(ok));
+        assert_eq!(out.status.code(), Some(0), "{ok}: {}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn every_check_flag_can_be_set_by_environment_variable() {
+    use clap::Args;
+    let cmd = residency_guard::cli::CheckArgs::augment_args(clap::Command::new("check"));
+    for arg in cmd.get_arguments() {
+        let id = arg.get_id().as_str();
+        if id == "help" {
+            continue;
+        }
+        let env = arg
+            .get_env()
+            .unwrap_or_else(|| panic!("check --{id} has no environment variable"));
+        let env = env.to_string_lossy();
+        assert!(env.starts_with("RESIDENCY_GUARD_"), "{id}: {env}");
+        // Documented where the README sends people.
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/cli.md")).unwrap();
+        assert!(
+            doc.contains(&format!("`{env}`")),
+            "{env} is not in docs/cli.md"
+        );
+    }
+}
+
+#[test]
+fn environment_variables_set_check_flags() {
+    let fx = |extra: &[(&str, &str)]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["check", "-o", "json"])
+            .env("LANG", "C")
+            .env("RESIDENCY_GUARD_FILENAME", "examples/cluster");
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)));
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["verdict"]["workload"]["name"] == "fx-rates")
+            .unwrap()["verdict"]["action"]
+            .clone()
+    };
+    // RESIDENCY_GUARD_NOW moves the clock past the exemption's expiry.
+    assert_eq!(
+        fx(&[("RESIDENCY_GUARD_NOW", "2027-06-30T15:59:59Z")]),
+        serde_json::Value::Null
+    );
+    assert_eq!(
+        fx(&[("RESIDENCY_GUARD_NOW", "2027-06-30T16:00:00Z")]),
+        "Deny"
+    );
+
+    let out = Command::new(BIN)
+        .args(["check", "-f", "-"])
+        .env("LANG", "C")
+        .env("RESIDENCY_GUARD_NOW", NOW)
+        .env("RESIDENCY_GUARD_QUIET", "true")
+        .env("RESIDENCY_GUARD_DEFAULT_NAMESPACE", "elsewhere")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            let doc = format!(
+                "{POLICY}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: ok, labels: {{residencyguard.io/data-class: personal}}}}\nspec: {{nodeSelector: {{topology.kubernetes.io/region: cn-north-1}}}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: bad, labels: {{residencyguard.io/data-class: personal}}}}\nspec: {{}}\n"
+            );
+            c.stdin.take().unwrap().write_all(doc.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("DENY  Pod elsewhere/bad"), "{stdout}");
+    assert!(
+        !stdout.contains("elsewhere/ok"),
+        "quiet hides compliant: {stdout}"
+    );
+}
+
+#[test]
+fn the_json_report_is_camel_case_throughout() {
+    fn walk(v: &serde_json::Value, path: &str, bad: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    // zh-CN is a language tag, not a field name.
+                    if k.contains('_') || (k.contains('-') && k != "zh-CN") {
+                        bad.push(format!("{path}.{k}"));
+                    }
+                    walk(x, &format!("{path}.{k}"), bad);
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    walk(x, &format!("{path}[{i}]"), bad);
+                }
+            }
+            _ => {}
+        }
+    }
+    for input in ["examples/cluster", &fixture("messages.yaml")] {
+        let out = run(&["check", "-f", input, "--now", NOW, "-o", "json"], None);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut bad = Vec::new();
+        walk(&v, "", &mut bad);
+        assert!(bad.is_empty(), "{input}: not camelCase: {bad:?}");
+    }
+    // The providerID contradiction, spelt as the rest of the schema.
+    let out = run(
+        &[
+            "check",
+            "-f",
+            &fixture("messages.yaml"),
+            "--now",
+            NOW,
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("\"providerRegion\": \"ap-east-1\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\"allowedBy\": ["), "{stdout}");
+}
+
+/// The example outputs in README.md and docs/cli.md are what the binary
+/// prints (scripts/render-docs.sh regenerates them; scripts/test.sh runs
+/// the same check).
+#[test]
+fn documented_example_outputs_match_the_binary() {
+    let out = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/render-docs.sh"
+    ))
+    .arg("--check")
+    .env("RESIDENCY_GUARD_BIN", BIN)
+    .current_dir(env!("CARGO_MANIFEST_DIR"))
+    .output()
+    .expect("run scripts/render-docs.sh");
+    assert!(
+        out.status.success(),
+        "the docs' example outputs are stale; run scripts/render-docs.sh\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}

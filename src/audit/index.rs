@@ -625,7 +625,13 @@ pub fn affected_by(
                 .iter()
                 .filter(|(k, _)| &k.namespace == namespace)
                 .filter_map(|(k, _)| inv.workloads.get(k).map(|w| (k, w)))
-                .filter(|(_, w)| compiled.iter().any(|c| c.selects(&w.template_labels)))
+                // The workload's own labels too: an EgressUnrestricted
+                // message names a policy selecting only those (a near miss).
+                .filter(|(_, w)| {
+                    compiled
+                        .iter()
+                        .any(|c| c.selects(&w.template_labels) || c.selects(&w.labels))
+                })
                 .map(|(k, _)| k.clone())
                 .collect()
         }

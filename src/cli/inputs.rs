@@ -51,23 +51,31 @@ pub enum InputError {
 }
 
 /// Expand paths: a directory contributes its *.yaml, *.yml and *.json files,
-/// recursively, in sorted order so output is stable.
-pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
+/// recursively, in sorted order so output is stable. Every path that cannot
+/// be read is reported, not only the first.
+pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Vec<InputError>> {
     let mut out = Vec::new();
+    let mut errors = Vec::new();
     for p in paths {
         if p.as_os_str() == "-" {
             out.push(p.clone());
         } else if p.is_dir() {
-            walk(p, &mut out)?;
+            if let Err(e) = walk(p, &mut out) {
+                errors.push(e);
+            }
         } else if p.exists() {
             out.push(p.clone());
         } else {
-            return Err(InputError::Missing {
+            errors.push(InputError::Missing {
                 path: p.display().to_string(),
             });
         }
     }
-    Ok(out)
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), InputError> {
@@ -93,8 +101,16 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), InputError> {
     Ok(())
 }
 
-/// Read one input (a path or `-`) into documents.
-pub fn read_documents(path: &Path) -> Result<Vec<Document>, InputError> {
+/// Read one input (a path or `-`) into documents, with every problem found.
+pub fn read_documents(path: &Path) -> (Vec<Document>, Vec<InputError>) {
+    match read_text(path) {
+        Ok((name, text)) => parse_documents_all(&name, &text),
+        Err(e) => (Vec::new(), vec![e]),
+    }
+}
+
+/// The text of one input, and the name errors give it.
+fn read_text(path: &Path) -> Result<(String, String), InputError> {
     let name = if path.as_os_str() == "-" {
         "<stdin>".to_string()
     } else {
@@ -134,37 +150,51 @@ pub fn read_documents(path: &Path) -> Result<Vec<Document>, InputError> {
         },
         message: format!("not UTF-8 text ({e})"),
     })?;
-    parse_documents(&name, &text)
+    Ok((name, text))
 }
 
 /// Split multi-document YAML (JSON is YAML) into JSON values; unwrap Lists.
+/// Stops at the first bad document (see `parse_documents_all` for all of them).
 pub fn parse_documents(name: &str, text: &str) -> Result<Vec<Document>, InputError> {
+    let (docs, mut errors) = parse_documents_all(name, text);
+    if errors.is_empty() {
+        Ok(docs)
+    } else {
+        Err(errors.swap_remove(0))
+    }
+}
+
+/// Every document of a file, and every problem found: a document that is
+/// not an object is reported and the next one read. A YAML syntax error
+/// ends the file (the parser cannot tell where the next document starts).
+/// YAML merge keys (`<<: *anchor`) are resolved as kubectl resolves them.
+pub fn parse_documents_all(name: &str, text: &str) -> (Vec<Document>, Vec<InputError>) {
     let mut docs = Vec::new();
+    let mut errors = Vec::new();
     for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {
         let origin = Origin {
             file: name.to_string(),
             document: (i + 1).to_string(),
         };
-        let value = match serde_json::Value::deserialize(de) {
+        let value = match read_document(de) {
             Ok(v) => v,
-            Err(e) => {
-                return Err(InputError::Parse {
-                    origin,
-                    message: e.to_string(),
-                });
+            Err(message) => {
+                errors.push(InputError::Parse { origin, message });
+                break;
             }
         };
         match value {
             serde_json::Value::Null => continue, // an empty document (`---` alone)
             serde_json::Value::Object(_) => {}
             other => {
-                return Err(InputError::Shape {
+                errors.push(InputError::Shape {
                     origin,
                     message: format!(
                         "expected a Kubernetes object (a mapping), found {}",
                         json_type(&other)
                     ),
                 });
+                continue;
             }
         }
         let is_list = value
@@ -174,10 +204,11 @@ pub fn parse_documents(name: &str, text: &str) -> Result<Vec<Document>, InputErr
             && value.get("items").is_some();
         if is_list {
             let Some(items) = value.get("items").and_then(|i| i.as_array()) else {
-                return Err(InputError::Shape {
+                errors.push(InputError::Shape {
                     origin,
                     message: "a List's items must be a sequence".into(),
                 });
+                continue;
             };
             for (j, item) in items.iter().enumerate() {
                 docs.push(Document {
@@ -192,7 +223,56 @@ pub fn parse_documents(name: &str, text: &str) -> Result<Vec<Document>, InputErr
             docs.push(Document { origin, value });
         }
     }
-    Ok(docs)
+    (docs, errors)
+}
+
+/// One YAML document as JSON, merge keys resolved.
+fn read_document(de: serde_norway::Deserializer<'_>) -> Result<serde_json::Value, String> {
+    let mut yaml = serde_norway::Value::deserialize(de).map_err(|e| e.to_string())?;
+    resolve_merge_keys(&mut yaml)?;
+    serde_json::Value::deserialize(yaml).map_err(|e| e.to_string())
+}
+
+/// Resolve YAML merge keys (`<<: *labels`, `<<: [*a, *b]`) the way kubectl
+/// (go-yaml) does: the mapping's own keys win, then the merged mappings in
+/// order. A merged mapping is resolved first, so merges may nest. The
+/// parser bounds nesting depth (128), and so this recursion.
+fn resolve_merge_keys(value: &mut serde_norway::Value) -> Result<(), String> {
+    use serde_norway::Value;
+    match value {
+        Value::Mapping(map) => {
+            for (_, child) in map.iter_mut() {
+                resolve_merge_keys(child)?;
+            }
+            let Some(merged) = map.shift_remove("<<") else {
+                return Ok(());
+            };
+            let sources = match merged {
+                Value::Mapping(m) => vec![m],
+                Value::Sequence(items) => items
+                    .into_iter()
+                    .map(|item| match item {
+                        Value::Mapping(m) => Ok(m),
+                        _ => Err("a merge key (<<) list may only hold mappings".to_string()),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                _ => {
+                    return Err(
+                        "a merge key (<<) must name a mapping or a list of mappings".to_string()
+                    );
+                }
+            };
+            for source in sources {
+                for (k, v) in source {
+                    map.entry(k).or_insert(v);
+                }
+            }
+            Ok(())
+        }
+        Value::Sequence(items) => items.iter_mut().try_for_each(resolve_merge_keys),
+        Value::Tagged(tagged) => resolve_merge_keys(&mut tagged.value),
+        _ => Ok(()),
+    }
 }
 
 fn json_type(v: &serde_json::Value) -> &'static str {
@@ -231,5 +311,50 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("expected a Kubernetes object"), "{err}");
+    }
+
+    #[test]
+    fn every_bad_document_is_reported_and_the_good_ones_kept() {
+        let (docs, errors) = parse_documents_all("f.yaml", "a: 1\n---\n- x\n---\nb: 2\n---\n42\n");
+        let names: Vec<&str> = docs.iter().map(|d| d.origin.document.as_str()).collect();
+        assert_eq!(names, ["1", "3"]);
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with("f.yaml (document 2)"), "{errors:?}");
+        assert!(errors[1].starts_with("f.yaml (document 4)"), "{errors:?}");
+    }
+
+    #[test]
+    fn merge_keys_resolve_like_kubectl() {
+        let text = "\
+common: &labels {app: api, tier: web}
+extra: &extra {team: pay}
+metadata:
+  labels:
+    <<: *labels
+    tier: backend
+nested:
+  both: {<<: [*labels, *extra]}
+  deep: &deep {<<: *labels, zone: a}
+  deeper: {<<: *deep}
+";
+        let docs = parse_documents("f.yaml", text).unwrap();
+        let v = &docs[0].value;
+        assert_eq!(
+            v["metadata"]["labels"],
+            serde_json::json!({"app": "api", "tier": "backend"})
+        );
+        assert_eq!(
+            v["nested"]["both"],
+            serde_json::json!({"app": "api", "tier": "web", "team": "pay"})
+        );
+        assert_eq!(
+            v["nested"]["deeper"],
+            serde_json::json!({"app": "api", "tier": "web", "zone": "a"})
+        );
+        let err = parse_documents("f.yaml", "a: {<<: 1}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("merge key"), "{err}");
     }
 }

@@ -32,8 +32,15 @@ pub enum OutputFormat {
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
     /// Manifests to read: files, directories (recursively: *.yaml, *.yml,
-    /// *.json) or - for stdin. Repeatable.
-    #[arg(short = 'f', long = "filename", required = true, value_name = "PATH")]
+    /// *.json) or - for stdin. Repeatable or comma-separated, as with kubectl.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        required = true,
+        value_name = "PATH",
+        value_delimiter = ',',
+        env = "RESIDENCY_GUARD_FILENAME"
+    )]
     pub files: Vec<PathBuf>,
 
     /// Report format.
@@ -47,17 +54,23 @@ pub struct CheckArgs {
     #[command(flatten)]
     pub data: DataSources,
 
-    /// Namespace for objects that do not name one.
-    #[arg(short = 'n', long, default_value = "default")]
+    /// Namespace for objects that do not name one. (Its variable is not
+    /// RESIDENCY_GUARD_NAMESPACE: that is `serve`'s own namespace.)
+    #[arg(
+        short = 'n',
+        long,
+        default_value = "default",
+        env = "RESIDENCY_GUARD_DEFAULT_NAMESPACE"
+    )]
     pub namespace: String,
 
     /// Judge as of this instant (RFC 3339), e.g. to test exemption expiry.
     /// Default: now.
-    #[arg(long, value_name = "TIMESTAMP")]
+    #[arg(long, value_name = "TIMESTAMP", env = "RESIDENCY_GUARD_NOW")]
     pub now: Option<String>,
 
     /// Print only workloads with findings.
-    #[arg(short, long)]
+    #[arg(short, long, env = "RESIDENCY_GUARD_QUIET")]
     pub quiet: bool,
 }
 
@@ -94,7 +107,7 @@ pub fn run_check(args: &CheckArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(&[e]),
     };
-    let report = match check_inputs(&args.files, snapshot_base, &args.namespace, now) {
+    let report = match check_inputs_in(&args.files, snapshot_base, &args.namespace, now, lang) {
         Ok(r) => r,
         Err(errors) => return fail(&errors),
     };
@@ -206,20 +219,34 @@ pub struct Loaded {
 }
 
 /// Build the snapshot from the inputs and judge every workload in them.
-/// Errors are every bad input found (all of them, not just the first).
+/// Errors are every bad input found (all of them, not just the first),
+/// in English.
 pub fn check_inputs(
     files: &[PathBuf],
     snapshot: Snapshot,
     default_namespace: &str,
     now: Timestamp,
 ) -> Result<CheckReport, Vec<String>> {
-    let loaded = load_inputs(files, snapshot, default_namespace, now)?;
-    let mut results = Vec::new();
-    let mut errors = Vec::new();
+    check_inputs_in(files, snapshot, default_namespace, now, Lang::En)
+}
+
+/// `check_inputs`, with errors and policy warnings in `lang`. A workload
+/// whose classification label cannot be read is reported together with
+/// every other bad input (parse errors, invalid policies and
+/// NetworkPolicies), so one run shows everything to fix.
+pub fn check_inputs_in(
+    files: &[PathBuf],
+    snapshot: Snapshot,
+    default_namespace: &str,
+    now: Timestamp,
+    lang: Lang,
+) -> Result<CheckReport, Vec<String>> {
+    let (loaded, mut errors) = load(files, snapshot, default_namespace, now, lang);
+    let mut results = Vec::with_capacity(loaded.workloads.len());
     for (origin, w) in &loaded.workloads {
         match engine::evaluate(&loaded.snapshot, w, now) {
             Ok(v) => results.push(report::Outcome::new(origin, v)),
-            Err(e) => errors.push(format!("{origin}: {e}")),
+            Err(e) => errors.push(format!("{origin}: {}", e.text().get(lang))),
         }
     }
     if !errors.is_empty() {
@@ -235,18 +262,65 @@ pub fn check_inputs(
 /// Read every input into a snapshot plus the workloads to judge.
 pub fn load_inputs(
     files: &[PathBuf],
-    mut snapshot: Snapshot,
+    snapshot: Snapshot,
     default_namespace: &str,
     now: Timestamp,
 ) -> Result<Loaded, Vec<String>> {
-    let paths = inputs::expand_paths(files).map_err(|e| vec![e.to_string()])?;
-    let mut docs = Vec::new();
+    match load(files, snapshot, default_namespace, now, Lang::En) {
+        (loaded, errors) if errors.is_empty() => Ok(loaded),
+        (_, errors) => Err(errors),
+    }
+}
+
+/// The unknown classes in a ResidencyPolicy's `spec.dataClasses`, each
+/// with its index: what the CRD's enum would refuse, said the way the
+/// workload label's error says it.
+fn unknown_policy_classes(doc: &Document) -> Vec<engine::PolicyProblem> {
+    let classes = doc
+        .value
+        .get("spec")
+        .and_then(|s| s.get("dataClasses"))
+        .and_then(|c| c.as_array());
+    classes
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, c)| match c.as_str() {
+            Some(s) if crate::api::DataClass::parse(s).is_some() => None,
+            Some(s) => Some(engine::PolicyProblem::unknown_class(i, s)),
+            None => Some(engine::PolicyProblem::unknown_class(i, &c.to_string())),
+        })
+        .collect()
+}
+
+/// The name in a document's metadata, before it is decoded.
+fn raw_name(doc: &Document) -> &str {
+    doc.value
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(|n| n.as_str())
+        .unwrap_or_default()
+}
+
+/// Everything the inputs hold, and every problem found in them: nothing
+/// stops at the first bad document.
+fn load(
+    files: &[PathBuf],
+    mut snapshot: Snapshot,
+    default_namespace: &str,
+    now: Timestamp,
+    lang: Lang,
+) -> (Loaded, Vec<String>) {
     let mut errors = Vec::new();
+    let paths = inputs::expand_paths(files).unwrap_or_else(|e| {
+        errors.extend(e.iter().map(ToString::to_string));
+        Vec::new()
+    });
+    let mut docs = Vec::new();
     for path in &paths {
-        match inputs::read_documents(path) {
-            Ok(d) => docs.extend(d),
-            Err(e) => errors.push(e.to_string()),
-        }
+        let (d, e) = inputs::read_documents(path);
+        docs.extend(d);
+        errors.extend(e.iter().map(ToString::to_string));
     }
 
     let mut workloads: Vec<(Origin, Workload)> = Vec::new();
@@ -272,10 +346,31 @@ pub fn load_inputs(
         let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
         match (group, kind) {
             (crate::api::GROUP, "ResidencyPolicy") => {
-                let policy: ResidencyPolicy = match typed(doc, "ResidencyPolicy") {
+                let invalid = |field: &str, message: &str| match lang {
+                    Lang::En => format!(
+                        "{}: ResidencyPolicy {} is invalid: {field}: {message}",
+                        doc.origin,
+                        raw_name(doc)
+                    ),
+                    Lang::ZhCn => format!(
+                        "{}: ResidencyPolicy {} 无效：{field}：{message}",
+                        doc.origin,
+                        raw_name(doc)
+                    ),
+                };
+                let unknown = unknown_policy_classes(doc);
+                if !unknown.is_empty() {
+                    errors.extend(
+                        unknown
+                            .iter()
+                            .map(|p| invalid(&p.field, p.message.get(lang))),
+                    );
+                    continue;
+                }
+                let policy: ResidencyPolicy = match serde_path_to_error::deserialize(&doc.value) {
                     Ok(p) => p,
                     Err(e) => {
-                        errors.push(e);
+                        errors.push(invalid(&e.path().to_string(), &e.inner().to_string()));
                         continue;
                     }
                 };
@@ -291,18 +386,20 @@ pub fn load_inputs(
                     Ok(warnings) => {
                         policy_count += 1;
                         policy_warnings.extend(warnings.into_iter().map(|w| {
+                            let sep = if lang == Lang::ZhCn { "：" } else { ": " };
                             format!(
-                                "{}: ResidencyPolicy {name}: {}: {}",
-                                doc.origin, w.field, w.message
+                                "{}: ResidencyPolicy {name}{sep}{}{sep}{}",
+                                doc.origin,
+                                w.field,
+                                w.message.get(lang)
                             )
                         }));
                     }
-                    Err(problems) => errors.extend(problems.into_iter().map(|p| {
-                        format!(
-                            "{}: ResidencyPolicy {name} is invalid: {}: {}",
-                            doc.origin, p.field, p.message
-                        )
-                    })),
+                    Err(problems) => errors.extend(
+                        problems
+                            .iter()
+                            .map(|p| invalid(&p.field, p.message.get(lang))),
+                    ),
                 }
             }
             ("", "Node") => match typed::<Node>(doc, "Node") {
@@ -324,7 +421,28 @@ pub fn load_inputs(
                         if np.metadata.namespace.is_none() {
                             np.metadata.namespace = Some(default_namespace.to_string());
                         }
-                        snapshot.network.add_network_policy(&np);
+                        let problems = engine::egress::validate_network_policy(&np);
+                        if problems.is_empty() {
+                            snapshot.network.add_network_policy(&np);
+                        } else {
+                            let reference = format!(
+                                "NetworkPolicy {}/{}",
+                                np.metadata.namespace.as_deref().unwrap_or_default(),
+                                np.metadata.name.as_deref().unwrap_or_default()
+                            );
+                            errors.extend(problems.iter().map(|p| {
+                                let (origin, field, message) =
+                                    (&doc.origin, &p.field, p.message.get(lang));
+                                match lang {
+                                    Lang::En => format!(
+                                        "{origin}: {reference} is invalid (the API server would refuse it): {field}: {message}"
+                                    ),
+                                    Lang::ZhCn => format!(
+                                        "{origin}: {reference} 无效（API server 会拒绝它）：{field}：{message}"
+                                    ),
+                                }
+                            }));
+                        }
                     }
                     Err(e) => errors.push(e),
                 }
@@ -357,9 +475,6 @@ pub fn load_inputs(
     if !nodes.is_empty() {
         snapshot.set_nodes(nodes);
     }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
     let inputs = report::Inputs {
         files: paths.len(),
         documents: docs.len(),
@@ -368,10 +483,13 @@ pub fn load_inputs(
         namespaces: snapshot.namespaces.len(),
         skipped,
     };
-    Ok(Loaded {
-        snapshot,
-        workloads,
-        policy_warnings,
-        inputs,
-    })
+    (
+        Loaded {
+            snapshot,
+            workloads,
+            policy_warnings,
+            inputs,
+        },
+        errors,
+    )
 }

@@ -24,6 +24,29 @@ pub struct ClassificationError {
     pub error: ClassError,
 }
 
+impl ClassificationError {
+    /// The error in both languages: the workload, where the label is, the
+    /// bad value and the valid classes.
+    pub fn text(&self) -> Text {
+        let (w, at) = (&self.workload, &self.location);
+        let vocabulary = DataClass::vocabulary();
+        match &self.error {
+            ClassError::Empty => Text {
+                en: format!("{w}: {at}: {}", self.error),
+                zh: format!(
+                    "{w}：{at}：标签 {DATA_CLASS_LABEL} 为空；请设置为以下一个或多个类别（用 \".\" 连接）：{vocabulary}"
+                ),
+            },
+            ClassError::Unknown { value, unknown } => Text {
+                en: format!("{w}: {at}: {}", self.error),
+                zh: format!(
+                    "{w}：{at}：标签 {DATA_CLASS_LABEL}={value:?} 含有未知的数据类别 {unknown:?}；有效的类别为：{vocabulary}（多个类别用 \".\" 连接，例如 personal.financial）"
+                ),
+            },
+        }
+    }
+}
+
 pub(super) fn evaluate(
     snapshot: &Snapshot,
     workload: &Workload,
@@ -74,7 +97,7 @@ pub(super) fn evaluate(
     let needs_egress = governing
         .iter()
         .any(|(p, _)| p.egress_mode != EgressMode::Unrestricted);
-    let effective = needs_egress.then(|| egress::effective_egress(workload, snapshot));
+    let mut effective = needs_egress.then(|| egress::effective_egress(workload, snapshot));
     if effective.is_some() {
         notices.extend(egress::external_name_notices(workload, snapshot));
     }
@@ -113,7 +136,7 @@ pub(super) fn evaluate(
         if let Some(facts) = &facts {
             violations.extend(placement::check(facts, policy, &ctx));
         }
-        if let Some(eff) = &effective {
+        if let Some(eff) = &mut effective {
             violations.extend(egress::check(eff, policy, snapshot, &ctx));
         }
         for v in &mut violations {

@@ -13,17 +13,18 @@ use std::sync::{Arc, LazyLock};
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer};
+use k8s_openapi::api::networking::v1::{IPBlock, NetworkPolicy, NetworkPolicyPeer};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::Serialize;
 
 pub use super::shared::Shared;
 
 use super::classify::MessageContext;
 use super::ipset::{CountryTable, IpSet, net_minus_excepts_subset};
-use super::policy::{CompiledPolicy, parse_net};
+use super::policy::{CompiledPolicy, PolicyProblem, parse_net};
 use super::selector::LabelSelectorMatcher;
 use super::verdict::{Code, Evidence, Notice, Text, Violation};
-use super::{Snapshot, Workload};
+use super::{Snapshot, Workload, WorkloadKind};
 use crate::api::{DATA_CLASS_LABEL, EgressMode};
 
 const MAINLAND_CIDRS: &str = include_str!("../../data/mainland-china.cidrs");
@@ -98,15 +99,26 @@ enum Peer {
         text: Shared<str>,
         except_text: Shared<[String]>,
     },
-    /// A peer the API server would reject; treated as reaching everything.
-    /// Holds the complete reason given in evidence.
-    Unreadable(Shared<str>),
+    /// A peer the API server would reject (it never reaches the webhook
+    /// or the watches; `check` refuses it as bad input); treated as
+    /// reaching everything. Holds the complete reason given in evidence.
+    Unreadable(Reason),
+}
+
+/// Why a rule reaches every destination, in both languages (evidence
+/// carries the English; messages the reader's language).
+#[derive(Clone, Debug)]
+struct Reason {
+    en: Shared<str>,
+    zh: Shared<str>,
 }
 
 #[derive(Clone, Debug)]
 struct Rule {
-    /// None: no `to` (or an empty one) — every destination.
+    /// None: no `to`, or an empty one — every destination.
     peers: Option<Vec<Peer>>,
+    /// `to: []` (rather than no `to` at all), for messages.
+    empty_to: bool,
 }
 
 /// How many evidence entries of each kind a policy contributes, so the
@@ -118,8 +130,16 @@ struct EvidenceCounts {
     blocks: usize,
 }
 
-static EVERY_DESTINATION: LazyLock<Shared<str>> =
-    LazyLock::new(|| "the rule has no `to`, so it allows every destination".into());
+static NO_TO: LazyLock<Reason> = LazyLock::new(|| Reason {
+    en: "the rule has no `to`, so it allows every destination".into(),
+    zh: "该规则没有 `to`，因此允许访问任意目的地".into(),
+});
+static EMPTY_TO: LazyLock<Reason> = LazyLock::new(|| {
+    Reason {
+    en: "the rule's `to` is an empty list (`to: []`), which, like a missing `to`, allows every destination".into(),
+    zh: "该规则的 `to` 是空列表（`to: []`），与不写 `to` 一样允许访问任意目的地".into(),
+}
+});
 
 /// A NetworkPolicy reduced to what egress analysis reads.
 #[derive(Clone, Debug)]
@@ -133,6 +153,20 @@ pub struct CompiledNetworkPolicy {
     isolates_egress: bool,
     rules: Vec<Rule>,
     counts: EvidenceCounts,
+    /// What a near miss is made of (see `near_miss`): read only to write
+    /// the message of a pod whose egress nothing isolates.
+    shape: Shape,
+}
+
+/// The parts of a NetworkPolicy that make it *almost* isolate egress.
+#[derive(Clone, Debug, Default)]
+struct Shape {
+    /// `spec.policyTypes`, when given and not empty.
+    policy_types: Option<Vec<String>>,
+    /// `spec.egress`: None when absent, else its length.
+    egress_rules: Option<usize>,
+    /// `spec.podSelector` as written, to quote it.
+    pod_selector: LabelSelector,
 }
 
 impl CompiledNetworkPolicy {
@@ -154,6 +188,7 @@ impl CompiledNetworkPolicy {
                     .as_ref()
                     .filter(|to| !to.is_empty())
                     .map(|to| to.iter().map(compile_peer).collect()),
+                empty_to: rule.to.as_ref().is_some_and(Vec::is_empty),
             })
             .collect();
         let mut counts = EvidenceCounts::default();
@@ -183,6 +218,11 @@ impl CompiledNetworkPolicy {
             isolates_egress,
             rules,
             counts,
+            shape: Shape {
+                policy_types: spec.policy_types.clone().filter(|t| !t.is_empty()),
+                egress_rules: spec.egress.as_ref().map(Vec::len),
+                pod_selector: spec.pod_selector.clone().unwrap_or_default(),
+            },
         }
     }
 
@@ -198,16 +238,48 @@ impl CompiledNetworkPolicy {
 }
 
 fn compile_peer(peer: &NetworkPolicyPeer) -> Peer {
+    // What the API server admitted is valid: the problems (and their
+    // messages) are written only when it is not.
+    let problems = if peer_is_valid(peer) {
+        Vec::new()
+    } else {
+        peer_problems(peer, "")
+    };
+    if let Some(first) = problems.first() {
+        let field = first.field.trim_start_matches('.');
+        let at = |sep: &str| {
+            if field.is_empty() {
+                String::new()
+            } else {
+                format!("{field}{sep}")
+            }
+        };
+        return Peer::Unreadable(Reason {
+            en: format!(
+                "{}{}; the API server would refuse this peer, and it is treated as allowing every destination",
+                at(": "),
+                first.message.en
+            )
+            .into(),
+            zh: format!(
+                "{}{}；API server 会拒绝该 peer，此处按允许访问任意目的地处理",
+                at("："),
+                first.message.zh
+            )
+            .into(),
+        });
+    }
     if let Some(block) = &peer.ip_block {
-        let cidr = block.cidr.parse::<IpNet>().map(|n| n.trunc());
-        let except: Result<Vec<IpNet>, _> = block
+        // Validated above: both parse.
+        let cidr = parse_cidr(&block.cidr);
+        let except: Option<Vec<IpNet>> = block
             .except
             .iter()
             .flatten()
-            .map(|e| e.parse::<IpNet>().map(|n| n.trunc()))
+            .map(|e| parse_cidr(e))
             .collect();
-        return match (cidr, except) {
-            (Ok(cidr), Ok(except)) => Peer::IpBlock {
+        if let (Some(cidr), Some(except)) = (cidr, except) {
+            return Peer::IpBlock {
                 cidr,
                 except_text: except
                     .iter()
@@ -216,28 +288,223 @@ fn compile_peer(peer: &NetworkPolicyPeer) -> Peer {
                     .into(),
                 except: except.into(),
                 text: block.cidr.as_str().into(),
-            },
-            _ => unreadable(format!("ipBlock {:?} does not parse", block.cidr)),
-        };
-    }
-    match (&peer.namespace_selector, &peer.pod_selector) {
-        (None, None) => unreadable("a peer with no selector and no ipBlock"),
-        (ns, pods) => {
-            let describe = |s: &Option<_>, what: &str| s.as_ref().map(|_| what.to_string());
-            let parts: Vec<String> = [
-                describe(ns, "namespaceSelector"),
-                describe(pods, "podSelector"),
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
-            Peer::InCluster(parts.join("+").into())
+            };
         }
+    }
+    let describe = |present: bool, what: &str| present.then(|| what.to_string());
+    let parts: Vec<String> = [
+        describe(peer.namespace_selector.is_some(), "namespaceSelector"),
+        describe(peer.pod_selector.is_some(), "podSelector"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    Peer::InCluster(parts.join("+").into())
+}
+
+/// A CIDR as the API server reads one in a NetworkPolicy (Go's
+/// `ParseCIDRSloppy`): an address, `/` and a prefix length, leading zeros
+/// in IPv4 octets allowed; host bits are dropped. A bare address is not a
+/// CIDR here.
+pub fn parse_cidr(text: &str) -> Option<IpNet> {
+    let (addr, len) = text.split_once('/')?;
+    if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let len: u8 = len.parse().ok()?;
+    let addr: IpAddr = match addr.parse() {
+        Ok(a) => a,
+        Err(_) if addr.contains('.') && !addr.contains(':') => {
+            // 010.001.0.0: Go reads the octets as decimal.
+            let octets: Vec<u8> = addr
+                .split('.')
+                .map(|o| {
+                    if o.is_empty() || o.len() > 3 || !o.bytes().all(|b| b.is_ascii_digit()) {
+                        None
+                    } else {
+                        o.parse().ok()
+                    }
+                })
+                .collect::<Option<_>>()?;
+            let octets: [u8; 4] = octets.try_into().ok()?;
+            IpAddr::from(octets)
+        }
+        Err(_) => return None,
+    };
+    IpNet::new(addr, len).ok().map(|n| n.trunc())
+}
+
+fn cidr_problem(field: String, text: &str, what: &str) -> PolicyProblem {
+    let (en, zh) = if text.trim().is_empty() {
+        (
+            format!("{what} is required (e.g. 203.0.113.0/24)"),
+            format!("必须填写 {what}（例如 203.0.113.0/24）"),
+        )
+    } else if let Ok(addr) = text.trim().parse::<IpAddr>() {
+        let one = IpNet::from(addr);
+        (
+            format!("{text:?} is an address, not a CIDR: write {one} for that one address"),
+            format!("{text:?} 是地址而不是 CIDR：单个地址请写成 {one}"),
+        )
+    } else {
+        (
+            format!(
+                "{text:?} is not a valid CIDR (an address, '/' and a prefix length, e.g. 203.0.113.0/24 or 240e::/20)"
+            ),
+            format!(
+                "{text:?} 不是有效的 CIDR（地址、'/' 和前缀长度，例如 203.0.113.0/24 或 240e::/20）"
+            ),
+        )
+    };
+    PolicyProblem {
+        field,
+        message: Text { en, zh },
     }
 }
 
-fn unreadable(why: impl std::fmt::Display) -> Peer {
-    Peer::Unreadable(format!("{why}; treated as allowing every destination").into())
+/// What the API server refuses in an ipBlock (`cidr` a CIDR; every
+/// `except` a CIDR strictly inside it), under `at` (e.g. `.ipBlock`).
+fn ip_block_problems(block: &IPBlock, at: &str) -> Vec<PolicyProblem> {
+    let mut problems = Vec::new();
+    let Some(cidr) = parse_cidr(&block.cidr) else {
+        problems.push(cidr_problem(format!("{at}.cidr"), &block.cidr, "cidr"));
+        return problems;
+    };
+    for (i, text) in block.except.iter().flatten().enumerate() {
+        let field = format!("{at}.except[{i}]");
+        match parse_cidr(text) {
+            None => problems.push(cidr_problem(field, text, "except")),
+            Some(e) if !(cidr.contains(&e) && e.prefix_len() > cidr.prefix_len()) => {
+                problems.push(PolicyProblem {
+                    field,
+                    message: Text {
+                        en: format!(
+                            "{text:?} must be a strict subset of cidr {}: an except lies inside the cidr and is smaller than it",
+                            block.cidr
+                        ),
+                        zh: format!(
+                            "{text:?} 必须是 cidr {} 的真子集：except 必须位于 cidr 之内且比它小",
+                            block.cidr
+                        ),
+                    },
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    problems
+}
+
+/// `peer_problems(peer, ..)` is empty, without writing any message.
+fn peer_is_valid(peer: &NetworkPolicyPeer) -> bool {
+    let selectors_ok = [&peer.pod_selector, &peer.namespace_selector]
+        .into_iter()
+        .flatten()
+        .all(LabelSelectorMatcher::is_valid);
+    let shape_ok = match &peer.ip_block {
+        Some(_) => peer.pod_selector.is_none() && peer.namespace_selector.is_none(),
+        None => peer.pod_selector.is_some() || peer.namespace_selector.is_some(),
+    };
+    let block_ok = peer.ip_block.as_ref().is_none_or(|block| {
+        parse_cidr(&block.cidr).is_some_and(|cidr| {
+            block.except.iter().flatten().all(|e| {
+                parse_cidr(e)
+                    .is_some_and(|e| cidr.contains(&e) && e.prefix_len() > cidr.prefix_len())
+            })
+        })
+    });
+    selectors_ok && shape_ok && block_ok
+}
+
+/// What the API server refuses in one peer, under `at`.
+fn peer_problems(peer: &NetworkPolicyPeer, at: &str) -> Vec<PolicyProblem> {
+    let mut problems = Vec::new();
+    let selector = |sel: &Option<LabelSelector>, name: &str, problems: &mut Vec<PolicyProblem>| {
+        if let Some(Err(found)) = sel.as_ref().map(LabelSelectorMatcher::compile) {
+            problems.extend(found.into_iter().map(|p| PolicyProblem {
+                field: format!("{at}.{name}.{}", p.field),
+                message: p.message,
+            }));
+        }
+    };
+    selector(&peer.pod_selector, "podSelector", &mut problems);
+    selector(&peer.namespace_selector, "namespaceSelector", &mut problems);
+    if let Some(block) = &peer.ip_block {
+        problems.extend(ip_block_problems(block, &format!("{at}.ipBlock")));
+        if peer.pod_selector.is_some() || peer.namespace_selector.is_some() {
+            problems.push(PolicyProblem {
+                field: at.to_string(),
+                message: Text {
+                    en: "a peer may not set both ipBlock and a selector: make them two peers"
+                        .into(),
+                    zh: "一个 peer 不能同时设置 ipBlock 和选择器：请拆成两个 peer".into(),
+                },
+            });
+        }
+    } else if peer.pod_selector.is_none() && peer.namespace_selector.is_none() {
+        problems.push(PolicyProblem {
+            field: at.to_string(),
+            message: Text {
+                en: "a peer must set podSelector, namespaceSelector or ipBlock".into(),
+                zh: "peer 必须设置 podSelector、namespaceSelector 或 ipBlock 之一".into(),
+            },
+        });
+    }
+    problems
+}
+
+/// What the API server would refuse in a NetworkPolicy, among the fields
+/// this engine reads: `podSelector`, `policyTypes`, and every peer of
+/// `egress` and `ingress` (selectors, ipBlocks). `check` reports these as
+/// bad input (exit 2) instead of guessing what the policy means; in a
+/// cluster such an object never exists.
+pub fn validate_network_policy(np: &NetworkPolicy) -> Vec<PolicyProblem> {
+    let mut problems = Vec::new();
+    let Some(spec) = &np.spec else {
+        return problems;
+    };
+    if let Some(Err(found)) = spec
+        .pod_selector
+        .as_ref()
+        .map(LabelSelectorMatcher::compile)
+    {
+        problems.extend(found.into_iter().map(|p| PolicyProblem {
+            field: format!("spec.podSelector.{}", p.field),
+            message: p.message,
+        }));
+    }
+    let types = spec.policy_types.as_deref().unwrap_or_default();
+    for (i, t) in types.iter().enumerate() {
+        if t != "Ingress" && t != "Egress" {
+            problems.push(PolicyProblem {
+                field: format!("spec.policyTypes[{i}]"),
+                message: Text {
+                    en: format!("{t:?} is not a policy type: use Ingress and/or Egress"),
+                    zh: format!("{t:?} 不是有效的策略类型：只能是 Ingress 和/或 Egress"),
+                },
+            });
+        }
+    }
+    if types.len() > 2 {
+        problems.push(PolicyProblem {
+            field: "spec.policyTypes".into(),
+            message: Text {
+                en: "may not list more than two policy types".into(),
+                zh: "最多只能列出两种策略类型".into(),
+            },
+        });
+    }
+    for (r, rule) in spec.egress.iter().flatten().enumerate() {
+        for (p, peer) in rule.to.iter().flatten().enumerate() {
+            problems.extend(peer_problems(peer, &format!("spec.egress[{r}].to[{p}]")));
+        }
+    }
+    for (r, rule) in spec.ingress.iter().flatten().enumerate() {
+        for (p, peer) in rule.from.iter().flatten().enumerate() {
+            problems.extend(peer_problems(peer, &format!("spec.ingress[{r}].from[{p}]")));
+        }
+    }
+    problems
 }
 
 /// NetworkPolicies and ExternalName Services, by namespace.
@@ -302,9 +569,15 @@ pub struct EffectiveEgress {
 #[serde(rename_all = "camelCase")]
 pub struct RuleRef {
     pub network_policy: Shared<str>,
+    /// Index into `spec.egress` (messages count rules from 1).
     pub rule: usize,
-    /// Why it reaches everything.
+    /// Why it reaches everything (English; messages carry both languages).
     pub reason: Shared<str>,
+    #[serde(skip)]
+    reason_zh: Shared<str>,
+    /// A peer the API server would refuse, rather than a missing `to`.
+    #[serde(skip)]
+    malformed: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -320,6 +593,7 @@ pub struct PeerRef {
 #[serde(rename_all = "camelCase")]
 pub struct ExternalBlock {
     pub network_policy: Shared<str>,
+    /// Index into `spec.egress` (messages count rules from 1).
     pub rule: usize,
     pub peer: usize,
     pub cidr: Shared<str>,
@@ -329,6 +603,11 @@ pub struct ExternalBlock {
     pub mainland: bool,
     /// Entirely inside the cluster's own networks.
     pub in_cluster: bool,
+    /// Governing MainlandOnly policies whose `spec.egress.allowedCIDRs`
+    /// cover the part of the block outside mainland China: allowed by
+    /// them although `mainland` is false.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_by: Vec<Shared<str>>,
     /// An address it reaches outside mainland China, and its country.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub example_outside: Option<String>,
@@ -389,10 +668,13 @@ pub fn effective_egress(workload: &Workload, snapshot: &Snapshot) -> EffectiveEg
         eff.selecting_policies.push(np.reference.clone());
         for (r, rule) in np.rules.iter().enumerate() {
             let Some(peers) = &rule.peers else {
+                let reason = if rule.empty_to { &*EMPTY_TO } else { &*NO_TO };
                 eff.allow_all_rules.push(RuleRef {
                     network_policy: np.reference.clone(),
                     rule: r,
-                    reason: EVERY_DESTINATION.clone(),
+                    reason: reason.en.clone(),
+                    reason_zh: reason.zh.clone(),
+                    malformed: false,
                 });
                 continue;
             };
@@ -407,7 +689,9 @@ pub fn effective_egress(workload: &Workload, snapshot: &Snapshot) -> EffectiveEg
                     Peer::Unreadable(reason) => eff.allow_all_rules.push(RuleRef {
                         network_policy: np.reference.clone(),
                         rule: r,
-                        reason: reason.clone(),
+                        reason: reason.en.clone(),
+                        reason_zh: reason.zh.clone(),
+                        malformed: true,
                     }),
                     Peer::IpBlock {
                         cidr,
@@ -428,6 +712,7 @@ pub fn effective_egress(workload: &Workload, snapshot: &Snapshot) -> EffectiveEg
                             except: except_text.clone(),
                             mainland,
                             in_cluster,
+                            allowed_by: Vec::new(),
                             country: example.and_then(|a| space.country(a)),
                             example_outside: example.map(|a| a.to_string()),
                             net: Some((*cidr, Arc::clone(except))),
@@ -446,9 +731,11 @@ fn first_outside(cidr: IpNet, except: &[IpNet], of: &IpSet) -> Option<IpAddr> {
         .first_outside(of)
 }
 
-/// Judge the effective egress under one policy's egress mode.
+/// Judge the effective egress under one policy's egress mode. A block
+/// outside mainland China that the policy's `allowedCIDRs` cover is
+/// recorded in its `allowedBy`.
 pub(crate) fn check(
-    eff: &EffectiveEgress,
+    eff: &mut EffectiveEgress,
     policy: &CompiledPolicy,
     snapshot: &Snapshot,
     ctx: &MessageContext<'_>,
@@ -525,21 +812,7 @@ pub(crate) fn check(
             code: Code::EgressUnrestricted,
             field: format!("NetworkPolicy in namespace {}", ctx.workload.namespace),
             evidence: Evidence::Egress(no_evidence),
-            message: lead(&|| {
-                let example = isolating_policy_example(ctx.workload);
-                (
-                    format!(
-                        "no NetworkPolicy with Egress in its policyTypes selects its pods in namespace {}, so they can reach any address",
-                        ctx.workload.namespace
-                    ),
-                    format!(
-                        "命名空间 {} 中没有任何 policyTypes 含 Egress 的 NetworkPolicy 选中其 Pod，因此可以访问任意地址",
-                        ctx.workload.namespace
-                    ),
-                    format!("apply a NetworkPolicy that isolates egress, for example:\n{example}"),
-                    format!("应用一个限制出站流量的 NetworkPolicy，例如：\n{example}"),
-                )
-            }),
+            message: lead(&|| unrestricted_texts(ctx.workload, snapshot)),
             exempted: false,
         });
         return out;
@@ -557,18 +830,29 @@ pub(crate) fn check(
                 country: None,
             }),
             message: lead(&|| {
+                let (n, np) = (r.rule + 1, &r.network_policy);
+                let (fix_en, fix_zh) = if r.malformed {
+                    (
+                        format!("correct the peer in spec.egress[{}] of {np} as described", r.rule),
+                        format!("按上述说明修正 {np} 中 spec.egress[{}] 的 peer", r.rule),
+                    )
+                } else {
+                    (
+                        "give the rule a non-empty `to` list of pod/namespace selectors or mainland ipBlocks".into(),
+                        "为该规则设置非空的 `to`，只列出 Pod/命名空间选择器或中国大陆的 ipBlock".into(),
+                    )
+                };
                 (
                     format!(
-                        "rule {} of {} reaches every destination: {}",
-                        r.rule, r.network_policy, r.reason
+                        "rule {n} (spec.egress[{}]) of {np} reaches every destination: {}",
+                        r.rule, r.reason
                     ),
                     format!(
-                        "{} 的第 {} 条规则允许访问任意目的地：{}",
-                        r.network_policy, r.rule, r.reason
+                        "{np} 的第 {n} 条规则（spec.egress[{}]）允许访问任意目的地：{}",
+                        r.rule, r.reason_zh
                     ),
-                    "give the rule a `to` list of pod/namespace selectors or mainland ipBlocks"
-                        .into(),
-                    "为该规则设置 `to`，只列出 Pod/命名空间选择器或中国大陆的 ipBlock".into(),
+                    fix_en,
+                    fix_zh,
                 )
             }),
             exempted: false,
@@ -576,20 +860,25 @@ pub(crate) fn check(
     }
 
     let space = &snapshot.address_space;
-    for b in &eff.external_blocks {
+    for b in &mut eff.external_blocks {
         let Some((cidr, except)) = &b.net else {
             continue;
         };
         let (ok, code) = match mode {
             EgressMode::ClusterOnly => (b.in_cluster, Code::EgressExternalForbidden),
-            _ => (
-                b.mainland || within_allowed(*cidr, except, &space.inside, &policy.allowed_cidrs),
-                Code::EgressOutsideMainland,
-            ),
+            _ if b.mainland => (true, Code::EgressOutsideMainland),
+            _ => {
+                let allowed = within_allowed(*cidr, except, &space.inside, &policy.allowed_cidrs);
+                if allowed {
+                    b.allowed_by.push(policy.name.clone());
+                }
+                (allowed, Code::EgressOutsideMainland)
+            }
         };
         if ok {
             continue;
         }
+        let b = &*b;
         let with_country =
             |a: Option<IpAddr>| (a.map(|a| a.to_string()), a.and_then(|a| space.country(a)));
         let (example, country) = match mode {
@@ -619,57 +908,299 @@ pub(crate) fn check(
                 country: country.clone(),
             }),
             message: lead(&|| {
-                let ex = example.clone().unwrap_or_default();
-                let (where_en, where_zh) = match (mode, &country) {
-                    (EgressMode::ClusterOnly, _) => (
-                        "is outside the cluster's networks".to_string(),
-                        "在集群网络之外".to_string(),
-                    ),
-                    (_, Some(cc)) if cc != "CN" => (format!("is registered to {cc}"), format!("属于 {cc}")),
-                    _ => (
-                        "is not in the mainland-China address data".to_string(),
-                        "不在中国大陆地址数据中".to_string(),
-                    ),
-                };
-                let excepts = if b.except.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (except {})", b.except.join(", "))
-                };
-                let fix_en = match mode {
-                    EgressMode::ClusterOnly => {
-                        "remove the ipBlock, or pass the cluster's pod/service CIDRs if it is in-cluster"
-                            .to_string()
-                    }
-                    _ => format!(
-                        "narrow the ipBlock to mainland-China destinations, add an except for {ex}, or list an approved destination in spec.egress.allowedCIDRs of policy {p}"
-                    ),
-                };
-                let fix_zh = match mode {
-                    EgressMode::ClusterOnly => {
-                        "删除该 ipBlock；若其属于集群内部网络，请提供集群的 Pod/Service CIDR".to_string()
-                    }
-                    _ => format!(
-                        "将 ipBlock 收窄到中国大陆境内的目的地，为 {ex} 添加 except，或在策略 {p} 的 spec.egress.allowedCIDRs 中列出经批准的目的地"
-                    ),
-                };
-                (
-                    format!(
-                        "rule {} of {} allows {}{excepts}; {ex} {where_en}",
-                        b.rule, b.network_policy, b.cidr
-                    ),
-                    format!(
-                        "{} 的第 {} 条规则允许 {}{excepts}；{ex} {where_zh}",
-                        b.network_policy, b.rule, b.cidr
-                    ),
-                    fix_en,
-                    fix_zh,
+                block_texts(
+                    b,
+                    mode,
+                    example.as_deref(),
+                    country.as_deref(),
+                    policy,
+                    space,
+                    p,
                 )
             }),
             exempted: false,
         });
     }
     out
+}
+
+/// Private address space (RFC 1918, shared 100.64/10, IPv6 ULA): what
+/// clusters use for pods and services, and what may route anywhere.
+fn is_private(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            a.is_private() || (o[0] == 100 && (64..128).contains(&o[1]))
+        }
+        IpAddr::V6(a) => (a.segments()[0] & 0xfe00) == 0xfc00,
+    }
+}
+
+/// At most this many excepts are suggested; a block with more ranges
+/// outside is to be narrowed, not punched with holes.
+const MAX_EXCEPTS_SUGGESTED: usize = 3;
+
+/// The problem and fix of an ipBlock that reaches outside: which address,
+/// where it is, and a fix that works (an except only when a few excepts
+/// would do it; the cluster CIDR flags for a private range).
+fn block_texts(
+    b: &ExternalBlock,
+    mode: EgressMode,
+    example: Option<&str>,
+    country: Option<&str>,
+    policy: &CompiledPolicy,
+    space: &AddressSpace,
+    p: &str,
+) -> (String, String, String, String) {
+    let ex = example.unwrap_or_default();
+    let private = example
+        .and_then(|e| e.parse::<IpAddr>().ok())
+        .is_some_and(is_private);
+    let (where_en, where_zh) = match (mode, country) {
+        (EgressMode::ClusterOnly, _) => (
+            "is outside the cluster's networks".to_string(),
+            "在集群网络之外".to_string(),
+        ),
+        _ if private => (
+            "is a private address, which may route anywhere".to_string(),
+            "是私有地址，可能被路由到任何地方".to_string(),
+        ),
+        (_, Some(cc)) if cc != "CN" => (format!("is registered to {cc}"), format!("属于 {cc}")),
+        _ => (
+            "is not in the mainland-China address data".to_string(),
+            "不在中国大陆地址数据中".to_string(),
+        ),
+    };
+    let excepts = if b.except.is_empty() {
+        String::new()
+    } else {
+        format!(" (except {})", b.except.join(", "))
+    };
+    let (n, np, r) = (b.rule + 1, &b.network_policy, b.rule);
+    let problem_en = format!(
+        "rule {n} (spec.egress[{r}]) of {np} allows {}{excepts}; {ex} {where_en}",
+        b.cidr
+    );
+    let problem_zh = format!(
+        "{np} 的第 {n} 条规则（spec.egress[{r}]）允许 {}{excepts}；{ex} {where_zh}",
+        b.cidr
+    );
+    let cluster_en = "declare the cluster's pod and service CIDRs (check --cluster-cidr, Helm value clusterCidrs) if this block is in-cluster";
+    let cluster_zh = "若该地址段属于集群内部网络，请声明集群的 Pod/Service CIDR（check 的 --cluster-cidr，Helm 值 clusterCidrs）";
+    if mode == EgressMode::ClusterOnly {
+        return (
+            problem_en,
+            problem_zh,
+            format!("remove the ipBlock, or {cluster_en}"),
+            format!("删除该 ipBlock；{cluster_zh}"),
+        );
+    }
+    let approved_en =
+        format!("list an approved destination in spec.egress.allowedCIDRs of policy {p}");
+    let approved_zh = format!("在策略 {p} 的 spec.egress.allowedCIDRs 中列出经批准的目的地");
+    if private {
+        return (
+            problem_en,
+            problem_zh,
+            format!(
+                "if {} is the cluster's own pod or service network, declare it as a cluster CIDR (check --cluster-cidr, Helm value clusterCidrs): in-cluster traffic does not leave the country; otherwise narrow the ipBlock to mainland-China destinations or {approved_en}",
+                b.cidr
+            ),
+            format!(
+                "若 {} 是集群自身的 Pod 或 Service 网络，请将其声明为集群 CIDR（check 的 --cluster-cidr，Helm 值 clusterCidrs），集群内流量不会出境；否则将 ipBlock 收窄到中国大陆境内的目的地，或{approved_zh}",
+                b.cidr
+            ),
+        );
+    }
+    // What of the block lies outside: the whole of it, a few ranges that
+    // excepts can remove, or too many to list.
+    let (fix_en, fix_zh) = match &b.net {
+        Some((cidr, except)) => {
+            let reachable =
+                IpSet::from_nets([*cidr]).subtract(&IpSet::from_nets(except.iter().copied()));
+            let inside = if policy.allowed_cidrs.is_empty() {
+                space.inside.clone()
+            } else {
+                space.inside.union(&policy.allowed_cidrs)
+            };
+            let outside = reachable.subtract(&inside);
+            // Each range is at least one CIDR: count ranges before listing.
+            let (v4, v6) = outside.range_count();
+            let nets = if v4 + v6 <= MAX_EXCEPTS_SUGGESTED {
+                outside.to_nets()
+            } else {
+                Vec::new()
+            };
+            if outside == reachable {
+                (
+                    format!(
+                        "remove this ipBlock or replace it with mainland-China destinations (none of {} is in mainland China), or {approved_en}",
+                        b.cidr
+                    ),
+                    format!(
+                        "删除该 ipBlock 或改为中国大陆境内的目的地（{} 完全不在中国大陆），或{approved_zh}",
+                        b.cidr
+                    ),
+                )
+            } else if !nets.is_empty() && nets.len() <= MAX_EXCEPTS_SUGGESTED {
+                let list = nets
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                (
+                    format!(
+                        "add except: [{list}] to the ipBlock (the part outside mainland China), or {approved_en}"
+                    ),
+                    format!(
+                        "为该 ipBlock 添加 except: [{list}]（其不在中国大陆的部分），或{approved_zh}"
+                    ),
+                )
+            } else {
+                (
+                    format!(
+                        "narrow the ipBlock to mainland-China destinations (it reaches too many ranges outside mainland China to remove with excepts), or {approved_en}"
+                    ),
+                    format!(
+                        "将 ipBlock 收窄到中国大陆境内的目的地（其不在中国大陆的地址段过多，无法用 except 逐一排除），或{approved_zh}"
+                    ),
+                )
+            }
+        }
+        None => (
+            format!("narrow the ipBlock to mainland-China destinations, or {approved_en}"),
+            format!("将 ipBlock 收窄到中国大陆境内的目的地，或{approved_zh}"),
+        ),
+    };
+    (problem_en, problem_zh, fix_en, fix_zh)
+}
+
+/// A NetworkPolicy in the workload's namespace that nearly isolates its
+/// egress: what the user most likely meant, and how to make it work.
+struct NearMiss {
+    en: String,
+    zh: String,
+    fix_en: String,
+    fix_zh: String,
+}
+
+/// "{app: api}": a selector as written, for messages.
+fn quote_selector(sel: &LabelSelector) -> String {
+    let mut parts: Vec<String> = sel
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    for e in sel.match_expressions.iter().flatten() {
+        let values = e.values.as_deref().unwrap_or_default().join(", ");
+        parts.push(format!("{} {} [{values}]", e.key, e.operator));
+    }
+    format!("{{{}}}", parts.join(", "))
+}
+
+fn near_misses(w: &Workload, snapshot: &Snapshot) -> Vec<NearMiss> {
+    let kind = w.kind;
+    let mut out = Vec::new();
+    for np in snapshot.network.policies_in(&w.namespace) {
+        let reference = &np.reference;
+        let shape = &np.shape;
+        let selects_pods = np.selects(&w.template_labels);
+        if np.isolates_egress {
+            // Isolates egress, but selects a label only the workload's own
+            // metadata carries: NetworkPolicies select pods.
+            if !selects_pods && kind != WorkloadKind::Pod && np.selects(&w.labels) {
+                let sel = quote_selector(&shape.pod_selector);
+                let at = kind.template_labels_path();
+                out.push(NearMiss {
+                    en: format!(
+                        "{reference} isolates egress for podSelector {sel}, but only the {kind}'s own metadata.labels carry that, not its pods ({at})"
+                    ),
+                    zh: format!(
+                        "{reference} 为 podSelector {sel} 限制了出站流量，但只有该 {kind} 自身的 metadata.labels 带有这些标签，其 Pod（{at}）没有"
+                    ),
+                    fix_en: format!(
+                        "add those labels to {at} (a NetworkPolicy selects pods), or change the podSelector of {reference} to labels the pods carry"
+                    ),
+                    fix_zh: format!(
+                        "将这些标签加到 {at}（NetworkPolicy 选择的是 Pod），或将 {reference} 的 podSelector 改为 Pod 带有的标签"
+                    ),
+                });
+            }
+            continue;
+        }
+        if !selects_pods {
+            continue;
+        }
+        match (&shape.policy_types, shape.egress_rules) {
+            // Egress rules, but policyTypes leaves Egress out: ignored.
+            (Some(types), Some(n)) if n > 0 => {
+                let list = types.join(", ");
+                out.push(NearMiss {
+                    en: format!(
+                        "{reference} selects its pods and has egress rules, but its spec.policyTypes [{list}] leaves out Egress, so the egress rules are ignored"
+                    ),
+                    zh: format!(
+                        "{reference} 选中了其 Pod 且有出站规则，但其 spec.policyTypes [{list}] 不含 Egress，因此出站规则不生效"
+                    ),
+                    fix_en: format!("add Egress to spec.policyTypes of {reference}"),
+                    fix_zh: format!("在 {reference} 的 spec.policyTypes 中加入 Egress"),
+                });
+            }
+            // `egress: []` without policyTypes: defaulted to Ingress only.
+            (None, Some(0)) => out.push(NearMiss {
+                en: format!(
+                    "{reference} selects its pods and has egress: [] but no spec.policyTypes, so the API server sets policyTypes to [Ingress] and it does not restrict egress"
+                ),
+                zh: format!(
+                    "{reference} 选中了其 Pod 且写了 egress: []，但没有 spec.policyTypes，API server 会将 policyTypes 设为 [Ingress]，因此它不限制出站流量"
+                ),
+                fix_en: format!(
+                    "set spec.policyTypes: [Ingress, Egress] in {reference} (egress: [] then blocks all egress: add rules for what the pods need, DNS included)"
+                ),
+                fix_zh: format!(
+                    "在 {reference} 中设置 spec.policyTypes: [Ingress, Egress]（此时 egress: [] 会阻断全部出站流量，请为 Pod 所需的目的地添加规则，包括 DNS）"
+                ),
+            }),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The problem and fix of a pod whose egress no NetworkPolicy isolates:
+/// a near miss when there is one, else an example policy.
+fn unrestricted_texts(w: &Workload, snapshot: &Snapshot) -> (String, String, String, String) {
+    let ns = &w.namespace;
+    let mut en = format!(
+        "no NetworkPolicy with Egress in its policyTypes selects its pods in namespace {ns}, so they can reach any address"
+    );
+    let mut zh = format!(
+        "命名空间 {ns} 中没有任何 policyTypes 含 Egress 的 NetworkPolicy 选中其 Pod，因此可以访问任意地址"
+    );
+    let misses = near_misses(w, snapshot);
+    if misses.is_empty() {
+        let example = isolating_policy_example(w);
+        return (
+            en,
+            zh,
+            format!("apply a NetworkPolicy that isolates egress, for example:\n{example}"),
+            format!("应用一个限制出站流量的 NetworkPolicy，例如：\n{example}"),
+        );
+    }
+    let join = |f: &dyn Fn(&NearMiss) -> &str, sep: &str| {
+        misses.iter().map(f).collect::<Vec<_>>().join(sep)
+    };
+    en.push_str("; nearly: ");
+    en.push_str(&join(&|m| &m.en, "; "));
+    zh.push_str("；接近生效的是：");
+    zh.push_str(&join(&|m| &m.zh, "；"));
+    (
+        en,
+        zh,
+        join(&|m| &m.fix_en, "; "),
+        join(&|m| &m.fix_zh, "；"),
+    )
 }
 
 /// `cidr − except ⊆ inside ∪ allowed`, without building sets when the
@@ -786,6 +1317,67 @@ impl NetworkIndex {
     pub fn remove_service(&mut self, namespace: &str, name: &str) {
         if let Some(list) = self.external_names.get_mut(namespace) {
             list.retain(|(n, _)| n != name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(json: serde_json::Value) -> NetworkPolicyPeer {
+        serde_json::from_value(json).unwrap()
+    }
+
+    /// The allocation-free check and the problem list agree, so a valid
+    /// peer never pays for messages and an invalid one always gets them.
+    #[test]
+    fn peer_validity_agrees_with_its_problems() {
+        use serde_json::json;
+        let peers = [
+            json!({"ipBlock": {"cidr": "10.0.0.0/8"}}),
+            json!({"ipBlock": {"cidr": "010.0.0.0/8"}}),
+            json!({"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}),
+            json!({"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.0.0.0/8"]}}),
+            json!({"ipBlock": {"cidr": "10.0.0.0/8", "except": ["11.0.0.0/16"]}}),
+            json!({"ipBlock": {"cidr": "300.0.0.0/8"}}),
+            json!({"ipBlock": {"cidr": "8.8.8.8"}}),
+            json!({"ipBlock": {"cidr": ""}}),
+            json!({"ipBlock": {"cidr": "::/0"}}),
+            json!({"ipBlock": {"cidr": "1.2.3.0/24"}, "podSelector": {}}),
+            json!({}),
+            json!({"podSelector": {}}),
+            json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "x"}}}),
+            json!({"namespaceSelector": {"matchLabels": {"bad key!": "x"}}}),
+            json!({"podSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}),
+        ];
+        for p in peers {
+            let compiled = peer(p.clone());
+            assert_eq!(
+                peer_is_valid(&compiled),
+                peer_problems(&compiled, "").is_empty(),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn cidrs_parse_as_the_api_server_reads_them() {
+        assert_eq!(parse_cidr("10.1.2.3/8"), "10.0.0.0/8".parse().ok());
+        assert_eq!(parse_cidr("010.001.0.0/16"), "10.1.0.0/16".parse().ok());
+        assert_eq!(parse_cidr("240e::/20"), "240e::/20".parse().ok());
+        for bad in [
+            "",
+            "8.8.8.8",
+            "/8",
+            "10.0.0.0/",
+            "10.0.0.0/33",
+            "300.0.0.0/8",
+            "1.2.3/8",
+            "::/129",
+            "10.0.0.0/+8",
+        ] {
+            assert_eq!(parse_cidr(bad), None, "{bad:?}");
         }
     }
 }

@@ -7,12 +7,12 @@
 //! result is exactly `Requirement::matches` applied node by node (a property
 //! test below checks that against the plain scan).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use fixedbitset::FixedBitSet;
 
 use super::catalogue::Catalogue;
-use super::nodes::{self, NodeInfo, NodeStanding};
+use super::nodes::{self, NodeInfo, NodeStanding, REGION_LABEL};
 use super::selector::{NODE_NAME_FIELD, Op, Requirement, Space, Term};
 use super::shared::Shared;
 use super::verdict::NodeEvidence;
@@ -69,6 +69,19 @@ impl KeyIndex {
     }
 }
 
+/// The mainland regions a placement fix may tell a user to pin
+/// (`topology.kubernetes.io/region In [...]`): only regions whose every
+/// node carrying that label is verified mainland. A region with a node
+/// whose label lies (its providerID contradicts it, ...) is withheld, with
+/// that node, because pinning it would still admit the node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FixRegions {
+    pub offered: BTreeSet<String>,
+    /// Withheld mainland regions, each with the first unverified node
+    /// labelled with it.
+    pub withheld: BTreeMap<String, Shared<NodeEvidence>>,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Inventory {
     nodes: Vec<ClassifiedNode>,
@@ -78,8 +91,10 @@ pub struct Inventory {
     /// Nodes the catalogue does not place in mainland China (abroad, or
     /// unverified): the only ones a policy can object to.
     not_mainland: FixedBitSet,
-    /// Mainland regions present in the inventory (for fix messages).
+    /// Mainland regions present in the inventory.
     mainland_regions: BTreeSet<String>,
+    /// Those a fix may name (see `FixRegions`).
+    fix_regions: FixRegions,
 }
 
 impl Inventory {
@@ -93,6 +108,9 @@ impl Inventory {
         let mut names = KeyIndex::new(len);
         let mut not_mainland = FixedBitSet::with_capacity(len);
         let mut mainland_regions = BTreeSet::new();
+        // Unverified nodes by the GA region label they claim: the label a
+        // fix pins.
+        let mut unverified: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, node) in nodes.iter().enumerate() {
             // A cluster has far fewer than 2^32 nodes; an index that does
             // not fit is simply not indexed (and so matches nothing extra).
@@ -114,7 +132,25 @@ impl Inventory {
                 NodeStanding::Mainland { region } => {
                     mainland_regions.insert(region.clone());
                 }
-                _ => not_mainland.insert(i),
+                _ => {
+                    not_mainland.insert(i);
+                    if let Some(region) = node.info.labels.get(REGION_LABEL) {
+                        unverified.entry(region.as_str()).or_insert(i);
+                    }
+                }
+            }
+        }
+        let mut fix_regions = FixRegions::default();
+        for region in &mainland_regions {
+            match unverified.get(region.as_str()).and_then(|&i| nodes.get(i)) {
+                Some(node) => {
+                    fix_regions
+                        .withheld
+                        .insert(region.clone(), node.evidence.clone());
+                }
+                None => {
+                    fix_regions.offered.insert(region.clone());
+                }
             }
         }
         Inventory {
@@ -123,6 +159,7 @@ impl Inventory {
             names: Some(names),
             not_mainland,
             mainland_regions,
+            fix_regions,
         }
     }
 
@@ -142,6 +179,11 @@ impl Inventory {
 
     pub fn mainland_regions(&self) -> &BTreeSet<String> {
         &self.mainland_regions
+    }
+
+    /// The mainland regions a placement fix may name.
+    pub fn fix_regions(&self) -> &FixRegions {
+        &self.fix_regions
     }
 
     /// Nodes the catalogue does not place in mainland China.
@@ -370,6 +412,38 @@ mod tests {
         assert_eq!(
             inv.mainland_regions().iter().collect::<Vec<_>>(),
             vec!["cn-north-1"]
+        );
+    }
+    /// A mainland region with a node whose GA label claims it but cannot
+    /// be verified is withheld from fixes, with that node; a region whose
+    /// nodes all check out is offered.
+    #[test]
+    fn fix_regions_withhold_a_region_with_a_lying_node() {
+        let node = |name: &str, region: &str, provider_id: &str| NodeInfo {
+            name: name.into(),
+            labels: BTreeMap::from([(REGION_LABEL.to_string(), region.to_string())]),
+            provider_id: Some(provider_id.to_string()),
+        };
+        let inv = Inventory::new(
+            vec![
+                node("bj", "cn-north-1", "aws:///cn-north-1a/i-1"),
+                node("nx", "cn-northwest-1", "aws:///cn-northwest-1a/i-2"),
+                node("liar", "cn-north-1", "aws:///ap-east-1a/i-3"),
+                node("hk", "ap-east-1", "aws:///ap-east-1a/i-4"),
+            ],
+            Catalogue::builtin(),
+        );
+        let fix = inv.fix_regions();
+        assert_eq!(
+            fix.offered.iter().collect::<Vec<_>>(),
+            vec!["cn-northwest-1"]
+        );
+        assert_eq!(
+            fix.withheld
+                .iter()
+                .map(|(r, n)| (r.as_str(), n.name.as_str()))
+                .collect::<Vec<_>>(),
+            vec![("cn-north-1", "liar")]
         );
     }
 }

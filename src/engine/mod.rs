@@ -34,7 +34,7 @@ pub use workload::{Workload, WorkloadError, WorkloadKind, WorkloadObject};
 
 use crate::api::ResidencyPolicy;
 
-pub use inventory::{ClassifiedNode, Inventory};
+pub use inventory::{ClassifiedNode, FixRegions, Inventory};
 
 /// Everything the decision depends on besides the workload and the time.
 #[derive(Clone, Debug, Default)]
@@ -80,11 +80,16 @@ impl Snapshot {
         self.inventory()?.node(name)
     }
 
-    /// Mainland regions present in the inventory.
-    pub fn inventory_mainland_regions(&self) -> &BTreeSet<String> {
-        static NONE: BTreeSet<String> = BTreeSet::new();
+    /// The mainland regions in the inventory that placement fixes name,
+    /// and those withheld because a node labelled with them is unverified
+    /// (`Inventory::fix_regions`). Messages change when this does.
+    pub fn inventory_mainland_regions(&self) -> &FixRegions {
+        static NONE: FixRegions = FixRegions {
+            offered: BTreeSet::new(),
+            withheld: BTreeMap::new(),
+        };
         self.inventory()
-            .map_or(&NONE, |inventory| inventory.mainland_regions())
+            .map_or(&NONE, |inventory| inventory.fix_regions())
     }
 
     /// Compile and add a policy; returns its warnings, or its errors.

@@ -176,7 +176,11 @@ fn region_of_aws_zone(zone: &str) -> Option<String> {
 
 /// Why a node cannot be trusted to be in mainland China.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "reason", rename_all = "camelCase")]
+#[serde(
+    tag = "reason",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum Untrusted {
     /// No region label; `hint` is what the providerID suggests, if anything.
     MissingRegion { hint: Option<String> },
@@ -198,7 +202,11 @@ pub enum Untrusted {
 
 /// Where a node is, as far as the engine can tell without any policy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "standing", rename_all = "camelCase")]
+#[serde(
+    tag = "standing",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum NodeStanding {
     Mainland {
         region: String,

@@ -13,7 +13,8 @@ use std::fmt::Write;
 use std::rc::Rc;
 
 use super::classify::MessageContext;
-use super::nodes::{NodeStanding, REGION_LABEL};
+use super::inventory::FixRegions;
+use super::nodes::{LEGACY_REGION_LABEL, NodeStanding, REGION_LABEL};
 use super::policy::CompiledPolicy;
 use fixedbitset::FixedBitSet;
 
@@ -38,8 +39,9 @@ pub struct Facts<'s> {
     matching: Option<Matching<'s>>,
     /// `spec.nodeName` and the node it names, if in the inventory.
     bound: Option<(String, Option<&'s ClassifiedNode>)>,
-    /// Mainland regions present in the inventory, for the fix.
-    inventory_mainland_regions: &'s BTreeSet<String>,
+    /// Mainland regions a fix may name (and those withheld, with why).
+    fix_regions: &'s FixRegions,
+    catalogue: &'s super::Catalogue,
     /// Message text shared by the governing policies (see
     /// `Facts::placement_body`).
     placement_bodies: RefCell<Vec<(BodyKey, Rc<Text>)>>,
@@ -184,7 +186,8 @@ impl<'s> Facts<'s> {
             has_preferred_affinity,
             matching,
             bound,
-            inventory_mainland_regions: snapshot.inventory_mainland_regions(),
+            fix_regions: snapshot.inventory_mainland_regions(),
+            catalogue: &snapshot.catalogue,
             placement_bodies: RefCell::new(Vec::new()),
         }
     }
@@ -207,10 +210,13 @@ fn node_ok(node: &ClassifiedNode, policy: &CompiledPolicy) -> bool {
 
 /// The first term that does not guarantee mainland placement, with the
 /// region values it allows that are not mainland.
+#[derive(Clone, PartialEq, Eq)]
 struct Gap {
     term: Option<usize>,
     non_mainland_regions: Vec<String>,
     pins_region: bool,
+    /// The term pins only the deprecated region label, to these values.
+    legacy_values: Option<Vec<String>>,
 }
 
 fn guarantee_gap(facts: &Facts<'_>, policy: &CompiledPolicy) -> Option<Gap> {
@@ -229,6 +235,11 @@ fn guarantee_gap(facts: &Facts<'_>, policy: &CompiledPolicy) -> Option<Gap> {
                 term: facts.has_required_affinity.then_some(i),
                 non_mainland_regions: t.non_mainland_regions.clone(),
                 pins_region: t.pins_region,
+                // Only on a gap (the violation path): the lookup allocates.
+                legacy_values: (!t.pins_region)
+                    .then(|| t.conjunction.label_values(LEGACY_REGION_LABEL))
+                    .flatten()
+                    .map(|values| values.into_iter().cloned().collect()),
             });
         }
     }
@@ -320,6 +331,9 @@ fn gap_field(prefix: &str, gap: &Gap, facts: &Facts<'_>) -> String {
         Some(i) => format!(
             "{prefix}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[{i}]"
         ),
+        // spec.nodeName names a node that cannot be judged: that field is
+        // what decides where the pod runs.
+        None if facts.unknown_bound_node().is_some() => format!("{prefix}.nodeName"),
         None => constraint_field(prefix, facts),
     }
 }
@@ -341,17 +355,63 @@ fn node_list(nodes: &[&ClassifiedNode], lang: super::Lang) -> String {
 }
 
 impl Facts<'_> {
-    /// "cn-north-1, cn-northwest-1": the mainland regions to suggest in a fix.
+    /// `spec.nodeName`, when it names a node the inventory does not have
+    /// (or there is no inventory): the node cannot be judged.
+    fn unknown_bound_node(&self) -> Option<&str> {
+        match &self.bound {
+            Some((name, None)) => Some(name),
+            _ => None,
+        }
+    }
+
+    /// "cn-north-1, cn-northwest-1": the mainland regions to suggest in a
+    /// fix (only those whose every node is verified).
     fn region_fix_list(&self) -> String {
-        if self.inventory_mainland_regions.is_empty() {
+        if self.fix_regions.offered.is_empty() {
             "<your mainland regions, e.g. cn-north-1, cn-northwest-1>".to_string()
         } else {
             let regions: Vec<&str> = self
-                .inventory_mainland_regions
+                .fix_regions
+                .offered
                 .iter()
                 .map(String::as_str)
                 .collect();
             regions.join(", ")
+        }
+    }
+
+    /// " (cn-north-1 is left out: node liar ...)": the mainland regions the
+    /// fix does not offer (of `among`, when given), and the node to correct
+    /// for each.
+    fn withheld_note(&self, among: Option<&[String]>) -> Text {
+        let withheld: Vec<(&String, &Shared<NodeEvidence>)> = self
+            .fix_regions
+            .withheld
+            .iter()
+            .filter(|(region, _)| among.is_none_or(|a| a.contains(region)))
+            .collect();
+        if withheld.is_empty() {
+            return Text::default();
+        }
+        let each = |lang| {
+            withheld
+                .iter()
+                .map(|(region, node)| (region.as_str(), node.describe(lang)))
+                .collect::<Vec<_>>()
+        };
+        let en: Vec<String> = each(super::Lang::En)
+            .into_iter()
+            .map(|(r, n)| {
+                format!("{r} is left out because node {n}; correct or remove that node to use {r}")
+            })
+            .collect();
+        let zh: Vec<String> = each(super::Lang::ZhCn)
+            .into_iter()
+            .map(|(r, n)| format!("未列出 {r}，因为节点 {n}；修正或移除该节点后才能使用 {r}"))
+            .collect();
+        Text {
+            en: format!(" ({})", en.join("; ")),
+            zh: format!("（{}）", zh.join("；")),
         }
     }
 
@@ -382,7 +442,7 @@ impl Facts<'_> {
 
 /// What a placement message body depends on besides the workload.
 struct BodyKey {
-    gap: Option<(Option<usize>, Vec<String>, bool)>,
+    gap: Option<Gap>,
     field: String,
     outside: usize,
     /// The outside nodes the message names.
@@ -399,7 +459,7 @@ impl BodyKey {
 
     fn of(gap: Option<&Gap>, field: &str, outside: &[&ClassifiedNode]) -> BodyKey {
         BodyKey {
-            gap: gap.map(|g| (g.term, g.non_mainland_regions.clone(), g.pins_region)),
+            gap: gap.cloned(),
             field: field.to_string(),
             outside: outside.len(),
             named: Self::named(outside).cloned().collect(),
@@ -407,14 +467,7 @@ impl BodyKey {
     }
 
     fn is(&self, gap: Option<&Gap>, field: &str, outside: &[&ClassifiedNode]) -> bool {
-        let same_gap = match (&self.gap, gap) {
-            (None, None) => true,
-            (Some((term, regions, pins)), Some(g)) => {
-                *term == g.term && *regions == g.non_mainland_regions && *pins == g.pins_region
-            }
-            _ => false,
-        };
-        same_gap
+        self.gap.as_ref() == gap
             && self.field == field
             && self.outside == outside.len()
             && self.named.iter().eq(Self::named(outside))
@@ -422,6 +475,12 @@ impl BodyKey {
 }
 
 fn write_inventory_clause(kind: WorkloadKind, m: usize, outside: &[&ClassifiedNode]) -> Text {
+    if m == 0 {
+        return Text {
+            en: ": no node matches today, and nothing keeps the pods in mainland China when one joins".into(),
+            zh: "：目前没有匹配的节点，但新加入的匹配节点不受中国大陆的约束".into(),
+        };
+    }
     if outside.is_empty() {
         return Text {
             en: format!(
@@ -509,8 +568,36 @@ fn write_placement_body(
 ) -> Text {
     let mut en = String::with_capacity(512);
     let mut zh = String::with_capacity(512);
+    let prefix = workload.pod_spec_path();
+    // spec.nodeName naming a node that cannot be judged, when that is the
+    // field at fault (no required affinity term to blame instead).
+    let unknown_node = facts
+        .unknown_bound_node()
+        .filter(|_| gap.is_some_and(|g| g.term.is_none()));
     // The problem.
     match gap {
+        _ if unknown_node.is_some() => {
+            let name = unknown_node.unwrap_or_default();
+            if matching.is_some() {
+                let _ = write!(
+                    en,
+                    "{field} names node {name}, which is not in the node inventory (an unknown node), so where the pods run cannot be verified"
+                );
+                let _ = write!(
+                    zh,
+                    "{field} 指定的节点 {name} 不在节点清单中（未知节点），无法核实 Pod 运行在哪里"
+                );
+            } else {
+                let _ = write!(
+                    en,
+                    "{field} names node {name}, and no nodes were given, so that node cannot be verified"
+                );
+                let _ = write!(
+                    zh,
+                    "{field} 指定了节点 {name}，但未提供节点清单，无法核实该节点"
+                );
+            }
+        }
         Some(g) if !g.non_mainland_regions.is_empty() => {
             let r = g.non_mainland_regions.join(", ");
             let _ = write!(
@@ -518,6 +605,16 @@ fn write_placement_body(
                 "{field} allows {REGION_LABEL} {r}, which is not mainland China"
             );
             let _ = write!(zh, "{field} 允许 {REGION_LABEL} 为 {r}，不属于中国大陆");
+        }
+        Some(g) if g.legacy_values.is_some() => {
+            let _ = write!(
+                en,
+                "{field} pins the deprecated label {LEGACY_REGION_LABEL}, which does not count as a guarantee (a node's GA label {REGION_LABEL} may say otherwise, and the GA label is the one nodes are judged by)"
+            );
+            let _ = write!(
+                zh,
+                "{field} 使用了已弃用的标签 {LEGACY_REGION_LABEL}，它不构成保证（节点的 GA 标签 {REGION_LABEL} 可能与之不同，且判断节点以 GA 标签为准）"
+            );
         }
         Some(g)
             if facts.has_required_affinity
@@ -551,13 +648,22 @@ fn write_placement_body(
         en.push_str(" (preferred affinity is only a preference and guarantees nothing)");
         zh.push_str("（首选亲和性只是偏好，不构成保证）");
     }
-    if gap.is_some() && workload.pod.node_name.is_some() && matching.is_some() {
-        en.push_str(" (spec.nodeName names a node that is not in the cluster)");
-        zh.push_str("（spec.nodeName 指定的节点不在集群中）");
+    if let Some(name) = facts.unknown_bound_node()
+        && gap.is_some()
+        && unknown_node.is_none()
+        && matching.is_some()
+    {
+        let _ = write!(
+            en,
+            " ({prefix}.nodeName names node {name}, which is not in the node inventory)"
+        );
+        let _ = write!(zh, "（{prefix}.nodeName 指定的节点 {name} 不在节点清单中）");
     }
 
-    // What the inventory shows today.
-    if let Some(m) = matching {
+    // What the inventory shows today (nothing, for a node it lacks).
+    if let Some(m) = matching
+        && unknown_node.is_none()
+    {
         let clause = write_inventory_clause(workload.kind, m, outside);
         en.push_str(&clause.en);
         zh.push_str(&clause.zh);
@@ -566,23 +672,62 @@ fn write_placement_body(
     // The fix.
     en.push_str(". Fix: ");
     zh.push_str("。修复：");
+    let affinity =
+        format!("{prefix}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution");
     match gap {
+        _ if unknown_node.is_some() => {
+            let regions = facts.region_fix_list();
+            let _ = write!(
+                en,
+                "name a node that exists and is in mainland China, or remove nodeName and add a required node affinity on {REGION_LABEL} In [{regions}] under {affinity}"
+            );
+            let _ = write!(
+                zh,
+                "指定一个存在且位于中国大陆的节点，或删除 nodeName 并在 {affinity} 中添加必需的节点亲和性 {REGION_LABEL} In [{regions}]"
+            );
+            let note = facts.withheld_note(None);
+            en.push_str(&note.en);
+            zh.push_str(&note.zh);
+        }
         Some(g) if !g.non_mainland_regions.is_empty() => {
             let r = g.non_mainland_regions.join(", ");
             let _ = write!(en, "remove {r} from the allowed regions");
             let _ = write!(zh, "从允许的地域中移除 {r}");
         }
-        Some(_) => {
-            let prefix = workload.pod_spec_path();
-            let regions = facts.region_fix_list();
-            let _ = write!(
-                en,
-                "add a required node affinity on {REGION_LABEL} In [{regions}] under {prefix}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
-            );
-            let _ = write!(
-                zh,
-                "在 {prefix}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution 中添加必需的节点亲和性 {REGION_LABEL} In [{regions}]"
-            );
+        Some(g) => {
+            // The deprecated label's values, when they are all mainland,
+            // are what the user meant; else the inventory's regions.
+            let (regions, among) = match &g.legacy_values {
+                Some(values)
+                    if !values.is_empty()
+                        && values.iter().all(|v| facts.catalogue.is_mainland_region(v)) =>
+                {
+                    (values.join(", "), Some(values.as_slice()))
+                }
+                _ => (facts.region_fix_list(), None),
+            };
+            if g.legacy_values.is_some() {
+                let _ = write!(
+                    en,
+                    "use the GA key {REGION_LABEL} instead of {LEGACY_REGION_LABEL} in {field} ({REGION_LABEL} In [{regions}])"
+                );
+                let _ = write!(
+                    zh,
+                    "在 {field} 中用 GA 标签 {REGION_LABEL} 代替 {LEGACY_REGION_LABEL}（{REGION_LABEL} In [{regions}]）"
+                );
+            } else {
+                let _ = write!(
+                    en,
+                    "add a required node affinity on {REGION_LABEL} In [{regions}] under {affinity}"
+                );
+                let _ = write!(
+                    zh,
+                    "在 {affinity} 中添加必需的节点亲和性 {REGION_LABEL} In [{regions}]"
+                );
+            }
+            let note = facts.withheld_note(among);
+            en.push_str(&note.en);
+            zh.push_str(&note.zh);
         }
         None => {
             en.push_str("fix the region labels of the nodes listed (or remove them from the pool), or narrow the selector to nodes in mainland China");

@@ -12,8 +12,11 @@ use jiff::tz::{Offset, TimeZone};
 use super::catalogue::{Catalogue, RegionLookup};
 use super::ipset::IpSet;
 use super::nodes::{LEGACY_REGION_LABEL, REGION_LABEL};
-use super::selector::{LabelSelectorMatcher, NodeSelectorTerms, Op, Space};
+use super::selector::{
+    LabelSelectorMatcher, NodeSelectorTerms, Op, SelectorProblem, Space, label_key_problem,
+};
 use super::shared::Shared;
+use super::verdict::Text;
 use crate::api::{Action, DataClass, EgressMode, LegalBasis, ResidencyPolicy};
 
 /// Exemption dates are read in China Standard Time: approvals are issued by
@@ -70,7 +73,44 @@ impl CompiledExemption {
 pub struct PolicyProblem {
     /// The field at fault, e.g. `spec.exemptions[0].expires`.
     pub field: String,
-    pub message: String,
+    /// What is wrong and what to do, in both languages (the field is not
+    /// repeated in it).
+    pub message: Text,
+}
+
+impl PolicyProblem {
+    fn new(field: impl Into<String>, en: impl Into<String>, zh: impl Into<String>) -> Self {
+        PolicyProblem {
+            field: field.into(),
+            message: Text {
+                en: en.into(),
+                zh: zh.into(),
+            },
+        }
+    }
+
+    /// A data class in `spec.dataClasses[index]` that is not in the
+    /// vocabulary (the CRD's enum refuses it in a cluster; `check` reads
+    /// manifests no API server has seen).
+    pub fn unknown_class(index: usize, value: &str) -> Self {
+        let vocabulary = DataClass::vocabulary();
+        PolicyProblem::new(
+            format!("spec.dataClasses[{index}]"),
+            format!("{value:?} is not a data class; valid classes are: {vocabulary}"),
+            format!("{value:?} 不是有效的数据类别；有效的类别为：{vocabulary}"),
+        )
+    }
+}
+
+/// Selector problems under `prefix` (e.g. `spec.namespaceSelector`).
+fn selector_problems(prefix: &str, problems: Vec<SelectorProblem>) -> Vec<PolicyProblem> {
+    problems
+        .into_iter()
+        .map(|p| PolicyProblem {
+            field: format!("{prefix}.{}", p.field),
+            message: p.message,
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug, Default)]
@@ -86,18 +126,13 @@ pub fn compile(
 ) -> Result<(CompiledPolicy, Vec<PolicyProblem>), Vec<PolicyProblem>> {
     let mut report = PolicyReport::default();
     let spec = &policy.spec;
-    let problem = |field: &str, message: String| PolicyProblem {
-        field: field.to_string(),
-        message,
-    };
 
     if spec.data_classes.is_empty() {
-        report.errors.push(problem(
+        let vocabulary = DataClass::vocabulary();
+        report.errors.push(PolicyProblem::new(
             "spec.dataClasses",
-            format!(
-                "lists no data class; name at least one of: {}",
-                DataClass::vocabulary()
-            ),
+            format!("lists no data class; name at least one of: {vocabulary}"),
+            format!("未列出任何数据类别；请至少填写以下之一：{vocabulary}"),
         ));
     }
 
@@ -105,8 +140,10 @@ pub fn compile(
         None => None,
         Some(sel) => match LabelSelectorMatcher::compile(sel) {
             Ok(m) => Some(m),
-            Err(e) => {
-                report.errors.push(problem("spec.namespaceSelector", e));
+            Err(problems) => {
+                report
+                    .errors
+                    .extend(selector_problems("spec.namespaceSelector", problems));
                 None
             }
         },
@@ -120,16 +157,20 @@ pub fn compile(
     if let Some(terms) = &allowed_nodes {
         check_allowed_nodes(terms, catalogue, &mut report);
     }
+    if let Some(selector) = &spec.placement.allowed_nodes {
+        check_allowed_node_keys(selector, &mut report);
+    }
 
     let mut nets: Vec<IpNet> = Vec::new();
     for (i, text) in spec.egress.allowed_cidrs.iter().enumerate() {
         match parse_net(text) {
             Some(net) => nets.push(net),
-            None => report.errors.push(problem(
-                &format!("spec.egress.allowedCIDRs[{i}]"),
+            None => report.errors.push(PolicyProblem::new(
+                format!("spec.egress.allowedCIDRs[{i}]"),
                 format!(
                     "{text:?} is not a CIDR (like 203.0.113.0/24 or 240e::/20) or an IP address"
                 ),
+                format!("{text:?} 不是 CIDR（如 203.0.113.0/24 或 240e::/20），也不是 IP 地址"),
             )),
         }
     }
@@ -139,61 +180,63 @@ pub fn compile(
         let field = |f: &str| format!("spec.exemptions[{index}].{f}");
         let selector = match LabelSelectorMatcher::compile(&ex.selector) {
             Ok(m) if m.is_empty() => {
-                report.errors.push(problem(
-                    &field("selector"),
-                    "selects every workload; an exemption must name specific workloads with matchLabels or matchExpressions".into(),
+                report.errors.push(PolicyProblem::new(
+                    field("selector"),
+                    "selects every workload; an exemption must name specific workloads with matchLabels or matchExpressions",
+                    "选中了所有工作负载；豁免必须用 matchLabels 或 matchExpressions 指明具体的工作负载",
                 ));
                 None
             }
             Ok(m) => Some(m),
-            Err(e) => {
-                report.errors.push(problem(&field("selector"), e));
+            Err(problems) => {
+                report
+                    .errors
+                    .extend(selector_problems(&field("selector"), problems));
                 None
             }
         };
         if ex.reference.trim().is_empty() {
-            report.errors.push(problem(
-                &field("reference"),
-                "is empty; give the filing or approval reference".into(),
+            report.errors.push(PolicyProblem::new(
+                field("reference"),
+                "is empty; give the filing or approval reference",
+                "为空；请填写备案或批准文号",
             ));
         }
         if ex.approved_by.trim().is_empty() {
-            report.errors.push(problem(
-                &field("approvedBy"),
-                "is empty; name who approved the transfer".into(),
+            report.errors.push(PolicyProblem::new(
+                field("approvedBy"),
+                "is empty; name who approved the transfer",
+                "为空；请填写批准该数据出境的人",
             ));
         }
-        let expiry = match ex.expires.parse::<Date>() {
-            Ok(date) if ex.expires.len() == 10 => lapse_instant(date).map(|t| (date, t)),
-            _ => None,
-        };
-        match (selector, expiry) {
-            (Some(selector), Some((expires, lapses_at))) => {
-                if now >= lapses_at {
-                    report.warnings.push(problem(
-                        &field("expires"),
-                        format!(
-                            "{} is in the past: this exemption no longer applies",
-                            ex.expires
-                        ),
-                    ));
-                }
-                exemptions.push(CompiledExemption {
-                    index,
-                    selector,
-                    namespaces: ex.namespaces.clone(),
-                    basis: ex.basis,
-                    reference: ex.reference.clone(),
-                    approved_by: ex.approved_by.clone(),
-                    expires,
-                    lapses_at,
-                });
+        let expiry = parse_expiry(&ex.expires);
+        if let Err(why) = &expiry {
+            report.errors.push(PolicyProblem {
+                field: field("expires"),
+                message: why.clone(),
+            });
+        }
+        if let (Some(selector), Ok((expires, lapses_at))) = (selector, expiry) {
+            if now >= lapses_at {
+                report.warnings.push(PolicyProblem::new(
+                    field("expires"),
+                    format!(
+                        "{} is in the past: this exemption no longer applies",
+                        ex.expires
+                    ),
+                    format!("{} 已过去：该豁免不再适用", ex.expires),
+                ));
             }
-            (_, None) => report.errors.push(problem(
-                &field("expires"),
-                format!("{:?} is not a date in the form YYYY-MM-DD", ex.expires),
-            )),
-            (None, Some(_)) => {}
+            exemptions.push(CompiledExemption {
+                index,
+                selector,
+                namespaces: ex.namespaces.clone(),
+                basis: ex.basis,
+                reference: ex.reference.clone(),
+                approved_by: ex.approved_by.clone(),
+                expires,
+                lapses_at,
+            });
         }
     }
 
@@ -215,6 +258,81 @@ pub fn compile(
         },
         report.warnings,
     ))
+}
+
+/// An exemption's `expires` (`YYYY-MM-DD`): the date and the instant it
+/// lapses, or why it is not a date: not in that form, or in the form but
+/// impossible (`2026-02-30`).
+fn parse_expiry(text: &str) -> Result<(Date, Timestamp), Text> {
+    let b = text.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    let shaped = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && digits(0..4)
+        && digits(5..7)
+        && digits(8..10);
+    if !shaped {
+        return Err(Text {
+            en: format!("{text:?} is not a date in the form YYYY-MM-DD (e.g. 2027-06-30)"),
+            zh: format!("{text:?} 不是 YYYY-MM-DD 格式的日期（例如 2027-06-30）"),
+        });
+    }
+    // The shape is checked: these are plain digit runs.
+    let num = |r: std::ops::Range<usize>| text[r].parse::<i16>().unwrap_or(0);
+    let (year, month, day) = (num(0..4), num(5..7), num(8..10));
+    let impossible = |en: String, zh: String| Text {
+        en: format!("{text:?} is an impossible date: {en}"),
+        zh: format!("{text:?} 是不存在的日期：{zh}"),
+    };
+    if !(1..=12).contains(&month) {
+        return Err(impossible(
+            format!("there is no month {month}"),
+            format!("不存在 {month} 月"),
+        ));
+    }
+    let first = Date::new(year, month as i8, 1).map_err(|_| {
+        impossible(
+            format!("year {year} is out of range"),
+            format!("年份 {year} 超出范围"),
+        )
+    })?;
+    let days = first.days_in_month();
+    let date = Date::new(year, month as i8, day as i8).map_err(|_| {
+        impossible(
+            format!("{} {year} has {days} days", month_name(month)),
+            format!("{year} 年 {month} 月只有 {days} 天"),
+        )
+    })?;
+    let lapses = lapse_instant(date).ok_or_else(|| {
+        impossible(
+            "it is past the last date that can be represented".into(),
+            "超出可表示的最后日期".into(),
+        )
+    })?;
+    Ok((date, lapses))
+}
+
+fn month_name(month: i16) -> &'static str {
+    const NAMES: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    usize::try_from(month - 1)
+        .ok()
+        .and_then(|i| NAMES.get(i))
+        .copied()
+        .unwrap_or("that month")
 }
 
 /// The end of `date` in China Standard Time.
@@ -244,10 +362,11 @@ fn check_allowed_nodes(
     for (t, term) in terms.terms.iter().enumerate() {
         let field = format!("spec.placement.allowedNodes.nodeSelectorTerms[{t}]");
         if let Some(why) = &term.invalid {
-            report.errors.push(PolicyProblem {
-                field: field.clone(),
-                message: format!("{why}; this term would match no node"),
-            });
+            report.errors.push(PolicyProblem::new(
+                field.clone(),
+                format!("{why}; this term would match no node"),
+                format!("{why}；该条件不会匹配任何节点"),
+            ));
         }
         for r in &term.requirements {
             let is_region =
@@ -258,23 +377,68 @@ fn check_allowed_nodes(
             }
             for v in values {
                 match catalogue.lookup(None, v) {
-                    RegionLookup::Known(e) if !e.jurisdiction.is_mainland() => report.errors.push(PolicyProblem {
-                        field: field.clone(),
-                        message: format!(
-                            "names region {v}, which is in {} ({}); nodes there never count as mainland China",
-                            e.jurisdiction.describe_en(),
-                            e.location.as_deref().unwrap_or(&e.country)
-                        ),
-                    }),
-                    RegionLookup::Unknown => report.warnings.push(PolicyProblem {
-                        field: field.clone(),
-                        message: format!(
+                    RegionLookup::Known(e) if !e.jurisdiction.is_mainland() => {
+                        let (en_where, zh_where) = describe_place(e);
+                        report.errors.push(PolicyProblem::new(
+                            field.clone(),
+                            format!(
+                                "names region {v}, which is {en_where}; nodes there never count as mainland China"
+                            ),
+                            format!("列出了地域 {v}，该地域{zh_where}；那里的节点永远不算中国大陆"),
+                        ));
+                    }
+                    RegionLookup::Unknown => report.warnings.push(PolicyProblem::new(
+                        field.clone(),
+                        format!(
                             "names region {v}, which is not in the jurisdiction catalogue; nodes labelled with it count as mainland only through this policy (consider adding it to the catalogue)"
                         ),
-                    }),
+                        format!(
+                            "列出了地域 {v}，该地域不在管辖目录中；带此标签的节点只有通过本策略才算中国大陆（建议将其加入管辖目录）"
+                        ),
+                    )),
                     _ => {}
                 }
             }
         }
+    }
+}
+
+/// Label keys in `allowedNodes` the API server would refuse in a node
+/// selector (the CRD schema does not check them).
+fn check_allowed_node_keys(
+    selector: &k8s_openapi::api::core::v1::NodeSelector,
+    report: &mut PolicyReport,
+) {
+    for (t, term) in selector.node_selector_terms.iter().enumerate() {
+        for (j, r) in term.match_expressions.iter().flatten().enumerate() {
+            if let Some(why) = label_key_problem(&r.key) {
+                report.errors.push(PolicyProblem {
+                    field: format!(
+                        "spec.placement.allowedNodes.nodeSelectorTerms[{t}].matchExpressions[{j}].key"
+                    ),
+                    message: why,
+                });
+            }
+        }
+    }
+}
+
+/// "in Hong Kong", "outside China (Singapore)": where a catalogue region
+/// is, without saying the same place twice.
+fn describe_place(e: &super::catalogue::RegionEntry) -> (String, String) {
+    let j = e.jurisdiction;
+    let detail = e
+        .location
+        .as_deref()
+        .filter(|l| !l.eq_ignore_ascii_case(j.describe_en()))
+        .or_else(|| (j == super::catalogue::Jurisdiction::Foreign).then_some(e.country.as_str()));
+    let en = match j {
+        super::catalogue::Jurisdiction::Foreign => j.describe_en().to_string(),
+        _ => format!("in {}", j.describe_en()),
+    };
+    let zh = format!("位于{}", j.describe_zh());
+    match detail {
+        Some(d) => (format!("{en} ({d})"), format!("{zh}（{d}）")),
+        None => (en, zh),
     }
 }

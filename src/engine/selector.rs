@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::{NodeSelector, NodeSelectorRequirement, NodeSelectorTerm};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
+use super::verdict::Text;
+
 /// Node fields are matched in their own key space (`matchFields`);
 /// Kubernetes supports only `metadata.name` there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -343,38 +345,108 @@ pub struct LabelSelectorMatcher {
     requirements: Vec<Requirement>,
 }
 
+/// Something the API server would refuse in a label selector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SelectorProblem {
+    /// The field below the selector: `matchLabels`,
+    /// `matchExpressions[0].key`, `matchExpressions[1].values[0]`, ...
+    pub field: String,
+    pub message: Text,
+}
+
 impl LabelSelectorMatcher {
-    /// Compile a selector; an invalid one is an error naming the problem.
+    /// Compile a selector, validated as the API server validates label
+    /// selectors: keys are qualified names, values valid label values,
+    /// operators known and value counts right. Every problem is returned.
     /// An empty selector matches everything (Kubernetes semantics).
-    pub fn compile(selector: &LabelSelector) -> Result<Self, String> {
-        let mut requirements: Vec<Requirement> = selector
-            .match_labels
-            .iter()
-            .flatten()
-            .map(|(k, v)| Requirement::label_eq(k, v))
-            .collect();
-        for expr in selector.match_expressions.iter().flatten() {
+    pub fn compile(selector: &LabelSelector) -> Result<Self, Vec<SelectorProblem>> {
+        let mut problems = Vec::new();
+        let mut requirements: Vec<Requirement> = Vec::new();
+        for (k, v) in selector.match_labels.iter().flatten() {
+            if let Some(why) = label_key_problem(k) {
+                problems.push(SelectorProblem {
+                    field: "matchLabels".into(),
+                    message: why,
+                });
+            }
+            if let Some(why) = label_value_problem(k, v) {
+                problems.push(SelectorProblem {
+                    field: "matchLabels".into(),
+                    message: why,
+                });
+            }
+            requirements.push(Requirement::label_eq(k, v));
+        }
+        for (i, expr) in selector.match_expressions.iter().flatten().enumerate() {
+            let field = |f: &str| format!("matchExpressions[{i}].{f}");
             let values = expr.values.as_deref().unwrap_or_default();
-            let set = values.iter().cloned().collect::<BTreeSet<String>>();
+            if let Some(why) = label_key_problem(&expr.key) {
+                problems.push(SelectorProblem {
+                    field: field("key"),
+                    message: why,
+                });
+            }
+            for (j, v) in values.iter().enumerate() {
+                if let Some(why) = label_value_problem(&expr.key, v) {
+                    problems.push(SelectorProblem {
+                        field: field(&format!("values[{j}]")),
+                        message: why,
+                    });
+                }
+            }
+            let set = || values.iter().cloned().collect::<BTreeSet<String>>();
             let op = match expr.operator.as_str() {
                 "In" | "NotIn" if values.is_empty() => {
-                    return Err(format!("{} {} has no values", expr.key, expr.operator));
+                    problems.push(SelectorProblem {
+                        field: field("values"),
+                        message: Text {
+                            en: format!(
+                                "{} {} has no values: values must be given when the operator is In or NotIn",
+                                expr.key, expr.operator
+                            ),
+                            zh: format!(
+                                "{} {} 没有取值：运算符为 In 或 NotIn 时必须给出 values",
+                                expr.key, expr.operator
+                            ),
+                        },
+                    });
+                    continue;
                 }
-                "In" => Op::In(set),
-                "NotIn" => Op::NotIn(set),
                 "Exists" | "DoesNotExist" if !values.is_empty() => {
-                    return Err(format!(
-                        "{} {} must not have values",
-                        expr.key, expr.operator
-                    ));
+                    problems.push(SelectorProblem {
+                        field: field("values"),
+                        message: Text {
+                            en: format!(
+                                "{} {} must not have values: values are not allowed when the operator is Exists or DoesNotExist",
+                                expr.key, expr.operator
+                            ),
+                            zh: format!(
+                                "{} {} 不能带取值：运算符为 Exists 或 DoesNotExist 时不允许 values",
+                                expr.key, expr.operator
+                            ),
+                        },
+                    });
+                    continue;
                 }
+                "In" => Op::In(set()),
+                "NotIn" => Op::NotIn(set()),
                 "Exists" => Op::Exists,
                 "DoesNotExist" => Op::DoesNotExist,
                 other => {
-                    return Err(format!(
-                        "operator {other:?} on key {:?} is not one of In, NotIn, Exists, DoesNotExist",
-                        expr.key
-                    ));
+                    problems.push(SelectorProblem {
+                        field: field("operator"),
+                        message: Text {
+                            en: format!(
+                                "operator {other:?} on key {:?} is not one of In, NotIn, Exists, DoesNotExist",
+                                expr.key
+                            ),
+                            zh: format!(
+                                "键 {:?} 上的运算符 {other:?} 无效，只能是 In、NotIn、Exists、DoesNotExist 之一",
+                                expr.key
+                            ),
+                        },
+                    });
+                    continue;
                 }
             };
             requirements.push(Requirement {
@@ -383,7 +455,34 @@ impl LabelSelectorMatcher {
                 op,
             });
         }
-        Ok(LabelSelectorMatcher { requirements })
+        if problems.is_empty() {
+            Ok(LabelSelectorMatcher { requirements })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Whether `compile` would accept the selector, without writing any
+    /// message or building the matcher.
+    pub fn is_valid(selector: &LabelSelector) -> bool {
+        let labels_ok =
+            selector.match_labels.iter().flatten().all(|(k, v)| {
+                label_key_problem(k).is_none() && label_value_problem(k, v).is_none()
+            });
+        let expressions_ok = selector.match_expressions.iter().flatten().all(|e| {
+            let values = e.values.as_deref().unwrap_or_default();
+            let op_ok = match e.operator.as_str() {
+                "In" | "NotIn" => !values.is_empty(),
+                "Exists" | "DoesNotExist" => values.is_empty(),
+                _ => false,
+            };
+            op_ok
+                && label_key_problem(&e.key).is_none()
+                && values
+                    .iter()
+                    .all(|v| label_value_problem(&e.key, v).is_none())
+        });
+        labels_ok && expressions_ok
     }
 
     /// Like `compile`, but a selector Kubernetes would reject matches nothing.
@@ -400,6 +499,123 @@ impl LabelSelectorMatcher {
     pub fn is_empty(&self) -> bool {
         self.requirements.is_empty()
     }
+}
+
+/// Longest label name (the part after any prefix) and label value.
+const MAX_LABEL_NAME: usize = 63;
+/// Longest DNS-1123 subdomain (a label key's prefix).
+const MAX_SUBDOMAIN: usize = 253;
+
+/// `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`: a label name, or a
+/// non-empty label value.
+fn is_label_token(s: &str) -> bool {
+    let b = s.as_bytes();
+    match (b.first(), b.last()) {
+        (Some(f), Some(l)) => {
+            f.is_ascii_alphanumeric()
+                && l.is_ascii_alphanumeric()
+                && b.iter()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        }
+        _ => false,
+    }
+}
+
+/// A lowercase RFC 1123 subdomain: dot-separated labels of `[a-z0-9-]`,
+/// each starting and ending alphanumeric.
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('.').all(|part| {
+            let b = part.as_bytes();
+            match (b.first(), b.last()) {
+                (Some(f), Some(l)) => {
+                    (f.is_ascii_lowercase() || f.is_ascii_digit())
+                        && (l.is_ascii_lowercase() || l.is_ascii_digit())
+                        && b.iter()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                }
+                _ => false,
+            }
+        })
+}
+
+const NAME_RULE_EN: &str = "a label name must be 63 characters or fewer, consist of alphanumeric characters, '-', '_' or '.', and start and end with an alphanumeric character (e.g. app, my.name, 123-abc)";
+const NAME_RULE_ZH: &str = "标签名不超过 63 个字符，只能包含字母、数字、'-'、'_' 或 '.'，且必须以字母或数字开头和结尾（例如 app、my.name、123-abc）";
+
+/// Why `key` is not a label key the API server accepts (a qualified name:
+/// an optional DNS-subdomain prefix of at most 253 characters and `/`,
+/// then a name of at most 63 characters), or None when it is one.
+pub fn label_key_problem(key: &str) -> Option<Text> {
+    let bad = |en: String, zh: String| {
+        Some(Text {
+            en: format!("{key:?} is not a valid label key: {en}"),
+            zh: format!("{key:?} 不是有效的标签键：{zh}"),
+        })
+    };
+    let (prefix, name) = match key.split_once('/') {
+        None => (None, key),
+        Some((_, name)) if name.contains('/') => {
+            return bad(
+                "a key is a name with an optional DNS subdomain prefix and one '/' (e.g. example.com/name)".into(),
+                "标签键由名称和可选的 DNS 子域名前缀加一个 '/' 组成（例如 example.com/name）".into(),
+            );
+        }
+        Some((prefix, name)) => (Some(prefix), name),
+    };
+    if let Some(prefix) = prefix {
+        if prefix.is_empty() {
+            return bad(
+                "the prefix before '/' is empty".into(),
+                "'/' 之前的前缀为空".into(),
+            );
+        }
+        if prefix.len() > MAX_SUBDOMAIN {
+            return bad(
+                format!(
+                    "the prefix is {} characters long; at most {MAX_SUBDOMAIN} are allowed",
+                    prefix.len()
+                ),
+                format!(
+                    "前缀长 {} 个字符，最多允许 {MAX_SUBDOMAIN} 个",
+                    prefix.len()
+                ),
+            );
+        }
+        if !is_dns_subdomain(prefix) {
+            return bad(
+                format!(
+                    "the prefix {prefix:?} must be a lowercase DNS subdomain (lowercase letters, digits, '-' and '.', starting and ending with a letter or digit)"
+                ),
+                format!(
+                    "前缀 {prefix:?} 必须是小写的 DNS 子域名（小写字母、数字、'-' 和 '.'，以字母或数字开头和结尾）"
+                ),
+            );
+        }
+    }
+    if name.is_empty() {
+        return bad("the name part is empty".into(), "名称部分为空".into());
+    }
+    if name.len() > MAX_LABEL_NAME || !is_label_token(name) {
+        return bad(NAME_RULE_EN.into(), NAME_RULE_ZH.into());
+    }
+    None
+}
+
+/// Why `value` (of label `key`) is not a label value the API server
+/// accepts (empty, or at most 63 characters of `[A-Za-z0-9._-]` starting
+/// and ending alphanumeric), or None when it is one.
+pub fn label_value_problem(key: &str, value: &str) -> Option<Text> {
+    if value.is_empty() || (value.len() <= MAX_LABEL_NAME && is_label_token(value)) {
+        return None;
+    }
+    Some(Text {
+        en: format!(
+            "{value:?} (for key {key}) is not a valid label value: a label value must be empty or 63 characters or fewer, consist of alphanumeric characters, '-', '_' or '.', and start and end with an alphanumeric character"
+        ),
+        zh: format!(
+            "{value:?}（键 {key}）不是有效的标签值：标签值可以为空，或不超过 63 个字符，只能包含字母、数字、'-'、'_' 或 '.'，且以字母或数字开头和结尾"
+        ),
+    })
 }
 
 #[cfg(test)]
@@ -492,6 +708,76 @@ mod tests {
         assert!(contradiction.unsatisfiable());
         let numeric = Conjunction::new(&[r("a", Op::Gt(4)), r("a", Op::Lt(5))]);
         assert!(numeric.unsatisfiable());
+    }
+
+    #[test]
+    fn label_keys_and_values_are_validated_like_the_api_server() {
+        for good in [
+            "app",
+            "a",
+            "A.b-c_d9",
+            "example.com/name",
+            "residencyguard.io/data-class",
+            "kubernetes.io/metadata.name",
+        ] {
+            assert_eq!(label_key_problem(good), None, "{good}");
+        }
+        let long_name = "a".repeat(64);
+        let long_prefix = format!("{}/x", "a".repeat(254));
+        for bad in [
+            "bad key!",
+            "",
+            "/name",
+            "example.com/",
+            "a/b/c",
+            "Example.com/name",
+            "-app",
+            "app-",
+            "exa_mple.com/x",
+            long_name.as_str(),
+            long_prefix.as_str(),
+        ] {
+            let why = label_key_problem(bad).unwrap_or_else(|| panic!("{bad:?} accepted"));
+            assert!(why.en.contains("is not a valid label key"), "{}", why.en);
+            assert!(why.zh.contains("不是有效的标签键"), "{}", why.zh);
+        }
+        assert_eq!(label_value_problem("k", ""), None);
+        assert_eq!(label_value_problem("k", "v1.2_3-x"), None);
+        assert!(label_value_problem("k", "has space").is_some());
+        assert!(label_value_problem("k", &"v".repeat(64)).is_some());
+        assert!(label_value_problem("k", "-v").is_some());
+    }
+
+    #[test]
+    fn every_selector_problem_is_reported_with_its_field() {
+        let sel: LabelSelector = serde_json::from_value(serde_json::json!({
+            "matchLabels": {"bad key!": "x", "ok": "bad value!"},
+            "matchExpressions": [
+                {"key": "env", "operator": "In", "values": []},
+                {"key": "tier", "operator": "Exists", "values": ["a"]},
+                {"key": "k", "operator": "Matches", "values": ["a"]},
+                {"key": "k8s.io/", "operator": "In", "values": ["ok", "not ok"]}
+            ]
+        }))
+        .unwrap();
+        let problems = LabelSelectorMatcher::compile(&sel).unwrap_err();
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "matchLabels",
+                "matchLabels",
+                "matchExpressions[0].values",
+                "matchExpressions[1].values",
+                "matchExpressions[2].operator",
+                "matchExpressions[3].key",
+                "matchExpressions[3].values[1]",
+            ]
+        );
+        assert!(problems[0].message.en.contains("\"bad key!\""));
+        assert!(LabelSelectorMatcher::compile_lenient(&sel).is_none());
+        assert!(!LabelSelectorMatcher::is_valid(&sel));
+        assert!(LabelSelectorMatcher::is_valid(&LabelSelector::default()));
     }
 
     #[test]

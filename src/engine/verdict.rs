@@ -53,6 +53,14 @@ impl Text {
     }
 }
 
+/// The English text: for logs and other English-only sinks. Pick a
+/// language with `get` wherever a person reads the message.
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.en)
+    }
+}
+
 /// Stable violation codes: part of the contract (JSON output, reports, metrics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum Code {

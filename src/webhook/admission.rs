@@ -210,7 +210,7 @@ fn handle_raw(
         Endpoint::NetworkPolicies => {
             network_policy_review(&req, snapshot, workloads, lang, now, decision)
         }
-        Endpoint::Policies => policy_review(&req, snapshot, now, decision),
+        Endpoint::Policies => policy_review(&req, snapshot, lang, now, decision),
     })
 }
 
@@ -586,6 +586,7 @@ fn network_policy_review(
 fn policy_review(
     req: &RequestIn<&RawValue, &RawValue>,
     snapshot: &Snapshot,
+    lang: Lang,
     now: Timestamp,
     decision: &mut Decision,
 ) -> Response {
@@ -614,7 +615,8 @@ fn policy_review(
                 .map(|w| {
                     bounded(&format!(
                         "ResidencyPolicy {name}: {}: {}",
-                        w.field, w.message
+                        w.field,
+                        w.message.get(lang)
                     ))
                 })
                 .collect(),
@@ -628,7 +630,8 @@ fn policy_review(
                 .map(|e| {
                     format!(
                         "ResidencyPolicy {name} is invalid: {}: {}",
-                        e.field, e.message
+                        e.field,
+                        e.message.get(lang)
                     )
                 })
                 .collect::<Vec<_>>()
