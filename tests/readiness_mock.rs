@@ -206,6 +206,7 @@ async fn a_watch_failing_past_the_threshold_makes_the_operator_not_ready_and_ref
         serving: Arc::new(AtomicBool::new(true)),
         certs: residency_guard::webhook::tls::CertStore::new(),
         live: None,
+        authorizer: None,
     };
     let review = json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",

@@ -6,6 +6,7 @@
 
 pub mod catalogue;
 mod classify;
+pub mod declassify;
 pub mod egress;
 pub mod inventory;
 pub mod ipset;

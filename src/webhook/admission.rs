@@ -35,9 +35,83 @@ pub struct ReviewIn<O, P> {
 /// A review with `object` and `oldObject` kept as raw JSON.
 pub type RawReviewIn<'a> = ReviewIn<&'a RawValue, &'a RawValue>;
 
-/// A workload review: the object decoded in the same pass, `oldObject`
-/// (never read for workloads) skipped.
-type WorkloadReviewIn = ReviewIn<WorkloadObject, IgnoredAny>;
+/// A workload review: the object decoded in the same pass, and of
+/// `oldObject` only its data-class labels (to see a declassification).
+type WorkloadReviewIn = ReviewIn<WorkloadObject, OldClassLabels>;
+
+/// The data-class labels of a review's old object: all that is read of it.
+#[derive(Debug, Default, Deserialize)]
+pub struct OldClassLabels {
+    #[serde(default)]
+    metadata: Option<LabelHolder>,
+    #[serde(default)]
+    spec: Option<OldSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LabelHolder {
+    #[serde(default)]
+    labels: Option<ClassOnly>,
+}
+
+/// A label map, of which only the data-class label is kept.
+#[derive(Debug, Default, Deserialize)]
+struct ClassOnly {
+    #[serde(rename = "residencyguard.io/data-class", default)]
+    class: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OldSpec {
+    #[serde(default)]
+    template: Option<OldTemplate>,
+    #[serde(default)]
+    job_template: Option<OldJobTemplate>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct OldTemplate {
+    #[serde(default)]
+    metadata: Option<LabelHolder>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct OldJobTemplate {
+    #[serde(default)]
+    spec: Option<OldJobSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct OldJobSpec {
+    #[serde(default)]
+    template: Option<OldTemplate>,
+}
+
+impl LabelHolder {
+    fn class(&self) -> Option<&str> {
+        self.labels.as_ref()?.class.as_deref()
+    }
+}
+
+impl OldClassLabels {
+    /// The data-class label values on the object and on its pod template
+    /// (a CronJob's job template's pod template).
+    pub fn values(&self) -> Vec<&str> {
+        let own = self.metadata.as_ref().and_then(LabelHolder::class);
+        let spec = self.spec.as_ref();
+        let template = spec
+            .and_then(|s| s.template.as_ref())
+            .or_else(|| {
+                spec.and_then(|s| s.job_template.as_ref())
+                    .and_then(|j| j.spec.as_ref())
+                    .and_then(|s| s.template.as_ref())
+            })
+            .and_then(|t| t.metadata.as_ref())
+            .and_then(LabelHolder::class);
+        own.into_iter().chain(template).collect()
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -114,6 +188,20 @@ pub struct Decision {
     /// may be milliseconds behind the API server: read it live and judge
     /// again before answering (see `server::confirm`).
     pub confirm: Option<Confirm>,
+    /// The UPDATE takes data classes away: it stands only if the user may
+    /// declassify them (see `engine::declassify`).
+    pub declassify: Option<Declassify>,
+}
+
+/// Classes an UPDATE removes, and from what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declassify {
+    /// The namespace the SubjectAccessReview names (the object's, or the
+    /// Namespace itself).
+    pub namespace: String,
+    /// "Deployment payments/api", "Namespace payments".
+    pub subject: String,
+    pub classes: Vec<crate::api::DataClass>,
 }
 
 /// What to read from the API server before the answer stands.
@@ -241,6 +329,7 @@ fn answer<O, P>(
         allowed: true,
         result: "skipped",
         confirm: None,
+        declassify: None,
     };
     let uid = std::mem::take(&mut req.uid);
     let response = judge(req, &mut decision);
@@ -284,6 +373,14 @@ pub fn refuse_unjudged(body: &[u8], why: &str, lang: Lang) -> Result<Handled, Ba
     })
 }
 
+/// A denial decided outside the engine's verdict (a declassification).
+pub fn forbidden(uid: String, message: String) -> Response {
+    Response {
+        uid,
+        ..refuse(403, "Forbidden", message)
+    }
+}
+
 /// A refusal the client should retry (the webhook cannot decide yet).
 pub fn unavailable(uid: String, message: String) -> Response {
     Response {
@@ -305,6 +402,27 @@ fn refuse(code: u16, reason: &'static str, message: String) -> Response {
     }
 }
 
+/// A review's old object, as something that yields its data-class labels.
+trait OldInput {
+    fn old_class_values(&self) -> Vec<String>;
+}
+
+impl OldInput for &RawValue {
+    fn old_class_values(&self) -> Vec<String> {
+        // The API server's own copy of the stored object: it is well formed;
+        // should it not be, nothing is known to have been removed.
+        serde_json::from_str::<OldClassLabels>(self.get())
+            .map(|o| o.values().into_iter().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl OldInput for OldClassLabels {
+    fn old_class_values(&self) -> Vec<String> {
+        self.values().into_iter().map(str::to_string).collect()
+    }
+}
+
 /// A review's object, as something that yields the workload.
 trait WorkloadInput {
     fn workload(self, default_namespace: &str) -> Result<Workload, WorkloadError>;
@@ -322,7 +440,7 @@ impl WorkloadInput for WorkloadObject {
     }
 }
 
-fn workload_review<O: WorkloadInput, P>(
+fn workload_review<O: WorkloadInput, P: OldInput>(
     req: RequestIn<O, P>,
     snapshot: &Snapshot,
     lang: Lang,
@@ -358,7 +476,40 @@ fn workload_review<O: WorkloadInput, P>(
         }
     };
     decision.confirm = confirmation_needed(snapshot, namespace, &verdict);
+    if req.operation == "UPDATE"
+        && let Some(old) = &req.old_object
+    {
+        decision.declassify = declassification(snapshot, &workload, &old.old_class_values());
+    }
     respond_to_verdict(&verdict, lang, decision)
+}
+
+/// The classes this UPDATE takes away from the workload (the Namespace's
+/// classes keep applying, so they are not taken away).
+fn declassification(
+    snapshot: &Snapshot,
+    workload: &Workload,
+    old: &[String],
+) -> Option<Declassify> {
+    if old.is_empty() {
+        return None;
+    }
+    use engine::declassify::{class_label, classes_named, removed_classes};
+    let still = classes_named(class_label(snapshot.namespaces.get(&workload.namespace)));
+    let new = [
+        class_label(Some(&workload.labels)),
+        class_label(Some(&workload.template_labels)),
+    ];
+    let removed = removed_classes(
+        old.iter().map(String::as_str),
+        new.into_iter().flatten(),
+        &still,
+    );
+    (!removed.is_empty()).then(|| Declassify {
+        namespace: workload.namespace.clone(),
+        subject: workload.reference(),
+        classes: removed.into_iter().collect(),
+    })
 }
 
 /// Does this answer rest on namespace facts the snapshot may not have yet?

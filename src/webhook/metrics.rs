@@ -46,6 +46,7 @@ pub struct ConfirmLabels {
 pub struct Metrics {
     pub registry: Registry,
     pub live_confirmations: Family<ConfirmLabels, Counter>,
+    pub declassifications: Family<OutcomeLabels, Counter>,
     pub decisions: Family<DecisionLabels, Counter>,
     pub latency: Family<EndpointLabels, Histogram>,
     pub cert_reloads: Family<OutcomeLabels, Counter>,
@@ -88,6 +89,12 @@ impl Metrics {
             "Admission answers that rested on namespace facts the snapshot might not have yet, confirmed against the API server, by reason and outcome",
             live_confirmations.clone(),
         );
+        let declassifications = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "declassifications",
+            "UPDATEs that remove data classes, by outcome (allowed, refused, error)",
+            declassifications.clone(),
+        );
         let cert_reloads = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "certificate_reloads",
@@ -121,6 +128,7 @@ impl Metrics {
         Arc::new(Metrics {
             registry,
             live_confirmations,
+            declassifications,
             decisions,
             latency,
             cert_reloads,

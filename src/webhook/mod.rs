@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod certs;
+pub mod declassify;
 pub mod metrics;
 pub mod server;
 pub mod tls;
@@ -236,6 +237,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         serving: serving.clone(),
         certs,
         live: Some(Arc::new(state::live::ApiReader::new(client.clone()))),
+        authorizer: Some(Arc::new(declassify::ApiAuthorizer::new(client.clone()))),
     };
     let webhook_listener = server::bind(args.webhook_addr)
         .await

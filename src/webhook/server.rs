@@ -21,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::admission::{self, Endpoint};
 use super::admission::{ConfirmReason, Handled};
+use super::declassify::{Authorizer, UserInfo};
 use super::metrics::{ConfirmLabels, DecisionLabels, EndpointLabels, Metrics};
 use super::tls::CertStore;
 use crate::engine::Lang;
@@ -41,6 +42,9 @@ pub struct App {
     /// Where answers that rest on namespace facts are confirmed before
     /// they stand (None: the snapshot alone decides; tests, benchmarks).
     pub live: Option<Arc<dyn LiveReader>>,
+    /// Where declassifications are authorised (None: every one is refused,
+    /// failing closed).
+    pub authorizer: Option<Arc<dyn Authorizer>>,
 }
 
 /// The admission routes (also used in process by tests and benchmarks).
@@ -136,6 +140,12 @@ async fn review(app: &App, endpoint: Endpoint, body: Bytes) -> Response {
             })
             .inc();
     }
+    if let Ok(handled) = &mut outcome
+        && let Some(removal) = handled.decision.declassify.take()
+        && handled.review.response.allowed
+    {
+        authorize_declassification(app, body, &removal, handled).await;
+    }
     let elapsed = started.elapsed();
     app.metrics
         .latency
@@ -194,6 +204,56 @@ async fn review(app: &App, endpoint: Endpoint, body: Bytes) -> Response {
             (StatusCode::BAD_REQUEST, bad.to_string()).into_response()
         }
     }
+}
+
+/// An UPDATE that removes data classes stands only if its user may
+/// declassify them; otherwise (or when that cannot be checked) it is
+/// refused with what to do.
+async fn authorize_declassification(
+    app: &App,
+    body: &[u8],
+    removal: &admission::Declassify,
+    handled: &mut Handled,
+) {
+    let user = UserInfo::of_review(body);
+    let answer = match &app.authorizer {
+        Some(a) => tokio::time::timeout(
+            LIVE_READ_TIMEOUT,
+            a.refused(&user, &removal.namespace, &removal.classes),
+        )
+        .await
+        .map_err(|_| format!("no answer within {LIVE_READ_TIMEOUT:?}"))
+        .and_then(|r| r.map_err(|e| e.to_string())),
+        None => Err("no authorizer is configured".to_string()),
+    };
+    let (refused, error) = match answer {
+        Ok(refused) if refused.is_empty() => {
+            tracing::info!(subject = %removal.subject, user = user.name(), classes = ?removal.classes, "declassification authorised");
+            app.metrics
+                .declassifications
+                .get_or_create(&super::metrics::OutcomeLabels { outcome: "allowed" })
+                .inc();
+            return;
+        }
+        Ok(refused) => (refused, None),
+        Err(e) => (removal.classes.clone(), Some(e)),
+    };
+    let outcome = if error.is_some() { "error" } else { "refused" };
+    app.metrics
+        .declassifications
+        .get_or_create(&super::metrics::OutcomeLabels { outcome })
+        .inc();
+    let text = crate::engine::declassify::refusal(
+        &removal.subject,
+        user.name(),
+        &removal.namespace,
+        &refused,
+        error.as_deref(),
+    );
+    tracing::info!(subject = %removal.subject, user = user.name(), classes = ?refused, error = ?error, "declassification refused");
+    let uid = std::mem::take(&mut handled.review.response.uid);
+    handled.review.response = admission::forbidden(uid, text.get(app.lang).to_string());
+    handled.decision.allowed = false;
 }
 
 /// Judge the review again on a snapshot focused on the namespace, with what

@@ -99,6 +99,7 @@ impl TestServer {
             serving: Arc::new(AtomicBool::new(true)),
             certs: certs.clone(),
             live: None,
+            authorizer: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
