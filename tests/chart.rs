@@ -587,7 +587,8 @@ fn perms(rows: &[Row]) -> BTreeSet<Perm> {
     out
 }
 
-const READ: &[&str] = &["get", "list", "watch"];
+/// What a watch needs: kube-runtime lists and watches, and never GETs.
+const READ: &[&str] = &["list", "watch"];
 
 fn webhook_perms() -> BTreeSet<Perm> {
     perms(&[
@@ -650,7 +651,7 @@ fn self_managed_perms(fullname: &str, ns: &str) -> BTreeSet<Perm> {
             ns,
             "",
             &["secrets"],
-            &["get", "update", "patch"],
+            &["get", "update"],
             &[&secret],
         ),
         (ns, "", &["secrets"], &["create"], &[]),
@@ -671,8 +672,15 @@ fn audit_perms(ns: &str) -> BTreeSet<Perm> {
             "cluster",
             "wgpolicyk8s.io",
             &["policyreports", "clusterpolicyreports"],
-            &["list", "create", "patch", "delete"],
+            &["list"],
             &[],
+        ),
+        (
+            "cluster",
+            "wgpolicyk8s.io",
+            &["policyreports", "clusterpolicyreports"],
+            &["create", "patch", "delete"],
+            &["residency-guard"],
         ),
         (
             ns,
