@@ -647,13 +647,7 @@ fn self_managed_perms(fullname: &str, ns: &str) -> BTreeSet<Perm> {
             &["get", "patch"],
             &[fullname],
         ),
-        (
-            ns,
-            "",
-            &["secrets"],
-            &["get", "update"],
-            &[&secret],
-        ),
+        (ns, "", &["secrets"], &["get", "update"], &[&secret]),
         (ns, "", &["secrets"], &["create"], &[]),
     ])
 }
