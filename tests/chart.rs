@@ -1462,7 +1462,7 @@ fn priority_class_and_memory_defaults() {
     assert_eq!(pod["priorityClassName"], RELEASE);
     let c = container(&objs);
     assert_eq!(c["resources"]["limits"]["memory"], "256Mi");
-    assert_eq!(c["resources"]["requests"]["memory"], "128Mi");
+    assert_eq!(c["resources"]["requests"]["memory"], "160Mi");
 
     let objs = render(
         &helm,
