@@ -221,6 +221,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if std::env::var("RG_BENCH_SCENARIO").as_deref() == Ok("abuse") {
+        return match runtime.block_on(abuse::run(&cfg)) {
+            Ok(report) => {
+                report.print();
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("webhook_load: FAILED: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match runtime.block_on(run(&cfg)) {
         Ok(report) => {
             report.print(&cfg);
@@ -1565,6 +1577,529 @@ impl Report {
         println!();
         for (key, value, target, v) in rows {
             println!("RESULT {key} {value} {target} {v}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Hostile clients and shutdown (RG_BENCH_SCENARIO=abuse)
+// ---------------------------------------------------------------------------
+
+/// The two targets of the hardening issue, against the real binary:
+///
+/// 1. **SIGTERM under load**: two replicas; 500 reviews/s go to replica A
+///    until it receives SIGTERM, and to replica B from `RG_BENCH_PROPAGATION_MS`
+///    (1,000) later, as the API server's Service does once the endpoint of a
+///    terminating pod is withdrawn. A keeps serving what reaches it
+///    meanwhile (its listener closes only after `--shutdown-delay-seconds`)
+///    and drains in-flight reviews. Target: 0 reviews lost.
+/// 2. **Stalled clients**: 200 connections held by a hostile client (80 raw
+///    TCP without a handshake, 80 TLS with half a request head, 40 TLS
+///    requests declaring 7 MiB that send all but one byte), each reopened
+///    as soon as the server closes it, while real traffic runs at 200
+///    reviews/s. Target: p99 under 10 ms and resident memory under the
+///    chart's memory limit (256 MiB).
+///
+/// Knobs: `RG_BENCH_SIGTERM_RATE` (500), `RG_BENCH_SIGTERM_SECONDS` (10,
+/// SIGTERM after 3), `RG_BENCH_STALLED` (200), `RG_BENCH_STALLED_RATE` (200),
+/// `RG_BENCH_SECONDS` (10, the stalled phase).
+mod abuse {
+    use super::*;
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+    const MEMORY_LIMIT_MIB: f64 = 256.0;
+
+    pub struct Report {
+        rate: u64,
+        seconds: u64,
+        propagation: Duration,
+        sigterm: Routed,
+        a_exit: String,
+        a_exit_after: Option<Duration>,
+        stalled_target: usize,
+        stalled_rate: u64,
+        stalled_seconds: u64,
+        stalled: Routed,
+        reopened: usize,
+        by_kind: [usize; 3],
+        rss_before_kib: u64,
+        rss_peak_kib: u64,
+        hwm_kib: u64,
+        refused: String,
+    }
+
+    /// Open-loop results, routed between two servers.
+    #[derive(Default)]
+    pub struct Routed {
+        latency: Latencies,
+        scheduled: usize,
+        ok: usize,
+        errors: usize,
+        timeouts: usize,
+        wrong: usize,
+        to: [usize; 2],
+        error_samples: Vec<String>,
+    }
+
+    impl Routed {
+        fn lost(&self) -> usize {
+            self.scheduled - self.ok
+        }
+    }
+
+    /// Fixed-rate open loop; each review goes to `addrs[route]` as `route`
+    /// reads when it is due. Latency from the due time.
+    async fn routed_open_loop(
+        rate: u64,
+        seconds: u64,
+        conns: usize,
+        addrs: [SocketAddr; 2],
+        route: Arc<AtomicUsize>,
+        tls: &TlsConnector,
+        reviews: &Reviews,
+    ) -> Result<Routed, String> {
+        let total = (rate * seconds) as usize;
+        let interval = Duration::from_nanos(1_000_000_000 / rate);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let start = Instant::now() + Duration::from_millis(20);
+        let dispatcher = std::thread::spawn(move || {
+            for i in 0..total {
+                let due = start + interval * i as u32;
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                if tx.send((i, due)).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut workers = Vec::new();
+        for _ in 0..conns {
+            let rx = rx.clone();
+            let reviews = reviews.clone();
+            let tls = tls.clone();
+            let route = route.clone();
+            workers.push(tokio::spawn(async move {
+                let mut r = Routed::default();
+                let mut lat = Vec::new();
+                let mut senders: [Option<Sender>; 2] = [None, None];
+                loop {
+                    let next = rx.lock().await.recv().await;
+                    let Some((i, due)) = next else { break };
+                    r.scheduled += 1;
+                    let t = route.load(Ordering::Relaxed).min(1);
+                    r.to[t] += 1;
+                    if senders[t].is_none() {
+                        match connect(addrs[t], &tls).await {
+                            Ok(s) => senders[t] = Some(s),
+                            Err(e) => {
+                                r.errors += 1;
+                                if r.error_samples.len() < 5 {
+                                    r.error_samples
+                                        .push(format!("connect to {}: {e}", addrs[t]));
+                                }
+                                continue;
+                            }
+                        }
+                    }
+                    let Some(sender) = senders[t].as_mut() else {
+                        continue;
+                    };
+                    let (body, allowed) = reviews.get(i);
+                    match tokio::time::timeout(REQUEST_TIMEOUT, post(sender, body)).await {
+                        Ok(Ok((status, resp))) if answered(status, &resp, allowed) => {
+                            lat.push(due.elapsed().as_nanos() as u64);
+                        }
+                        Ok(Ok((status, resp))) => {
+                            r.wrong += 1;
+                            if r.error_samples.len() < 5 {
+                                r.error_samples.push(format!(
+                                    "HTTP {status}: {}",
+                                    String::from_utf8_lossy(&resp[..resp.len().min(200)])
+                                ));
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            r.errors += 1;
+                            if r.error_samples.len() < 5 {
+                                r.error_samples.push(format!("to {}: {e}", addrs[t]));
+                            }
+                            senders[t] = None;
+                        }
+                        Err(_) => {
+                            r.timeouts += 1;
+                            senders[t] = None;
+                        }
+                    }
+                }
+                r.ok = lat.len();
+                (r, lat)
+            }));
+        }
+        let mut out = Routed::default();
+        let mut all = Vec::new();
+        for w in workers {
+            match tokio::time::timeout(Duration::from_secs(seconds + 20), w).await {
+                Ok(Ok((r, lat))) => {
+                    all.extend(lat);
+                    out.scheduled += r.scheduled;
+                    out.ok += r.ok;
+                    out.errors += r.errors;
+                    out.timeouts += r.timeouts;
+                    out.wrong += r.wrong;
+                    out.to[0] += r.to[0];
+                    out.to[1] += r.to[1];
+                    out.error_samples.extend(r.error_samples);
+                }
+                _ => return Err("an open-loop worker did not finish in time".into()),
+            }
+        }
+        let _ = dispatcher.join();
+        out.latency = Latencies::new(all);
+        Ok(out)
+    }
+
+    async fn until_closed(mut s: impl AsyncRead + Unpin, stop: &AtomicBool) {
+        let mut buf = [0u8; 1024];
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                _ => {}
+            }
+        }
+    }
+
+    /// One hostile slot: open a stalled connection of its kind, wait until
+    /// the server closes it, open the next; counts the connections opened.
+    async fn stall_slot(
+        kind: usize,
+        addr: SocketAddr,
+        tls: TlsConnector,
+        stop: Arc<AtomicBool>,
+        opened: Arc<AtomicUsize>,
+    ) {
+        let large = vec![b' '; 7 * 1024 * 1024 - 1];
+        while !stop.load(Ordering::Relaxed) {
+            let began = Instant::now();
+            let Ok(tcp) = TcpStream::connect(addr).await else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            opened.fetch_add(1, Ordering::Relaxed);
+            if kind == 0 {
+                until_closed(tcp, &stop).await;
+            } else {
+                let name = ServerName::IpAddress(addr.ip().into());
+                let Ok(Ok(mut s)) =
+                    tokio::time::timeout(Duration::from_secs(5), tls.connect(name, tcp)).await
+                else {
+                    continue;
+                };
+                if kind == 1 {
+                    let _ = s
+                        .write_all(b"POST /validate/workloads HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: app")
+                        .await;
+                } else {
+                    let head = format!(
+                        "POST /validate/workloads HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                        large.len() + 1
+                    );
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.flush().await;
+                    // Refused at once (429) when the budget is full: then
+                    // the write fails and the read sees the close.
+                    let _ = s.write_all(&large).await;
+                }
+                let _ = s.flush().await;
+                until_closed(s, &stop).await;
+            }
+            // Do not turn into a reconnect storm when refused at once.
+            if began.elapsed() < Duration::from_secs(1) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    fn refused_metrics(text: &str) -> String {
+        text.lines()
+            .filter(|l| l.starts_with("residency_guard_webhook_refused_total{"))
+            .map(|l| l.trim_start_matches("residency_guard_webhook_refused_total"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    async fn metrics(admin: SocketAddr) -> String {
+        let attempt = async {
+            let tcp = TcpStream::connect(admin).await.ok()?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                .await
+                .ok()?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let req = hyper::Request::get("/metrics")
+                .header(header::HOST, "127.0.0.1")
+                .body(Empty::<Bytes>::new())
+                .ok()?;
+            let resp = sender.send_request(req).await.ok()?;
+            let body = resp.into_body().collect().await.ok()?.to_bytes();
+            Some(String::from_utf8_lossy(&body).into_owned())
+        };
+        tokio::time::timeout(Duration::from_secs(2), attempt)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    pub async fn run(cfg: &Config) -> Result<Report, String> {
+        if !cfg.server_bin.exists() {
+            return Err(format!(
+                "{} does not exist: run `cargo build --release` first",
+                cfg.server_bin.display()
+            ));
+        }
+        let reviews = Reviews {
+            denied: Bytes::from(fixture::review_14k(Variant::Denied)),
+            allowed: Bytes::from(fixture::review_14k(Variant::Allowed)),
+        };
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let mock = Arc::new(Mock::from_examples()?);
+        let api = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let api_addr = api.local_addr().map_err(|e| e.to_string())?;
+        let router = Router::new().fallback(mock_api).with_state(mock.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(api, router).await;
+        });
+        let kubeconfig = write_kubeconfig(dir.path(), api_addr)?;
+        let tls_dir = dir.path().join("tls");
+        std::fs::create_dir(&tls_dir).map_err(|e| e.to_string())?;
+        let tls = tls_connector(write_certificates(&tls_dir)?)?;
+
+        // --- 1. SIGTERM under load -------------------------------------
+        let rate = env_num("RG_BENCH_SIGTERM_RATE", 500u64).clamp(1, 100_000);
+        let seconds = env_num("RG_BENCH_SIGTERM_SECONDS", 10u64).clamp(5, 120);
+        let propagation =
+            Duration::from_millis(env_num("RG_BENCH_PROPAGATION_MS", 1000u64).min(4000));
+        let (mut a, a_spawned, a_addr, a_admin) =
+            spawn_server(cfg, dir.path(), &kubeconfig, &tls_dir, 100)?;
+        wait_ready(&mut a, a_spawned, a_addr, a_admin, &tls, &reviews.denied).await?;
+        let (mut b, b_spawned, b_addr, b_admin) =
+            spawn_server(cfg, dir.path(), &kubeconfig, &tls_dir, 101)?;
+        wait_ready(&mut b, b_spawned, b_addr, b_admin, &tls, &reviews.denied).await?;
+        let route = Arc::new(AtomicUsize::new(0));
+        let a_pid = a.child.id();
+        let r = route.clone();
+        let sigterm_at = Duration::from_secs(3);
+        let signaller = tokio::spawn(async move {
+            tokio::time::sleep(sigterm_at).await;
+            let sent = Instant::now();
+            let ok = Command::new("kill")
+                .args(["-TERM", &a_pid.to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            tokio::time::sleep(propagation).await;
+            r.store(1, Ordering::Relaxed);
+            (ok, sent)
+        });
+        let sigterm =
+            routed_open_loop(rate, seconds, 8, [a_addr, b_addr], route, &tls, &reviews).await?;
+        let (signalled, sent) = signaller.await.map_err(|e| e.to_string())?;
+        if !signalled {
+            return Err("could not send SIGTERM to replica A".into());
+        }
+        // A exits after its shutdown delay and drain.
+        let mut a_exit = "still running 30 s after SIGTERM".to_string();
+        let mut a_exit_after = None;
+        while sent.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(status)) = a.child.try_wait() {
+                a_exit = status.to_string();
+                a_exit_after = Some(sent.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let a_log = a.stderr_tail();
+        if !a_log.is_empty() {
+            eprintln!("replica A stderr (tail):\n{a_log}");
+        }
+        drop(a);
+        drop(b);
+
+        // --- 2. Stalled connections + real traffic ----------------------
+        let stalled_target = env_num("RG_BENCH_STALLED", 200usize).clamp(1, 2000);
+        let stalled_rate = env_num("RG_BENCH_STALLED_RATE", 200u64).clamp(1, 100_000);
+        let stalled_seconds = cfg.seconds;
+        let (mut server, spawned, addr, admin) =
+            spawn_server(cfg, dir.path(), &kubeconfig, &tls_dir, 102)?;
+        wait_ready(&mut server, spawned, addr, admin, &tls, &reviews.denied).await?;
+        let pid = server.child.id();
+        // Warm up the real traffic path first.
+        closed_loop(4, 1, addr, &tls, &reviews, || {
+            CpuMeter::start(pid, None, None, clock_ticks())
+        })
+        .await?;
+        let rss_before_kib = memory_kib(pid).map_or(0, |m| m.rss);
+        let stop = Arc::new(AtomicBool::new(false));
+        let opened = Arc::new(AtomicUsize::new(0));
+        let mut by_kind = [0usize; 3];
+        let mut slots = Vec::new();
+        for i in 0..stalled_target {
+            // 40% raw TCP, 40% half heads, 20% large stalled bodies.
+            let kind = match i % 5 {
+                0 | 1 => 0,
+                2 | 3 => 1,
+                _ => 2,
+            };
+            by_kind[kind] += 1;
+            slots.push(tokio::spawn(stall_slot(
+                kind,
+                addr,
+                tls.clone(),
+                stop.clone(),
+                opened.clone(),
+            )));
+        }
+        // Let them all connect before the measured traffic starts.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let sampler = RssSampler::start(pid, Duration::from_secs(stalled_seconds + 60));
+        let _ = sampler.take_peak(pid);
+        let stalled = routed_open_loop(
+            stalled_rate,
+            stalled_seconds,
+            4,
+            [addr, addr],
+            Arc::new(AtomicUsize::new(0)),
+            &tls,
+            &reviews,
+        )
+        .await?;
+        let rss_peak_kib = sampler.take_peak(pid);
+        let hwm_kib = memory_kib(pid).map_or(0, |m| m.hwm);
+        let refused = refused_metrics(&metrics(admin).await);
+        stop.store(true, Ordering::Relaxed);
+        for s in slots {
+            let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
+        }
+        if let Some(e) = server.exited() {
+            return Err(e);
+        }
+        Ok(Report {
+            rate,
+            seconds,
+            propagation,
+            sigterm,
+            a_exit,
+            a_exit_after,
+            stalled_target,
+            stalled_rate,
+            stalled_seconds,
+            stalled,
+            reopened: opened.load(Ordering::Relaxed),
+            by_kind,
+            rss_before_kib,
+            rss_peak_kib,
+            hwm_kib,
+            refused,
+        })
+    }
+
+    impl Report {
+        pub fn print(&self) {
+            let s = &self.sigterm;
+            println!();
+            println!("== residency-guard webhook: SIGTERM under load, stalled clients ==");
+            println!(
+                "SIGTERM: {} reviews/s x {} s; replica A gets SIGTERM at 3 s, traffic moves to B {} ms later",
+                self.rate,
+                self.seconds,
+                self.propagation.as_millis()
+            );
+            println!(
+                "  scheduled {}, answered correctly {}, lost {} (errors {}, timeouts {}, wrong {}); to A {}, to B {}; {}",
+                s.scheduled,
+                s.ok,
+                s.lost(),
+                s.errors,
+                s.timeouts,
+                s.wrong,
+                s.to[0],
+                s.to[1],
+                s.latency.summary()
+            );
+            for e in &s.error_samples {
+                println!("  error: {e}");
+            }
+            println!(
+                "  replica A exited {} after SIGTERM: {}",
+                self.a_exit_after
+                    .map_or("-".into(), |d| format!("{:.2} s", d.as_secs_f64())),
+                self.a_exit
+            );
+            let t = &self.stalled;
+            println!(
+                "stalled: {} hostile connections held open ({} raw TCP, {} half heads, {} 7 MiB bodies; {} connections opened in all, each reopened when closed) + {} reviews/s x {} s",
+                self.stalled_target,
+                self.by_kind[0],
+                self.by_kind[1],
+                self.by_kind[2],
+                self.reopened,
+                self.stalled_rate,
+                self.stalled_seconds
+            );
+            println!(
+                "  scheduled {}, answered correctly {}, lost {} (errors {}, timeouts {}, wrong {}); {}",
+                t.scheduled,
+                t.ok,
+                t.lost(),
+                t.errors,
+                t.timeouts,
+                t.wrong,
+                t.latency.summary()
+            );
+            for e in &t.error_samples {
+                println!("  error: {e}");
+            }
+            println!(
+                "  server VmRSS {:.1} MiB before, peak {:.1} MiB during; VmHWM {:.1} MiB (chart limit {MEMORY_LIMIT_MIB} MiB)",
+                mib(self.rss_before_kib),
+                mib(self.rss_peak_kib),
+                mib(self.hwm_kib)
+            );
+            println!("  refused by the listener: {}", self.refused);
+            println!();
+            let p99 = t.latency.ms(0.99);
+            let peak = mib(self.hwm_kib.max(self.rss_peak_kib));
+            for (key, value, target, ok) in [
+                (
+                    "sigterm_lost_reviews",
+                    s.lost().to_string(),
+                    "0",
+                    s.lost() == 0,
+                ),
+                ("stalled_p99_ms", format!("{p99:.3}"), "<10", p99 < 10.0),
+                (
+                    "stalled_rss_peak_mib",
+                    format!("{peak:.1}"),
+                    "<256",
+                    peak < MEMORY_LIMIT_MIB,
+                ),
+                (
+                    "stalled_lost_reviews",
+                    t.lost().to_string(),
+                    "0",
+                    t.lost() == 0,
+                ),
+            ] {
+                println!("RESULT {key} {value} {target} {}", verdict(ok));
+            }
         }
     }
 }

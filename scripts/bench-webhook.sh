@@ -6,7 +6,10 @@
 # targets of the performance issue. Not part of CI pass/fail: it exits 0
 # when a target is missed (non-zero only when a benchmark cannot run).
 #
-# Usage: scripts/bench-webhook.sh [--load-only | --handler-only]
+# Usage: scripts/bench-webhook.sh [--load-only | --handler-only | --abuse]
+# --abuse runs only the hostile-client scenario of benches/webhook_load.rs
+# (SIGTERM under 500 reviews/s across two replicas; 200 stalled connections
+# plus 200 reviews/s): RG_BENCH_SCENARIO=abuse.
 # Environment: RG_BENCH_SECONDS (10), RG_BENCH_RATE (1000), RG_BENCH_CONNS (4),
 # RG_BENCH_SAT_CONNS (32), RG_BENCH_SERVER_CPU (0), RG_BENCH_CLIENT_CPU (1),
 # RG_BENCH_PRIORITY=nice|rt (run the server, the load generator and the
@@ -19,11 +22,13 @@ cd "$(dirname "$0")/.."
 
 run_load=1
 run_handler=1
+run_abuse=0
 case "${1:-}" in
   --load-only) run_handler=0 ;;
   --handler-only) run_load=0 ;;
+  --abuse) run_load=0; run_handler=0; run_abuse=1 ;;
   "") ;;
-  *) echo "usage: $0 [--load-only | --handler-only]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--load-only | --handler-only | --abuse]" >&2; exit 2 ;;
 esac
 
 out="$(mktemp -d)"
@@ -47,6 +52,12 @@ if [ "$run_load" = 1 ]; then
   # The bench pins itself (CPU 1) and the server (CPU 0) with taskset.
   cargo bench --quiet --bench webhook_load --no-run
   cargo bench --quiet --bench webhook_load 2>&1 | tee "$out/load.txt"
+fi
+
+if [ "$run_abuse" = 1 ]; then
+  echo "== hostile clients and shutdown (RG_BENCH_SCENARIO=abuse cargo bench --bench webhook_load)"
+  cargo bench --quiet --bench webhook_load --no-run
+  RG_BENCH_SCENARIO=abuse cargo bench --quiet --bench webhook_load 2>&1 | tee "$out/abuse.txt"
 fi
 
 if [ "$run_handler" = 1 ]; then
@@ -104,6 +115,16 @@ if [ "$run_load" = 1 ]; then
   row "spawn -> TLS + /readyz 200 (median of 5)" "${1:-?} ms" "<= 100 ms" "${3:-}"
   r="$(result first_correct_denial_ms)"; set -- $r
   row "spawn -> first review judged by synced data" "${1:-?} ms" "" "info"
+fi
+if [ "$run_abuse" = 1 ]; then
+  r="$(result sigterm_lost_reviews)"; set -- $r
+  row "reviews lost, 500 rps across a SIGTERM" "${1:-?}" "0" "${3:-}"
+  r="$(result stalled_p99_ms)"; set -- $r
+  row "p99, 200 stalled conns + 200 rps" "${1:-?} ms" "< 10 ms" "${3:-}"
+  r="$(result stalled_rss_peak_mib)"; set -- $r
+  row "peak RSS, 200 stalled conns + 200 rps" "${1:-?} MiB" "< 256 MiB" "${3:-}"
+  r="$(result stalled_lost_reviews)"; set -- $r
+  row "reviews lost, 200 stalled conns + 200 rps" "${1:-?}" "0" "${3:-}"
 fi
 if [ "$run_handler" = 1 ]; then
   r="$(result handler_cpu_us_denied)"; set -- $r

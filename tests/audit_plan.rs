@@ -738,3 +738,136 @@ fn a_near_miss_network_policy_rejudges_the_workload_it_nearly_selects() {
         "{after}"
     );
 }
+
+/// A namespace with 300 compliant and 300 unconstrained Deployments, a
+/// report budget that fits only part of it: every failure is kept, passes
+/// make room, the summary counts everything, and the report says what it
+/// left out.
+#[test]
+fn a_report_over_its_byte_budget_keeps_failures_first_and_says_so() {
+    let mut w = base();
+    w.workloads.clear();
+    for i in 0..300 {
+        // Named so that, in report order, the passes come first.
+        w.workloads.push(deployment(
+            "app",
+            &format!("a-{i:03}"),
+            json!({"app": "a"}),
+            Some("cn-north-1"),
+        ));
+        w.workloads.push(deployment(
+            "app",
+            &format!("z-{i:03}"),
+            json!({"app": "z"}),
+            None,
+        ));
+    }
+    // Room for every failure and a few passes.
+    let mut whole = auditor(&w);
+    let all = whole.plan(now()).reports["app"].results.clone();
+    assert_eq!(all.len(), 600);
+    let fail_bytes: usize = all
+        .iter()
+        .filter(|r| r.result == ResultKind::Fail)
+        .map(|r| r.serialized_len())
+        .sum();
+    let budget = fail_bytes + 10 * 1024;
+    let mut a = Auditor::new(PlanConfig {
+        max_report_bytes: budget,
+        ..PlanConfig::default()
+    });
+    a.full_pass(w.inventory(), now());
+    let plan = a.plan(now());
+    let report = &plan.reports["app"];
+    let fails = report
+        .results
+        .iter()
+        .filter(|r| r.result == ResultKind::Fail)
+        .count();
+    assert_eq!(fails, 300, "every failure is kept");
+    assert!(report.truncated > 0, "the budget forces truncation");
+    assert_eq!(report.truncated as u64, report.omitted.pass);
+    assert_eq!(report.omitted.fail, 0);
+    assert_eq!(report.results.len() + report.truncated, 600);
+
+    let obj = report.to_object(Some("app"));
+    // The summary counts every result, not only those shown.
+    assert_eq!(
+        obj["summary"],
+        json!({"pass": 300, "fail": 300, "warn": 0, "error": 0, "skip": 0})
+    );
+    assert_eq!(
+        obj["metadata"]["annotations"]["residencyguard.io/results-truncated"],
+        report.truncated.to_string()
+    );
+    let results = obj["results"].as_array().unwrap();
+    let notice = results.last().unwrap();
+    assert_eq!(notice["rule"], "ReportTruncated");
+    assert_eq!(notice["result"], "warn");
+    assert_eq!(
+        notice["properties"]["resultsLeftOut"],
+        report.truncated.to_string()
+    );
+    assert_eq!(notice["properties"]["resultsTotal"], "600");
+    let msg = notice["message"].as_str().unwrap();
+    assert!(
+        msg.contains(&format!("shows {} of 600 results", report.results.len())),
+        "{msg}"
+    );
+    // Report order is kept for what is shown (passes, then failures).
+    assert_eq!(results[0]["rule"], "Compliant");
+    // Under the budget, envelope included with room to spare.
+    let bytes = serde_json::to_vec(&obj).unwrap().len();
+    assert!(bytes <= budget + 4096, "{bytes} bytes");
+}
+
+/// At the scale of the issue: 1,000 failures with ~1.5 KB messages made a
+/// ~1.6 MB report under the old 1,000-result cap, over etcd's ~1.5 MiB. By
+/// bytes the report stays under 1 MiB plus its envelope, failures kept.
+#[test]
+fn a_report_of_a_thousand_long_failures_stays_under_a_mebibyte() {
+    use residency_guard::audit::plan::{ObjectRef, ReportResult, fit_report};
+    let results: Vec<ReportResult> = (0..1000)
+        .map(|i| ReportResult {
+            policy: "mainland-personal-data".into(),
+            rule: "NodeOutsideMainland".into(),
+            result: ResultKind::Fail,
+            severity: "high",
+            message: format!("Deployment payments/api-{i:04} {}", "x".repeat(1400)),
+            resources: vec![ObjectRef {
+                uid: Some(format!("00000000-0000-4000-8000-{i:012}")),
+                ..ObjectRef::workload(&key(
+                    WorkloadKind::Deployment,
+                    "payments",
+                    &format!("api-{i:04}"),
+                ))
+            }],
+            properties: BTreeMap::from([
+                (
+                    "field".to_string(),
+                    "spec.template.spec.nodeSelector".to_string(),
+                ),
+                ("action".to_string(), "Deny".to_string()),
+                ("classes".to_string(), "personal".to_string()),
+            ]),
+        })
+        .collect();
+    let all = serde_json::to_vec(
+        &results
+            .iter()
+            .map(ReportResult::to_json)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap()
+    .len();
+    assert!(all > 3 * 1024 * 1024 / 2, "the old cap kept {all} bytes");
+    let report = fit_report(results, PlanConfig::default().max_report_bytes, Lang::En);
+    assert!(report.truncated > 0);
+    assert_eq!(report.summary.fail, 1000);
+    let bytes = serde_json::to_vec(&report.to_object(Some("payments")))
+        .unwrap()
+        .len();
+    assert!(bytes <= 1024 * 1024 + 4096, "{bytes} bytes");
+    // The first results in report order are the ones kept.
+    assert_eq!(report.results[0].resources[0].name, "api-0000");
+}

@@ -16,12 +16,12 @@ use residency_guard::api::ResidencyPolicy;
 use residency_guard::audit::leader::{self, LeaseConfig};
 use residency_guard::audit::metrics::AuditMetrics;
 use residency_guard::audit::plan::{
-    AuditPlan, EventKey, ObjectRef, PlannedEvent, PlannedReport, PlannedStatus, ReportResult,
-    ResultKind,
+    AuditPlan, EventKey, ObjectRef, PlannedEvent, PlannedStatus, ReportResult, ResultKind,
+    fit_report,
 };
 use residency_guard::audit::writer::{Writer, WriterConfig, event_name};
 use residency_guard::audit::{AuditConfig, run};
-use residency_guard::engine::{Code, WorkloadKind};
+use residency_guard::engine::{Code, Lang, WorkloadKind};
 use residency_guard::state::{Inventory, WorkloadKey};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
@@ -181,8 +181,8 @@ fn sample_plan() -> AuditPlan {
     );
     plan.reports.insert(
         "app".into(),
-        PlannedReport {
-            results: vec![ReportResult {
+        fit_report(
+            vec![ReportResult {
                 policy: "personal-mainland".into(),
                 rule: "PlacementNotGuaranteed".into(),
                 result: ResultKind::Fail,
@@ -191,8 +191,9 @@ fn sample_plan() -> AuditPlan {
                 resources: vec![ObjectRef::workload(&bad_key())],
                 properties: BTreeMap::new(),
             }],
-            truncated: 0,
-        },
+            1024 * 1024,
+            Lang::En,
+        ),
     );
     plan
 }

@@ -128,6 +128,26 @@ fn webhook_config(ca_bundle: Option<&str>) -> ValidatingWebhookConfiguration {
     }
 }
 
+const VWC_UID: &str = "5f1c2a7e-0000-4000-8000-000000000041";
+
+/// The configuration as the API server returns it, uid included (the
+/// Secret's owner reference names it).
+fn owned_webhook_config(ca_bundle: Option<&str>) -> ValidatingWebhookConfiguration {
+    let mut c = webhook_config(ca_bundle);
+    c.metadata.uid = Some(VWC_UID.into());
+    c
+}
+
+fn owner_uids(secret: &Secret) -> Vec<String> {
+    secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .map(|o| o.uid.clone())
+        .collect()
+}
+
 fn with_resource_version(mut secret: Secret, rv: &str) -> Secret {
     secret.metadata.resource_version = Some(rv.into());
     secret
@@ -148,11 +168,23 @@ async fn run_scenario<F>(store: &CertStore, scenario: impl FnOnce(ApiHandle) -> 
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
+    run_scenario_at(store, now(), scenario).await
+}
+
+/// `run_scenario` with `reconcile` at `at`.
+async fn run_scenario_at<F>(
+    store: &CertStore,
+    at: Timestamp,
+    scenario: impl FnOnce(ApiHandle) -> F,
+) -> certs::Outcome
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let server = tokio::spawn(scenario(handle));
     let client = kube::Client::new(service, "default");
     let outcome = tokio::time::timeout(Duration::from_secs(20), async {
-        let outcome = certs::reconcile(&client, &cfg(), store, now()).await;
+        let outcome = certs::reconcile(&client, &cfg(), store, at).await;
         drop(client);
         server.await.expect("scenario");
         outcome
@@ -173,11 +205,27 @@ async fn missing_secret_is_created_and_ca_bundle_patched() {
             "NotFound",
             "secrets \"residency-guard-tls\" not found",
         );
+        // Before generating: what the configuration trusts now, and its uid.
+        let (_, send) = expect(&mut h, Method::GET, VWC).await;
+        reply(
+            send,
+            StatusCode::OK,
+            serde_json::to_value(owned_webhook_config(None)).expect("json"),
+        );
 
         let (body, send) = expect(&mut h, Method::POST, SECRETS).await;
         let posted: Secret = serde_json::from_value(body).expect("a Secret was posted");
         assert_eq!(posted.metadata.name.as_deref(), Some("residency-guard-tls"));
         assert_eq!(posted.type_.as_deref(), Some("kubernetes.io/tls"));
+        // Owned by the webhook configuration: deleted with it on uninstall,
+        // without blocking its deletion.
+        let owner = &posted.metadata.owner_references.as_ref().expect("owner")[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+            ("ValidatingWebhookConfiguration", "residency-guard", VWC_UID)
+        );
+        assert_eq!(owner.api_version, "admissionregistration.k8s.io/v1");
+        assert_eq!(owner.block_owner_deletion, None);
         let bundle = data(&posted, KEY_CA_CRT);
         let created = with_resource_version(posted, "1");
         reply(
@@ -190,7 +238,7 @@ async fn missing_secret_is_created_and_ca_bundle_patched() {
         reply(
             send,
             StatusCode::OK,
-            serde_json::to_value(webhook_config(None)).expect("json"),
+            serde_json::to_value(owned_webhook_config(None)).expect("json"),
         );
 
         let (patch, send) = expect(&mut h, Method::PATCH, VWC).await;
@@ -211,7 +259,7 @@ async fn missing_secret_is_created_and_ca_bundle_patched() {
         reply(
             send,
             StatusCode::OK,
-            serde_json::to_value(webhook_config(Some(&bundle))).expect("json"),
+            serde_json::to_value(owned_webhook_config(Some(&bundle))).expect("json"),
         );
         expect_no_more(&mut h).await;
     })
@@ -221,6 +269,8 @@ async fn missing_secret_is_created_and_ca_bundle_patched() {
         matches!(outcome.written[..], [Action::GenerateAll { .. }]),
         "{outcome:?}"
     );
+    assert_eq!(outcome.carried_over, 0, "a fresh install has no CA to keep");
+    assert!(!outcome.serving_deferred);
     assert_eq!(
         outcome.bundles,
         [("residency-guard".to_string(), BundleStatus::Patched(2))]
@@ -281,6 +331,12 @@ async fn lost_create_race_loads_the_other_replicas_pair() {
             404,
             "NotFound",
             "secrets \"residency-guard-tls\" not found",
+        );
+        let (_, send) = expect(&mut h, Method::GET, VWC).await;
+        reply(
+            send,
+            StatusCode::OK,
+            serde_json::to_value(webhook_config(None)).expect("json"),
         );
         let (_, send) = expect(&mut h, Method::POST, SECRETS).await;
         reply_status(
@@ -539,4 +595,223 @@ async fn promotion_happens_when_the_two_ca_bundle_is_in_place() {
         "{outcome:?}"
     );
     assert!(outcome.serving_reloaded);
+}
+
+/// A corrupt Secret is regenerated while other replicas still serve the old
+/// certificate: the old CA stays in the caBundle next to the new one, the
+/// replica that regenerated keeps serving its old certificate for one more
+/// round, and the old CA leaves the bundle only after the grace period.
+#[tokio::test]
+async fn regenerating_a_corrupt_secret_keeps_the_old_ca_until_replicas_reload() {
+    let old =
+        Material::generate(&cfg(), now() - jiff::SignedDuration::from_hours(24)).expect("generate");
+    let old_bundle = old.bundle_pem();
+    let old_serving = old.serving.as_ref().expect("serving").clone();
+    let mut corrupt = with_resource_version(old.to_secret(&cfg(), None).expect("secret"), "30");
+    corrupt
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(certs::STATE_ANNOTATION.into(), "{not json".into());
+    // This replica (like the others) serves the old pair.
+    let store = CertStore::new();
+    store
+        .replace(
+            old_serving.cert_pem.as_bytes(),
+            old_serving.key_pem.as_bytes(),
+        )
+        .expect("old pair loads");
+    let name = "residency-guard.rg-system.svc";
+
+    let (tx, rx) = tokio::sync::oneshot::channel::<Secret>();
+    let seen_bundle = old_bundle.clone();
+    let old_cert = old_serving.cert_pem.clone();
+    let outcome = run_scenario(&store, |mut h| async move {
+        let (_, send) = expect(&mut h, Method::GET, SECRET).await;
+        reply(
+            send,
+            StatusCode::OK,
+            serde_json::to_value(&corrupt).expect("json"),
+        );
+        // The bundle the API server trusts now is read before generating.
+        let (_, send) = expect(&mut h, Method::GET, VWC).await;
+        reply(
+            send,
+            StatusCode::OK,
+            serde_json::to_value(owned_webhook_config(Some(&seen_bundle))).expect("json"),
+        );
+        let (body, send) = expect(&mut h, Method::PUT, SECRET).await;
+        let written: Secret = serde_json::from_value(body).expect("a Secret");
+        let m = Material::from_secret(&written);
+        assert!(m.problems.is_empty(), "{:?}", m.problems);
+        let new_bundle = m.bundle_pem();
+        let new_cert = data(&written, "tls.crt");
+        // Old and new together: replicas not yet reloaded stay trusted ...
+        bundle_trusts(&new_bundle, &old_cert, name, now())
+            .expect("new bundle trusts the old certificate");
+        bundle_trusts(&new_bundle, &new_cert, name, now())
+            .expect("new bundle trusts the new certificate");
+        assert!(
+            new_bundle.starts_with(&m.ca.as_ref().expect("ca").cert_pem),
+            "the new CA comes first"
+        );
+        assert_eq!(owner_uids(&written), [VWC_UID]);
+        let written = with_resource_version(written, "31");
+        reply(
+            send,
+            StatusCode::OK,
+            serde_json::to_value(&written).expect("json"),
+        );
+        let (_, send) = expect(&mut h, Method::GET, VWC).await;
+        reply(
+            send,
+            StatusCode::OK,
+            serde_json::to_value(owned_webhook_config(Some(&seen_bundle))).expect("json"),
+        );
+        let (patch, send) = expect(&mut h, Method::PATCH, VWC).await;
+        let value: ByteString = serde_json::from_value(patch[2]["value"].clone()).expect("base64");
+        assert_eq!(
+            value.0,
+            new_bundle.as_bytes(),
+            "old + new CA published together"
+        );
+        reply(
+            send,
+            StatusCode::OK,
+            serde_json::to_value(owned_webhook_config(Some(&new_bundle))).expect("json"),
+        );
+        expect_no_more(&mut h).await;
+        let _ = tx.send(written);
+    })
+    .await;
+    assert!(
+        matches!(outcome.written[..], [Action::GenerateAll { .. }]),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome.carried_over, 1);
+    assert!(outcome.serving_deferred, "{outcome:?}");
+    assert_eq!(
+        store.cert_pem().expect("a certificate"),
+        old_serving.cert_pem.as_bytes(),
+        "still serving the old certificate this round"
+    );
+    let regenerated = rx.await.expect("the written Secret");
+    let new_serving = data(&regenerated, "tls.crt");
+    let two_ca_bundle = data(&regenerated, KEY_CA_CRT);
+
+    // Next round: nothing to write; the new pair is loaded.
+    let later = now() + jiff::SignedDuration::from_secs(30);
+    let secret = regenerated.clone();
+    let bundle = two_ca_bundle.clone();
+    let outcome = run_scenario_at(&store, later, |mut h| async move {
+        let (_, send) = expect(&mut h, Method::GET, SECRET).await;
+        reply(
+            send,
+            StatusCode::OK,
+            serde_json::to_value(&secret).expect("json"),
+        );
+        let (_, send) = expect(&mut h, Method::GET, VWC).await;
+        reply(
+            send,
+            StatusCode::OK,
+            serde_json::to_value(owned_webhook_config(Some(&bundle))).expect("json"),
+        );
+        expect_no_more(&mut h).await;
+    })
+    .await;
+    assert!(outcome.written.is_empty(), "{outcome:?}");
+    assert!(outcome.serving_reloaded);
+    assert_eq!(
+        store.cert_pem().expect("a certificate"),
+        new_serving.as_bytes()
+    );
+
+    // After the grace period the old CA leaves the bundle.
+    let after_grace = now()
+        + jiff::SignedDuration::try_from(cfg().previous_ca_grace).expect("grace")
+        + jiff::SignedDuration::from_secs(1);
+    let secret = regenerated.clone();
+    let bundle = two_ca_bundle.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+    let outcome = run_scenario_at(&store, after_grace, |mut h| async move {
+        let (_, send) = expect(&mut h, Method::GET, SECRET).await;
+        reply(
+            send,
+            StatusCode::OK,
+            serde_json::to_value(&secret).expect("json"),
+        );
+        let (body, send) = expect(&mut h, Method::PUT, SECRET).await;
+        let written: Secret = serde_json::from_value(body).expect("a Secret");
+        let final_bundle = data(&written, KEY_CA_CRT);
+        reply(
+            send,
+            StatusCode::OK,
+            serde_json::to_value(with_resource_version(written, "32")).expect("json"),
+        );
+        let (_, send) = expect(&mut h, Method::GET, VWC).await;
+        reply(
+            send,
+            StatusCode::OK,
+            serde_json::to_value(owned_webhook_config(Some(&bundle))).expect("json"),
+        );
+        let (_, send) = expect(&mut h, Method::PATCH, VWC).await;
+        reply(
+            send,
+            StatusCode::OK,
+            serde_json::to_value(owned_webhook_config(Some(&final_bundle))).expect("json"),
+        );
+        expect_no_more(&mut h).await;
+        let _ = tx.send(final_bundle);
+    })
+    .await;
+    assert!(
+        matches!(outcome.written[..], [Action::DropRetiredCas { .. }]),
+        "{outcome:?}"
+    );
+    let final_bundle = rx.await.expect("the final bundle");
+    bundle_trusts(&final_bundle, &new_serving, name, after_grace).expect("new certificate trusted");
+    assert!(
+        bundle_trusts(&final_bundle, &old_serving.cert_pem, name, after_grace).is_err(),
+        "the old CA is gone"
+    );
+}
+
+/// A Secret written before owner references (or before the configuration
+/// existed) gets one, so `helm uninstall` takes it with the configuration.
+#[tokio::test]
+async fn an_unowned_secret_gets_the_webhook_configuration_as_owner() {
+    let material = Material::generate(&cfg(), now()).expect("generate");
+    let secret = with_resource_version(material.to_secret(&cfg(), None).expect("secret"), "7");
+    assert!(owner_uids(&secret).is_empty());
+    let bundle = material.bundle_pem();
+    let store = CertStore::new();
+    let outcome = run_scenario(&store, |mut h| async move {
+        let (_, send) = expect(&mut h, Method::GET, SECRET).await;
+        reply(
+            send,
+            StatusCode::OK,
+            serde_json::to_value(&secret).expect("json"),
+        );
+        let (_, send) = expect(&mut h, Method::GET, VWC).await;
+        reply(
+            send,
+            StatusCode::OK,
+            serde_json::to_value(owned_webhook_config(Some(&bundle))).expect("json"),
+        );
+        let (body, send) = expect(&mut h, Method::PUT, SECRET).await;
+        let written: Secret = serde_json::from_value(body).expect("a Secret");
+        assert_eq!(written.metadata.resource_version.as_deref(), Some("7"));
+        assert_eq!(owner_uids(&written), [VWC_UID]);
+        assert_eq!(written.data, secret.data, "only the owner changes");
+        reply(
+            send,
+            StatusCode::OK,
+            serde_json::to_value(with_resource_version(written, "8")).expect("json"),
+        );
+        expect_no_more(&mut h).await;
+    })
+    .await;
+    assert!(outcome.written.is_empty());
+    assert!(outcome.owner_set);
+    assert!(store.has_certificate());
 }

@@ -645,7 +645,8 @@ fn perms(rows: &[Row]) -> BTreeSet<Perm> {
     out
 }
 
-const READ: &[&str] = &["get", "list", "watch"];
+/// What a watch needs: kube-runtime lists and watches, and never GETs.
+const READ: &[&str] = &["list", "watch"];
 
 fn webhook_perms() -> BTreeSet<Perm> {
     perms(&[
@@ -704,13 +705,7 @@ fn self_managed_perms(fullname: &str, ns: &str) -> BTreeSet<Perm> {
             &["get", "patch"],
             &[fullname],
         ),
-        (
-            ns,
-            "",
-            &["secrets"],
-            &["get", "update", "patch"],
-            &[&secret],
-        ),
+        (ns, "", &["secrets"], &["get", "update"], &[&secret]),
         (ns, "", &["secrets"], &["create"], &[]),
     ])
 }
@@ -729,8 +724,15 @@ fn audit_perms(ns: &str) -> BTreeSet<Perm> {
             "cluster",
             "wgpolicyk8s.io",
             &["policyreports", "clusterpolicyreports"],
-            &["list", "create", "patch", "delete"],
+            &["list"],
             &[],
+        ),
+        (
+            "cluster",
+            "wgpolicyk8s.io",
+            &["policyreports", "clusterpolicyreports"],
+            &["create", "patch", "delete"],
+            &["residency-guard"],
         ),
         (
             ns,
@@ -849,6 +851,7 @@ fn default_render_has_exactly_the_expected_objects() {
         ("Deployment", RELEASE),
         ("NetworkPolicy", RELEASE),
         ("PodDisruptionBudget", RELEASE),
+        ("PriorityClass", RELEASE),
         ("Role", RELEASE),
         ("RoleBinding", RELEASE),
         ("Service", RELEASE),
@@ -866,6 +869,7 @@ fn default_render_has_exactly_the_expected_objects() {
         "ClusterRole",
         "ClusterRoleBinding",
         "CustomResourceDefinition",
+        "PriorityClass",
         "ValidatingWebhookConfiguration",
     ]);
     for o in &objs {
@@ -1287,6 +1291,7 @@ fn default_environment_is_exactly_the_contract() {
         ("RESIDENCY_GUARD_MAX_BODY_BYTES", "8388608"),
         // The audit controller is on by default (issue 17).
         ("RESIDENCY_GUARD_AUDIT", "true"),
+        ("RESIDENCY_GUARD_REQUEST_TIMEOUT_SECONDS", "3"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -1556,6 +1561,47 @@ fn deployment_service_probes_and_disruption_budget() {
         container(&objs)["image"],
         format!("ghcr.io/residency-guard/residency-guard@{digest}")
     );
+}
+
+/// The operator runs with a PriorityClass by default: its own (not a
+/// system-* class, which some distributions cap outside kube-system), or
+/// one named by the user; memory is limited and requested.
+#[test]
+fn priority_class_and_memory_defaults() {
+    let helm = helm_or_skip!();
+    let objs = render(&helm, NO_ARGS);
+    let pc = one(&objs, "PriorityClass");
+    assert_eq!(name(pc), RELEASE);
+    assert_eq!(pc["value"], 1_000_000_000);
+    assert_eq!(pc["globalDefault"], false);
+    assert_eq!(pc["preemptionPolicy"], "PreemptLowerPriority");
+    let pod = &one(&objs, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["priorityClassName"], RELEASE);
+    let c = container(&objs);
+    assert_eq!(c["resources"]["limits"]["memory"], "256Mi");
+    assert_eq!(c["resources"]["requests"]["memory"], "160Mi");
+
+    let objs = render(
+        &helm,
+        &["--set", "priorityClassName=system-cluster-critical"],
+    );
+    assert!(all(&objs, "PriorityClass").is_empty());
+    assert_eq!(
+        one(&objs, "Deployment")["spec"]["template"]["spec"]["priorityClassName"],
+        "system-cluster-critical"
+    );
+    let objs = render(&helm, &["--set", "priorityClass.create=false"]);
+    assert!(all(&objs, "PriorityClass").is_empty());
+    assert!(
+        one(&objs, "Deployment")["spec"]["template"]["spec"]
+            .get("priorityClassName")
+            .is_none()
+    );
+    let objs = render(&helm, &["--set", "priorityClass.value=5000"]);
+    assert_eq!(one(&objs, "PriorityClass")["value"], 5000);
+    // The request deadline follows the webhook timeout.
+    let e = env(&render(&helm, &["--set", "webhook.timeoutSeconds=2"]));
+    assert_eq!(e["RESIDENCY_GUARD_REQUEST_TIMEOUT_SECONDS"], "2");
 }
 
 #[test]

@@ -503,3 +503,297 @@ async fn certificate_rotation_under_load_drops_no_handshake() {
     assert!(rotations > 5, "only {rotations} rotations happened");
     server.stop();
 }
+
+// ---------------------------------------------------------------------------
+// Slow, stalled and oversized clients (the listener's limits).
+
+mod limits {
+    use super::*;
+    use residency_guard::webhook::listener::Limits;
+    use std::collections::BTreeMap;
+    use std::time::Instant;
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+    /// Short timeouts so the test runs in seconds; generous slack for slow
+    /// CI machines in every assertion about when a socket closes.
+    fn short_limits() -> Limits {
+        Limits {
+            handshake_timeout: Duration::from_secs(3),
+            header_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(5),
+            max_connections: 256,
+            inflight_body_bytes: 16 * MIB,
+            drain: Duration::from_secs(2),
+        }
+    }
+
+    const SLACK: Duration = Duration::from_secs(15);
+
+    async fn limited_server(limits: Limits) -> TestServer {
+        let (snapshot, workloads) = snapshot_from(&["tests/fixtures/kinds.yaml"]);
+        TestServer::start_limited(snapshot, workloads, Lang::En, 8 * MIB, limits).await
+    }
+
+    /// Read until the peer closes (EOF or an error); returns what was read.
+    async fn read_until_closed(mut s: impl AsyncRead + Unpin) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return out,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    fn status_line(bytes: &[u8]) -> String {
+        String::from_utf8_lossy(bytes)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    fn metric(text: &str, reason: &str) -> u64 {
+        let key = format!("residency_guard_webhook_refused_total{{reason=\"{reason}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// A real review on a fresh connection, answered (denied) in time.
+    async fn real_review(server: &TestServer) -> Duration {
+        let bad = fixture_object("tests/fixtures/kinds.yaml", "deployment-bad");
+        let started = Instant::now();
+        let (status, body) = tokio::time::timeout(
+            Duration::from_secs(10),
+            server.client().post(
+                "/validate/workloads",
+                review("real", "CREATE", Some(&bad), None, false),
+            ),
+        )
+        .await
+        .expect("a real review is answered while stalled clients hold connections");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(response(&body)["allowed"], false);
+        started.elapsed()
+    }
+
+    /// Many stalled clients: TLS requests that declare ~7 MiB and stop
+    /// sending, TLS connections stopped in the middle of their headers, and
+    /// raw TCP that never starts a handshake. A real review is still
+    /// answered while they are open, the large bodies beyond the shared
+    /// budget are refused with 429 at once, and every stalled socket is
+    /// closed by its timeout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stalled_clients_are_bounded_and_real_reviews_still_answered() {
+        let limits = short_limits();
+        let server = limited_server(limits.clone()).await;
+        let client = server.client();
+
+        // 12 requests declaring 7 MiB: two fit the 16 MiB budget (they get
+        // 1 MiB of body each, then stall), the other ten are refused at once.
+        let declared = 7 * MIB;
+        let bodies_started = Instant::now();
+        let mut bodies = Vec::new();
+        for _ in 0..12 {
+            let mut s = client.raw().await.unwrap();
+            let head = format!(
+                "POST /validate/workloads HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+            );
+            s.write_all(head.as_bytes()).await.unwrap();
+            s.flush().await.unwrap();
+            bodies.push(s);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut early = Vec::new();
+        let mut stalled = Vec::new();
+        for mut s in bodies {
+            let mut first = [0u8; 64];
+            match tokio::time::timeout(Duration::from_millis(50), s.read(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    let mut got = first[..n].to_vec();
+                    got.extend(read_until_closed(s).await);
+                    early.push(status_line(&got));
+                }
+                Ok(_) => early.push("closed without an answer".into()),
+                Err(_) => {
+                    s.write_all(&vec![b' '; MIB]).await.unwrap();
+                    s.flush().await.unwrap();
+                    stalled.push(s);
+                }
+            }
+        }
+        assert_eq!(
+            early,
+            vec!["HTTP/1.1 429 Too Many Requests".to_string(); 10],
+            "requests over the shared body budget are refused at once"
+        );
+        assert_eq!(stalled.len(), 2);
+
+        // 40 TLS connections with half a request head.
+        let heads_started = Instant::now();
+        let mut heads = Vec::new();
+        for _ in 0..40 {
+            let mut s = client.raw().await.unwrap();
+            s.write_all(
+                b"POST /validate/workloads HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: app",
+            )
+            .await
+            .unwrap();
+            s.flush().await.unwrap();
+            heads.push(s);
+        }
+        // 40 raw TCP sockets: no ClientHello.
+        let tcp_started = Instant::now();
+        let mut tcp = Vec::new();
+        for _ in 0..40 {
+            tcp.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+        }
+
+        // A real review is answered while all of that is open.
+        let took = real_review(&server).await;
+        for (what, since, limit) in [
+            ("stalled bodies", bodies_started, limits.request_timeout),
+            ("half heads", heads_started, limits.header_timeout),
+            ("raw TCP", tcp_started, limits.handshake_timeout),
+        ] {
+            assert!(
+                since.elapsed() < limit,
+                "the {what} may already have timed out ({:?} after they were opened), so this run proves nothing; the review took {took:?}",
+                since.elapsed()
+            );
+        }
+
+        // Every stalled socket is closed: raw TCP after the handshake
+        // timeout, half heads after the header timeout, stalled bodies with
+        // 408 after the request timeout.
+        let not_before = |since: Instant, limit: Duration, what: &'static str| {
+            move || {
+                let after = since.elapsed();
+                assert!(
+                    after + Duration::from_millis(200) >= limit,
+                    "{what}: closed after {after:?}, before its timeout {limit:?}"
+                );
+            }
+        };
+        let mut waits = Vec::new();
+        for s in tcp {
+            let check = not_before(tcp_started, limits.handshake_timeout, "raw TCP");
+            waits.push(tokio::spawn(async move {
+                read_until_closed(s).await;
+                check();
+                "tcp".to_string()
+            }));
+        }
+        for s in heads {
+            let check = not_before(heads_started, limits.header_timeout, "half head");
+            waits.push(tokio::spawn(async move {
+                read_until_closed(s).await;
+                check();
+                "head".to_string()
+            }));
+        }
+        for s in stalled {
+            let check = not_before(bodies_started, limits.request_timeout, "stalled body");
+            waits.push(tokio::spawn(async move {
+                let got = read_until_closed(s).await;
+                check();
+                format!("body {}", status_line(&got))
+            }));
+        }
+        let mut outcomes = BTreeMap::<String, usize>::new();
+        for w in waits {
+            let what = tokio::time::timeout(limits.request_timeout + SLACK, w)
+                .await
+                .expect("a stalled socket is still open long after its timeout")
+                .unwrap();
+            *outcomes.entry(what).or_default() += 1;
+        }
+        assert_eq!(
+            outcomes,
+            BTreeMap::from([
+                ("body HTTP/1.1 408 Request Timeout".to_string(), 2),
+                ("head".to_string(), 40),
+                ("tcp".to_string(), 40),
+            ])
+        );
+
+        // The budget was returned: a real review still goes through.
+        real_review(&server).await;
+        let text = server.metrics.encode();
+        assert_eq!(metric(&text, "handshake_timeout"), 40, "{text}");
+        assert_eq!(metric(&text, "inflight_bytes"), 10, "{text}");
+        assert_eq!(metric(&text, "body_timeout"), 2, "{text}");
+        server.stop();
+    }
+
+    /// Past --max-connections, a new connection is closed at once (not left
+    /// to hang), and a slot frees up when a stalled one times out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_past_the_cap_are_closed_at_once() {
+        let limits = Limits {
+            max_connections: 8,
+            ..short_limits()
+        };
+        let server = limited_server(limits.clone()).await;
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            held.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+        }
+        // Let the server accept them all.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let extra = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let t = Instant::now();
+        tokio::time::timeout(limits.handshake_timeout, read_until_closed(extra))
+            .await
+            .expect("the connection over the cap is closed before any timeout");
+        assert!(t.elapsed() < limits.handshake_timeout);
+        let text = server.metrics.encode();
+        assert_eq!(metric(&text, "connection_limit"), 1, "{text}");
+
+        // Once the held ones time out, reviews are served again.
+        for s in held {
+            tokio::time::timeout(limits.handshake_timeout + SLACK, read_until_closed(s))
+                .await
+                .expect("held connections time out");
+        }
+        real_review(&server).await;
+        server.stop();
+    }
+
+    /// A keep-alive connection serves several reviews, and a chunked body
+    /// (no Content-Length) is read and charged as it grows.
+    #[tokio::test]
+    async fn keep_alive_and_chunked_bodies_still_work() {
+        let server = limited_server(short_limits()).await;
+        let good = fixture_object("tests/fixtures/kinds.yaml", "deployment-good");
+        let body = review("k", "CREATE", Some(&good), None, false);
+        let mut conn = server.client().connect().await.unwrap();
+        for _ in 0..3 {
+            let (status, resp) = conn
+                .post("/validate/workloads", body.clone())
+                .await
+                .unwrap();
+            assert_eq!(status, 200);
+            assert_eq!(response(&resp)["allowed"], true);
+        }
+        let mut s = server.client().raw().await.unwrap();
+        let mut req = b"POST /validate/workloads HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+        for chunk in body.chunks(1000) {
+            req.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            req.extend_from_slice(chunk);
+            req.extend_from_slice(b"\r\n");
+        }
+        req.extend_from_slice(b"0\r\n\r\n");
+        s.write_all(&req).await.unwrap();
+        s.flush().await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), read_until_closed(s))
+            .await
+            .unwrap();
+        assert!(status_line(&got).contains(" 200 "), "{}", status_line(&got));
+        assert!(String::from_utf8_lossy(&got).contains("\"allowed\":true"));
+        server.stop();
+    }
+}

@@ -29,8 +29,11 @@ pub struct PlanConfig {
     pub lang: Lang,
     /// Offenders listed in a policy's status.
     pub max_offenders: usize,
-    /// Results per report (an object must stay well below etcd's 1.5 MiB).
-    pub max_results_per_report: usize,
+    /// Serialised bytes of the results of one report. etcd refuses objects
+    /// over ~1.5 MiB (its default request limit), and the apply of a report
+    /// that large would fail on every pass; results past this budget are
+    /// left out, failures last (see [`fit_report`]).
+    pub max_report_bytes: usize,
 }
 
 impl Default for PlanConfig {
@@ -38,7 +41,7 @@ impl Default for PlanConfig {
         PlanConfig {
             lang: Lang::En,
             max_offenders: 10,
-            max_results_per_report: 1000,
+            max_report_bytes: 1024 * 1024,
         }
     }
 }
@@ -158,55 +161,256 @@ pub struct ReportResult {
     pub properties: BTreeMap<String, String>,
 }
 
+impl ReportResult {
+    /// The result as it appears in the report object.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "policy": self.policy,
+            "rule": self.rule,
+            "result": self.result.as_str(),
+            "severity": self.severity,
+            "category": "Data residency",
+            "source": SOURCE,
+            "scored": true,
+            "message": self.message,
+            "resources": self.resources.iter().map(ObjectRef::to_json).collect::<Vec<_>>(),
+            "properties": self.properties,
+        })
+    }
+
+    /// Bytes of [`ReportResult::to_json`] serialised, plus its comma.
+    pub fn serialized_len(&self) -> usize {
+        let mut counter = ByteCounter(0);
+        // Writing to a counter cannot fail; a failure would only undercount.
+        let _ = serde_json::to_writer(&mut counter, &self.to_json());
+        counter.0 + 1
+    }
+
+    /// A cheap bound that is never below [`ReportResult::serialized_len`]:
+    /// every string byte escapes to at most 6 bytes (`\u00XX`), and the
+    /// keys, fixed values and punctuation take well under 512 bytes.
+    fn serialized_len_bound(&self) -> usize {
+        let strings = self.policy.len()
+            + self.rule.len()
+            + self.message.len()
+            + self
+                .resources
+                .iter()
+                .map(|r| {
+                    r.api_version.len()
+                        + r.kind.len()
+                        + r.name.len()
+                        + r.namespace.as_ref().map_or(0, String::len)
+                        + r.uid.as_ref().map_or(0, String::len)
+                        + 64
+                })
+                .sum::<usize>()
+            + self
+                .properties
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 6)
+                .sum::<usize>();
+        strings.saturating_mul(6).saturating_add(512)
+    }
+
+    /// Which results a report keeps when it must leave some out: failures
+    /// and errors first, then warnings, exempted violations, and passes;
+    /// within each, the most severe first.
+    fn keep_rank(&self) -> (u8, u8) {
+        let kind = match self.result {
+            ResultKind::Fail | ResultKind::Error => 0,
+            ResultKind::Warn => 1,
+            ResultKind::Skip => 2,
+            ResultKind::Pass => 3,
+        };
+        let severity = match self.severity {
+            "critical" => 0,
+            "high" => 1,
+            "medium" => 2,
+            "low" => 3,
+            _ => 4,
+        };
+        (kind, severity)
+    }
+}
+
+/// An io::Write that only counts.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Counts of results by kind (a report's `summary`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub pass: u64,
+    pub fail: u64,
+    pub warn: u64,
+    pub error: u64,
+    pub skip: u64,
+}
+
+impl Summary {
+    pub fn of(results: &[ReportResult]) -> Summary {
+        let mut s = Summary::default();
+        for r in results {
+            *match r.result {
+                ResultKind::Pass => &mut s.pass,
+                ResultKind::Fail => &mut s.fail,
+                ResultKind::Warn => &mut s.warn,
+                ResultKind::Error => &mut s.error,
+                ResultKind::Skip => &mut s.skip,
+            } += 1;
+        }
+        s
+    }
+
+    fn to_json(self) -> Value {
+        json!({"pass": self.pass, "fail": self.fail, "warn": self.warn, "error": self.error, "skip": self.skip})
+    }
+}
+
+/// Annotation on a report that had to leave results out: how many.
+pub const TRUNCATED_ANNOTATION: &str = "residencyguard.io/results-truncated";
+/// The rule of the result that says a report was truncated.
+pub const TRUNCATED_RULE: &str = "ReportTruncated";
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PlannedReport {
+    /// The results the report shows, in report order.
     pub results: Vec<ReportResult>,
-    /// Results left out to keep the object small.
+    /// Results left out to keep the object under the byte budget.
     pub truncated: usize,
+    /// Counts of every result, those left out included.
+    pub summary: Summary,
+    /// What was left out, by kind (zero when nothing was).
+    pub omitted: Summary,
+    /// When results were left out: the `warn` result that says so, shown
+    /// last in the report.
+    pub notice: Option<ReportResult>,
+}
+
+/// Build a report from all its results, in report order: if their
+/// serialised size exceeds `max_bytes`, keep the most important ones
+/// (failures and errors first, then warnings, exempted violations, passes;
+/// most severe first) up to the budget and say how many were left out. The
+/// summary counts every result.
+pub fn fit_report(results: Vec<ReportResult>, max_bytes: usize, lang: Lang) -> PlannedReport {
+    let summary = Summary::of(&results);
+    let bound: usize = results
+        .iter()
+        .map(ReportResult::serialized_len_bound)
+        .fold(0, usize::saturating_add);
+    if bound <= max_bytes {
+        return PlannedReport {
+            results,
+            truncated: 0,
+            summary,
+            omitted: Summary::default(),
+            notice: None,
+        };
+    }
+    let mut order: Vec<usize> = (0..results.len()).collect();
+    // Stable: equal ranks keep report order.
+    order.sort_by_key(|&i| results[i].keep_rank());
+    let mut keep = vec![false; results.len()];
+    let mut used = 0usize;
+    for &i in &order {
+        let len = results[i].serialized_len();
+        // A strict prefix of the ranking: nothing less important is kept
+        // in place of something that did not fit.
+        if used.saturating_add(len) > max_bytes {
+            break;
+        }
+        used += len;
+        keep[i] = true;
+    }
+    let mut kept = Vec::new();
+    let mut dropped = Vec::new();
+    for (r, k) in results.into_iter().zip(keep) {
+        if k { kept.push(r) } else { dropped.push(r) }
+    }
+    let mut report = PlannedReport {
+        results: kept,
+        truncated: dropped.len(),
+        summary,
+        omitted: Summary::of(&dropped),
+        notice: None,
+    };
+    if report.truncated > 0 {
+        report.notice = Some(report.truncation_notice(lang));
+    }
+    report
 }
 
 impl PlannedReport {
-    /// The PolicyReport (namespace Some) or ClusterPolicyReport (None).
-    pub fn to_object(&self, namespace: Option<&str>) -> Value {
-        let mut summary = BTreeMap::from([
-            ("pass", 0u64),
-            ("fail", 0),
-            ("warn", 0),
-            ("error", 0),
-            ("skip", 0),
-        ]);
-        for r in &self.results {
-            if let Some(n) = summary.get_mut(r.result.as_str()) {
-                *n += 1;
-            }
+    /// The result that says what a truncated report left out.
+    fn truncation_notice(&self, lang: Lang) -> ReportResult {
+        let o = &self.omitted;
+        let total = self.results.len() + self.truncated;
+        let message = match lang {
+            Lang::En => format!(
+                "this report shows {} of {total} results: {} were left out to keep the object under the size etcd accepts ({} fail, {} error, {} warn, {} skip, {} pass left out; failures are kept first). The summary counts all {total}. The policies' status and `residency-guard check` list every finding.",
+                self.results.len(),
+                self.truncated,
+                o.fail,
+                o.error,
+                o.warn,
+                o.skip,
+                o.pass
+            ),
+            Lang::ZhCn => format!(
+                "本报告显示 {total} 条结果中的 {} 条：为使对象不超过 etcd 可接受的大小，省略了 {} 条（fail {}、error {}、warn {}、skip {}、pass {}；优先保留失败项）。summary 统计全部 {total} 条。策略的 status 和 `residency-guard check` 列出全部发现。",
+                self.results.len(),
+                self.truncated,
+                o.fail,
+                o.error,
+                o.warn,
+                o.skip,
+                o.pass
+            ),
+        };
+        ReportResult {
+            policy: SOURCE.into(),
+            rule: TRUNCATED_RULE.into(),
+            result: ResultKind::Warn,
+            severity: "low",
+            message,
+            resources: Vec::new(),
+            properties: BTreeMap::from([
+                ("resultsShown".to_string(), self.results.len().to_string()),
+                ("resultsTotal".to_string(), total.to_string()),
+                ("resultsLeftOut".to_string(), self.truncated.to_string()),
+            ]),
         }
-        let results: Vec<Value> = self
-            .results
-            .iter()
-            .map(|r| {
-                json!({
-                    "policy": r.policy,
-                    "rule": r.rule,
-                    "result": r.result.as_str(),
-                    "severity": r.severity,
-                    "category": "Data residency",
-                    "source": SOURCE,
-                    "scored": true,
-                    "message": r.message,
-                    "resources": r.resources.iter().map(ObjectRef::to_json).collect::<Vec<_>>(),
-                    "properties": r.properties,
-                })
-            })
-            .collect();
+    }
+
+    /// The PolicyReport (namespace Some) or ClusterPolicyReport (None).
+    /// A truncated report carries the annotation [`TRUNCATED_ANNOTATION`]
+    /// and, last, a `warn` result ([`TRUNCATED_RULE`]) saying what was left
+    /// out; the summary counts the real results only, all of them.
+    pub fn to_object(&self, namespace: Option<&str>) -> Value {
+        let mut results: Vec<Value> = self.results.iter().map(ReportResult::to_json).collect();
         let mut metadata = json!({
             "name": REPORT_NAME,
             "labels": {MANAGED_BY_LABEL: MANAGED_BY},
         });
         if self.truncated > 0 {
             metadata["annotations"] = json!({
-                "residencyguard.io/results-truncated": self.truncated.to_string()
+                TRUNCATED_ANNOTATION: self.truncated.to_string()
             });
         }
+        if let Some(notice) = &self.notice {
+            results.push(notice.to_json());
+        }
+        let summary = self.summary.to_json();
         let kind = match namespace {
             Some(ns) => {
                 metadata["namespace"] = json!(ns);
@@ -395,10 +599,10 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig, now: Times
             continue;
         }
         results.sort();
-        let truncated = results.len().saturating_sub(cfg.max_results_per_report);
-        results.truncate(cfg.max_results_per_report);
-        out.reports
-            .insert(ns.to_string(), PlannedReport { results, truncated });
+        out.reports.insert(
+            ns.to_string(),
+            fit_report(results, cfg.max_report_bytes, cfg.lang),
+        );
     }
 
     // Statuses, and cluster-scoped findings about the policies themselves.
@@ -508,12 +712,7 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig, now: Times
         });
     }
     cluster.sort();
-    let truncated = cluster.len().saturating_sub(cfg.max_results_per_report);
-    cluster.truncate(cfg.max_results_per_report);
-    out.cluster_report = PlannedReport {
-        results: cluster,
-        truncated,
-    };
+    out.cluster_report = fit_report(cluster, cfg.max_report_bytes, cfg.lang);
     out
 }
 

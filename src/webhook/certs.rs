@@ -56,6 +56,30 @@
 //! a next CA is promoted at once if there is one, otherwise everything is
 //! generated afresh (as for a missing or corrupt Secret).
 //!
+//! # Regenerating without a gap
+//!
+//! When everything is generated afresh (a corrupt or deleted Secret), other
+//! replicas still serve their old certificate until their next reload (up
+//! to [`SelfManagedConfig::reload_every`]), and the API server may still
+//! hold the old bundle. So the CA certificates the webhook configurations
+//! and the old Secret carried are kept in the new bundle as retired CAs
+//! (see [`Material::carry_over`]) for [`SelfManagedConfig::previous_ca_grace`],
+//! then dropped like any retired CA. The replica that regenerated keeps
+//! serving its current certificate until its next round when the old bundle
+//! trusts it, so the new bundle has reached the API server before any
+//! replica presents a certificate from the new CA.
+//!
+//! # Uninstall
+//!
+//! The Secret carries an owner reference to the first of
+//! [`SelfManagedConfig::webhook_configs`] that exists (a namespaced object
+//! may have a cluster-scoped owner). `helm uninstall` deletes that
+//! configuration, and the garbage collector then deletes the Secret and the
+//! CA key in it. The reference does not block the owner's deletion
+//! (`blockOwnerDeletion` unset), so it needs no permission beyond reading
+//! the configuration. A Secret written without it (an older version, or a
+//! configuration that did not exist yet) gets it on a later round.
+//!
 //! # Several replicas
 //!
 //! Writes use optimistic concurrency: the Secret is created (409
@@ -76,6 +100,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -139,6 +164,10 @@ pub struct SelfManagedConfig {
     /// Extra subject alternative names (DNS names or IP addresses), e.g. when
     /// the API server calls the webhook by URL.
     pub extra_sans: Vec<String>,
+    /// After everything is regenerated, how long the CAs the API server
+    /// trusted before stay in the bundle (replicas still serving the old
+    /// certificate reload within `reload_every`).
+    pub previous_ca_grace: Duration,
 }
 
 impl Default for SelfManagedConfig {
@@ -154,6 +183,7 @@ impl Default for SelfManagedConfig {
             check_every: Duration::from_secs(3600),
             reload_every: Duration::from_secs(30),
             extra_sans: Vec::new(),
+            previous_ca_grace: Duration::from_secs(600),
         }
     }
 }
@@ -202,6 +232,12 @@ impl SelfManagedConfig {
             return invalid(format!(
                 "self-managed TLS: the serving validity ({:?}) must be at least 3 times the check interval ({:?})",
                 self.serving_validity, self.check_every
+            ));
+        }
+        if self.previous_ca_grace < self.reload_every.saturating_mul(2) {
+            return invalid(format!(
+                "self-managed TLS: the grace for previous CAs ({:?}) must be at least twice the reload interval ({:?})",
+                self.previous_ca_grace, self.reload_every
             ));
         }
         for name in self.dns_names() {
@@ -397,6 +433,37 @@ impl Material {
             out.push_str(&r.cert_pem);
         }
         out
+    }
+
+    /// Keep CA certificates the API server may still trust (from the
+    /// webhook configurations' caBundles and a replaced Secret's `ca.crt`)
+    /// in the bundle as retired CAs until `until`. Blocks that are not
+    /// usable CA certificates, and CAs the bundle already holds, are
+    /// skipped. Returns how many were kept.
+    pub fn carry_over<'a>(
+        &mut self,
+        pems: impl IntoIterator<Item = &'a str>,
+        until: Timestamp,
+    ) -> usize {
+        let mut kept = 0;
+        for text in pems {
+            for block in pem_blocks(text) {
+                if self.bundle_pem().contains(block.as_str()) || Anchors::new(&block).is_err() {
+                    continue;
+                }
+                kept += 1;
+                self.retired.push(RetiredCa {
+                    name: format!(
+                        "previous CA {} (kept until {until})",
+                        self.retired.len() + 1
+                    ),
+                    cert_pem: block,
+                    not_after: until,
+                });
+            }
+        }
+        self.stored_bundle = Some(self.bundle_pem());
+        kept
     }
 
     /// Read and verify a Secret. Never fails: what cannot be used is left
@@ -1239,6 +1306,14 @@ pub struct Outcome {
     pub bundles: Vec<(String, BundleStatus)>,
     /// The serving pair in the store changed.
     pub serving_reloaded: bool,
+    /// A regenerated pair was written but this replica keeps serving its
+    /// current certificate (trusted by the carried-over CAs) until its next
+    /// round, so the new bundle reaches the API server first.
+    pub serving_deferred: bool,
+    /// CA certificates carried over into the bundle after a regeneration.
+    pub carried_over: usize,
+    /// The Secret was given its owner reference to the webhook configuration.
+    pub owner_set: bool,
     pub serving_not_after: Option<Timestamp>,
 }
 
@@ -1281,7 +1356,7 @@ pub async fn reconcile(
         if let Some(m) = current.as_ref().filter(|_| todo.promotes())
             && let Some(ca) = m.ca.as_ref().filter(|ca| ca.not_after > now)
         {
-            let before = sync_ca_bundles(client, cfg, &m.bundle_pem()).await;
+            let (before, _) = sync_ca_bundles(client, cfg, &m.bundle_pem()).await;
             let not_in_place: Vec<&str> = before
                 .iter()
                 .filter(|(_, s)| !s.was_in_place())
@@ -1308,12 +1383,39 @@ pub async fn reconcile(
         }
 
         if todo.is_empty() {
-            break current.ok_or_else(|| {
+            let material = current.ok_or_else(|| {
                 CertError::Invalid("internal: an empty plan without a Secret".into())
             })?;
+            break (material, existing);
         }
-        let next = apply(&todo, current.as_ref(), cfg, now)?;
-        let secret = next.to_secret(cfg, existing.as_ref())?;
+        let mut next = apply(&todo, current.as_ref(), cfg, now)?;
+        let mut owner = None;
+        if todo
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::GenerateAll { .. }))
+        {
+            // What the API server and the other replicas may still rely on.
+            let previous = read_configs(client, cfg).await;
+            owner = previous.owner.clone();
+            let mut pems: Vec<&str> = previous.bundles.iter().map(String::as_str).collect();
+            if let Some(stored) = current.as_ref().and_then(|m| m.stored_bundle.as_deref()) {
+                pems.push(stored);
+            }
+            outcome.carried_over = next.carry_over(pems, add(now, cfg.previous_ca_grace));
+            if outcome.carried_over > 0 {
+                tracing::info!(
+                    secret = %secret_ref,
+                    cas = outcome.carried_over,
+                    until = %add(now, cfg.previous_ca_grace),
+                    "regenerating: the CAs trusted so far stay in the caBundle until replicas serve the new certificate"
+                );
+            }
+        }
+        let mut secret = next.to_secret(cfg, existing.as_ref())?;
+        if let Some(owner) = owner {
+            set_owner(&mut secret, owner);
+        }
         let (verb, written) = match &existing {
             None => (
                 "create",
@@ -1327,10 +1429,10 @@ pub async fn reconcile(
             ),
         };
         match written {
-            Ok(_) => {
+            Ok(stored) => {
                 tracing::info!(secret = %secret_ref, verb, plan = %todo, "webhook TLS Secret written");
                 outcome.written = todo.actions;
-                break next;
+                break (next, Some(stored));
             }
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 outcome.conflicts += 1;
@@ -1350,13 +1452,54 @@ pub async fn reconcile(
             Err(e) => return Err(kube_error(format!("cannot {verb} Secret {secret_ref}"))(e)),
         }
     };
+    let (material, stored) = material;
 
-    outcome.bundles = sync_ca_bundles(client, cfg, &material.bundle_pem()).await;
+    let (bundles, owner) = sync_ca_bundles(client, cfg, &material.bundle_pem()).await;
+    outcome.bundles = bundles;
+    if let (Some(owner), Some(stored)) = (owner, stored)
+        && !has_owner(&stored, &owner)
+    {
+        let mut with_owner = stored;
+        with_owner.metadata.managed_fields = None;
+        set_owner(&mut with_owner, owner);
+        match secrets
+            .replace(&cfg.secret_name, &PostParams::default(), &with_owner)
+            .await
+        {
+            Ok(_) => {
+                outcome.owner_set = true;
+                tracing::info!(secret = %secret_ref, "webhook TLS Secret now owned by the webhook configuration (deleted with it on uninstall)");
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                tracing::debug!(secret = %secret_ref, "Secret changed before its owner reference was set; next round");
+            }
+            Err(e) => {
+                tracing::warn!(secret = %secret_ref, error = %e, "cannot set the Secret's owner reference; it will outlive helm uninstall until this succeeds");
+            }
+        }
+    }
     let serving = material.serving.as_ref().ok_or_else(|| {
         CertError::Invalid(format!(
             "Secret {secret_ref} has no usable serving certificate"
         ))
     })?;
+    // After a regeneration, keep serving the current certificate for one
+    // more round if the bundle still trusts it: the API server may not have
+    // the new CA yet.
+    if outcome.carried_over > 0
+        && let Some(current) = store.cert_pem()
+        && let Some(name) = serving.dns_names.first()
+        && material.retired.iter().any(|r| {
+            bundle_trusts(&r.cert_pem, &String::from_utf8_lossy(&current), name, now).is_ok()
+        })
+    {
+        outcome.serving_deferred = true;
+        tracing::info!(
+            secret = %secret_ref,
+            "regenerated serving certificate is loaded on the next round, once the new caBundle is in place"
+        );
+        return Ok(outcome);
+    }
     outcome.serving_reloaded =
         store.replace(serving.cert_pem.as_bytes(), serving.key_pem.as_bytes())?;
     outcome.serving_not_after = Some(serving.not_after);
@@ -1371,34 +1514,114 @@ pub async fn reconcile(
     Ok(outcome)
 }
 
+/// The owner reference the Secret gets: the webhook configuration.
+fn owner_reference(config: &ValidatingWebhookConfiguration) -> Option<OwnerReference> {
+    Some(OwnerReference {
+        api_version: "admissionregistration.k8s.io/v1".into(),
+        kind: "ValidatingWebhookConfiguration".into(),
+        name: config.metadata.name.clone()?,
+        uid: config.metadata.uid.clone()?,
+        controller: None,
+        block_owner_deletion: None,
+    })
+}
+
+fn has_owner(secret: &Secret, owner: &OwnerReference) -> bool {
+    secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == owner.uid)
+}
+
+/// Add `owner`, replacing references to other configurations of that kind
+/// (a configuration that was deleted and created anew).
+fn set_owner(secret: &mut Secret, owner: OwnerReference) {
+    let refs = secret
+        .metadata
+        .owner_references
+        .get_or_insert_with(Vec::new);
+    refs.retain(|o| o.kind != owner.kind || o.uid == owner.uid);
+    if !refs.iter().any(|o| o.uid == owner.uid) {
+        refs.push(owner);
+    }
+}
+
+/// What the webhook configurations hold before a regeneration.
+#[derive(Default)]
+struct PreviousConfigs {
+    /// Their caBundles (PEM text).
+    bundles: Vec<String>,
+    /// The owner reference to the first one that exists.
+    owner: Option<OwnerReference>,
+}
+
+async fn read_configs(client: &kube::Client, cfg: &SelfManagedConfig) -> PreviousConfigs {
+    let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let mut out = PreviousConfigs::default();
+    for name in &cfg.webhook_configs {
+        match api.get_opt(name).await {
+            Ok(Some(config)) => {
+                if out.owner.is_none() {
+                    out.owner = owner_reference(&config);
+                }
+                for webhook in config.webhooks.iter().flatten() {
+                    if let Some(bundle) = &webhook.client_config.ca_bundle
+                        && let Ok(text) = String::from_utf8(bundle.0.clone())
+                        && !out.bundles.contains(&text)
+                    {
+                        out.bundles.push(text);
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                config = %name,
+                error = %e,
+                "cannot read the ValidatingWebhookConfiguration before regenerating; its current CAs are not kept in the new bundle"
+            ),
+        }
+    }
+    out
+}
+
 /// Bring each configured webhook configuration's caBundle to `bundle_pem`.
+/// Also returns the owner reference to the first configuration that exists.
 async fn sync_ca_bundles(
     client: &kube::Client,
     cfg: &SelfManagedConfig,
     bundle_pem: &str,
-) -> Vec<(String, BundleStatus)> {
+) -> (Vec<(String, BundleStatus)>, Option<OwnerReference>) {
     let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     let want = ByteString(bundle_pem.as_bytes().to_vec());
     let mut out = Vec::with_capacity(cfg.webhook_configs.len());
+    let mut owner = None;
     for name in &cfg.webhook_configs {
-        let status = sync_ca_bundle(&api, name, &want).await;
+        let status = sync_ca_bundle(&api, name, &want, &mut owner).await;
         if let BundleStatus::Failed(e) = &status {
             tracing::warn!(config = %name, error = %e, "caBundle not updated");
         }
         out.push((name.clone(), status));
     }
-    out
+    (out, owner)
 }
 
 async fn sync_ca_bundle(
     api: &Api<ValidatingWebhookConfiguration>,
     name: &str,
     want: &ByteString,
+    owner: &mut Option<OwnerReference>,
 ) -> BundleStatus {
     let mut last = String::new();
     for _ in 0..MAX_WRITE_ATTEMPTS {
         let config = match api.get_opt(name).await {
-            Ok(Some(c)) => c,
+            Ok(Some(c)) => {
+                if owner.is_none() {
+                    *owner = owner_reference(&c);
+                }
+                c
+            }
             Ok(None) => {
                 tracing::warn!(
                     config = %name,

@@ -29,6 +29,13 @@ pub struct EndpointLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// connection_limit, handshake_timeout, too_large, inflight_bytes,
+    /// body_timeout, review_timeout, body_error.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
@@ -54,6 +61,10 @@ pub struct Metrics {
     pub watches_total: Gauge,
     pub watch_skipped_objects: Gauge,
     pub watch_errors: Gauge,
+    /// Webhook connections open (TLS handshake included).
+    pub connections: Gauge,
+    /// Connections and requests the listener turned away, by reason.
+    pub refused: Family<ReasonLabels, Counter>,
 }
 
 impl Metrics {
@@ -125,6 +136,18 @@ impl Metrics {
             "Watch errors retried with backoff (total since start)",
             watch_errors.clone(),
         );
+        let connections = Gauge::default();
+        registry.register(
+            "webhook_connections",
+            "Webhook connections open, TLS handshakes included",
+            connections.clone(),
+        );
+        let refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "webhook_refused",
+            "Webhook connections closed and requests refused by the listener's limits, by reason",
+            refused.clone(),
+        );
         Arc::new(Metrics {
             registry,
             live_confirmations,
@@ -136,6 +159,8 @@ impl Metrics {
             watches_total,
             watch_skipped_objects,
             watch_errors,
+            connections,
+            refused,
         })
     }
 
@@ -148,6 +173,11 @@ impl Metrics {
         self.watches_total.set(get(&health.total));
         self.watch_skipped_objects.set(get(&health.skipped_objects));
         self.watch_errors.set(get(&health.watch_errors));
+    }
+
+    /// Count a connection or request turned away by the listener.
+    pub fn refuse(&self, reason: &'static str) {
+        self.refused.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     pub fn encode(&self) -> String {

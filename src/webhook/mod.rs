@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod certs;
 pub mod declassify;
+pub mod listener;
 pub mod metrics;
 pub mod server;
 pub mod tls;
@@ -138,6 +139,50 @@ pub struct ServeArgs {
     /// How long in-flight reviews may take to finish after that.
     #[arg(long, env = "RESIDENCY_GUARD_DRAIN_SECONDS", default_value_t = 10)]
     pub drain_seconds: u64,
+    /// Webhook connections open at once; more are closed at accept.
+    #[arg(long, env = "RESIDENCY_GUARD_MAX_CONNECTIONS", default_value_t = 512)]
+    pub max_connections: usize,
+    /// A TLS handshake not finished in this time closes the connection.
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_TLS_HANDSHAKE_TIMEOUT_SECONDS",
+        default_value_t = 5
+    )]
+    pub tls_handshake_timeout_seconds: u64,
+    /// Request headers not received in this time close the connection (also
+    /// the longest a keep-alive connection stays idle between requests).
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_HEADER_TIMEOUT_SECONDS",
+        default_value_t = 10
+    )]
+    pub header_timeout_seconds: u64,
+    /// Deadline for one request, reading its body and judging it (408 or
+    /// 503 after it). The chart sets it to the webhook's timeoutSeconds.
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_REQUEST_TIMEOUT_SECONDS",
+        default_value_t = 10
+    )]
+    pub request_timeout_seconds: u64,
+    /// Request bodies buffered by all requests in flight together; a request
+    /// that does not fit gets 429 with Retry-After (the API server retries).
+    #[arg(long, env = "RESIDENCY_GUARD_MAX_INFLIGHT_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_inflight_body_bytes: usize,
+}
+
+impl ServeArgs {
+    /// The webhook listener's limits from the flags.
+    pub fn limits(&self) -> listener::Limits {
+        listener::Limits {
+            handshake_timeout: Duration::from_secs(self.tls_handshake_timeout_seconds),
+            header_timeout: Duration::from_secs(self.header_timeout_seconds),
+            request_timeout: Duration::from_secs(self.request_timeout_seconds),
+            max_connections: self.max_connections,
+            inflight_body_bytes: self.max_inflight_body_bytes,
+            drain: Duration::from_secs(self.drain_seconds),
+        }
+    }
 }
 
 pub fn init_tracing(format: LogFormat, level: &str) {
@@ -159,6 +204,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format, &args.log_level);
     let lang = Lang::parse(&args.lang)
         .ok_or_else(|| anyhow::anyhow!("--lang {:?}: use en or zh-CN", args.lang))?;
+    let limits = args.limits();
+    limits
+        .validate(args.max_body_bytes)
+        .map_err(|e| anyhow::anyhow!(e))?;
     let (catalogue, address_space) = args.data.load().map_err(|e| anyhow::anyhow!(e))?;
     let client = kube::Client::try_default().await?;
     let state = state::start(
@@ -256,11 +305,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         app.clone(),
         wait_stop(stop_rx.clone()),
     ));
-    let webhook = tokio::spawn(server::serve_tls(
+    let webhook = tokio::spawn(listener::serve(
         webhook_listener,
         app,
+        limits,
         wait_stop(stop_rx),
-        Duration::from_secs(args.drain_seconds),
     ));
 
     shutdown_signal().await;

@@ -11,17 +11,13 @@ use axum::extract::{DefaultBodyLimit, State as AxumState};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use jiff::Timestamp;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 use super::admission::{self, Endpoint};
 use super::admission::{ConfirmReason, Handled};
 use super::declassify::{Authorizer, UserInfo};
+use super::listener::Limits;
 use super::metrics::{ConfirmLabels, DecisionLabels, EndpointLabels, Metrics};
 use super::tls::CertStore;
 use crate::engine::Lang;
@@ -348,53 +344,18 @@ pub fn admin_router(app: App) -> Router {
 
 /// Serve HTTPS on `listener` until `shutdown` resolves, then let in-flight
 /// reviews finish (up to `drain`) while idle keep-alive connections close.
+/// The default [`Limits`] apply; `listener::serve` takes others.
 pub async fn serve_tls(
     listener: TcpListener,
     app: App,
     shutdown: impl std::future::Future<Output = ()>,
     drain: Duration,
 ) -> Result<(), String> {
-    let config = app.certs.server_config().map_err(|e| e.to_string())?;
-    let acceptor = TlsAcceptor::from(config);
-    let router = webhook_router(app);
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match acceptor.accept(tcp).await {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-            };
-            let conn = builder.serve_connection(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(drain) => tracing::warn!("shutdown: connections still open after the drain period"),
-    }
-    Ok(())
+    let limits = Limits {
+        drain,
+        ..Limits::default()
+    };
+    super::listener::serve(listener, app, limits, shutdown).await
 }
 
 /// Serve the admin endpoints until `shutdown` resolves.

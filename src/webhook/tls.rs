@@ -85,6 +85,14 @@ impl CertStore {
         Ok(true)
     }
 
+    /// The PEM of the certificate chain being served, if any.
+    pub fn cert_pem(&self) -> Option<Vec<u8>> {
+        if !self.has_certificate() {
+            return None;
+        }
+        self.pem.read().ok().map(|p| p.0.clone())
+    }
+
     pub fn has_certificate(&self) -> bool {
         self.current.read().map(|c| c.is_some()).unwrap_or(false)
     }

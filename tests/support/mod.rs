@@ -18,6 +18,7 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use residency_guard::cli::load_inputs;
 use residency_guard::engine::{AddressSpace, Catalogue, Lang, Snapshot, Workload};
 use residency_guard::state::State;
+use residency_guard::webhook::listener::{self, Limits};
 use residency_guard::webhook::metrics::Metrics;
 use residency_guard::webhook::server::{self, App};
 use residency_guard::webhook::tls::CertStore;
@@ -86,6 +87,21 @@ impl TestServer {
         lang: Lang,
         max_body: usize,
     ) -> TestServer {
+        let limits = Limits {
+            drain: Duration::from_secs(2),
+            ..Limits::default()
+        };
+        TestServer::start_limited(snapshot, workloads, lang, max_body, limits).await
+    }
+
+    /// As `start`, with the listener's limits given.
+    pub async fn start_limited(
+        snapshot: Snapshot,
+        workloads: BTreeMap<String, Vec<Workload>>,
+        lang: Lang,
+        max_body: usize,
+        limits: Limits,
+    ) -> TestServer {
         let ca = TestCa::new();
         let certs = CertStore::new();
         let (cert, key) = ca.serving_pair();
@@ -109,11 +125,11 @@ impl TestServer {
         let wait = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        tokio::spawn(server::serve_tls(
+        tokio::spawn(listener::serve(
             listener,
             app.clone(),
+            limits,
             wait(rx.clone()),
-            Duration::from_secs(2),
         ));
         tokio::spawn(server::serve_admin(admin, app, wait(rx)));
         TestServer {
@@ -173,6 +189,18 @@ impl TlsClient {
             .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         Ok(Conn { sender })
+    }
+
+    /// A TLS connection with nothing sent on it yet (for raw HTTP bytes).
+    pub async fn raw(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+        let tcp = TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let name = ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
+        self.connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("handshake: {e}"))
     }
 
     /// POST on a fresh connection.
