@@ -26,6 +26,7 @@ const WORKLOADS_NS: &str = "workloads-in-labelled-namespaces.residencyguard.io";
 const WORKLOAD_TEMPLATES: &str = "workload-templates.residencyguard.io";
 const NETWORKPOLICIES: &str = "networkpolicies.residencyguard.io";
 const NETWORKPOLICY_DELETES: &str = "networkpolicy-deletes.residencyguard.io";
+const NAMESPACES: &str = "namespaces.residencyguard.io";
 const POLICIES: &str = "policies.residencyguard.io";
 /// A base64 PEM CA for certificates.mode=existingSecret (content irrelevant).
 macro_rules! ca_b64 {
@@ -384,6 +385,7 @@ fn check_webhooks(
             WORKLOAD_TEMPLATES,
             NETWORKPOLICIES,
             NETWORKPOLICY_DELETES,
+            NAMESPACES,
             POLICIES
         ]
     );
@@ -492,6 +494,17 @@ fn check_webhooks(
         )),
         "the namespace controller must not be sent NetworkPolicy DELETEs: {conditions:?}"
     );
+    let namespaces = webhook(objs, NAMESPACES);
+    assert_eq!(
+        namespaces["clientConfig"]["service"]["path"],
+        "/validate/namespaces"
+    );
+    let mut expected = BTreeMap::new();
+    expected.insert(
+        ("".to_owned(), "namespaces".to_owned()),
+        create_update.clone(),
+    );
+    assert_eq!(webhook_rules(namespaces), expected);
     let pol = webhook(objs, POLICIES);
     assert_eq!(pol["clientConfig"]["service"]["path"], "/validate/policies");
     let mut expected = BTreeMap::new();
@@ -543,6 +556,11 @@ type Perm = (String, String, String, String, String);
 fn rbac(objs: &[Value], fullname: &str, ns: &str) -> BTreeSet<Perm> {
     let mut perms = BTreeSet::new();
     for o in objs {
+        if kind(o) == "ClusterRole" && name(o) == format!("{fullname}-declassifier") {
+            // For users, not the operator: checked on its own below.
+            check_declassifier(o, objs);
+            continue;
+        }
         let (where_, k) = match kind(o) {
             "ClusterRole" => ("cluster".to_owned(), "ClusterRole"),
             "Role" => (
@@ -602,9 +620,10 @@ fn rbac(objs: &[Value], fullname: &str, ns: &str) -> BTreeSet<Perm> {
             "{binding}"
         );
     }
+    // Every ClusterRole but the (unbound) declassifier is bound once.
     assert_eq!(
         all(objs, "ClusterRole").len(),
-        all(objs, "ClusterRoleBinding").len()
+        all(objs, "ClusterRoleBinding").len() + 1
     );
     assert_eq!(all(objs, "Role").len(), all(objs, "RoleBinding").len());
     perms
@@ -643,6 +662,23 @@ fn perms(rows: &[Row]) -> BTreeSet<Perm> {
         }
     }
     out
+}
+
+/// The declassifier ClusterRole grants exactly `declassify` on
+/// dataclasses.residencyguard.io and is bound to no one by the chart.
+fn check_declassifier(role: &Value, objs: &[Value]) {
+    assert_eq!(
+        role["rules"],
+        json!([{"apiGroups": ["residencyguard.io"], "resources": ["dataclasses"], "verbs": ["declassify"]}])
+    );
+    for o in objs {
+        if matches!(kind(o), "ClusterRoleBinding" | "RoleBinding") {
+            assert_ne!(
+                o["roleRef"]["name"], role["metadata"]["name"],
+                "the declassifier must not be bound by the chart"
+            );
+        }
+    }
 }
 
 /// What a watch needs: kube-runtime lists and watches, and never GETs.
@@ -690,6 +726,14 @@ fn webhook_perms() -> BTreeSet<Perm> {
             "batch",
             &["jobs", "cronjobs"],
             &["list", "watch"],
+            &[],
+        ),
+        // Declassifications are authorised on the user's behalf.
+        (
+            "cluster",
+            "authorization.k8s.io",
+            &["subjectaccessreviews"],
+            &["create"],
             &[],
         ),
     ])
@@ -841,8 +885,10 @@ fn default_render_has_exactly_the_expected_objects() {
         .iter()
         .map(|o| (kind(o).to_owned(), name(o).to_owned()))
         .collect();
+    let declassifier = format!("{RELEASE}-declassifier");
     let expected: BTreeSet<(String, String)> = [
         ("ClusterRole", RELEASE),
+        ("ClusterRole", declassifier.as_str()),
         ("ClusterRoleBinding", RELEASE),
         (
             "CustomResourceDefinition",
@@ -916,9 +962,14 @@ fn workload_entries_prefilter_on_object_namespace_and_template_labels() {
     );
     assert!(has_label_exists(&in_ns["namespaceSelector"]));
     let conds = match_conditions(in_ns);
+    // Entry (1)'s objectSelector matches the old object or the new one, so
+    // "labelled itself" means either (an UPDATE removing the label goes
+    // through entry (1), once).
     assert_eq!(
         conds["object-not-labelled-itself"],
-        format!("!(has(object.metadata.labels) && '{LABEL}' in object.metadata.labels)")
+        format!(
+            "!((has(object.metadata.labels) && '{LABEL}' in object.metadata.labels) || (oldObject != null && has(oldObject.metadata.labels) && '{LABEL}' in oldObject.metadata.labels))"
+        )
     );
 
     // (3) The pod template's labels: only CEL can see them.
@@ -939,6 +990,15 @@ fn workload_entries_prefilter_on_object_namespace_and_template_labels() {
     assert!(
         template.contains(&format!(
             "'{LABEL}' in object.spec.jobTemplate.spec.template.metadata.labels"
+        )),
+        "{template}"
+    );
+    // A template that loses the label (a declassification) is sent too.
+    assert!(
+        template.contains(&format!(
+            "oldObject != null && ((has(oldObject.spec) && has(oldObject.spec.template)"
+        )) && template.contains(&format!(
+            "'{LABEL}' in oldObject.spec.jobTemplate.spec.template.metadata.labels"
         )),
         "{template}"
     );
@@ -1282,6 +1342,10 @@ fn default_environment_is_exactly_the_contract() {
         ("RESIDENCY_GUARD_WEBHOOK_ADDR", "0.0.0.0:8443"),
         ("RESIDENCY_GUARD_ADMIN_ADDR", "0.0.0.0:8080"),
         ("RESIDENCY_GUARD_SERVICE_NAME", RELEASE),
+        (
+            "RESIDENCY_GUARD_DECLASSIFIER_ROLE",
+            "residency-guard-declassifier",
+        ),
         ("RESIDENCY_GUARD_TLS_MODE", "self-managed"),
         ("RESIDENCY_GUARD_CERT_SECRET", "residency-guard-tls"),
         ("RESIDENCY_GUARD_WEBHOOK_CONFIGS", RELEASE),

@@ -59,6 +59,7 @@ pub fn refusal(
     namespace: &str,
     classes: &[DataClass],
     error: Option<&str>,
+    role: &str,
 ) -> super::Text {
     let names: Vec<&str> = classes.iter().map(|c| c.as_str()).collect();
     let list = names.join(", ");
@@ -83,10 +84,10 @@ pub fn refusal(
     };
     super::Text {
         en: format!(
-            "{subject}: this update removes data class [{list}] (label residencyguard.io/data-class), which declassifies it: it would no longer be held to the policies that keep that data in mainland China. {why_en}. Fix: keep the label, or have an administrator grant the verb, e.g. kubectl create rolebinding declassify-{first} -n {namespace} --clusterrole=residency-guard-declassifier --user=<you>, and retry."
+            "{subject}: this update removes data class [{list}] (label residencyguard.io/data-class), which declassifies it: it would no longer be held to the policies that keep that data in mainland China. {why_en}. Fix: keep the label, or have an administrator grant the verb, e.g. kubectl create rolebinding declassify-{first} -n {namespace} --clusterrole={role} --user=<you>, and retry."
         ),
         zh: format!(
-            "{subject}：此更新移除了数据类别 [{list}]（标签 residencyguard.io/data-class），即解除其分类：它将不再受把此类数据留在中国大陆的策略约束。{why_zh}。修复：保留该标签，或请管理员授予该权限，例如 kubectl create rolebinding declassify-{first} -n {namespace} --clusterrole=residency-guard-declassifier --user=<你的用户名>，然后重试。"
+            "{subject}：此更新移除了数据类别 [{list}]（标签 residencyguard.io/data-class），即解除其分类：它将不再受把此类数据留在中国大陆的策略约束。{why_zh}。修复：保留该标签，或请管理员授予该权限，例如 kubectl create rolebinding declassify-{first} -n {namespace} --clusterrole={role} --user=<你的用户名>，然后重试。"
         ),
     }
 }

@@ -253,6 +253,7 @@ pub enum Endpoint {
     Workloads,
     NetworkPolicies,
     Policies,
+    Namespaces,
 }
 
 /// Kubernetes drops warnings past 4 KiB in total and may truncate each one
@@ -299,6 +300,7 @@ fn handle_raw(
             network_policy_review(&req, snapshot, workloads, lang, now, decision)
         }
         Endpoint::Policies => policy_review(&req, snapshot, lang, now, decision),
+        Endpoint::Namespaces => namespace_review(&req, lang, decision),
     })
 }
 
@@ -731,6 +733,64 @@ fn network_policy_review(
         warnings,
         ..allow()
     }
+}
+
+/// A Namespace whose data-class label is set, changed or removed: the new
+/// value must name known classes (every workload in it is classified by
+/// it), and classes it loses are a declassification of every workload in
+/// the namespace (authorised by the server, like a workload's).
+fn namespace_review(
+    req: &RequestIn<&RawValue, &RawValue>,
+    lang: Lang,
+    decision: &mut Decision,
+) -> Response {
+    if !matches!(req.operation.as_str(), "CREATE" | "UPDATE") {
+        return allow();
+    }
+    let Some(object) = req.object else {
+        return allow();
+    };
+    let labels_of = |raw: &RawValue| -> Option<String> {
+        serde_json::from_str::<OldClassLabels>(raw.get())
+            .ok()
+            .and_then(|o| o.metadata?.class().map(str::to_string))
+    };
+    let name = req
+        .name
+        .clone()
+        .or_else(|| {
+            serde_json::from_str::<NetworkPolicyMeta>(object.get())
+                .ok()
+                .and_then(|m| m.metadata.name)
+        })
+        .unwrap_or_default();
+    decision.name = name.clone();
+    decision.result = "judged";
+    let new = labels_of(object);
+    if let Some(value) = &new
+        && let Err(error) = crate::api::parse_class_list(value)
+    {
+        let e = engine::ClassificationError {
+            workload: format!("Namespace {name}"),
+            location: "metadata.labels".into(),
+            error,
+        };
+        return refuse(422, "Invalid", e.text().get(lang).to_string());
+    }
+    let old = req.old_object.and_then(labels_of);
+    let removed = engine::declassify::removed_classes(
+        old.as_deref(),
+        new.as_deref(),
+        &std::collections::BTreeSet::new(),
+    );
+    if !removed.is_empty() {
+        decision.declassify = Some(Declassify {
+            namespace: name.clone(),
+            subject: format!("Namespace {name}"),
+            classes: removed.into_iter().collect(),
+        });
+    }
+    allow()
 }
 
 /// Semantic checks on a ResidencyPolicy that the CRD schema cannot express.

@@ -55,6 +55,9 @@ impl UserInfo {
 
 /// Where declassifications are authorised (a trait, so tests can decide).
 pub trait Authorizer: Send + Sync {
+    /// The ClusterRole that grants the verb (named in refusals).
+    fn role(&self) -> &str;
+
     /// The classes among `classes` that `user` may NOT declassify in
     /// `namespace` (empty: all allowed).
     fn refused<'a>(
@@ -68,15 +71,21 @@ pub trait Authorizer: Send + Sync {
 /// SubjectAccessReviews through the API server.
 pub struct ApiAuthorizer {
     client: Client,
+    role: String,
 }
 
 impl ApiAuthorizer {
-    pub fn new(client: Client) -> ApiAuthorizer {
-        ApiAuthorizer { client }
+    /// `role`: the ClusterRole granting the verb (the chart's declassifier).
+    pub fn new(client: Client, role: String) -> ApiAuthorizer {
+        ApiAuthorizer { client, role }
     }
 }
 
 impl Authorizer for ApiAuthorizer {
+    fn role(&self) -> &str {
+        &self.role
+    }
+
     fn refused<'a>(
         &'a self,
         user: &'a UserInfo,

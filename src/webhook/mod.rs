@@ -128,6 +128,14 @@ pub struct ServeArgs {
         default_value_t = 5
     )]
     pub shutdown_delay_seconds: u64,
+    /// The ClusterRole that grants `declassify` (the chart creates it),
+    /// named in refusals so the fix can be copied.
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_DECLASSIFIER_ROLE",
+        default_value = "residency-guard-declassifier"
+    )]
+    pub declassifier_role: String,
     /// A watch failing for longer than this makes the snapshot stale: the
     /// operator reports not ready and refuses (retryably) to judge.
     #[arg(
@@ -286,7 +294,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         serving: serving.clone(),
         certs,
         live: Some(Arc::new(state::live::ApiReader::new(client.clone()))),
-        authorizer: Some(Arc::new(declassify::ApiAuthorizer::new(client.clone()))),
+        authorizer: Some(Arc::new(declassify::ApiAuthorizer::new(
+            client.clone(),
+            args.declassifier_role.clone(),
+        ))),
     };
     let webhook_listener = server::bind(args.webhook_addr)
         .await

@@ -50,6 +50,7 @@ pub fn webhook_router(app: App) -> Router {
         .route("/validate/workloads", post(workloads))
         .route("/validate/networkpolicies", post(network_policies))
         .route("/validate/policies", post(policies))
+        .route("/validate/namespaces", post(namespaces))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
 }
@@ -62,6 +63,9 @@ async fn network_policies(AxumState(app): AxumState<App>, body: Bytes) -> Respon
 }
 async fn policies(AxumState(app): AxumState<App>, body: Bytes) -> Response {
     review(&app, Endpoint::Policies, body).await
+}
+async fn namespaces(AxumState(app): AxumState<App>, body: Bytes) -> Response {
+    review(&app, Endpoint::Namespaces, body).await
 }
 
 /// Reviews larger than this are judged on the blocking pool, like every
@@ -79,6 +83,7 @@ fn endpoint_name(e: Endpoint) -> &'static str {
         Endpoint::Workloads => "workloads",
         Endpoint::NetworkPolicies => "networkpolicies",
         Endpoint::Policies => "policies",
+        Endpoint::Namespaces => "namespaces",
     }
 }
 
@@ -87,10 +92,11 @@ async fn review(app: &App, endpoint: Endpoint, body: Bytes) -> Response {
     let snapshot = app.state.snapshot();
     let name = endpoint_name(endpoint);
     let now = Timestamp::now();
-    // ResidencyPolicy reviews read no cluster state; every other answer
+    // ResidencyPolicy and Namespace reviews read no cluster state (a
+    // declassification is authorised live); every other answer
     // would rest on the snapshot, which must be complete and current.
     let not_ready = match endpoint {
-        Endpoint::Policies => None,
+        Endpoint::Policies | Endpoint::Namespaces => None,
         _ => app.state.not_ready_because(),
     };
     let mut outcome = if let Some(why) = &not_ready {
@@ -245,6 +251,9 @@ async fn authorize_declassification(
         &removal.namespace,
         &refused,
         error.as_deref(),
+        app.authorizer
+            .as_ref()
+            .map_or("residency-guard-declassifier", |a| a.role()),
     );
     tracing::info!(subject = %removal.subject, user = user.name(), classes = ?refused, error = ?error, "declassification refused");
     let uid = std::mem::take(&mut handled.review.response.uid);

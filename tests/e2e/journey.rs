@@ -411,3 +411,164 @@ fn with_the_operator_down_only_judged_writes_fail() {
         },
     );
 }
+
+/// Taking a data class away (a declassification) needs the `declassify`
+/// verb: in one step (label and pinning dropped together) or two (label
+/// first), on a workload or on its Namespace. With the chart's
+/// declassifier role bound, the same change goes through.
+#[test]
+fn declassifying_needs_the_declassify_verb() {
+    let Some(c) = cluster("journey-declassify") else {
+        return;
+    };
+    let apps = "e2e-declassify";
+    let release = "e2e-declassify";
+    let installed = setup(&c, release, apps);
+    // alice may edit workloads in the namespace (the built-in `edit` role)
+    // and label one Namespace, nothing about data classes.
+    c.must(&[
+        "create",
+        "rolebinding",
+        "alice-edit",
+        "-n",
+        apps,
+        "--clusterrole=edit",
+        "--user=alice",
+    ]);
+    let labelled_ns = "e2e-declassify-ns";
+    c.fresh_namespace(
+        labelled_ns,
+        &[
+            ("residencyguard.io/data-class", "personal"),
+            ("residencyguard.io/e2e", "true"),
+        ],
+    );
+    c.cluster_object("clusterrole", "e2e-alice-namespaces");
+    c.cluster_object("clusterrolebinding", "e2e-alice-namespaces");
+    c.must(&[
+        "create",
+        "clusterrole",
+        "e2e-alice-namespaces",
+        "--verb=get,patch,update",
+        "--resource=namespaces",
+        &format!("--resource-name={labelled_ns}"),
+    ]);
+    c.must(&[
+        "create",
+        "clusterrolebinding",
+        "e2e-alice-namespaces",
+        "--clusterrole=e2e-alice-namespaces",
+        "--user=alice",
+    ]);
+
+    let both = format!(
+        "{}---\n{}",
+        egress_policy(apps, "records-egress", "records", &[]),
+        deployment(apps, "records", "personal", &["cn-north-1"], 1)
+    );
+    let r = c.apply(&both);
+    assert!(r.ok, "{}", r.stderr);
+
+    let drop_label = r#"[{"op":"remove","path":"/spec/template/metadata/labels/residencyguard.io~1data-class"}]"#;
+    let drop_both = r#"[{"op":"remove","path":"/spec/template/metadata/labels/residencyguard.io~1data-class"},{"op":"remove","path":"/spec/template/spec/affinity"}]"#;
+    let patch_as_alice = |patch: &str| {
+        c.kubectl(&[
+            "patch",
+            "deployment",
+            "records",
+            "-n",
+            apps,
+            "--type=json",
+            "-p",
+            patch,
+            "--as=alice",
+        ])
+    };
+    // One step: declassify and unpin together.
+    let r = patch_as_alice(drop_both);
+    assert!(!r.ok, "declassified and unpinned in one update");
+    for text in [
+        "Deployment e2e-declassify/records: this update removes data class [personal]",
+        "alice is not allowed to `declassify` dataclasses.residencyguard.io [personal] in namespace e2e-declassify",
+        &format!("--clusterrole={}-declassifier", fullname(release)),
+    ] {
+        assert!(
+            r.stderr.contains(text),
+            "missing {text:?} in:\n{}",
+            r.stderr
+        );
+    }
+    // Two steps: the label alone is refused too, so there is no second step.
+    let r = patch_as_alice(drop_label);
+    assert!(!r.ok, "the label was dropped without the verb");
+    assert!(r.stderr.contains("declassif"), "{}", r.stderr);
+    // The Namespace's label: the same rule; an unknown class is refused.
+    let r = c.kubectl(&[
+        "label",
+        "namespace",
+        labelled_ns,
+        "residencyguard.io/data-class-",
+        "--as=alice",
+    ]);
+    assert!(!r.ok, "a Namespace was declassified without the verb");
+    assert!(
+        r.stderr
+            .contains("Namespace e2e-declassify-ns: this update removes data class [personal]"),
+        "{}",
+        r.stderr
+    );
+    let r = c.kubectl(&[
+        "label",
+        "namespace",
+        labelled_ns,
+        "residencyguard.io/data-class=personal.medical",
+        "--overwrite",
+        "--as=alice",
+    ]);
+    assert!(!r.ok);
+    assert!(
+        r.stderr.contains("unknown data class \"medical\""),
+        "{}",
+        r.stderr
+    );
+    // Adding a class needs nothing.
+    let r = c.kubectl(&[
+        "label",
+        "namespace",
+        labelled_ns,
+        "residencyguard.io/data-class=personal.health",
+        "--overwrite",
+        "--as=alice",
+    ]);
+    assert!(r.ok, "{}", r.stderr);
+
+    // Granted (the chart's declassifier role, in this namespace only): the
+    // label may go, and then the workload is simply not governed.
+    c.must(&[
+        "create",
+        "rolebinding",
+        "alice-declassify",
+        "-n",
+        apps,
+        &format!("--clusterrole={}-declassifier", fullname(release)),
+        "--user=alice",
+    ]);
+    let r = eventually(
+        "the declassification to be authorised",
+        Duration::from_secs(10),
+        || {
+            let r = patch_as_alice(drop_label);
+            r.ok.then_some(r)
+        },
+    );
+    assert!(r.ok);
+    let m = installed.operator.metrics();
+    assert!(
+        m.contains("residency_guard_declassifications_total{outcome=\"refused\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("residency_guard_declassifications_total{outcome=\"allowed\"}"),
+        "{m}"
+    );
+}

@@ -142,9 +142,25 @@ error would fall back to failurePolicy.
     || (has(object.metadata.labels) && object.metadata.labels != oldObject.metadata.labels)
 {{- end }}
 
-{{/* True when the object's own metadata carries the data-class label. */}}
+{{/*
+True when the object's own metadata carries the data-class label, before
+or after the request (entry (1)'s objectSelector matches either, so an
+UPDATE that removes the label still reaches the webhook through it).
+*/}}
 {{- define "residency-guard.objectLabelledCEL" -}}
-has(object.metadata.labels) && 'residencyguard.io/data-class' in object.metadata.labels
+(has(object.metadata.labels) && 'residencyguard.io/data-class' in object.metadata.labels) || (oldObject != null && has(oldObject.metadata.labels) && 'residencyguard.io/data-class' in oldObject.metadata.labels)
+{{- end }}
+
+{{/* True when the pod template (or a CronJob's) of `obj` carries the label. */}}
+{{- define "residency-guard.templateLabelledCEL" -}}
+(has({{ . }}.spec) && has({{ . }}.spec.template)
+&& has({{ . }}.spec.template.metadata) && has({{ . }}.spec.template.metadata.labels)
+&& 'residencyguard.io/data-class' in {{ . }}.spec.template.metadata.labels)
+|| (has({{ . }}.spec) && has({{ . }}.spec.jobTemplate)
+&& has({{ . }}.spec.jobTemplate.spec) && has({{ . }}.spec.jobTemplate.spec.template)
+&& has({{ . }}.spec.jobTemplate.spec.template.metadata)
+&& has({{ . }}.spec.jobTemplate.spec.template.metadata.labels)
+&& 'residencyguard.io/data-class' in {{ . }}.spec.jobTemplate.spec.template.metadata.labels)
 {{- end }}
 
 {{/* Every pod-creating kind (docs/semantics.md). */}}
