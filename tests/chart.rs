@@ -995,11 +995,11 @@ fn workload_entries_prefilter_on_object_namespace_and_template_labels() {
     );
     // A template that loses the label (a declassification) is sent too.
     assert!(
-        template.contains(&format!(
-            "oldObject != null && ((has(oldObject.spec) && has(oldObject.spec.template)"
-        )) && template.contains(&format!(
-            "'{LABEL}' in oldObject.spec.jobTemplate.spec.template.metadata.labels"
-        )),
+        template
+            .contains("oldObject != null && ((has(oldObject.spec) && has(oldObject.spec.template)")
+            && template.contains(&format!(
+                "'{LABEL}' in oldObject.spec.jobTemplate.spec.template.metadata.labels"
+            )),
         "{template}"
     );
     assert!(conds.contains_key("object-not-labelled-itself"));
