@@ -28,7 +28,16 @@ static SNAPSHOT: LazyLock<(Snapshot, BTreeMap<String, Vec<Workload>>)> = LazyLoc
 fuzz_target!(|data: &[u8]| {
     let (snapshot, workloads) = &*SNAPSHOT;
     let now = jiff::Timestamp::UNIX_EPOCH;
-    for endpoint in [Endpoint::Workloads, Endpoint::NetworkPolicies, Endpoint::Policies] {
+    for endpoint in [
+        Endpoint::Workloads,
+        Endpoint::NetworkPolicies,
+        Endpoint::Policies,
+        Endpoint::Namespaces,
+    ] {
         let _ = admission::handle(data, endpoint, snapshot, workloads, Lang::En, now);
     }
+    // The paths that read a review outside the handler: the user of a
+    // declassification, and a refusal while the snapshot is not ready.
+    let _ = residency_guard::webhook::declassify::UserInfo::of_review(data);
+    let _ = admission::refuse_unjudged(data, "not ready", Lang::ZhCn);
 });
