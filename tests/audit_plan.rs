@@ -449,7 +449,7 @@ fn deleting_a_network_policy_rejudges_exactly_the_pods_it_selected() {
 fn exemption_expiry_fires_at_the_lapse_time() {
     let mut w = base();
     w.policies[0]["spec"]["exemptions"] = json!([{
-        "selector": {"matchLabels": {"app": "bad"}},
+        "selector": {"matchLabels": {"app": "bad"}}, "namespaces": ["app"],
         "basis": "StandardContract", "reference": "CAC filing 2026-0042",
         "approvedBy": "dpo@example.com", "expires": "2026-06-30"
     }]);

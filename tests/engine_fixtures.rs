@@ -238,6 +238,7 @@ fn policies_combine_strictest_action_wins() {
                 ],
             ),
             ("exempt-active", PASS, &[]),
+            ("exempt-copied", DENY, &[PlacementNotGuaranteed]),
             ("exempt-lapsed", DENY, &[PlacementNotGuaranteed]),
             ("unclassified", PASS, &[]),
         ],
@@ -364,4 +365,31 @@ fn bundled_example_shows_placement_and_egress_findings() {
         assert!(all.contains(&code), "example lacks {code:?}");
     }
     assert!(report.summary.denied > 0 && report.summary.compliant > 0 && report.summary.warned > 0);
+}
+
+/// An exemption stored without `namespaces` (the CRD now requires them)
+/// applies nowhere, and the policy says so; the policy itself is enforced.
+#[test]
+fn an_exemption_without_namespaces_applies_nowhere() {
+    use residency_guard::api::ResidencyPolicy;
+    use residency_guard::engine::policy::compile;
+    let policy: ResidencyPolicy = serde_json::from_value(serde_json::json!({
+        "apiVersion": "residencyguard.io/v1alpha1", "kind": "ResidencyPolicy",
+        "metadata": {"name": "legacy"},
+        "spec": {"dataClasses": ["personal"], "exemptions": [{
+            "selector": {"matchLabels": {"app": "fx-rates"}},
+            "basis": "StandardContract", "reference": "CAC filing 2026-0042",
+            "approvedBy": "dpo@example.com", "expires": "2027-06-30"}]}
+    }))
+    .unwrap();
+    let now: Timestamp = NOW.parse().unwrap();
+    let (compiled, warnings) = compile(&policy, Catalogue::builtin(), now).expect("still enforced");
+    assert!(
+        compiled.exemptions.is_empty(),
+        "an unbound exemption must not apply"
+    );
+    assert_eq!(warnings.len(), 1);
+    assert_eq!(warnings[0].field, "spec.exemptions[0].namespaces");
+    assert!(warnings[0].message.en.contains("does not apply anywhere"));
+    assert!(warnings[0].message.zh.contains("不适用"));
 }

@@ -393,7 +393,7 @@ async fn residency_policies_get_semantic_checks() {
     let expired = json!({"apiVersion": "residencyguard.io/v1alpha1", "kind": "ResidencyPolicy",
         "metadata": {"name": "old"},
         "spec": {"dataClasses": ["personal"], "exemptions": [{"selector": {"matchLabels": {"app": "x"}},
-            "basis": "Certification", "reference": "r", "approvedBy": "a", "expires": "2020-01-01"}]}});
+            "namespaces": ["payments"], "basis": "Certification", "reference": "r", "approvedBy": "a", "expires": "2020-01-01"}]}});
     let (_, body) = client
         .post(
             "/validate/policies",

@@ -155,15 +155,23 @@ impl Action {
 /// it lapses after `expires`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.namespaces) && size(self.namespaces) > 0").message("an exemption must name the namespaces it covers (spec.exemptions[].namespaces): its selector's labels can be copied by any workload, so the namespaces are what bind it"))]
 #[x_kube(validation = Rule::new("(has(self.selector.matchLabels) && size(self.selector.matchLabels) > 0) || (has(self.selector.matchExpressions) && size(self.selector.matchExpressions) > 0)").message("an exemption must select specific workloads: an empty selector would exempt everything"))]
 pub struct Exemption {
     /// Workloads covered: matched against the workload's labels and its pod
     /// template's labels (either may match).
     pub selector: LabelSelector,
 
-    /// Namespaces covered. Empty: every namespace the policy governs.
+    /// The namespaces the exemption covers (required). Within them, a
+    /// workload matching `selector` is exempted. The selector's labels are
+    /// set by the workloads' authors, so the namespaces are what binds an
+    /// exemption to the teams it was approved for: whoever may create
+    /// workloads there can match it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256), inner(length(max = 63)))]
+    // Required by a CEL rule on the exemption (above), not by the schema's
+    // `required`: a policy stored before the rule must still be readable
+    // (its unbound exemption then applies nowhere; engine::policy says so).
+    #[schemars(length(max = 256), inner(length(min = 1, max = 63)))]
     pub namespaces: Vec<String>,
 
     /// The legal basis of the transfer under PIPL art. 38.

@@ -216,7 +216,19 @@ pub fn compile(
                 message: why.clone(),
             });
         }
-        if let (Some(selector), Ok((expires, lapses_at))) = (selector, expiry) {
+        // An exemption is bound to the namespaces it names: its selector's
+        // labels are written by the workloads' own authors, so without that
+        // bound any workload anywhere could copy them. The CRD requires
+        // `namespaces`; one stored before that never applies.
+        let bound = !ex.namespaces.is_empty();
+        if !bound {
+            report.warnings.push(PolicyProblem::new(
+                field("namespaces"),
+                "is empty, so this exemption does not apply anywhere: an exemption must name the namespaces it covers (its selector's labels can be copied by any workload, so the namespace is what binds it)",
+                "为空，因此该豁免在任何地方都不适用：豁免必须列出其适用的命名空间（选择器中的标签任何工作负载都能复制，命名空间才是约束）",
+            ));
+        }
+        if let (Some(selector), Ok((expires, lapses_at)), true) = (selector, expiry, bound) {
             if now >= lapses_at {
                 report.warnings.push(PolicyProblem::new(
                     field("expires"),
