@@ -40,7 +40,8 @@ impl World {
         let mut policies = BTreeMap::new();
         for p in &self.policies {
             let p: ResidencyPolicy = serde_json::from_value(p.clone()).unwrap();
-            let _ = snapshot.add_policy(&p, now());
+            // As the operator's state does: an invalid policy stays enforced.
+            let _ = snapshot.enforce_policy(&p, now(), None);
             policies.insert(p.metadata.name.clone().unwrap(), p);
         }
         snapshot.set_nodes(self.nodes.iter().map(|(name, labels)| NodeInfo {
@@ -571,6 +572,17 @@ fn invalid_policy_is_not_ready_and_reported_cluster_wide() {
         ("InvalidPolicy", ResultKind::Error)
     );
     assert_eq!(c.resources[0].kind, "ResidencyPolicy");
+    // Not dropped: enforced by its strictest reading, and its violations
+    // count; an Event on the policy says so.
+    assert!(s.message.contains("strictest reading"), "{}", s.message);
+    assert!(
+        s.violations > 0,
+        "the invalid policy stopped being enforced"
+    );
+    let e = &plan.policy_events[&("broken".to_string(), Some(1))];
+    assert_eq!(e.reason, "InvalidPolicy");
+    assert_eq!(e.regarding.kind, "ResidencyPolicy");
+    assert!(e.note.contains("spec.egress.allowedCIDRs[0]"), "{}", e.note);
 }
 
 #[test]

@@ -393,3 +393,56 @@ fn an_exemption_without_namespaces_applies_nowhere() {
     assert!(warnings[0].message.en.contains("does not apply anywhere"));
     assert!(warnings[0].message.zh.contains("不适用"));
 }
+
+/// A policy that stops compiling keeps its last valid version enforced;
+/// with none, its strictest reading (no loosening fields) is enforced.
+#[test]
+fn an_invalid_policy_stays_enforced() {
+    use residency_guard::api::ResidencyPolicy;
+    use residency_guard::engine::Enforcement;
+    let now: Timestamp = NOW.parse().unwrap();
+    let policy = |generation: i64, cidr: &str| -> ResidencyPolicy {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "residencyguard.io/v1alpha1", "kind": "ResidencyPolicy",
+            "metadata": {"name": "p", "uid": "u-1", "generation": generation},
+            "spec": {"dataClasses": ["personal"], "action": "Deny",
+                     "egress": {"mode": "MainlandOnly", "allowedCIDRs": [cidr]}}
+        }))
+        .unwrap()
+    };
+    let base = || Snapshot::new(Catalogue::builtin().clone(), AddressSpace::builtin());
+
+    let mut s = base();
+    let valid = s
+        .enforce_policy(&policy(1, "203.0.113.0/24"), now, None)
+        .expect("compiles");
+    assert!(s.rejected.is_empty());
+
+    let mut s = base();
+    assert!(
+        s.enforce_policy(&policy(2, "not-a-cidr"), now, Some(&valid))
+            .is_none()
+    );
+    assert_eq!(s.policies.len(), 1);
+    assert_eq!(s.policies[0].generation, Some(1), "the last valid version");
+    assert_eq!(
+        s.rejected[0].enforced,
+        Enforcement::LastValid {
+            generation: Some(1)
+        }
+    );
+    assert!(s.rejected[0].summary().en.contains("generation 1"));
+
+    let mut s = base();
+    assert!(
+        s.enforce_policy(&policy(2, "not-a-cidr"), now, None)
+            .is_none()
+    );
+    assert_eq!(s.rejected[0].enforced, Enforcement::Strictest);
+    assert!(
+        s.policies[0].allowed_cidrs.is_empty(),
+        "nothing that loosens it"
+    );
+    assert_eq!(s.policies[0].action, Action::Deny);
+    assert!(s.rejected[0].summary().zh.contains("最严格"));
+}

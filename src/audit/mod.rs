@@ -146,7 +146,7 @@ impl Auditor {
     /// plans, so followers write no message.
     pub fn plan(&mut self, now: Timestamp) -> AuditPlan {
         self.render_messages(now);
-        plan::plan(&self.index, &self.inventory, &self.plan_config, now)
+        plan::plan(&self.index, &self.inventory, &self.plan_config)
     }
 }
 

@@ -4,12 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::index::{Finding, FindingsIndex};
 use crate::api::{Action, Offender};
-use crate::engine::{Code, Lang, WorkloadKind, policy};
+use crate::engine::{Code, Lang, WorkloadKind};
 use crate::state::{Inventory, WorkloadKey};
 
 /// `app.kubernetes.io/managed-by` on everything the audit creates.
@@ -439,6 +438,9 @@ pub struct AuditPlan {
     pub reports: BTreeMap<String, PlannedReport>,
     /// Cluster-scoped findings; empty means no ClusterPolicyReport.
     pub cluster_report: PlannedReport,
+    /// Events about policies themselves (an invalid one), by policy name
+    /// and generation: one per version.
+    pub policy_events: BTreeMap<(String, Option<i64>), PlannedEvent>,
 }
 
 /// Severity by what the finding proves.
@@ -473,9 +475,27 @@ struct PolicyTally {
     offenders: Vec<(bool, WorkloadKey, Vec<String>)>,
 }
 
-/// Compute the plan. `now` only decides which policies compile (exemption
-/// dates); nothing time-dependent ends up in the plan.
-pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig, now: Timestamp) -> AuditPlan {
+/// The worst offenders of a policy, for its status: actual placement abroad
+/// first, then by kind, namespace, name.
+fn top_offenders(tally: PolicyTally, max: usize) -> Vec<Offender> {
+    let mut offenders = tally.offenders;
+    offenders.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    offenders
+        .into_iter()
+        .take(max)
+        .map(|(_, k, codes)| Offender {
+            kind: k.kind.as_str().to_string(),
+            namespace: Some(k.namespace),
+            name: k.name,
+            codes,
+        })
+        .collect()
+}
+
+/// Compute the plan from the findings and the inventory they were judged
+/// on (invalid policies come with their problems in the snapshot: nothing
+/// is compiled again here). Nothing time-dependent ends up in the plan.
+pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig) -> AuditPlan {
     let mut tallies: BTreeMap<&str, PolicyTally> = BTreeMap::new();
     let mut out = AuditPlan::default();
     let mut ns_results: BTreeMap<&str, Vec<ReportResult>> = BTreeMap::new();
@@ -609,20 +629,37 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig, now: Times
     let mut cluster = Vec::new();
     for (name, policy) in &inv.policies {
         let generation = policy.metadata.generation;
-        let valid = inv.snapshot.policies.iter().any(|p| &p.name == name);
-        let errors = if valid {
-            Vec::new()
-        } else {
-            match policy::compile(policy, &inv.snapshot.catalogue, now) {
-                Ok(_) => vec!["the policy is not loaded yet".to_string()],
-                Err(problems) => problems
-                    .iter()
-                    .map(|p| format!("{}: {}", p.field, p.message))
-                    .collect(),
-            }
+        let rejected = inv.snapshot.rejected(name);
+        let enforced = inv.snapshot.policies.iter().any(|p| &p.name == name);
+        let errors: Vec<String> = match rejected {
+            Some(r) => vec![r.summary().get(cfg.lang).to_string()],
+            None if !enforced => vec!["the policy is not loaded yet".to_string()],
+            None => Vec::new(),
         };
         let status = if !errors.is_empty() {
             let message = errors.join("; ");
+            let policy_ref = ObjectRef {
+                api_version: format!("{}/v1alpha1", crate::api::GROUP),
+                kind: "ResidencyPolicy".into(),
+                namespace: None,
+                name: name.clone(),
+                uid: policy.metadata.uid.clone(),
+            };
+            if rejected.is_some() {
+                out.policy_events.insert(
+                    (name.clone(), generation),
+                    PlannedEvent {
+                        regarding: policy_ref.clone(),
+                        related: None,
+                        reason: "InvalidPolicy".into(),
+                        note: truncate_note(&message, NOTE_MAX_BYTES),
+                        policy: name.clone(),
+                    },
+                );
+            }
+            // Still enforced (its last valid version or strictest
+            // reading): its violations count.
+            let tally = tallies.remove(name.as_str()).unwrap_or_default();
             cluster.push(ReportResult {
                 policy: name.clone(),
                 rule: "InvalidPolicy".into(),
@@ -643,35 +680,22 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig, now: Times
                 ready: false,
                 reason: "InvalidPolicy".into(),
                 message: truncate_note(&message, 4096),
-                violations: 0,
-                top_offenders: Vec::new(),
+                violations: tally.violated,
+                top_offenders: top_offenders(tally, cfg.max_offenders),
             }
         } else {
             let tally = tallies.remove(name.as_str()).unwrap_or_default();
-            let mut offenders = tally.offenders;
-            // Actual placement abroad first, then by kind, namespace, name.
-            offenders.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-            let top_offenders = offenders
-                .into_iter()
-                .take(cfg.max_offenders)
-                .map(|(_, k, codes)| Offender {
-                    kind: k.kind.as_str().to_string(),
-                    namespace: Some(k.namespace),
-                    name: k.name,
-                    codes,
-                })
-                .collect();
+            let (governed, violated) = (tally.governed, tally.violated);
+            let top_offenders = top_offenders(tally, cfg.max_offenders);
             PlannedStatus {
                 observed_generation: generation,
                 ready: true,
                 reason: "Evaluated".into(),
                 message: format!(
-                    "{} governed workloads and pods, {} out of policy (action {})",
-                    tally.governed,
-                    tally.violated,
+                    "{governed} governed workloads and pods, {violated} out of policy (action {})",
                     policy.spec.action.as_str()
                 ),
-                violations: tally.violated,
+                violations: violated,
                 top_offenders,
             }
         };

@@ -82,6 +82,7 @@ struct WrittenStatus {
 struct Memory {
     statuses: BTreeMap<String, WrittenStatus>,
     events: BTreeSet<EventKey>,
+    policy_events: BTreeSet<(String, Option<i64>)>,
     reports: BTreeMap<String, Option<PlannedReport>>,
     cluster_report: Option<Option<PlannedReport>>,
     reports_api: bool,
@@ -203,6 +204,8 @@ impl Writer {
         }
         budget.stats.reports_missing = !memory.reports_api;
         self.write_events(&mut memory, plan, now, &mut budget).await;
+        self.write_policy_events(&mut memory, plan, now, &mut budget)
+            .await;
         self.memory = Some(memory);
         if budget.lost {
             tracing::info!(
@@ -485,11 +488,57 @@ impl Writer {
         }
     }
 
+    /// Events about policies (cluster-scoped objects: their Events live in
+    /// the `default` namespace, where `kubectl describe rp` looks).
+    async fn write_policy_events(
+        &self,
+        memory: &mut Memory,
+        plan: &AuditPlan,
+        now: Timestamp,
+        budget: &mut Budget,
+    ) {
+        memory
+            .policy_events
+            .retain(|k| plan.policy_events.contains_key(k));
+        let api: Api<Event> = Api::namespaced(self.client.clone(), POLICY_EVENTS_NAMESPACE);
+        for (key, planned) in &plan.policy_events {
+            if memory.policy_events.contains(key) || !budget.take() {
+                continue;
+            }
+            let name = policy_event_name(&key.0, key.1);
+            let event = self.event_at(name, POLICY_EVENTS_NAMESPACE, planned, now);
+            match api.create(&PostParams::default(), &event).await {
+                Ok(_) => {
+                    self.metrics.record("event", "created");
+                    memory.policy_events.insert(key.clone());
+                }
+                Err(e) if is_status(&e, 409) => {
+                    memory.policy_events.insert(key.clone());
+                }
+                Err(e) => {
+                    budget.stats.errors += 1;
+                    self.metrics.record("event", "error");
+                    tracing::warn!(policy = %key.0, error = %e, "cannot create the policy's Event");
+                }
+            }
+        }
+    }
+
     fn event_object(&self, key: &EventKey, planned: &PlannedEvent, now: Timestamp) -> Event {
+        self.event_at(event_name(key), &key.object.namespace, planned, now)
+    }
+
+    fn event_at(
+        &self,
+        name: String,
+        namespace: &str,
+        planned: &PlannedEvent,
+        now: Timestamp,
+    ) -> Event {
         Event {
             metadata: ObjectMeta {
-                name: Some(event_name(key)),
-                namespace: Some(key.object.namespace.clone()),
+                name: Some(name),
+                namespace: Some(namespace.to_string()),
                 labels: Some(BTreeMap::from([(
                     MANAGED_BY_LABEL.to_string(),
                     MANAGED_BY.to_string(),
@@ -519,6 +568,16 @@ fn object_reference(r: &ObjectRef) -> ObjectReference {
         uid: r.uid.clone(),
         ..ObjectReference::default()
     }
+}
+
+/// Where Events about cluster-scoped objects (policies) are written.
+pub const POLICY_EVENTS_NAMESPACE: &str = "default";
+
+/// A deterministic Event name per invalid policy version: a second create
+/// is a 409, so replicas and restarts never duplicate it.
+pub fn policy_event_name(policy: &str, generation: Option<i64>) -> String {
+    let base: String = policy.chars().take(200).collect();
+    format!("{base}.invalid-{}", generation.unwrap_or(0))
 }
 
 /// A deterministic Event name per (object, policy, code): a second create

@@ -29,7 +29,7 @@ pub use classify::ClassificationError;
 pub use egress::AddressSpace;
 pub use network_change::{NetworkPolicyChange, ViolationKey, judge_network_policy_change};
 pub use nodes::{NodeInfo, NodeStanding};
-pub use policy::{CompiledPolicy, PolicyProblem};
+pub use policy::{CompiledPolicy, Enforcement, PolicyProblem, RejectedPolicy};
 pub use verdict::{Code, Lang, Text, Verdict};
 pub use workload::{Workload, WorkloadError, WorkloadKind, WorkloadObject};
 
@@ -42,6 +42,9 @@ pub use inventory::{ClassifiedNode, FixRegions, Inventory};
 pub struct Snapshot {
     pub catalogue: Catalogue,
     pub policies: Vec<CompiledPolicy>,
+    /// Policies that do not compile, with their problems and what is
+    /// enforced in their place (that version is in `policies`).
+    pub rejected: Vec<RejectedPolicy>,
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     pub network: egress::NetworkIndex,
     /// Shared, not copied, when a snapshot is cloned (the webhook clones
@@ -103,6 +106,49 @@ impl Snapshot {
         self.policies.push(compiled);
         Ok(warnings)
     }
+
+    /// Add a policy for enforcement whatever its state: compiled when it
+    /// compiles (returned, so the caller can keep it as the last valid
+    /// version), else `last_valid` (same name and uid) or its strictest
+    /// reading, recorded in `rejected`.
+    pub fn enforce_policy(
+        &mut self,
+        policy: &ResidencyPolicy,
+        now: Timestamp,
+        last_valid: Option<&CompiledPolicy>,
+    ) -> Option<CompiledPolicy> {
+        match policy::compile(policy, &self.catalogue, now) {
+            Ok((compiled, _)) => {
+                self.policies.push(compiled.clone());
+                Some(compiled)
+            }
+            Err(problems) => {
+                let (enforced, how) = match last_valid {
+                    Some(p) => (
+                        p.clone(),
+                        Enforcement::LastValid {
+                            generation: p.generation,
+                        },
+                    ),
+                    None => (policy::strictest_reading(policy), Enforcement::Strictest),
+                };
+                self.policies.push(enforced);
+                self.rejected.push(RejectedPolicy {
+                    name: policy.metadata.name.clone().unwrap_or_default(),
+                    uid: policy.metadata.uid.clone(),
+                    generation: policy.metadata.generation,
+                    problems,
+                    enforced: how,
+                });
+                None
+            }
+        }
+    }
+
+    /// The rejected policy of that name, if it is one.
+    pub fn rejected(&self, name: &str) -> Option<&RejectedPolicy> {
+        self.rejected.iter().find(|r| r.name == name)
+    }
 }
 
 /// What the API server says about one namespace at the moment of a review,
@@ -139,6 +185,7 @@ impl Snapshot {
         Snapshot {
             catalogue: self.catalogue.clone(),
             policies: self.policies.clone(),
+            rejected: self.rejected.clone(),
             namespaces,
             network,
             address_space: Arc::clone(&self.address_space),

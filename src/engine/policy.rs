@@ -113,6 +113,93 @@ fn selector_problems(prefix: &str, problems: Vec<SelectorProblem>) -> Vec<Policy
         .collect()
 }
 
+/// A ResidencyPolicy that does not compile (a catalogue update placed one
+/// of its `allowedNodes` regions abroad; it was written while the webhook
+/// was down; ...). It is not dropped: a guardrail that silently stops
+/// guarding is worse than a strict one.
+#[derive(Clone, Debug)]
+pub struct RejectedPolicy {
+    pub name: String,
+    pub uid: Option<String>,
+    pub generation: Option<i64>,
+    pub problems: Vec<PolicyProblem>,
+    pub enforced: Enforcement,
+}
+
+/// What is enforced in place of a policy that does not compile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Enforcement {
+    /// The last version that compiled (its generation), as it was.
+    LastValid { generation: Option<i64> },
+    /// No version compiled while the operator watched: its strictest
+    /// reading (see [`strictest_reading`]).
+    Strictest,
+}
+
+impl RejectedPolicy {
+    /// One line for a status, an Event or a log, in both languages.
+    pub fn summary(&self) -> Text {
+        let problems_en: Vec<String> = self
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", p.field, p.message.en))
+            .collect();
+        let problems_zh: Vec<String> = self
+            .problems
+            .iter()
+            .map(|p| format!("{}：{}", p.field, p.message.zh))
+            .collect();
+        let (en, zh) = match &self.enforced {
+            Enforcement::LastValid { generation } => {
+                let g = generation.map_or_else(|| "?".to_string(), |g| g.to_string());
+                (
+                    format!("still enforcing its last valid version (generation {g}) until it is fixed"),
+                    format!("在修正之前，继续执行其最后一个有效版本（generation {g}）"),
+                )
+            }
+            Enforcement::Strictest => (
+                "enforcing its strictest reading until it is fixed: its data classes, namespaces and action, mainland-China placement without allowedNodes, no allowedCIDRs and no exemptions".to_string(),
+                "在修正之前，按最严格的方式执行：保留其数据类别、命名空间与动作，要求中国大陆节点（不含 allowedNodes），不含 allowedCIDRs，也不含豁免".to_string(),
+            ),
+        };
+        Text {
+            en: format!(
+                "ResidencyPolicy {} is invalid ({}); {en}",
+                self.name,
+                problems_en.join("; ")
+            ),
+            zh: format!(
+                "ResidencyPolicy {} 无效（{}）；{zh}",
+                self.name,
+                problems_zh.join("；")
+            ),
+        }
+    }
+}
+
+/// A policy that does not compile, read as strictly as it can be: what it
+/// governs (its classes, its namespaceSelector when that is valid, else
+/// every namespace) and its action and egress mode are kept; everything
+/// that loosens it (`allowedNodes`, `allowedCIDRs`, exemptions) is dropped.
+pub fn strictest_reading(policy: &ResidencyPolicy) -> CompiledPolicy {
+    let spec = &policy.spec;
+    CompiledPolicy {
+        name: policy.metadata.name.as_deref().unwrap_or_default().into(),
+        generation: policy.metadata.generation,
+        classes: spec.data_classes.iter().copied().collect(),
+        class_mask: class_mask(spec.data_classes.iter().copied()),
+        namespace_selector: spec
+            .namespace_selector
+            .as_ref()
+            .and_then(|s| LabelSelectorMatcher::compile(s).ok()),
+        allowed_nodes: None,
+        egress_mode: spec.egress.mode,
+        allowed_cidrs: IpSet::default(),
+        action: spec.action,
+        exemptions: Vec::new(),
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct PolicyReport {
     pub errors: Vec<PolicyProblem>,

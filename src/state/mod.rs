@@ -551,6 +551,9 @@ async fn rebuild_loop(
     workloads: Arc<Mutex<BTreeMap<String, Vec<Arc<Workload>>>>>,
     (inventory_tx, health): (watch::Sender<Arc<Inventory>>, Arc<WatchHealth>),
 ) {
+    let mut last_valid = LastValid::new();
+    // Rejected policies already logged (name, generation): once each.
+    let mut logged: std::collections::BTreeSet<(String, Option<i64>)> = Default::default();
     loop {
         shared.changed.notified().await;
         tokio::time::sleep(DEBOUNCE).await;
@@ -561,7 +564,18 @@ async fn rebuild_loop(
             Ok(g) => g.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
-        let (snapshot, by_ns) = build(&parts, &inputs, Timestamp::now());
+        let (snapshot, by_ns) = build(&parts, &inputs, Timestamp::now(), &mut last_valid);
+        let rejected: std::collections::BTreeSet<(String, Option<i64>)> = snapshot
+            .rejected
+            .iter()
+            .map(|r| (r.name.clone(), r.generation))
+            .collect();
+        for r in &snapshot.rejected {
+            if !logged.contains(&(r.name.clone(), r.generation)) {
+                tracing::warn!(policy = %r.name, generation = ?r.generation, "{}", r.summary().en);
+            }
+        }
+        logged = rejected;
         if let Ok(mut w) = workloads.lock() {
             *w = by_ns;
         }
@@ -577,25 +591,34 @@ async fn rebuild_loop(
     }
 }
 
-/// Build a Snapshot from projected objects. Invalid policies are left out
-/// (and logged); the webhook's policy endpoint stops new ones at the door.
+/// The last version of each policy (by name and uid) that compiled: what
+/// stays enforced while a newer version does not.
+type LastValid = BTreeMap<(String, Option<String>), crate::engine::CompiledPolicy>;
+
+/// Build a Snapshot from projected objects. A policy that does not compile
+/// keeps being enforced (its last valid version, else its strictest
+/// reading) and is recorded in `snapshot.rejected`; the webhook's policy
+/// endpoint stops new invalid ones at the door.
 fn build(
     parts: &[Part],
     inputs: &Inputs,
     now: Timestamp,
+    last_valid: &mut LastValid,
 ) -> (Snapshot, BTreeMap<String, Vec<Arc<Workload>>>) {
     let mut snapshot = Snapshot::new(inputs.catalogue.clone(), inputs.address_space.clone());
     let mut nodes = Vec::new();
     let mut by_ns: BTreeMap<String, Vec<Arc<Workload>>> = BTreeMap::new();
+    let mut seen = std::collections::BTreeSet::new();
     for (key, item) in parts.iter().flatten() {
         match item {
             Item::Policy(p) => {
-                if let Err(errors) = snapshot.add_policy(p, now) {
-                    let text: Vec<String> = errors
-                        .iter()
-                        .map(|e| format!("{}: {}", e.field, e.message))
-                        .collect();
-                    tracing::warn!(policy = %key, errors = ?text, "ResidencyPolicy is invalid and is not enforced");
+                let id = (
+                    p.metadata.name.clone().unwrap_or_default(),
+                    p.metadata.uid.clone(),
+                );
+                seen.insert(id.clone());
+                if let Some(compiled) = snapshot.enforce_policy(p, now, last_valid.get(&id)) {
+                    last_valid.insert(id, compiled);
                 }
             }
             Item::Node(n) => nodes.push(n.clone()),
@@ -613,6 +636,8 @@ fn build(
         }
     }
     snapshot.set_nodes(nodes);
+    // Deleted policies take their last valid version with them.
+    last_valid.retain(|id, _| seen.contains(id));
     (snapshot, by_ns)
 }
 

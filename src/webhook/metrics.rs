@@ -50,8 +50,16 @@ pub struct ConfirmLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyStateLabels {
+    /// valid; last_valid (invalid, its last valid version enforced);
+    /// strictest (invalid, no valid version seen: its strictest reading).
+    pub state: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
+    pub policies: Family<PolicyStateLabels, Gauge>,
     pub live_confirmations: Family<ConfirmLabels, Counter>,
     pub declassifications: Family<OutcomeLabels, Counter>,
     pub decisions: Family<DecisionLabels, Counter>,
@@ -93,6 +101,12 @@ impl Metrics {
             "admission_duration_seconds",
             "Time to decode, judge and encode one admission review",
             latency.clone(),
+        );
+        let policies = Family::<PolicyStateLabels, Gauge>::default();
+        registry.register(
+            "policies",
+            "ResidencyPolicies enforced, by state: valid, last_valid (invalid; its last valid version is enforced), strictest (invalid; its strictest reading is enforced)",
+            policies.clone(),
         );
         let live_confirmations = Family::<ConfirmLabels, Counter>::default();
         registry.register(
@@ -150,6 +164,7 @@ impl Metrics {
         );
         Arc::new(Metrics {
             registry,
+            policies,
             live_confirmations,
             declassifications,
             decisions,
@@ -178,6 +193,30 @@ impl Metrics {
     /// Count a connection or request turned away by the listener.
     pub fn refuse(&self, reason: &'static str) {
         self.refused.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Copy the policy states of `snapshot` into the gauge (at scrape time).
+    pub fn observe_policies(&self, snapshot: &crate::engine::Snapshot) {
+        use crate::engine::Enforcement;
+        let last_valid = snapshot
+            .rejected
+            .iter()
+            .filter(|r| matches!(r.enforced, Enforcement::LastValid { .. }))
+            .count();
+        let strictest = snapshot.rejected.len() - last_valid;
+        let valid = snapshot
+            .policies
+            .len()
+            .saturating_sub(snapshot.rejected.len());
+        for (state, n) in [
+            ("valid", valid),
+            ("last_valid", last_valid),
+            ("strictest", strictest),
+        ] {
+            self.policies
+                .get_or_create(&PolicyStateLabels { state })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     pub fn encode(&self) -> String {

@@ -339,6 +339,7 @@ pub fn admin_router(app: App) -> Router {
             "/metrics",
             get(|AxumState(app): AxumState<App>| async move {
                 app.metrics.observe_watches(&app.state.health);
+                app.metrics.observe_policies(&app.state.snapshot());
                 (
                     [(
                         header::CONTENT_TYPE,

@@ -170,3 +170,105 @@ fn a_relabelled_node_is_reported_in_status_events_and_policy_reports() {
         "the operator did not say it found the PolicyReport API"
     );
 }
+
+/// A policy the operator cannot compile (here: stored before the operator
+/// ran, with an allowedNodes region abroad) is not dropped: its strictest
+/// reading is enforced at admission, and the policy's status, an Event and
+/// a metric say so.
+#[test]
+fn an_invalid_policy_stays_enforced_and_says_so() {
+    let Some(c) = cluster("audit-invalid-policy") else {
+        return;
+    };
+    let apps = "e2e-invalid-apps";
+    crate::harness::install_generated_crd(&c);
+    c.cluster_object("residencypolicy", "e2e-invalid");
+    // No webhook yet, so nothing refuses it: the API server's schema
+    // accepts it; only the operator knows ap-east-1 is Hong Kong.
+    c.must_apply(
+        r#"
+apiVersion: residencyguard.io/v1alpha1
+kind: ResidencyPolicy
+metadata: {name: e2e-invalid}
+spec:
+  dataClasses: [personal]
+  namespaceSelector: {matchLabels: {residencyguard.io/e2e: "true"}}
+  placement:
+    allowedNodes:
+      nodeSelectorTerms:
+      - matchExpressions: [{key: topology.kubernetes.io/region, operator: In, values: [ap-east-1]}]
+  action: Deny
+"#,
+    );
+    let installed = install_and_run(
+        &c,
+        "e2e-invalid",
+        "e2e-invalid-system",
+        &["--set", "audit.enabled=true"],
+    );
+    c.fresh_namespace(apps, &[("residencyguard.io/e2e", "true")]);
+
+    // Enforced: an unpinned personal workload is denied.
+    let r = eventually(
+        "the strict reading to be enforced",
+        Duration::from_secs(20),
+        || {
+            let r = c.apply(&pinned(apps, "anywhere", "ap-east-1"));
+            (!r.ok && r.stderr.contains("policy e2e-invalid")).then_some(r)
+        },
+    );
+    assert!(r.stderr.contains("denied the request"), "{}", r.stderr);
+
+    // Status: not Ready, why, and what is enforced instead.
+    let ready = eventually(
+        "the policy's Ready condition",
+        Duration::from_secs(20),
+        || {
+            let p = c.get_json(&["rp", "e2e-invalid"])?;
+            let cond = p["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready")?
+                .clone();
+            (cond["reason"] == "InvalidPolicy").then_some(cond)
+        },
+    );
+    assert_eq!(ready["status"], "False");
+    let message = ready["message"].as_str().unwrap_or_default();
+    assert!(message.contains("spec.placement.allowedNodes"), "{message}");
+    assert!(message.contains("strictest reading"), "{message}");
+
+    // An Event on the policy (cluster-scoped objects: namespace default).
+    let event = eventually("an Event on the policy", Duration::from_secs(20), || {
+        let list = c.get_json(&[
+            "events",
+            "-n",
+            "default",
+            "--field-selector",
+            "involvedObject.name=e2e-invalid,reason=InvalidPolicy",
+        ])?;
+        list["items"].as_array()?.first().cloned()
+    });
+    assert!(
+        event["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ap-east-1"),
+        "{event}"
+    );
+    c.kubectl(&[
+        "delete",
+        "events",
+        "-n",
+        "default",
+        "--field-selector",
+        "involvedObject.name=e2e-invalid",
+    ]);
+
+    // And a metric.
+    let metrics = installed.operator.metrics();
+    assert!(
+        metrics.contains("residency_guard_policies{state=\"strictest\"} 1"),
+        "{metrics}"
+    );
+}
