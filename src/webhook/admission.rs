@@ -570,8 +570,10 @@ fn respond_to_verdict(verdict: &Verdict, lang: Lang, decision: &mut Decision) ->
     }
 }
 
-/// Split each message at "Fix:" and bound the length, so kubectl shows the
-/// problem and the fix even when the API server truncates long warnings.
+/// Split each message at "Fix:", then into warnings of at most 256
+/// characters (the API server may truncate longer ones), cut between words,
+/// so kubectl shows the whole problem, its evidence and the fix. At most
+/// `MAX_WARNINGS` in all (the API server keeps 4 KiB of warnings).
 pub fn warnings_from(messages: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     for m in messages {
@@ -579,23 +581,44 @@ pub fn warnings_from(messages: &[String]) -> Vec<String> {
             Some(i) => (&m[..i], Some(m[i..].trim_start())),
             None => (m.as_str(), None),
         };
-        out.push(bounded(&format!("residency-guard: {problem}")));
-        if let Some(fix) = fix {
-            out.push(bounded(&format!("residency-guard: {fix}")));
+        for part in std::iter::once(problem).chain(fix) {
+            split_warning(&part.replace('\n', " "), &mut out);
         }
     }
-    out.truncate(MAX_WARNINGS);
+    if out.len() > MAX_WARNINGS {
+        out.truncate(MAX_WARNINGS - 1);
+        out.push("residency-guard: … more in the operator's log, or run `residency-guard check -f` on the manifest".to_string());
+    }
     out
 }
 
-fn bounded(s: &str) -> String {
-    let flat = s.replace('\n', " ");
-    if flat.chars().count() <= MAX_WARNING_CHARS {
-        return flat;
+const PREFIX: &str = "residency-guard: ";
+const CONTINUED: &str = "residency-guard: … ";
+
+/// `text` as warnings of at most `MAX_WARNING_CHARS` characters each.
+fn split_warning(text: &str, out: &mut Vec<String>) {
+    let mut rest = text.trim();
+    let mut prefix = PREFIX;
+    while !rest.is_empty() {
+        let room = MAX_WARNING_CHARS - prefix.chars().count();
+        if rest.chars().count() <= room {
+            out.push(format!("{prefix}{rest}"));
+            return;
+        }
+        // The byte index after `room` characters, then back to the last
+        // space or CJK punctuation before it (a hard cut if there is none).
+        let limit = rest.char_indices().nth(room).map_or(rest.len(), |(i, _)| i);
+        let cut = rest[..limit]
+            .char_indices()
+            .rev()
+            .find(|(_, c)| c.is_whitespace() || matches!(c, '，' | '；' | '、' | '。'))
+            .map(|(i, c)| i + c.len_utf8())
+            .filter(|&i| i > limit / 2)
+            .unwrap_or(limit);
+        out.push(format!("{prefix}{}", rest[..cut].trim_end()));
+        rest = rest[cut..].trim_start();
+        prefix = CONTINUED;
     }
-    let mut t: String = flat.chars().take(MAX_WARNING_CHARS - 1).collect();
-    t.push('…');
-    t
 }
 
 /// Workloads already in the cluster, for judging NetworkPolicy changes.
@@ -823,12 +846,17 @@ fn policy_review(
         Ok((_, warnings)) => Response {
             warnings: warnings
                 .iter()
-                .map(|w| {
-                    bounded(&format!(
-                        "ResidencyPolicy {name}: {}: {}",
-                        w.field,
-                        w.message.get(lang)
-                    ))
+                .flat_map(|w| {
+                    let mut out = Vec::new();
+                    split_warning(
+                        &format!(
+                            "ResidencyPolicy {name}: {}: {}",
+                            w.field,
+                            w.message.get(lang)
+                        ),
+                        &mut out,
+                    );
+                    out
                 })
                 .collect(),
             ..allow()
@@ -858,6 +886,37 @@ mod tests {
     use serde_json::{Value, json};
 
     const NOW: &str = "2026-11-23T00:00:00Z";
+
+    /// Long warnings are split between words, none over the API server's
+    /// 256 characters, and nothing of the text is lost.
+    #[test]
+    fn warnings_are_split_not_truncated() {
+        let problem = "Deployment finance/ledger-export carries accounting information (residencyguard.io/data-class=accounting on spec.template.metadata.labels) and policy accounting-rollout requires mainland-China nodes, but spec.template.spec.nodeSelector is not set and there is no required node affinity, so the pods may run on any node: 3 of 5 matching nodes are outside mainland China or unverified (hk-node-1 in ap-east-1 (HK), sg-node-1 in ap-southeast-1 (SG), us-node-1 in us-east-1 (US)).";
+        let zh = "Deployment finance/ledger-export 含有会计信息，策略 accounting-rollout 要求使用中国大陆节点，但未设置 spec.template.spec.nodeSelector，也没有必需的节点亲和性，因此 Pod 可能运行在任何节点上：5 个匹配节点中有 3 个位于中国大陆以外或未经核实（hk-node-1 位于 ap-east-1（香港），sg-node-1 位于 ap-southeast-1（新加坡），us-node-1 位于 us-east-1（美国）），该 Deployment 可能被调度到这些节点上。这是一段很长的中文说明，用来测试没有空格的文本如何被分割成多条不超过二百五十六个字符的警告信息，而且不会丢失任何内容。";
+        for text in [problem, zh] {
+            let message = format!("{text} Fix: add a required node affinity.");
+            let out = warnings_from(&[message]);
+            assert!(out.len() >= 2, "{out:?}");
+            for w in &out {
+                assert!(w.chars().count() <= MAX_WARNING_CHARS, "{w}");
+                assert!(w.starts_with("residency-guard: "), "{w}");
+            }
+            let joined: String = out
+                .iter()
+                .map(|w| w.trim_start_matches(CONTINUED).trim_start_matches(PREFIX))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let squash = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+            assert_eq!(
+                squash(&joined),
+                squash(&format!("{text} Fix: add a required node affinity."))
+            );
+            assert!(
+                out.last()
+                    .is_some_and(|w| w.contains("Fix: add a required node affinity."))
+            );
+        }
+    }
 
     fn example() -> (Snapshot, BTreeMap<String, Vec<Workload>>) {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cluster");

@@ -110,7 +110,21 @@ pub fn cluster(test: &str) -> Option<Cluster> {
 }
 
 fn run(program: &Path, args: &[&str], stdin: Option<&str>, kubeconfig: &Path) -> Run {
-    let mut child = Command::new(program)
+    run_in(None, program, args, stdin, kubeconfig)
+}
+
+fn run_in(
+    dir: Option<&Path>,
+    program: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+    kubeconfig: &Path,
+) -> Run {
+    let mut command = Command::new(program);
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let mut child = command
         .args(args)
         .env("KUBECONFIG", kubeconfig)
         .stdin(Stdio::piped())
@@ -134,6 +148,11 @@ fn run(program: &Path, args: &[&str], stdin: Option<&str>, kubeconfig: &Path) ->
 impl Cluster {
     pub fn kubectl(&self, args: &[&str]) -> Run {
         run(&self.kubectl, args, None, &self.kubeconfig)
+    }
+
+    /// kubectl run from `dir` (so paths in its output are as a user types them).
+    pub fn kubectl_from(&self, dir: &Path, args: &[&str]) -> Run {
+        run_in(Some(dir), &self.kubectl, args, None, &self.kubeconfig)
     }
 
     pub fn kubectl_in(&self, args: &[&str], stdin: &str) -> Run {

@@ -14,3 +14,4 @@ mod audit;
 mod crd;
 mod harness;
 mod journey;
+mod transcripts;
