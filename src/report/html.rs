@@ -191,7 +191,7 @@ td.num,th.num{text-align:right;white-space:nowrap}
 .stat.red b{color:var(--red)}.stat.amber b{color:var(--amber)}.stat.green b{color:var(--green)}
 .badge{display:inline-block;border-radius:10px;padding:0 8px;font-size:12px;font-weight:600;color:#fff;white-space:nowrap}
 .badge.violating{background:var(--red)}.badge.exempted{background:var(--amber)}.badge.compliant{background:var(--green)}
-.workload{border:1px solid var(--line);border-left:5px solid var(--green);border-radius:6px;padding:8px 14px;margin:12px 0;break-inside:avoid}
+.workload{border:1px solid var(--line);border-left:5px solid var(--green);border-radius:6px;padding:8px 14px;margin:12px 0}
 .workload.violating{border-left-color:var(--red)}.workload.exempted{border-left-color:var(--amber)}
 .workload h3{margin:4px 0 6px}
 .class{display:inline-block;background:var(--soft);border:1px solid var(--line);border-radius:4px;padding:0 6px;margin:0 4px 2px 0;font-size:12px}
@@ -394,10 +394,10 @@ fn scope(h: &mut String, report: &Report) {
                 &format!("已读取（{} 个对象）", x.objects),
             )
         } else {
-            format!(
-                "<span class=\"note\">{}</span>",
-                esc(x.reason.as_deref().unwrap_or("not read"))
-            )
+            let (en, zh) = x.reason.as_ref().map_or(("not read", "未读取"), |r| {
+                (r.en.as_str(), r.zh.as_str())
+            });
+            format!("<span class=\"note\">{}</span>", bi(en, zh))
         }
     };
     row(
@@ -1054,8 +1054,10 @@ fn workloads(h: &mut String, report: &Report, limit: usize) {
             )
         );
     }
+    let a = &report.scope.audit_sources;
+    let audited = a.events.read || a.policy_reports.read || a.policy_status.read;
     for w in &order[..detailed] {
-        workload_card(h, w);
+        workload_card(h, w, audited);
     }
     if compact_end > detailed {
         let _ = write!(
@@ -1167,7 +1169,7 @@ fn node_cells(n: &NodeEntry) -> String {
     )
 }
 
-fn violation_block(h: &mut String, v: &ViolationEntry) {
+fn violation_block(h: &mut String, v: &ViolationEntry, audited: bool) {
     let (en, zh) = code_label(v.code);
     let exempted = if v.exempted {
         format!(
@@ -1194,9 +1196,14 @@ fn violation_block(h: &mut String, v: &ViolationEntry) {
             &format!("见于：{}", v.seen_by.join("、")),
         )
     };
+    let audit = if audited {
+        format!("<br><span class=\"note\">{seen} · {by}</span>")
+    } else {
+        String::new()
+    };
     let _ = write!(
         h,
-        "<div><code>{}</code> {}{exempted} · {} <span class=\"note\">{}</span>{pod}<br><span class=\"note\">{seen} · {by}</span><div class=\"msg en\">{}</div><div class=\"msg zh\">{}</div></div>",
+        "<div><code>{}</code> {}{exempted} · {} <span class=\"note\">{}</span>{pod}{audit}<div class=\"msg en\">{}</div><div class=\"msg zh\">{}</div></div>",
         v.code.as_str(),
         bi(en, zh),
         bi(
@@ -1209,7 +1216,7 @@ fn violation_block(h: &mut String, v: &ViolationEntry) {
     );
 }
 
-fn workload_card(h: &mut String, w: &WorkloadEntry) {
+fn workload_card(h: &mut String, w: &WorkloadEntry, audited: bool) {
     let _ = write!(
         h,
         "<div class=\"workload {}\"><h3>{} {}/{} {}</h3>",
@@ -1493,7 +1500,7 @@ fn workload_card(h: &mut String, w: &WorkloadEntry) {
     if !w.violations.is_empty() {
         let _ = write!(h, "<h4>{}</h4>", bi("Violations", "违规"));
         for v in &w.violations {
-            violation_block(h, v);
+            violation_block(h, v, audited);
         }
     }
     let _ = writeln!(h, "</div>");

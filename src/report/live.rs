@@ -362,7 +362,10 @@ pub async fn gather(
             }
             Availability::read(listed.items.len())
         }
-        Err(e) => Availability::unavailable(format!("cannot list Events: {e}")),
+        Err(e) => Availability::unavailable(
+            format!("cannot list Events: {e}"),
+            format!("无法列出 Events：{e}"),
+        ),
     };
     let reports_source = match reports {
         Ok(listed) => {
@@ -376,10 +379,14 @@ pub async fn gather(
             }
             Availability::read(listed.items.len())
         }
-        Err(e) if is_status(&e, &[404]) => {
-            Availability::unavailable("the PolicyReport API (wgpolicyk8s.io) is not installed")
-        }
-        Err(e) => Availability::unavailable(format!("cannot list PolicyReports: {e}")),
+        Err(e) if is_status(&e, &[404]) => Availability::unavailable(
+            "the PolicyReport API (wgpolicyk8s.io) is not installed",
+            "未安装 PolicyReport API（wgpolicyk8s.io）",
+        ),
+        Err(e) => Availability::unavailable(
+            format!("cannot list PolicyReports: {e}"),
+            format!("无法列出 PolicyReports：{e}"),
+        ),
     };
     entries.sort_by(|a, b| a.resource.cmp(&b.resource));
     Ok(Inputs {

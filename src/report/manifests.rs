@@ -141,7 +141,8 @@ pub fn gather(
         );
         workloads.push(w);
     }
-    let none = || Availability::unavailable("manifests carry no audit output");
+    let none =
+        || Availability::unavailable("manifests carry no audit output", "清单文件不含审计输出");
     Ok(Inputs {
         snapshot: loaded.snapshot,
         workloads,

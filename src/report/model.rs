@@ -187,7 +187,7 @@ pub struct Availability {
     /// Why it was not read (manifests carry none; the API is not installed;
     /// access denied).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<Text>,
 }
 
 impl Availability {
@@ -199,11 +199,14 @@ impl Availability {
         }
     }
 
-    pub fn unavailable(reason: impl Into<String>) -> Self {
+    pub fn unavailable(en: impl Into<String>, zh: impl Into<String>) -> Self {
         Availability {
             read: false,
             objects: 0,
-            reason: Some(reason.into()),
+            reason: Some(Text {
+                en: en.into(),
+                zh: zh.into(),
+            }),
         }
     }
 }
