@@ -775,7 +775,7 @@ fn summary(h: &mut String, report: &Report) {
     }
     let _ = write!(
         h,
-        "<table><tr><th>{}</th><th class=\"num\">{}</th><th class=\"num\">{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>\n",
+        "<table><tr><th>{}</th><th class=\"num\">{}</th><th class=\"num\">{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
         bi("Class", "类别"),
         bi("Workloads", "工作负载"),
         bi("Pods", "Pod"),
@@ -1062,7 +1062,7 @@ fn workloads(h: &mut String, report: &Report, limit: usize) {
     if compact_end > detailed {
         let _ = write!(
             h,
-            "<h3>{}</h3><table><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th class=\"num\">{}</th><th class=\"num\">{}</th><th>{}</th><th>{}</th></tr>\n",
+            "<h3>{}</h3><table><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th class=\"num\">{}</th><th class=\"num\">{}</th><th>{}</th><th>{}</th></tr>",
             bi("Further workloads", "其他工作负载"),
             bi("Workload", "工作负载"),
             bi("Classes", "类别"),
@@ -1598,25 +1598,17 @@ fn coverage(h: &mut String, report: &Report) {
 
 fn exemptions(h: &mut String, report: &Report) {
     let _ = write!(h, "<h2>{}</h2>", bi("5. Exemptions", "5. 豁免"));
-    let groups: [(
-        &str,
-        &str,
-        Box<dyn Fn(&super::model::ExemptionEntry) -> bool>,
-    ); 3] = [
-        (
-            "Expiring within 30 days",
-            "30 天内到期",
-            Box::new(|e| e.expires_within == Some(30)),
-        ),
-        (
-            "Expiring within 90 days",
-            "90 天内到期",
-            Box::new(|e| e.expires_within == Some(90)),
-        ),
-        ("All exemptions", "全部豁免", Box::new(|_| true)),
+    let groups: [(&str, &str, Option<u32>); 3] = [
+        ("Expiring within 30 days", "30 天内到期", Some(30)),
+        ("Expiring within 90 days", "90 天内到期", Some(90)),
+        ("All exemptions", "全部豁免", None),
     ];
-    for (en, zh, keep) in groups {
-        let items: Vec<_> = report.exemptions.iter().filter(|e| keep(e)).collect();
+    for (en, zh, within) in groups {
+        let items: Vec<_> = report
+            .exemptions
+            .iter()
+            .filter(|e| within.is_none() || e.expires_within == within)
+            .collect();
         let _ = write!(h, "<h3>{} ({})</h3>", bi(en, zh), items.len());
         if items.is_empty() {
             let _ = write!(h, "<p class=\"note\">—</p>");
