@@ -1022,7 +1022,7 @@ fn workloads(h: &mut String, report: &Report, limit: usize) {
     let mut order: Vec<&WorkloadEntry> = all.iter().collect();
     order.sort_by_key(|w| priority(w));
     let detailed = order.len().min(limit);
-    let compact_end = order.len().min(limit.saturating_mul(20).max(limit));
+    let compact_end = order.len().min(limit.saturating_mul(11));
     if detailed < order.len() {
         let _ = writeln!(
             h,

@@ -11,10 +11,12 @@ use futures::future::join_all;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::model::{
     AuditEvidence, AuditSources, Availability, ClusterIdentity, Inputs, ListEntry, PolicyMeta,
@@ -68,12 +70,61 @@ pub async fn connect(
     Ok((client, server))
 }
 
-/// One kind's objects, as JSON with apiVersion and kind filled in (list
-/// items carry neither), and the list's resourceVersion.
+/// One kind's objects, as the API server sent them (list items carry no
+/// apiVersion or kind), and the list's resourceVersion.
 struct Listed {
     resource: String,
     resource_version: Option<String>,
-    items: Vec<Value>,
+    api_version: String,
+    kind: String,
+    items: Vec<Box<RawValue>>,
+}
+
+/// A LIST response, its items left undecoded: each is decoded once, by
+/// what reads it (a workload reads a handful of fields).
+#[derive(serde::Deserialize)]
+struct RawList {
+    #[serde(default)]
+    metadata: ListMeta,
+    #[serde(default)]
+    items: Vec<Box<RawValue>>,
+}
+
+impl Listed {
+    /// An item as JSON, with its apiVersion and kind.
+    fn value(&self, raw: &RawValue) -> Result<Value, String> {
+        let mut v: Value = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+        if let Some(map) = v.as_object_mut() {
+            map.entry("apiVersion")
+                .or_insert_with(|| self.api_version.clone().into());
+            map.entry("kind")
+                .or_insert_with(|| self.kind.clone().into());
+        }
+        Ok(v)
+    }
+
+    /// A workload item, decoded straight from its bytes (only the fields
+    /// the engine reads); through a JSON value when that fails, so errors
+    /// name the field.
+    fn workload(&self, raw: &RawValue) -> Result<Workload, String> {
+        let text = raw.get().trim_start();
+        if let Some(rest) = text.strip_prefix('{') {
+            let sep = if rest.trim_start().starts_with('}') {
+                ""
+            } else {
+                ","
+            };
+            let bytes = format!(
+                "{{\"apiVersion\":{},\"kind\":{}{sep}{rest}",
+                Value::from(self.api_version.as_str()),
+                Value::from(self.kind.as_str())
+            );
+            if let Ok(w) = Workload::from_json_slice(bytes.as_bytes(), "default") {
+                return Ok(w);
+            }
+        }
+        Workload::from_value(&self.value(raw)?, "default").map_err(|e| e.to_string())
+    }
 }
 
 async fn list_all(
@@ -82,7 +133,7 @@ async fn list_all(
     name: &str,
     params: ListParams,
 ) -> Result<Listed, kube::Error> {
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), resource);
+    let path = <DynamicObject as kube::Resource>::url_path(resource, None);
     let mut items = Vec::new();
     let mut resource_version = None;
     let mut token: Option<String> = None;
@@ -91,22 +142,14 @@ async fn list_all(
         if let Some(t) = &token {
             p = p.continue_token(t);
         }
-        let page = api.list(&p).await?;
+        let request = kube::core::Request::new(path.clone())
+            .list(&p)
+            .map_err(kube::Error::BuildRequest)?;
+        let page: RawList = client.request(request).await?;
         if resource_version.is_none() {
             resource_version = page.metadata.resource_version.clone();
         }
-        for obj in page.items {
-            let Ok(mut v) = serde_json::to_value(&obj) else {
-                continue;
-            };
-            if let Some(map) = v.as_object_mut() {
-                map.entry("apiVersion")
-                    .or_insert_with(|| resource.api_version.clone().into());
-                map.entry("kind")
-                    .or_insert_with(|| resource.kind.clone().into());
-            }
-            items.push(v);
-        }
+        items.extend(page.items);
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(next) => token = Some(next),
             None => break,
@@ -115,6 +158,8 @@ async fn list_all(
     Ok(Listed {
         resource: name.to_string(),
         resource_version,
+        api_version: resource.api_version.clone(),
+        kind: resource.kind.clone(),
         items,
     })
 }
@@ -155,6 +200,13 @@ fn object_name(v: &Value) -> String {
         "" => get("name").to_string(),
         ns => format!("{ns}/{}", get("name")),
     }
+}
+
+/// `namespace/name` of an item that could not be decoded, as far as it
+/// can be read.
+fn raw_name(raw: &RawValue) -> String {
+    serde_json::from_str::<Value>(raw.get())
+        .map_or_else(|_| "(unreadable)".into(), |v| object_name(&v))
 }
 
 fn time_of(v: Option<&Value>) -> Option<Timestamp> {
@@ -220,7 +272,7 @@ pub async fn gather(
     )
     .await
     .ok()
-    .and_then(|l| l.items.into_iter().next())
+    .and_then(|l| l.items.first().and_then(|raw| l.value(raw).ok()))
     .and_then(|ns| {
         ns.get("metadata")
             .and_then(|m| m.get("uid"))
@@ -259,7 +311,25 @@ pub async fn gather(
             resource_version: listed.resource_version.clone(),
             items: listed.items.len(),
         });
-        for v in &listed.items {
+        for raw in &listed.items {
+            if WorkloadKind::ALL
+                .iter()
+                .any(|k| workload_resource(*k).1 == *name)
+            {
+                match listed.workload(raw) {
+                    Ok(w) => workloads.push(w),
+                    Err(e) => warnings.push(format!("skipped {name} {}: {e}", raw_name(raw))),
+                }
+                continue;
+            }
+            let v = match listed.value(raw) {
+                Ok(v) => v,
+                Err(e) => {
+                    warnings.push(format!("skipped {name} {}: {e}", raw_name(raw)));
+                    continue;
+                }
+            };
+            let v = &v;
             let skipped = |e: String| format!("skipped {name} {}: {e}", object_name(v));
             match *name {
                 "residencypolicies" => match decode::<ResidencyPolicy>(v) {
@@ -326,10 +396,7 @@ pub async fn gather(
                     Ok(svc) => snapshot.network.add_service(&svc),
                     Err(e) => warnings.push(skipped(e)),
                 },
-                _ => match Workload::from_value(v, "default") {
-                    Ok(w) => workloads.push(w),
-                    Err(e) => warnings.push(skipped(e.to_string())),
-                },
+                _ => {}
             }
         }
     }
@@ -357,8 +424,10 @@ pub async fn gather(
                 resource_version: listed.resource_version.clone(),
                 items: listed.items.len(),
             });
-            for e in &listed.items {
-                index_event(e, &mut evidence);
+            for raw in &listed.items {
+                if let Ok(e) = listed.value(raw) {
+                    index_event(&e, &mut evidence);
+                }
             }
             Availability::read(listed.items.len())
         }
@@ -374,8 +443,10 @@ pub async fn gather(
                 resource_version: listed.resource_version.clone(),
                 items: listed.items.len(),
             });
-            for r in &listed.items {
-                index_report(r, &mut evidence);
+            for raw in &listed.items {
+                if let Ok(r) = listed.value(raw) {
+                    index_report(&r, &mut evidence);
+                }
             }
             Availability::read(listed.items.len())
         }

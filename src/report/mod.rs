@@ -117,9 +117,9 @@ pub struct ReportArgs {
     #[arg(long, value_name = "TIMESTAMP", env = "RESIDENCY_GUARD_NOW")]
     pub now: Option<String>,
 
-    /// Workloads the HTML shows in full (violating first); the others are
-    /// one line each, and past 20 times this, counted per namespace. The
-    /// JSON and CSV always hold every workload.
+    /// Workloads the HTML shows in full (violating first); the next 10
+    /// times as many are one line each, the rest counted per namespace.
+    /// The JSON and CSV always hold every workload.
     #[arg(
         long,
         value_name = "N",
