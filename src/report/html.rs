@@ -1008,6 +1008,45 @@ fn priority(w: &WorkloadEntry) -> u8 {
     }
 }
 
+/// Bytes of full workload cards, and of cards and one-line rows together,
+/// the HTML allows itself (the rest of the page is far smaller).
+const CARDS_BUDGET: usize = 2_500_000;
+const ROWS_BUDGET: usize = 3_800_000;
+
+fn compact_row(h: &mut String, w: &WorkloadEntry) {
+    let classes: Vec<&str> = w.classes.iter().map(|c| c.as_str()).collect();
+    let policies: Vec<&str> = w.policies.iter().map(|p| p.policy.as_str()).collect();
+    let outside = w
+        .placement
+        .pods
+        .iter()
+        .filter(|p| {
+            p.node
+                .as_ref()
+                .is_some_and(|n| n.jurisdiction != "mainland-china")
+        })
+        .count();
+    let codes: Vec<&str> = w
+        .violations
+        .iter()
+        .filter(|v| !v.exempted)
+        .map(|v| v.code.as_str())
+        .collect();
+    let _ = writeln!(
+        h,
+        "<tr><td>{} {}/{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{outside}</td><td>{}</td><td><code>{}</code></td></tr>",
+        w.kind.as_str(),
+        esc(&w.namespace),
+        esc(&w.name),
+        esc(&classes.join(", ")),
+        status_badge(w.status),
+        esc(&policies.join(", ")),
+        w.placement.pods.len(),
+        esc(w.egress.as_ref().map_or("notChecked", |e| e.posture)),
+        esc(&codes.join(" "))
+    );
+}
+
 fn workloads(h: &mut String, report: &Report, limit: usize) {
     let all = &report.workloads;
     let _ = write!(
@@ -1021,8 +1060,27 @@ fn workloads(h: &mut String, report: &Report, limit: usize) {
     }
     let mut order: Vec<&WorkloadEntry> = all.iter().collect();
     order.sort_by_key(|w| priority(w));
-    let detailed = order.len().min(limit);
-    let compact_end = order.len().min(limit.saturating_mul(11));
+    let a = &report.scope.audit_sources;
+    let audited = a.events.read || a.policy_reports.read || a.policy_status.read;
+    // Full cards up to `limit` and a byte budget, then one line each up to
+    // ten times as many and a second budget, then counts: the page stays
+    // under 5 MB whatever the messages weigh.
+    let mut cards = String::new();
+    let mut detailed = 0;
+    while detailed < order.len().min(limit) && cards.len() < CARDS_BUDGET {
+        workload_card(&mut cards, order[detailed], audited);
+        detailed += 1;
+    }
+    let mut rows = String::new();
+    let mut compact_end = detailed;
+    let max_rows = limit.saturating_mul(10);
+    while compact_end < order.len()
+        && compact_end - detailed < max_rows
+        && cards.len() + rows.len() < ROWS_BUDGET
+    {
+        compact_row(&mut rows, order[compact_end]);
+        compact_end += 1;
+    }
     if detailed < order.len() {
         let _ = writeln!(
             h,
@@ -1054,11 +1112,7 @@ fn workloads(h: &mut String, report: &Report, limit: usize) {
             )
         );
     }
-    let a = &report.scope.audit_sources;
-    let audited = a.events.read || a.policy_reports.read || a.policy_status.read;
-    for w in &order[..detailed] {
-        workload_card(h, w, audited);
-    }
+    h.push_str(&cards);
     if compact_end > detailed {
         let _ = write!(
             h,
@@ -1073,39 +1127,7 @@ fn workloads(h: &mut String, report: &Report, limit: usize) {
             bi("Egress", "出站"),
             bi("Violations", "违规")
         );
-        for w in &order[detailed..compact_end] {
-            let classes: Vec<&str> = w.classes.iter().map(|c| c.as_str()).collect();
-            let policies: Vec<&str> = w.policies.iter().map(|p| p.policy.as_str()).collect();
-            let outside = w
-                .placement
-                .pods
-                .iter()
-                .filter(|p| {
-                    p.node
-                        .as_ref()
-                        .is_some_and(|n| n.jurisdiction != "mainland-china")
-                })
-                .count();
-            let codes: Vec<&str> = w
-                .violations
-                .iter()
-                .filter(|v| !v.exempted)
-                .map(|v| v.code.as_str())
-                .collect();
-            let _ = writeln!(
-                h,
-                "<tr><td>{} {}/{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{outside}</td><td>{}</td><td><code>{}</code></td></tr>",
-                w.kind.as_str(),
-                esc(&w.namespace),
-                esc(&w.name),
-                esc(&classes.join(", ")),
-                status_badge(w.status),
-                esc(&policies.join(", ")),
-                w.placement.pods.len(),
-                esc(w.egress.as_ref().map_or("notChecked", |e| e.posture)),
-                esc(&codes.join(" "))
-            );
-        }
+        h.push_str(&rows);
         let _ = writeln!(h, "</table>");
     }
     if compact_end < order.len() {
