@@ -36,6 +36,9 @@ if [ "${ran:-0}" -eq 0 ]; then
   exit 1
 fi
 echo "tests ran: $ran"
+
+step "the report in a real browser (headless Chromium: PNG of each language and a PDF)"
+RESIDENCY_GUARD_BIN=${RESIDENCY_GUARD_BIN:-target/debug/residency-guard} scripts/render-report.sh
 if cargo nextest --version >/dev/null 2>&1; then
   e2e=$(grep -Ec 'PASS \[.*residency-guard::e2e ' "$log" || true)
   echo "end-to-end tests passed (real API server): $e2e"

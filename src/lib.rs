@@ -11,5 +11,6 @@ pub mod cli;
 pub mod crdgen;
 pub mod datafiles;
 pub mod engine;
+pub mod report;
 pub mod state;
 pub mod webhook;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use residency_guard::cli::{self, CheckArgs};
 use residency_guard::crdgen;
+use residency_guard::report::{self, ReportArgs};
 use residency_guard::webhook::ServeArgs;
 
 #[derive(Debug, Parser)]
@@ -26,6 +27,9 @@ enum Command {
     /// Judge manifests offline (no cluster): exit 0 when no Deny-policy
     /// violation is found, 1 when one is, 2 on bad input.
     Check(CheckArgs),
+    /// Write a compliance report for auditors (HTML, JSON, CSV) from the
+    /// cluster of a kubeconfig, or from manifests (-f). Read-only.
+    Report(Box<ReportArgs>),
     /// Run the admission webhook (in a cluster).
     Serve(Box<ServeArgs>),
     /// Write the ResidencyPolicy CRD (YAML).
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
         Command::Check(check) => cli::run_check(&check),
+        Command::Report(args) => report::run_report(&args),
         Command::Serve(serve) => serve_blocking(*serve),
         Command::Crdgen { output, check } => match crdgen::run(&output, check) {
             Ok(()) => ExitCode::SUCCESS,

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::de::DeserializeOwned;
 
-pub use inputs::{Document, InputError, Origin, parse_documents};
+pub use inputs::{Document, InputError, MAX_INPUT_BYTES, Origin, expand_paths, parse_documents};
 pub use report::{CheckReport, Outcome, render_text};
 
 use crate::api::ResidencyPolicy;

@@ -14,4 +14,5 @@ mod audit;
 mod crd;
 mod harness;
 mod journey;
+mod report;
 mod transcripts;

@@ -1,0 +1,582 @@
+//! The report's inputs from a live cluster: one LIST (paged, so each is a
+//! consistent view at its resourceVersion) of every kind the snapshot
+//! needs, plus what the audit wrote (its Events, PolicyReports and the
+//! policies' status) for when each violation was first reported.
+//! Read-only: only `list` is used.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use futures::future::join_all;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::model::{
+    AuditEvidence, AuditSources, Availability, ClusterIdentity, Inputs, ListEntry, PolicyMeta,
+    PolicyStatusEntry, Source,
+};
+use crate::api::ResidencyPolicy;
+use crate::audit::plan::{MANAGED_BY, MANAGED_BY_LABEL};
+use crate::engine::{NodeInfo, Snapshot, Workload, WorkloadKind};
+
+/// Objects per page.
+const PAGE: u32 = 500;
+
+/// Why the cluster could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error("cannot load the kubeconfig: {0}")]
+    Config(String),
+    #[error("cannot list {resource}: {source}")]
+    List {
+        resource: String,
+        source: kube::Error,
+    },
+}
+
+/// A connected client and the identity the report gives the cluster.
+pub async fn connect(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> Result<(Client, String), LiveError> {
+    let options = KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..KubeConfigOptions::default()
+    };
+    let config = match (kubeconfig, context) {
+        (Some(path), _) => {
+            let file = Kubeconfig::read_from(path)
+                .map_err(|e| LiveError::Config(format!("{}: {e}", path.display())))?;
+            Config::from_custom_kubeconfig(file, &options)
+                .await
+                .map_err(|e| LiveError::Config(e.to_string()))?
+        }
+        (None, Some(_)) => Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| LiveError::Config(e.to_string()))?,
+        (None, None) => Config::infer()
+            .await
+            .map_err(|e| LiveError::Config(e.to_string()))?,
+    };
+    let server = config.cluster_url.to_string();
+    let client = Client::try_from(config).map_err(|e| LiveError::Config(e.to_string()))?;
+    Ok((client, server))
+}
+
+/// One kind's objects, as the API server sent them (list items carry no
+/// apiVersion or kind), and the list's resourceVersion.
+struct Listed {
+    resource: String,
+    resource_version: Option<String>,
+    api_version: String,
+    kind: String,
+    items: Vec<Box<RawValue>>,
+}
+
+/// A LIST response, its items left undecoded: each is decoded once, by
+/// what reads it (a workload reads a handful of fields).
+#[derive(serde::Deserialize)]
+struct RawList {
+    #[serde(default)]
+    metadata: ListMeta,
+    #[serde(default)]
+    items: Vec<Box<RawValue>>,
+}
+
+impl Listed {
+    /// An item as JSON, with its apiVersion and kind.
+    fn value(&self, raw: &RawValue) -> Result<Value, String> {
+        let mut v: Value = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+        if let Some(map) = v.as_object_mut() {
+            map.entry("apiVersion")
+                .or_insert_with(|| self.api_version.clone().into());
+            map.entry("kind")
+                .or_insert_with(|| self.kind.clone().into());
+        }
+        Ok(v)
+    }
+
+    /// A workload item, decoded straight from its bytes (only the fields
+    /// the engine reads); through a JSON value when that fails, so errors
+    /// name the field.
+    fn workload(&self, raw: &RawValue) -> Result<Workload, String> {
+        let text = raw.get().trim_start();
+        if let Some(rest) = text.strip_prefix('{') {
+            let sep = if rest.trim_start().starts_with('}') {
+                ""
+            } else {
+                ","
+            };
+            let bytes = format!(
+                "{{\"apiVersion\":{},\"kind\":{}{sep}{rest}",
+                Value::from(self.api_version.as_str()),
+                Value::from(self.kind.as_str())
+            );
+            if let Ok(w) = Workload::from_json_slice(bytes.as_bytes(), "default") {
+                return Ok(w);
+            }
+        }
+        Workload::from_value(&self.value(raw)?, "default").map_err(|e| e.to_string())
+    }
+}
+
+async fn list_all(
+    client: &Client,
+    resource: &ApiResource,
+    name: &str,
+    params: ListParams,
+) -> Result<Listed, kube::Error> {
+    let path = <DynamicObject as kube::Resource>::url_path(resource, None);
+    let mut items = Vec::new();
+    let mut resource_version = None;
+    let mut token: Option<String> = None;
+    loop {
+        let mut p = params.clone().limit(PAGE);
+        if let Some(t) = &token {
+            p = p.continue_token(t);
+        }
+        let request = kube::core::Request::new(path.clone())
+            .list(&p)
+            .map_err(kube::Error::BuildRequest)?;
+        let page: RawList = client.request(request).await?;
+        if resource_version.is_none() {
+            resource_version = page.metadata.resource_version.clone();
+        }
+        items.extend(page.items);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+    }
+    Ok(Listed {
+        resource: name.to_string(),
+        resource_version,
+        api_version: resource.api_version.clone(),
+        kind: resource.kind.clone(),
+        items,
+    })
+}
+
+fn workload_resource(kind: WorkloadKind) -> (ApiResource, &'static str) {
+    use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core};
+    match kind {
+        WorkloadKind::Pod => (ApiResource::erase::<core::Pod>(&()), "pods"),
+        WorkloadKind::Deployment => (ApiResource::erase::<apps::Deployment>(&()), "deployments"),
+        WorkloadKind::ReplicaSet => (ApiResource::erase::<apps::ReplicaSet>(&()), "replicasets"),
+        WorkloadKind::StatefulSet => (ApiResource::erase::<apps::StatefulSet>(&()), "statefulsets"),
+        WorkloadKind::DaemonSet => (ApiResource::erase::<apps::DaemonSet>(&()), "daemonsets"),
+        WorkloadKind::Job => (ApiResource::erase::<batch::Job>(&()), "jobs"),
+        WorkloadKind::CronJob => (ApiResource::erase::<batch::CronJob>(&()), "cronjobs"),
+        WorkloadKind::ReplicationController => (
+            ApiResource::erase::<core::ReplicationController>(&()),
+            "replicationcontrollers",
+        ),
+    }
+}
+
+fn is_status(e: &kube::Error, codes: &[u16]) -> bool {
+    matches!(e, kube::Error::Api(s) if codes.contains(&s.code))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(v).map_err(|e| format!("{}: {}", e.path(), e.inner()))
+}
+
+fn object_name(v: &Value) -> String {
+    let meta = v.get("metadata");
+    let get = |k: &str| {
+        meta.and_then(|m| m.get(k))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    match get("namespace") {
+        "" => get("name").to_string(),
+        ns => format!("{ns}/{}", get("name")),
+    }
+}
+
+/// `namespace/name` of an item that could not be decoded, as far as it
+/// can be read.
+fn raw_name(raw: &RawValue) -> String {
+    serde_json::from_str::<Value>(raw.get())
+        .map_or_else(|_| "(unreadable)".into(), |v| object_name(&v))
+}
+
+fn time_of(v: Option<&Value>) -> Option<Timestamp> {
+    v.and_then(Value::as_str).and_then(|s| s.parse().ok())
+}
+
+/// Read the cluster. Kinds the snapshot needs must list; the audit's
+/// outputs are read where they exist and the caller may read them.
+pub async fn gather(
+    client: &Client,
+    server: String,
+    context: Option<String>,
+    base: Snapshot,
+    now: Timestamp,
+) -> Result<Inputs, LiveError> {
+    let mut required: Vec<(ApiResource, &'static str)> = vec![
+        (
+            ApiResource::erase::<ResidencyPolicy>(&()),
+            "residencypolicies",
+        ),
+        (ApiResource::erase::<Node>(&()), "nodes"),
+        (ApiResource::erase::<Namespace>(&()), "namespaces"),
+        (ApiResource::erase::<NetworkPolicy>(&()), "networkpolicies"),
+        (ApiResource::erase::<Service>(&()), "services"),
+    ];
+    required.extend(WorkloadKind::ALL.into_iter().map(workload_resource));
+    let lists = join_all(
+        required
+            .iter()
+            .map(|(r, name)| list_all(client, r, name, ListParams::default())),
+    )
+    .await;
+
+    let events_resource = ApiResource::erase::<k8s_openapi::api::events::v1::Event>(&());
+    let reports_resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(
+            crate::audit::plan::REPORT_GROUP,
+            crate::audit::plan::REPORT_VERSION,
+            "PolicyReport",
+        ),
+        "policyreports",
+    );
+    let by_us = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    let (events, reports) = futures::join!(
+        list_all(
+            client,
+            &events_resource,
+            "events.events.k8s.io",
+            by_us.clone()
+        ),
+        list_all(
+            client,
+            &reports_resource,
+            "policyreports.wgpolicyk8s.io",
+            ListParams::default()
+        ),
+    );
+    let kube_system = list_all(
+        client,
+        &ApiResource::erase::<Namespace>(&()),
+        "namespaces",
+        ListParams::default().fields("metadata.name=kube-system"),
+    )
+    .await
+    .ok()
+    .and_then(|l| l.items.first().and_then(|raw| l.value(raw).ok()))
+    .and_then(|ns| {
+        ns.get("metadata")
+            .and_then(|m| m.get("uid"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+
+    let mut snapshot = base;
+    let mut warnings = Vec::new();
+    let mut entries = Vec::new();
+    let mut workloads = Vec::new();
+    let mut nodes = Vec::new();
+    let mut policy_meta = BTreeMap::new();
+    let mut offenders = BTreeMap::new();
+    let mut policy_status_objects = 0usize;
+    for ((_, name), listed) in required.iter().zip(lists) {
+        let listed = match listed {
+            Ok(l) => l,
+            // No ResidencyPolicy CRD: nothing is governed, and the report
+            // says so rather than failing.
+            Err(e) if *name == "residencypolicies" && is_status(&e, &[404]) => {
+                warnings.push(
+                    "the ResidencyPolicy CRD is not installed: no policy governs anything".into(),
+                );
+                continue;
+            }
+            Err(source) => {
+                return Err(LiveError::List {
+                    resource: (*name).to_string(),
+                    source,
+                });
+            }
+        };
+        entries.push(ListEntry {
+            resource: listed.resource.clone(),
+            resource_version: listed.resource_version.clone(),
+            items: listed.items.len(),
+        });
+        for raw in &listed.items {
+            if WorkloadKind::ALL
+                .iter()
+                .any(|k| workload_resource(*k).1 == *name)
+            {
+                match listed.workload(raw) {
+                    Ok(w) => workloads.push(w),
+                    Err(e) => warnings.push(format!("skipped {name} {}: {e}", raw_name(raw))),
+                }
+                continue;
+            }
+            let v = match listed.value(raw) {
+                Ok(v) => v,
+                Err(e) => {
+                    warnings.push(format!("skipped {name} {}: {e}", raw_name(raw)));
+                    continue;
+                }
+            };
+            let v = &v;
+            let skipped = |e: String| format!("skipped {name} {}: {e}", object_name(v));
+            match *name {
+                "residencypolicies" => match decode::<ResidencyPolicy>(v) {
+                    Ok(p) => {
+                        let pname = p.metadata.name.clone().unwrap_or_default();
+                        let status = p.status.as_ref().map(|s| {
+                            policy_status_objects += 1;
+                            for o in &s.top_offenders {
+                                offenders.insert(
+                                    (
+                                        pname.clone(),
+                                        o.kind.clone(),
+                                        o.namespace.clone().unwrap_or_default(),
+                                        o.name.clone(),
+                                    ),
+                                    o.codes.iter().cloned().collect(),
+                                );
+                            }
+                            PolicyStatusEntry {
+                                violations: s.violations,
+                                last_evaluated: s
+                                    .last_evaluated
+                                    .as_ref()
+                                    .map(|t| super::model::rfc3339(t.0)),
+                                ready: s
+                                    .conditions
+                                    .iter()
+                                    .find(|c| c.type_ == "Ready")
+                                    .map(|c| format!("{} ({})", c.status, c.reason)),
+                            }
+                        });
+                        policy_meta.insert(
+                            pname,
+                            PolicyMeta {
+                                resource_version: p.metadata.resource_version.clone(),
+                                uid: p.metadata.uid.clone(),
+                                status,
+                            },
+                        );
+                        // As the operator enforces a policy it has never
+                        // seen compile: its strictest reading.
+                        snapshot.enforce_policy(&p, now, None);
+                    }
+                    Err(e) => warnings.push(skipped(e)),
+                },
+                "nodes" => match decode::<Node>(v) {
+                    Ok(n) => nodes.push(NodeInfo::from_node(&n)),
+                    Err(e) => warnings.push(skipped(e)),
+                },
+                "namespaces" => match decode::<Namespace>(v) {
+                    Ok(ns) => {
+                        snapshot.namespaces.insert(
+                            ns.metadata.name.unwrap_or_default(),
+                            ns.metadata.labels.unwrap_or_default(),
+                        );
+                    }
+                    Err(e) => warnings.push(skipped(e)),
+                },
+                "networkpolicies" => match decode::<NetworkPolicy>(v) {
+                    Ok(np) => snapshot.network.add_network_policy(&np),
+                    Err(e) => warnings.push(skipped(e)),
+                },
+                "services" => match decode::<Service>(v) {
+                    Ok(svc) => snapshot.network.add_service(&svc),
+                    Err(e) => warnings.push(skipped(e)),
+                },
+                _ => {}
+            }
+        }
+    }
+    snapshot.set_nodes(nodes);
+    for r in &snapshot.rejected {
+        warnings.push(format!(
+            "ResidencyPolicy {} does not compile; the report judges with its strictest reading: {}",
+            r.name,
+            r.problems
+                .iter()
+                .map(|p| format!("{}: {}", p.field, p.message.en))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+
+    let mut evidence = AuditEvidence {
+        offenders,
+        ..AuditEvidence::default()
+    };
+    let events_source = match events {
+        Ok(listed) => {
+            entries.push(ListEntry {
+                resource: listed.resource.clone(),
+                resource_version: listed.resource_version.clone(),
+                items: listed.items.len(),
+            });
+            for raw in &listed.items {
+                if let Ok(e) = listed.value(raw) {
+                    index_event(&e, &mut evidence);
+                }
+            }
+            Availability::read(listed.items.len())
+        }
+        Err(e) => Availability::unavailable(
+            format!("cannot list Events: {e}"),
+            format!("无法列出 Events：{e}"),
+        ),
+    };
+    let reports_source = match reports {
+        Ok(listed) => {
+            entries.push(ListEntry {
+                resource: listed.resource.clone(),
+                resource_version: listed.resource_version.clone(),
+                items: listed.items.len(),
+            });
+            for raw in &listed.items {
+                if let Ok(r) = listed.value(raw) {
+                    index_report(&r, &mut evidence);
+                }
+            }
+            Availability::read(listed.items.len())
+        }
+        Err(e) if is_status(&e, &[404]) => Availability::unavailable(
+            "the PolicyReport API (wgpolicyk8s.io) is not installed",
+            "未安装 PolicyReport API（wgpolicyk8s.io）",
+        ),
+        Err(e) => Availability::unavailable(
+            format!("cannot list PolicyReports: {e}"),
+            format!("无法列出 PolicyReports：{e}"),
+        ),
+    };
+    entries.sort_by(|a, b| a.resource.cmp(&b.resource));
+    Ok(Inputs {
+        snapshot,
+        workloads,
+        origins: BTreeMap::new(),
+        policy_meta,
+        evidence,
+        audit_sources: AuditSources {
+            events: events_source,
+            policy_reports: reports_source,
+            policy_status: Availability::read(policy_status_objects),
+        },
+        source: Source::Cluster(ClusterIdentity {
+            server,
+            kube_system_uid: kube_system,
+            context,
+            lists: entries,
+        }),
+        data: Vec::new(),
+        warnings,
+        unclassifiable_is_error: false,
+    })
+}
+
+/// An audit Event: its name, what it is about, its reason and its time.
+fn index_event(e: &Value, evidence: &mut AuditEvidence) {
+    let meta = e.get("metadata");
+    let time = time_of(e.get("eventTime"))
+        .or_else(|| time_of(e.get("deprecatedFirstTimestamp")))
+        .or_else(|| time_of(meta.and_then(|m| m.get("creationTimestamp"))));
+    let Some(time) = time else { return };
+    let str_of = |v: Option<&Value>, k: &str| {
+        v.and_then(|x| x.get(k))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let name = str_of(meta, "name");
+    let earliest = |slot: &mut Timestamp| {
+        if time < *slot {
+            *slot = time;
+        }
+    };
+    evidence
+        .events_by_name
+        .entry(name)
+        .and_modify(earliest)
+        .or_insert(time);
+    let regarding = e.get("regarding");
+    let key = (
+        str_of(regarding, "kind"),
+        str_of(regarding, "namespace"),
+        str_of(regarding, "name"),
+        str_of(Some(e), "reason"),
+    );
+    evidence
+        .events_by_object
+        .entry(key)
+        .and_modify(earliest)
+        .or_insert(time);
+}
+
+/// A PolicyReport's results: which (object, policy, rule) it lists, with
+/// the result's own time when it carries one.
+fn index_report(r: &Value, evidence: &mut AuditEvidence) {
+    let report_ns = r
+        .get("metadata")
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    for result in r
+        .get("results")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if result.get("result").and_then(Value::as_str) != Some("fail") {
+            continue;
+        }
+        let s = |k: &str| {
+            result
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let time = result
+            .get("timestamp")
+            .and_then(|t| t.get("seconds"))
+            .and_then(Value::as_i64)
+            .and_then(|s| Timestamp::from_second(s).ok());
+        for res in result
+            .get("resources")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let get = |k: &str| res.get(k).and_then(Value::as_str).unwrap_or_default();
+            let ns = match get("namespace") {
+                "" => report_ns,
+                ns => ns,
+            };
+            let key = (
+                get("kind").to_string(),
+                ns.to_string(),
+                get("name").to_string(),
+                s("policy"),
+                s("rule"),
+            );
+            let slot = evidence.report_results.entry(key).or_insert(time);
+            if let (Some(t), Some(old)) = (time, *slot)
+                && t < old
+            {
+                *slot = Some(t);
+            }
+            if slot.is_none() {
+                *slot = time;
+            }
+        }
+    }
+}
