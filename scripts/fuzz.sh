@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# Run the fuzz targets for a while each (default 120 s). Needs the nightly
-# toolchain and cargo-fuzz (`cargo install cargo-fuzz`).
+# Run the fuzz targets one after the other. Needs the nightly toolchain and
+# cargo-fuzz (`cargo install cargo-fuzz`).
+#   scripts/fuzz.sh [SECONDS]      each target for SECONDS (default 120)
+#   scripts/fuzz.sh --runs N       each target for N executions
+# libFuzzer prints the executions done ("#N ... DONE") and stops at the
+# first crash, leaving the input under fuzz/artifacts/.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
-seconds=${1:-120}
+if [ "${1:-}" = "--runs" ]; then
+  limit="-runs=${2:?--runs needs a count}"
+else
+  limit="-max_total_time=${1:-120}"
+fi
 for target in admission_review manifests; do
   mkdir -p "corpus/$target"
   cp -n seeds/"$target"/* "corpus/$target/" 2>/dev/null || true
-  echo "==> fuzzing $target for ${seconds}s"
-  cargo +nightly fuzz run "$target" "corpus/$target" -- -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048
+  echo "==> fuzzing $target ($limit)"
+  cargo +nightly fuzz run "$target" "corpus/$target" -- "$limit" -max_len=65536 -rss_limit_mb=2048 -print_final_stats=1
 done
