@@ -204,7 +204,7 @@ async fn a_watch_failing_past_the_threshold_makes_the_operator_not_ready_and_ref
         metrics: residency_guard::webhook::metrics::Metrics::new(),
         max_body_bytes: 1 << 20,
         serving: Arc::new(AtomicBool::new(true)),
-        certs: residency_guard::webhook::tls::CertStore::new(),
+        certs: residency_guard::tls::CertStore::new(),
         live: None,
         authorizer: None,
     };

@@ -25,7 +25,6 @@ use tokio::sync::{Notify, watch};
 
 use crate::api::ResidencyPolicy;
 use crate::engine::{AddressSpace, Catalogue, NodeInfo, Snapshot, Workload, WorkloadKind};
-use crate::webhook::admission::WorkloadSource;
 
 /// One projected object.
 #[derive(Clone, Debug)]
@@ -239,6 +238,22 @@ impl WorkloadKey {
             namespace: w.namespace.clone(),
             name: w.name.clone(),
         }
+    }
+}
+
+/// Workloads already in the cluster, for judging NetworkPolicy changes.
+pub trait WorkloadSource: Send + Sync {
+    /// Shared, not copied: a namespace may hold thousands.
+    fn in_namespace(&self, namespace: &str) -> Vec<Arc<Workload>>;
+}
+
+impl WorkloadSource for BTreeMap<String, Vec<Workload>> {
+    fn in_namespace(&self, namespace: &str) -> Vec<Arc<Workload>> {
+        self.get(namespace)
+            .into_iter()
+            .flatten()
+            .map(|w| Arc::new(w.clone()))
+            .collect()
     }
 }
 

@@ -7,9 +7,6 @@
 //! the general way (the object kept as raw JSON, then read on its own), so
 //! malformed input gets the same precise error either way.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use jiff::Timestamp;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::de::IgnoredAny;
@@ -20,6 +17,7 @@ use crate::api::{Action, ResidencyPolicy};
 use crate::engine::{
     self, Lang, Snapshot, Verdict, Workload, WorkloadError, WorkloadObject, policy,
 };
+use crate::state::WorkloadSource;
 
 /// The part of an AdmissionReview request we read. `O` is how `object` is
 /// decoded and `P` how `oldObject` is: raw JSON ([`RawReviewIn`]), or for
@@ -621,22 +619,6 @@ fn split_warning(text: &str, out: &mut Vec<String>) {
     }
 }
 
-/// Workloads already in the cluster, for judging NetworkPolicy changes.
-pub trait WorkloadSource: Send + Sync {
-    /// Shared, not copied: a namespace may hold thousands.
-    fn in_namespace(&self, namespace: &str) -> Vec<Arc<Workload>>;
-}
-
-impl WorkloadSource for BTreeMap<String, Vec<Workload>> {
-    fn in_namespace(&self, namespace: &str) -> Vec<Arc<Workload>> {
-        self.get(namespace)
-            .into_iter()
-            .flatten()
-            .map(|w| Arc::new(w.clone()))
-            .collect()
-    }
-}
-
 #[derive(Deserialize)]
 struct NetworkPolicyMeta {
     #[serde(default)]
@@ -881,6 +863,8 @@ fn policy_review(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::engine::{AddressSpace, Catalogue};
     use serde_json::{Value, json};

@@ -19,11 +19,11 @@ use super::admission::{ConfirmReason, Handled};
 use super::declassify::{Authorizer, UserInfo};
 use super::listener::Limits;
 use super::metrics::{ConfirmLabels, DecisionLabels, EndpointLabels, Metrics};
-use super::tls::CertStore;
 use crate::engine::Lang;
 use crate::engine::NamespaceFacts;
 use crate::state::State;
 use crate::state::live::LiveReader;
+use crate::tls::CertStore;
 
 /// What every request handler needs.
 #[derive(Clone)]
