@@ -399,7 +399,7 @@ fn an_exemption_without_namespaces_applies_nowhere() {
 #[test]
 fn an_invalid_policy_stays_enforced() {
     use residency_guard::api::ResidencyPolicy;
-    use residency_guard::engine::Enforcement;
+    use residency_guard::engine::{Enforcement, LastValid, SnapshotBuilder};
     let now: Timestamp = NOW.parse().unwrap();
     let policy = |generation: i64, cidr: &str| -> ResidencyPolicy {
         serde_json::from_value(serde_json::json!({
@@ -412,17 +412,19 @@ fn an_invalid_policy_stays_enforced() {
     };
     let base = || Snapshot::new(Catalogue::builtin().clone(), AddressSpace::builtin());
 
-    let mut s = base();
-    let valid = s
-        .enforce_policy(&policy(1, "203.0.113.0/24"), now, None)
-        .expect("compiles");
+    // The operator's state keeps the last valid versions across builds.
+    let mut memory = LastValid::default();
+    let mut builder = SnapshotBuilder::new(base(), now).remembering(&mut memory);
+    assert!(
+        builder.policy(&policy(1, "203.0.113.0/24")).is_ok(),
+        "compiles"
+    );
+    let s = builder.build();
     assert!(s.rejected.is_empty());
 
-    let mut s = base();
-    assert!(
-        s.enforce_policy(&policy(2, "not-a-cidr"), now, Some(&valid))
-            .is_none()
-    );
+    let mut builder = SnapshotBuilder::new(base(), now).remembering(&mut memory);
+    assert!(builder.policy(&policy(2, "not-a-cidr")).is_err());
+    let s = builder.build();
     assert_eq!(s.policies.len(), 1);
     assert_eq!(s.policies[0].generation, Some(1), "the last valid version");
     assert_eq!(
@@ -433,11 +435,9 @@ fn an_invalid_policy_stays_enforced() {
     );
     assert!(s.rejected[0].summary().en.contains("generation 1"));
 
-    let mut s = base();
-    assert!(
-        s.enforce_policy(&policy(2, "not-a-cidr"), now, None)
-            .is_none()
-    );
+    let mut builder = SnapshotBuilder::new(base(), now);
+    assert!(builder.policy(&policy(2, "not-a-cidr")).is_err());
+    let s = builder.build();
     assert_eq!(s.rejected[0].enforced, Enforcement::Strictest);
     assert!(
         s.policies[0].allowed_cidrs.is_empty(),

@@ -407,10 +407,7 @@ fn owner_of(w: &Workload, inv: &Inventory) -> Option<OwnerLink> {
         name: name.to_string(),
     };
     let known = |k: &WorkloadKey| inv.workloads.contains_key(k);
-    let direct = WorkloadKind::ALL
-        .into_iter()
-        .find(|k| k.as_str() == c.kind)
-        .map(|k| key(k, &c.name));
+    let direct = WorkloadKind::named(&c.kind).map(|k| key(k, &c.name));
     let top = match (c.kind.as_str(), &direct) {
         ("ReplicaSet", _) => w
             .labels

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::index::{Finding, FindingsIndex};
 use crate::api::{Action, Offender};
-use crate::engine::{Code, Lang, WorkloadKind};
+use crate::engine::{Code, Lang};
 use crate::state::{Inventory, WorkloadKey};
 
 /// `app.kubernetes.io/managed-by` on everything the audit creates.
@@ -79,7 +79,7 @@ pub struct ObjectRef {
 impl ObjectRef {
     pub fn workload(key: &WorkloadKey) -> ObjectRef {
         ObjectRef {
-            api_version: api_version_of(key.kind).to_string(),
+            api_version: key.kind.api_version().to_string(),
             kind: key.kind.as_str().to_string(),
             namespace: Some(key.namespace.clone()),
             name: key.name.clone(),
@@ -104,14 +104,6 @@ impl ObjectRef {
             v["namespace"] = json!(ns);
         }
         v
-    }
-}
-
-pub fn api_version_of(kind: WorkloadKind) -> &'static str {
-    match kind.group() {
-        "" => "v1",
-        "apps" => "apps/v1",
-        _ => "batch/v1",
     }
 }
 

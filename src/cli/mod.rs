@@ -21,7 +21,7 @@ pub use report::{CheckReport, Outcome, render_text};
 
 use crate::api::ResidencyPolicy;
 use crate::datafiles::DataSources;
-use crate::engine::{self, Lang, NodeInfo, Snapshot, Workload};
+use crate::engine::{self, Lang, NodeInfo, Snapshot, SnapshotBuilder, Workload, WorkloadKind};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -306,7 +306,7 @@ fn raw_name(doc: &Document) -> &str {
 /// stops at the first bad document.
 fn load(
     files: &[PathBuf],
-    mut snapshot: Snapshot,
+    snapshot: Snapshot,
     default_namespace: &str,
     now: Timestamp,
     lang: Lang,
@@ -323,8 +323,8 @@ fn load(
         errors.extend(e.iter().map(ToString::to_string));
     }
 
+    let mut builder = SnapshotBuilder::new(snapshot, now);
     let mut workloads: Vec<(Origin, Workload)> = Vec::new();
-    let mut nodes: Vec<NodeInfo> = Vec::new();
     let mut policy_warnings = Vec::new();
     let mut skipped = 0usize;
     let mut policy_count = 0usize;
@@ -382,7 +382,7 @@ fn load(
                     ));
                     continue;
                 }
-                match snapshot.add_policy(&policy, now) {
+                match builder.policy(&policy) {
                     Ok(warnings) => {
                         policy_count += 1;
                         policy_warnings.extend(warnings.into_iter().map(|w| {
@@ -403,15 +403,13 @@ fn load(
                 }
             }
             ("", "Node") => match typed::<Node>(doc, "Node") {
-                Ok(n) => nodes.push(NodeInfo::from_node(&n)),
+                Ok(n) => builder.node(NodeInfo::from_node(&n)),
                 Err(e) => errors.push(e),
             },
             ("", "Namespace") => match typed::<Namespace>(doc, "Namespace") {
                 Ok(ns) => {
                     let name = ns.metadata.name.unwrap_or_default();
-                    snapshot
-                        .namespaces
-                        .insert(name, ns.metadata.labels.unwrap_or_default());
+                    builder.namespace(name, ns.metadata.labels.unwrap_or_default());
                 }
                 Err(e) => errors.push(e),
             },
@@ -423,7 +421,7 @@ fn load(
                         }
                         let problems = engine::egress::validate_network_policy(&np);
                         if problems.is_empty() {
-                            snapshot.network.add_network_policy(&np);
+                            builder.network_policy(&np);
                         } else {
                             let reference = format!(
                                 "NetworkPolicy {}/{}",
@@ -452,7 +450,7 @@ fn load(
                     if svc.metadata.namespace.is_none() {
                         svc.metadata.namespace = Some(default_namespace.to_string());
                     }
-                    snapshot.network.add_service(&svc);
+                    builder.service(&svc);
                 }
                 Err(e) => errors.push(e),
             },
@@ -461,8 +459,9 @@ fn load(
                 Err(e) if e.is_not_a_workload() => {
                     if BUILTIN_GROUPS.contains(&group) && !KNOWN_BUILTIN_KINDS.contains(&kind) {
                         errors.push(format!(
-                            "{}: unknown kind {kind:?} in {api_version}; pod-creating kinds are Pod, Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, CronJob and ReplicationController",
-                            doc.origin
+                            "{}: unknown kind {kind:?} in {api_version}; pod-creating kinds are {}",
+                            doc.origin,
+                            engine::join_en(WorkloadKind::ALL.iter().map(|k| k.as_str()))
                         ));
                     } else {
                         skipped += 1;
@@ -472,9 +471,7 @@ fn load(
             },
         }
     }
-    if !nodes.is_empty() {
-        snapshot.set_nodes(nodes);
-    }
+    let snapshot = builder.build();
     let inputs = report::Inputs {
         files: paths.len(),
         documents: docs.len(),

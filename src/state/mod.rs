@@ -24,7 +24,9 @@ use kube::{Client, Resource};
 use tokio::sync::{Notify, watch};
 
 use crate::api::ResidencyPolicy;
-use crate::engine::{AddressSpace, Catalogue, NodeInfo, Snapshot, Workload, WorkloadKind};
+use crate::engine::{
+    AddressSpace, Catalogue, LastValid, NodeInfo, Snapshot, SnapshotBuilder, Workload, WorkloadKind,
+};
 
 /// One projected object.
 #[derive(Clone, Debug)]
@@ -94,7 +96,7 @@ fn watched_kinds() -> Vec<Watched> {
     ];
     for kind in WorkloadKind::ALL {
         kinds.push(Watched {
-            name: workload_resource_name(kind),
+            name: kind.plural(),
             resource: workload_api_resource(kind),
             // Objects owned by a controller are judged through their owner.
             project: |v| match Workload::from_value(v, "default") {
@@ -109,32 +111,15 @@ fn watched_kinds() -> Vec<Watched> {
     kinds
 }
 
-fn workload_resource_name(kind: WorkloadKind) -> &'static str {
-    match kind {
-        WorkloadKind::Pod => "pods",
-        WorkloadKind::Deployment => "deployments",
-        WorkloadKind::ReplicaSet => "replicasets",
-        WorkloadKind::StatefulSet => "statefulsets",
-        WorkloadKind::DaemonSet => "daemonsets",
-        WorkloadKind::Job => "jobs",
-        WorkloadKind::CronJob => "cronjobs",
-        WorkloadKind::ReplicationController => "replicationcontrollers",
-    }
-}
-
+/// The API resource of a workload kind (what `ApiResource::erase` gives
+/// for its k8s-openapi type), from the kind's own table.
 fn workload_api_resource(kind: WorkloadKind) -> ApiResource {
-    use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core};
-    match kind {
-        WorkloadKind::Pod => ApiResource::erase::<core::Pod>(&()),
-        WorkloadKind::Deployment => ApiResource::erase::<apps::Deployment>(&()),
-        WorkloadKind::ReplicaSet => ApiResource::erase::<apps::ReplicaSet>(&()),
-        WorkloadKind::StatefulSet => ApiResource::erase::<apps::StatefulSet>(&()),
-        WorkloadKind::DaemonSet => ApiResource::erase::<apps::DaemonSet>(&()),
-        WorkloadKind::Job => ApiResource::erase::<batch::Job>(&()),
-        WorkloadKind::CronJob => ApiResource::erase::<batch::CronJob>(&()),
-        WorkloadKind::ReplicationController => {
-            ApiResource::erase::<core::ReplicationController>(&())
-        }
+    ApiResource {
+        group: kind.group().to_string(),
+        version: kind.version().to_string(),
+        api_version: kind.api_version().to_string(),
+        kind: kind.as_str().to_string(),
+        plural: kind.plural().to_string(),
     }
 }
 
@@ -566,7 +551,7 @@ async fn rebuild_loop(
     workloads: Arc<Mutex<BTreeMap<String, Vec<Arc<Workload>>>>>,
     (inventory_tx, health): (watch::Sender<Arc<Inventory>>, Arc<WatchHealth>),
 ) {
-    let mut last_valid = LastValid::new();
+    let mut last_valid = LastValid::default();
     // Rejected policies already logged (name, generation): once each.
     let mut logged: std::collections::BTreeSet<(String, Option<i64>)> = Default::default();
     loop {
@@ -606,43 +591,34 @@ async fn rebuild_loop(
     }
 }
 
-/// The last version of each policy (by name and uid) that compiled: what
-/// stays enforced while a newer version does not.
-type LastValid = BTreeMap<(String, Option<String>), crate::engine::CompiledPolicy>;
-
-/// Build a Snapshot from projected objects. A policy that does not compile
-/// keeps being enforced (its last valid version, else its strictest
-/// reading) and is recorded in `snapshot.rejected`; the webhook's policy
-/// endpoint stops new invalid ones at the door.
+/// Build a Snapshot from projected objects (`SnapshotBuilder`: a policy
+/// that does not compile keeps being enforced, its last valid version from
+/// `last_valid`, else its strictest reading, and is recorded in
+/// `snapshot.rejected`; the webhook's policy endpoint stops new invalid ones
+/// at the door), and the judged workloads by namespace.
 fn build(
     parts: &[Part],
     inputs: &Inputs,
     now: Timestamp,
     last_valid: &mut LastValid,
 ) -> (Snapshot, BTreeMap<String, Vec<Arc<Workload>>>) {
-    let mut snapshot = Snapshot::new(inputs.catalogue.clone(), inputs.address_space.clone());
-    let mut nodes = Vec::new();
+    let base = Snapshot::new(inputs.catalogue.clone(), inputs.address_space.clone());
+    let mut builder = SnapshotBuilder::new(base, now).remembering(last_valid);
+    // A cluster always has a node inventory, even an empty one.
+    builder.nodes_known();
     let mut by_ns: BTreeMap<String, Vec<Arc<Workload>>> = BTreeMap::new();
-    let mut seen = std::collections::BTreeSet::new();
     for (key, item) in parts.iter().flatten() {
         match item {
             Item::Policy(p) => {
-                let id = (
-                    p.metadata.name.clone().unwrap_or_default(),
-                    p.metadata.uid.clone(),
-                );
-                seen.insert(id.clone());
-                if let Some(compiled) = snapshot.enforce_policy(p, now, last_valid.get(&id)) {
-                    last_valid.insert(id, compiled);
-                }
+                // Problems are logged once per version by the rebuild loop.
+                let _ = builder.policy(p);
             }
-            Item::Node(n) => nodes.push(n.clone()),
+            Item::Node(n) => builder.node(n.clone()),
             Item::Namespace(labels) => {
-                let name = key.trim_start_matches('/').to_string();
-                snapshot.namespaces.insert(name, labels.clone());
+                builder.namespace(key.trim_start_matches('/'), labels.clone());
             }
-            Item::NetworkPolicy(np) => snapshot.network.add_network_policy(np),
-            Item::Service(svc) => snapshot.network.add_service(svc),
+            Item::NetworkPolicy(np) => builder.network_policy(np),
+            Item::Service(svc) => builder.service(svc),
             Item::Workload(w) => by_ns
                 .entry(w.namespace.clone())
                 .or_default()
@@ -650,10 +626,7 @@ fn build(
             Item::OwnedPod(_) => {}
         }
     }
-    snapshot.set_nodes(nodes);
-    // Deleted policies take their last valid version with them.
-    last_valid.retain(|id, _| seen.contains(id));
-    (snapshot, by_ns)
+    (builder.build(), by_ns)
 }
 
 /// The audit controller's view of the projected objects.
@@ -679,4 +652,30 @@ fn inventory(parts: &[Part], snapshot: Arc<Snapshot>, synced: bool) -> Inventory
         }
     }
     inv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kinds' own table names the resources k8s-openapi does.
+    #[test]
+    fn workload_resources_agree_with_k8s_openapi() {
+        use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core};
+        let erased = |kind| match kind {
+            WorkloadKind::Pod => ApiResource::erase::<core::Pod>(&()),
+            WorkloadKind::Deployment => ApiResource::erase::<apps::Deployment>(&()),
+            WorkloadKind::ReplicaSet => ApiResource::erase::<apps::ReplicaSet>(&()),
+            WorkloadKind::StatefulSet => ApiResource::erase::<apps::StatefulSet>(&()),
+            WorkloadKind::DaemonSet => ApiResource::erase::<apps::DaemonSet>(&()),
+            WorkloadKind::Job => ApiResource::erase::<batch::Job>(&()),
+            WorkloadKind::CronJob => ApiResource::erase::<batch::CronJob>(&()),
+            WorkloadKind::ReplicationController => {
+                ApiResource::erase::<core::ReplicationController>(&())
+            }
+        };
+        for kind in WorkloadKind::ALL {
+            assert_eq!(workload_api_resource(kind), erased(kind), "{kind}");
+        }
+    }
 }
