@@ -10,7 +10,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use crate::api::{Action, DataClass};
 use crate::engine::egress::CompiledNetworkPolicy;
-use crate::engine::selector::{NodeLabels, Term};
+use crate::engine::placement::NodeConstraints;
 use crate::engine::shared::Shared;
 use crate::engine::verdict::{Evidence, ExemptionUse, NodeEvidence};
 use crate::engine::{Code, Detail, Lang, NodeInfo, Text, Workload, WorkloadKind, evaluate_with};
@@ -433,46 +433,6 @@ fn owner_of(w: &Workload, inv: &Inventory) -> Option<OwnerLink> {
     })
 }
 
-/// Could this workload's pods run on `node`, by its own constraints
-/// (nodeName, nodeSelector, required node affinity)?
-pub fn could_run_on(w: &Workload, node: &NodeInfo) -> bool {
-    let view = NodeLabels {
-        name: &node.name,
-        labels: &node.labels,
-    };
-    let pod = &w.pod;
-    if pod.node_name.as_ref().is_some_and(|n| n != &node.name) {
-        return false;
-    }
-    // nodeSelector is label equality (as `Requirement::label_eq`), checked
-    // without building requirements: this runs for every workload per node
-    // change.
-    let selector_ok = pod
-        .node_selector
-        .iter()
-        .flatten()
-        .all(|(k, v)| node.labels.get(k) == Some(v));
-    if !selector_ok {
-        return false;
-    }
-    let required = pod
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| {
-            na.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        });
-    match required {
-        None => true,
-        Some(sel) => sel
-            .node_selector_terms
-            .iter()
-            .map(Term::from_k8s)
-            .any(|t| t.matches(&view)),
-    }
-}
-
 /// What changed from `prev` to `next`. Policy status changes (our own
 /// writes) are not changes: only spec and generation count.
 pub fn diff(prev: &Inventory, next: &Inventory) -> Vec<Change> {
@@ -594,7 +554,11 @@ pub fn affected_by(
                     .iter()
                     .filter(|k| {
                         inv.workloads.get(*k).is_some_and(|w| {
-                            [old, new].into_iter().flatten().any(|n| could_run_on(w, n))
+                            let constraints = NodeConstraints::of(&w.pod);
+                            [old, new]
+                                .into_iter()
+                                .flatten()
+                                .any(|n| constraints.admits(&n.selector_view()))
                         })
                     })
                     .cloned(),

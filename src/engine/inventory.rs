@@ -292,6 +292,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::engine::placement::NodeConstraints;
     use crate::engine::selector::NodeLabels;
 
     const KEYS: [&str; 3] = ["topology.kubernetes.io/region", "pool", "gen"];
@@ -369,12 +370,14 @@ mod tests {
             terms in proptest::option::of(proptest::collection::vec(term_strategy(), 0..3)),
         ) {
             let inventory = Inventory::new(nodes.clone(), Catalogue::builtin());
-            let got = inventory.constraint_matches(&base, terms.as_deref());
+            let constraints = NodeConstraints { base, terms };
+            let got = constraints.matching(&inventory);
             for (i, n) in nodes.iter().enumerate() {
                 let view = NodeLabels { name: &n.name, labels: &n.labels };
-                let want = base.iter().all(|r| r.matches(&view))
-                    && terms.as_ref().is_none_or(|ts| ts.iter().any(|t| t.matches(&view)));
+                let want = constraints.base.iter().all(|r| r.matches(&view))
+                    && constraints.terms.as_ref().is_none_or(|ts| ts.iter().any(|t| t.matches(&view)));
                 prop_assert_eq!(got.contains(i), want, "node {} {:?}", i, n);
+                prop_assert_eq!(constraints.admits(&view), want, "node {} {:?}", i, n);
             }
             prop_assert!(got.ones().all(|i| i < nodes.len()));
         }

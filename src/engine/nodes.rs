@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::Node;
 use serde::{Deserialize, Serialize};
 
 use super::catalogue::{Catalogue, Jurisdiction, RegionLookup};
+use super::selector::NodeLabels;
 
 pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
 pub const LEGACY_REGION_LABEL: &str = "failure-domain.beta.kubernetes.io/region";
@@ -33,6 +34,14 @@ impl NodeInfo {
             name: node.metadata.name.clone().unwrap_or_default(),
             labels: node.metadata.labels.clone().unwrap_or_default(),
             provider_id: node.spec.as_ref().and_then(|s| s.provider_id.clone()),
+        }
+    }
+
+    /// The node as selectors see it: its name and labels.
+    pub fn selector_view(&self) -> NodeLabels<'_> {
+        NodeLabels {
+            name: &self.name,
+            labels: &self.labels,
         }
     }
 

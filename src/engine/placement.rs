@@ -22,6 +22,7 @@ use super::inventory::Inventory;
 use super::selector::{Conjunction, NODE_NAME_FIELD, NodeLabels, Op, Requirement, Space, Term};
 use super::shared::Shared;
 use super::verdict::{Code, Evidence, NodeEvidence, Text, Violation, describe_node};
+use super::workload::PodSpecView;
 use super::{ClassifiedNode, Snapshot, Workload, WorkloadKind};
 
 /// Outside nodes listed as evidence; the rest are counted.
@@ -125,9 +126,22 @@ impl TermFacts {
     }
 }
 
-impl<'s> Facts<'s> {
-    pub fn new(workload: &Workload, snapshot: &'s Snapshot) -> Facts<'s> {
-        let pod = &workload.pod;
+/// Which nodes a pod may use by its own constraints: nodeSelector (label
+/// equality) and nodeName (the node's `metadata.name`) must all hold and,
+/// when required node affinity is set, one of its terms. The one reading
+/// of a pod's node constraints: verdicts match it against the inventory
+/// set-wise (`matching`), the audit node by node (`admits`) to find what a
+/// node change affects, so the two cannot disagree.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeConstraints {
+    /// nodeSelector and nodeName: every one must hold.
+    pub base: Vec<Requirement>,
+    /// The required node affinity's terms, when set: one must hold.
+    pub terms: Option<Vec<Term>>,
+}
+
+impl NodeConstraints {
+    pub fn of(pod: &PodSpecView) -> NodeConstraints {
         let mut base: Vec<Requirement> = pod
             .node_selector
             .iter()
@@ -141,22 +155,47 @@ impl<'s> Facts<'s> {
                 op: Op::In(BTreeSet::from([name.clone()])),
             });
         }
-        let node_affinity = pod.affinity.as_ref().and_then(|a| a.node_affinity.as_ref());
-        let required = node_affinity.and_then(|na| {
-            na.required_during_scheduling_ignored_during_execution
+        let terms = pod
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|na| {
+                na.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .map(|sel| sel.node_selector_terms.iter().map(Term::from_k8s).collect());
+        NodeConstraints { base, terms }
+    }
+
+    /// May the pod run on `node`?
+    pub fn admits(&self, node: &NodeLabels<'_>) -> bool {
+        self.base.iter().all(|r| r.matches(node))
+            && self
+                .terms
                 .as_ref()
-        });
+                .is_none_or(|terms| terms.iter().any(|t| t.matches(node)))
+    }
+
+    /// The inventory's nodes the pod may run on (`admits`, set-wise).
+    pub fn matching(&self, inventory: &Inventory) -> FixedBitSet {
+        inventory.constraint_matches(&self.base, self.terms.as_deref())
+    }
+}
+
+impl<'s> Facts<'s> {
+    pub fn new(workload: &Workload, snapshot: &'s Snapshot) -> Facts<'s> {
+        let pod = &workload.pod;
+        let constraints = NodeConstraints::of(pod);
+        let node_affinity = pod.affinity.as_ref().and_then(|a| a.node_affinity.as_ref());
         let has_preferred_affinity = node_affinity
             .and_then(|na| {
                 na.preferred_during_scheduling_ignored_during_execution
                     .as_ref()
             })
             .is_some_and(|p| !p.is_empty());
-        let compiled_terms: Option<Vec<Term>> =
-            required.map(|sel| sel.node_selector_terms.iter().map(Term::from_k8s).collect());
-
-        let terms = match &compiled_terms {
-            None => vec![TermFacts::new(false, Conjunction::new(&base), snapshot)],
+        let base = &constraints.base;
+        let terms = match &constraints.terms {
+            None => vec![TermFacts::new(false, Conjunction::new(base), snapshot)],
             Some(terms) => terms
                 .iter()
                 .map(|t| {
@@ -176,13 +215,10 @@ impl<'s> Facts<'s> {
         let matching = snapshot
             .inventory()
             .filter(|_| !bound_known)
-            .map(|inventory| {
-                let nodes = inventory.constraint_matches(&base, compiled_terms.as_deref());
-                Matching::new(inventory, nodes)
-            });
+            .map(|inventory| Matching::new(inventory, constraints.matching(inventory)));
         Facts {
             terms,
-            has_required_affinity: compiled_terms.is_some(),
+            has_required_affinity: constraints.terms.is_some(),
             has_preferred_affinity,
             matching,
             bound,
@@ -198,12 +234,10 @@ impl<'s> Facts<'s> {
 fn node_ok(node: &ClassifiedNode, policy: &CompiledPolicy) -> bool {
     match &node.standing {
         NodeStanding::Mainland { .. } => true,
-        s if s.vouchable() => policy.allowed_nodes.as_ref().is_some_and(|a| {
-            a.matches(&NodeLabels {
-                name: &node.info.name,
-                labels: &node.info.labels,
-            })
-        }),
+        s if s.vouchable() => policy
+            .allowed_nodes
+            .as_ref()
+            .is_some_and(|a| a.matches(&node.info.selector_view())),
         _ => false,
     }
 }
