@@ -90,7 +90,11 @@ fn every_kind_is_judged_on_its_pod_template() {
     let cron = &v["cronjob-bad"];
     let (_, x) = cron.violations().next().unwrap();
     assert_eq!(x.field, "spec.jobTemplate.spec.template.spec.nodeSelector");
-    assert!(x.message.en.contains("us-east-1"), "{}", x.message.en);
+    assert!(
+        x.message.text().en.contains("us-east-1"),
+        "{}",
+        x.message.text().en
+    );
     let (_, pod) = v["pod-bad"].violations().next().unwrap();
     assert_eq!(pod.field, "spec.nodeSelector");
 }
@@ -127,20 +131,26 @@ fn placement_traps_without_inventory() {
     let (_, x) = v["preferred-only"].violations().next().unwrap();
     assert!(
         x.message
+            .text()
             .en
             .contains("preferred affinity is only a preference"),
         "{}",
-        x.message.en
+        x.message.text().en
     );
     let (_, x) = v["lookalike-cn-hongkong"].violations().next().unwrap();
     assert!(
         x.message
+            .text()
             .en
             .contains("allows topology.kubernetes.io/region cn-hongkong"),
         "{}",
-        x.message.en
+        x.message.text().en
     );
-    assert!(x.message.zh.contains("cn-hongkong"), "{}", x.message.zh);
+    assert!(
+        x.message.text().zh.contains("cn-hongkong"),
+        "{}",
+        x.message.text().zh
+    );
 }
 
 fn outside_names(v: &Verdict) -> Vec<String> {
@@ -187,29 +197,34 @@ fn inventory_and_node_trust() {
     let (_, x) = v["pinned-region-liar"].violations().next().unwrap();
     assert!(
         x.message
+            .text()
             .en
             .contains("labelled cn-north-1 but its aws providerID says ap-east-1"),
         "{}",
-        x.message.en
+        x.message.text().en
     );
     let (_, x) = v["unlabelled-node"].violations().next().unwrap();
     assert!(
         x.message
+            .text()
             .en
             .contains("no region label; its providerID suggests cn-north-1"),
         "{}",
-        x.message.en
+        x.message.text().en
     );
     let (_, x) = v["everywhere"].violations().next().unwrap();
     assert!(
-        x.message.en.contains("4 of 7 matching nodes"),
+        x.message.text().en.contains("4 of 7 matching nodes"),
         "{}",
-        x.message.en
+        x.message.text().en
     );
     assert!(
-        x.message.en.contains("DaemonSet will run a pod on them"),
+        x.message
+            .text()
+            .en
+            .contains("DaemonSet will run a pod on them"),
         "{}",
-        x.message.en
+        x.message.text().en
     );
 }
 
@@ -298,27 +313,28 @@ fn egress_under_mainland_only() {
         "NetworkPolicy additive/b-dns spec.egress[0].to[0].ipBlock"
     );
     assert!(
-        x.message.en.contains("8.8.8.0/24") && x.message.en.contains("registered to US"),
+        x.message.text().en.contains("8.8.8.0/24")
+            && x.message.text().en.contains("registered to US"),
         "{}",
-        x.message.en
+        x.message.text().en
     );
     let (_, x) = v["except-partial"].violations().next().unwrap();
     assert!(
-        x.message.en.contains("8.8.8.8 is registered to US"),
+        x.message.text().en.contains("8.8.8.8 is registered to US"),
         "{}",
-        x.message.en
+        x.message.text().en
     );
     let (_, x) = v["aws-hk"].violations().next().unwrap();
     assert!(
-        x.message.en.contains("registered to HK"),
+        x.message.text().en.contains("registered to HK"),
         "{}",
-        x.message.en
+        x.message.text().en
     );
     let (_, x) = v["no-policy"].violations().next().unwrap();
     assert!(
-        x.message.en.contains("policyTypes: [Egress]"),
+        x.message.text().en.contains("policyTypes: [Egress]"),
         "the fix shows an isolating policy: {}",
-        x.message.en
+        x.message.text().en
     );
     assert!(
         v["external-name"]

@@ -12,8 +12,8 @@ use crate::api::{Action, DataClass};
 use crate::engine::egress::CompiledNetworkPolicy;
 use crate::engine::placement::NodeConstraints;
 use crate::engine::shared::Shared;
-use crate::engine::verdict::{Evidence, ExemptionUse, NodeEvidence};
-use crate::engine::{Code, Detail, Lang, NodeInfo, Text, Workload, WorkloadKind, evaluate_with};
+use crate::engine::verdict::{Evidence, ExemptionUse, Message, NodeEvidence};
+use crate::engine::{Code, Detail, Lang, NodeInfo, Workload, WorkloadKind, evaluate_with};
 use crate::state::{Inventory, WorkloadKey};
 
 /// Something that changed between two inventories (or in time).
@@ -250,7 +250,12 @@ impl FindingsIndex {
                     // it on (an exemption lapsed), the newer one wins. Only
                     // the language reports are written in is kept.
                     e.finding = finding;
-                    e.messages = Some(texts.into_iter().map(|t| t.into_lang(lang)).collect());
+                    e.messages = Some(
+                        texts
+                            .into_iter()
+                            .map(|m| m.get(lang).into_boxed_str())
+                            .collect(),
+                    );
                     written += 1;
                 }
                 None => unclassified.push(key.clone()),
@@ -325,7 +330,7 @@ pub fn judge_with_messages(
     w: &Workload,
     inv: &Inventory,
     now: Timestamp,
-) -> Option<(Finding, Vec<Text>)> {
+) -> Option<(Finding, Vec<Message>)> {
     judge_in(w, inv, now, Detail::Full)
 }
 
@@ -334,7 +339,7 @@ fn judge_in(
     inv: &Inventory,
     now: Timestamp,
     detail: Detail,
-) -> Option<(Finding, Vec<Text>)> {
+) -> Option<(Finding, Vec<Message>)> {
     let owner = owner_of(w, inv);
     let mut messages = Vec::new();
     match evaluate_with(&inv.snapshot, w, now, detail) {

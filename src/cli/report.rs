@@ -185,7 +185,7 @@ pub fn render_text(report: &CheckReport, lang: Lang, quiet: bool) -> String {
             for x in &p.violations {
                 let tag = if x.exempted { " (exempted)" } else { "" };
                 let _ = writeln!(out, "        [{}]{tag} {}", x.code.as_str(), x.field);
-                let _ = writeln!(out, "{}", indent(x.message.get(lang), "          "));
+                let _ = writeln!(out, "{}", indent(&x.message.get(lang), "          "));
             }
         }
         for n in &v.notices {

@@ -23,7 +23,7 @@ use super::classify::MessageContext;
 use super::ipset::{CountryTable, IpSet, net_minus_excepts_subset};
 use super::policy::{CompiledPolicy, PolicyProblem, parse_net};
 use super::selector::LabelSelectorMatcher;
-use super::verdict::{Code, Evidence, Notice, Text, Violation};
+use super::verdict::{Code, Evidence, Message, Notice, Text, Violation};
 use super::{Snapshot, Workload, WorkloadKind};
 use crate::api::{DATA_CLASS_LABEL, EgressMode};
 
@@ -761,21 +761,19 @@ pub(crate) fn check(
     // The texts are written only when the caller wants messages.
     let lead = |texts: &dyn Fn() -> (String, String, String, String)| {
         if !ctx.render {
-            return Text::default();
+            return Message::default();
         }
         let (en, zh, fix_en, fix_zh) = texts();
         let subject = ctx.subject();
-        Text {
-            en: format!(
-                "{} and policy {p} {rule_en}, but {en}. Fix: {fix_en}{}",
-                subject.en,
-                stop(&fix_en, ".")
-            ),
-            zh: format!(
-                "{}，策略 {p} {rule_zh}，但 {zh}。修复：{fix_zh}{}",
-                subject.zh,
-                stop(&fix_zh, "。")
-            ),
+        Message {
+            problem: Text {
+                en: format!("{} and policy {p} {rule_en}, but {en}.", subject.en),
+                zh: format!("{}，策略 {p} {rule_zh}，但 {zh}。", subject.zh),
+            },
+            fix: Text {
+                en: format!("{fix_en}{}", stop(&fix_en, ".")),
+                zh: format!("{fix_zh}{}", stop(&fix_zh, "。")),
+            },
         }
     };
     let no_evidence = EgressEvidence {

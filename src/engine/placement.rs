@@ -21,7 +21,7 @@ use fixedbitset::FixedBitSet;
 use super::inventory::Inventory;
 use super::selector::{Conjunction, NODE_NAME_FIELD, NodeLabels, Op, Requirement, Space, Term};
 use super::shared::Shared;
-use super::verdict::{Code, Evidence, NodeEvidence, Text, Violation, describe_node};
+use super::verdict::{Code, Evidence, Message, NodeEvidence, Text, Violation, describe_node};
 use super::workload::PodSpecView;
 use super::{ClassifiedNode, Snapshot, Workload, WorkloadKind};
 
@@ -45,7 +45,7 @@ pub struct Facts<'s> {
     catalogue: &'s super::Catalogue,
     /// Message text shared by the governing policies (see
     /// `Facts::placement_body`).
-    placement_bodies: RefCell<Vec<(BodyKey, Rc<Text>)>>,
+    placement_bodies: RefCell<Vec<(BodyKey, Rc<Message>)>>,
 }
 
 /// The inventory's nodes that match a pod's constraints, as a set of
@@ -299,7 +299,7 @@ pub(crate) fn check(
             message: if ctx.render {
                 bound_message(ctx, prefix, &ev)
             } else {
-                Text::default()
+                Message::default()
             },
             evidence: Evidence::BoundNode { node: ev },
             exempted: false,
@@ -335,7 +335,7 @@ pub(crate) fn check(
             &outside,
         )
     } else {
-        Text::default()
+        Message::default()
     };
     vec![Violation {
         code,
@@ -461,7 +461,7 @@ impl Facts<'_> {
         field: &str,
         matching: Option<usize>,
         outside: &[&ClassifiedNode],
-    ) -> Rc<Text> {
+    ) -> Rc<Message> {
         let mut cache = self.placement_bodies.borrow_mut();
         if let Some((_, text)) = cache.iter().find(|(key, _)| key.is(gap, field, outside)) {
             return Rc::clone(text);
@@ -559,23 +559,25 @@ fn placement_message(
     field: &str,
     matching: Option<usize>,
     outside: &[&ClassifiedNode],
-) -> Text {
+) -> Message {
     let subject = ctx.subject();
     let body = facts.placement_body(ctx.workload, gap, field, matching, outside);
     let p = ctx.policy;
-    let mut en = String::with_capacity(subject.en.len() + body.en.len() + 160);
-    let mut zh = String::with_capacity(subject.zh.len() + body.zh.len() + 160);
+    let problem = Text {
+        en: format!(
+            "{} and policy {p} requires mainland-China nodes, but {}.",
+            subject.en, body.problem.en
+        ),
+        zh: format!(
+            "{}，策略 {p} 要求只能运行在中国大陆节点上，但 {}。",
+            subject.zh, body.problem.zh
+        ),
+    };
+    let mut en = String::with_capacity(body.fix.en.len() + 100);
+    let mut zh = String::with_capacity(body.fix.zh.len() + 100);
+    en.push_str(&body.fix.en);
+    zh.push_str(&body.fix.zh);
     // Writing to a String cannot fail: the results of write! are ignored.
-    let _ = write!(
-        en,
-        "{} and policy {p} requires mainland-China nodes, but {}",
-        subject.en, body.en
-    );
-    let _ = write!(
-        zh,
-        "{}，策略 {p} 要求只能运行在中国大陆节点上，但 {}",
-        subject.zh, body.zh
-    );
     if gap.is_some() && policy.allowed_nodes.is_some() {
         let _ = write!(
             en,
@@ -588,7 +590,10 @@ fn placement_message(
     }
     en.push('.');
     zh.push('。');
-    Text { en, zh }
+    Message {
+        problem,
+        fix: Text { en, zh },
+    }
 }
 
 /// See `Facts::placement_body`.
@@ -599,9 +604,9 @@ fn write_placement_body(
     field: &str,
     matching: Option<usize>,
     outside: &[&ClassifiedNode],
-) -> Text {
-    let mut en = String::with_capacity(512);
-    let mut zh = String::with_capacity(512);
+) -> Message {
+    let mut en = String::with_capacity(384);
+    let mut zh = String::with_capacity(384);
     let prefix = workload.pod_spec_path();
     // spec.nodeName naming a node that cannot be judged, when that is the
     // field at fault (no required affinity term to blame instead).
@@ -704,8 +709,10 @@ fn write_placement_body(
     }
 
     // The fix.
-    en.push_str(". Fix: ");
-    zh.push_str("。修复：");
+    let problem = Text {
+        en: std::mem::take(&mut en),
+        zh: std::mem::take(&mut zh),
+    };
     let affinity =
         format!("{prefix}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution");
     match gap {
@@ -770,22 +777,35 @@ fn write_placement_body(
             );
         }
     }
-    Text { en, zh }
+    Message {
+        problem,
+        fix: Text { en, zh },
+    }
 }
 
-fn bound_message(ctx: &MessageContext<'_>, prefix: &str, node: &NodeEvidence) -> Text {
+fn bound_message(ctx: &MessageContext<'_>, prefix: &str, node: &NodeEvidence) -> Message {
     let subject = ctx.subject();
     let p = ctx.policy;
-    Text {
-        en: format!(
-            "{} and policy {p} requires mainland-China nodes, but {prefix}.nodeName binds it to node {}, which is not in mainland China or cannot be verified. Fix: run it on a node in mainland China (remove nodeName and add a required node affinity on {REGION_LABEL}).",
-            subject.en,
-            node.describe(super::Lang::En)
-        ),
-        zh: format!(
-            "{}，策略 {p} 要求只能运行在中国大陆节点上，但 {prefix}.nodeName 将其绑定到节点 {}，该节点不在中国大陆或无法核实。修复：改为在中国大陆节点上运行（删除 nodeName，并添加 {REGION_LABEL} 的必需节点亲和性）。",
-            subject.zh,
-            node.describe(super::Lang::ZhCn)
-        ),
+    Message {
+        problem: Text {
+            en: format!(
+                "{} and policy {p} requires mainland-China nodes, but {prefix}.nodeName binds it to node {}, which is not in mainland China or cannot be verified.",
+                subject.en,
+                node.describe(super::Lang::En)
+            ),
+            zh: format!(
+                "{}，策略 {p} 要求只能运行在中国大陆节点上，但 {prefix}.nodeName 将其绑定到节点 {}，该节点不在中国大陆或无法核实。",
+                subject.zh,
+                node.describe(super::Lang::ZhCn)
+            ),
+        },
+        fix: Text {
+            en: format!(
+                "run it on a node in mainland China (remove nodeName and add a required node affinity on {REGION_LABEL})."
+            ),
+            zh: format!(
+                "改为在中国大陆节点上运行（删除 nodeName，并添加 {REGION_LABEL} 的必需节点亲和性）。"
+            ),
+        },
     }
 }

@@ -61,6 +61,71 @@ impl std::fmt::Display for Text {
     }
 }
 
+/// What joins a problem and its fix when they are shown as one text.
+const FIX_EN: &str = " Fix: ";
+const FIX_ZH: &str = "修复：";
+
+/// A violation's message: the problem and its fix, kept apart. Shown as one
+/// text, "<problem> Fix: <fix>" ("<problem>修复：<fix>"), by the CLI, in
+/// denials, Events and reports (serialised so, as `{en, zh-CN}`); the
+/// webhook's warnings put the fix on its own line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Message {
+    /// What is wrong and why it matters, ending in a full stop.
+    pub problem: Text,
+    /// What to change.
+    pub fix: Text,
+}
+
+impl Message {
+    /// The problem and the fix as one text in `lang`.
+    pub fn get(&self, lang: Lang) -> String {
+        let (problem, fix) = (self.problem.get(lang), self.fix.get(lang));
+        if fix.is_empty() {
+            return problem.to_string();
+        }
+        let joint = match lang {
+            Lang::En => FIX_EN,
+            Lang::ZhCn => FIX_ZH,
+        };
+        let mut out = String::with_capacity(problem.len() + joint.len() + fix.len());
+        out.push_str(problem);
+        out.push_str(joint);
+        out.push_str(fix);
+        out
+    }
+
+    /// The problem and the fix as one text, in both languages.
+    pub fn text(&self) -> Text {
+        Text {
+            en: self.get(Lang::En),
+            zh: self.get(Lang::ZhCn),
+        }
+    }
+
+    /// The problem alone, in `lang`.
+    pub fn problem(&self, lang: Lang) -> &str {
+        self.problem.get(lang)
+    }
+
+    /// "Fix: <fix>" ("修复：<fix>") in `lang`; empty when there is no fix.
+    pub fn fix_line(&self, lang: Lang) -> String {
+        let fix = self.fix.get(lang);
+        match lang {
+            _ if fix.is_empty() => String::new(),
+            Lang::En => format!("{}{fix}", FIX_EN.trim_start()),
+            Lang::ZhCn => format!("{FIX_ZH}{fix}"),
+        }
+    }
+}
+
+/// As one text per language, exactly as `Text` serialises.
+impl Serialize for Message {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.text().serialize(serializer)
+    }
+}
+
 /// Stable violation codes: part of the contract (JSON output, reports, metrics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum Code {
@@ -247,7 +312,7 @@ pub struct Violation {
     /// The field at fault, as a path in the submitted manifest.
     pub field: String,
     pub evidence: Evidence,
-    pub message: Text,
+    pub message: Message,
     /// Covered by an active exemption: reported, but does not count.
     pub exempted: bool,
 }
@@ -345,12 +410,10 @@ impl Verdict {
         })
     }
 
-    /// Every counting violation's message for the policies with `action`,
-    /// one per line: what the webhook puts in a denial or a warning.
-    pub fn messages_for(&self, action: Action, lang: Lang) -> Vec<String> {
+    /// Every counting violation's message for the policies with `action`.
+    pub fn messages_for(&self, action: Action) -> impl Iterator<Item = &Message> {
         self.violations()
-            .filter(|(p, _)| p.action == action)
-            .map(|(_, v)| v.message.get(lang).to_string())
-            .collect()
+            .filter(move |(p, _)| p.action == action)
+            .map(|(_, v)| &v.message)
     }
 }

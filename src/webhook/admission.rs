@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::api::{Action, ResidencyPolicy};
+use crate::engine::verdict::Message;
 use crate::engine::{
-    self, Lang, Snapshot, Verdict, Workload, WorkloadError, WorkloadObject, policy,
+    self, Lang, Snapshot, Text, Verdict, Workload, WorkloadError, WorkloadObject, policy,
 };
 use crate::state::WorkloadSource;
 
@@ -555,9 +556,12 @@ fn respond_to_verdict(verdict: &Verdict, lang: Lang, decision: &mut Decision) ->
     if !verdict.classes.is_empty() {
         decision.result = "judged";
     }
-    let warnings = warnings_from(&verdict.messages_for(Action::Warn, lang));
+    let warnings = warnings_from(verdict.messages_for(Action::Warn), lang);
     if verdict.denied() {
-        let messages = verdict.messages_for(Action::Deny, lang);
+        let messages: Vec<String> = verdict
+            .messages_for(Action::Deny)
+            .map(|m| m.get(lang))
+            .collect();
         let mut r = refuse(403, "Forbidden", messages.join("\n"));
         r.warnings = warnings;
         return r;
@@ -568,18 +572,18 @@ fn respond_to_verdict(verdict: &Verdict, lang: Lang, decision: &mut Decision) ->
     }
 }
 
-/// Split each message at "Fix:", then into warnings of at most 256
-/// characters (the API server may truncate longer ones), cut between words,
-/// so kubectl shows the whole problem, its evidence and the fix. At most
-/// `MAX_WARNINGS` in all (the API server keeps 4 KiB of warnings).
-pub fn warnings_from(messages: &[String]) -> Vec<String> {
+/// Each message's problem, then its fix ("Fix: ..."), as warnings of at
+/// most 256 characters (the API server may truncate longer ones), cut
+/// between words, so kubectl shows the whole problem, its evidence and the
+/// fix. At most `MAX_WARNINGS` in all (the API server keeps 4 KiB of
+/// warnings).
+pub fn warnings_from<'m>(
+    messages: impl IntoIterator<Item = &'m Message>,
+    lang: Lang,
+) -> Vec<String> {
     let mut out = Vec::new();
     for m in messages {
-        let (problem, fix) = match m.find(" Fix: ").or_else(|| m.find("修复：")) {
-            Some(i) => (&m[..i], Some(m[i..].trim_start())),
-            None => (m.as_str(), None),
-        };
-        for part in std::iter::once(problem).chain(fix) {
+        for part in [m.problem(lang), &m.fix_line(lang)] {
             split_warning(&part.replace('\n', " "), &mut out);
         }
     }
@@ -715,20 +719,21 @@ fn network_policy_review(
     let mut deny = Vec::new();
     let mut warn = Vec::new();
     for o in &change.opened {
-        let msg = match lang {
-            Lang::En => format!(
-                "{subject} would open this: {}",
-                o.violation.message.get(lang)
-            ),
-            Lang::ZhCn => format!("{subject} 将导致：{}", o.violation.message.get(lang)),
+        let found = &o.violation.message;
+        let msg = Message {
+            problem: Text {
+                en: format!("{subject} would open this: {}", found.problem.en),
+                zh: format!("{subject} 将导致：{}", found.problem.zh),
+            },
+            fix: found.fix.clone(),
         };
         match o.action {
-            Action::Deny => deny.push(msg),
+            Action::Deny => deny.push(msg.get(lang)),
             Action::Warn => warn.push(msg),
             Action::Audit => {}
         }
     }
-    let warnings = warnings_from(&warn);
+    let warnings = warnings_from(&warn, lang);
     if !deny.is_empty() {
         let mut r = refuse(403, "Forbidden", deny.join("\n"));
         r.warnings = warnings;
@@ -878,8 +883,17 @@ mod tests {
         let problem = "Deployment finance/ledger-export carries accounting information (residencyguard.io/data-class=accounting on spec.template.metadata.labels) and policy accounting-rollout requires mainland-China nodes, but spec.template.spec.nodeSelector is not set and there is no required node affinity, so the pods may run on any node: 3 of 5 matching nodes are outside mainland China or unverified (hk-node-1 in ap-east-1 (HK), sg-node-1 in ap-southeast-1 (SG), us-node-1 in us-east-1 (US)).";
         let zh = "Deployment finance/ledger-export 含有会计信息，策略 accounting-rollout 要求使用中国大陆节点，但未设置 spec.template.spec.nodeSelector，也没有必需的节点亲和性，因此 Pod 可能运行在任何节点上：5 个匹配节点中有 3 个位于中国大陆以外或未经核实（hk-node-1 位于 ap-east-1（香港），sg-node-1 位于 ap-southeast-1（新加坡），us-node-1 位于 us-east-1（美国）），该 Deployment 可能被调度到这些节点上。这是一段很长的中文说明，用来测试没有空格的文本如何被分割成多条不超过二百五十六个字符的警告信息，而且不会丢失任何内容。";
         for text in [problem, zh] {
-            let message = format!("{text} Fix: add a required node affinity.");
-            let out = warnings_from(&[message]);
+            let message = Message {
+                problem: Text {
+                    en: text.to_string(),
+                    zh: String::new(),
+                },
+                fix: Text {
+                    en: "add a required node affinity.".to_string(),
+                    zh: String::new(),
+                },
+            };
+            let out = warnings_from([&message], Lang::En);
             assert!(out.len() >= 2, "{out:?}");
             for w in &out {
                 assert!(w.chars().count() <= MAX_WARNING_CHARS, "{w}");
