@@ -3,8 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::engine::ipset::IpSet;
-use crate::engine::{AddressSpace, Catalogue, egress};
+use crate::engine::{AddressSpace, Catalogue, IpSet, parse_cidr_args};
 
 /// Where the user's data overrides live: the same flags for `check` and
 /// `serve` (flattened into both).
@@ -65,8 +64,8 @@ impl DataSources {
         for path in &self.extra_mainland_cidrs {
             mainland = mainland.union(&parse_cidr_file(path)?);
         }
-        let cluster = egress::parse_cidr_args(&self.cluster_cidrs)
-            .map_err(|e| format!("cluster CIDRs: {e}"))?;
+        let cluster =
+            parse_cidr_args(&self.cluster_cidrs).map_err(|e| format!("cluster CIDRs: {e}"))?;
         let space = AddressSpace::new(mainland, cluster, AddressSpace::builtin().countries);
         Ok((catalogue, space))
     }

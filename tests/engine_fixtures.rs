@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use jiff::Timestamp;
 use residency_guard::api::Action;
 use residency_guard::cli::check_inputs;
-use residency_guard::engine::egress::parse_cidr_args;
-use residency_guard::engine::verdict::Evidence;
+use residency_guard::engine::Evidence;
+use residency_guard::engine::parse_cidr_args;
 use residency_guard::engine::{AddressSpace, Catalogue, Code, Snapshot, Verdict};
 
 const NOW: &str = "2026-11-23T00:00:00Z";
@@ -388,7 +388,7 @@ fn bundled_example_shows_placement_and_egress_findings() {
 #[test]
 fn an_exemption_without_namespaces_applies_nowhere() {
     use residency_guard::api::ResidencyPolicy;
-    use residency_guard::engine::policy::compile;
+    use residency_guard::engine::compile_policy as compile;
     let policy: ResidencyPolicy = serde_json::from_value(serde_json::json!({
         "apiVersion": "residencyguard.io/v1alpha1", "kind": "ResidencyPolicy",
         "metadata": {"name": "legacy"},

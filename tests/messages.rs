@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use jiff::Timestamp;
 use residency_guard::api::{Action, ResidencyPolicy};
 use residency_guard::cli::check_inputs;
-use residency_guard::engine::egress::parse_cidr_args;
-use residency_guard::engine::policy::compile;
-use residency_guard::engine::verdict::Violation;
+use residency_guard::engine::Violation;
+use residency_guard::engine::compile_policy as compile;
+use residency_guard::engine::parse_cidr_args;
 use residency_guard::engine::{AddressSpace, Catalogue, Code, Snapshot, Verdict};
 use residency_guard::webhook::admission::{Endpoint, handle};
 

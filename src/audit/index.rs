@@ -9,11 +9,10 @@ use jiff::Timestamp;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use crate::api::{Action, DataClass};
-use crate::engine::egress::CompiledNetworkPolicy;
-use crate::engine::placement::NodeConstraints;
-use crate::engine::shared::Shared;
-use crate::engine::verdict::{Evidence, ExemptionUse, Message, NodeEvidence};
-use crate::engine::{Code, Detail, Lang, NodeInfo, Workload, WorkloadKind, evaluate_with};
+use crate::engine::{
+    Code, CompiledNetworkPolicy, Detail, Evidence, ExemptionUse, Lang, Message, NodeConstraints,
+    NodeEvidence, NodeInfo, Shared, Workload, WorkloadKind, evaluate_with,
+};
 use crate::state::{Inventory, WorkloadKey};
 
 /// Something that changed between two inventories (or in time).

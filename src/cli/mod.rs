@@ -419,7 +419,7 @@ fn load(
                         if np.metadata.namespace.is_none() {
                             np.metadata.namespace = Some(default_namespace.to_string());
                         }
-                        let problems = engine::egress::validate_network_policy(&np);
+                        let problems = engine::validate_network_policy(&np);
                         if problems.is_empty() {
                             builder.network_policy(&np);
                         } else {

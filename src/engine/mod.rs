@@ -2,68 +2,73 @@
 //!
 //! No I/O, no clock (time is an argument), no kube client, no tokio: CI
 //! greps this directory to keep it that way. The webhook, the audit
-//! controller and the CLI only translate to and from these types.
+//! controller and the CLI only translate to and from these types. Its
+//! interface is what this module re-exports (and `declassify`); the
+//! submodules are private.
+//!
+//! The rooms, from the bottom up:
+//!
+//! - `text`: languages, bilingual texts, a violation's message.
+//! - `catalogue`, `nodes`: jurisdictions, and where a node is.
+//! - `selector`: node and label selectors with Kubernetes semantics.
+//! - `ipset`, `network`: address sets; NetworkPolicies compiled, indexed.
+//! - `policy`: ResidencyPolicies compiled (and what is wrong with them).
+//! - `node_inventory`: the nodes classified once and indexed.
+//! - `snapshot`: everything a decision reads, and its one builder.
+//! - `workload`: every pod-creating kind reduced to what is judged.
+//! - `evidence`, `verdict`: what a decision returns.
+//! - `messages`: what violation messages are written from.
+//! - `placement`, `egress`: the two checks.
+//! - `evaluate`: governing policies, exemptions, the verdict.
+//! - `network_change`, `declassify`: the two decisions about changes.
 
-pub mod catalogue;
-mod classify;
+mod catalogue;
 pub mod declassify;
-pub mod egress;
-pub mod inventory;
-pub mod ipset;
-pub mod network_change;
-pub mod nodes;
-pub mod placement;
-pub mod policy;
-pub mod selector;
-pub mod shared;
+mod egress;
+mod evaluate;
+mod evidence;
+mod ipset;
+mod messages;
+mod network;
+mod network_change;
+mod node_inventory;
+mod nodes;
+mod placement;
+mod policy;
+mod selector;
+mod shared;
 mod snapshot;
-pub mod verdict;
-pub mod workload;
+mod text;
+mod verdict;
+mod workload;
 
-use jiff::Timestamp;
-
-pub use catalogue::Catalogue;
-pub use classify::ClassificationError;
-pub(crate) use classify::join_en;
-pub use egress::AddressSpace;
-pub use network_change::{NetworkPolicyChange, ViolationKey, judge_network_policy_change};
-pub use nodes::{NodeInfo, NodeStanding};
-pub use policy::{CompiledPolicy, Enforcement, PolicyProblem, RejectedPolicy};
-pub use verdict::{Code, Lang, Text, Verdict};
-pub use workload::{Workload, WorkloadError, WorkloadKind, WorkloadObject};
-
-pub use inventory::{ClassifiedNode, FixRegions, Inventory};
+pub use catalogue::{Catalogue, Jurisdiction, RegionLookup};
+pub use evaluate::{ClassificationError, Detail, evaluate, evaluate_with};
+pub use evidence::{
+    EffectiveEgress, EgressEvidence, Evidence, ExternalBlock, NodeEvidence, PeerRef, RuleRef,
+};
+pub use ipset::{CountryTable, IpSet, ListParseError, net_minus_excepts_subset};
+pub use network::{
+    AddressSpace, CompiledNetworkPolicy, NetworkIndex, parse_cidr_args, validate_network_policy,
+};
+pub use network_change::{
+    NetworkPolicyChange, OpenedEgress, ViolationKey, judge_network_policy_change,
+};
+pub use node_inventory::{ClassifiedNode, FixRegions, NodeInventory};
+pub use nodes::{LEGACY_REGION_LABEL, NodeInfo, NodeStanding, REGION_LABEL, Untrusted};
+pub use placement::NodeConstraints;
+pub use policy::{
+    CompiledExemption, CompiledPolicy, Enforcement, PolicyProblem, RejectedPolicy,
+    compile as compile_policy,
+};
+pub use selector::NodeLabels;
+pub use shared::Shared;
 pub use snapshot::{LastValid, NamespaceFacts, Snapshot, SnapshotBuilder};
-
-/// Judge one workload. Errors only when the workload's classification label
-/// cannot be understood (the user must fix it before it can be judged).
-pub fn evaluate(
-    snapshot: &Snapshot,
-    workload: &Workload,
-    now: Timestamp,
-) -> Result<Verdict, ClassificationError> {
-    classify::evaluate(snapshot, workload, now, Detail::Full)
-}
-
-/// How much of a verdict to write out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Detail {
-    /// Everything, violation messages included.
-    Full,
-    /// The decision only: every violation's code, field, evidence and
-    /// exemption as with `Full`, but its `message` left empty. Writing the
-    /// messages is most of the cost of a verdict with violations; the audit
-    /// controller re-judges with this and writes messages only for the
-    /// findings it reports (which `Full` then gives exactly).
-    Decision,
-}
-
-/// `evaluate`, with the detail chosen by the caller.
-pub fn evaluate_with(
-    snapshot: &Snapshot,
-    workload: &Workload,
-    now: Timestamp,
-    detail: Detail,
-) -> Result<Verdict, ClassificationError> {
-    classify::evaluate(snapshot, workload, now, detail)
-}
+pub(crate) use text::join_en;
+pub use text::{Lang, Message, Text};
+pub use verdict::{
+    ClassSource, Code, ExemptionUse, Notice, PolicyOutcome, Verdict, Violation, WorkloadRef,
+};
+pub use workload::{
+    AffinityView, OwnerRef, PodSpecView, Workload, WorkloadError, WorkloadKind, WorkloadObject,
+};

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::catalogue::{Catalogue, Jurisdiction, RegionLookup};
 use super::selector::NodeLabels;
+use super::text::Lang;
 
 pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
 pub const LEGACY_REGION_LABEL: &str = "failure-domain.beta.kubernetes.io/region";
@@ -306,6 +307,91 @@ pub fn classify(node: &NodeInfo, catalogue: &Catalogue) -> NodeStanding {
         RegionLookup::Unknown => NodeStanding::Untrusted(Untrusted::UnknownRegion {
             region: region.to_string(),
         }),
+    }
+}
+
+/// "node-7 in ap-east-1 (HK)": a node, its region and why it is (not)
+/// mainland, for messages.
+pub fn describe_node(
+    name: &str,
+    region: Option<&str>,
+    standing: &NodeStanding,
+    lang: Lang,
+) -> String {
+    let region = region.unwrap_or("?");
+    match (standing, lang) {
+        (NodeStanding::Mainland { .. }, Lang::En) => format!("{name} in {region}"),
+        (NodeStanding::Mainland { .. }, Lang::ZhCn) => format!("{name}（{region}）"),
+        (NodeStanding::Outside { country, .. }, Lang::En) => {
+            format!("{name} in {region} ({country})")
+        }
+        (NodeStanding::Outside { jurisdiction, .. }, Lang::ZhCn) => {
+            format!("{name}（{region}，{}）", jurisdiction.describe_zh())
+        }
+        (NodeStanding::Untrusted(why), lang) => {
+            format!("{name} ({})", describe_untrusted(why, lang))
+        }
+    }
+}
+
+pub fn describe_untrusted(why: &Untrusted, lang: Lang) -> String {
+    match (why, lang) {
+        (Untrusted::MissingRegion { hint: Some(h) }, Lang::En) => {
+            format!("no region label; its providerID suggests {h}")
+        }
+        (Untrusted::MissingRegion { hint: None }, Lang::En) => "no region label".into(),
+        (Untrusted::UnknownRegion { region }, Lang::En) => {
+            format!("region {region} is not in the jurisdiction catalogue")
+        }
+        (Untrusted::LabelsDisagree { label, legacy }, Lang::En) => {
+            format!("region label says {label} but the legacy region label says {legacy}")
+        }
+        (
+            Untrusted::ProviderIdContradicts {
+                region,
+                provider,
+                provider_region,
+            },
+            Lang::En,
+        ) => {
+            format!("labelled {region} but its {provider} providerID says {provider_region}")
+        }
+        (Untrusted::RegionNotOfProvider { region, provider }, Lang::En) => {
+            format!(
+                "labelled {region}, which is not a {provider} region, yet its providerID is {provider}'s"
+            )
+        }
+        (Untrusted::AmbiguousRegion { region }, Lang::En) => {
+            format!(
+                "region {region} means different places at different clouds and the providerID does not say which"
+            )
+        }
+        (Untrusted::MissingRegion { hint: Some(h) }, Lang::ZhCn) => {
+            format!("缺少地域标签；providerID 显示为 {h}")
+        }
+        (Untrusted::MissingRegion { hint: None }, Lang::ZhCn) => "缺少地域标签".into(),
+        (Untrusted::UnknownRegion { region }, Lang::ZhCn) => {
+            format!("地域 {region} 不在管辖目录中")
+        }
+        (Untrusted::LabelsDisagree { label, legacy }, Lang::ZhCn) => {
+            format!("地域标签为 {label}，旧版地域标签却为 {legacy}")
+        }
+        (
+            Untrusted::ProviderIdContradicts {
+                region,
+                provider,
+                provider_region,
+            },
+            Lang::ZhCn,
+        ) => {
+            format!("标签为 {region}，但其 {provider} providerID 显示为 {provider_region}")
+        }
+        (Untrusted::RegionNotOfProvider { region, provider }, Lang::ZhCn) => {
+            format!("标签为 {region}，但这不是 {provider} 的地域")
+        }
+        (Untrusted::AmbiguousRegion { region }, Lang::ZhCn) => {
+            format!("地域代码 {region} 在不同云厂商含义不同，且 providerID 无法确定")
+        }
     }
 }
 

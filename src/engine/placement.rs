@@ -12,16 +12,19 @@ use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::rc::Rc;
 
-use super::classify::MessageContext;
-use super::inventory::FixRegions;
+use super::messages::MessageContext;
+use super::node_inventory::FixRegions;
 use super::nodes::{LEGACY_REGION_LABEL, NodeStanding, REGION_LABEL};
 use super::policy::CompiledPolicy;
 use fixedbitset::FixedBitSet;
 
-use super::inventory::Inventory;
+use super::evidence::{Evidence, NodeEvidence};
+use super::node_inventory::NodeInventory;
+use super::nodes::describe_node;
 use super::selector::{Conjunction, NODE_NAME_FIELD, NodeLabels, Op, Requirement, Space, Term};
 use super::shared::Shared;
-use super::verdict::{Code, Evidence, Message, NodeEvidence, Text, Violation, describe_node};
+use super::text::{Message, Text};
+use super::verdict::{Code, Violation};
 use super::workload::PodSpecView;
 use super::{ClassifiedNode, Snapshot, Workload, WorkloadKind};
 
@@ -51,7 +54,7 @@ pub struct Facts<'s> {
 /// The inventory's nodes that match a pod's constraints, as a set of
 /// indices into the inventory.
 struct Matching<'s> {
-    inventory: &'s Inventory,
+    inventory: &'s NodeInventory,
     count: usize,
     /// Matching nodes the catalogue does not place in mainland China: the
     /// only ones any policy can object to.
@@ -61,7 +64,7 @@ struct Matching<'s> {
 }
 
 impl<'s> Matching<'s> {
-    fn new(inventory: &'s Inventory, mut nodes: FixedBitSet) -> Self {
+    fn new(inventory: &'s NodeInventory, mut nodes: FixedBitSet) -> Self {
         let count = nodes.count_ones(..);
         nodes.intersect_with(inventory.not_mainland());
         Matching {
@@ -177,7 +180,7 @@ impl NodeConstraints {
     }
 
     /// The inventory's nodes the pod may run on (`admits`, set-wise).
-    pub fn matching(&self, inventory: &Inventory) -> FixedBitSet {
+    pub fn matching(&self, inventory: &NodeInventory) -> FixedBitSet {
         inventory.constraint_matches(&self.base, self.terms.as_deref())
     }
 }

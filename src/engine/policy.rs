@@ -16,7 +16,7 @@ use super::selector::{
     LabelSelectorMatcher, NodeSelectorTerms, Op, SelectorProblem, Space, label_key_problem,
 };
 use super::shared::Shared;
-use super::verdict::Text;
+use super::text::Text;
 use crate::api::{Action, DataClass, EgressMode, LegalBasis, ResidencyPolicy};
 
 /// Exemption dates are read in China Standard Time: approvals are issued by
@@ -200,10 +200,12 @@ pub fn strictest_reading(policy: &ResidencyPolicy) -> CompiledPolicy {
     }
 }
 
+/// What compiling one policy found wrong: errors (it is rejected) and
+/// warnings (it is enforced as written).
 #[derive(Clone, Debug, Default)]
-pub struct PolicyReport {
-    pub errors: Vec<PolicyProblem>,
-    pub warnings: Vec<PolicyProblem>,
+struct Problems {
+    errors: Vec<PolicyProblem>,
+    warnings: Vec<PolicyProblem>,
 }
 
 pub fn compile(
@@ -211,7 +213,7 @@ pub fn compile(
     catalogue: &Catalogue,
     now: Timestamp,
 ) -> Result<(CompiledPolicy, Vec<PolicyProblem>), Vec<PolicyProblem>> {
-    let mut report = PolicyReport::default();
+    let mut report = Problems::default();
     let spec = &policy.spec;
 
     if spec.data_classes.is_empty() {
@@ -453,11 +455,7 @@ pub fn parse_net(text: &str) -> Option<IpNet> {
 /// `allowedNodes` vouches for nodes; naming a region that is known to be
 /// outside mainland China there is a contradiction, and an unknown region
 /// deserves a warning.
-fn check_allowed_nodes(
-    terms: &NodeSelectorTerms,
-    catalogue: &Catalogue,
-    report: &mut PolicyReport,
-) {
+fn check_allowed_nodes(terms: &NodeSelectorTerms, catalogue: &Catalogue, report: &mut Problems) {
     for (t, term) in terms.terms.iter().enumerate() {
         let field = format!("spec.placement.allowedNodes.nodeSelectorTerms[{t}]");
         if let Some(why) = &term.invalid {
@@ -506,7 +504,7 @@ fn check_allowed_nodes(
 /// selector (the CRD schema does not check them).
 fn check_allowed_node_keys(
     selector: &k8s_openapi::api::core::v1::NodeSelector,
-    report: &mut PolicyReport,
+    report: &mut Problems,
 ) {
     for (t, term) in selector.node_selector_terms.iter().enumerate() {
         for (j, r) in term.match_expressions.iter().flatten().enumerate() {

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::{NodeSelector, NodeSelectorRequirement, NodeSelectorTerm};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use super::verdict::Text;
+use super::text::Text;
 
 /// Node fields are matched in their own key space (`matchFields`);
 /// Kubernetes supports only `metadata.name` there.

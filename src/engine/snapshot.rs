@@ -12,8 +12,8 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use super::catalogue::Catalogue;
-use super::egress::{self, AddressSpace};
-use super::inventory::{ClassifiedNode, FixRegions, Inventory};
+use super::network::{AddressSpace, NetworkIndex};
+use super::node_inventory::{ClassifiedNode, FixRegions, NodeInventory};
 use super::nodes::NodeInfo;
 use super::policy::{self, CompiledPolicy, Enforcement, PolicyProblem, RejectedPolicy};
 use crate::api::ResidencyPolicy;
@@ -27,13 +27,13 @@ pub struct Snapshot {
     /// enforced in their place (that version is in `policies`).
     pub rejected: Vec<RejectedPolicy>,
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
-    pub network: egress::NetworkIndex,
+    pub network: NetworkIndex,
     /// Shared, not copied, when a snapshot is cloned (the webhook clones
     /// one to judge a NetworkPolicy change).
     pub address_space: Arc<AddressSpace>,
     /// The node inventory; `None` when unknown (the CLI given only
     /// manifests), in which case the guarantee alone decides placement.
-    inventory: Option<Arc<Inventory>>,
+    inventory: Option<Arc<NodeInventory>>,
 }
 
 impl Snapshot {
@@ -47,17 +47,17 @@ impl Snapshot {
 
     /// Replace the node inventory, classifying and indexing each node once.
     pub fn set_nodes(&mut self, nodes: impl IntoIterator<Item = NodeInfo>) {
-        self.inventory = Some(Arc::new(Inventory::new(nodes, &self.catalogue)));
+        self.inventory = Some(Arc::new(NodeInventory::new(nodes, &self.catalogue)));
     }
 
     /// The node inventory, when known.
-    pub fn inventory(&self) -> Option<&Inventory> {
+    pub fn inventory(&self) -> Option<&NodeInventory> {
         self.inventory.as_deref()
     }
 
     /// The nodes, when the inventory is known.
     pub fn nodes(&self) -> Option<&[ClassifiedNode]> {
-        self.inventory().map(Inventory::nodes)
+        self.inventory().map(NodeInventory::nodes)
     }
 
     /// The node of that name in the inventory.
@@ -67,7 +67,7 @@ impl Snapshot {
 
     /// The mainland regions in the inventory that placement fixes name,
     /// and those withheld because a node labelled with them is unverified
-    /// (`Inventory::fix_regions`). Messages change when this does.
+    /// (`NodeInventory::fix_regions`). Messages change when this does.
     pub fn inventory_mainland_regions(&self) -> &FixRegions {
         static NONE: FixRegions = FixRegions {
             offered: BTreeSet::new(),
@@ -257,7 +257,7 @@ impl<'m> SnapshotBuilder<'m> {
         self.snapshot.network.add_network_policy(np);
     }
 
-    /// Only ExternalName Services matter (see `egress::NetworkIndex`).
+    /// Only ExternalName Services matter (see `network::NetworkIndex`).
     pub fn service(&mut self, svc: &Service) {
         self.snapshot.network.add_service(svc);
     }

@@ -349,7 +349,8 @@ pub struct Inputs {
     pub address_space: AddressSpace,
 }
 
-struct Shared {
+/// Every watch's projections, and a signal that one changed.
+struct Projections {
     parts: Mutex<Vec<Part>>,
     changed: Notify,
 }
@@ -357,7 +358,7 @@ struct Shared {
 /// Start one watch per kind and the snapshot builder; returns at once.
 pub fn start(client: Client, inputs: Inputs) -> State {
     let kinds = watched_kinds();
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(Projections {
         parts: Mutex::new(vec![Part::new(); kinds.len()]),
         changed: Notify::new(),
     });
@@ -400,7 +401,7 @@ async fn run_watch(
     api: Api<DynamicObject>,
     kind: Watched,
     index: usize,
-    shared: Arc<Shared>,
+    shared: Arc<Projections>,
     health: Arc<WatchHealth>,
 ) {
     // After an error the watch starts over with a fresh LIST, after a
@@ -454,7 +455,7 @@ fn handle_event(
     event: Event<DynamicObject>,
     kind: &Watched,
     index: usize,
-    shared: &Shared,
+    shared: &Projections,
     health: &WatchHealth,
     buffer: &mut Option<Part>,
     synced_once: &mut bool,
@@ -533,7 +534,7 @@ fn handle_event(
     }
 }
 
-fn with_parts(shared: &Shared, f: impl FnOnce(&mut Vec<Part>)) {
+fn with_parts(shared: &Projections, f: impl FnOnce(&mut Vec<Part>)) {
     let mut guard = match shared.parts.lock() {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
@@ -545,7 +546,7 @@ fn with_parts(shared: &Shared, f: impl FnOnce(&mut Vec<Part>)) {
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
 async fn rebuild_loop(
-    shared: Arc<Shared>,
+    shared: Arc<Projections>,
     inputs: Inputs,
     tx: watch::Sender<Arc<Snapshot>>,
     workloads: Arc<Mutex<BTreeMap<String, Vec<Arc<Workload>>>>>,

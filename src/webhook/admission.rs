@@ -14,9 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::api::{Action, ResidencyPolicy};
-use crate::engine::verdict::Message;
 use crate::engine::{
-    self, Lang, Snapshot, Text, Verdict, Workload, WorkloadError, WorkloadObject, policy,
+    self, Lang, Message, Snapshot, Text, Verdict, Workload, WorkloadError, WorkloadObject,
 };
 use crate::state::WorkloadSource;
 
@@ -829,7 +828,7 @@ fn policy_review(
         }
     };
     let name = policy.metadata.name.clone().unwrap_or_default();
-    match policy::compile(&policy, &snapshot.catalogue, now) {
+    match engine::compile_policy(&policy, &snapshot.catalogue, now) {
         Ok((_, warnings)) => Response {
             warnings: warnings
                 .iter()
