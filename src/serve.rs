@@ -205,13 +205,10 @@ pub fn init_tracing(format: LogFormat, level: &str) {
 /// Run until SIGTERM or Ctrl-C.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format, &args.log_level);
-    let lang = Lang::parse(&args.lang)
-        .ok_or_else(|| anyhow::anyhow!("--lang {:?}: use en or zh-CN", args.lang))?;
+    let lang = Lang::from_setting(&args.lang)?;
     let limits = args.limits();
-    limits
-        .validate(args.max_body_bytes)
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let (catalogue, address_space) = args.data.load().map_err(|e| anyhow::anyhow!(e))?;
+    limits.validate(args.max_body_bytes)?;
+    let (catalogue, address_space) = args.data.load()?;
     let client = kube::Client::try_default().await?;
     let state = state::start(
         client.clone(),
@@ -224,11 +221,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .health
         .set_stale_after(Duration::from_secs(args.stale_after_seconds.max(1)));
     let audit_metrics = audit::metrics::AuditMetrics::new();
-    let metrics = if args.audit {
-        metrics::Metrics::new_with(|registry| audit_metrics.register(registry))
-    } else {
-        metrics::Metrics::new()
-    };
+    let metrics = metrics::Metrics::new_with(|registry| {
+        state.health.register(registry);
+        if args.audit {
+            audit_metrics.register(registry);
+        }
+    });
     let audit = if args.audit {
         let cfg = audit::AuditConfig {
             plan: audit::plan::PlanConfig {
@@ -294,12 +292,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             args.declassifier_role.clone(),
         ))),
     };
-    let webhook_listener = server::bind(args.webhook_addr)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let admin_listener = server::bind(args.admin_addr)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let webhook_listener = server::bind(args.webhook_addr).await?;
+    let admin_listener = server::bind(args.admin_addr).await?;
     tracing::info!(webhook = %args.webhook_addr, admin = %args.admin_addr, "residency-guard serving");
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -20,8 +20,10 @@ pub use inputs::{Document, InputError, Origin, parse_documents};
 pub use report::{CheckReport, Outcome, render_text};
 
 use crate::api::ResidencyPolicy;
-use crate::datafiles::DataSources;
-use crate::engine::{self, Lang, NodeInfo, Snapshot, SnapshotBuilder, Workload, WorkloadKind};
+use crate::datafiles::{DataError, DataSources};
+use crate::engine::{
+    self, Lang, NodeInfo, Snapshot, SnapshotBuilder, UnknownLang, Workload, WorkloadKind,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -80,9 +82,9 @@ pub const EXIT_DENY: u8 = 1;
 pub const EXIT_BAD_INPUT: u8 = 2;
 
 /// Pick the message language: the flag, else the locale, else English.
-pub fn resolve_lang(flag: Option<&str>) -> Result<Lang, String> {
+pub fn resolve_lang(flag: Option<&str>) -> Result<Lang, UnknownLang> {
     if let Some(f) = flag {
-        return Lang::parse(f).ok_or_else(|| format!("--lang {f:?}: use en or zh-CN"));
+        return Lang::from_setting(f);
     }
     let locale = ["LC_ALL", "LC_MESSAGES", "LANG"]
         .iter()
@@ -94,7 +96,7 @@ pub fn resolve_lang(flag: Option<&str>) -> Result<Lang, String> {
 pub fn run_check(args: &CheckArgs) -> ExitCode {
     let lang = match resolve_lang(args.lang.as_deref()) {
         Ok(l) => l,
-        Err(e) => return fail(&[e]),
+        Err(e) => return fail(&[e.to_string()]),
     };
     let now = match &args.now {
         None => Timestamp::now(),
@@ -105,7 +107,7 @@ pub fn run_check(args: &CheckArgs) -> ExitCode {
     };
     let snapshot_base = match base_snapshot(args) {
         Ok(s) => s,
-        Err(e) => return fail(&[e]),
+        Err(e) => return fail(&[e.to_string()]),
     };
     let report = match check_inputs_in(&args.files, snapshot_base, &args.namespace, now, lang) {
         Ok(r) => r,
@@ -133,7 +135,7 @@ fn fail(errors: &[String]) -> ExitCode {
 }
 
 /// The catalogue and address space, from the bundled data and the flags.
-fn base_snapshot(args: &CheckArgs) -> Result<Snapshot, String> {
+fn base_snapshot(args: &CheckArgs) -> Result<Snapshot, DataError> {
     let (catalogue, space) = args.data.load()?;
     Ok(Snapshot::new(catalogue, space))
 }

@@ -42,14 +42,15 @@ mod text;
 mod verdict;
 mod workload;
 
-pub use catalogue::{Catalogue, Jurisdiction, RegionLookup};
+pub use catalogue::{Catalogue, CatalogueError, Jurisdiction, RegionLookup};
 pub use evaluate::{ClassificationError, Detail, evaluate, evaluate_with};
 pub use evidence::{
     EffectiveEgress, EgressEvidence, Evidence, ExternalBlock, NodeEvidence, PeerRef, RuleRef,
 };
 pub use ipset::{CountryTable, IpSet, ListParseError, net_minus_excepts_subset};
 pub use network::{
-    AddressSpace, CompiledNetworkPolicy, NetworkIndex, parse_cidr_args, validate_network_policy,
+    AddressSpace, CidrError, CompiledNetworkPolicy, NetworkIndex, parse_cidr_args,
+    validate_network_policy,
 };
 pub use network_change::{
     NetworkPolicyChange, OpenedEgress, ViolationKey, judge_network_policy_change,
@@ -65,7 +66,7 @@ pub use selector::NodeLabels;
 pub use shared::Shared;
 pub use snapshot::{LastValid, NamespaceFacts, Snapshot, SnapshotBuilder};
 pub(crate) use text::join_en;
-pub use text::{Lang, Message, Text};
+pub use text::{Lang, Message, Text, UnknownLang};
 pub use verdict::{
     ClassSource, Code, ExemptionUse, Notice, PolicyOutcome, Verdict, Violation, WorkloadRef,
 };

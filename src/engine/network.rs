@@ -13,8 +13,9 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::{IPBlock, NetworkPolicy, NetworkPolicyPeer};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
+use super::ipset::parse_net;
 use super::ipset::{CountryTable, IpSet};
-use super::policy::{PolicyProblem, parse_net};
+use super::policy::PolicyProblem;
 use super::selector::LabelSelectorMatcher;
 use super::shared::Shared;
 use super::text::Text;
@@ -582,15 +583,17 @@ impl NetworkIndex {
     }
 }
 
+/// A CIDR given on the command line or in values that is not one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a CIDR or an IP address")]
+pub struct CidrError(pub String);
+
 /// Parse a list of CIDRs given on the command line or in values.
-pub fn parse_cidr_args(items: &[String]) -> Result<IpSet, String> {
+pub fn parse_cidr_args(items: &[String]) -> Result<IpSet, CidrError> {
     let mut nets = Vec::new();
     for item in items {
         for part in item.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            nets.push(
-                parse_net(part)
-                    .ok_or_else(|| format!("{part:?} is not a CIDR or an IP address"))?,
-            );
+            nets.push(parse_net(part).map_err(|_| CidrError(part.to_string()))?);
         }
     }
     Ok(IpSet::from_nets(nets))

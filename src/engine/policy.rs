@@ -10,7 +10,7 @@ use jiff::civil::Date;
 use jiff::tz::{Offset, TimeZone};
 
 use super::catalogue::{Catalogue, RegionLookup};
-use super::ipset::IpSet;
+use super::ipset::{IpSet, parse_net};
 use super::nodes::{LEGACY_REGION_LABEL, REGION_LABEL};
 use super::selector::{
     LabelSelectorMatcher, NodeSelectorTerms, Op, SelectorProblem, Space, label_key_problem,
@@ -252,9 +252,9 @@ pub fn compile(
 
     let mut nets: Vec<IpNet> = Vec::new();
     for (i, text) in spec.egress.allowed_cidrs.iter().enumerate() {
-        match parse_net(text) {
-            Some(net) => nets.push(net),
-            None => report.errors.push(PolicyProblem::new(
+        match parse_net(text.trim()) {
+            Ok(net) => nets.push(net),
+            Err(_) => report.errors.push(PolicyProblem::new(
                 format!("spec.egress.allowedCIDRs[{i}]"),
                 format!(
                     "{text:?} is not a CIDR (like 203.0.113.0/24 or 240e::/20) or an IP address"
@@ -441,15 +441,6 @@ fn lapse_instant(date: Date) -> Option<Timestamp> {
     let next = date.tomorrow().ok()?;
     let tz = TimeZone::fixed(Offset::constant(CHINA_STANDARD_TIME_HOURS));
     next.to_zoned(tz).ok().map(|z| z.timestamp())
-}
-
-/// A CIDR, or a bare address meaning a single host.
-pub fn parse_net(text: &str) -> Option<IpNet> {
-    let text = text.trim();
-    text.parse::<IpNet>()
-        .map(|n| n.trunc())
-        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
-        .ok()
 }
 
 /// `allowedNodes` vouches for nodes; naming a region that is known to be

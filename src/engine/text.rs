@@ -25,6 +25,19 @@ impl Lang {
     }
 }
 
+/// A language setting (`--lang`, `RESIDENCY_GUARD_LANG`) that names
+/// neither language.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("--lang {0:?}: use en or zh-CN")]
+pub struct UnknownLang(pub String);
+
+impl Lang {
+    /// The language a setting names (`Lang::parse`), or why it names none.
+    pub fn from_setting(s: &str) -> Result<Lang, UnknownLang> {
+        Lang::parse(s).ok_or_else(|| UnknownLang(s.to_string()))
+    }
+}
+
 /// One message in both languages.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Text {

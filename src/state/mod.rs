@@ -21,9 +21,13 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::sync::{Notify, watch};
 
 use crate::api::ResidencyPolicy;
+use crate::backoff::Backoff;
 use crate::engine::{
     AddressSpace, Catalogue, LastValid, NodeInfo, Snapshot, SnapshotBuilder, Workload, WorkloadKind,
 };
@@ -123,13 +127,21 @@ fn workload_api_resource(kind: WorkloadKind) -> ApiResource {
     }
 }
 
-/// Counters the admin endpoint and metrics read.
+/// How the watches fare: what readiness reads, and the watch-health metrics
+/// (registered once, by `register`).
 #[derive(Debug, Default)]
 pub struct WatchHealth {
+    /// Watches that have delivered their initial list.
     pub synced: AtomicUsize,
+    /// Watches the snapshot is built from.
     pub total: AtomicUsize,
-    pub skipped_objects: AtomicUsize,
-    pub watch_errors: AtomicUsize,
+    /// `synced` and `total` as metrics, kept in step with them.
+    synced_gauge: Gauge,
+    total_gauge: Gauge,
+    /// Objects skipped because they could not be read.
+    pub skipped_objects: Counter,
+    /// Watch errors, each retried after a backoff.
+    pub watch_errors: Counter,
     /// A snapshot built after every watch had synced has been published.
     /// Until then reviews would be judged against missing policies, so the
     /// operator is not ready (failing open is not an option).
@@ -148,6 +160,45 @@ pub struct WatchHealth {
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(30);
 
 impl WatchHealth {
+    /// Register the watch-health metrics (under the registry's prefix,
+    /// `residency_guard_` on the admin endpoint).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "watches_synced",
+            "Watches that have delivered their initial list",
+            self.synced_gauge.clone(),
+        );
+        registry.register(
+            "watches",
+            "Watches the snapshot is built from",
+            self.total_gauge.clone(),
+        );
+        registry.register(
+            "watch_skipped_objects",
+            "Objects skipped because they could not be read",
+            self.skipped_objects.clone(),
+        );
+        registry.register(
+            "watch_errors",
+            "Watch errors, each retried after a backoff",
+            self.watch_errors.clone(),
+        );
+    }
+
+    fn set_total(&self, total: usize) {
+        self.total.store(total, Ordering::Relaxed);
+        self.total_gauge
+            .set(i64::try_from(total).unwrap_or(i64::MAX));
+    }
+
+    /// One more watch delivered its initial list.
+    fn watch_synced(&self) {
+        // Release: a watch counts as synced only after its list is in the
+        // parts (see `rebuild_loop`).
+        self.synced.fetch_add(1, Ordering::Release);
+        self.synced_gauge.inc();
+    }
+
     pub fn set_stale_after(&self, after: Duration) {
         let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX).max(1);
         self.stale_after_ms.store(ms, Ordering::Relaxed);
@@ -165,7 +216,7 @@ impl WatchHealth {
     }
 
     fn watch_failed(&self, name: &'static str, error: String) {
-        self.watch_errors.fetch_add(1, Ordering::Relaxed);
+        self.watch_errors.inc();
         let mut failing = self.failing();
         match failing.get_mut(name) {
             Some((_, last)) => *last = error,
@@ -363,7 +414,7 @@ pub fn start(client: Client, inputs: Inputs) -> State {
         changed: Notify::new(),
     });
     let health = Arc::new(WatchHealth::default());
-    health.total.store(kinds.len(), Ordering::Relaxed);
+    health.set_total(kinds.len());
     let initial = Snapshot::new(inputs.catalogue.clone(), inputs.address_space.clone());
     let (tx, rx) = watch::channel(Arc::new(initial));
     let workloads = Arc::new(Mutex::new(BTreeMap::new()));
@@ -420,7 +471,7 @@ async fn run_watch(
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     health.watch_failed(kind.name, e.to_string());
-                    tracing::warn!(resource = kind.name, error = %e, retry_in_ms = watch_backoff(failures).as_millis() as u64, "watch error; listing again after a backoff");
+                    tracing::warn!(resource = kind.name, error = %e, retry_in_ms = WATCH_BACKOFF.after(failures).as_millis() as u64, "watch error; listing again after a backoff");
                     break;
                 }
             };
@@ -438,16 +489,13 @@ async fn run_watch(
                 &mut synced_once,
             );
         }
-        tokio::time::sleep(watch_backoff(failures)).await;
+        tokio::time::sleep(WATCH_BACKOFF.after(failures)).await;
     }
 }
 
-/// 0.5 s, 1 s, 2 s, ... up to 30 s between attempts after `failures`
+/// Between a watch's attempts: 0.5 s, 1 s, 2 s, ... up to 16 s after
 /// consecutive failures (none: a short pause before a clean restart).
-fn watch_backoff(failures: u32) -> Duration {
-    let ms = 500u64.saturating_mul(1 << failures.min(6).saturating_sub(1));
-    Duration::from_millis(ms.min(30_000))
-}
+const WATCH_BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(16));
 
 /// Apply one watch event to the watch's part of the shared state.
 #[allow(clippy::too_many_arguments)]
@@ -482,7 +530,7 @@ fn handle_event(
             match (kind.project)(&value) {
                 Ok(item) => item,
                 Err(e) => {
-                    health.skipped_objects.fetch_add(1, Ordering::Relaxed);
+                    health.skipped_objects.inc();
                     tracing::warn!(resource = kind.name, object = %key_of(obj), error = %e, "skipping malformed object");
                     None
                 }
@@ -505,7 +553,7 @@ fn handle_event(
                 with_parts(shared, |parts| parts[index] = fresh);
                 if !*synced_once {
                     *synced_once = true;
-                    health.synced.fetch_add(1, Ordering::Release);
+                    health.watch_synced();
                     tracing::info!(resource = kind.name, "watch synced");
                 }
             }

@@ -16,3 +16,23 @@ pub mod declassify;
 pub mod listener;
 pub mod metrics;
 pub mod server;
+
+use std::net::SocketAddr;
+
+use crate::tls::TlsError;
+
+/// Why the webhook or admin server cannot serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Limits(#[from] listener::LimitsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("{0}")]
+    Admin(std::io::Error),
+}

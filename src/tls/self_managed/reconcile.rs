@@ -16,11 +16,14 @@ use super::material::Material;
 use super::rotation::{Action, apply, plan, serving_renewal};
 use super::x509::bundle_trusts;
 use super::{CertError, SelfManagedConfig, add};
+use crate::backoff::Backoff;
 use crate::tls::CertStore;
 
 /// Writes of one Secret or one configuration before giving up for this round.
 const MAX_WRITE_ATTEMPTS: u32 = 5;
-pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Between failed rounds: 1 s doubling to a minute (and never longer than
+/// `check_every`).
+pub(super) const BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
 
 fn kube_error(context: impl Into<String>) -> impl FnOnce(kube::Error) -> CertError {
     let context = context.into();
@@ -439,10 +442,6 @@ async fn sync_ca_bundle(
     ))
 }
 
-pub(super) fn backoff(failures: u32) -> Duration {
-    Duration::from_secs(1u64 << failures.saturating_sub(1).min(6)).min(MAX_BACKOFF)
-}
-
 /// Loop: reconcile every `check_every` (and at once); errors are logged and
 /// retried with backoff (cap 1 min). Never returns.
 pub async fn run(client: kube::Client, cfg: SelfManagedConfig, store: Arc<CertStore>) {
@@ -456,7 +455,7 @@ pub async fn run(client: kube::Client, cfg: SelfManagedConfig, store: Arc<CertSt
             }
             Ok(outcome) => {
                 failures = failures.saturating_add(1);
-                let delay = backoff(failures).min(cfg.check_every);
+                let delay = BACKOFF.after(failures).min(cfg.check_every);
                 tracing::warn!(
                     failed = outcome.bundle_failures(),
                     retry_in = ?delay,
@@ -466,7 +465,7 @@ pub async fn run(client: kube::Client, cfg: SelfManagedConfig, store: Arc<CertSt
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                let delay = backoff(failures).min(cfg.check_every);
+                let delay = BACKOFF.after(failures).min(cfg.check_every);
                 tracing::error!(error = %e, retry_in = ?delay, "webhook TLS reconcile failed");
                 delay
             }

@@ -6,8 +6,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
-use super::reconcile::MAX_BACKOFF;
-use super::reconcile::backoff;
+use super::reconcile::BACKOFF;
 use super::*;
 use crate::tls::CertStore;
 
@@ -432,7 +431,7 @@ fn config_is_validated() {
 
 #[test]
 fn backoff_is_capped_at_a_minute() {
-    assert_eq!(backoff(1), Duration::from_secs(1));
-    assert_eq!(backoff(3), Duration::from_secs(4));
-    assert_eq!(backoff(100), MAX_BACKOFF);
+    assert_eq!(BACKOFF.after(1), Duration::from_secs(1));
+    assert_eq!(BACKOFF.after(3), Duration::from_secs(4));
+    assert_eq!(BACKOFF.after(100), Duration::from_secs(60));
 }
