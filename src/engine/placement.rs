@@ -328,15 +328,13 @@ pub(crate) fn check(
         None => return Vec::new(),
     };
     let message = if ctx.render {
-        placement_message(
-            ctx,
-            policy,
-            facts,
-            gap.as_ref(),
-            &field,
-            matching_count,
-            &outside,
-        )
+        let found = Shortfall {
+            gap: gap.as_ref(),
+            field: &field,
+            matching: matching_count,
+            outside: &outside,
+        };
+        placement_message(ctx, policy, facts, &found)
     } else {
         Message::default()
     };
@@ -457,24 +455,26 @@ impl Facts<'_> {
     /// the gap and the outside nodes, not on which policy objects, so the
     /// policies governing a workload (which mostly see the same gap) share
     /// one copy and only splice in their name.
-    fn placement_body(
-        &self,
-        workload: &Workload,
-        gap: Option<&Gap>,
-        field: &str,
-        matching: Option<usize>,
-        outside: &[&ClassifiedNode],
-    ) -> Rc<Message> {
+    fn placement_body(&self, workload: &Workload, found: &Shortfall<'_>) -> Rc<Message> {
         let mut cache = self.placement_bodies.borrow_mut();
-        if let Some((_, text)) = cache.iter().find(|(key, _)| key.is(gap, field, outside)) {
+        if let Some((_, text)) = cache.iter().find(|(key, _)| key.is(found)) {
             return Rc::clone(text);
         }
-        let text = Rc::new(write_placement_body(
-            workload, self, gap, field, matching, outside,
-        ));
-        cache.push((BodyKey::of(gap, field, outside), Rc::clone(&text)));
+        let text = Rc::new(write_placement_body(workload, self, found));
+        cache.push((BodyKey::of(found), Rc::clone(&text)));
         text
     }
+}
+
+/// What a placement violation found, whichever policy objects: the gap in
+/// the guarantee (if any), the field at fault, how many nodes match today
+/// (None: no inventory) and those of them outside mainland China.
+#[derive(Clone, Copy)]
+struct Shortfall<'a> {
+    gap: Option<&'a Gap>,
+    field: &'a str,
+    matching: Option<usize>,
+    outside: &'a [&'a ClassifiedNode],
 }
 
 /// What a placement message body depends on besides the workload.
@@ -494,20 +494,20 @@ impl BodyKey {
             .map(|n| &n.info.name)
     }
 
-    fn of(gap: Option<&Gap>, field: &str, outside: &[&ClassifiedNode]) -> BodyKey {
+    fn of(found: &Shortfall<'_>) -> BodyKey {
         BodyKey {
-            gap: gap.cloned(),
-            field: field.to_string(),
-            outside: outside.len(),
-            named: Self::named(outside).cloned().collect(),
+            gap: found.gap.cloned(),
+            field: found.field.to_string(),
+            outside: found.outside.len(),
+            named: Self::named(found.outside).cloned().collect(),
         }
     }
 
-    fn is(&self, gap: Option<&Gap>, field: &str, outside: &[&ClassifiedNode]) -> bool {
-        self.gap.as_ref() == gap
-            && self.field == field
-            && self.outside == outside.len()
-            && self.named.iter().eq(Self::named(outside))
+    fn is(&self, found: &Shortfall<'_>) -> bool {
+        self.gap.as_ref() == found.gap
+            && self.field == found.field
+            && self.outside == found.outside.len()
+            && self.named.iter().eq(Self::named(found.outside))
     }
 }
 
@@ -558,13 +558,10 @@ fn placement_message(
     ctx: &MessageContext<'_>,
     policy: &CompiledPolicy,
     facts: &Facts<'_>,
-    gap: Option<&Gap>,
-    field: &str,
-    matching: Option<usize>,
-    outside: &[&ClassifiedNode],
+    found: &Shortfall<'_>,
 ) -> Message {
     let subject = ctx.subject();
-    let body = facts.placement_body(ctx.workload, gap, field, matching, outside);
+    let body = facts.placement_body(ctx.workload, found);
     let p = ctx.policy;
     let problem = Text {
         en: format!(
@@ -581,7 +578,7 @@ fn placement_message(
     en.push_str(&body.fix.en);
     zh.push_str(&body.fix.zh);
     // Writing to a String cannot fail: the results of write! are ignored.
-    if gap.is_some() && policy.allowed_nodes.is_some() {
+    if found.gap.is_some() && policy.allowed_nodes.is_some() {
         let _ = write!(
             en,
             ", or select only nodes matching spec.placement.allowedNodes of policy {p}"
@@ -600,14 +597,13 @@ fn placement_message(
 }
 
 /// See `Facts::placement_body`.
-fn write_placement_body(
-    workload: &Workload,
-    facts: &Facts<'_>,
-    gap: Option<&Gap>,
-    field: &str,
-    matching: Option<usize>,
-    outside: &[&ClassifiedNode],
-) -> Message {
+fn write_placement_body(workload: &Workload, facts: &Facts<'_>, found: &Shortfall<'_>) -> Message {
+    let Shortfall {
+        gap,
+        field,
+        matching,
+        outside,
+    } = *found;
     let mut en = String::with_capacity(384);
     let mut zh = String::with_capacity(384);
     let prefix = workload.pod_spec_path();
@@ -712,31 +708,30 @@ fn write_placement_body(
     }
 
     // The fix.
-    let problem = Text {
-        en: std::mem::take(&mut en),
-        zh: std::mem::take(&mut zh),
-    };
+    let problem = Text { en, zh };
     let affinity =
         format!("{prefix}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution");
-    match gap {
+    // The fix, and the mainland regions it leaves out (with why).
+    let (mut fix, withheld) = match gap {
         _ if unknown_node.is_some() => {
             let regions = facts.region_fix_list();
-            let _ = write!(
-                en,
-                "name a node that exists and is in mainland China, or remove nodeName and add a required node affinity on {REGION_LABEL} In [{regions}] under {affinity}"
-            );
-            let _ = write!(
-                zh,
-                "指定一个存在且位于中国大陆的节点，或删除 nodeName 并在 {affinity} 中添加必需的节点亲和性 {REGION_LABEL} In [{regions}]"
-            );
-            let note = facts.withheld_note(None);
-            en.push_str(&note.en);
-            zh.push_str(&note.zh);
+            let fix = Text {
+                en: format!(
+                    "name a node that exists and is in mainland China, or remove nodeName and add a required node affinity on {REGION_LABEL} In [{regions}] under {affinity}"
+                ),
+                zh: format!(
+                    "指定一个存在且位于中国大陆的节点，或删除 nodeName 并在 {affinity} 中添加必需的节点亲和性 {REGION_LABEL} In [{regions}]"
+                ),
+            };
+            (fix, Some(facts.withheld_note(None)))
         }
         Some(g) if !g.non_mainland_regions.is_empty() => {
             let r = g.non_mainland_regions.join(", ");
-            let _ = write!(en, "remove {r} from the allowed regions");
-            let _ = write!(zh, "从允许的地域中移除 {r}");
+            let fix = Text {
+                en: format!("remove {r} from the allowed regions"),
+                zh: format!("从允许的地域中移除 {r}"),
+            };
+            (fix, None)
         }
         Some(g) => {
             // The deprecated label's values, when they are all mainland,
@@ -750,40 +745,40 @@ fn write_placement_body(
                 }
                 _ => (facts.region_fix_list(), None),
             };
-            if g.legacy_values.is_some() {
-                let _ = write!(
-                    en,
-                    "use the GA key {REGION_LABEL} instead of {LEGACY_REGION_LABEL} in {field} ({REGION_LABEL} In [{regions}])"
-                );
-                let _ = write!(
-                    zh,
-                    "在 {field} 中用 GA 标签 {REGION_LABEL} 代替 {LEGACY_REGION_LABEL}（{REGION_LABEL} In [{regions}]）"
-                );
+            let fix = if g.legacy_values.is_some() {
+                Text {
+                    en: format!(
+                        "use the GA key {REGION_LABEL} instead of {LEGACY_REGION_LABEL} in {field} ({REGION_LABEL} In [{regions}])"
+                    ),
+                    zh: format!(
+                        "在 {field} 中用 GA 标签 {REGION_LABEL} 代替 {LEGACY_REGION_LABEL}（{REGION_LABEL} In [{regions}]）"
+                    ),
+                }
             } else {
-                let _ = write!(
-                    en,
-                    "add a required node affinity on {REGION_LABEL} In [{regions}] under {affinity}"
-                );
-                let _ = write!(
-                    zh,
-                    "在 {affinity} 中添加必需的节点亲和性 {REGION_LABEL} In [{regions}]"
-                );
-            }
-            let note = facts.withheld_note(among);
-            en.push_str(&note.en);
-            zh.push_str(&note.zh);
+                Text {
+                    en: format!(
+                        "add a required node affinity on {REGION_LABEL} In [{regions}] under {affinity}"
+                    ),
+                    zh: format!(
+                        "在 {affinity} 中添加必需的节点亲和性 {REGION_LABEL} In [{regions}]"
+                    ),
+                }
+            };
+            (fix, Some(facts.withheld_note(among)))
         }
         None => {
-            en.push_str("fix the region labels of the nodes listed (or remove them from the pool), or narrow the selector to nodes in mainland China");
-            zh.push_str(
-                "修正上述节点的地域标签（或将其移出节点池），或将选择器收窄到中国大陆的节点",
-            );
+            let fix = Text {
+                en: "fix the region labels of the nodes listed (or remove them from the pool), or narrow the selector to nodes in mainland China".into(),
+                zh: "修正上述节点的地域标签（或将其移出节点池），或将选择器收窄到中国大陆的节点".into(),
+            };
+            (fix, None)
         }
+    };
+    if let Some(note) = withheld {
+        fix.en.push_str(&note.en);
+        fix.zh.push_str(&note.zh);
     }
-    Message {
-        problem,
-        fix: Text { en, zh },
-    }
+    Message { problem, fix }
 }
 
 fn bound_message(ctx: &MessageContext<'_>, prefix: &str, node: &NodeEvidence) -> Message {

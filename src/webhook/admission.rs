@@ -130,6 +130,14 @@ pub struct RequestIn<O, P> {
     pub old_object: Option<P>,
 }
 
+impl<O, P> RequestIn<O, P> {
+    /// A CREATE or UPDATE: a write whose object is judged. DELETE is never
+    /// blocked; CONNECT has nothing to judge.
+    fn writes(&self) -> bool {
+        matches!(self.operation.as_str(), "CREATE" | "UPDATE")
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct GroupVersionKind {
     #[serde(default)]
@@ -269,36 +277,43 @@ pub fn handle(
     lang: Lang,
     now: Timestamp,
 ) -> Result<Handled, BadReview> {
+    let judging = Judging {
+        snapshot,
+        workloads,
+        lang,
+        now,
+    };
     if endpoint == Endpoint::Workloads
         && let Ok(review) = serde_json::from_slice::<WorkloadReviewIn>(body)
     {
         return answer(review, |req, decision| {
-            workload_review(req, snapshot, lang, now, decision)
+            workload_review(req, judging, decision)
         });
     }
     // Not a workload review, or one the single pass refused: the general
     // decoder finds the precise error, if any.
-    handle_raw(body, endpoint, snapshot, workloads, lang, now)
+    handle_raw(body, endpoint, judging)
+}
+
+/// What a review is judged against, and the language it is answered in.
+#[derive(Clone, Copy)]
+struct Judging<'a> {
+    snapshot: &'a Snapshot,
+    /// The workloads already admitted (NetworkPolicy reviews judge them).
+    workloads: &'a dyn WorkloadSource,
+    lang: Lang,
+    now: Timestamp,
 }
 
 /// `handle` with the object kept as raw JSON and decoded on its own.
-fn handle_raw(
-    body: &[u8],
-    endpoint: Endpoint,
-    snapshot: &Snapshot,
-    workloads: &dyn WorkloadSource,
-    lang: Lang,
-    now: Timestamp,
-) -> Result<Handled, BadReview> {
+fn handle_raw(body: &[u8], endpoint: Endpoint, judging: Judging<'_>) -> Result<Handled, BadReview> {
     let review: RawReviewIn<'_> = serde_json::from_slice(body)
         .map_err(|e| BadReview(format!("the body is not an AdmissionReview: {e}")))?;
     answer(review, |req, decision| match endpoint {
-        Endpoint::Workloads => workload_review(req, snapshot, lang, now, decision),
-        Endpoint::NetworkPolicies => {
-            network_policy_review(&req, snapshot, workloads, lang, now, decision)
-        }
-        Endpoint::Policies => policy_review(&req, snapshot, lang, now, decision),
-        Endpoint::Namespaces => namespace_review(&req, lang, decision),
+        Endpoint::Workloads => workload_review(req, judging, decision),
+        Endpoint::NetworkPolicies => network_policy_review(&req, judging, decision),
+        Endpoint::Policies => policy_review(&req, judging, decision),
+        Endpoint::Namespaces => namespace_review(&req, judging.lang, decision),
     })
 }
 
@@ -441,17 +456,11 @@ impl WorkloadInput for WorkloadObject {
 }
 
 fn workload_review<O: WorkloadInput, P: OldInput>(
-    req: RequestIn<O, P>,
-    snapshot: &Snapshot,
-    lang: Lang,
-    now: Timestamp,
+    mut req: RequestIn<O, P>,
+    judging: Judging<'_>,
     decision: &mut Decision,
 ) -> Response {
-    // DELETE is never blocked; CONNECT has nothing to judge.
-    if !matches!(req.operation.as_str(), "CREATE" | "UPDATE") {
-        return allow();
-    }
-    let Some(object) = req.object else {
+    let Some(object) = req.object.take().filter(|_| req.writes()) else {
         return allow();
     };
     let namespace = req.namespace.as_deref().unwrap_or("default");
@@ -468,20 +477,21 @@ fn workload_review<O: WorkloadInput, P: OldInput>(
         }
     };
     decision.name = workload.name.clone();
-    let verdict = match engine::evaluate(snapshot, &workload, now) {
+    let verdict = match engine::evaluate(judging.snapshot, &workload, judging.now) {
         Ok(v) => v,
         Err(e) => {
             decision.result = "error";
             return refuse(400, "BadRequest", e.to_string());
         }
     };
-    decision.confirm = confirmation_needed(snapshot, namespace, &verdict);
+    decision.confirm = confirmation_needed(judging.snapshot, namespace, &verdict);
     if req.operation == "UPDATE"
         && let Some(old) = &req.old_object
     {
-        decision.declassify = declassification(snapshot, &workload, &old.old_class_values());
+        decision.declassify =
+            declassification(judging.snapshot, &workload, &old.old_class_values());
     }
-    respond_to_verdict(&verdict, lang, decision)
+    respond_to_verdict(&verdict, judging.lang, decision)
 }
 
 /// The classes this UPDATE takes away from the workload (the Namespace's
@@ -641,10 +651,12 @@ struct NameMeta {
 /// cross-border egress for a workload under a Deny policy is denied.
 fn network_policy_review(
     req: &RequestIn<&RawValue, &RawValue>,
-    snapshot: &Snapshot,
-    workloads: &dyn WorkloadSource,
-    lang: Lang,
-    now: Timestamp,
+    Judging {
+        snapshot,
+        workloads,
+        lang,
+        now,
+    }: Judging<'_>,
     decision: &mut Decision,
 ) -> Response {
     // The request names the object; a DELETE may carry only the old object,
@@ -753,10 +765,7 @@ fn namespace_review(
     lang: Lang,
     decision: &mut Decision,
 ) -> Response {
-    if !matches!(req.operation.as_str(), "CREATE" | "UPDATE") {
-        return allow();
-    }
-    let Some(object) = req.object else {
+    let Some(object) = req.object.filter(|_| req.writes()) else {
         return allow();
     };
     let labels_of = |raw: &RawValue| -> Option<String> {
@@ -805,15 +814,10 @@ fn namespace_review(
 /// Semantic checks on a ResidencyPolicy that the CRD schema cannot express.
 fn policy_review(
     req: &RequestIn<&RawValue, &RawValue>,
-    snapshot: &Snapshot,
-    lang: Lang,
-    now: Timestamp,
+    judging: Judging<'_>,
     decision: &mut Decision,
 ) -> Response {
-    if !matches!(req.operation.as_str(), "CREATE" | "UPDATE") {
-        return allow();
-    }
-    let Some(object) = req.object else {
+    let Some(object) = req.object.filter(|_| req.writes()) else {
         return allow();
     };
     decision.result = "judged";
@@ -828,7 +832,7 @@ fn policy_review(
         }
     };
     let name = policy.metadata.name.clone().unwrap_or_default();
-    match engine::compile_policy(&policy, &snapshot.catalogue, now) {
+    match engine::compile_policy(&policy, &judging.snapshot.catalogue, judging.now) {
         Ok((_, warnings)) => Response {
             warnings: warnings
                 .iter()
@@ -838,7 +842,7 @@ fn policy_review(
                         &format!(
                             "ResidencyPolicy {name}: {}: {}",
                             w.field,
-                            w.message.get(lang)
+                            w.message.get(judging.lang)
                         ),
                         &mut out,
                     );
@@ -856,7 +860,7 @@ fn policy_review(
                     format!(
                         "ResidencyPolicy {name} is invalid: {}: {}",
                         e.field,
-                        e.message.get(lang)
+                        e.message.get(judging.lang)
                     )
                 })
                 .collect::<Vec<_>>()
@@ -1062,14 +1066,13 @@ mod tests {
                 Lang::En,
                 now,
             );
-            let general = handle_raw(
-                body,
-                Endpoint::Workloads,
-                &snapshot,
-                &workloads,
-                Lang::En,
+            let judging = Judging {
+                snapshot: &snapshot,
+                workloads: &workloads,
+                lang: Lang::En,
                 now,
-            );
+            };
+            let general = handle_raw(body, Endpoint::Workloads, judging);
             assert_eq!(outcome(fast), outcome(general), "{text}");
         }
     }
