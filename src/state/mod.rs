@@ -475,7 +475,12 @@ async fn run_watch(
                     break;
                 }
             };
-            health.watch_ok(kind.name);
+            // The watcher says `Init` before it lists: no proof yet that the
+            // watch works (counting it would restart the staleness clock on
+            // every retry). Anything after it came from the API server.
+            if !matches!(event, Event::Init) {
+                health.watch_ok(kind.name);
+            }
             if matches!(event, Event::InitDone) {
                 failures = 0;
             }
