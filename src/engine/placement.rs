@@ -563,21 +563,27 @@ fn placement_message(
     let subject = ctx.subject();
     let body = facts.placement_body(ctx.workload, found);
     let p = ctx.policy;
-    let problem = Text {
-        en: format!(
-            "{} and policy {p} requires mainland-China nodes, but {}.",
-            subject.en, body.problem.en
-        ),
-        zh: format!(
-            "{}，策略 {p} 要求只能运行在中国大陆节点上，但 {}。",
-            subject.zh, body.problem.zh
-        ),
+    // Each text allocated once, at its final size (most of the cost of a
+    // verdict with violations is writing its messages). Writing to a
+    // String cannot fail: the results of write! are ignored.
+    let mut problem = Text {
+        en: String::with_capacity(subject.en.len() + body.problem.en.len() + p.len() + 48),
+        zh: String::with_capacity(subject.zh.len() + body.problem.zh.len() + p.len() + 80),
     };
-    let mut en = String::with_capacity(body.fix.en.len() + 100);
-    let mut zh = String::with_capacity(body.fix.zh.len() + 100);
+    let _ = write!(
+        problem.en,
+        "{} and policy {p} requires mainland-China nodes, but {}.",
+        subject.en, body.problem.en
+    );
+    let _ = write!(
+        problem.zh,
+        "{}，策略 {p} 要求只能运行在中国大陆节点上，但 {}。",
+        subject.zh, body.problem.zh
+    );
+    let mut en = String::with_capacity(body.fix.en.len() + p.len() + 80);
+    let mut zh = String::with_capacity(body.fix.zh.len() + p.len() + 80);
     en.push_str(&body.fix.en);
     zh.push_str(&body.fix.zh);
-    // Writing to a String cannot fail: the results of write! are ignored.
     if found.gap.is_some() && policy.allowed_nodes.is_some() {
         let _ = write!(
             en,
@@ -604,8 +610,8 @@ fn write_placement_body(workload: &Workload, facts: &Facts<'_>, found: &Shortfal
         matching,
         outside,
     } = *found;
-    let mut en = String::with_capacity(384);
-    let mut zh = String::with_capacity(384);
+    let mut en = String::with_capacity(512);
+    let mut zh = String::with_capacity(512);
     let prefix = workload.pod_spec_path();
     // spec.nodeName naming a node that cannot be judged, when that is the
     // field at fault (no required affinity term to blame instead).
