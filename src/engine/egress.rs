@@ -25,7 +25,7 @@ use crate::api::{DATA_CLASS_LABEL, EgressMode};
 
 /// Compute what the workload's pods can reach. Policy-independent, so it is
 /// computed once per workload.
-pub fn effective_egress(workload: &Workload, snapshot: &Snapshot) -> EffectiveEgress {
+pub(crate) fn effective_egress(workload: &Workload, snapshot: &Snapshot) -> EffectiveEgress {
     let space = &snapshot.address_space;
     let mut eff = EffectiveEgress {
         host_network: workload.pod.host_network == Some(true),
@@ -628,7 +628,7 @@ fn isolating_policy_example(w: &Workload) -> String {
 
 /// ExternalName Services in the workload's namespace: traffic NetworkPolicy
 /// cannot see. A notice, not a violation.
-pub fn external_name_notices(workload: &Workload, snapshot: &Snapshot) -> Vec<Notice> {
+pub(crate) fn external_name_notices(workload: &Workload, snapshot: &Snapshot) -> Vec<Notice> {
     snapshot
         .network
         .external_names

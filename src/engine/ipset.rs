@@ -809,7 +809,7 @@ fn parse_v4_plain(b: &[u8]) -> Option<(IpNet, usize)> {
 
 /// Why a token is not an address or a CIDR.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum NetParseError {
+pub(crate) enum NetParseError {
     #[error("{0}")]
     Address(#[from] std::net::AddrParseError),
     #[error("invalid prefix length {0:?}")]
@@ -824,7 +824,7 @@ pub enum NetParseError {
 /// `allowedCIDRs`, `--cluster-cidr`): `addr` (a single host) or `addr/len`
 /// for either family, host bits allowed and dropped. (NetworkPolicy ipBlocks
 /// are read as the API server reads them: `network::parse_cidr`.)
-pub fn parse_net(token: &str) -> Result<IpNet, NetParseError> {
+pub(crate) fn parse_net(token: &str) -> Result<IpNet, NetParseError> {
     let (addr_text, prefix_text) = match token.split_once('/') {
         Some((a, p)) => (a, Some(p)),
         None => (token, None),

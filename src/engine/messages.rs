@@ -31,7 +31,7 @@ pub(crate) struct Subjects(RefCell<Vec<(Vec<DataClass>, Rc<Text>)>>);
 impl MessageContext<'_> {
     /// "Deployment payments/api carries personal information
     /// (residencyguard.io/data-class=personal on the pod template)"
-    pub fn subject(&self) -> Rc<Text> {
+    pub(crate) fn subject(&self) -> Rc<Text> {
         let mut cache = self.subjects.0.borrow_mut();
         if let Some((_, text)) = cache.iter().find(|(c, _)| c.as_slice() == self.classes) {
             return Rc::clone(text);

@@ -299,7 +299,7 @@ fn compile_peer(peer: &NetworkPolicyPeer) -> Peer {
 /// `ParseCIDRSloppy`): an address, `/` and a prefix length, leading zeros
 /// in IPv4 octets allowed; host bits are dropped. A bare address is not a
 /// CIDR here.
-pub fn parse_cidr(text: &str) -> Option<IpNet> {
+pub(crate) fn parse_cidr(text: &str) -> Option<IpNet> {
     let (addr, len) = text.split_once('/')?;
     if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -57,7 +57,7 @@ impl NodeInfo {
 
 /// Where a node's `spec.providerID` says it is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ProviderLocation {
+pub(crate) struct ProviderLocation {
     pub provider: &'static str,
     /// Spellings of the derived region (Tencent nodes carry `gz` where the
     /// API says `ap-guangzhou`); empty when the format carries no region.
@@ -72,7 +72,7 @@ impl ProviderLocation {
         }
     }
 
-    pub fn region(&self) -> Option<&str> {
+    pub(crate) fn region(&self) -> Option<&str> {
         self.regions.first().map(String::as_str)
     }
 }
@@ -95,7 +95,7 @@ const TENCENT_ZONE_PREFIXES: [(u64, [&str; 2]); 10] = [
 
 /// Parse the providerID formats that carry a provider and, where possible, a
 /// region. See data/provider-ids.md for the formats and their sources.
-pub fn parse_provider_id(id: &str, catalogue: &Catalogue) -> Option<ProviderLocation> {
+pub(crate) fn parse_provider_id(id: &str, catalogue: &Catalogue) -> Option<ProviderLocation> {
     if let Some(rest) = id.strip_prefix("aws://") {
         // aws:///<zone>/<instance-id> (also Fargate: aws:///<zone>/<hash>/fargate-ip-...).
         let zone = rest
@@ -247,7 +247,7 @@ impl NodeStanding {
     }
 }
 
-pub fn classify(node: &NodeInfo, catalogue: &Catalogue) -> NodeStanding {
+pub(crate) fn classify(node: &NodeInfo, catalogue: &Catalogue) -> NodeStanding {
     let ga = node.labels.get(REGION_LABEL);
     let legacy = node.labels.get(LEGACY_REGION_LABEL);
     if let (Some(ga), Some(legacy)) = (ga, legacy)
@@ -312,7 +312,7 @@ pub fn classify(node: &NodeInfo, catalogue: &Catalogue) -> NodeStanding {
 
 /// "node-7 in ap-east-1 (HK)": a node, its region and why it is (not)
 /// mainland, for messages.
-pub fn describe_node(
+pub(crate) fn describe_node(
     name: &str,
     region: Option<&str>,
     standing: &NodeStanding,
@@ -334,7 +334,7 @@ pub fn describe_node(
     }
 }
 
-pub fn describe_untrusted(why: &Untrusted, lang: Lang) -> String {
+pub(crate) fn describe_untrusted(why: &Untrusted, lang: Lang) -> String {
     match (why, lang) {
         (Untrusted::MissingRegion { hint: Some(h) }, Lang::En) => {
             format!("no region label; its providerID suggests {h}")

@@ -34,7 +34,7 @@ const MAX_NODES_IN_MESSAGE: usize = 3;
 
 /// Policy-independent facts about a workload's placement, computed once and
 /// shared by every governing policy.
-pub struct Facts<'s> {
+pub(crate) struct Facts<'s> {
     /// One conjunction per required term (or one for nodeSelector alone).
     terms: Vec<TermFacts>,
     has_required_affinity: bool,
@@ -186,7 +186,7 @@ impl NodeConstraints {
 }
 
 impl<'s> Facts<'s> {
-    pub fn new(workload: &Workload, snapshot: &'s Snapshot) -> Facts<'s> {
+    pub(crate) fn new(workload: &Workload, snapshot: &'s Snapshot) -> Facts<'s> {
         let pod = &workload.pod;
         let constraints = NodeConstraints::of(pod);
         let node_affinity = pod.affinity.as_ref().and_then(|a| a.node_affinity.as_ref());

@@ -181,7 +181,7 @@ impl RejectedPolicy {
 /// governs (its classes, its namespaceSelector when that is valid, else
 /// every namespace) and its action and egress mode are kept; everything
 /// that loosens it (`allowedNodes`, `allowedCIDRs`, exemptions) is dropped.
-pub fn strictest_reading(policy: &ResidencyPolicy) -> CompiledPolicy {
+pub(crate) fn strictest_reading(policy: &ResidencyPolicy) -> CompiledPolicy {
     let spec = &policy.spec;
     CompiledPolicy {
         name: policy.metadata.name.as_deref().unwrap_or_default().into(),

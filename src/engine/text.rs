@@ -137,7 +137,7 @@ impl Serialize for Message {
 }
 
 /// "a, b and c".
-pub fn join_en<'a>(items: impl Iterator<Item = &'a str>) -> String {
+pub(crate) fn join_en<'a>(items: impl Iterator<Item = &'a str>) -> String {
     let items: Vec<&str> = items.collect();
     match items.as_slice() {
         [] => String::new(),
