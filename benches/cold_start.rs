@@ -103,7 +103,7 @@ fn child(url: &str) -> Result<(), String> {
 }
 
 async fn cold_start(url: &str, process_start: Instant) -> Result<(), String> {
-    let (catalogue, address_space) = DataSources::default().load()?;
+    let (catalogue, address_space) = DataSources::default().load().map_err(|e| e.to_string())?;
     let config = Config::new(url.parse().map_err(|e| format!("{url}: {e}"))?);
     let client = Client::try_from(config).map_err(|e| format!("client: {e}"))?;
     let before_start = process_start.elapsed();
@@ -180,14 +180,8 @@ async fn cold_start(url: &str, process_start: Instant) -> Result<(), String> {
     println!("RUN violated={violated}");
     println!("RUN events={}", plan.events.len());
     println!("RUN reports={}", plan.reports.len());
-    println!(
-        "RUN watch_errors={}",
-        state.health.watch_errors.load(Ordering::Relaxed)
-    );
-    println!(
-        "RUN skipped_objects={}",
-        state.health.skipped_objects.load(Ordering::Relaxed)
-    );
+    println!("RUN watch_errors={}", state.health.watch_errors.get());
+    println!("RUN skipped_objects={}", state.health.skipped_objects.get());
     Ok(())
 }
 

@@ -33,8 +33,8 @@ use jiff::Timestamp;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use residency_guard::api::{DATA_CLASS_LABEL, ResidencyPolicy};
 use residency_guard::cli;
-use residency_guard::engine::ipset::{IpSet, net_minus_excepts_subset};
 use residency_guard::engine::{AddressSpace, Catalogue, NodeInfo, Snapshot, Workload, evaluate};
+use residency_guard::engine::{IpSet, net_minus_excepts_subset};
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------

@@ -3,8 +3,31 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::engine::ipset::IpSet;
-use crate::engine::{AddressSpace, Catalogue, egress};
+use crate::engine::{
+    AddressSpace, Catalogue, CatalogueError, CidrError, IpSet, ListParseError, parse_cidr_args,
+};
+
+/// Why the data the user pointed at cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    AddressList {
+        path: PathBuf,
+        source: ListParseError,
+    },
+    #[error("{}: {source}", path.display())]
+    Catalogue {
+        path: PathBuf,
+        source: CatalogueError,
+    },
+    #[error("cluster CIDRs: {0}")]
+    ClusterCidrs(#[from] CidrError),
+}
 
 /// Where the user's data overrides live: the same flags for `check` and
 /// `serve` (flattened into both).
@@ -39,23 +62,33 @@ pub struct DataSources {
     pub cluster_cidrs: Vec<String>,
 }
 
-fn read_text(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
+fn read_text(path: &Path) -> Result<String, DataError> {
+    std::fs::read_to_string(path).map_err(|source| DataError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
-fn parse_cidr_file(path: &Path) -> Result<IpSet, String> {
-    IpSet::parse_list(&read_text(path)?).map_err(|e| format!("{}: {e}", path.display()))
+fn parse_cidr_file(path: &Path) -> Result<IpSet, DataError> {
+    IpSet::parse_list(&read_text(path)?).map_err(|source| DataError::AddressList {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 impl DataSources {
     /// The built-in catalogue and address data with the user's layers on top:
     /// catalogue entries override built-in ones; a mainland file replaces the
     /// bundled set; extra files extend it.
-    pub fn load(&self) -> Result<(Catalogue, AddressSpace), String> {
+    pub fn load(&self) -> Result<(Catalogue, AddressSpace), DataError> {
         let mut catalogue = Catalogue::builtin().clone();
         for path in &self.catalogue {
-            let extra = Catalogue::parse_yaml(&read_text(path)?)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let extra = Catalogue::parse_yaml(&read_text(path)?).map_err(|source| {
+                DataError::Catalogue {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
             catalogue.extend(extra);
         }
         let mut mainland = match &self.mainland_cidrs {
@@ -65,8 +98,7 @@ impl DataSources {
         for path in &self.extra_mainland_cidrs {
             mainland = mainland.union(&parse_cidr_file(path)?);
         }
-        let cluster = egress::parse_cidr_args(&self.cluster_cidrs)
-            .map_err(|e| format!("cluster CIDRs: {e}"))?;
+        let cluster = parse_cidr_args(&self.cluster_cidrs)?;
         let space = AddressSpace::new(mainland, cluster, AddressSpace::builtin().countries);
         Ok((catalogue, space))
     }

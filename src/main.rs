@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use residency_guard::cli::{self, CheckArgs};
 use residency_guard::crdgen;
 use residency_guard::report::{self, ReportArgs};
-use residency_guard::webhook::ServeArgs;
+use residency_guard::serve::{self, ServeArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -70,7 +70,7 @@ fn serve_blocking(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(residency_guard::webhook::run(args)) {
+    match runtime.block_on(serve::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

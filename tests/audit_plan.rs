@@ -14,7 +14,8 @@ use residency_guard::audit::plan::{
     AuditPlan, EventKey, PlanConfig, PlannedStatus, ResultKind, truncate_note,
 };
 use residency_guard::engine::{
-    AddressSpace, Catalogue, Code, Lang, NodeInfo, Snapshot, Workload, WorkloadKind,
+    AddressSpace, Catalogue, Code, Lang, NodeInfo, Snapshot, SnapshotBuilder, Workload,
+    WorkloadKind,
 };
 use residency_guard::state::{Inventory, WorkloadKey};
 use serde_json::{Value, json};
@@ -36,24 +37,30 @@ struct World {
 
 impl World {
     fn inventory(&self) -> Arc<Inventory> {
-        let mut snapshot = Snapshot::new(Catalogue::builtin().clone(), AddressSpace::builtin());
+        let base = Snapshot::new(Catalogue::builtin().clone(), AddressSpace::builtin());
+        // As the operator's state builds it: an invalid policy stays enforced.
+        let mut builder = SnapshotBuilder::new(base, now());
+        builder.nodes_known();
         let mut policies = BTreeMap::new();
         for p in &self.policies {
             let p: ResidencyPolicy = serde_json::from_value(p.clone()).unwrap();
-            // As the operator's state does: an invalid policy stays enforced.
-            let _ = snapshot.enforce_policy(&p, now(), None);
+            let _ = builder.policy(&p);
             policies.insert(p.metadata.name.clone().unwrap(), p);
         }
-        snapshot.set_nodes(self.nodes.iter().map(|(name, labels)| NodeInfo {
-            name: name.clone(),
-            labels: labels.clone(),
-            provider_id: None,
-        }));
-        snapshot.namespaces = self.namespaces.clone();
+        for (name, labels) in &self.nodes {
+            builder.node(NodeInfo {
+                name: name.clone(),
+                labels: labels.clone(),
+                provider_id: None,
+            });
+        }
+        for (name, labels) in &self.namespaces {
+            builder.namespace(name.clone(), labels.clone());
+        }
         let mut nps = BTreeMap::new();
         for np in &self.network_policies {
             let np: NetworkPolicy = serde_json::from_value(np.clone()).unwrap();
-            snapshot.network.add_network_policy(&np);
+            builder.network_policy(&np);
             let key = format!(
                 "{}/{}",
                 np.metadata.namespace.clone().unwrap(),
@@ -70,7 +77,7 @@ impl World {
             })
             .collect();
         Arc::new(Inventory {
-            snapshot: Arc::new(snapshot),
+            snapshot: Arc::new(builder.build()),
             policies,
             network_policies: nps,
             workloads,

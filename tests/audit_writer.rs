@@ -545,7 +545,7 @@ async fn only_the_leader_writes() {
         clock: Arc::new(now),
         ..AuditConfig::default()
     };
-    let task = tokio::spawn(run(client, inv_rx, None, lead_rx, cfg, AuditMetrics::new()));
+    let task = tokio::spawn(run(client, inv_rx, lead_rx, cfg, AuditMetrics::new()));
 
     // A follower judges but never talks to the API.
     assert_quiet(&mut handle).await;
@@ -788,7 +788,7 @@ async fn a_follower_makes_no_writes_and_writes_once_it_takes_the_expired_lease()
         ..AuditConfig::default()
     };
     let mut watch_leading = leading.clone();
-    let task = tokio::spawn(run(client, inv_rx, None, leading, cfg, AuditMetrics::new()));
+    let task = tokio::spawn(run(client, inv_rx, leading, cfg, AuditMetrics::new()));
 
     // A follower: it judges, reads the Lease, and writes nothing.
     assert_quiet_for(&mut others, Duration::from_millis(1200)).await;

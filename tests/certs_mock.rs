@@ -11,10 +11,10 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::client::Body;
-use residency_guard::webhook::certs::{
-    self, Action, BundleStatus, KEY_CA_CRT, Material, SelfManagedConfig, bundle_trusts,
+use residency_guard::tls::CertStore;
+use residency_guard::tls::self_managed::{
+    self as certs, Action, BundleStatus, KEY_CA_CRT, Material, SelfManagedConfig, bundle_trusts,
 };
-use residency_guard::webhook::tls::CertStore;
 use tower_test::mock::{Handle, SendResponse};
 
 const SECRETS: &str = "/api/v1/namespaces/rg-system/secrets";

@@ -132,8 +132,8 @@ async fn cold_start_lists_in_pages_and_audits_everything() {
 
     // Exactly the served objects: every Deployment, and every Pod (all are
     // controller-owned and bound to a node).
-    assert_eq!(state.health.skipped_objects.load(Ordering::Relaxed), 0);
-    assert_eq!(state.health.watch_errors.load(Ordering::Relaxed), 0);
+    assert_eq!(state.health.skipped_objects.get(), 0);
+    assert_eq!(state.health.watch_errors.get(), 0);
     let reference = reference_inventory(now);
     assert_eq!(
         inv.workloads.keys().collect::<Vec<_>>(),
@@ -216,7 +216,7 @@ async fn cold_start_lists_in_pages_and_audits_everything() {
 
     // Still healthy while the watches are held open (bookmarks every 200 ms).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(state.health.watch_errors.load(Ordering::Relaxed), 0);
+    assert_eq!(state.health.watch_errors.get(), 0);
     assert_eq!(c.lists.load(Ordering::Relaxed), pages, "no relist");
     assert!(
         nodes

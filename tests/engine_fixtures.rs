@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use jiff::Timestamp;
 use residency_guard::api::Action;
 use residency_guard::cli::check_inputs;
-use residency_guard::engine::egress::parse_cidr_args;
-use residency_guard::engine::verdict::Evidence;
+use residency_guard::engine::Evidence;
+use residency_guard::engine::parse_cidr_args;
 use residency_guard::engine::{AddressSpace, Catalogue, Code, Snapshot, Verdict};
 
 const NOW: &str = "2026-11-23T00:00:00Z";
@@ -90,7 +90,11 @@ fn every_kind_is_judged_on_its_pod_template() {
     let cron = &v["cronjob-bad"];
     let (_, x) = cron.violations().next().unwrap();
     assert_eq!(x.field, "spec.jobTemplate.spec.template.spec.nodeSelector");
-    assert!(x.message.en.contains("us-east-1"), "{}", x.message.en);
+    assert!(
+        x.message.text().en.contains("us-east-1"),
+        "{}",
+        x.message.text().en
+    );
     let (_, pod) = v["pod-bad"].violations().next().unwrap();
     assert_eq!(pod.field, "spec.nodeSelector");
 }
@@ -127,20 +131,26 @@ fn placement_traps_without_inventory() {
     let (_, x) = v["preferred-only"].violations().next().unwrap();
     assert!(
         x.message
+            .text()
             .en
             .contains("preferred affinity is only a preference"),
         "{}",
-        x.message.en
+        x.message.text().en
     );
     let (_, x) = v["lookalike-cn-hongkong"].violations().next().unwrap();
     assert!(
         x.message
+            .text()
             .en
             .contains("allows topology.kubernetes.io/region cn-hongkong"),
         "{}",
-        x.message.en
+        x.message.text().en
     );
-    assert!(x.message.zh.contains("cn-hongkong"), "{}", x.message.zh);
+    assert!(
+        x.message.text().zh.contains("cn-hongkong"),
+        "{}",
+        x.message.text().zh
+    );
 }
 
 fn outside_names(v: &Verdict) -> Vec<String> {
@@ -187,29 +197,34 @@ fn inventory_and_node_trust() {
     let (_, x) = v["pinned-region-liar"].violations().next().unwrap();
     assert!(
         x.message
+            .text()
             .en
             .contains("labelled cn-north-1 but its aws providerID says ap-east-1"),
         "{}",
-        x.message.en
+        x.message.text().en
     );
     let (_, x) = v["unlabelled-node"].violations().next().unwrap();
     assert!(
         x.message
+            .text()
             .en
             .contains("no region label; its providerID suggests cn-north-1"),
         "{}",
-        x.message.en
+        x.message.text().en
     );
     let (_, x) = v["everywhere"].violations().next().unwrap();
     assert!(
-        x.message.en.contains("4 of 7 matching nodes"),
+        x.message.text().en.contains("4 of 7 matching nodes"),
         "{}",
-        x.message.en
+        x.message.text().en
     );
     assert!(
-        x.message.en.contains("DaemonSet will run a pod on them"),
+        x.message
+            .text()
+            .en
+            .contains("DaemonSet will run a pod on them"),
         "{}",
-        x.message.en
+        x.message.text().en
     );
 }
 
@@ -298,27 +313,28 @@ fn egress_under_mainland_only() {
         "NetworkPolicy additive/b-dns spec.egress[0].to[0].ipBlock"
     );
     assert!(
-        x.message.en.contains("8.8.8.0/24") && x.message.en.contains("registered to US"),
+        x.message.text().en.contains("8.8.8.0/24")
+            && x.message.text().en.contains("registered to US"),
         "{}",
-        x.message.en
+        x.message.text().en
     );
     let (_, x) = v["except-partial"].violations().next().unwrap();
     assert!(
-        x.message.en.contains("8.8.8.8 is registered to US"),
+        x.message.text().en.contains("8.8.8.8 is registered to US"),
         "{}",
-        x.message.en
+        x.message.text().en
     );
     let (_, x) = v["aws-hk"].violations().next().unwrap();
     assert!(
-        x.message.en.contains("registered to HK"),
+        x.message.text().en.contains("registered to HK"),
         "{}",
-        x.message.en
+        x.message.text().en
     );
     let (_, x) = v["no-policy"].violations().next().unwrap();
     assert!(
-        x.message.en.contains("policyTypes: [Egress]"),
+        x.message.text().en.contains("policyTypes: [Egress]"),
         "the fix shows an isolating policy: {}",
-        x.message.en
+        x.message.text().en
     );
     assert!(
         v["external-name"]
@@ -372,7 +388,7 @@ fn bundled_example_shows_placement_and_egress_findings() {
 #[test]
 fn an_exemption_without_namespaces_applies_nowhere() {
     use residency_guard::api::ResidencyPolicy;
-    use residency_guard::engine::policy::compile;
+    use residency_guard::engine::compile_policy as compile;
     let policy: ResidencyPolicy = serde_json::from_value(serde_json::json!({
         "apiVersion": "residencyguard.io/v1alpha1", "kind": "ResidencyPolicy",
         "metadata": {"name": "legacy"},
@@ -399,7 +415,7 @@ fn an_exemption_without_namespaces_applies_nowhere() {
 #[test]
 fn an_invalid_policy_stays_enforced() {
     use residency_guard::api::ResidencyPolicy;
-    use residency_guard::engine::Enforcement;
+    use residency_guard::engine::{Enforcement, LastValid, SnapshotBuilder};
     let now: Timestamp = NOW.parse().unwrap();
     let policy = |generation: i64, cidr: &str| -> ResidencyPolicy {
         serde_json::from_value(serde_json::json!({
@@ -412,17 +428,19 @@ fn an_invalid_policy_stays_enforced() {
     };
     let base = || Snapshot::new(Catalogue::builtin().clone(), AddressSpace::builtin());
 
-    let mut s = base();
-    let valid = s
-        .enforce_policy(&policy(1, "203.0.113.0/24"), now, None)
-        .expect("compiles");
+    // The operator's state keeps the last valid versions across builds.
+    let mut memory = LastValid::default();
+    let mut builder = SnapshotBuilder::new(base(), now).remembering(&mut memory);
+    assert!(
+        builder.policy(&policy(1, "203.0.113.0/24")).is_ok(),
+        "compiles"
+    );
+    let s = builder.build();
     assert!(s.rejected.is_empty());
 
-    let mut s = base();
-    assert!(
-        s.enforce_policy(&policy(2, "not-a-cidr"), now, Some(&valid))
-            .is_none()
-    );
+    let mut builder = SnapshotBuilder::new(base(), now).remembering(&mut memory);
+    assert!(builder.policy(&policy(2, "not-a-cidr")).is_err());
+    let s = builder.build();
     assert_eq!(s.policies.len(), 1);
     assert_eq!(s.policies[0].generation, Some(1), "the last valid version");
     assert_eq!(
@@ -433,11 +451,9 @@ fn an_invalid_policy_stays_enforced() {
     );
     assert!(s.rejected[0].summary().en.contains("generation 1"));
 
-    let mut s = base();
-    assert!(
-        s.enforce_policy(&policy(2, "not-a-cidr"), now, None)
-            .is_none()
-    );
+    let mut builder = SnapshotBuilder::new(base(), now);
+    assert!(builder.policy(&policy(2, "not-a-cidr")).is_err());
+    let s = builder.build();
     assert_eq!(s.rejected[0].enforced, Enforcement::Strictest);
     assert!(
         s.policies[0].allowed_cidrs.is_empty(),

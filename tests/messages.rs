@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use jiff::Timestamp;
 use residency_guard::api::{Action, ResidencyPolicy};
 use residency_guard::cli::check_inputs;
-use residency_guard::engine::egress::parse_cidr_args;
-use residency_guard::engine::policy::compile;
-use residency_guard::engine::verdict::Violation;
+use residency_guard::engine::Violation;
+use residency_guard::engine::compile_policy as compile;
+use residency_guard::engine::parse_cidr_args;
 use residency_guard::engine::{AddressSpace, Catalogue, Code, Snapshot, Verdict};
 use residency_guard::webhook::admission::{Endpoint, handle};
 
@@ -46,6 +46,31 @@ fn only(v: &BTreeMap<String, Verdict>, name: &str) -> Violation {
     found[0].clone()
 }
 
+/// Every violation carries its problem and its fix apart (issue 13): the
+/// problem is a sentence of its own, the fix is never empty, and neither
+/// holds the other's marker.
+#[test]
+fn problem_and_fix_are_kept_apart() {
+    for fixture in [
+        "messages.yaml",
+        "egress.yaml",
+        "placement-traps.yaml",
+        "inventory.yaml",
+    ] {
+        for (name, verdict) in judge(fixture, &[]) {
+            for (_, x) in verdict.violations() {
+                let m = &x.message;
+                assert!(m.problem.en.ends_with('.'), "{name}: {}", m.problem.en);
+                assert!(m.problem.zh.ends_with('。'), "{name}: {}", m.problem.zh);
+                assert!(!m.fix.en.is_empty() && !m.fix.zh.is_empty(), "{name}");
+                lacks(&m.problem.en, "Fix:");
+                lacks(&m.problem.zh, "修复：");
+                has(&m.text().en, &format!("{} Fix: {}", m.problem.en, m.fix.en));
+            }
+        }
+    }
+}
+
 #[track_caller]
 fn has(text: &str, needle: &str) {
     assert!(text.contains(needle), "expected {needle:?} in:\n{text}");
@@ -65,18 +90,18 @@ fn the_fix_offers_only_regions_whose_every_node_is_verified() {
     let x = only(&v, "anywhere");
     assert_eq!(x.code, Code::PlacementNotGuaranteed);
     has(
-        &x.message.en,
+        &x.message.text().en,
         "topology.kubernetes.io/region In [cn-hangzhou, cn-northwest-1] under",
     );
     has(
-        &x.message.en,
+        &x.message.text().en,
         "cn-north-1 is left out because node liar (labelled cn-north-1 but its aws providerID says ap-east-1); correct or remove that node to use cn-north-1",
     );
     has(
-        &x.message.zh,
+        &x.message.text().zh,
         "topology.kubernetes.io/region In [cn-hangzhou, cn-northwest-1]",
     );
-    has(&x.message.zh, "未列出 cn-north-1，因为节点 liar");
+    has(&x.message.text().zh, "未列出 cn-north-1，因为节点 liar");
     // Following the fix passes; pinning the withheld region does not.
     assert_eq!(v["fix-followed"].action, None, "{:#?}", v["fix-followed"]);
     assert_eq!(only(&v, "liar-region").code, Code::NodeOutsideMainland);
@@ -87,17 +112,17 @@ fn a_node_name_the_inventory_lacks_is_named_as_unknown() {
     let x = only(&messages(), "unknown-node");
     assert_eq!(x.field, "spec.nodeName");
     has(
-        &x.message.en,
+        &x.message.text().en,
         "spec.nodeName names node gpu-9, which is not in the node inventory (an unknown node)",
     );
-    lacks(&x.message.en, "spec.nodeSelector");
-    lacks(&x.message.en, "matching nodes are in mainland China");
+    lacks(&x.message.text().en, "spec.nodeSelector");
+    lacks(&x.message.text().en, "matching nodes are in mainland China");
     has(
-        &x.message.en,
+        &x.message.text().en,
         "Fix: name a node that exists and is in mainland China",
     );
     has(
-        &x.message.zh,
+        &x.message.text().zh,
         "spec.nodeName 指定的节点 gpu-9 不在节点清单中（未知节点）",
     );
 }
@@ -108,11 +133,11 @@ fn a_node_name_without_any_inventory_is_named_too() {
     let x = only(&v, "nodename-no-inventory");
     assert_eq!(x.field, "spec.nodeName");
     has(
-        &x.message.en,
+        &x.message.text().en,
         "spec.nodeName names node bj-1, and no nodes were given, so that node cannot be verified",
     );
     has(
-        &x.message.zh,
+        &x.message.text().zh,
         "spec.nodeName 指定了节点 bj-1，但未提供节点清单，无法核实该节点",
     );
 }
@@ -122,19 +147,19 @@ fn the_deprecated_region_key_is_named_with_the_ga_key_as_the_fix() {
     let x = only(&messages(), "legacy-selector");
     assert_eq!(x.code, Code::PlacementNotGuaranteed);
     has(
-        &x.message.en,
+        &x.message.text().en,
         "pins the deprecated label failure-domain.beta.kubernetes.io/region, which does not count as a guarantee",
     );
     has(
-        &x.message.en,
+        &x.message.text().en,
         "Fix: use the GA key topology.kubernetes.io/region instead of failure-domain.beta.kubernetes.io/region in spec.template.spec.nodeSelector (topology.kubernetes.io/region In [cn-northwest-1])",
     );
     has(
-        &x.message.zh,
+        &x.message.text().zh,
         "已弃用的标签 failure-domain.beta.kubernetes.io/region",
     );
     has(
-        &x.message.zh,
+        &x.message.text().zh,
         "用 GA 标签 topology.kubernetes.io/region 代替",
     );
 }
@@ -144,9 +169,12 @@ fn an_empty_to_list_is_described_as_such() {
     let x = only(&messages(), "to-empty");
     assert_eq!(x.code, Code::EgressAllowsAll);
     assert_eq!(x.field, "NetworkPolicy to-empty/dns spec.egress[1]");
-    has(&x.message.en, "the rule's `to` is an empty list (`to: []`)");
-    lacks(&x.message.en, "the rule has no `to`");
-    has(&x.message.zh, "`to` 是空列表（`to: []`）");
+    has(
+        &x.message.text().en,
+        "the rule's `to` is an empty list (`to: []`)",
+    );
+    lacks(&x.message.text().en, "the rule has no `to`");
+    has(&x.message.text().zh, "`to` 是空列表（`to: []`）");
 }
 
 #[test]
@@ -154,33 +182,33 @@ fn rules_are_counted_from_one_next_to_their_field_path() {
     let v = messages();
     let x = only(&v, "to-empty");
     has(
-        &x.message.en,
+        &x.message.text().en,
         "rule 2 (spec.egress[1]) of NetworkPolicy to-empty/dns",
     );
     has(
-        &x.message.zh,
+        &x.message.text().zh,
         "NetworkPolicy to-empty/dns 的第 2 条规则（spec.egress[1]）",
     );
     let x = only(&v, "private-8");
     has(
-        &x.message.en,
+        &x.message.text().en,
         "rule 1 (spec.egress[0]) of NetworkPolicy private-8/internal",
     );
-    has(&x.message.zh, "的第 1 条规则（spec.egress[0]）");
+    has(&x.message.text().zh, "的第 1 条规则（spec.egress[0]）");
 }
 
 #[test]
 fn a_private_range_points_to_the_cluster_cidrs_not_to_an_except() {
     let x = only(&messages(), "private-8");
     assert_eq!(x.code, Code::EgressOutsideMainland);
-    has(&x.message.en, "10.0.0.0 is a private address");
+    has(&x.message.text().en, "10.0.0.0 is a private address");
     has(
-        &x.message.en,
+        &x.message.text().en,
         "if 10.0.0.0/8 is the cluster's own pod or service network, declare it as a cluster CIDR (check --cluster-cidr, Helm value clusterCidrs)",
     );
-    lacks(&x.message.en, "except");
-    has(&x.message.zh, "--cluster-cidr，Helm 值 clusterCidrs");
-    lacks(&x.message.zh, "except");
+    lacks(&x.message.text().en, "except");
+    has(&x.message.text().zh, "--cluster-cidr，Helm 值 clusterCidrs");
+    lacks(&x.message.text().zh, "except");
     // And the advice works.
     let with_cluster = judge("messages.yaml", &["10.0.0.0/8"]);
     assert_eq!(with_cluster["private-8"].action, None);
@@ -190,19 +218,22 @@ fn a_private_range_points_to_the_cluster_cidrs_not_to_an_except() {
 fn an_except_is_offered_only_when_a_few_excepts_fix_the_block() {
     let v = messages();
     let x = only(&v, "v6-everything");
-    lacks(&x.message.en, "except for");
-    lacks(&x.message.en, "add except");
+    lacks(&x.message.text().en, "except for");
+    lacks(&x.message.text().en, "add except");
     has(
-        &x.message.en,
+        &x.message.text().en,
         "Fix: narrow the ipBlock to mainland-China destinations",
     );
-    has(&x.message.zh, "将 ipBlock 收窄到中国大陆境内的目的地");
+    has(
+        &x.message.text().zh,
+        "将 ipBlock 收窄到中国大陆境内的目的地",
+    );
     let x = only(&v, "one-except");
     has(
-        &x.message.en,
+        &x.message.text().en,
         "Fix: add except: [203.0.112.0/24] to the ipBlock",
     );
-    has(&x.message.zh, "添加 except: [203.0.112.0/24]");
+    has(&x.message.text().zh, "添加 except: [203.0.112.0/24]");
 }
 
 #[test]
@@ -211,44 +242,47 @@ fn a_near_miss_network_policy_is_named() {
     let x = only(&v, "near-deployment-label");
     assert_eq!(x.code, Code::EgressUnrestricted);
     has(
-        &x.message.en,
+        &x.message.text().en,
         "nearly: NetworkPolicy near-deployment-label/team-egress isolates egress for podSelector {team: payments}, but only the Deployment's own metadata.labels carry that, not its pods (spec.template.metadata.labels)",
     );
     has(
-        &x.message.en,
+        &x.message.text().en,
         "Fix: add those labels to spec.template.metadata.labels",
     );
-    lacks(&x.message.en, "for example");
+    lacks(&x.message.text().en, "for example");
     has(
-        &x.message.zh,
+        &x.message.text().zh,
         "NetworkPolicy near-deployment-label/team-egress",
     );
     has(
-        &x.message.zh,
+        &x.message.text().zh,
         "只有该 Deployment 自身的 metadata.labels 带有这些标签",
     );
 
     let x = only(&v, "near-ingress-typed");
     has(
-        &x.message.en,
+        &x.message.text().en,
         "its spec.policyTypes [Ingress] leaves out Egress, so the egress rules are ignored",
     );
     has(
-        &x.message.en,
+        &x.message.text().en,
         "Fix: add Egress to spec.policyTypes of NetworkPolicy near-ingress-typed/typed-ingress",
     );
-    has(&x.message.zh, "不含 Egress，因此出站规则不生效");
+    has(&x.message.text().zh, "不含 Egress，因此出站规则不生效");
 
     let x = only(&v, "near-empty-untyped");
     has(
-        &x.message.en,
+        &x.message.text().en,
         "has egress: [] but no spec.policyTypes, so the API server sets policyTypes to [Ingress]",
     );
     has(
-        &x.message.en,
+        &x.message.text().en,
         "Fix: set spec.policyTypes: [Ingress, Egress] in NetworkPolicy near-empty-untyped/deny-all",
     );
-    has(&x.message.zh, "API server 会将 policyTypes 设为 [Ingress]");
+    has(
+        &x.message.text().zh,
+        "API server 会将 policyTypes 设为 [Ingress]",
+    );
 }
 
 #[test]
@@ -277,8 +311,16 @@ fn a_block_covered_by_allowed_cidrs_says_which_policy_allows_it() {
 fn every_message_in_the_fixture_is_in_both_languages() {
     for (name, verdict) in messages() {
         for (_, x) in verdict.violations() {
-            assert!(x.message.en.contains("Fix: "), "{name}: {}", x.message.en);
-            assert!(x.message.zh.contains("修复："), "{name}: {}", x.message.zh);
+            assert!(
+                x.message.text().en.contains("Fix: "),
+                "{name}: {}",
+                x.message.text().en
+            );
+            assert!(
+                x.message.text().zh.contains("修复："),
+                "{name}: {}",
+                x.message.text().zh
+            );
         }
     }
     for (name, verdict) in messages() {

@@ -20,13 +20,13 @@ use proptest::sample::{select, subsequence};
 use residency_guard::api::{
     DATA_CLASS_LABEL, DataClass, Placement, ResidencyPolicy, ResidencyPolicySpec,
 };
-use residency_guard::engine::catalogue::RegionLookup;
-use residency_guard::engine::nodes::REGION_LABEL;
-use residency_guard::engine::verdict::{Evidence, Violation};
-use residency_guard::engine::workload::{AffinityView, PodSpecView};
+use residency_guard::engine::REGION_LABEL;
+use residency_guard::engine::RegionLookup;
 use residency_guard::engine::{
     AddressSpace, Catalogue, Code, NodeInfo, Snapshot, Verdict, Workload, WorkloadKind, evaluate,
 };
+use residency_guard::engine::{AffinityView, PodSpecView};
+use residency_guard::engine::{Evidence, Violation};
 
 // ---------------------------------------------------------------------------
 // Vocabulary

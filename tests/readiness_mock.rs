@@ -204,7 +204,7 @@ async fn a_watch_failing_past_the_threshold_makes_the_operator_not_ready_and_ref
         metrics: residency_guard::webhook::metrics::Metrics::new(),
         max_body_bytes: 1 << 20,
         serving: Arc::new(AtomicBool::new(true)),
-        certs: residency_guard::webhook::tls::CertStore::new(),
+        certs: residency_guard::tls::CertStore::new(),
         live: None,
         authorizer: None,
     };
@@ -251,6 +251,47 @@ async fn a_watch_failing_past_the_threshold_makes_the_operator_not_ready_and_ref
             state.not_ready_because()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.abort();
+}
+
+/// A watch that keeps failing stays stale across its retries: a retry
+/// starting over (the watcher's `Init`, emitted before it lists) is no
+/// proof that the watch works, so it must not restart the staleness clock.
+/// With the clock restarted on every retry, a watch retried more often than
+/// `stale_after` (the backoff tops out at 16 s, the default threshold is
+/// 30 s) would never count as stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_watch_stays_stale_across_its_retries() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let failing = Arc::new(AtomicBool::new(false));
+    let server = tokio::spawn(api_server_losing_networkpolicies(handle, failing.clone()));
+    let client = kube::Client::new(service, "default");
+    let state = state::start(
+        client,
+        Inputs {
+            catalogue: Catalogue::builtin().clone(),
+            address_space: AddressSpace::builtin(),
+        },
+    );
+    // Longer than the first retries (0.5 s, 0.5 s, 1 s, 2 s after failures).
+    state.health.set_stale_after(Duration::from_millis(1500));
+    wait_for("readiness", || state.ready()).await;
+
+    failing.store(true, Ordering::SeqCst);
+    wait_for("the operator to stop being ready", || !state.ready()).await;
+    // Through the next retries (the fourth comes 2 s after the third), it
+    // stays not ready.
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        assert!(
+            !state.ready(),
+            "ready again while the watch still fails: a retry restarted the staleness clock"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     server.abort();
 }

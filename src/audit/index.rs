@@ -9,11 +9,10 @@ use jiff::Timestamp;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use crate::api::{Action, DataClass};
-use crate::engine::egress::CompiledNetworkPolicy;
-use crate::engine::selector::{NodeLabels, Term};
-use crate::engine::shared::Shared;
-use crate::engine::verdict::{Evidence, ExemptionUse, NodeEvidence};
-use crate::engine::{Code, Detail, Lang, NodeInfo, Text, Workload, WorkloadKind, evaluate_with};
+use crate::engine::{
+    Code, CompiledNetworkPolicy, Detail, Evidence, ExemptionUse, Lang, Message, NodeConstraints,
+    NodeEvidence, NodeInfo, Shared, Workload, WorkloadKind, evaluate_with,
+};
 use crate::state::{Inventory, WorkloadKey};
 
 /// Something that changed between two inventories (or in time).
@@ -250,7 +249,12 @@ impl FindingsIndex {
                     // it on (an exemption lapsed), the newer one wins. Only
                     // the language reports are written in is kept.
                     e.finding = finding;
-                    e.messages = Some(texts.into_iter().map(|t| t.into_lang(lang)).collect());
+                    e.messages = Some(
+                        texts
+                            .into_iter()
+                            .map(|m| m.get(lang).into_boxed_str())
+                            .collect(),
+                    );
                     written += 1;
                 }
                 None => unclassified.push(key.clone()),
@@ -325,7 +329,7 @@ pub fn judge_with_messages(
     w: &Workload,
     inv: &Inventory,
     now: Timestamp,
-) -> Option<(Finding, Vec<Text>)> {
+) -> Option<(Finding, Vec<Message>)> {
     judge_in(w, inv, now, Detail::Full)
 }
 
@@ -334,7 +338,7 @@ fn judge_in(
     inv: &Inventory,
     now: Timestamp,
     detail: Detail,
-) -> Option<(Finding, Vec<Text>)> {
+) -> Option<(Finding, Vec<Message>)> {
     let owner = owner_of(w, inv);
     let mut messages = Vec::new();
     match evaluate_with(&inv.snapshot, w, now, detail) {
@@ -407,10 +411,7 @@ fn owner_of(w: &Workload, inv: &Inventory) -> Option<OwnerLink> {
         name: name.to_string(),
     };
     let known = |k: &WorkloadKey| inv.workloads.contains_key(k);
-    let direct = WorkloadKind::ALL
-        .into_iter()
-        .find(|k| k.as_str() == c.kind)
-        .map(|k| key(k, &c.name));
+    let direct = WorkloadKind::named(&c.kind).map(|k| key(k, &c.name));
     let top = match (c.kind.as_str(), &direct) {
         ("ReplicaSet", _) => w
             .labels
@@ -434,46 +435,6 @@ fn owner_of(w: &Workload, inv: &Inventory) -> Option<OwnerLink> {
         name: c.name.clone(),
         top,
     })
-}
-
-/// Could this workload's pods run on `node`, by its own constraints
-/// (nodeName, nodeSelector, required node affinity)?
-pub fn could_run_on(w: &Workload, node: &NodeInfo) -> bool {
-    let view = NodeLabels {
-        name: &node.name,
-        labels: &node.labels,
-    };
-    let pod = &w.pod;
-    if pod.node_name.as_ref().is_some_and(|n| n != &node.name) {
-        return false;
-    }
-    // nodeSelector is label equality (as `Requirement::label_eq`), checked
-    // without building requirements: this runs for every workload per node
-    // change.
-    let selector_ok = pod
-        .node_selector
-        .iter()
-        .flatten()
-        .all(|(k, v)| node.labels.get(k) == Some(v));
-    if !selector_ok {
-        return false;
-    }
-    let required = pod
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| {
-            na.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        });
-    match required {
-        None => true,
-        Some(sel) => sel
-            .node_selector_terms
-            .iter()
-            .map(Term::from_k8s)
-            .any(|t| t.matches(&view)),
-    }
 }
 
 /// What changed from `prev` to `next`. Policy status changes (our own
@@ -597,7 +558,11 @@ pub fn affected_by(
                     .iter()
                     .filter(|k| {
                         inv.workloads.get(*k).is_some_and(|w| {
-                            [old, new].into_iter().flatten().any(|n| could_run_on(w, n))
+                            let constraints = NodeConstraints::of(&w.pod);
+                            [old, new]
+                                .into_iter()
+                                .flatten()
+                                .any(|n| constraints.admits(&n.selector_view()))
                         })
                     })
                     .cloned(),

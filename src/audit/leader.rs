@@ -38,6 +38,8 @@ use kube_lease_manager::{LeaseCreateMode, LeaseManager, LeaseManagerBuilder, Lea
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::backoff::Backoff;
+
 /// The Lease's name, in the operator's namespace.
 pub const LEASE_NAME: &str = "residency-guard-audit";
 
@@ -73,6 +75,11 @@ impl LeaseConfig {
             retry_min: Duration::from_secs(1),
             retry_max: Duration::from_secs(30),
         }
+    }
+
+    /// After a manager failure: `retry_min`, doubling up to `retry_max`.
+    fn backoff(&self) -> Backoff {
+        Backoff::new(self.retry_min, self.retry_max)
     }
 
     /// `duration > grace > 0`, as the crate requires (it does not check
@@ -123,7 +130,7 @@ async fn supervise(
     tx: watch::Sender<bool>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut backoff = cfg.retry_min;
+    let mut failures: u32 = 0;
     loop {
         let campaign = tokio::spawn(campaign(
             client.clone(),
@@ -135,32 +142,27 @@ async fn supervise(
             Ok(()) => return,
             Err(e) => {
                 publish(&tx, &cfg, false);
-                tracing::error!(lease = %cfg.name, error = %e, retry_in_ms = backoff.as_millis() as u64, "audit Lease manager task died; a follower until it is restarted");
+                failures = failures.saturating_add(1);
+                tracing::error!(lease = %cfg.name, error = %e, retry_in_ms = cfg.backoff().after(failures).as_millis() as u64, "audit Lease manager task died; a follower until it is restarted");
             }
         }
-        if !back_off(&mut backoff, &cfg, &mut stop, &tx).await {
+        if !back_off(cfg.backoff().after(failures), &mut stop, &tx).await {
             return;
         }
     }
 }
 
-/// Wait out `backoff`, then double it (up to `retry_max`). False when told
-/// to stop first.
+/// Wait out `wait`. False when told to stop first.
 async fn back_off(
-    backoff: &mut Duration,
-    cfg: &LeaseConfig,
+    wait: Duration,
     stop: &mut watch::Receiver<bool>,
     tx: &watch::Sender<bool>,
 ) -> bool {
     tokio::select! {
         biased;
-        _ = stopping(stop, tx) => return false,
-        _ = tokio::time::sleep(*backoff) => {}
+        _ = stopping(stop, tx) => false,
+        _ = tokio::time::sleep(wait) => true,
     }
-    *backoff = backoff
-        .saturating_mul(2)
-        .min(cfg.retry_max.max(cfg.retry_min));
-    true
 }
 
 /// `client`, but every request (response body included) fails after `deadline`.
@@ -191,7 +193,7 @@ async fn campaign(
     mut stop: watch::Receiver<bool>,
 ) {
     let (duration, grace) = cfg.durations();
-    let mut backoff = cfg.retry_min;
+    let mut failures: u32 = 0;
     // The last manager built, kept to release the Lease on stop.
     let mut manager: Option<LeaseManager> = None;
     loop {
@@ -214,7 +216,7 @@ async fn campaign(
             None => break,
             Some(Ok(m)) => {
                 let m = manager.insert(m);
-                match follow(m, &cfg, &tx, &mut stop, &mut backoff).await {
+                match follow(m, &cfg, &tx, &mut stop, &mut failures).await {
                     Ok(()) => break,
                     Err(e) => e,
                 }
@@ -222,8 +224,10 @@ async fn campaign(
             Some(Err(e)) => e,
         };
         publish(&tx, &cfg, false);
-        tracing::warn!(lease = %cfg.name, error = %failure, retry_in_ms = backoff.as_millis() as u64, "audit Lease manager failed; a follower until it is back");
-        if !back_off(&mut backoff, &cfg, &mut stop, &tx).await {
+        failures = failures.saturating_add(1);
+        let wait = cfg.backoff().after(failures);
+        tracing::warn!(lease = %cfg.name, error = %failure, retry_in_ms = wait.as_millis() as u64, "audit Lease manager failed; a follower until it is back");
+        if !back_off(wait, &mut stop, &tx).await {
             break;
         }
     }
@@ -248,7 +252,7 @@ async fn follow(
     cfg: &LeaseConfig,
     tx: &watch::Sender<bool>,
     stop: &mut watch::Receiver<bool>,
-    backoff: &mut Duration,
+    failures: &mut u32,
 ) -> Result<(), LeaseManagerError> {
     // A fresh manager would report a Lease still in this pod's name (left by
     // a failed manager or a restarted container) as leadership at once, even
@@ -266,7 +270,7 @@ async fn follow(
             _ = stopping(stop, tx) => return Ok(()),
             changed = manager.changed() => {
                 publish(tx, cfg, changed?);
-                *backoff = cfg.retry_min;
+                *failures = 0;
             }
         }
     }

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -12,7 +11,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::index::FindingsIndex;
-use crate::state::WatchHealth;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ViolationLabels {
@@ -46,9 +44,6 @@ pub struct AuditMetrics {
     pub writes: Family<WriteLabels, Counter>,
     pub write_skipped_rate_limited: Counter,
     pub leader: Gauge,
-    pub watches_synced: Gauge,
-    pub watch_errors: Gauge,
-    pub skipped_objects: Gauge,
     pub findings: Gauge,
 }
 
@@ -64,9 +59,6 @@ impl Default for AuditMetrics {
             writes: Family::default(),
             write_skipped_rate_limited: Counter::default(),
             leader: Gauge::default(),
-            watches_synced: Gauge::default(),
-            watch_errors: Gauge::default(),
-            skipped_objects: Gauge::default(),
             findings: Gauge::default(),
         }
     }
@@ -112,21 +104,6 @@ impl AuditMetrics {
             self.leader.clone(),
         );
         r.register(
-            "watches_synced",
-            "Watches that have delivered their initial list",
-            self.watches_synced.clone(),
-        );
-        r.register(
-            "watch_errors",
-            "Watch errors so far (each is retried with backoff)",
-            self.watch_errors.clone(),
-        );
-        r.register(
-            "skipped_objects",
-            "Malformed objects skipped by the watches",
-            self.skipped_objects.clone(),
-        );
-        r.register(
             "findings",
             "Objects carrying a data class, as indexed",
             self.findings.clone(),
@@ -137,15 +114,6 @@ impl AuditMetrics {
         self.writes
             .get_or_create(&WriteLabels { target, outcome })
             .inc();
-    }
-
-    pub fn observe_watches(&self, health: &WatchHealth) {
-        let get = |a: &std::sync::atomic::AtomicUsize| {
-            i64::try_from(a.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
-        };
-        self.watches_synced.set(get(&health.synced));
-        self.watch_errors.set(get(&health.watch_errors));
-        self.skipped_objects.set(get(&health.skipped_objects));
     }
 
     /// Recompute the violation gauges from the index.

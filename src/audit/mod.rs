@@ -23,7 +23,7 @@ use jiff::Timestamp;
 use kube::Client;
 use tokio::sync::watch;
 
-use crate::state::{Inventory, State, WatchHealth, WorkloadKey};
+use crate::state::{Inventory, State, WorkloadKey};
 use index::{Change, FindingsIndex};
 use metrics::{AuditMetrics, PassLabels};
 use plan::{AuditPlan, PlanConfig};
@@ -177,14 +177,7 @@ pub fn spawn(
     metrics: Arc<AuditMetrics>,
 ) -> AuditHandle {
     let (leadership, election) = leader::elect(client.clone(), lease);
-    let task = tokio::spawn(run(
-        client,
-        state.inventory(),
-        Some(state.health.clone()),
-        leadership,
-        config,
-        metrics,
-    ));
+    let task = tokio::spawn(run(client, state.inventory(), leadership, config, metrics));
     AuditHandle { task, election }
 }
 
@@ -192,7 +185,6 @@ pub fn spawn(
 pub async fn run(
     client: Client,
     mut inventory: watch::Receiver<Arc<Inventory>>,
-    health: Option<Arc<WatchHealth>>,
     mut leadership: watch::Receiver<bool>,
     config: AuditConfig,
     metrics: Arc<AuditMetrics>,
@@ -237,9 +229,6 @@ pub async fn run(
     let mut reports_missing = false;
 
     loop {
-        if let Some(h) = &health {
-            metrics.observe_watches(h);
-        }
         // A closed channel (the election is gone) means follower.
         let leader = *leadership.borrow_and_update() && writer::leads(&leadership);
         metrics.leader.set(i64::from(leader));

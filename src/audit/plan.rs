@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::index::{Finding, FindingsIndex};
 use crate::api::{Action, Offender};
-use crate::engine::{Code, Lang, WorkloadKind};
+use crate::engine::{Code, Lang};
 use crate::state::{Inventory, WorkloadKey};
 
 /// `app.kubernetes.io/managed-by` on everything the audit creates.
@@ -79,7 +79,7 @@ pub struct ObjectRef {
 impl ObjectRef {
     pub fn workload(key: &WorkloadKey) -> ObjectRef {
         ObjectRef {
-            api_version: api_version_of(key.kind).to_string(),
+            api_version: key.kind.api_version().to_string(),
             kind: key.kind.as_str().to_string(),
             namespace: Some(key.namespace.clone()),
             name: key.name.clone(),
@@ -104,14 +104,6 @@ impl ObjectRef {
             v["namespace"] = json!(ns);
         }
         v
-    }
-}
-
-pub fn api_version_of(kind: WorkloadKind) -> &'static str {
-    match kind.group() {
-        "" => "v1",
-        "apps" => "apps/v1",
-        _ => "batch/v1",
     }
 }
 
@@ -353,27 +345,15 @@ impl PlannedReport {
     /// The result that says what a truncated report left out.
     fn truncation_notice(&self, lang: Lang) -> ReportResult {
         let o = &self.omitted;
-        let total = self.results.len() + self.truncated;
+        let (shown, left_out) = (self.results.len(), self.truncated);
+        let total = shown + left_out;
+        let (fail, error, warn, skip, pass) = (o.fail, o.error, o.warn, o.skip, o.pass);
         let message = match lang {
             Lang::En => format!(
-                "this report shows {} of {total} results: {} were left out to keep the object under the size etcd accepts ({} fail, {} error, {} warn, {} skip, {} pass left out; failures are kept first). The summary counts all {total}. The policies' status and `residency-guard check` list every finding.",
-                self.results.len(),
-                self.truncated,
-                o.fail,
-                o.error,
-                o.warn,
-                o.skip,
-                o.pass
+                "this report shows {shown} of {total} results: {left_out} were left out to keep the object under the size etcd accepts ({fail} fail, {error} error, {warn} warn, {skip} skip, {pass} pass left out; failures are kept first). The summary counts all {total}. The policies' status and `residency-guard check` list every finding."
             ),
             Lang::ZhCn => format!(
-                "本报告显示 {total} 条结果中的 {} 条：为使对象不超过 etcd 可接受的大小，省略了 {} 条（fail {}、error {}、warn {}、skip {}、pass {}；优先保留失败项）。summary 统计全部 {total} 条。策略的 status 和 `residency-guard check` 列出全部发现。",
-                self.results.len(),
-                self.truncated,
-                o.fail,
-                o.error,
-                o.warn,
-                o.skip,
-                o.pass
+                "本报告显示 {total} 条结果中的 {shown} 条：为使对象不超过 etcd 可接受的大小，省略了 {left_out} 条（fail {fail}、error {error}、warn {warn}、skip {skip}、pass {pass}；优先保留失败项）。summary 统计全部 {total} 条。策略的 status 和 `residency-guard check` 列出全部发现。"
             ),
         };
         ReportResult {

@@ -20,8 +20,10 @@ pub use inputs::{Document, InputError, MAX_INPUT_BYTES, Origin, expand_paths, pa
 pub use report::{CheckReport, Outcome, render_text};
 
 use crate::api::ResidencyPolicy;
-use crate::datafiles::DataSources;
-use crate::engine::{self, Lang, NodeInfo, Snapshot, Workload};
+use crate::datafiles::{DataError, DataSources};
+use crate::engine::{
+    self, Lang, NodeInfo, Snapshot, SnapshotBuilder, UnknownLang, Workload, WorkloadKind,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -80,9 +82,9 @@ pub const EXIT_DENY: u8 = 1;
 pub const EXIT_BAD_INPUT: u8 = 2;
 
 /// Pick the message language: the flag, else the locale, else English.
-pub fn resolve_lang(flag: Option<&str>) -> Result<Lang, String> {
+pub fn resolve_lang(flag: Option<&str>) -> Result<Lang, UnknownLang> {
     if let Some(f) = flag {
-        return Lang::parse(f).ok_or_else(|| format!("--lang {f:?}: use en or zh-CN"));
+        return Lang::from_setting(f);
     }
     let locale = ["LC_ALL", "LC_MESSAGES", "LANG"]
         .iter()
@@ -94,7 +96,7 @@ pub fn resolve_lang(flag: Option<&str>) -> Result<Lang, String> {
 pub fn run_check(args: &CheckArgs) -> ExitCode {
     let lang = match resolve_lang(args.lang.as_deref()) {
         Ok(l) => l,
-        Err(e) => return fail(&[e]),
+        Err(e) => return fail(&[e.to_string()]),
     };
     let now = match &args.now {
         None => Timestamp::now(),
@@ -105,7 +107,7 @@ pub fn run_check(args: &CheckArgs) -> ExitCode {
     };
     let snapshot_base = match base_snapshot(args) {
         Ok(s) => s,
-        Err(e) => return fail(&[e]),
+        Err(e) => return fail(&[e.to_string()]),
     };
     let report = match check_inputs_in(&args.files, snapshot_base, &args.namespace, now, lang) {
         Ok(r) => r,
@@ -133,7 +135,7 @@ fn fail(errors: &[String]) -> ExitCode {
 }
 
 /// The catalogue and address space, from the bundled data and the flags.
-fn base_snapshot(args: &CheckArgs) -> Result<Snapshot, String> {
+fn base_snapshot(args: &CheckArgs) -> Result<Snapshot, DataError> {
     let (catalogue, space) = args.data.load()?;
     Ok(Snapshot::new(catalogue, space))
 }
@@ -306,7 +308,7 @@ fn raw_name(doc: &Document) -> &str {
 /// stops at the first bad document.
 fn load(
     files: &[PathBuf],
-    mut snapshot: Snapshot,
+    snapshot: Snapshot,
     default_namespace: &str,
     now: Timestamp,
     lang: Lang,
@@ -323,8 +325,8 @@ fn load(
         errors.extend(e.iter().map(ToString::to_string));
     }
 
+    let mut builder = SnapshotBuilder::new(snapshot, now);
     let mut workloads: Vec<(Origin, Workload)> = Vec::new();
-    let mut nodes: Vec<NodeInfo> = Vec::new();
     let mut policy_warnings = Vec::new();
     let mut skipped = 0usize;
     let mut policy_count = 0usize;
@@ -382,7 +384,7 @@ fn load(
                     ));
                     continue;
                 }
-                match snapshot.add_policy(&policy, now) {
+                match builder.policy(&policy) {
                     Ok(warnings) => {
                         policy_count += 1;
                         policy_warnings.extend(warnings.into_iter().map(|w| {
@@ -403,15 +405,13 @@ fn load(
                 }
             }
             ("", "Node") => match typed::<Node>(doc, "Node") {
-                Ok(n) => nodes.push(NodeInfo::from_node(&n)),
+                Ok(n) => builder.node(NodeInfo::from_node(&n)),
                 Err(e) => errors.push(e),
             },
             ("", "Namespace") => match typed::<Namespace>(doc, "Namespace") {
                 Ok(ns) => {
                     let name = ns.metadata.name.unwrap_or_default();
-                    snapshot
-                        .namespaces
-                        .insert(name, ns.metadata.labels.unwrap_or_default());
+                    builder.namespace(name, ns.metadata.labels.unwrap_or_default());
                 }
                 Err(e) => errors.push(e),
             },
@@ -421,9 +421,9 @@ fn load(
                         if np.metadata.namespace.is_none() {
                             np.metadata.namespace = Some(default_namespace.to_string());
                         }
-                        let problems = engine::egress::validate_network_policy(&np);
+                        let problems = engine::validate_network_policy(&np);
                         if problems.is_empty() {
-                            snapshot.network.add_network_policy(&np);
+                            builder.network_policy(&np);
                         } else {
                             let reference = format!(
                                 "NetworkPolicy {}/{}",
@@ -452,7 +452,7 @@ fn load(
                     if svc.metadata.namespace.is_none() {
                         svc.metadata.namespace = Some(default_namespace.to_string());
                     }
-                    snapshot.network.add_service(&svc);
+                    builder.service(&svc);
                 }
                 Err(e) => errors.push(e),
             },
@@ -461,8 +461,9 @@ fn load(
                 Err(e) if e.is_not_a_workload() => {
                     if BUILTIN_GROUPS.contains(&group) && !KNOWN_BUILTIN_KINDS.contains(&kind) {
                         errors.push(format!(
-                            "{}: unknown kind {kind:?} in {api_version}; pod-creating kinds are Pod, Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, CronJob and ReplicationController",
-                            doc.origin
+                            "{}: unknown kind {kind:?} in {api_version}; pod-creating kinds are {}",
+                            doc.origin,
+                            engine::join_en(WorkloadKind::ALL.iter().map(|k| k.as_str()))
                         ));
                     } else {
                         skipped += 1;
@@ -472,9 +473,7 @@ fn load(
             },
         }
     }
-    if !nodes.is_empty() {
-        snapshot.set_nodes(nodes);
-    }
+    let snapshot = builder.build();
     let inputs = report::Inputs {
         files: paths.len(),
         documents: docs.len(),

@@ -185,7 +185,7 @@ pub fn render_text(report: &CheckReport, lang: Lang, quiet: bool) -> String {
             for x in &p.violations {
                 let tag = if x.exempted { " (exempted)" } else { "" };
                 let _ = writeln!(out, "        [{}]{tag} {}", x.code.as_str(), x.field);
-                let _ = writeln!(out, "{}", indent(x.message.get(lang), "          "));
+                let _ = writeln!(out, "{}", indent(&x.message.get(lang), "          "));
             }
         }
         for n in &v.notices {
@@ -202,34 +202,19 @@ pub fn render_text(report: &CheckReport, lang: Lang, quiet: bool) -> String {
         None if zh => "无节点清单（仅依据 Pod 自身约束判断）".to_string(),
         None => "no nodes (placement judged by the pods' own constraints)".to_string(),
     };
-    if zh {
-        let _ = writeln!(
+    let (workloads, policies) = (s.workloads, report.inputs.policies);
+    let (denied, warned, audited, compliant) = (s.denied, s.warned, s.audited, s.compliant);
+    let (ungoverned, unclassified, exempted) = (s.ungoverned, s.unclassified, s.exempted);
+    let _ = if zh {
+        writeln!(
             out,
-            "\n共 {} 个工作负载，{} 条策略，{nodes}：拒绝 {}，警告 {}，审计 {}，合规 {}，无策略管辖 {}，未分类 {}，豁免的违规 {}。",
-            s.workloads,
-            report.inputs.policies,
-            s.denied,
-            s.warned,
-            s.audited,
-            s.compliant,
-            s.ungoverned,
-            s.unclassified,
-            s.exempted
-        );
+            "\n共 {workloads} 个工作负载，{policies} 条策略，{nodes}：拒绝 {denied}，警告 {warned}，审计 {audited}，合规 {compliant}，无策略管辖 {ungoverned}，未分类 {unclassified}，豁免的违规 {exempted}。"
+        )
     } else {
-        let _ = writeln!(
+        writeln!(
             out,
-            "\n{} workloads, {} policies, {nodes}: {} denied, {} warned, {} audited, {} compliant, {} ungoverned, {} unclassified; {} exempted violations.",
-            s.workloads,
-            report.inputs.policies,
-            s.denied,
-            s.warned,
-            s.audited,
-            s.compliant,
-            s.ungoverned,
-            s.unclassified,
-            s.exempted
-        );
-    }
+            "\n{workloads} workloads, {policies} policies, {nodes}: {denied} denied, {warned} warned, {audited} audited, {compliant} compliant, {ungoverned} ungoverned, {unclassified} unclassified; {exempted} exempted violations."
+        )
+    };
     out
 }

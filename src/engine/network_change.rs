@@ -9,7 +9,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
-use super::egress::CompiledNetworkPolicy;
+use super::network::CompiledNetworkPolicy;
 use super::verdict::{Code, Violation};
 use super::{ClassificationError, NamespaceFacts, Snapshot, Workload, evaluate};
 use crate::api::Action;

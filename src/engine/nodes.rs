@@ -12,6 +12,8 @@ use k8s_openapi::api::core::v1::Node;
 use serde::{Deserialize, Serialize};
 
 use super::catalogue::{Catalogue, Jurisdiction, RegionLookup};
+use super::selector::NodeLabels;
+use super::text::Lang;
 
 pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
 pub const LEGACY_REGION_LABEL: &str = "failure-domain.beta.kubernetes.io/region";
@@ -36,6 +38,14 @@ impl NodeInfo {
         }
     }
 
+    /// The node as selectors see it: its name and labels.
+    pub fn selector_view(&self) -> NodeLabels<'_> {
+        NodeLabels {
+            name: &self.name,
+            labels: &self.labels,
+        }
+    }
+
     /// The region the node claims: the GA label, else the legacy one.
     pub fn region_label(&self) -> Option<&str> {
         self.labels
@@ -47,7 +57,7 @@ impl NodeInfo {
 
 /// Where a node's `spec.providerID` says it is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ProviderLocation {
+pub(crate) struct ProviderLocation {
     pub provider: &'static str,
     /// Spellings of the derived region (Tencent nodes carry `gz` where the
     /// API says `ap-guangzhou`); empty when the format carries no region.
@@ -62,7 +72,7 @@ impl ProviderLocation {
         }
     }
 
-    pub fn region(&self) -> Option<&str> {
+    pub(crate) fn region(&self) -> Option<&str> {
         self.regions.first().map(String::as_str)
     }
 }
@@ -85,7 +95,7 @@ const TENCENT_ZONE_PREFIXES: [(u64, [&str; 2]); 10] = [
 
 /// Parse the providerID formats that carry a provider and, where possible, a
 /// region. See data/provider-ids.md for the formats and their sources.
-pub fn parse_provider_id(id: &str, catalogue: &Catalogue) -> Option<ProviderLocation> {
+pub(crate) fn parse_provider_id(id: &str, catalogue: &Catalogue) -> Option<ProviderLocation> {
     if let Some(rest) = id.strip_prefix("aws://") {
         // aws:///<zone>/<instance-id> (also Fargate: aws:///<zone>/<hash>/fargate-ip-...).
         let zone = rest
@@ -237,7 +247,7 @@ impl NodeStanding {
     }
 }
 
-pub fn classify(node: &NodeInfo, catalogue: &Catalogue) -> NodeStanding {
+pub(crate) fn classify(node: &NodeInfo, catalogue: &Catalogue) -> NodeStanding {
     let ga = node.labels.get(REGION_LABEL);
     let legacy = node.labels.get(LEGACY_REGION_LABEL);
     if let (Some(ga), Some(legacy)) = (ga, legacy)
@@ -297,6 +307,91 @@ pub fn classify(node: &NodeInfo, catalogue: &Catalogue) -> NodeStanding {
         RegionLookup::Unknown => NodeStanding::Untrusted(Untrusted::UnknownRegion {
             region: region.to_string(),
         }),
+    }
+}
+
+/// "node-7 in ap-east-1 (HK)": a node, its region and why it is (not)
+/// mainland, for messages.
+pub(crate) fn describe_node(
+    name: &str,
+    region: Option<&str>,
+    standing: &NodeStanding,
+    lang: Lang,
+) -> String {
+    let region = region.unwrap_or("?");
+    match (standing, lang) {
+        (NodeStanding::Mainland { .. }, Lang::En) => format!("{name} in {region}"),
+        (NodeStanding::Mainland { .. }, Lang::ZhCn) => format!("{name}（{region}）"),
+        (NodeStanding::Outside { country, .. }, Lang::En) => {
+            format!("{name} in {region} ({country})")
+        }
+        (NodeStanding::Outside { jurisdiction, .. }, Lang::ZhCn) => {
+            format!("{name}（{region}，{}）", jurisdiction.describe_zh())
+        }
+        (NodeStanding::Untrusted(why), lang) => {
+            format!("{name} ({})", describe_untrusted(why, lang))
+        }
+    }
+}
+
+pub(crate) fn describe_untrusted(why: &Untrusted, lang: Lang) -> String {
+    match (why, lang) {
+        (Untrusted::MissingRegion { hint: Some(h) }, Lang::En) => {
+            format!("no region label; its providerID suggests {h}")
+        }
+        (Untrusted::MissingRegion { hint: None }, Lang::En) => "no region label".into(),
+        (Untrusted::UnknownRegion { region }, Lang::En) => {
+            format!("region {region} is not in the jurisdiction catalogue")
+        }
+        (Untrusted::LabelsDisagree { label, legacy }, Lang::En) => {
+            format!("region label says {label} but the legacy region label says {legacy}")
+        }
+        (
+            Untrusted::ProviderIdContradicts {
+                region,
+                provider,
+                provider_region,
+            },
+            Lang::En,
+        ) => {
+            format!("labelled {region} but its {provider} providerID says {provider_region}")
+        }
+        (Untrusted::RegionNotOfProvider { region, provider }, Lang::En) => {
+            format!(
+                "labelled {region}, which is not a {provider} region, yet its providerID is {provider}'s"
+            )
+        }
+        (Untrusted::AmbiguousRegion { region }, Lang::En) => {
+            format!(
+                "region {region} means different places at different clouds and the providerID does not say which"
+            )
+        }
+        (Untrusted::MissingRegion { hint: Some(h) }, Lang::ZhCn) => {
+            format!("缺少地域标签；providerID 显示为 {h}")
+        }
+        (Untrusted::MissingRegion { hint: None }, Lang::ZhCn) => "缺少地域标签".into(),
+        (Untrusted::UnknownRegion { region }, Lang::ZhCn) => {
+            format!("地域 {region} 不在管辖目录中")
+        }
+        (Untrusted::LabelsDisagree { label, legacy }, Lang::ZhCn) => {
+            format!("地域标签为 {label}，旧版地域标签却为 {legacy}")
+        }
+        (
+            Untrusted::ProviderIdContradicts {
+                region,
+                provider,
+                provider_region,
+            },
+            Lang::ZhCn,
+        ) => {
+            format!("标签为 {region}，但其 {provider} providerID 显示为 {provider_region}")
+        }
+        (Untrusted::RegionNotOfProvider { region, provider }, Lang::ZhCn) => {
+            format!("标签为 {region}，但这不是 {provider} 的地域")
+        }
+        (Untrusted::AmbiguousRegion { region }, Lang::ZhCn) => {
+            format!("地域代码 {region} 在不同云厂商含义不同，且 providerID 无法确定")
+        }
     }
 }
 

@@ -12,16 +12,20 @@ use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::rc::Rc;
 
-use super::classify::MessageContext;
-use super::inventory::FixRegions;
+use super::messages::MessageContext;
+use super::node_inventory::FixRegions;
 use super::nodes::{LEGACY_REGION_LABEL, NodeStanding, REGION_LABEL};
 use super::policy::CompiledPolicy;
 use fixedbitset::FixedBitSet;
 
-use super::inventory::Inventory;
+use super::evidence::{Evidence, NodeEvidence};
+use super::node_inventory::NodeInventory;
+use super::nodes::describe_node;
 use super::selector::{Conjunction, NODE_NAME_FIELD, NodeLabels, Op, Requirement, Space, Term};
 use super::shared::Shared;
-use super::verdict::{Code, Evidence, NodeEvidence, Text, Violation, describe_node};
+use super::text::{Message, Text};
+use super::verdict::{Code, Violation};
+use super::workload::PodSpecView;
 use super::{ClassifiedNode, Snapshot, Workload, WorkloadKind};
 
 /// Outside nodes listed as evidence; the rest are counted.
@@ -30,7 +34,7 @@ const MAX_NODES_IN_MESSAGE: usize = 3;
 
 /// Policy-independent facts about a workload's placement, computed once and
 /// shared by every governing policy.
-pub struct Facts<'s> {
+pub(crate) struct Facts<'s> {
     /// One conjunction per required term (or one for nodeSelector alone).
     terms: Vec<TermFacts>,
     has_required_affinity: bool,
@@ -44,13 +48,13 @@ pub struct Facts<'s> {
     catalogue: &'s super::Catalogue,
     /// Message text shared by the governing policies (see
     /// `Facts::placement_body`).
-    placement_bodies: RefCell<Vec<(BodyKey, Rc<Text>)>>,
+    placement_bodies: RefCell<Vec<(BodyKey, Rc<Message>)>>,
 }
 
 /// The inventory's nodes that match a pod's constraints, as a set of
 /// indices into the inventory.
 struct Matching<'s> {
-    inventory: &'s Inventory,
+    inventory: &'s NodeInventory,
     count: usize,
     /// Matching nodes the catalogue does not place in mainland China: the
     /// only ones any policy can object to.
@@ -60,7 +64,7 @@ struct Matching<'s> {
 }
 
 impl<'s> Matching<'s> {
-    fn new(inventory: &'s Inventory, mut nodes: FixedBitSet) -> Self {
+    fn new(inventory: &'s NodeInventory, mut nodes: FixedBitSet) -> Self {
         let count = nodes.count_ones(..);
         nodes.intersect_with(inventory.not_mainland());
         Matching {
@@ -125,9 +129,22 @@ impl TermFacts {
     }
 }
 
-impl<'s> Facts<'s> {
-    pub fn new(workload: &Workload, snapshot: &'s Snapshot) -> Facts<'s> {
-        let pod = &workload.pod;
+/// Which nodes a pod may use by its own constraints: nodeSelector (label
+/// equality) and nodeName (the node's `metadata.name`) must all hold and,
+/// when required node affinity is set, one of its terms. The one reading
+/// of a pod's node constraints: verdicts match it against the inventory
+/// set-wise (`matching`), the audit node by node (`admits`) to find what a
+/// node change affects, so the two cannot disagree.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeConstraints {
+    /// nodeSelector and nodeName: every one must hold.
+    pub base: Vec<Requirement>,
+    /// The required node affinity's terms, when set: one must hold.
+    pub terms: Option<Vec<Term>>,
+}
+
+impl NodeConstraints {
+    pub fn of(pod: &PodSpecView) -> NodeConstraints {
         let mut base: Vec<Requirement> = pod
             .node_selector
             .iter()
@@ -141,22 +158,47 @@ impl<'s> Facts<'s> {
                 op: Op::In(BTreeSet::from([name.clone()])),
             });
         }
-        let node_affinity = pod.affinity.as_ref().and_then(|a| a.node_affinity.as_ref());
-        let required = node_affinity.and_then(|na| {
-            na.required_during_scheduling_ignored_during_execution
+        let terms = pod
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|na| {
+                na.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .map(|sel| sel.node_selector_terms.iter().map(Term::from_k8s).collect());
+        NodeConstraints { base, terms }
+    }
+
+    /// May the pod run on `node`?
+    pub fn admits(&self, node: &NodeLabels<'_>) -> bool {
+        self.base.iter().all(|r| r.matches(node))
+            && self
+                .terms
                 .as_ref()
-        });
+                .is_none_or(|terms| terms.iter().any(|t| t.matches(node)))
+    }
+
+    /// The inventory's nodes the pod may run on (`admits`, set-wise).
+    pub fn matching(&self, inventory: &NodeInventory) -> FixedBitSet {
+        inventory.constraint_matches(&self.base, self.terms.as_deref())
+    }
+}
+
+impl<'s> Facts<'s> {
+    pub(crate) fn new(workload: &Workload, snapshot: &'s Snapshot) -> Facts<'s> {
+        let pod = &workload.pod;
+        let constraints = NodeConstraints::of(pod);
+        let node_affinity = pod.affinity.as_ref().and_then(|a| a.node_affinity.as_ref());
         let has_preferred_affinity = node_affinity
             .and_then(|na| {
                 na.preferred_during_scheduling_ignored_during_execution
                     .as_ref()
             })
             .is_some_and(|p| !p.is_empty());
-        let compiled_terms: Option<Vec<Term>> =
-            required.map(|sel| sel.node_selector_terms.iter().map(Term::from_k8s).collect());
-
-        let terms = match &compiled_terms {
-            None => vec![TermFacts::new(false, Conjunction::new(&base), snapshot)],
+        let base = &constraints.base;
+        let terms = match &constraints.terms {
+            None => vec![TermFacts::new(false, Conjunction::new(base), snapshot)],
             Some(terms) => terms
                 .iter()
                 .map(|t| {
@@ -176,13 +218,10 @@ impl<'s> Facts<'s> {
         let matching = snapshot
             .inventory()
             .filter(|_| !bound_known)
-            .map(|inventory| {
-                let nodes = inventory.constraint_matches(&base, compiled_terms.as_deref());
-                Matching::new(inventory, nodes)
-            });
+            .map(|inventory| Matching::new(inventory, constraints.matching(inventory)));
         Facts {
             terms,
-            has_required_affinity: compiled_terms.is_some(),
+            has_required_affinity: constraints.terms.is_some(),
             has_preferred_affinity,
             matching,
             bound,
@@ -198,12 +237,10 @@ impl<'s> Facts<'s> {
 fn node_ok(node: &ClassifiedNode, policy: &CompiledPolicy) -> bool {
     match &node.standing {
         NodeStanding::Mainland { .. } => true,
-        s if s.vouchable() => policy.allowed_nodes.as_ref().is_some_and(|a| {
-            a.matches(&NodeLabels {
-                name: &node.info.name,
-                labels: &node.info.labels,
-            })
-        }),
+        s if s.vouchable() => policy
+            .allowed_nodes
+            .as_ref()
+            .is_some_and(|a| a.matches(&node.info.selector_view())),
         _ => false,
     }
 }
@@ -265,7 +302,7 @@ pub(crate) fn check(
             message: if ctx.render {
                 bound_message(ctx, prefix, &ev)
             } else {
-                Text::default()
+                Message::default()
             },
             evidence: Evidence::BoundNode { node: ev },
             exempted: false,
@@ -291,17 +328,15 @@ pub(crate) fn check(
         None => return Vec::new(),
     };
     let message = if ctx.render {
-        placement_message(
-            ctx,
-            policy,
-            facts,
-            gap.as_ref(),
-            &field,
-            matching_count,
-            &outside,
-        )
+        let found = Shortfall {
+            gap: gap.as_ref(),
+            field: &field,
+            matching: matching_count,
+            outside: &outside,
+        };
+        placement_message(ctx, policy, facts, &found)
     } else {
-        Text::default()
+        Message::default()
     };
     vec![Violation {
         code,
@@ -420,24 +455,26 @@ impl Facts<'_> {
     /// the gap and the outside nodes, not on which policy objects, so the
     /// policies governing a workload (which mostly see the same gap) share
     /// one copy and only splice in their name.
-    fn placement_body(
-        &self,
-        workload: &Workload,
-        gap: Option<&Gap>,
-        field: &str,
-        matching: Option<usize>,
-        outside: &[&ClassifiedNode],
-    ) -> Rc<Text> {
+    fn placement_body(&self, workload: &Workload, found: &Shortfall<'_>) -> Rc<Message> {
         let mut cache = self.placement_bodies.borrow_mut();
-        if let Some((_, text)) = cache.iter().find(|(key, _)| key.is(gap, field, outside)) {
+        if let Some((_, text)) = cache.iter().find(|(key, _)| key.is(found)) {
             return Rc::clone(text);
         }
-        let text = Rc::new(write_placement_body(
-            workload, self, gap, field, matching, outside,
-        ));
-        cache.push((BodyKey::of(gap, field, outside), Rc::clone(&text)));
+        let text = Rc::new(write_placement_body(workload, self, found));
+        cache.push((BodyKey::of(found), Rc::clone(&text)));
         text
     }
+}
+
+/// What a placement violation found, whichever policy objects: the gap in
+/// the guarantee (if any), the field at fault, how many nodes match today
+/// (None: no inventory) and those of them outside mainland China.
+#[derive(Clone, Copy)]
+struct Shortfall<'a> {
+    gap: Option<&'a Gap>,
+    field: &'a str,
+    matching: Option<usize>,
+    outside: &'a [&'a ClassifiedNode],
 }
 
 /// What a placement message body depends on besides the workload.
@@ -457,20 +494,20 @@ impl BodyKey {
             .map(|n| &n.info.name)
     }
 
-    fn of(gap: Option<&Gap>, field: &str, outside: &[&ClassifiedNode]) -> BodyKey {
+    fn of(found: &Shortfall<'_>) -> BodyKey {
         BodyKey {
-            gap: gap.cloned(),
-            field: field.to_string(),
-            outside: outside.len(),
-            named: Self::named(outside).cloned().collect(),
+            gap: found.gap.cloned(),
+            field: found.field.to_string(),
+            outside: found.outside.len(),
+            named: Self::named(found.outside).cloned().collect(),
         }
     }
 
-    fn is(&self, gap: Option<&Gap>, field: &str, outside: &[&ClassifiedNode]) -> bool {
-        self.gap.as_ref() == gap
-            && self.field == field
-            && self.outside == outside.len()
-            && self.named.iter().eq(Self::named(outside))
+    fn is(&self, found: &Shortfall<'_>) -> bool {
+        self.gap.as_ref() == found.gap
+            && self.field == found.field
+            && self.outside == found.outside.len()
+            && self.named.iter().eq(Self::named(found.outside))
     }
 }
 
@@ -521,28 +558,33 @@ fn placement_message(
     ctx: &MessageContext<'_>,
     policy: &CompiledPolicy,
     facts: &Facts<'_>,
-    gap: Option<&Gap>,
-    field: &str,
-    matching: Option<usize>,
-    outside: &[&ClassifiedNode],
-) -> Text {
+    found: &Shortfall<'_>,
+) -> Message {
     let subject = ctx.subject();
-    let body = facts.placement_body(ctx.workload, gap, field, matching, outside);
+    let body = facts.placement_body(ctx.workload, found);
     let p = ctx.policy;
-    let mut en = String::with_capacity(subject.en.len() + body.en.len() + 160);
-    let mut zh = String::with_capacity(subject.zh.len() + body.zh.len() + 160);
-    // Writing to a String cannot fail: the results of write! are ignored.
+    // Each text allocated once, at its final size (most of the cost of a
+    // verdict with violations is writing its messages). Writing to a
+    // String cannot fail: the results of write! are ignored.
+    let mut problem = Text {
+        en: String::with_capacity(subject.en.len() + body.problem.en.len() + p.len() + 48),
+        zh: String::with_capacity(subject.zh.len() + body.problem.zh.len() + p.len() + 80),
+    };
     let _ = write!(
-        en,
-        "{} and policy {p} requires mainland-China nodes, but {}",
-        subject.en, body.en
+        problem.en,
+        "{} and policy {p} requires mainland-China nodes, but {}.",
+        subject.en, body.problem.en
     );
     let _ = write!(
-        zh,
-        "{}，策略 {p} 要求只能运行在中国大陆节点上，但 {}",
-        subject.zh, body.zh
+        problem.zh,
+        "{}，策略 {p} 要求只能运行在中国大陆节点上，但 {}。",
+        subject.zh, body.problem.zh
     );
-    if gap.is_some() && policy.allowed_nodes.is_some() {
+    let mut en = String::with_capacity(body.fix.en.len() + p.len() + 80);
+    let mut zh = String::with_capacity(body.fix.zh.len() + p.len() + 80);
+    en.push_str(&body.fix.en);
+    zh.push_str(&body.fix.zh);
+    if found.gap.is_some() && policy.allowed_nodes.is_some() {
         let _ = write!(
             en,
             ", or select only nodes matching spec.placement.allowedNodes of policy {p}"
@@ -554,18 +596,20 @@ fn placement_message(
     }
     en.push('.');
     zh.push('。');
-    Text { en, zh }
+    Message {
+        problem,
+        fix: Text { en, zh },
+    }
 }
 
 /// See `Facts::placement_body`.
-fn write_placement_body(
-    workload: &Workload,
-    facts: &Facts<'_>,
-    gap: Option<&Gap>,
-    field: &str,
-    matching: Option<usize>,
-    outside: &[&ClassifiedNode],
-) -> Text {
+fn write_placement_body(workload: &Workload, facts: &Facts<'_>, found: &Shortfall<'_>) -> Message {
+    let Shortfall {
+        gap,
+        field,
+        matching,
+        outside,
+    } = *found;
     let mut en = String::with_capacity(512);
     let mut zh = String::with_capacity(512);
     let prefix = workload.pod_spec_path();
@@ -670,29 +714,30 @@ fn write_placement_body(
     }
 
     // The fix.
-    en.push_str(". Fix: ");
-    zh.push_str("。修复：");
+    let problem = Text { en, zh };
     let affinity =
         format!("{prefix}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution");
-    match gap {
+    // The fix, and the mainland regions it leaves out (with why).
+    let (mut fix, withheld) = match gap {
         _ if unknown_node.is_some() => {
             let regions = facts.region_fix_list();
-            let _ = write!(
-                en,
-                "name a node that exists and is in mainland China, or remove nodeName and add a required node affinity on {REGION_LABEL} In [{regions}] under {affinity}"
-            );
-            let _ = write!(
-                zh,
-                "指定一个存在且位于中国大陆的节点，或删除 nodeName 并在 {affinity} 中添加必需的节点亲和性 {REGION_LABEL} In [{regions}]"
-            );
-            let note = facts.withheld_note(None);
-            en.push_str(&note.en);
-            zh.push_str(&note.zh);
+            let fix = Text {
+                en: format!(
+                    "name a node that exists and is in mainland China, or remove nodeName and add a required node affinity on {REGION_LABEL} In [{regions}] under {affinity}"
+                ),
+                zh: format!(
+                    "指定一个存在且位于中国大陆的节点，或删除 nodeName 并在 {affinity} 中添加必需的节点亲和性 {REGION_LABEL} In [{regions}]"
+                ),
+            };
+            (fix, Some(facts.withheld_note(None)))
         }
         Some(g) if !g.non_mainland_regions.is_empty() => {
             let r = g.non_mainland_regions.join(", ");
-            let _ = write!(en, "remove {r} from the allowed regions");
-            let _ = write!(zh, "从允许的地域中移除 {r}");
+            let fix = Text {
+                en: format!("remove {r} from the allowed regions"),
+                zh: format!("从允许的地域中移除 {r}"),
+            };
+            (fix, None)
         }
         Some(g) => {
             // The deprecated label's values, when they are all mainland,
@@ -706,52 +751,65 @@ fn write_placement_body(
                 }
                 _ => (facts.region_fix_list(), None),
             };
-            if g.legacy_values.is_some() {
-                let _ = write!(
-                    en,
-                    "use the GA key {REGION_LABEL} instead of {LEGACY_REGION_LABEL} in {field} ({REGION_LABEL} In [{regions}])"
-                );
-                let _ = write!(
-                    zh,
-                    "在 {field} 中用 GA 标签 {REGION_LABEL} 代替 {LEGACY_REGION_LABEL}（{REGION_LABEL} In [{regions}]）"
-                );
+            let fix = if g.legacy_values.is_some() {
+                Text {
+                    en: format!(
+                        "use the GA key {REGION_LABEL} instead of {LEGACY_REGION_LABEL} in {field} ({REGION_LABEL} In [{regions}])"
+                    ),
+                    zh: format!(
+                        "在 {field} 中用 GA 标签 {REGION_LABEL} 代替 {LEGACY_REGION_LABEL}（{REGION_LABEL} In [{regions}]）"
+                    ),
+                }
             } else {
-                let _ = write!(
-                    en,
-                    "add a required node affinity on {REGION_LABEL} In [{regions}] under {affinity}"
-                );
-                let _ = write!(
-                    zh,
-                    "在 {affinity} 中添加必需的节点亲和性 {REGION_LABEL} In [{regions}]"
-                );
-            }
-            let note = facts.withheld_note(among);
-            en.push_str(&note.en);
-            zh.push_str(&note.zh);
+                Text {
+                    en: format!(
+                        "add a required node affinity on {REGION_LABEL} In [{regions}] under {affinity}"
+                    ),
+                    zh: format!(
+                        "在 {affinity} 中添加必需的节点亲和性 {REGION_LABEL} In [{regions}]"
+                    ),
+                }
+            };
+            (fix, Some(facts.withheld_note(among)))
         }
         None => {
-            en.push_str("fix the region labels of the nodes listed (or remove them from the pool), or narrow the selector to nodes in mainland China");
-            zh.push_str(
-                "修正上述节点的地域标签（或将其移出节点池），或将选择器收窄到中国大陆的节点",
-            );
+            let fix = Text {
+                en: "fix the region labels of the nodes listed (or remove them from the pool), or narrow the selector to nodes in mainland China".into(),
+                zh: "修正上述节点的地域标签（或将其移出节点池），或将选择器收窄到中国大陆的节点".into(),
+            };
+            (fix, None)
         }
+    };
+    if let Some(note) = withheld {
+        fix.en.push_str(&note.en);
+        fix.zh.push_str(&note.zh);
     }
-    Text { en, zh }
+    Message { problem, fix }
 }
 
-fn bound_message(ctx: &MessageContext<'_>, prefix: &str, node: &NodeEvidence) -> Text {
+fn bound_message(ctx: &MessageContext<'_>, prefix: &str, node: &NodeEvidence) -> Message {
     let subject = ctx.subject();
     let p = ctx.policy;
-    Text {
-        en: format!(
-            "{} and policy {p} requires mainland-China nodes, but {prefix}.nodeName binds it to node {}, which is not in mainland China or cannot be verified. Fix: run it on a node in mainland China (remove nodeName and add a required node affinity on {REGION_LABEL}).",
-            subject.en,
-            node.describe(super::Lang::En)
-        ),
-        zh: format!(
-            "{}，策略 {p} 要求只能运行在中国大陆节点上，但 {prefix}.nodeName 将其绑定到节点 {}，该节点不在中国大陆或无法核实。修复：改为在中国大陆节点上运行（删除 nodeName，并添加 {REGION_LABEL} 的必需节点亲和性）。",
-            subject.zh,
-            node.describe(super::Lang::ZhCn)
-        ),
+    Message {
+        problem: Text {
+            en: format!(
+                "{} and policy {p} requires mainland-China nodes, but {prefix}.nodeName binds it to node {}, which is not in mainland China or cannot be verified.",
+                subject.en,
+                node.describe(super::Lang::En)
+            ),
+            zh: format!(
+                "{}，策略 {p} 要求只能运行在中国大陆节点上，但 {prefix}.nodeName 将其绑定到节点 {}，该节点不在中国大陆或无法核实。",
+                subject.zh,
+                node.describe(super::Lang::ZhCn)
+            ),
+        },
+        fix: Text {
+            en: format!(
+                "run it on a node in mainland China (remove nodeName and add a required node affinity on {REGION_LABEL})."
+            ),
+            zh: format!(
+                "改为在中国大陆节点上运行（删除 nodeName，并添加 {REGION_LABEL} 的必需节点亲和性）。"
+            ),
+        },
     }
 }

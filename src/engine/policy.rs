@@ -10,13 +10,13 @@ use jiff::civil::Date;
 use jiff::tz::{Offset, TimeZone};
 
 use super::catalogue::{Catalogue, RegionLookup};
-use super::ipset::IpSet;
+use super::ipset::{IpSet, parse_net};
 use super::nodes::{LEGACY_REGION_LABEL, REGION_LABEL};
 use super::selector::{
     LabelSelectorMatcher, NodeSelectorTerms, Op, SelectorProblem, Space, label_key_problem,
 };
 use super::shared::Shared;
-use super::verdict::Text;
+use super::text::Text;
 use crate::api::{Action, DataClass, EgressMode, LegalBasis, ResidencyPolicy};
 
 /// Exemption dates are read in China Standard Time: approvals are issued by
@@ -181,7 +181,7 @@ impl RejectedPolicy {
 /// governs (its classes, its namespaceSelector when that is valid, else
 /// every namespace) and its action and egress mode are kept; everything
 /// that loosens it (`allowedNodes`, `allowedCIDRs`, exemptions) is dropped.
-pub fn strictest_reading(policy: &ResidencyPolicy) -> CompiledPolicy {
+pub(crate) fn strictest_reading(policy: &ResidencyPolicy) -> CompiledPolicy {
     let spec = &policy.spec;
     CompiledPolicy {
         name: policy.metadata.name.as_deref().unwrap_or_default().into(),
@@ -200,10 +200,12 @@ pub fn strictest_reading(policy: &ResidencyPolicy) -> CompiledPolicy {
     }
 }
 
+/// What compiling one policy found wrong: errors (it is rejected) and
+/// warnings (it is enforced as written).
 #[derive(Clone, Debug, Default)]
-pub struct PolicyReport {
-    pub errors: Vec<PolicyProblem>,
-    pub warnings: Vec<PolicyProblem>,
+struct Problems {
+    errors: Vec<PolicyProblem>,
+    warnings: Vec<PolicyProblem>,
 }
 
 pub fn compile(
@@ -211,7 +213,7 @@ pub fn compile(
     catalogue: &Catalogue,
     now: Timestamp,
 ) -> Result<(CompiledPolicy, Vec<PolicyProblem>), Vec<PolicyProblem>> {
-    let mut report = PolicyReport::default();
+    let mut report = Problems::default();
     let spec = &policy.spec;
 
     if spec.data_classes.is_empty() {
@@ -250,9 +252,9 @@ pub fn compile(
 
     let mut nets: Vec<IpNet> = Vec::new();
     for (i, text) in spec.egress.allowed_cidrs.iter().enumerate() {
-        match parse_net(text) {
-            Some(net) => nets.push(net),
-            None => report.errors.push(PolicyProblem::new(
+        match parse_net(text.trim()) {
+            Ok(net) => nets.push(net),
+            Err(_) => report.errors.push(PolicyProblem::new(
                 format!("spec.egress.allowedCIDRs[{i}]"),
                 format!(
                     "{text:?} is not a CIDR (like 203.0.113.0/24 or 240e::/20) or an IP address"
@@ -441,23 +443,10 @@ fn lapse_instant(date: Date) -> Option<Timestamp> {
     next.to_zoned(tz).ok().map(|z| z.timestamp())
 }
 
-/// A CIDR, or a bare address meaning a single host.
-pub fn parse_net(text: &str) -> Option<IpNet> {
-    let text = text.trim();
-    text.parse::<IpNet>()
-        .map(|n| n.trunc())
-        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
-        .ok()
-}
-
 /// `allowedNodes` vouches for nodes; naming a region that is known to be
 /// outside mainland China there is a contradiction, and an unknown region
 /// deserves a warning.
-fn check_allowed_nodes(
-    terms: &NodeSelectorTerms,
-    catalogue: &Catalogue,
-    report: &mut PolicyReport,
-) {
+fn check_allowed_nodes(terms: &NodeSelectorTerms, catalogue: &Catalogue, report: &mut Problems) {
     for (t, term) in terms.terms.iter().enumerate() {
         let field = format!("spec.placement.allowedNodes.nodeSelectorTerms[{t}]");
         if let Some(why) = &term.invalid {
@@ -506,7 +495,7 @@ fn check_allowed_nodes(
 /// selector (the CRD schema does not check them).
 fn check_allowed_node_keys(
     selector: &k8s_openapi::api::core::v1::NodeSelector,
-    report: &mut PolicyReport,
+    report: &mut Problems,
 ) {
     for (t, term) in selector.node_selector_terms.iter().enumerate() {
         for (j, r) in term.match_expressions.iter().flatten().enumerate() {

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::{NodeSelector, NodeSelectorRequirement, NodeSelectorTerm};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use super::verdict::Text;
+use super::text::Text;
 
 /// Node fields are matched in their own key space (`matchFields`);
 /// Kubernetes supports only `metadata.name` there.
@@ -22,7 +22,7 @@ pub enum Space {
     Field,
 }
 
-pub const NODE_NAME_FIELD: &str = "metadata.name";
+pub(crate) const NODE_NAME_FIELD: &str = "metadata.name";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -300,12 +300,12 @@ impl KeyConstraint {
 /// A conjunction of requirements (nodeSelector + one affinity term + nodeName),
 /// summarised per key so implication questions are cheap.
 #[derive(Clone, Debug, Default)]
-pub struct Conjunction {
+pub(crate) struct Conjunction {
     keys: BTreeMap<(Space, String), KeyConstraint>,
 }
 
 impl Conjunction {
-    pub fn new<'r>(requirements: impl IntoIterator<Item = &'r Requirement>) -> Self {
+    pub(crate) fn new<'r>(requirements: impl IntoIterator<Item = &'r Requirement>) -> Self {
         let mut keys: BTreeMap<(Space, String), KeyConstraint> = BTreeMap::new();
         for r in requirements {
             keys.entry((r.space, r.key.clone())).or_default().add(&r.op);
@@ -314,25 +314,25 @@ impl Conjunction {
     }
 
     /// No node can satisfy all requirements together.
-    pub fn unsatisfiable(&self) -> bool {
+    pub(crate) fn unsatisfiable(&self) -> bool {
         self.keys.values().any(KeyConstraint::unsatisfiable)
     }
 
     /// Every node satisfying the conjunction satisfies `r`.
-    pub fn implies(&self, r: &Requirement) -> bool {
+    pub(crate) fn implies(&self, r: &Requirement) -> bool {
         self.keys
             .get(&(r.space, r.key.clone()))
             .is_some_and(|k| k.implies(&r.op))
     }
 
     /// Every node satisfying the conjunction satisfies the whole term.
-    pub fn implies_term(&self, term: &Term) -> bool {
+    pub(crate) fn implies_term(&self, term: &Term) -> bool {
         term.invalid.is_none() && term.requirements.iter().all(|r| self.implies(r))
     }
 
     /// The finite set of values the label `key` can take on a matching node,
     /// if the conjunction pins it to one.
-    pub fn label_values(&self, key: &str) -> Option<BTreeSet<&String>> {
+    pub(crate) fn label_values(&self, key: &str) -> Option<BTreeSet<&String>> {
         self.keys
             .get(&(Space::Label, key.to_string()))
             .and_then(KeyConstraint::candidates)
@@ -545,7 +545,7 @@ const NAME_RULE_ZH: &str = "标签名不超过 63 个字符，只能包含字母
 /// Why `key` is not a label key the API server accepts (a qualified name:
 /// an optional DNS-subdomain prefix of at most 253 characters and `/`,
 /// then a name of at most 63 characters), or None when it is one.
-pub fn label_key_problem(key: &str) -> Option<Text> {
+pub(crate) fn label_key_problem(key: &str) -> Option<Text> {
     let bad = |en: String, zh: String| {
         Some(Text {
             en: format!("{key:?} is not a valid label key: {en}"),
@@ -604,7 +604,7 @@ pub fn label_key_problem(key: &str) -> Option<Text> {
 /// Why `value` (of label `key`) is not a label value the API server
 /// accepts (empty, or at most 63 characters of `[A-Za-z0-9._-]` starting
 /// and ending alphanumeric), or None when it is one.
-pub fn label_value_problem(key: &str, value: &str) -> Option<Text> {
+pub(crate) fn label_value_problem(key: &str, value: &str) -> Option<Text> {
     if value.is_empty() || (value.len() <= MAX_LABEL_NAME && is_label_token(value)) {
         return None;
     }

@@ -1,65 +1,12 @@
-//! What the engine returns: plain data, serialisable, with bilingual messages.
+//! What the engine returns: plain data, serialisable, with bilingual messages
+//! (`text`) and structured evidence (`evidence`).
 
 use serde::Serialize;
 
-use super::nodes::{NodeStanding, Untrusted};
+use super::evidence::{EffectiveEgress, Evidence};
 use super::shared::Shared;
+use super::text::{Message, Text};
 use crate::api::{Action, DataClass, LegalBasis};
-
-/// Language of the messages a front end prints.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub enum Lang {
-    #[default]
-    En,
-    ZhCn,
-}
-
-impl Lang {
-    /// `en`, `zh`, `zh-CN`, `zh_CN.UTF-8` ... anything else is English.
-    pub fn parse(s: &str) -> Option<Lang> {
-        let s = s.to_ascii_lowercase();
-        if s.starts_with("zh") {
-            Some(Lang::ZhCn)
-        } else if s.starts_with("en") || s == "c" || s == "posix" {
-            Some(Lang::En)
-        } else {
-            None
-        }
-    }
-}
-
-/// One message in both languages.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Text {
-    pub en: String,
-    #[serde(rename = "zh-CN")]
-    pub zh: String,
-}
-
-impl Text {
-    pub fn get(&self, lang: Lang) -> &str {
-        match lang {
-            Lang::En => &self.en,
-            Lang::ZhCn => &self.zh,
-        }
-    }
-
-    /// The message in `lang` alone, without spare capacity.
-    pub fn into_lang(self, lang: Lang) -> Box<str> {
-        match lang {
-            Lang::En => self.en.into_boxed_str(),
-            Lang::ZhCn => self.zh.into_boxed_str(),
-        }
-    }
-}
-
-/// The English text: for logs and other English-only sinks. Pick a
-/// language with `get` wherever a person reads the message.
-impl std::fmt::Display for Text {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.en)
-    }
-}
 
 /// Stable violation codes: part of the contract (JSON output, reports, metrics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -109,137 +56,6 @@ impl Code {
     }
 }
 
-/// A node named as evidence.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NodeEvidence {
-    pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    pub standing: NodeStanding,
-}
-
-impl NodeEvidence {
-    pub fn describe(&self, lang: Lang) -> String {
-        describe_node(&self.name, self.region.as_deref(), &self.standing, lang)
-    }
-}
-
-/// "node-7 in ap-east-1 (HK)": a node, its region and why it is (not)
-/// mainland, for messages.
-pub fn describe_node(
-    name: &str,
-    region: Option<&str>,
-    standing: &NodeStanding,
-    lang: Lang,
-) -> String {
-    let region = region.unwrap_or("?");
-    match (standing, lang) {
-        (NodeStanding::Mainland { .. }, Lang::En) => format!("{name} in {region}"),
-        (NodeStanding::Mainland { .. }, Lang::ZhCn) => format!("{name}（{region}）"),
-        (NodeStanding::Outside { country, .. }, Lang::En) => {
-            format!("{name} in {region} ({country})")
-        }
-        (NodeStanding::Outside { jurisdiction, .. }, Lang::ZhCn) => {
-            format!("{name}（{region}，{}）", jurisdiction.describe_zh())
-        }
-        (NodeStanding::Untrusted(why), lang) => {
-            format!("{name} ({})", describe_untrusted(why, lang))
-        }
-    }
-}
-
-pub fn describe_untrusted(why: &Untrusted, lang: Lang) -> String {
-    match (why, lang) {
-        (Untrusted::MissingRegion { hint: Some(h) }, Lang::En) => {
-            format!("no region label; its providerID suggests {h}")
-        }
-        (Untrusted::MissingRegion { hint: None }, Lang::En) => "no region label".into(),
-        (Untrusted::UnknownRegion { region }, Lang::En) => {
-            format!("region {region} is not in the jurisdiction catalogue")
-        }
-        (Untrusted::LabelsDisagree { label, legacy }, Lang::En) => {
-            format!("region label says {label} but the legacy region label says {legacy}")
-        }
-        (
-            Untrusted::ProviderIdContradicts {
-                region,
-                provider,
-                provider_region,
-            },
-            Lang::En,
-        ) => {
-            format!("labelled {region} but its {provider} providerID says {provider_region}")
-        }
-        (Untrusted::RegionNotOfProvider { region, provider }, Lang::En) => {
-            format!(
-                "labelled {region}, which is not a {provider} region, yet its providerID is {provider}'s"
-            )
-        }
-        (Untrusted::AmbiguousRegion { region }, Lang::En) => {
-            format!(
-                "region {region} means different places at different clouds and the providerID does not say which"
-            )
-        }
-        (Untrusted::MissingRegion { hint: Some(h) }, Lang::ZhCn) => {
-            format!("缺少地域标签；providerID 显示为 {h}")
-        }
-        (Untrusted::MissingRegion { hint: None }, Lang::ZhCn) => "缺少地域标签".into(),
-        (Untrusted::UnknownRegion { region }, Lang::ZhCn) => {
-            format!("地域 {region} 不在管辖目录中")
-        }
-        (Untrusted::LabelsDisagree { label, legacy }, Lang::ZhCn) => {
-            format!("地域标签为 {label}，旧版地域标签却为 {legacy}")
-        }
-        (
-            Untrusted::ProviderIdContradicts {
-                region,
-                provider,
-                provider_region,
-            },
-            Lang::ZhCn,
-        ) => {
-            format!("标签为 {region}，但其 {provider} providerID 显示为 {provider_region}")
-        }
-        (Untrusted::RegionNotOfProvider { region, provider }, Lang::ZhCn) => {
-            format!("标签为 {region}，但这不是 {provider} 的地域")
-        }
-        (Untrusted::AmbiguousRegion { region }, Lang::ZhCn) => {
-            format!("地域代码 {region} 在不同云厂商含义不同，且 providerID 无法确定")
-        }
-    }
-}
-
-/// Structured evidence, for reports and JSON output.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "type", rename_all = "camelCase")]
-pub enum Evidence {
-    #[serde(rename_all = "camelCase")]
-    Placement {
-        /// Index of the failing nodeSelectorTerm (None: nodeSelector only).
-        #[serde(skip_serializing_if = "Option::is_none")]
-        term: Option<usize>,
-        /// Region values the constraint allows that are not mainland.
-        #[serde(skip_serializing_if = "Vec::is_empty")]
-        non_mainland_regions: Vec<String>,
-        /// Matching nodes known today (None: no inventory).
-        #[serde(skip_serializing_if = "Option::is_none")]
-        matching_nodes: Option<usize>,
-        outside_nodes: Vec<Shared<NodeEvidence>>,
-        /// Outside nodes beyond those listed.
-        #[serde(skip_serializing_if = "is_zero")]
-        more_outside: usize,
-    },
-    #[serde(rename_all = "camelCase")]
-    BoundNode { node: Shared<NodeEvidence> },
-    #[serde(rename_all = "camelCase")]
-    Egress(super::egress::EgressEvidence),
-}
-
-fn is_zero(n: &usize) -> bool {
-    *n == 0
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Violation {
@@ -247,7 +63,7 @@ pub struct Violation {
     /// The field at fault, as a path in the submitted manifest.
     pub field: String,
     pub evidence: Evidence,
-    pub message: Text,
+    pub message: Message,
     /// Covered by an active exemption: reported, but does not count.
     pub exempted: bool,
 }
@@ -323,7 +139,7 @@ pub struct Verdict {
     pub notices: Vec<Notice>,
     /// The pod's effective egress, when any governing policy checks egress.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub egress: Option<super::egress::EffectiveEgress>,
+    pub egress: Option<EffectiveEgress>,
 }
 
 impl Verdict {
@@ -345,12 +161,10 @@ impl Verdict {
         })
     }
 
-    /// Every counting violation's message for the policies with `action`,
-    /// one per line: what the webhook puts in a denial or a warning.
-    pub fn messages_for(&self, action: Action, lang: Lang) -> Vec<String> {
+    /// Every counting violation's message for the policies with `action`.
+    pub fn messages_for(&self, action: Action) -> impl Iterator<Item = &Message> {
         self.violations()
-            .filter(|(p, _)| p.action == action)
-            .map(|(_, v)| v.message.get(lang).to_string())
-            .collect()
+            .filter(move |(p, _)| p.action == action)
+            .map(|(_, v)| &v.message)
     }
 }

@@ -40,8 +40,12 @@ impl WorkloadKind {
     /// Recognise a kind by its apiVersion group and kind name.
     pub fn from_type(api_version: &str, kind: &str) -> Option<WorkloadKind> {
         let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-        let k = WorkloadKind::ALL.into_iter().find(|k| k.as_str() == kind)?;
-        (k.group() == group).then_some(k)
+        WorkloadKind::named(kind).filter(|k| k.group() == group)
+    }
+
+    /// The kind of that name (`Deployment`), whatever its group.
+    pub fn named(kind: &str) -> Option<WorkloadKind> {
+        WorkloadKind::ALL.into_iter().find(|k| k.as_str() == kind)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +66,34 @@ impl WorkloadKind {
             WorkloadKind::Pod | WorkloadKind::ReplicationController => "",
             WorkloadKind::Job | WorkloadKind::CronJob => "batch",
             _ => "apps",
+        }
+    }
+
+    /// The API version served for this kind: `v1`, `apps/v1`, `batch/v1`.
+    pub fn api_version(self) -> &'static str {
+        match self.group() {
+            "" => "v1",
+            "apps" => "apps/v1",
+            _ => "batch/v1",
+        }
+    }
+
+    /// The version part of `api_version`.
+    pub fn version(self) -> &'static str {
+        "v1"
+    }
+
+    /// The resource name, as in a URL path or RBAC rule: `deployments`.
+    pub fn plural(self) -> &'static str {
+        match self {
+            WorkloadKind::Pod => "pods",
+            WorkloadKind::Deployment => "deployments",
+            WorkloadKind::ReplicaSet => "replicasets",
+            WorkloadKind::StatefulSet => "statefulsets",
+            WorkloadKind::DaemonSet => "daemonsets",
+            WorkloadKind::Job => "jobs",
+            WorkloadKind::CronJob => "cronjobs",
+            WorkloadKind::ReplicationController => "replicationcontrollers",
         }
     }
 

@@ -24,7 +24,8 @@ use super::model::{
 };
 use crate::api::ResidencyPolicy;
 use crate::audit::plan::{MANAGED_BY, MANAGED_BY_LABEL};
-use crate::engine::{NodeInfo, Snapshot, Workload, WorkloadKind};
+use crate::engine::{NodeInfo, Snapshot, SnapshotBuilder, Workload, WorkloadKind};
+use crate::state::workload_api_resource;
 
 /// Objects per page.
 const PAGE: u32 = 500;
@@ -165,20 +166,7 @@ async fn list_all(
 }
 
 fn workload_resource(kind: WorkloadKind) -> (ApiResource, &'static str) {
-    use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core};
-    match kind {
-        WorkloadKind::Pod => (ApiResource::erase::<core::Pod>(&()), "pods"),
-        WorkloadKind::Deployment => (ApiResource::erase::<apps::Deployment>(&()), "deployments"),
-        WorkloadKind::ReplicaSet => (ApiResource::erase::<apps::ReplicaSet>(&()), "replicasets"),
-        WorkloadKind::StatefulSet => (ApiResource::erase::<apps::StatefulSet>(&()), "statefulsets"),
-        WorkloadKind::DaemonSet => (ApiResource::erase::<apps::DaemonSet>(&()), "daemonsets"),
-        WorkloadKind::Job => (ApiResource::erase::<batch::Job>(&()), "jobs"),
-        WorkloadKind::CronJob => (ApiResource::erase::<batch::CronJob>(&()), "cronjobs"),
-        WorkloadKind::ReplicationController => (
-            ApiResource::erase::<core::ReplicationController>(&()),
-            "replicationcontrollers",
-        ),
-    }
+    (workload_api_resource(kind), kind.plural())
 }
 
 fn is_status(e: &kube::Error, codes: &[u16]) -> bool {
@@ -280,11 +268,10 @@ pub async fn gather(
             .map(str::to_string)
     });
 
-    let mut snapshot = base;
+    let mut builder = SnapshotBuilder::new(base, now);
     let mut warnings = Vec::new();
     let mut entries = Vec::new();
     let mut workloads = Vec::new();
-    let mut nodes = Vec::new();
     let mut policy_meta = BTreeMap::new();
     let mut offenders = BTreeMap::new();
     let mut policy_status_objects = 0usize;
@@ -370,18 +357,19 @@ pub async fn gather(
                             },
                         );
                         // As the operator enforces a policy it has never
-                        // seen compile: its strictest reading.
-                        snapshot.enforce_policy(&p, now, None);
+                        // seen compile: its strictest reading (the builder
+                        // records it in `Snapshot::rejected`).
+                        let _ = builder.policy(&p);
                     }
                     Err(e) => warnings.push(skipped(e)),
                 },
                 "nodes" => match decode::<Node>(v) {
-                    Ok(n) => nodes.push(NodeInfo::from_node(&n)),
+                    Ok(n) => builder.node(NodeInfo::from_node(&n)),
                     Err(e) => warnings.push(skipped(e)),
                 },
                 "namespaces" => match decode::<Namespace>(v) {
                     Ok(ns) => {
-                        snapshot.namespaces.insert(
+                        builder.namespace(
                             ns.metadata.name.unwrap_or_default(),
                             ns.metadata.labels.unwrap_or_default(),
                         );
@@ -389,18 +377,19 @@ pub async fn gather(
                     Err(e) => warnings.push(skipped(e)),
                 },
                 "networkpolicies" => match decode::<NetworkPolicy>(v) {
-                    Ok(np) => snapshot.network.add_network_policy(&np),
+                    Ok(np) => builder.network_policy(&np),
                     Err(e) => warnings.push(skipped(e)),
                 },
                 "services" => match decode::<Service>(v) {
-                    Ok(svc) => snapshot.network.add_service(&svc),
+                    Ok(svc) => builder.service(&svc),
                     Err(e) => warnings.push(skipped(e)),
                 },
                 _ => {}
             }
         }
     }
-    snapshot.set_nodes(nodes);
+    builder.nodes_known();
+    let snapshot = builder.build();
     for r in &snapshot.rejected {
         warnings.push(format!(
             "ResidencyPolicy {} does not compile; the report judges with its strictest reading: {}",

@@ -190,7 +190,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, String> {
 pub fn run_report(args: &ReportArgs) -> ExitCode {
     let lang = match resolve_lang(args.lang.as_deref()) {
         Ok(l) => l,
-        Err(e) => return fail(EXIT_BAD_INPUT, &[e], Lang::En),
+        Err(e) => return fail(EXIT_BAD_INPUT, &[e.to_string()], Lang::En),
     };
     let bad = |errors: &[String]| fail(EXIT_BAD_INPUT, errors, lang);
     if !args.files.is_empty() && (args.kubeconfig.is_some() || args.context.is_some()) {
@@ -215,7 +215,7 @@ pub fn run_report(args: &ReportArgs) -> ExitCode {
     };
     let (catalogue, space) = match args.data.load() {
         Ok(d) => d,
-        Err(e) => return bad(&[e]),
+        Err(e) => return bad(&[e.to_string()]),
     };
     let data = match provenance::sources(&args.data) {
         Ok(d) => d,

@@ -14,10 +14,10 @@ use jiff::tz::{Offset, TimeZone};
 use serde::Serialize;
 
 use crate::api::{Action, DataClass};
-use crate::engine::egress::EffectiveEgress;
-use crate::engine::nodes::{self, NodeStanding, REGION_LABEL};
-use crate::engine::verdict::{Evidence, Verdict, describe_untrusted};
-use crate::engine::{self, Code, Lang, Snapshot, Text, Workload, WorkloadKind};
+use crate::engine::{
+    self, Code, EffectiveEgress, Evidence, Lang, NodeStanding, REGION_LABEL, Snapshot, Text,
+    Verdict, Workload, WorkloadKind, describe_untrusted, parse_provider_id,
+};
 
 pub const SCHEMA_VERSION: &str = "residencyguard.io/residency-report/v1alpha1";
 
@@ -583,7 +583,7 @@ fn node_entry(snapshot: &Snapshot, name: &str) -> NodeEntry {
         .info
         .provider_id
         .as_deref()
-        .and_then(|id| nodes::parse_provider_id(id, &snapshot.catalogue));
+        .and_then(|id| parse_provider_id(id, &snapshot.catalogue));
     NodeEntry {
         name: name.to_string(),
         region: node
@@ -1156,7 +1156,7 @@ fn violation(
     inputs: &Inputs,
     object: &Workload,
     policy: &str,
-    v: &engine::verdict::Violation,
+    v: &engine::Violation,
     pod: Option<String>,
     node: Option<String>,
 ) -> ViolationEntry {
@@ -1222,7 +1222,7 @@ fn violation(
         exempted: v.exempted,
         pod,
         node,
-        message: v.message.clone(),
+        message: v.message.text(),
         first_seen: first.map(|(t, _)| rfc3339(t)),
         seen_by,
     }

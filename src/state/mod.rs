@@ -21,11 +21,16 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::sync::{Notify, watch};
 
 use crate::api::ResidencyPolicy;
-use crate::engine::{AddressSpace, Catalogue, NodeInfo, Snapshot, Workload, WorkloadKind};
-use crate::webhook::admission::WorkloadSource;
+use crate::backoff::Backoff;
+use crate::engine::{
+    AddressSpace, Catalogue, LastValid, NodeInfo, Snapshot, SnapshotBuilder, Workload, WorkloadKind,
+};
 
 /// One projected object.
 #[derive(Clone, Debug)]
@@ -95,7 +100,7 @@ fn watched_kinds() -> Vec<Watched> {
     ];
     for kind in WorkloadKind::ALL {
         kinds.push(Watched {
-            name: workload_resource_name(kind),
+            name: kind.plural(),
             resource: workload_api_resource(kind),
             // Objects owned by a controller are judged through their owner.
             project: |v| match Workload::from_value(v, "default") {
@@ -110,42 +115,33 @@ fn watched_kinds() -> Vec<Watched> {
     kinds
 }
 
-fn workload_resource_name(kind: WorkloadKind) -> &'static str {
-    match kind {
-        WorkloadKind::Pod => "pods",
-        WorkloadKind::Deployment => "deployments",
-        WorkloadKind::ReplicaSet => "replicasets",
-        WorkloadKind::StatefulSet => "statefulsets",
-        WorkloadKind::DaemonSet => "daemonsets",
-        WorkloadKind::Job => "jobs",
-        WorkloadKind::CronJob => "cronjobs",
-        WorkloadKind::ReplicationController => "replicationcontrollers",
+/// The API resource of a workload kind (what `ApiResource::erase` gives
+/// for its k8s-openapi type), from the kind's own table.
+pub fn workload_api_resource(kind: WorkloadKind) -> ApiResource {
+    ApiResource {
+        group: kind.group().to_string(),
+        version: kind.version().to_string(),
+        api_version: kind.api_version().to_string(),
+        kind: kind.as_str().to_string(),
+        plural: kind.plural().to_string(),
     }
 }
 
-fn workload_api_resource(kind: WorkloadKind) -> ApiResource {
-    use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core};
-    match kind {
-        WorkloadKind::Pod => ApiResource::erase::<core::Pod>(&()),
-        WorkloadKind::Deployment => ApiResource::erase::<apps::Deployment>(&()),
-        WorkloadKind::ReplicaSet => ApiResource::erase::<apps::ReplicaSet>(&()),
-        WorkloadKind::StatefulSet => ApiResource::erase::<apps::StatefulSet>(&()),
-        WorkloadKind::DaemonSet => ApiResource::erase::<apps::DaemonSet>(&()),
-        WorkloadKind::Job => ApiResource::erase::<batch::Job>(&()),
-        WorkloadKind::CronJob => ApiResource::erase::<batch::CronJob>(&()),
-        WorkloadKind::ReplicationController => {
-            ApiResource::erase::<core::ReplicationController>(&())
-        }
-    }
-}
-
-/// Counters the admin endpoint and metrics read.
+/// How the watches fare: what readiness reads, and the watch-health metrics
+/// (registered once, by `register`).
 #[derive(Debug, Default)]
 pub struct WatchHealth {
+    /// Watches that have delivered their initial list.
     pub synced: AtomicUsize,
+    /// Watches the snapshot is built from.
     pub total: AtomicUsize,
-    pub skipped_objects: AtomicUsize,
-    pub watch_errors: AtomicUsize,
+    /// `synced` and `total` as metrics, kept in step with them.
+    synced_gauge: Gauge,
+    total_gauge: Gauge,
+    /// Objects skipped because they could not be read.
+    pub skipped_objects: Counter,
+    /// Watch errors, each retried after a backoff.
+    pub watch_errors: Counter,
     /// A snapshot built after every watch had synced has been published.
     /// Until then reviews would be judged against missing policies, so the
     /// operator is not ready (failing open is not an option).
@@ -164,6 +160,45 @@ pub struct WatchHealth {
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(30);
 
 impl WatchHealth {
+    /// Register the watch-health metrics (under the registry's prefix,
+    /// `residency_guard_` on the admin endpoint).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "watches_synced",
+            "Watches that have delivered their initial list",
+            self.synced_gauge.clone(),
+        );
+        registry.register(
+            "watches",
+            "Watches the snapshot is built from",
+            self.total_gauge.clone(),
+        );
+        registry.register(
+            "watch_skipped_objects",
+            "Objects skipped because they could not be read",
+            self.skipped_objects.clone(),
+        );
+        registry.register(
+            "watch_errors",
+            "Watch errors, each retried after a backoff",
+            self.watch_errors.clone(),
+        );
+    }
+
+    fn set_total(&self, total: usize) {
+        self.total.store(total, Ordering::Relaxed);
+        self.total_gauge
+            .set(i64::try_from(total).unwrap_or(i64::MAX));
+    }
+
+    /// One more watch delivered its initial list.
+    fn watch_synced(&self) {
+        // Release: a watch counts as synced only after its list is in the
+        // parts (see `rebuild_loop`).
+        self.synced.fetch_add(1, Ordering::Release);
+        self.synced_gauge.inc();
+    }
+
     pub fn set_stale_after(&self, after: Duration) {
         let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX).max(1);
         self.stale_after_ms.store(ms, Ordering::Relaxed);
@@ -181,7 +216,7 @@ impl WatchHealth {
     }
 
     fn watch_failed(&self, name: &'static str, error: String) {
-        self.watch_errors.fetch_add(1, Ordering::Relaxed);
+        self.watch_errors.inc();
         let mut failing = self.failing();
         match failing.get_mut(name) {
             Some((_, last)) => *last = error,
@@ -239,6 +274,22 @@ impl WorkloadKey {
             namespace: w.namespace.clone(),
             name: w.name.clone(),
         }
+    }
+}
+
+/// Workloads already in the cluster, for judging NetworkPolicy changes.
+pub trait WorkloadSource: Send + Sync {
+    /// Shared, not copied: a namespace may hold thousands.
+    fn in_namespace(&self, namespace: &str) -> Vec<Arc<Workload>>;
+}
+
+impl WorkloadSource for BTreeMap<String, Vec<Workload>> {
+    fn in_namespace(&self, namespace: &str) -> Vec<Arc<Workload>> {
+        self.get(namespace)
+            .into_iter()
+            .flatten()
+            .map(|w| Arc::new(w.clone()))
+            .collect()
     }
 }
 
@@ -349,7 +400,8 @@ pub struct Inputs {
     pub address_space: AddressSpace,
 }
 
-struct Shared {
+/// Every watch's projections, and a signal that one changed.
+struct Projections {
     parts: Mutex<Vec<Part>>,
     changed: Notify,
 }
@@ -357,12 +409,12 @@ struct Shared {
 /// Start one watch per kind and the snapshot builder; returns at once.
 pub fn start(client: Client, inputs: Inputs) -> State {
     let kinds = watched_kinds();
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(Projections {
         parts: Mutex::new(vec![Part::new(); kinds.len()]),
         changed: Notify::new(),
     });
     let health = Arc::new(WatchHealth::default());
-    health.total.store(kinds.len(), Ordering::Relaxed);
+    health.set_total(kinds.len());
     let initial = Snapshot::new(inputs.catalogue.clone(), inputs.address_space.clone());
     let (tx, rx) = watch::channel(Arc::new(initial));
     let workloads = Arc::new(Mutex::new(BTreeMap::new()));
@@ -400,7 +452,7 @@ async fn run_watch(
     api: Api<DynamicObject>,
     kind: Watched,
     index: usize,
-    shared: Arc<Shared>,
+    shared: Arc<Projections>,
     health: Arc<WatchHealth>,
 ) {
     // After an error the watch starts over with a fresh LIST, after a
@@ -419,11 +471,16 @@ async fn run_watch(
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     health.watch_failed(kind.name, e.to_string());
-                    tracing::warn!(resource = kind.name, error = %e, retry_in_ms = watch_backoff(failures).as_millis() as u64, "watch error; listing again after a backoff");
+                    tracing::warn!(resource = kind.name, error = %e, retry_in_ms = WATCH_BACKOFF.after(failures).as_millis() as u64, "watch error; listing again after a backoff");
                     break;
                 }
             };
-            health.watch_ok(kind.name);
+            // The watcher says `Init` before it lists: no proof yet that the
+            // watch works (counting it would restart the staleness clock on
+            // every retry). Anything after it came from the API server.
+            if !matches!(event, Event::Init) {
+                health.watch_ok(kind.name);
+            }
             if matches!(event, Event::InitDone) {
                 failures = 0;
             }
@@ -437,16 +494,13 @@ async fn run_watch(
                 &mut synced_once,
             );
         }
-        tokio::time::sleep(watch_backoff(failures)).await;
+        tokio::time::sleep(WATCH_BACKOFF.after(failures)).await;
     }
 }
 
-/// 0.5 s, 1 s, 2 s, ... up to 30 s between attempts after `failures`
+/// Between a watch's attempts: 0.5 s, 1 s, 2 s, ... up to 16 s after
 /// consecutive failures (none: a short pause before a clean restart).
-fn watch_backoff(failures: u32) -> Duration {
-    let ms = 500u64.saturating_mul(1 << failures.min(6).saturating_sub(1));
-    Duration::from_millis(ms.min(30_000))
-}
+const WATCH_BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(16));
 
 /// Apply one watch event to the watch's part of the shared state.
 #[allow(clippy::too_many_arguments)]
@@ -454,7 +508,7 @@ fn handle_event(
     event: Event<DynamicObject>,
     kind: &Watched,
     index: usize,
-    shared: &Shared,
+    shared: &Projections,
     health: &WatchHealth,
     buffer: &mut Option<Part>,
     synced_once: &mut bool,
@@ -481,7 +535,7 @@ fn handle_event(
             match (kind.project)(&value) {
                 Ok(item) => item,
                 Err(e) => {
-                    health.skipped_objects.fetch_add(1, Ordering::Relaxed);
+                    health.skipped_objects.inc();
                     tracing::warn!(resource = kind.name, object = %key_of(obj), error = %e, "skipping malformed object");
                     None
                 }
@@ -504,7 +558,7 @@ fn handle_event(
                 with_parts(shared, |parts| parts[index] = fresh);
                 if !*synced_once {
                     *synced_once = true;
-                    health.synced.fetch_add(1, Ordering::Release);
+                    health.watch_synced();
                     tracing::info!(resource = kind.name, "watch synced");
                 }
             }
@@ -533,7 +587,7 @@ fn handle_event(
     }
 }
 
-fn with_parts(shared: &Shared, f: impl FnOnce(&mut Vec<Part>)) {
+fn with_parts(shared: &Projections, f: impl FnOnce(&mut Vec<Part>)) {
     let mut guard = match shared.parts.lock() {
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
@@ -545,13 +599,13 @@ fn with_parts(shared: &Shared, f: impl FnOnce(&mut Vec<Part>)) {
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
 async fn rebuild_loop(
-    shared: Arc<Shared>,
+    shared: Arc<Projections>,
     inputs: Inputs,
     tx: watch::Sender<Arc<Snapshot>>,
     workloads: Arc<Mutex<BTreeMap<String, Vec<Arc<Workload>>>>>,
     (inventory_tx, health): (watch::Sender<Arc<Inventory>>, Arc<WatchHealth>),
 ) {
-    let mut last_valid = LastValid::new();
+    let mut last_valid = LastValid::default();
     // Rejected policies already logged (name, generation): once each.
     let mut logged: std::collections::BTreeSet<(String, Option<i64>)> = Default::default();
     loop {
@@ -591,43 +645,34 @@ async fn rebuild_loop(
     }
 }
 
-/// The last version of each policy (by name and uid) that compiled: what
-/// stays enforced while a newer version does not.
-type LastValid = BTreeMap<(String, Option<String>), crate::engine::CompiledPolicy>;
-
-/// Build a Snapshot from projected objects. A policy that does not compile
-/// keeps being enforced (its last valid version, else its strictest
-/// reading) and is recorded in `snapshot.rejected`; the webhook's policy
-/// endpoint stops new invalid ones at the door.
+/// Build a Snapshot from projected objects (`SnapshotBuilder`: a policy
+/// that does not compile keeps being enforced, its last valid version from
+/// `last_valid`, else its strictest reading, and is recorded in
+/// `snapshot.rejected`; the webhook's policy endpoint stops new invalid ones
+/// at the door), and the judged workloads by namespace.
 fn build(
     parts: &[Part],
     inputs: &Inputs,
     now: Timestamp,
     last_valid: &mut LastValid,
 ) -> (Snapshot, BTreeMap<String, Vec<Arc<Workload>>>) {
-    let mut snapshot = Snapshot::new(inputs.catalogue.clone(), inputs.address_space.clone());
-    let mut nodes = Vec::new();
+    let base = Snapshot::new(inputs.catalogue.clone(), inputs.address_space.clone());
+    let mut builder = SnapshotBuilder::new(base, now).remembering(last_valid);
+    // A cluster always has a node inventory, even an empty one.
+    builder.nodes_known();
     let mut by_ns: BTreeMap<String, Vec<Arc<Workload>>> = BTreeMap::new();
-    let mut seen = std::collections::BTreeSet::new();
     for (key, item) in parts.iter().flatten() {
         match item {
             Item::Policy(p) => {
-                let id = (
-                    p.metadata.name.clone().unwrap_or_default(),
-                    p.metadata.uid.clone(),
-                );
-                seen.insert(id.clone());
-                if let Some(compiled) = snapshot.enforce_policy(p, now, last_valid.get(&id)) {
-                    last_valid.insert(id, compiled);
-                }
+                // Problems are logged once per version by the rebuild loop.
+                let _ = builder.policy(p);
             }
-            Item::Node(n) => nodes.push(n.clone()),
+            Item::Node(n) => builder.node(n.clone()),
             Item::Namespace(labels) => {
-                let name = key.trim_start_matches('/').to_string();
-                snapshot.namespaces.insert(name, labels.clone());
+                builder.namespace(key.trim_start_matches('/'), labels.clone());
             }
-            Item::NetworkPolicy(np) => snapshot.network.add_network_policy(np),
-            Item::Service(svc) => snapshot.network.add_service(svc),
+            Item::NetworkPolicy(np) => builder.network_policy(np),
+            Item::Service(svc) => builder.service(svc),
             Item::Workload(w) => by_ns
                 .entry(w.namespace.clone())
                 .or_default()
@@ -635,10 +680,7 @@ fn build(
             Item::OwnedPod(_) => {}
         }
     }
-    snapshot.set_nodes(nodes);
-    // Deleted policies take their last valid version with them.
-    last_valid.retain(|id, _| seen.contains(id));
-    (snapshot, by_ns)
+    (builder.build(), by_ns)
 }
 
 /// The audit controller's view of the projected objects.
@@ -664,4 +706,30 @@ fn inventory(parts: &[Part], snapshot: Arc<Snapshot>, synced: bool) -> Inventory
         }
     }
     inv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kinds' own table names the resources k8s-openapi does.
+    #[test]
+    fn workload_resources_agree_with_k8s_openapi() {
+        use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, core::v1 as core};
+        let erased = |kind| match kind {
+            WorkloadKind::Pod => ApiResource::erase::<core::Pod>(&()),
+            WorkloadKind::Deployment => ApiResource::erase::<apps::Deployment>(&()),
+            WorkloadKind::ReplicaSet => ApiResource::erase::<apps::ReplicaSet>(&()),
+            WorkloadKind::StatefulSet => ApiResource::erase::<apps::StatefulSet>(&()),
+            WorkloadKind::DaemonSet => ApiResource::erase::<apps::DaemonSet>(&()),
+            WorkloadKind::Job => ApiResource::erase::<batch::Job>(&()),
+            WorkloadKind::CronJob => ApiResource::erase::<batch::CronJob>(&()),
+            WorkloadKind::ReplicationController => {
+                ApiResource::erase::<core::ReplicationController>(&())
+            }
+        };
+        for kind in WorkloadKind::ALL {
+            assert_eq!(workload_api_resource(kind), erased(kind), "{kind}");
+        }
+    }
 }

@@ -7,9 +7,6 @@
 //! the general way (the object kept as raw JSON, then read on its own), so
 //! malformed input gets the same precise error either way.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use jiff::Timestamp;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::de::IgnoredAny;
@@ -18,8 +15,9 @@ use serde_json::value::RawValue;
 
 use crate::api::{Action, ResidencyPolicy};
 use crate::engine::{
-    self, Lang, Snapshot, Verdict, Workload, WorkloadError, WorkloadObject, policy,
+    self, Lang, Message, Snapshot, Text, Verdict, Workload, WorkloadError, WorkloadObject,
 };
+use crate::state::WorkloadSource;
 
 /// The part of an AdmissionReview request we read. `O` is how `object` is
 /// decoded and `P` how `oldObject` is: raw JSON ([`RawReviewIn`]), or for
@@ -130,6 +128,14 @@ pub struct RequestIn<O, P> {
     // Absent means None (no `#[serde(default)]`: it would require O: Default).
     pub object: Option<O>,
     pub old_object: Option<P>,
+}
+
+impl<O, P> RequestIn<O, P> {
+    /// A CREATE or UPDATE: a write whose object is judged. DELETE is never
+    /// blocked; CONNECT has nothing to judge.
+    fn writes(&self) -> bool {
+        matches!(self.operation.as_str(), "CREATE" | "UPDATE")
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -271,36 +277,43 @@ pub fn handle(
     lang: Lang,
     now: Timestamp,
 ) -> Result<Handled, BadReview> {
+    let judging = Judging {
+        snapshot,
+        workloads,
+        lang,
+        now,
+    };
     if endpoint == Endpoint::Workloads
         && let Ok(review) = serde_json::from_slice::<WorkloadReviewIn>(body)
     {
         return answer(review, |req, decision| {
-            workload_review(req, snapshot, lang, now, decision)
+            workload_review(req, judging, decision)
         });
     }
     // Not a workload review, or one the single pass refused: the general
     // decoder finds the precise error, if any.
-    handle_raw(body, endpoint, snapshot, workloads, lang, now)
+    handle_raw(body, endpoint, judging)
+}
+
+/// What a review is judged against, and the language it is answered in.
+#[derive(Clone, Copy)]
+struct Judging<'a> {
+    snapshot: &'a Snapshot,
+    /// The workloads already admitted (NetworkPolicy reviews judge them).
+    workloads: &'a dyn WorkloadSource,
+    lang: Lang,
+    now: Timestamp,
 }
 
 /// `handle` with the object kept as raw JSON and decoded on its own.
-fn handle_raw(
-    body: &[u8],
-    endpoint: Endpoint,
-    snapshot: &Snapshot,
-    workloads: &dyn WorkloadSource,
-    lang: Lang,
-    now: Timestamp,
-) -> Result<Handled, BadReview> {
+fn handle_raw(body: &[u8], endpoint: Endpoint, judging: Judging<'_>) -> Result<Handled, BadReview> {
     let review: RawReviewIn<'_> = serde_json::from_slice(body)
         .map_err(|e| BadReview(format!("the body is not an AdmissionReview: {e}")))?;
     answer(review, |req, decision| match endpoint {
-        Endpoint::Workloads => workload_review(req, snapshot, lang, now, decision),
-        Endpoint::NetworkPolicies => {
-            network_policy_review(&req, snapshot, workloads, lang, now, decision)
-        }
-        Endpoint::Policies => policy_review(&req, snapshot, lang, now, decision),
-        Endpoint::Namespaces => namespace_review(&req, lang, decision),
+        Endpoint::Workloads => workload_review(req, judging, decision),
+        Endpoint::NetworkPolicies => network_policy_review(&req, judging, decision),
+        Endpoint::Policies => policy_review(&req, judging, decision),
+        Endpoint::Namespaces => namespace_review(&req, judging.lang, decision),
     })
 }
 
@@ -443,17 +456,11 @@ impl WorkloadInput for WorkloadObject {
 }
 
 fn workload_review<O: WorkloadInput, P: OldInput>(
-    req: RequestIn<O, P>,
-    snapshot: &Snapshot,
-    lang: Lang,
-    now: Timestamp,
+    mut req: RequestIn<O, P>,
+    judging: Judging<'_>,
     decision: &mut Decision,
 ) -> Response {
-    // DELETE is never blocked; CONNECT has nothing to judge.
-    if !matches!(req.operation.as_str(), "CREATE" | "UPDATE") {
-        return allow();
-    }
-    let Some(object) = req.object else {
+    let Some(object) = req.object.take().filter(|_| req.writes()) else {
         return allow();
     };
     let namespace = req.namespace.as_deref().unwrap_or("default");
@@ -470,20 +477,21 @@ fn workload_review<O: WorkloadInput, P: OldInput>(
         }
     };
     decision.name = workload.name.clone();
-    let verdict = match engine::evaluate(snapshot, &workload, now) {
+    let verdict = match engine::evaluate(judging.snapshot, &workload, judging.now) {
         Ok(v) => v,
         Err(e) => {
             decision.result = "error";
             return refuse(400, "BadRequest", e.to_string());
         }
     };
-    decision.confirm = confirmation_needed(snapshot, namespace, &verdict);
+    decision.confirm = confirmation_needed(judging.snapshot, namespace, &verdict);
     if req.operation == "UPDATE"
         && let Some(old) = &req.old_object
     {
-        decision.declassify = declassification(snapshot, &workload, &old.old_class_values());
+        decision.declassify =
+            declassification(judging.snapshot, &workload, &old.old_class_values());
     }
-    respond_to_verdict(&verdict, lang, decision)
+    respond_to_verdict(&verdict, judging.lang, decision)
 }
 
 /// The classes this UPDATE takes away from the workload (the Namespace's
@@ -557,9 +565,12 @@ fn respond_to_verdict(verdict: &Verdict, lang: Lang, decision: &mut Decision) ->
     if !verdict.classes.is_empty() {
         decision.result = "judged";
     }
-    let warnings = warnings_from(&verdict.messages_for(Action::Warn, lang));
+    let warnings = warnings_from(verdict.messages_for(Action::Warn), lang);
     if verdict.denied() {
-        let messages = verdict.messages_for(Action::Deny, lang);
+        let messages: Vec<String> = verdict
+            .messages_for(Action::Deny)
+            .map(|m| m.get(lang))
+            .collect();
         let mut r = refuse(403, "Forbidden", messages.join("\n"));
         r.warnings = warnings;
         return r;
@@ -570,18 +581,18 @@ fn respond_to_verdict(verdict: &Verdict, lang: Lang, decision: &mut Decision) ->
     }
 }
 
-/// Split each message at "Fix:", then into warnings of at most 256
-/// characters (the API server may truncate longer ones), cut between words,
-/// so kubectl shows the whole problem, its evidence and the fix. At most
-/// `MAX_WARNINGS` in all (the API server keeps 4 KiB of warnings).
-pub fn warnings_from(messages: &[String]) -> Vec<String> {
+/// Each message's problem, then its fix ("Fix: ..."), as warnings of at
+/// most 256 characters (the API server may truncate longer ones), cut
+/// between words, so kubectl shows the whole problem, its evidence and the
+/// fix. At most `MAX_WARNINGS` in all (the API server keeps 4 KiB of
+/// warnings).
+pub fn warnings_from<'m>(
+    messages: impl IntoIterator<Item = &'m Message>,
+    lang: Lang,
+) -> Vec<String> {
     let mut out = Vec::new();
     for m in messages {
-        let (problem, fix) = match m.find(" Fix: ").or_else(|| m.find("修复：")) {
-            Some(i) => (&m[..i], Some(m[i..].trim_start())),
-            None => (m.as_str(), None),
-        };
-        for part in std::iter::once(problem).chain(fix) {
+        for part in [m.problem(lang), &m.fix_line(lang)] {
             split_warning(&part.replace('\n', " "), &mut out);
         }
     }
@@ -621,22 +632,6 @@ fn split_warning(text: &str, out: &mut Vec<String>) {
     }
 }
 
-/// Workloads already in the cluster, for judging NetworkPolicy changes.
-pub trait WorkloadSource: Send + Sync {
-    /// Shared, not copied: a namespace may hold thousands.
-    fn in_namespace(&self, namespace: &str) -> Vec<Arc<Workload>>;
-}
-
-impl WorkloadSource for BTreeMap<String, Vec<Workload>> {
-    fn in_namespace(&self, namespace: &str) -> Vec<Arc<Workload>> {
-        self.get(namespace)
-            .into_iter()
-            .flatten()
-            .map(|w| Arc::new(w.clone()))
-            .collect()
-    }
-}
-
 #[derive(Deserialize)]
 struct NetworkPolicyMeta {
     #[serde(default)]
@@ -656,10 +651,12 @@ struct NameMeta {
 /// cross-border egress for a workload under a Deny policy is denied.
 fn network_policy_review(
     req: &RequestIn<&RawValue, &RawValue>,
-    snapshot: &Snapshot,
-    workloads: &dyn WorkloadSource,
-    lang: Lang,
-    now: Timestamp,
+    Judging {
+        snapshot,
+        workloads,
+        lang,
+        now,
+    }: Judging<'_>,
     decision: &mut Decision,
 ) -> Response {
     // The request names the object; a DELETE may carry only the old object,
@@ -733,20 +730,21 @@ fn network_policy_review(
     let mut deny = Vec::new();
     let mut warn = Vec::new();
     for o in &change.opened {
-        let msg = match lang {
-            Lang::En => format!(
-                "{subject} would open this: {}",
-                o.violation.message.get(lang)
-            ),
-            Lang::ZhCn => format!("{subject} 将导致：{}", o.violation.message.get(lang)),
+        let found = &o.violation.message;
+        let msg = Message {
+            problem: Text {
+                en: format!("{subject} would open this: {}", found.problem.en),
+                zh: format!("{subject} 将导致：{}", found.problem.zh),
+            },
+            fix: found.fix.clone(),
         };
         match o.action {
-            Action::Deny => deny.push(msg),
+            Action::Deny => deny.push(msg.get(lang)),
             Action::Warn => warn.push(msg),
             Action::Audit => {}
         }
     }
-    let warnings = warnings_from(&warn);
+    let warnings = warnings_from(&warn, lang);
     if !deny.is_empty() {
         let mut r = refuse(403, "Forbidden", deny.join("\n"));
         r.warnings = warnings;
@@ -767,10 +765,7 @@ fn namespace_review(
     lang: Lang,
     decision: &mut Decision,
 ) -> Response {
-    if !matches!(req.operation.as_str(), "CREATE" | "UPDATE") {
-        return allow();
-    }
-    let Some(object) = req.object else {
+    let Some(object) = req.object.filter(|_| req.writes()) else {
         return allow();
     };
     let labels_of = |raw: &RawValue| -> Option<String> {
@@ -819,15 +814,10 @@ fn namespace_review(
 /// Semantic checks on a ResidencyPolicy that the CRD schema cannot express.
 fn policy_review(
     req: &RequestIn<&RawValue, &RawValue>,
-    snapshot: &Snapshot,
-    lang: Lang,
-    now: Timestamp,
+    judging: Judging<'_>,
     decision: &mut Decision,
 ) -> Response {
-    if !matches!(req.operation.as_str(), "CREATE" | "UPDATE") {
-        return allow();
-    }
-    let Some(object) = req.object else {
+    let Some(object) = req.object.filter(|_| req.writes()) else {
         return allow();
     };
     decision.result = "judged";
@@ -842,7 +832,7 @@ fn policy_review(
         }
     };
     let name = policy.metadata.name.clone().unwrap_or_default();
-    match policy::compile(&policy, &snapshot.catalogue, now) {
+    match engine::compile_policy(&policy, &judging.snapshot.catalogue, judging.now) {
         Ok((_, warnings)) => Response {
             warnings: warnings
                 .iter()
@@ -852,7 +842,7 @@ fn policy_review(
                         &format!(
                             "ResidencyPolicy {name}: {}: {}",
                             w.field,
-                            w.message.get(lang)
+                            w.message.get(judging.lang)
                         ),
                         &mut out,
                     );
@@ -870,7 +860,7 @@ fn policy_review(
                     format!(
                         "ResidencyPolicy {name} is invalid: {}: {}",
                         e.field,
-                        e.message.get(lang)
+                        e.message.get(judging.lang)
                     )
                 })
                 .collect::<Vec<_>>()
@@ -881,6 +871,8 @@ fn policy_review(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::engine::{AddressSpace, Catalogue};
     use serde_json::{Value, json};
@@ -894,8 +886,17 @@ mod tests {
         let problem = "Deployment finance/ledger-export carries accounting information (residencyguard.io/data-class=accounting on spec.template.metadata.labels) and policy accounting-rollout requires mainland-China nodes, but spec.template.spec.nodeSelector is not set and there is no required node affinity, so the pods may run on any node: 3 of 5 matching nodes are outside mainland China or unverified (hk-node-1 in ap-east-1 (HK), sg-node-1 in ap-southeast-1 (SG), us-node-1 in us-east-1 (US)).";
         let zh = "Deployment finance/ledger-export 含有会计信息，策略 accounting-rollout 要求使用中国大陆节点，但未设置 spec.template.spec.nodeSelector，也没有必需的节点亲和性，因此 Pod 可能运行在任何节点上：5 个匹配节点中有 3 个位于中国大陆以外或未经核实（hk-node-1 位于 ap-east-1（香港），sg-node-1 位于 ap-southeast-1（新加坡），us-node-1 位于 us-east-1（美国）），该 Deployment 可能被调度到这些节点上。这是一段很长的中文说明，用来测试没有空格的文本如何被分割成多条不超过二百五十六个字符的警告信息，而且不会丢失任何内容。";
         for text in [problem, zh] {
-            let message = format!("{text} Fix: add a required node affinity.");
-            let out = warnings_from(&[message]);
+            let message = Message {
+                problem: Text {
+                    en: text.to_string(),
+                    zh: String::new(),
+                },
+                fix: Text {
+                    en: "add a required node affinity.".to_string(),
+                    zh: String::new(),
+                },
+            };
+            let out = warnings_from([&message], Lang::En);
             assert!(out.len() >= 2, "{out:?}");
             for w in &out {
                 assert!(w.chars().count() <= MAX_WARNING_CHARS, "{w}");
@@ -1065,14 +1066,13 @@ mod tests {
                 Lang::En,
                 now,
             );
-            let general = handle_raw(
-                body,
-                Endpoint::Workloads,
-                &snapshot,
-                &workloads,
-                Lang::En,
+            let judging = Judging {
+                snapshot: &snapshot,
+                workloads: &workloads,
+                lang: Lang::En,
                 now,
-            );
+            };
+            let general = handle_raw(body, Endpoint::Workloads, judging);
             assert_eq!(outcome(fast), outcome(general), "{text}");
         }
     }

@@ -20,6 +20,7 @@
 //! connections is bounded by N × that plus the budget.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -27,9 +28,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, Response, StatusCode, header};
-use bytes::Bytes;
-use http_body_util::BodyExt;
-use hyper::body::{Body as _, Incoming};
+use hyper::body::{Body as _, Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -39,6 +38,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use super::ServeError;
 use super::metrics::Metrics;
 use super::server::{App, webhook_router};
 
@@ -71,26 +71,40 @@ impl Default for Limits {
     }
 }
 
+/// Listener settings under which the webhook could not work.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LimitsError {
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    #[error(
+        "--max-inflight-body-bytes ({budget}) is smaller than --max-body-bytes ({max_body_bytes}): a review of the largest allowed size could never be read"
+    )]
+    BudgetBelowBody {
+        budget: usize,
+        max_body_bytes: usize,
+    },
+}
+
 impl Limits {
     /// Reject settings under which the webhook could not work.
-    pub fn validate(&self, max_body_bytes: usize) -> Result<(), String> {
+    pub fn validate(&self, max_body_bytes: usize) -> Result<(), LimitsError> {
         for (flag, d) in [
             ("--tls-handshake-timeout-seconds", self.handshake_timeout),
             ("--header-timeout-seconds", self.header_timeout),
             ("--request-timeout-seconds", self.request_timeout),
         ] {
             if d.is_zero() {
-                return Err(format!("{flag} must be at least 1"));
+                return Err(LimitsError::Zero(flag));
             }
         }
         if self.max_connections == 0 {
-            return Err("--max-connections must be at least 1".into());
+            return Err(LimitsError::Zero("--max-connections"));
         }
         if self.inflight_body_bytes < max_body_bytes {
-            return Err(format!(
-                "--max-inflight-body-bytes ({}) is smaller than --max-body-bytes ({max_body_bytes}): a review of the largest allowed size could never be read",
-                self.inflight_body_bytes
-            ));
+            return Err(LimitsError::BudgetBelowBody {
+                budget: self.inflight_body_bytes,
+                max_body_bytes,
+            });
         }
         Ok(())
     }
@@ -236,9 +250,9 @@ pub async fn serve(
     app: App,
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), String> {
+) -> Result<(), ServeError> {
     limits.validate(app.max_body_bytes)?;
-    let config = app.certs.server_config().map_err(|e| e.to_string())?;
+    let config = app.certs.server_config()?;
     let acceptor = TlsAcceptor::from(config);
     let metrics = app.metrics.clone();
     let shared = Arc::new(Shared {
@@ -458,7 +472,8 @@ async fn read_body(mut body: Incoming, shared: &Shared) -> Result<(Bytes, Charge
         charge = shared.budget.try_take(0).ok_or(Refusal::OverBudget)?;
         buf = Vec::new();
     }
-    while let Some(frame) = body.frame().await {
+    // The next frame (what http-body-util's `BodyExt::frame` does).
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
         let frame = frame.map_err(|e| Refusal::Body(e.to_string()))?;
         let Ok(data) = frame.into_data() else {
             continue; // trailers
@@ -507,7 +522,7 @@ mod tests {
             inflight_body_bytes: 1024,
             ..Limits::default()
         };
-        let e = small.validate(4096).unwrap_err();
+        let e = small.validate(4096).unwrap_err().to_string();
         assert!(e.contains("--max-inflight-body-bytes"), "{e}");
         let zero = Limits {
             max_connections: 0,

@@ -1,7 +1,6 @@
 //! Prometheus metrics for admission decisions and the watches behind them.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -9,8 +8,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-
-use crate::state::WatchHealth;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
@@ -65,10 +62,6 @@ pub struct Metrics {
     pub decisions: Family<DecisionLabels, Counter>,
     pub latency: Family<EndpointLabels, Histogram>,
     pub cert_reloads: Family<OutcomeLabels, Counter>,
-    pub watches_synced: Gauge,
-    pub watches_total: Gauge,
-    pub watch_skipped_objects: Gauge,
-    pub watch_errors: Gauge,
     /// Webhook connections open (TLS handshake included).
     pub connections: Gauge,
     /// Connections and requests the listener turned away, by reason.
@@ -80,8 +73,8 @@ impl Metrics {
         Metrics::new_with(|_| {})
     }
 
-    /// Build the registry, letting another component (the audit
-    /// controller) register its own metrics under the same prefix.
+    /// Build the registry, letting other components (the watches, the
+    /// audit controller) register their own metrics under the same prefix.
     pub fn new_with(extra: impl FnOnce(&mut Registry)) -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("residency_guard");
         extra(&mut registry);
@@ -126,30 +119,6 @@ impl Metrics {
             "Serving certificate reloads by outcome",
             cert_reloads.clone(),
         );
-        let watches_synced = Gauge::default();
-        registry.register(
-            "watches_synced",
-            "Watches that have delivered their initial list",
-            watches_synced.clone(),
-        );
-        let watches_total = Gauge::default();
-        registry.register(
-            "watches",
-            "Watches the snapshot is built from",
-            watches_total.clone(),
-        );
-        let watch_skipped_objects = Gauge::default();
-        registry.register(
-            "watch_skipped_objects",
-            "Objects skipped because they could not be read (total since start)",
-            watch_skipped_objects.clone(),
-        );
-        let watch_errors = Gauge::default();
-        registry.register(
-            "watch_errors",
-            "Watch errors retried with backoff (total since start)",
-            watch_errors.clone(),
-        );
         let connections = Gauge::default();
         registry.register(
             "webhook_connections",
@@ -170,24 +139,9 @@ impl Metrics {
             decisions,
             latency,
             cert_reloads,
-            watches_synced,
-            watches_total,
-            watch_skipped_objects,
-            watch_errors,
             connections,
             refused,
         })
-    }
-
-    /// Copy watch health into gauges (called at scrape time).
-    pub fn observe_watches(&self, health: &WatchHealth) {
-        let get = |a: &std::sync::atomic::AtomicUsize| {
-            i64::try_from(a.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
-        };
-        self.watches_synced.set(get(&health.synced));
-        self.watches_total.set(get(&health.total));
-        self.watch_skipped_objects.set(get(&health.skipped_objects));
-        self.watch_errors.set(get(&health.watch_errors));
     }
 
     /// Count a connection or request turned away by the listener.

@@ -14,16 +14,17 @@ use axum::routing::{get, post};
 use jiff::Timestamp;
 use tokio::net::TcpListener;
 
+use super::ServeError;
 use super::admission::{self, Endpoint};
 use super::admission::{ConfirmReason, Handled};
 use super::declassify::{Authorizer, UserInfo};
 use super::listener::Limits;
 use super::metrics::{ConfirmLabels, DecisionLabels, EndpointLabels, Metrics};
-use super::tls::CertStore;
 use crate::engine::Lang;
 use crate::engine::NamespaceFacts;
 use crate::state::State;
 use crate::state::live::LiveReader;
+use crate::tls::CertStore;
 
 /// What every request handler needs.
 #[derive(Clone)]
@@ -338,7 +339,6 @@ pub fn admin_router(app: App) -> Router {
         .route(
             "/metrics",
             get(|AxumState(app): AxumState<App>| async move {
-                app.metrics.observe_watches(&app.state.health);
                 app.metrics.observe_policies(&app.state.snapshot());
                 (
                     [(
@@ -360,7 +360,7 @@ pub async fn serve_tls(
     app: App,
     shutdown: impl std::future::Future<Output = ()>,
     drain: Duration,
-) -> Result<(), String> {
+) -> Result<(), ServeError> {
     let limits = Limits {
         drain,
         ..Limits::default()
@@ -373,15 +373,15 @@ pub async fn serve_admin(
     listener: TcpListener,
     app: App,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<(), ServeError> {
     axum::serve(listener, admin_router(app))
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(ServeError::Admin)
 }
 
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))
+        .map_err(|source| ServeError::Bind { addr, source })
 }

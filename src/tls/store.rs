@@ -1,14 +1,10 @@
-//! Serving certificates, swappable at run time without a restart.
+//! The serving key pair, swappable at run time without a restart.
 //!
 //! `CertStore` is the rustls certificate resolver: handshakes read the
 //! current key pair, and `replace` swaps it atomically, so a rotation never
-//! fails a handshake. In files mode a poller re-reads `tls.crt`/`tls.key`
-//! (Secret volumes update by swapping a `..data` symlink, so the files are
-//! re-opened by path each time, never watched by inode).
+//! fails a handshake.
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use rustls::ServerConfig;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -113,56 +109,5 @@ impl CertStore {
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.current.read().ok().and_then(|c| c.clone())
-    }
-}
-
-/// Files mode: the certificate directory (a mounted Secret).
-#[derive(Clone, Debug)]
-pub struct CertFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-impl CertFiles {
-    pub fn in_dir(dir: &Path) -> CertFiles {
-        CertFiles {
-            cert: dir.join("tls.crt"),
-            key: dir.join("tls.key"),
-        }
-    }
-
-    /// Read both files and install them if they changed.
-    pub fn load_into(&self, store: &CertStore) -> Result<bool, TlsError> {
-        let read =
-            |p: &Path| std::fs::read(p).map_err(|e| TlsError::Read(p.display().to_string(), e));
-        let cert = read(&self.cert)?;
-        let key = read(&self.key)?;
-        store.replace(&cert, &key)
-    }
-
-    /// Poll for changes until the process ends. A broken pair on disk (a
-    /// half-written update) keeps the previous certificate and is retried.
-    pub async fn watch(
-        self,
-        store: Arc<CertStore>,
-        every: Duration,
-        reloads: impl Fn(bool) + Send + 'static,
-    ) {
-        let mut tick = tokio::time::interval(every);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            match self.load_into(&store) {
-                Ok(true) => {
-                    tracing::info!(cert = %self.cert.display(), "serving certificate reloaded");
-                    reloads(true);
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "serving certificate not reloaded; keeping the current one");
-                    reloads(false);
-                }
-            }
-        }
     }
 }

@@ -1,18 +1,20 @@
-//! Which policies govern a workload, exemptions, and the verdict's assembly.
+//! The decision: `evaluate(&Snapshot, &Workload, now) -> Verdict`. Reads
+//! the workload's data classes (its labels, its pod template's, its
+//! Namespace's), finds the policies that govern them, applies exemptions,
+//! runs the placement and egress checks of each governing policy, and
+//! assembles the verdict.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::rc::Rc;
 
 use jiff::Timestamp;
 
 use super::egress;
+use super::messages::{MessageContext, Subjects};
 use super::placement;
 use super::policy::{CompiledPolicy, class_mask};
-use super::verdict::{
-    ClassSource, ExemptionUse, Notice, PolicyOutcome, Text, Verdict, WorkloadRef,
-};
-use super::{Detail, Snapshot, Workload};
+use super::text::Text;
+use super::verdict::{ClassSource, ExemptionUse, Notice, PolicyOutcome, Verdict, WorkloadRef};
+use super::{Snapshot, Workload};
 use crate::api::{ClassError, DATA_CLASS_LABEL, DataClass, EgressMode, parse_class_list};
 
 /// A classification label that cannot be understood, with where it is.
@@ -47,7 +49,7 @@ impl ClassificationError {
     }
 }
 
-pub(super) fn evaluate(
+fn evaluate_verdict(
     snapshot: &Snapshot,
     workload: &Workload,
     now: Timestamp,
@@ -202,67 +204,37 @@ pub(super) fn evaluate(
     })
 }
 
-/// What every message about this workload and policy needs.
-pub(crate) struct MessageContext<'a> {
-    /// Write violation messages (`Detail::Full`), or leave them empty.
-    pub render: bool,
-    pub workload: &'a Workload,
-    pub policy: &'a str,
-    pub classes: &'a [DataClass],
-    pub sources: &'a [ClassSource],
-    pub subjects: &'a Subjects,
+/// Judge one workload. Errors only when the workload's classification label
+/// cannot be understood (the user must fix it before it can be judged).
+pub fn evaluate(
+    snapshot: &Snapshot,
+    workload: &Workload,
+    now: Timestamp,
+) -> Result<Verdict, ClassificationError> {
+    evaluate_verdict(snapshot, workload, now, Detail::Full)
 }
 
-/// Subjects already written for one workload, by the classes they name:
-/// the policies governing a workload mostly match the same classes, so
-/// each violation need not write the same sentence again.
-#[derive(Default)]
-pub(crate) struct Subjects(RefCell<Vec<(Vec<DataClass>, Rc<Text>)>>);
-
-impl MessageContext<'_> {
-    /// "Deployment payments/api carries personal information
-    /// (residencyguard.io/data-class=personal on the pod template)"
-    pub fn subject(&self) -> Rc<Text> {
-        let mut cache = self.subjects.0.borrow_mut();
-        if let Some((_, text)) = cache.iter().find(|(c, _)| c.as_slice() == self.classes) {
-            return Rc::clone(text);
-        }
-        let text = Rc::new(self.write_subject());
-        cache.push((self.classes.to_vec(), Rc::clone(&text)));
-        text
-    }
-
-    fn write_subject(&self) -> Text {
-        let w = self.workload.reference();
-        let en_classes = join_en(self.classes.iter().map(|c| c.describe_en()));
-        let zh_classes = self
-            .classes
-            .iter()
-            .map(|c| c.describe_zh())
-            .collect::<Vec<_>>()
-            .join("、");
-        let src = self.sources.first();
-        let (en_src, zh_src) = match src {
-            Some(s) => (
-                format!(" ({DATA_CLASS_LABEL}={} on {})", s.value, s.location),
-                format!("（{DATA_CLASS_LABEL}={}，位于 {}）", s.value, s.location),
-            ),
-            None => (String::new(), String::new()),
-        };
-        Text {
-            en: format!("{w} carries {en_classes}{en_src}"),
-            zh: format!("{w} 处理{zh_classes}{zh_src}"),
-        }
-    }
+/// How much of a verdict to write out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detail {
+    /// Everything, violation messages included.
+    Full,
+    /// The decision only: every violation's code, field, evidence and
+    /// exemption as with `Full`, but its `message` left empty. Writing the
+    /// messages is most of the cost of a verdict with violations; the audit
+    /// controller re-judges with this and writes messages only for the
+    /// findings it reports (which `Full` then gives exactly).
+    Decision,
 }
 
-pub(crate) fn join_en<'a>(items: impl Iterator<Item = &'a str>) -> String {
-    let items: Vec<&str> = items.collect();
-    match items.as_slice() {
-        [] => String::new(),
-        [one] => one.to_string(),
-        [init @ .., last] => format!("{} and {last}", init.join(", ")),
-    }
+/// `evaluate`, with the detail chosen by the caller.
+pub fn evaluate_with(
+    snapshot: &Snapshot,
+    workload: &Workload,
+    now: Timestamp,
+    detail: Detail,
+) -> Result<Verdict, ClassificationError> {
+    evaluate_verdict(snapshot, workload, now, detail)
 }
 
 type ClassesAndSources = (BTreeSet<DataClass>, Vec<ClassSource>);

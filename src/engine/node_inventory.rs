@@ -12,10 +12,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use fixedbitset::FixedBitSet;
 
 use super::catalogue::Catalogue;
+use super::evidence::NodeEvidence;
 use super::nodes::{self, NodeInfo, NodeStanding, REGION_LABEL};
 use super::selector::{NODE_NAME_FIELD, Op, Requirement, Space, Term};
 use super::shared::Shared;
-use super::verdict::NodeEvidence;
 
 /// A node with its policy-independent standing, computed once per snapshot.
 #[derive(Clone, Debug)]
@@ -83,7 +83,7 @@ pub struct FixRegions {
 }
 
 #[derive(Clone, Debug, Default)]
-pub struct Inventory {
+pub struct NodeInventory {
     nodes: Vec<ClassifiedNode>,
     labels: HashMap<String, KeyIndex>,
     /// The `metadata.name` field, indexed like a label every node carries.
@@ -97,7 +97,7 @@ pub struct Inventory {
     fix_regions: FixRegions,
 }
 
-impl Inventory {
+impl NodeInventory {
     pub fn new(nodes: impl IntoIterator<Item = NodeInfo>, catalogue: &Catalogue) -> Self {
         let nodes: Vec<ClassifiedNode> = nodes
             .into_iter()
@@ -153,7 +153,7 @@ impl Inventory {
                 }
             }
         }
-        Inventory {
+        NodeInventory {
             nodes,
             labels,
             names: Some(names),
@@ -292,6 +292,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::engine::placement::NodeConstraints;
     use crate::engine::selector::NodeLabels;
 
     const KEYS: [&str; 3] = ["topology.kubernetes.io/region", "pool", "gen"];
@@ -368,13 +369,15 @@ mod tests {
             base in proptest::collection::vec(requirement_strategy(), 0..3),
             terms in proptest::option::of(proptest::collection::vec(term_strategy(), 0..3)),
         ) {
-            let inventory = Inventory::new(nodes.clone(), Catalogue::builtin());
-            let got = inventory.constraint_matches(&base, terms.as_deref());
+            let inventory = NodeInventory::new(nodes.clone(), Catalogue::builtin());
+            let constraints = NodeConstraints { base, terms };
+            let got = constraints.matching(&inventory);
             for (i, n) in nodes.iter().enumerate() {
                 let view = NodeLabels { name: &n.name, labels: &n.labels };
-                let want = base.iter().all(|r| r.matches(&view))
-                    && terms.as_ref().is_none_or(|ts| ts.iter().any(|t| t.matches(&view)));
+                let want = constraints.base.iter().all(|r| r.matches(&view))
+                    && constraints.terms.as_ref().is_none_or(|ts| ts.iter().any(|t| t.matches(&view)));
                 prop_assert_eq!(got.contains(i), want, "node {} {:?}", i, n);
+                prop_assert_eq!(constraints.admits(&view), want, "node {} {:?}", i, n);
             }
             prop_assert!(got.ones().all(|i| i < nodes.len()));
         }
@@ -405,7 +408,7 @@ mod tests {
                 provider_id: None,
             },
         ];
-        let inv = Inventory::new(nodes, Catalogue::builtin());
+        let inv = NodeInventory::new(nodes, Catalogue::builtin());
         assert_eq!(inv.node("b").map(|n| n.info.name.as_str()), Some("b"));
         assert!(inv.node("zz").is_none());
         assert_eq!(inv.not_mainland().ones().collect::<Vec<_>>(), vec![1, 2]);
@@ -424,7 +427,7 @@ mod tests {
             labels: BTreeMap::from([(REGION_LABEL.to_string(), region.to_string())]),
             provider_id: Some(provider_id.to_string()),
         };
-        let inv = Inventory::new(
+        let inv = NodeInventory::new(
             vec![
                 node("bj", "cn-north-1", "aws:///cn-north-1a/i-1"),
                 node("nx", "cn-northwest-1", "aws:///cn-northwest-1a/i-2"),

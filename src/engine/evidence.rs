@@ -1,0 +1,143 @@
+//! Structured evidence, for reports and JSON output: the nodes and
+//! NetworkPolicy rules a violation rests on, and a pod's effective egress.
+
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use super::nodes::{NodeStanding, describe_node};
+use super::shared::Shared;
+use super::text::Lang;
+
+/// A node named as evidence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeEvidence {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    pub standing: NodeStanding,
+}
+
+impl NodeEvidence {
+    pub fn describe(&self, lang: Lang) -> String {
+        describe_node(&self.name, self.region.as_deref(), &self.standing, lang)
+    }
+}
+
+/// Structured evidence, for reports and JSON output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Evidence {
+    #[serde(rename_all = "camelCase")]
+    Placement {
+        /// Index of the failing nodeSelectorTerm (None: nodeSelector only).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        term: Option<usize>,
+        /// Region values the constraint allows that are not mainland.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        non_mainland_regions: Vec<String>,
+        /// Matching nodes known today (None: no inventory).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        matching_nodes: Option<usize>,
+        outside_nodes: Vec<Shared<NodeEvidence>>,
+        /// Outside nodes beyond those listed.
+        #[serde(skip_serializing_if = "is_zero")]
+        more_outside: usize,
+    },
+    #[serde(rename_all = "camelCase")]
+    BoundNode { node: Shared<NodeEvidence> },
+    #[serde(rename_all = "camelCase")]
+    Egress(EgressEvidence),
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The pod's effective egress, as evidence for auditors.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EffectiveEgress {
+    pub host_network: bool,
+    /// Some NetworkPolicy with Egress in its policyTypes selects the pod.
+    pub isolated: bool,
+    pub selecting_policies: Vec<Shared<str>>,
+    /// Rules that reach every destination.
+    pub allow_all_rules: Vec<RuleRef>,
+    pub in_cluster_peers: Vec<PeerRef>,
+    pub external_blocks: Vec<ExternalBlock>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleRef {
+    pub network_policy: Shared<str>,
+    /// Index into `spec.egress` (messages count rules from 1).
+    pub rule: usize,
+    /// Why it reaches everything (English; messages carry both languages).
+    pub reason: Shared<str>,
+    #[serde(skip)]
+    pub(super) reason_zh: Shared<str>,
+    /// A peer the API server would refuse, rather than a missing `to`.
+    #[serde(skip)]
+    pub(super) malformed: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerRef {
+    pub network_policy: Shared<str>,
+    pub rule: usize,
+    pub peer: usize,
+    pub selector: Shared<str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalBlock {
+    pub network_policy: Shared<str>,
+    /// Index into `spec.egress` (messages count rules from 1).
+    pub rule: usize,
+    pub peer: usize,
+    pub cidr: Shared<str>,
+    #[serde(skip_serializing_if = "no_excepts")]
+    pub except: Shared<[String]>,
+    /// Entirely inside mainland-China space or the cluster's own networks.
+    pub mainland: bool,
+    /// Entirely inside the cluster's own networks.
+    pub in_cluster: bool,
+    /// Governing MainlandOnly policies whose `spec.egress.allowedCIDRs`
+    /// cover the part of the block outside mainland China: allowed by
+    /// them although `mainland` is false.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_by: Vec<Shared<str>>,
+    /// An address it reaches outside mainland China, and its country.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub example_outside: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    #[serde(skip)]
+    pub(super) net: Option<(IpNet, Arc<[IpNet]>)>,
+}
+
+fn no_excepts(except: &Shared<[String]>) -> bool {
+    except.is_empty()
+}
+
+/// Structured evidence of one egress violation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressEvidence {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cidr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub example_outside: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+}

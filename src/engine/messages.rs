@@ -1,0 +1,66 @@
+//! What every violation message about one workload under one policy is
+//! written from: the workload, the policy, the classes it governs and
+//! where they are declared, and the subject sentence, written once per
+//! workload and shared by its policies.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use super::Workload;
+use super::text::{Text, join_en};
+use super::verdict::ClassSource;
+use crate::api::{DATA_CLASS_LABEL, DataClass};
+
+/// What every message about this workload and policy needs.
+pub(crate) struct MessageContext<'a> {
+    /// Write violation messages (`Detail::Full`), or leave them empty.
+    pub render: bool,
+    pub workload: &'a Workload,
+    pub policy: &'a str,
+    pub classes: &'a [DataClass],
+    pub sources: &'a [ClassSource],
+    pub subjects: &'a Subjects,
+}
+
+/// Subjects already written for one workload, by the classes they name:
+/// the policies governing a workload mostly match the same classes, so
+/// each violation need not write the same sentence again.
+#[derive(Default)]
+pub(crate) struct Subjects(RefCell<Vec<(Vec<DataClass>, Rc<Text>)>>);
+
+impl MessageContext<'_> {
+    /// "Deployment payments/api carries personal information
+    /// (residencyguard.io/data-class=personal on the pod template)"
+    pub(crate) fn subject(&self) -> Rc<Text> {
+        let mut cache = self.subjects.0.borrow_mut();
+        if let Some((_, text)) = cache.iter().find(|(c, _)| c.as_slice() == self.classes) {
+            return Rc::clone(text);
+        }
+        let text = Rc::new(self.write_subject());
+        cache.push((self.classes.to_vec(), Rc::clone(&text)));
+        text
+    }
+
+    fn write_subject(&self) -> Text {
+        let w = self.workload.reference();
+        let en_classes = join_en(self.classes.iter().map(|c| c.describe_en()));
+        let zh_classes = self
+            .classes
+            .iter()
+            .map(|c| c.describe_zh())
+            .collect::<Vec<_>>()
+            .join("、");
+        let src = self.sources.first();
+        let (en_src, zh_src) = match src {
+            Some(s) => (
+                format!(" ({DATA_CLASS_LABEL}={} on {})", s.value, s.location),
+                format!("（{DATA_CLASS_LABEL}={}，位于 {}）", s.value, s.location),
+            ),
+            None => (String::new(), String::new()),
+        };
+        Text {
+            en: format!("{w} carries {en_classes}{en_src}"),
+            zh: format!("{w} 处理{zh_classes}{zh_src}"),
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The snapshot: everything a decision depends on besides the workload and
+//! the time (policies, nodes, namespaces, NetworkPolicies, Services, the
+//! jurisdiction catalogue and address data), and the one builder that sorts
+//! a cluster's objects into it. The CLI feeds the builder from manifests,
+//! `state` from watches.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+
+use super::catalogue::Catalogue;
+use super::network::{AddressSpace, NetworkIndex};
+use super::node_inventory::{ClassifiedNode, FixRegions, NodeInventory};
+use super::nodes::NodeInfo;
+use super::policy::{self, CompiledPolicy, Enforcement, PolicyProblem, RejectedPolicy};
+use crate::api::ResidencyPolicy;
+
+/// Everything the decision depends on besides the workload and the time.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub catalogue: Catalogue,
+    pub policies: Vec<CompiledPolicy>,
+    /// Policies that do not compile, with their problems and what is
+    /// enforced in their place (that version is in `policies`).
+    pub rejected: Vec<RejectedPolicy>,
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    pub network: NetworkIndex,
+    /// Shared, not copied, when a snapshot is cloned (the webhook clones
+    /// one to judge a NetworkPolicy change).
+    pub address_space: Arc<AddressSpace>,
+    /// The node inventory; `None` when unknown (the CLI given only
+    /// manifests), in which case the guarantee alone decides placement.
+    inventory: Option<Arc<NodeInventory>>,
+}
+
+impl Snapshot {
+    pub fn new(catalogue: Catalogue, address_space: impl Into<Arc<AddressSpace>>) -> Self {
+        Snapshot {
+            catalogue,
+            address_space: address_space.into(),
+            ..Snapshot::default()
+        }
+    }
+
+    /// Replace the node inventory, classifying and indexing each node once.
+    pub fn set_nodes(&mut self, nodes: impl IntoIterator<Item = NodeInfo>) {
+        self.inventory = Some(Arc::new(NodeInventory::new(nodes, &self.catalogue)));
+    }
+
+    /// The node inventory, when known.
+    pub fn inventory(&self) -> Option<&NodeInventory> {
+        self.inventory.as_deref()
+    }
+
+    /// The nodes, when the inventory is known.
+    pub fn nodes(&self) -> Option<&[ClassifiedNode]> {
+        self.inventory().map(NodeInventory::nodes)
+    }
+
+    /// The node of that name in the inventory.
+    pub fn node(&self, name: &str) -> Option<&ClassifiedNode> {
+        self.inventory()?.node(name)
+    }
+
+    /// The mainland regions in the inventory that placement fixes name,
+    /// and those withheld because a node labelled with them is unverified
+    /// (`NodeInventory::fix_regions`). Messages change when this does.
+    pub fn inventory_mainland_regions(&self) -> &FixRegions {
+        static NONE: FixRegions = FixRegions {
+            offered: BTreeSet::new(),
+            withheld: BTreeMap::new(),
+        };
+        self.inventory()
+            .map_or(&NONE, |inventory| inventory.fix_regions())
+    }
+
+    /// Compile and add a policy; returns its warnings, or its errors.
+    pub fn add_policy(
+        &mut self,
+        policy: &ResidencyPolicy,
+        now: Timestamp,
+    ) -> Result<Vec<PolicyProblem>, Vec<PolicyProblem>> {
+        let (compiled, warnings) = policy::compile(policy, &self.catalogue, now)?;
+        self.policies.push(compiled);
+        Ok(warnings)
+    }
+
+    /// The rejected policy of that name, if it is one.
+    pub fn rejected(&self, name: &str) -> Option<&RejectedPolicy> {
+        self.rejected.iter().find(|r| r.name == name)
+    }
+}
+
+/// What the API server says about one namespace at the moment of a review,
+/// read when the snapshot may not have caught up with writes made
+/// milliseconds earlier (a Namespace, or a NetworkPolicy, created in the
+/// same `kubectl apply` as the workload).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NamespaceFacts {
+    /// The Namespace's labels; `None` when the namespace does not exist.
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Every NetworkPolicy in it; `None` when they were not read (the
+    /// snapshot's are kept).
+    pub network_policies: Option<Vec<k8s_openapi::api::networking::v1::NetworkPolicy>>,
+}
+
+impl Snapshot {
+    /// A snapshot for judging workloads of `namespace` only, with `facts`
+    /// in place of what this snapshot knows about it. Policies, nodes and
+    /// address data are shared or copied; other namespaces are left out
+    /// (judging a workload reads only its own namespace).
+    pub fn focused_on(&self, namespace: &str, facts: &NamespaceFacts) -> Snapshot {
+        let mut namespaces = BTreeMap::new();
+        let labels = facts
+            .labels
+            .as_ref()
+            .or_else(|| self.namespaces.get(namespace));
+        if let Some(labels) = labels {
+            namespaces.insert(namespace.to_string(), labels.clone());
+        }
+        let mut network = self.network.namespace_only(namespace);
+        if let Some(nps) = &facts.network_policies {
+            network.replace_network_policies(namespace, nps);
+        }
+        Snapshot {
+            catalogue: self.catalogue.clone(),
+            policies: self.policies.clone(),
+            rejected: self.rejected.clone(),
+            namespaces,
+            network,
+            address_space: Arc::clone(&self.address_space),
+            inventory: self.inventory.clone(),
+        }
+    }
+}
+
+/// A policy's identity across rebuilds: its name and uid (a policy deleted
+/// and created again under the same name is another policy).
+type PolicyId = (String, Option<String>);
+
+/// The last version of each policy (by name and uid) that compiled: what
+/// stays enforced while a newer version does not. The caller keeps it from
+/// one build to the next (`SnapshotBuilder::remembering`).
+#[derive(Clone, Debug, Default)]
+pub struct LastValid(BTreeMap<PolicyId, CompiledPolicy>);
+
+/// Sorts a cluster's objects into a [`Snapshot`], in any order. The one
+/// place that decides what each kind of object contributes: the CLI feeds
+/// it the documents of its manifests, `state` the objects its watches
+/// deliver.
+pub struct SnapshotBuilder<'m> {
+    snapshot: Snapshot,
+    now: Timestamp,
+    nodes: Vec<NodeInfo>,
+    nodes_known: bool,
+    last_valid: Option<&'m mut LastValid>,
+    seen: BTreeSet<PolicyId>,
+}
+
+impl SnapshotBuilder<'static> {
+    /// Start from `base` (its catalogue and address data; whatever else it
+    /// holds is kept), judging policies as of `now`.
+    pub fn new(base: Snapshot, now: Timestamp) -> Self {
+        SnapshotBuilder {
+            snapshot: base,
+            now,
+            nodes: Vec::new(),
+            nodes_known: false,
+            last_valid: None,
+            seen: BTreeSet::new(),
+        }
+    }
+}
+
+impl<'m> SnapshotBuilder<'m> {
+    /// Keep invalid policies enforced at their last valid version from
+    /// `last_valid`, and record there the versions that compile now.
+    pub fn remembering(self, last_valid: &'m mut LastValid) -> SnapshotBuilder<'m> {
+        SnapshotBuilder {
+            snapshot: self.snapshot,
+            now: self.now,
+            nodes: self.nodes,
+            nodes_known: self.nodes_known,
+            last_valid: Some(last_valid),
+            seen: self.seen,
+        }
+    }
+
+    /// The node inventory is known even if no node is added (a cluster's
+    /// watch, not manifests that simply list none).
+    pub fn nodes_known(&mut self) {
+        self.nodes_known = true;
+    }
+
+    /// Add a policy for enforcement whatever its state: compiled when it
+    /// compiles (its warnings returned), else its last valid version (same
+    /// name and uid, when remembering) or its strictest reading, recorded in
+    /// `Snapshot::rejected` with its problems (returned).
+    pub fn policy(
+        &mut self,
+        policy: &ResidencyPolicy,
+    ) -> Result<Vec<PolicyProblem>, &[PolicyProblem]> {
+        let id: PolicyId = (
+            policy.metadata.name.clone().unwrap_or_default(),
+            policy.metadata.uid.clone(),
+        );
+        let snapshot = &mut self.snapshot;
+        match policy::compile(policy, &snapshot.catalogue, self.now) {
+            Ok((compiled, warnings)) => {
+                if let Some(memory) = self.last_valid.as_deref_mut() {
+                    memory.0.insert(id.clone(), compiled.clone());
+                }
+                snapshot.policies.push(compiled);
+                self.seen.insert(id);
+                Ok(warnings)
+            }
+            Err(problems) => {
+                let last = self.last_valid.as_deref().and_then(|m| m.0.get(&id));
+                let (enforced, how) = match last {
+                    Some(p) => (
+                        p.clone(),
+                        Enforcement::LastValid {
+                            generation: p.generation,
+                        },
+                    ),
+                    None => (policy::strictest_reading(policy), Enforcement::Strictest),
+                };
+                snapshot.policies.push(enforced);
+                snapshot.rejected.push(RejectedPolicy {
+                    name: id.0.clone(),
+                    uid: id.1.clone(),
+                    generation: policy.metadata.generation,
+                    problems,
+                    enforced: how,
+                });
+                self.seen.insert(id);
+                Err(snapshot
+                    .rejected
+                    .last()
+                    .map_or(&[][..], |r| r.problems.as_slice()))
+            }
+        }
+    }
+
+    pub fn node(&mut self, node: NodeInfo) {
+        self.nodes.push(node);
+    }
+
+    pub fn namespace(&mut self, name: impl Into<String>, labels: BTreeMap<String, String>) {
+        self.snapshot.namespaces.insert(name.into(), labels);
+    }
+
+    pub fn network_policy(&mut self, np: &NetworkPolicy) {
+        self.snapshot.network.add_network_policy(np);
+    }
+
+    /// Only ExternalName Services matter (see `network::NetworkIndex`).
+    pub fn service(&mut self, svc: &Service) {
+        self.snapshot.network.add_service(svc);
+    }
+
+    /// Namespaces added so far.
+    pub fn namespace_count(&self) -> usize {
+        self.snapshot.namespaces.len()
+    }
+
+    /// The snapshot. The nodes added form its inventory (unknown when none
+    /// was added, unless `nodes_known`); when remembering, policies no
+    /// longer present take their last valid version with them.
+    pub fn build(mut self) -> Snapshot {
+        if self.nodes_known || !self.nodes.is_empty() {
+            self.snapshot.set_nodes(self.nodes);
+        }
+        if let Some(memory) = self.last_valid {
+            memory.0.retain(|id, _| self.seen.contains(id));
+        }
+        self.snapshot
+    }
+}
