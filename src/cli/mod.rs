@@ -49,6 +49,18 @@ pub struct CheckArgs {
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Text, env = "RESIDENCY_GUARD_OUTPUT")]
     pub output: OutputFormat,
 
+    #[command(flatten)]
+    pub judging: JudgingArgs,
+
+    /// Print only workloads with findings.
+    #[arg(short, long, env = "RESIDENCY_GUARD_QUIET")]
+    pub quiet: bool,
+}
+
+/// What `check` and `report` share: the language, the data, the default
+/// namespace and the time to judge manifests with.
+#[derive(Debug, clap::Args)]
+pub struct JudgingArgs {
     /// Message language: en or zh-CN. Default: from LC_ALL / LC_MESSAGES / LANG.
     #[arg(long, env = "RESIDENCY_GUARD_LANG")]
     pub lang: Option<String>,
@@ -70,10 +82,25 @@ pub struct CheckArgs {
     /// Default: now.
     #[arg(long, value_name = "TIMESTAMP", env = "RESIDENCY_GUARD_NOW")]
     pub now: Option<String>,
+}
 
-    /// Print only workloads with findings.
-    #[arg(short, long, env = "RESIDENCY_GUARD_QUIET")]
-    pub quiet: bool,
+impl JudgingArgs {
+    /// The message language: the flag, else the locale, else English.
+    pub fn lang(&self) -> Result<Lang, UnknownLang> {
+        resolve_lang(self.lang.as_deref())
+    }
+
+    /// The instant to judge as of: `--now`, else the clock. The error is
+    /// worded in `lang`.
+    pub fn now(&self, lang: Lang) -> Result<Timestamp, String> {
+        let Some(t) = &self.now else {
+            return Ok(Timestamp::now());
+        };
+        t.parse::<Timestamp>().map_err(|e| match lang {
+            Lang::En => format!("--now {t:?} is not an RFC 3339 timestamp: {e}"),
+            Lang::ZhCn => format!("--now {t:?} 不是 RFC 3339 时间戳：{e}"),
+        })
+    }
 }
 
 /// Exit codes of `check`.
@@ -94,22 +121,25 @@ pub fn resolve_lang(flag: Option<&str>) -> Result<Lang, UnknownLang> {
 }
 
 pub fn run_check(args: &CheckArgs) -> ExitCode {
-    let lang = match resolve_lang(args.lang.as_deref()) {
+    let lang = match args.judging.lang() {
         Ok(l) => l,
         Err(e) => return fail(&[e.to_string()]),
     };
-    let now = match &args.now {
-        None => Timestamp::now(),
-        Some(t) => match t.parse::<Timestamp>() {
-            Ok(t) => t,
-            Err(e) => return fail(&[format!("--now {t:?} is not an RFC 3339 timestamp: {e}")]),
-        },
+    let now = match args.judging.now(lang) {
+        Ok(t) => t,
+        Err(e) => return fail(&[e]),
     };
     let snapshot_base = match base_snapshot(args) {
         Ok(s) => s,
         Err(e) => return fail(&[e.to_string()]),
     };
-    let report = match check_inputs_in(&args.files, snapshot_base, &args.namespace, now, lang) {
+    let report = match check_inputs_in(
+        &args.files,
+        snapshot_base,
+        &args.judging.namespace,
+        now,
+        lang,
+    ) {
         Ok(r) => r,
         Err(errors) => return fail(&errors),
     };
@@ -136,7 +166,7 @@ fn fail(errors: &[String]) -> ExitCode {
 
 /// The catalogue and address space, from the bundled data and the flags.
 fn base_snapshot(args: &CheckArgs) -> Result<Snapshot, DataError> {
-    let (catalogue, space) = args.data.load()?;
+    let (catalogue, space) = args.judging.data.load()?;
     Ok(Snapshot::new(catalogue, space))
 }
 

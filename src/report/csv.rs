@@ -61,16 +61,7 @@ fn rows_of(w: &WorkloadEntry, out: &mut String) {
         .iter()
         .map(|s| format!("{}={}", s.location, s.value))
         .collect();
-    let outside_pods = w
-        .placement
-        .pods
-        .iter()
-        .filter(|p| {
-            p.node
-                .as_ref()
-                .is_some_and(|n| n.jurisdiction != "mainland-china")
-        })
-        .count();
+    let outside_pods = w.placement.pods_outside_mainland();
     let nodes: BTreeSet<String> = w
         .placement
         .pods

@@ -1016,16 +1016,7 @@ const ROWS_BUDGET: usize = 3_800_000;
 fn compact_row(h: &mut String, w: &WorkloadEntry) {
     let classes: Vec<&str> = w.classes.iter().map(|c| c.as_str()).collect();
     let policies: Vec<&str> = w.policies.iter().map(|p| p.policy.as_str()).collect();
-    let outside = w
-        .placement
-        .pods
-        .iter()
-        .filter(|p| {
-            p.node
-                .as_ref()
-                .is_some_and(|n| n.jurisdiction != "mainland-china")
-        })
-        .count();
+    let outside = w.placement.pods_outside_mainland();
     let codes: Vec<&str> = w
         .violations
         .iter()

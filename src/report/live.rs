@@ -93,6 +93,15 @@ struct RawList {
 
 impl Listed {
     /// An item as JSON, with its apiVersion and kind.
+    /// What the report's provenance records of this list.
+    fn entry(&self) -> ListEntry {
+        ListEntry {
+            resource: self.resource.clone(),
+            resource_version: self.resource_version.clone(),
+            items: self.items.len(),
+        }
+    }
+
     fn value(&self, raw: &RawValue) -> Result<Value, String> {
         let mut v: Value = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
         if let Some(map) = v.as_object_mut() {
@@ -293,11 +302,7 @@ pub async fn gather(
                 });
             }
         };
-        entries.push(ListEntry {
-            resource: listed.resource.clone(),
-            resource_version: listed.resource_version.clone(),
-            items: listed.items.len(),
-        });
+        entries.push(listed.entry());
         for raw in &listed.items {
             if WorkloadKind::ALL
                 .iter()
@@ -407,38 +412,14 @@ pub async fn gather(
         ..AuditEvidence::default()
     };
     let events_source = match events {
-        Ok(listed) => {
-            entries.push(ListEntry {
-                resource: listed.resource.clone(),
-                resource_version: listed.resource_version.clone(),
-                items: listed.items.len(),
-            });
-            for raw in &listed.items {
-                if let Ok(e) = listed.value(raw) {
-                    index_event(&e, &mut evidence);
-                }
-            }
-            Availability::read(listed.items.len())
-        }
+        Ok(listed) => index_all(&listed, index_event, &mut entries, &mut evidence),
         Err(e) => Availability::unavailable(
             format!("cannot list Events: {e}"),
             format!("无法列出 Events：{e}"),
         ),
     };
     let reports_source = match reports {
-        Ok(listed) => {
-            entries.push(ListEntry {
-                resource: listed.resource.clone(),
-                resource_version: listed.resource_version.clone(),
-                items: listed.items.len(),
-            });
-            for raw in &listed.items {
-                if let Ok(r) = listed.value(raw) {
-                    index_report(&r, &mut evidence);
-                }
-            }
-            Availability::read(listed.items.len())
-        }
+        Ok(listed) => index_all(&listed, index_report, &mut entries, &mut evidence),
         Err(e) if is_status(&e, &[404]) => Availability::unavailable(
             "the PolicyReport API (wgpolicyk8s.io) is not installed",
             "未安装 PolicyReport API（wgpolicyk8s.io）",
@@ -473,6 +454,23 @@ pub async fn gather(
 }
 
 /// An audit Event: its name, what it is about, its reason and its time.
+/// Read every audit record in `listed` into `evidence` with `index`
+/// (records that do not parse are skipped: they are evidence, not input).
+fn index_all(
+    listed: &Listed,
+    index: fn(&Value, &mut AuditEvidence),
+    entries: &mut Vec<ListEntry>,
+    evidence: &mut AuditEvidence,
+) -> Availability {
+    entries.push(listed.entry());
+    for raw in &listed.items {
+        if let Ok(v) = listed.value(raw) {
+            index(&v, evidence);
+        }
+    }
+    Availability::read(listed.items.len())
+}
+
 fn index_event(e: &Value, evidence: &mut AuditEvidence) {
     let meta = e.get("metadata");
     let time = time_of(e.get("eventTime"))

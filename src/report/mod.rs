@@ -26,8 +26,7 @@ use std::process::ExitCode;
 
 use jiff::Timestamp;
 
-use crate::cli::resolve_lang;
-use crate::datafiles::DataSources;
+use crate::cli::JudgingArgs;
 use crate::engine::{Lang, Snapshot};
 pub use model::{Report, SCHEMA_VERSION};
 
@@ -95,27 +94,8 @@ pub struct ReportArgs {
     #[arg(long, value_name = "FILE", env = "RESIDENCY_GUARD_COMPARE")]
     pub compare: Option<PathBuf>,
 
-    /// Language of messages on the terminal and of the HTML's first view
-    /// (it carries both): en or zh-CN. Default: from LC_ALL / LC_MESSAGES / LANG.
-    #[arg(long, env = "RESIDENCY_GUARD_LANG")]
-    pub lang: Option<String>,
-
     #[command(flatten)]
-    pub data: DataSources,
-
-    /// Namespace for manifests that name none.
-    #[arg(
-        short = 'n',
-        long,
-        default_value = "default",
-        env = "RESIDENCY_GUARD_DEFAULT_NAMESPACE"
-    )]
-    pub namespace: String,
-
-    /// The report's time (RFC 3339): exemption expiry and days left.
-    /// Default: now.
-    #[arg(long, value_name = "TIMESTAMP", env = "RESIDENCY_GUARD_NOW")]
-    pub now: Option<String>,
+    pub judging: JudgingArgs,
 
     /// Workloads the HTML shows in full (violating first); the next 10
     /// times as many are one line each, the rest counted per namespace.
@@ -188,7 +168,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, String> {
 }
 
 pub fn run_report(args: &ReportArgs) -> ExitCode {
-    let lang = match resolve_lang(args.lang.as_deref()) {
+    let lang = match args.judging.lang() {
         Ok(l) => l,
         Err(e) => return fail(EXIT_BAD_INPUT, &[e.to_string()], Lang::En),
     };
@@ -200,24 +180,15 @@ pub fn run_report(args: &ReportArgs) -> ExitCode {
             "-f 读取清单文件，--kubeconfig 和 --context 读取集群：只能二选一",
         )]);
     }
-    let now = match &args.now {
-        None => Timestamp::now(),
-        Some(t) => match t.parse::<Timestamp>() {
-            Ok(t) => t,
-            Err(e) => {
-                return bad(&[say(
-                    lang,
-                    &format!("--now {t:?} is not an RFC 3339 timestamp: {e}"),
-                    &format!("--now {t:?} 不是 RFC 3339 时间戳：{e}"),
-                )]);
-            }
-        },
+    let now = match args.judging.now(lang) {
+        Ok(t) => t,
+        Err(e) => return bad(&[e]),
     };
-    let (catalogue, space) = match args.data.load() {
+    let (catalogue, space) = match args.judging.data.load() {
         Ok(d) => d,
         Err(e) => return bad(&[e.to_string()]),
     };
-    let data = match provenance::sources(&args.data) {
+    let data = match provenance::sources(&args.judging.data) {
         Ok(d) => d,
         Err(e) => return bad(&[e]),
     };
@@ -257,7 +228,7 @@ pub fn run_report(args: &ReportArgs) -> ExitCode {
             }
         }
     } else {
-        match manifests::gather(&args.files, base, &args.namespace, now, lang) {
+        match manifests::gather(&args.files, base, &args.judging.namespace, now, lang) {
             Ok(i) => i,
             Err(errors) => return bad(&errors),
         }
@@ -306,32 +277,17 @@ pub fn run_report(args: &ReportArgs) -> ExitCode {
             )
         );
     }
-    println!(
-        "{}",
-        say(
-            lang,
-            &format!(
-                "{} governed workloads ({} violating, {} exempted, {} compliant), {} pods; {} unclassified in governed namespaces. JSON SHA-256 {}",
-                s.workloads,
-                s.violating,
-                s.exempted,
-                s.compliant,
-                s.pods,
-                s.unclassified_in_governed_namespaces,
-                rendered.sha256
-            ),
-            &format!(
-                "受管工作负载 {} 个（违规 {}，豁免 {}，合规 {}），Pod {} 个；受管命名空间中未分类的工作负载 {} 个。JSON SHA-256 {}",
-                s.workloads,
-                s.violating,
-                s.exempted,
-                s.compliant,
-                s.pods,
-                s.unclassified_in_governed_namespaces,
-                rendered.sha256
-            ),
-        )
-    );
+    let (workloads, violating, exempted, compliant, pods) =
+        (s.workloads, s.violating, s.exempted, s.compliant, s.pods);
+    let (unclassified, sha256) = (s.unclassified_in_governed_namespaces, &rendered.sha256);
+    match lang {
+        Lang::En => println!(
+            "{workloads} governed workloads ({violating} violating, {exempted} exempted, {compliant} compliant), {pods} pods; {unclassified} unclassified in governed namespaces. JSON SHA-256 {sha256}"
+        ),
+        Lang::ZhCn => println!(
+            "受管工作负载 {workloads} 个（违规 {violating}，豁免 {exempted}，合规 {compliant}），Pod {pods} 个；受管命名空间中未分类的工作负载 {unclassified} 个。JSON SHA-256 {sha256}"
+        ),
+    }
     ExitCode::from(EXIT_OK)
 }
 

@@ -363,6 +363,22 @@ pub struct PodEntry {
     pub node: Option<NodeEntry>,
 }
 
+impl PodEntry {
+    /// Bound to a node outside mainland China (or unverified).
+    pub fn outside_mainland(&self) -> bool {
+        self.node
+            .as_ref()
+            .is_some_and(|n| n.jurisdiction != "mainland-china")
+    }
+}
+
+impl Placement {
+    /// Pods bound to nodes outside mainland China (or unverified).
+    pub fn pods_outside_mainland(&self) -> usize {
+        self.pods.iter().filter(|p| p.outside_mainland()).count()
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EgressEntry {
@@ -1062,13 +1078,12 @@ fn entry(
             .node_name
             .as_deref()
             .map(|n| node_entry(snapshot, n));
-        let outside_node = node
-            .as_ref()
-            .is_some_and(|n| n.jurisdiction != "mainland-china");
-        pod_entries.push(PodEntry {
+        let entry = PodEntry {
             name: pod.name.clone(),
             node,
-        });
+        };
+        let outside_node = entry.outside_mainland();
+        pod_entries.push(entry);
         if !outside_node || pod.controller.is_none() {
             continue;
         }
