@@ -1356,6 +1356,7 @@ fn default_environment_is_exactly_the_contract() {
         // The audit controller is on by default (issue 17).
         ("RESIDENCY_GUARD_AUDIT", "true"),
         ("RESIDENCY_GUARD_REQUEST_TIMEOUT_SECONDS", "3"),
+        ("RESIDENCY_GUARD_STALE_AFTER_SECONDS", "30"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

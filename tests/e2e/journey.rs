@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::{
-    Installed, apply_when_webhook_answers, cluster, eventually, fullname, install_and_run,
+    Installed, apply_when_webhook_answers, cluster, eventually, fullname, http_body, http_status,
+    install_and_run, install_generated_crd,
 };
 
 const REGION: &str = "topology.kubernetes.io/region";
@@ -80,24 +81,42 @@ fn pods_nodes(c: &crate::harness::Cluster, ns: &str, app: &str) -> Vec<String> {
 }
 
 fn setup(c: &crate::harness::Cluster, release: &str, apps: &str) -> Installed {
-    let installed = install_and_run(c, release, &format!("{release}-system"), &[]);
+    setup_with(c, release, apps, &[])
+}
+
+/// `setup` with more chart values (`--set` pairs).
+fn setup_with(
+    c: &crate::harness::Cluster,
+    release: &str,
+    apps: &str,
+    values: &[&str],
+) -> Installed {
+    let installed = install_and_run(c, release, &format!("{release}-system"), values);
+    apply_policies(c);
+    c.fresh_namespace(apps, &[("residencyguard.io/e2e", "true")]);
+    wait_until_enforced(c, apps);
+    installed
+}
+
+fn apply_policies(c: &crate::harness::Cluster) {
     c.cluster_object("residencypolicy", "e2e-personal");
     c.cluster_object("residencypolicy", "e2e-accounting");
     let r = apply_when_webhook_answers(c, POLICIES);
     assert!(r.ok, "policies: {}", r.stderr);
-    c.fresh_namespace(apps, &[("residencyguard.io/e2e", "true")]);
-    // The operator's snapshot has the policies once a dry run that only
-    // they would refuse is refused.
+}
+
+/// The operator's snapshot has the policies once a dry run that only they
+/// would refuse is refused.
+fn wait_until_enforced(c: &crate::harness::Cluster, apps: &str) {
     let probe = deployment(apps, "probe", "personal", &[], 1);
     eventually(
         "the operator to enforce the policies",
-        Duration::from_secs(20),
+        Duration::from_secs(40),
         || {
             let r = c.kubectl_in(&["apply", "--dry-run=server", "-f", "-"], &probe);
             r.stderr.contains("policy e2e-personal").then_some(())
         },
     );
-    installed
 }
 
 #[test]
@@ -571,4 +590,69 @@ fn declassifying_needs_the_declassify_verb() {
         m.contains("residency_guard_declassifications_total{outcome=\"allowed\"}"),
         "{m}"
     );
+}
+
+/// A watch that keeps failing makes the operator's view stale (here the
+/// ResidencyPolicy CRD is deleted, as in a botched CRD upgrade: every relist
+/// gets 404). After `webhook.staleAfterSeconds` /readyz fails with the
+/// watch and its error, and a classified workload is refused retryably
+/// ("cannot judge this request now", HTTP 503) instead of judged on old
+/// data; unclassified workloads are never sent. Once the watch lists again
+/// the operator is ready and judges as before.
+#[test]
+fn a_failing_watch_makes_the_operator_unready_and_refuse_to_judge() {
+    let Some(c) = cluster("journey-stale") else {
+        return;
+    };
+    let apps = "e2e-stale-apps";
+    let installed = setup_with(
+        &c,
+        "e2e-stale",
+        apps,
+        &["--set", "webhook.staleAfterSeconds=2"],
+    );
+    let port = installed.operator.admin_port;
+    let unpinned = deployment(apps, "unpinned", "personal", &[], 1);
+    let plain = deployment(apps, "plain", "", &[], 1);
+    let dry_run = |yaml: &str| c.kubectl_in(&["apply", "--dry-run=server", "-f", "-"], yaml);
+
+    c.must(&[
+        "delete",
+        "crd",
+        "residencypolicies.residencyguard.io",
+        "--wait=true",
+    ]);
+    eventually(
+        "/readyz to fail once the watch has failed for 2 s",
+        Duration::from_secs(60),
+        || (http_status(port, "/readyz") == Some(503)).then_some(()),
+    );
+    let why = http_body(port, "/readyz").unwrap_or_default();
+    assert!(why.contains("residencypolicies"), "/readyz says: {why}");
+    let r = dry_run(&unpinned);
+    assert!(!r.ok, "judged on a stale snapshot: {}", r.stdout);
+    assert!(
+        r.stderr.contains("cannot judge this request now") && r.stderr.contains("try again"),
+        "{}",
+        r.stderr
+    );
+    let r = dry_run(&plain);
+    assert!(r.ok, "an unclassified workload was held up: {}", r.stderr);
+    assert!(
+        installed
+            .operator
+            .metrics()
+            .lines()
+            .any(|l| l.starts_with("residency_guard_watch_errors_total") && !l.ends_with(" 0")),
+        "watch errors not counted:\n{}",
+        installed.operator.metrics()
+    );
+
+    // The CRD comes back: the watch lists again and the operator judges.
+    install_generated_crd(&c);
+    apply_policies(&c);
+    eventually("/readyz to pass again", Duration::from_secs(60), || {
+        (http_status(port, "/readyz") == Some(200)).then_some(())
+    });
+    wait_until_enforced(&c, apps);
 }
