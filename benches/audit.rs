@@ -1,5 +1,7 @@
 //! Audit controller figures at scale: 10,000 Pods + 1,000 Nodes + 2,000
-//! Deployments + 50 policies.
+//! Deployments + 50 policies, or with `RG_SCALE=envelope` Kubernetes'
+//! envelope (150,000 Pods, 10% classified, 5,000 Nodes, 3,000 Deployments,
+//! 200 policies, 10,000 namespaces; `cluster_data::Scale::ENVELOPE`).
 //!
 //! `cargo bench --bench audit` prints:
 //! - resident memory of the projected state (RSS from /proc/self/status
@@ -26,13 +28,6 @@ mod cluster_data;
 
 use cluster_data::{REGION, Scale, deployment_obj, namespace_tier, node_obj, pod_obj, policy_obj};
 
-const SCALE: Scale = Scale::ISSUE;
-const NODES: usize = SCALE.nodes;
-const DEPLOYMENTS: usize = SCALE.deployments;
-const PODS: usize = SCALE.pods;
-const POLICIES: usize = SCALE.policies;
-const NAMESPACES: usize = SCALE.namespaces;
-
 fn rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
@@ -52,25 +47,25 @@ struct Projected {
 }
 
 /// Generate each full object, measure it, project it, drop it.
-fn project() -> Projected {
+fn project(scale: &Scale) -> Projected {
     let mut full_bytes = 0;
-    let mut nodes = Vec::with_capacity(NODES);
-    for i in 0..NODES {
+    let mut nodes = Vec::with_capacity(scale.nodes);
+    for i in 0..scale.nodes {
         let v = node_obj(i);
         full_bytes += serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(0);
         let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(v).expect("node");
         nodes.push(NodeInfo::from_node(&node));
     }
     let mut workloads = BTreeMap::new();
-    for v in (0..DEPLOYMENTS)
-        .map(|i| deployment_obj(i, &SCALE))
-        .chain((0..PODS).map(|i| pod_obj(i, &SCALE)))
+    for v in (0..scale.deployments)
+        .map(|i| deployment_obj(i, scale))
+        .chain((0..scale.pods).map(|i| pod_obj(i, scale)))
     {
         full_bytes += serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(0);
         let w = Workload::from_value(&v, "default").expect("workload");
         workloads.insert(WorkloadKey::of(&w), Arc::new(w));
     }
-    let policies = (0..POLICIES)
+    let policies = (0..scale.policies)
         .map(|i| (format!("policy-{i}"), policy_obj(i)))
         .collect();
     Projected {
@@ -81,7 +76,12 @@ fn project() -> Projected {
     }
 }
 
-fn inventory(p: &Projected, relabel: Option<(usize, &str)>, now: Timestamp) -> Arc<Inventory> {
+fn inventory(
+    p: &Projected,
+    scale: &Scale,
+    relabel: Option<(usize, &str)>,
+    now: Timestamp,
+) -> Arc<Inventory> {
     let mut snapshot = Snapshot::new(Catalogue::builtin().clone(), AddressSpace::builtin());
     for pol in p.policies.values() {
         let _ = snapshot.add_policy(pol, now);
@@ -91,7 +91,7 @@ fn inventory(p: &Projected, relabel: Option<(usize, &str)>, now: Timestamp) -> A
         nodes[i].labels.insert(REGION.into(), region.into());
     }
     snapshot.set_nodes(nodes);
-    for n in 0..NAMESPACES {
+    for n in 0..scale.namespaces {
         snapshot.namespaces.insert(
             format!("ns-{n}"),
             BTreeMap::from([("tier".to_string(), namespace_tier(n))]),
@@ -132,8 +132,9 @@ fn figures() {
 
     let mib = |k: u64| k as f64 / 1024.0;
     let before = rss_kib().unwrap_or(0);
-    let projected = project();
-    let inv = inventory(&projected, None, now);
+    let scale = Scale::from_env();
+    let projected = project(&scale);
+    let inv = inventory(&projected, &scale, None, now);
     let projected_rss = rss_kib().unwrap_or(0);
     let mut auditor = Auditor::new(PlanConfig::default());
     auditor.full_pass(inv.clone(), now);
@@ -147,7 +148,10 @@ fn figures() {
         mib(indexed_rss),
         mib(after)
     );
-    println!("objects: {PODS} pods, {NODES} nodes, {DEPLOYMENTS} deployments, {POLICIES} policies");
+    println!(
+        "objects: {} (NetworkPolicies not part of this bench)",
+        scale.describe()
+    );
     println!(
         "full objects as JSON: {:.1} MiB (what a naive cache of typed objects starts from)",
         projected.full_bytes as f64 / 1048576.0
@@ -183,7 +187,7 @@ fn figures() {
     println!("plan from the index (messages already written): median {median:?}, max {max:?}");
 
     // One node relabel: node-0001 (cn-north-1) moves abroad and back.
-    let abroad = inventory(&projected, Some((1, "us-east-1")), now);
+    let abroad = inventory(&projected, &scale, Some((1, "us-east-1")), now);
     let home = inv.clone();
     let mut rejudged = 0;
     let (median, max) = time(10, || {

@@ -28,6 +28,9 @@ pub struct Scale {
     pub pods: usize,
     pub policies: usize,
     pub namespaces: usize,
+    /// One Deployment in this many carries a data class (its pods too).
+    pub classified_every: usize,
+    pub network_policies: usize,
 }
 
 impl Scale {
@@ -39,7 +42,43 @@ impl Scale {
         pods: 10_000,
         policies: 50,
         namespaces: 100,
+        classified_every: 1,
+        network_policies: 0,
     };
+
+    /// Kubernetes' published scalability envelope (issue #14): 150,000 Pods
+    /// (10% classified) on 5,000 Nodes, 3,000 Deployments, 10,000
+    /// namespaces, 200 policies, 5,000 NetworkPolicies.
+    pub const ENVELOPE: Scale = Scale {
+        nodes: 5_000,
+        deployments: 3_000,
+        pods: 150_000,
+        policies: 200,
+        namespaces: 10_000,
+        classified_every: 10,
+        network_policies: 5_000,
+    };
+
+    /// `RG_SCALE=envelope` picks the envelope; anything else the issue scale.
+    pub fn from_env() -> Scale {
+        match std::env::var("RG_SCALE").as_deref() {
+            Ok("envelope") => Scale::ENVELOPE,
+            _ => Scale::ISSUE,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{} pods ({} classified), {} nodes, {} deployments, {} policies, {} namespaces, {} NetworkPolicies",
+            self.pods,
+            self.pods / self.classified_every.max(1),
+            self.nodes,
+            self.deployments,
+            self.policies,
+            self.namespaces,
+            self.network_policies
+        )
+    }
 }
 
 /// Roughly what the API server sends: managedFields, status, containers.
@@ -85,14 +124,19 @@ pub fn node_obj(i: usize) -> Value {
            "status": {"capacity": {"cpu": "4", "memory": "16Gi"}, "images": (0..30).map(|k| json!({"names": [format!("registry.example.com/image-{k}@sha256:{}", "a".repeat(64))], "sizeBytes": 1_000_000})).collect::<Vec<_>>()}})
 }
 
-pub fn template(i: usize) -> Value {
+/// Deployment `i`'s pod template: classified when `i` is a multiple of
+/// `classified_every`; three in four pinned to a mainland region.
+pub fn template(i: usize, classified_every: usize) -> Value {
     let mut spec = json!({"containers": containers()});
     if !i.is_multiple_of(4) {
         spec["nodeSelector"] =
             json!({REGION: if i % 4 == 1 { "cn-north-1" } else { "cn-northwest-1" }});
     }
-    json!({"metadata": {"labels": {"app": format!("app-{i}"), "residencyguard.io/data-class": CLASSES[i % CLASSES.len()]}},
-           "spec": spec})
+    let mut labels = json!({"app": format!("app-{i}")});
+    if i.is_multiple_of(classified_every.max(1)) {
+        labels["residencyguard.io/data-class"] = json!(CLASSES[i % CLASSES.len()]);
+    }
+    json!({"metadata": {"labels": labels}, "spec": spec})
 }
 
 pub fn deployment_obj(i: usize, scale: &Scale) -> Value {
@@ -100,12 +144,12 @@ pub fn deployment_obj(i: usize, scale: &Scale) -> Value {
     meta["name"] = json!(format!("app-{i}"));
     meta["namespace"] = json!(format!("ns-{}", i % scale.namespaces));
     json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
-           "spec": {"replicas": 5, "selector": {"matchLabels": {"app": format!("app-{i}")}}, "template": template(i)}})
+           "spec": {"replicas": 5, "selector": {"matchLabels": {"app": format!("app-{i}")}}, "template": template(i, scale.classified_every)}})
 }
 
 pub fn pod_obj(i: usize, scale: &Scale) -> Value {
     let d = i % scale.deployments;
-    let mut t = template(d);
+    let mut t = template(d, scale.classified_every);
     let mut meta = bulk(i);
     meta["name"] = json!(format!("app-{d}-abc{d}-{i}"));
     meta["namespace"] = json!(format!("ns-{}", d % scale.namespaces));
@@ -135,6 +179,20 @@ pub fn policy_obj(i: usize) -> residency_guard::api::ResidencyPolicy {
 /// The labels of namespace `ns-{n}`.
 pub fn namespace_tier(n: usize) -> String {
     format!("t{}", n % 10)
+}
+
+/// NetworkPolicy `i`: egress of Deployment `i % deployments`'s pods to
+/// the cluster and to one mainland block (nothing abroad).
+pub fn network_policy_obj(i: usize, scale: &Scale) -> Value {
+    let d = i % scale.deployments.max(1);
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+           "metadata": {"name": format!("np-{i}"), "namespace": format!("ns-{}", d % scale.namespaces),
+                        "uid": format!("3333-{i:08}"), "resourceVersion": format!("{}", 400_000 + i)},
+           "spec": {"podSelector": {"matchLabels": {"app": format!("app-{d}")}},
+                    "policyTypes": ["Egress"],
+                    "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}},
+                                       {"ipBlock": {"cidr": "52.80.0.0/16"}}],
+                                "ports": [{"protocol": "TCP", "port": 443}]}]}})
 }
 
 pub fn namespace_obj(n: usize) -> Value {

@@ -140,7 +140,9 @@ impl MockApi {
         max_page: Option<usize>,
         bookmark_every: Duration,
     ) -> MockApi {
-        use super::cluster_data::{deployment_obj, namespace_obj, node_obj, pod_obj, policy_value};
+        use super::cluster_data::{
+            deployment_obj, namespace_obj, network_policy_obj, node_obj, pod_obj, policy_value,
+        };
         let mut mock = MockApi::new(max_page, bookmark_every);
         mock.add("Node", (0..scale.nodes).map(node_obj));
         mock.add("Namespace", (0..scale.namespaces).map(namespace_obj));
@@ -150,6 +152,10 @@ impl MockApi {
         );
         mock.add("Pod", (0..scale.pods).map(|i| pod_obj(i, scale)));
         mock.add("ResidencyPolicy", (0..scale.policies).map(policy_value));
+        mock.add(
+            "NetworkPolicy",
+            (0..scale.network_policies).map(|i| network_policy_obj(i, scale)),
+        );
         mock
     }
 

@@ -117,6 +117,7 @@ fn main() {
         pods: workloads,
         policies: 50,
         namespaces: 100,
+        ..Scale::ISSUE
     };
     let dir = tempfile::tempdir().expect("tempdir");
 

@@ -40,6 +40,8 @@ const SCALE: Scale = Scale {
     pods: 50,
     policies: 10,
     namespaces: 20,
+    classified_every: 1,
+    network_policies: 0,
 };
 const MAX_PAGE: usize = 7;
 const NOW: &str = "2026-06-01T00:00:00Z";
