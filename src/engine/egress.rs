@@ -7,6 +7,7 @@
 //! cidr minus except; a rule with no `to` reaches everything. hostNetwork
 //! pods bypass NetworkPolicy altogether.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -402,20 +403,26 @@ fn block_texts(
         Some((cidr, except)) => {
             let reachable =
                 IpSet::from_nets([*cidr]).subtract(&IpSet::from_nets(except.iter().copied()));
+            // Borrowed, not cloned: the mainland set is thousands of ranges.
             let inside = if policy.allowed_cidrs.is_empty() {
-                space.inside.clone()
+                Cow::Borrowed(&space.inside)
             } else {
-                space.inside.union(&policy.allowed_cidrs)
+                Cow::Owned(space.inside.union(&policy.allowed_cidrs))
             };
-            let outside = reachable.subtract(&inside);
+            // Only as many ranges of the outside part as the message can
+            // use: it equals `reachable` (so has as many ranges) or is
+            // listed when small; past that it is "too many" whatever its
+            // size, and 0.0.0.0/0 minus the mainland is thousands.
+            let (v4, v6) = reachable.range_count();
+            let outside = reachable.subtract_within(&inside, MAX_EXCEPTS_SUGGESTED.max(v4 + v6));
             // Each range is at least one CIDR: count ranges before listing.
-            let (v4, v6) = outside.range_count();
-            let nets = if v4 + v6 <= MAX_EXCEPTS_SUGGESTED {
-                outside.to_nets()
-            } else {
-                Vec::new()
+            let nets = match &outside {
+                Some(o) if o.range_count().0 + o.range_count().1 <= MAX_EXCEPTS_SUGGESTED => {
+                    o.to_nets()
+                }
+                _ => Vec::new(),
             };
-            if outside == reachable {
+            if outside.as_ref() == Some(&reachable) {
                 (
                     format!(
                         "remove this ipBlock or replace it with mainland-China destinations (none of {} is in mainland China), or {approved_en}",

@@ -232,18 +232,33 @@ impl<T: RangeInt> RangeSet<T> {
         RangeSet { ranges: out }
     }
 
-    /// `self \ other`, by a linear merge.
+    /// `self \ other`.
     pub fn subtract(&self, other: &Self) -> Self {
+        self.subtract_within(other, usize::MAX)
+            .unwrap_or_else(|| RangeSet { ranges: Vec::new() })
+    }
+
+    /// `self \ other` when it has at most `limit` ranges, else `None` (found
+    /// without building the rest: the complement of a big set in a wide
+    /// block is thousands of ranges). Walks `self` merging with `other`,
+    /// skipping to each range of `self` by binary search.
+    pub fn subtract_within(&self, other: &Self, limit: usize) -> Option<Self> {
         let b = &other.ranges;
-        let mut out = Vec::with_capacity(self.ranges.len());
+        let mut out = Vec::with_capacity(self.ranges.len().min(limit));
         let mut j = 0usize;
         'outer: for &(s, e) in &self.ranges {
-            while j < b.len() && b[j].1 < s {
-                j += 1;
+            if out.len() > limit {
+                return None;
             }
+            // Binary search: `other` is often the mainland set (thousands
+            // of ranges) and `self` one block.
+            j += b[j..].partition_point(|r| r.1 < s);
             let mut cur = s;
             let mut k = j;
             loop {
+                if out.len() > limit {
+                    return None;
+                }
                 match b.get(k) {
                     Some(&(bs, be)) if bs <= e => {
                         if bs > cur
@@ -267,7 +282,7 @@ impl<T: RangeInt> RangeSet<T> {
                 }
             }
         }
-        RangeSet { ranges: out }
+        (out.len() <= limit).then_some(RangeSet { ranges: out })
     }
 
     /// `self ∩ other`, by a linear merge.
@@ -540,6 +555,14 @@ impl IpSet {
             v4: self.v4.subtract(&other.v4),
             v6: self.v6.subtract(&other.v6),
         }
+    }
+
+    /// `self \ other` when it has at most `max` ranges (IPv4 and IPv6
+    /// together), else `None`, without building the rest.
+    pub fn subtract_within(&self, other: &IpSet, max: usize) -> Option<IpSet> {
+        let v4 = self.v4.subtract_within(&other.v4, max)?;
+        let v6 = self.v6.subtract_within(&other.v6, max - v4.len())?;
+        Some(IpSet { v4, v6 })
     }
 
     /// `self ∩ other`.
@@ -1107,6 +1130,18 @@ mod tests {
             let (ma, mb) = (bits_of(&a), bits_of(&b));
             let want: Vec<bool> = (0..256).map(|i| ma[i] && !mb[i]).collect();
             prop_assert_eq!(bits_of(&d).to_vec(), want);
+        }
+
+        #[test]
+        fn subtract_within_is_subtract_or_too_many(a in arb_set(), b in arb_set(), limit in 0usize..8) {
+            let full = a.subtract(&b);
+            match a.subtract_within(&b, limit) {
+                Some(d) => {
+                    prop_assert_eq!(&d, &full);
+                    prop_assert!(full.len() <= limit);
+                }
+                None => prop_assert!(full.len() > limit),
+            }
         }
 
         #[test]
