@@ -426,7 +426,10 @@ pub struct AuditPlan {
 /// Severity by what the finding proves.
 pub fn severity(code: Code) -> &'static str {
     match code {
-        Code::BoundToNodeOutside => "critical",
+        Code::BoundToNodeOutside | Code::VolumeOutsideMainland | Code::StorageEndpointOutside => {
+            "critical"
+        }
+        Code::VolumeNotGuaranteed => "high",
         Code::NodeOutsideMainland
         | Code::EgressOutsideMainland
         | Code::EgressExternalForbidden

@@ -1,5 +1,6 @@
 //! The snapshot: everything a decision depends on besides the workload and
-//! the time (policies, nodes, namespaces, NetworkPolicies, Services, the
+//! the time (policies, nodes, namespaces, NetworkPolicies, Services,
+//! PersistentVolumes, PersistentVolumeClaims, StorageClasses, the
 //! jurisdiction catalogue and address data), and the one builder that sorts
 //! a cluster's objects into it. The CLI feeds the builder from manifests,
 //! `state` from watches.
@@ -16,6 +17,7 @@ use super::network::{AddressSpace, NetworkIndex};
 use super::node_inventory::{ClassifiedNode, FixRegions, NodeInventory};
 use super::nodes::NodeInfo;
 use super::policy::{self, CompiledPolicy, Enforcement, PolicyProblem, RejectedPolicy};
+use super::volumes::{ClaimRecord, ClassRecord, StorageIndex, VolumeRecord};
 use crate::api::ResidencyPolicy;
 
 /// Everything the decision depends on besides the workload and the time.
@@ -34,6 +36,9 @@ pub struct Snapshot {
     /// The node inventory; `None` when unknown (the CLI given only
     /// manifests), in which case the guarantee alone decides placement.
     inventory: Option<Arc<NodeInventory>>,
+    /// PersistentVolumes (located), PersistentVolumeClaims and
+    /// StorageClasses (judged); shared when a snapshot is cloned.
+    storage: Arc<StorageIndex>,
 }
 
 impl Snapshot {
@@ -48,6 +53,29 @@ impl Snapshot {
     /// Replace the node inventory, classifying and indexing each node once.
     pub fn set_nodes(&mut self, nodes: impl IntoIterator<Item = NodeInfo>) {
         self.inventory = Some(Arc::new(NodeInventory::new(nodes, &self.catalogue)));
+    }
+
+    /// The storage objects: PVs located, StorageClasses judged.
+    pub fn storage(&self) -> &StorageIndex {
+        &self.storage
+    }
+
+    /// Replace the storage objects, locating each PV and judging each
+    /// StorageClass once (against the catalogue and the node inventory, so
+    /// set the nodes first).
+    pub fn set_storage(
+        &mut self,
+        volumes: Vec<VolumeRecord>,
+        claims: Vec<ClaimRecord>,
+        classes: Vec<ClassRecord>,
+    ) {
+        self.storage = Arc::new(StorageIndex::build(
+            volumes,
+            claims,
+            classes,
+            &self.catalogue,
+            self.inventory.as_deref(),
+        ));
     }
 
     /// The node inventory, when known.
@@ -133,6 +161,7 @@ impl Snapshot {
             network,
             address_space: Arc::clone(&self.address_space),
             inventory: self.inventory.clone(),
+            storage: Arc::clone(&self.storage),
         }
     }
 }
@@ -158,6 +187,15 @@ pub struct SnapshotBuilder<'m> {
     nodes_known: bool,
     last_valid: Option<&'m mut LastValid>,
     seen: BTreeSet<PolicyId>,
+    storage: StorageParts,
+}
+
+/// The storage objects added so far.
+#[derive(Default)]
+struct StorageParts {
+    volumes: Vec<VolumeRecord>,
+    claims: Vec<ClaimRecord>,
+    classes: Vec<ClassRecord>,
 }
 
 impl SnapshotBuilder<'static> {
@@ -171,6 +209,7 @@ impl SnapshotBuilder<'static> {
             nodes_known: false,
             last_valid: None,
             seen: BTreeSet::new(),
+            storage: StorageParts::default(),
         }
     }
 }
@@ -186,6 +225,7 @@ impl<'m> SnapshotBuilder<'m> {
             nodes_known: self.nodes_known,
             last_valid: Some(last_valid),
             seen: self.seen,
+            storage: self.storage,
         }
     }
 
@@ -262,6 +302,21 @@ impl<'m> SnapshotBuilder<'m> {
         self.snapshot.network.add_service(svc);
     }
 
+    /// A PersistentVolume, projected (`VolumeRecord::from_k8s`).
+    pub fn persistent_volume(&mut self, pv: VolumeRecord) {
+        self.storage.volumes.push(pv);
+    }
+
+    /// A PersistentVolumeClaim, projected (`ClaimRecord::from_k8s`).
+    pub fn persistent_volume_claim(&mut self, claim: ClaimRecord) {
+        self.storage.claims.push(claim);
+    }
+
+    /// A StorageClass, projected (`ClassRecord::from_k8s`).
+    pub fn storage_class(&mut self, class: ClassRecord) {
+        self.storage.classes.push(class);
+    }
+
     /// Namespaces added so far.
     pub fn namespace_count(&self) -> usize {
         self.snapshot.namespaces.len()
@@ -273,6 +328,14 @@ impl<'m> SnapshotBuilder<'m> {
     pub fn build(mut self) -> Snapshot {
         if self.nodes_known || !self.nodes.is_empty() {
             self.snapshot.set_nodes(self.nodes);
+        }
+        let StorageParts {
+            volumes,
+            claims,
+            classes,
+        } = self.storage;
+        if !(volumes.is_empty() && claims.is_empty() && classes.is_empty()) {
+            self.snapshot.set_storage(volumes, claims, classes);
         }
         if let Some(memory) = self.last_valid {
             memory.0.retain(|id, _| self.seen.contains(id));
