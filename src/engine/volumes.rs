@@ -474,7 +474,10 @@ fn locate_term(
             for &z in zones {
                 let key = pins.key_of.get(z).copied().unwrap_or_default();
                 match catalogue.zone_region(z) {
-                    Some(r) if regions.as_ref().is_none_or(|rs| rs.contains(r)) => {
+                    Some(r)
+                        if regions.as_ref().is_none_or(|rs| rs.contains(r))
+                            && !pins.not_regions.contains(r) =>
+                    {
                         places.push((r, key, z));
                     }
                     Some(_) => {} // a zone outside the pinned regions: no such place
