@@ -282,13 +282,17 @@ impl Judge<'_> {
         }
         let outside = matches!(pv.location, VolumeLocation::Outside { .. });
         let (en_where, zh_where) = (pv.location.describe_en(), pv.location.describe_zh());
+        let (bind_en, bind_zh) = match &origin.claim {
+            Some(c) => (format!("claim {c}"), format!("声明 {c}")),
+            None => ("the claim".to_string(), "该声明".to_string()),
+        };
         let fix = if outside {
             Text {
                 en: format!(
-                    "move the data to a PersistentVolume in a mainland-China region or zone (e.g. topology.kubernetes.io/zone=cn-north-1a) and bind {claim_en} to it, or recreate the claim with a StorageClass that provisions in mainland China; a PersistentVolume's topology cannot be changed in place"
+                    "move the data to a PersistentVolume in a mainland-China region or zone (e.g. topology.kubernetes.io/zone=cn-north-1a) and bind {bind_en} to it, or recreate the claim with a StorageClass that provisions in mainland China; a PersistentVolume's topology cannot be changed in place"
                 ),
                 zh: format!(
-                    "将数据迁移到位于中国大陆地域或可用区（例如 topology.kubernetes.io/zone=cn-north-1a）的 PersistentVolume 并将{claim_zh}绑定到它，或使用在中国大陆制备卷的 StorageClass 重新创建该声明；PersistentVolume 的拓扑无法原地修改"
+                    "将数据迁移到位于中国大陆地域或可用区（例如 topology.kubernetes.io/zone=cn-north-1a）的 PersistentVolume 并将{bind_zh}绑定到它，或使用在中国大陆制备卷的 StorageClass 重新创建该声明；PersistentVolume 的拓扑无法原地修改"
                 ),
             }
         } else {
