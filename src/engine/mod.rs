@@ -69,7 +69,7 @@ pub use policy::{
 };
 pub use selector::NodeLabels;
 pub use shared::Shared;
-pub use snapshot::{LastValid, NamespaceFacts, Snapshot, SnapshotBuilder};
+pub use snapshot::{LastValid, LiveStorage, NamespaceFacts, Snapshot, SnapshotBuilder};
 pub(crate) use text::join_en;
 pub use text::{Lang, Message, Text, UnknownLang};
 pub use verdict::{

@@ -133,6 +133,22 @@ pub struct NamespaceFacts {
     /// Every NetworkPolicy in it; `None` when they were not read (the
     /// snapshot's are kept).
     pub network_policies: Option<Vec<k8s_openapi::api::networking::v1::NetworkPolicy>>,
+    /// Its PersistentVolumeClaims, the PersistentVolumes they name and
+    /// every StorageClass; `None` when they were not read (the snapshot's
+    /// are kept).
+    pub storage: Option<LiveStorage>,
+}
+
+/// Storage objects read at the moment of a review (a claim, its PV or a
+/// class created in the same `kubectl apply` as the workload).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LiveStorage {
+    /// Every claim of the namespace.
+    pub claims: Vec<ClaimRecord>,
+    /// The PVs those claims name (others are kept from the snapshot).
+    pub volumes: Vec<VolumeRecord>,
+    /// Every StorageClass.
+    pub classes: Vec<ClassRecord>,
 }
 
 impl Snapshot {
@@ -153,6 +169,28 @@ impl Snapshot {
         if let Some(nps) = &facts.network_policies {
             network.replace_network_policies(namespace, nps);
         }
+        let storage = match &facts.storage {
+            None => Arc::clone(&self.storage),
+            Some(live) => {
+                // The live PVs replace the snapshot's of the same name.
+                let live_names: BTreeSet<&str> =
+                    live.volumes.iter().map(|v| v.name.as_str()).collect();
+                let volumes = self
+                    .storage
+                    .volumes()
+                    .filter(|v| !live_names.contains(v.record.name.as_str()))
+                    .map(|v| v.record.clone())
+                    .chain(live.volumes.iter().cloned())
+                    .collect();
+                Arc::new(StorageIndex::build(
+                    volumes,
+                    live.claims.clone(),
+                    live.classes.clone(),
+                    &self.catalogue,
+                    self.inventory.as_deref(),
+                ))
+            }
+        };
         Snapshot {
             catalogue: self.catalogue.clone(),
             policies: self.policies.clone(),
@@ -161,7 +199,7 @@ impl Snapshot {
             network,
             address_space: Arc::clone(&self.address_space),
             inventory: self.inventory.clone(),
-            storage: Arc::clone(&self.storage),
+            storage,
         }
     }
 }

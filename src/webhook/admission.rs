@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 
 use crate::api::{Action, ResidencyPolicy};
 use crate::engine::{
-    self, Lang, Message, Snapshot, Text, Verdict, Workload, WorkloadError, WorkloadObject,
+    self, Code, Lang, Message, Snapshot, Text, Verdict, Workload, WorkloadError, WorkloadObject,
 };
 use crate::state::WorkloadSource;
 
@@ -216,6 +216,9 @@ pub struct Confirm {
     pub namespace: String,
     /// Read the namespace's NetworkPolicies too (the answer rests on them).
     pub network_policies: bool,
+    /// Read its claims, their PVs and the StorageClasses too (a storage
+    /// finding: the claim may have been created moments ago).
+    pub storage: bool,
     pub why: ConfirmReason,
 }
 
@@ -526,24 +529,31 @@ fn declassification(
 /// Only then is the API server asked (a compliant, classified workload in a
 /// known namespace, the common case, costs nothing more).
 fn confirmation_needed(snapshot: &Snapshot, namespace: &str, verdict: &Verdict) -> Option<Confirm> {
-    let confirm = |network_policies, why| {
+    let confirm = |network_policies, storage, why| {
         Some(Confirm {
             namespace: namespace.to_string(),
             network_policies,
+            storage,
             why,
         })
     };
     if !snapshot.namespaces.contains_key(namespace) {
-        return confirm(true, ConfirmReason::NamespaceUnknown);
+        return confirm(true, true, ConfirmReason::NamespaceUnknown);
     }
     if verdict.classes.is_empty() {
-        return confirm(false, ConfirmReason::NotClassified);
+        return confirm(false, false, ConfirmReason::NotClassified);
     }
     if verdict.denied() {
-        let on_egress = verdict
-            .violations()
-            .any(|(p, v)| p.action == Action::Deny && v.code.is_egress());
-        return confirm(on_egress, ConfirmReason::Denial);
+        let denied_on = |f: fn(Code) -> bool| {
+            verdict
+                .violations()
+                .any(|(p, v)| p.action == Action::Deny && f(v.code))
+        };
+        return confirm(
+            denied_on(Code::is_egress),
+            denied_on(Code::is_storage),
+            ConfirmReason::Denial,
+        );
     }
     None
 }
