@@ -215,3 +215,21 @@ fn storage_objects_sent_to_the_webhook_are_not_judged() {
         assert_eq!(h.decision.result, "skipped", "{object}");
     }
 }
+
+#[test]
+fn an_admitted_statefulset_whose_claims_are_unseen_is_confirmed_live() {
+    // No claim data-vault-N in the snapshot: it may have been applied with
+    // the StatefulSet, bound abroad. The answer stands only after the
+    // namespace's claims are read.
+    let loaded = load("");
+    let h = judge(&loaded, &vault());
+    assert!(h.review.response.allowed);
+    let confirm = h.decision.confirm.as_ref().unwrap();
+    assert!(confirm.storage);
+    assert_eq!(confirm.why.as_str(), "storage_unseen");
+    // Once its claim is known, nothing more is read.
+    let loaded = load(&bound_claim("cn-north-1a"));
+    let h = judge(&loaded, &vault());
+    assert!(h.review.response.allowed);
+    assert!(h.decision.confirm.is_none(), "{:?}", h.decision.confirm);
+}

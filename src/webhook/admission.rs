@@ -234,6 +234,10 @@ pub enum ConfirmReason {
     /// A denial: confirm the namespace labels and, for egress findings, the
     /// NetworkPolicies it rests on (one may have been created moments ago).
     Denial,
+    /// A StatefulSet with claim templates of which the snapshot knows no
+    /// claim: claims restored or pre-bound for it are usually applied with
+    /// it, moments before, and are judged by where their PVs are.
+    StorageUnseen,
 }
 
 impl ConfirmReason {
@@ -242,6 +246,7 @@ impl ConfirmReason {
             ConfirmReason::NamespaceUnknown => "namespace_unknown",
             ConfirmReason::NotClassified => "not_classified",
             ConfirmReason::Denial => "denial",
+            ConfirmReason::StorageUnseen => "storage_unseen",
         }
     }
 }
@@ -487,7 +492,8 @@ fn workload_review<O: WorkloadInput, P: OldInput>(
             return refuse(400, "BadRequest", e.to_string());
         }
     };
-    decision.confirm = confirmation_needed(judging.snapshot, namespace, &verdict);
+    decision.confirm = confirmation_needed(judging.snapshot, namespace, &verdict)
+        .or_else(|| unseen_claims(judging.snapshot, &workload, &verdict));
     if req.operation == "UPDATE"
         && let Some(old) = &req.old_object
     {
@@ -556,6 +562,33 @@ fn confirmation_needed(snapshot: &Snapshot, namespace: &str, verdict: &Verdict) 
         );
     }
     None
+}
+
+/// An admitted StatefulSet whose claim templates the snapshot knows no
+/// claim of: read the namespace's claims before the answer stands (a claim
+/// bound abroad, applied with the StatefulSet, must not slip through
+/// because the watch is milliseconds behind). Only when a governing policy
+/// checks storage; a StatefulSet's creation is rare enough for one LIST.
+fn unseen_claims(snapshot: &Snapshot, workload: &Workload, verdict: &Verdict) -> Option<Confirm> {
+    let checked = verdict.policies.iter().any(|p| {
+        snapshot
+            .policies
+            .iter()
+            .any(|c| c.name == p.policy && c.storage_mode == crate::api::StorageMode::MainlandOnly)
+    });
+    let unseen = workload.claim_templates.iter().any(|t| {
+        snapshot
+            .storage()
+            .template_claims(&workload.namespace, t.name(), &workload.name)
+            .next()
+            .is_none()
+    });
+    (checked && unseen && !verdict.denied()).then(|| Confirm {
+        namespace: workload.namespace.clone(),
+        network_policies: false,
+        storage: true,
+        why: ConfirmReason::StorageUnseen,
+    })
 }
 
 /// Deny → 403 with every Deny-policy message; Warn-policy messages become
