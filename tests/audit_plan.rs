@@ -1018,6 +1018,11 @@ fn a_pv_relabelled_abroad_rejudges_the_statefulset_bound_to_it() {
         .unwrap();
     assert_eq!(r.severity, "critical");
     assert_eq!(r.resources[0].name, "db");
+    assert_eq!(r.properties["persistentVolume"], "pv-0");
+    assert_eq!(r.properties["claim"], "app/data-db-0");
+    assert_eq!(r.properties["volume"], "data");
+    assert_eq!(r.properties["region"], "ap-east-1");
+    assert_eq!(r.properties["reason"], "boundOutside");
 }
 
 #[test]

@@ -11,8 +11,8 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use crate::api::{Action, DataClass};
 use crate::engine::{
     ClaimRecord, ClassRecord, Code, CompiledNetworkPolicy, Detail, Evidence, ExemptionUse, Lang,
-    Message, NodeConstraints, NodeEvidence, NodeInfo, Shared, StorageIndex, VolumeLocation,
-    VolumeRecord, Workload, WorkloadKind, evaluate_with,
+    Message, NodeConstraints, NodeEvidence, NodeInfo, Shared, StorageEvidence, StorageIndex,
+    VolumeLocation, VolumeRecord, Workload, WorkloadKind, evaluate_with,
 };
 use crate::state::{Inventory, WorkloadKey};
 
@@ -65,6 +65,8 @@ pub struct FindingViolation {
     pub exempted: bool,
     /// The node a pod is bound to (BoundToNodeOutside).
     pub node: Option<Shared<NodeEvidence>>,
+    /// The volume, claim, PV or class at fault (storage codes).
+    pub storage: Option<Arc<StorageEvidence>>,
 }
 
 /// How an object fares under one governing policy.
@@ -382,11 +384,14 @@ fn judge_in(
                             if detail == Detail::Full {
                                 messages.push(v.message);
                             }
+                            let (node, storage) = match v.evidence {
+                                Evidence::BoundNode { node } => (Some(node), None),
+                                Evidence::Storage(e) => (None, Some(Arc::new(e))),
+                                _ => (None, None),
+                            };
                             FindingViolation {
-                                node: match v.evidence {
-                                    Evidence::BoundNode { node } => Some(node),
-                                    _ => None,
-                                },
+                                node,
+                                storage,
                                 code: v.code,
                                 field: v.field,
                                 exempted: v.exempted,
