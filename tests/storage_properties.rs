@@ -2,10 +2,11 @@
 //! checked against an independent brute-force model.
 //!
 //! The model never calls the engine's location code. It enumerates every
-//! place a node could be over a small vocabulary — a (region, zone) pair
-//! the zone table allows, with every region and zone key labelled, plus a
-//! region and a zone no one has named — and lists the places a PV's
-//! topology (its node affinity terms, each AND'ed with its labels) admits.
+//! node there could be over a small vocabulary — a (region, zone) pair the
+//! zone table allows, with every region and zone key labelled, plus a
+//! region and a zone no one has named, under each node name (no inventory:
+//! a named node may be anywhere) — and lists the nodes a PV's topology (its
+//! node affinity terms, each AND'ed with its labels) admits.
 //! A PV is in mainland China iff it admits at least one place and every
 //! place it admits is in a mainland region. The engine must agree exactly,
 //! and when it says "outside" the place it names must be one the PV admits.
@@ -53,10 +54,16 @@ const ZONES: &[(&str, Option<&str>)] = &[
 const OTHER_REGION: &str = "zz-other-region";
 const OTHER_ZONE: &str = "zz-other-zone";
 
+/// Node names a PV may pin; without an inventory none is known to be
+/// anywhere in particular, so each may be in any place.
+const HOSTS: &[&str] = &["node-1", "node-2"];
+const OTHER_HOST: &str = "zz-other-node";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Class {
     Region,
     Zone,
+    Host,
     Other,
 }
 
@@ -65,13 +72,32 @@ fn class(key: &str) -> Class {
         Class::Region
     } else if ZONE_KEYS.contains(&key) {
         Class::Zone
+    } else if key == HOSTNAME {
+        Class::Host
     } else {
         Class::Other
     }
 }
 
+/// A node: its region, zone and name.
+type Place = (&'static str, &'static str, &'static str);
+
+/// Every node there can be: each (region, zone) place, under each name.
+fn places() -> Vec<Place> {
+    locations()
+        .into_iter()
+        .flat_map(|(r, z)| {
+            HOSTS
+                .iter()
+                .copied()
+                .chain([OTHER_HOST])
+                .map(move |h| (r, z, h))
+        })
+        .collect()
+}
+
 /// Every place a node can be: (region, zone).
-fn places() -> Vec<(&'static str, &'static str)> {
+fn locations() -> Vec<(&'static str, &'static str)> {
     let mut out = Vec::new();
     let zones = ZONES.iter().copied().chain([(OTHER_ZONE, None)]);
     for (z, region) in zones {
@@ -93,10 +119,11 @@ fn places() -> Vec<(&'static str, &'static str)> {
     out
 }
 
-fn satisfies(place: (&str, &str), r: &TopologyRequirement) -> bool {
+fn satisfies(place: Place, r: &TopologyRequirement) -> bool {
     let value = match class(&r.key) {
         Class::Region => place.0,
         Class::Zone => place.1,
+        Class::Host => place.2,
         Class::Other => return true, // not about location: assume it can hold
     };
     let listed = r.values.iter().any(|v| v == value);
@@ -108,10 +135,11 @@ fn satisfies(place: (&str, &str), r: &TopologyRequirement) -> bool {
     }
 }
 
-fn label_holds(place: (&str, &str), key: &str, value: &str) -> bool {
+fn label_holds(place: Place, key: &str, value: &str) -> bool {
     match class(key) {
         Class::Region => place.0 == value,
         Class::Zone => value.split("__").any(|z| z == place.1),
+        Class::Host => place.2 == value,
         Class::Other => true,
     }
 }
@@ -120,7 +148,7 @@ fn label_holds(place: (&str, &str), key: &str, value: &str) -> bool {
 fn admitted(
     terms: &Option<Vec<Vec<TopologyRequirement>>>,
     labels: &[(String, String)],
-) -> Vec<(&'static str, &'static str)> {
+) -> Vec<Place> {
     places()
         .into_iter()
         .filter(|&p| labels.iter().all(|(k, v)| label_holds(p, k, v)))
@@ -131,8 +159,8 @@ fn admitted(
         .collect()
 }
 
-fn model_mainland(admitted: &[(&str, &str)]) -> bool {
-    !admitted.is_empty() && admitted.iter().all(|(r, _)| MAINLAND.contains(r))
+fn model_mainland(admitted: &[Place]) -> bool {
+    !admitted.is_empty() && admitted.iter().all(|(r, _, _)| MAINLAND.contains(r))
 }
 
 // --- generators ------------------------------------------------------------
@@ -141,7 +169,7 @@ fn values_for(key: &'static str) -> Vec<&'static str> {
     match class(key) {
         Class::Region => REGIONS.to_vec(),
         Class::Zone => ZONES.iter().map(|(z, _)| *z).collect(),
-        Class::Other if key == HOSTNAME => vec!["node-1", "node-2"],
+        Class::Host => HOSTS.to_vec(),
         Class::Other => vec!["a", "b"],
     }
 }
@@ -243,7 +271,7 @@ proptest! {
         );
         if let VolumeLocation::Outside { region, .. } = &located {
             prop_assert!(!MAINLAND.contains(&region.as_str()));
-            let named: BTreeSet<&str> = admitted.iter().map(|(r, _)| *r).collect();
+            let named: BTreeSet<&str> = admitted.iter().map(|(r, _, _)| *r).collect();
             prop_assert!(
                 named.contains(region.as_str()),
                 "engine names {} but the PV admits {:?}",
@@ -252,7 +280,7 @@ proptest! {
             );
         }
         if let VolumeLocation::Mainland { regions } = &located {
-            let named: BTreeSet<&str> = admitted.iter().map(|(r, _)| *r).collect();
+            let named: BTreeSet<&str> = admitted.iter().map(|(r, _, _)| *r).collect();
             for r in regions {
                 prop_assert!(named.contains(r.as_str()), "{} not admitted", r);
             }

@@ -526,7 +526,8 @@ fn storage_changes(prev: &Inventory, next: &Inventory, changes: &mut Vec<Change>
             name: name.clone(),
         })
     });
-    let volumes = |s: &'_ StorageIndex| -> BTreeMap<String, (VolumeRecord, VolumeLocation)> {
+    // Records shared with the snapshot (Arc): compared by value.
+    let volumes = |s: &'_ StorageIndex| -> BTreeMap<String, (Arc<VolumeRecord>, VolumeLocation)> {
         s.volumes()
             .map(|v| {
                 (

@@ -65,13 +65,13 @@ impl Snapshot {
     /// set the nodes first).
     pub fn set_storage(
         &mut self,
-        volumes: Vec<VolumeRecord>,
-        claims: Vec<ClaimRecord>,
+        volumes: impl IntoIterator<Item = impl Into<Arc<VolumeRecord>>>,
+        claims: impl IntoIterator<Item = impl Into<Arc<ClaimRecord>>>,
         classes: Vec<ClassRecord>,
     ) {
         self.storage = Arc::new(StorageIndex::build(
-            volumes,
-            claims,
+            volumes.into_iter().map(Into::into).collect(),
+            claims.into_iter().map(Into::into).collect(),
             classes,
             &self.catalogue,
             self.inventory.as_deref(),
@@ -179,12 +179,12 @@ impl Snapshot {
                     .storage
                     .volumes()
                     .filter(|v| !live_names.contains(v.record.name.as_str()))
-                    .map(|v| v.record.clone())
-                    .chain(live.volumes.iter().cloned())
+                    .map(|v| Arc::clone(&v.record))
+                    .chain(live.volumes.iter().cloned().map(Arc::new))
                     .collect();
                 Arc::new(StorageIndex::build(
                     volumes,
-                    live.claims.clone(),
+                    live.claims.iter().cloned().map(Arc::new).collect(),
                     live.classes.clone(),
                     &self.catalogue,
                     self.inventory.as_deref(),
@@ -231,8 +231,8 @@ pub struct SnapshotBuilder<'m> {
 /// The storage objects added so far.
 #[derive(Default)]
 struct StorageParts {
-    volumes: Vec<VolumeRecord>,
-    claims: Vec<ClaimRecord>,
+    volumes: Vec<Arc<VolumeRecord>>,
+    claims: Vec<Arc<ClaimRecord>>,
     classes: Vec<ClassRecord>,
 }
 
@@ -340,14 +340,16 @@ impl<'m> SnapshotBuilder<'m> {
         self.snapshot.network.add_service(svc);
     }
 
-    /// A PersistentVolume, projected (`VolumeRecord::from_k8s`).
-    pub fn persistent_volume(&mut self, pv: VolumeRecord) {
-        self.storage.volumes.push(pv);
+    /// A PersistentVolume, projected (`VolumeRecord::from_k8s`); a shared
+    /// projection is kept as it is, not copied.
+    pub fn persistent_volume(&mut self, pv: impl Into<Arc<VolumeRecord>>) {
+        self.storage.volumes.push(pv.into());
     }
 
-    /// A PersistentVolumeClaim, projected (`ClaimRecord::from_k8s`).
-    pub fn persistent_volume_claim(&mut self, claim: ClaimRecord) {
-        self.storage.claims.push(claim);
+    /// A PersistentVolumeClaim, projected (`ClaimRecord::from_k8s`); a
+    /// shared projection is kept as it is, not copied.
+    pub fn persistent_volume_claim(&mut self, claim: impl Into<Arc<ClaimRecord>>) {
+        self.storage.claims.push(claim.into());
     }
 
     /// A StorageClass, projected (`ClassRecord::from_k8s`).

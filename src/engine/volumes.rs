@@ -702,7 +702,8 @@ pub enum ClassGuarantee {
 /// A located PV and a judged StorageClass, kept in the index.
 #[derive(Clone, Debug)]
 pub struct LocatedVolume {
-    pub record: VolumeRecord,
+    /// Shared with the watch's projection: a rebuild copies no record.
+    pub record: Arc<VolumeRecord>,
     pub location: VolumeLocation,
 }
 
@@ -727,8 +728,8 @@ pub struct StorageIndex {
 
 impl StorageIndex {
     pub fn build(
-        volumes: Vec<VolumeRecord>,
-        claims: Vec<ClaimRecord>,
+        volumes: Vec<Arc<VolumeRecord>>,
+        claims: Vec<Arc<ClaimRecord>>,
         classes: Vec<ClassRecord>,
         catalogue: &Catalogue,
         inventory: Option<&NodeInventory>,
@@ -786,7 +787,7 @@ impl StorageIndex {
             .collect();
         let claims = claims
             .into_iter()
-            .map(|c| ((c.namespace.clone(), c.name.clone()), Arc::new(c)))
+            .map(|c| ((c.namespace.clone(), c.name.clone()), c))
             .collect();
         StorageIndex {
             volumes,

@@ -712,8 +712,8 @@ fn build(
                 .or_default()
                 .push(Arc::clone(w)),
             Item::OwnedPod(_) => {}
-            Item::Volume(pv) => builder.persistent_volume((**pv).clone()),
-            Item::Claim(c) => builder.persistent_volume_claim((**c).clone()),
+            Item::Volume(pv) => builder.persistent_volume(Arc::clone(pv)),
+            Item::Claim(c) => builder.persistent_volume_claim(Arc::clone(c)),
             Item::Class(c) => builder.storage_class((**c).clone()),
         }
     }
