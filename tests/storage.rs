@@ -635,3 +635,41 @@ fn storage_is_checked_by_default_and_unchecked_turns_it_off() {
     assert!(storage(&v).is_empty());
     assert!(v.compliant());
 }
+
+#[test]
+fn a_host_name_is_noted_once_however_many_volumes_name_it() {
+    let v = judge(
+        &snapshot(&[]),
+        &deployment(json!([
+            {"name": "a", "nfs": {"server": "nas.example.com", "path": "/a"}},
+            {"name": "b", "nfs": {"server": "nas.example.com", "path": "/b"}},
+        ])),
+    );
+    let notes = v
+        .notices
+        .iter()
+        .filter(|n| n.code == "StorageEndpointUnverified")
+        .count();
+    // Each volume names its own field, so each is its own note.
+    assert_eq!(notes, 2);
+    let v = judge(
+        &snapshot(&[
+            pv(
+                "pv-nas",
+                json!({}),
+                json!({"nfs": {"server": "nas.example.com", "path": "/x"}}),
+            ),
+            pvc("data", Some(""), Some("pv-nas")),
+        ]),
+        &deployment(json!([
+            {"name": "a", "persistentVolumeClaim": {"claimName": "data"}},
+            {"name": "b", "persistentVolumeClaim": {"claimName": "data"}},
+        ])),
+    );
+    let notes = v
+        .notices
+        .iter()
+        .filter(|n| n.code == "StorageEndpointUnverified")
+        .count();
+    assert_eq!(notes, 1, "{:?}", v.notices);
+}

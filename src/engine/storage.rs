@@ -72,7 +72,11 @@ impl Facts {
     /// Notices (host names that cannot be placed offline), once per
     /// workload.
     pub(crate) fn take_notices(&mut self) -> Vec<Notice> {
-        std::mem::take(&mut self.notices)
+        // One per server, however many replicas' claims name it.
+        let mut seen = BTreeSet::new();
+        let mut notices = std::mem::take(&mut self.notices);
+        notices.retain(|n| seen.insert(n.message.en.clone()));
+        notices
     }
 
     pub(crate) fn is_empty(&self) -> bool {
