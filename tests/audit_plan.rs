@@ -14,8 +14,8 @@ use residency_guard::audit::plan::{
     AuditPlan, EventKey, PlanConfig, PlannedStatus, ResultKind, truncate_note,
 };
 use residency_guard::engine::{
-    AddressSpace, Catalogue, Code, Lang, NodeInfo, Snapshot, SnapshotBuilder, Workload,
-    WorkloadKind,
+    AddressSpace, Catalogue, ClaimRecord, ClassRecord, Code, Lang, NodeInfo, Snapshot,
+    SnapshotBuilder, VolumeRecord, Workload, WorkloadKind,
 };
 use residency_guard::state::{Inventory, WorkloadKey};
 use serde_json::{Value, json};
@@ -33,6 +33,8 @@ struct World {
     namespaces: BTreeMap<String, BTreeMap<String, String>>,
     network_policies: Vec<Value>,
     workloads: Vec<Value>,
+    /// PersistentVolumes, PersistentVolumeClaims, StorageClasses.
+    storage: Vec<Value>,
 }
 
 impl World {
@@ -67,6 +69,19 @@ impl World {
                 np.metadata.name.clone().unwrap()
             );
             nps.insert(key, np);
+        }
+        for o in &self.storage {
+            match o["kind"].as_str().unwrap() {
+                "PersistentVolume" => builder.persistent_volume(VolumeRecord::from_k8s(
+                    &serde_json::from_value(o.clone()).unwrap(),
+                )),
+                "PersistentVolumeClaim" => builder.persistent_volume_claim(ClaimRecord::from_k8s(
+                    &serde_json::from_value(o.clone()).unwrap(),
+                )),
+                _ => builder.storage_class(ClassRecord::from_k8s(
+                    &serde_json::from_value(o.clone()).unwrap(),
+                )),
+            }
         }
         let workloads = self
             .workloads
@@ -889,4 +904,168 @@ fn a_report_of_a_thousand_long_failures_stays_under_a_mebibyte() {
     assert!(bytes <= 1024 * 1024 + 4096, "{bytes} bytes");
     // The first results in report order are the ones kept.
     assert_eq!(report.results[0].resources[0].name, "api-0000");
+}
+
+// --- storage -----------------------------------------------------------------
+
+fn pv(name: &str, zone: &str, claim: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": zone}},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "claimRef": {"namespace": "app", "name": claim},
+            "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": name}}})
+}
+
+fn pvc(name: &str, class: &str, volume: Option<&str>) -> Value {
+    let mut spec = json!({"accessModes": ["ReadWriteOnce"], "storageClassName": class,
+        "resources": {"requests": {"storage": "1Gi"}}});
+    if let Some(v) = volume {
+        spec["volumeName"] = json!(v);
+    }
+    json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": "app"}, "spec": spec})
+}
+
+fn storage_class(name: &str, mode: &str) -> Value {
+    json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": name}, "provisioner": "ebs.csi.aws.com", "volumeBindingMode": mode})
+}
+
+/// `base()` plus a StatefulSet `db` pinned to cn-north-1 whose claim
+/// data-db-0 is bound to PV pv-0 in cn-north-1a, and a Deployment `cache`
+/// whose claim `cache` is not bound yet (class `wffc`).
+fn storage_world() -> World {
+    let mut w = base();
+    let mut db = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "db", "namespace": "app"},
+        "spec": {"serviceName": "db",
+            "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                "spec": {"storageClassName": "wffc", "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "1Gi"}}}}],
+            "template": {"metadata": {"labels": {"app": "db"}},
+                "spec": {"nodeSelector": {REGION: "cn-north-1"}}}}});
+    db["spec"]["template"]["metadata"]["labels"]["residencyguard.io/data-class"] =
+        json!("personal");
+    let mut cache = deployment("app", "cache", json!({"app": "cache"}), Some("cn-north-1"));
+    cache["spec"]["template"]["spec"]["volumes"] =
+        json!([{"name": "c", "persistentVolumeClaim": {"claimName": "cache"}}]);
+    w.workloads.push(db);
+    w.workloads.push(cache);
+    w.storage = vec![
+        storage_class("wffc", "WaitForFirstConsumer"),
+        storage_class("now", "Immediate"),
+        pv("pv-0", "cn-north-1a", "data-db-0"),
+        pvc("data-db-0", "wffc", Some("pv-0")),
+        pvc("cache", "wffc", None),
+    ];
+    w
+}
+
+fn storage_codes(a: &Auditor, k: &WorkloadKey) -> Vec<Code> {
+    a.index
+        .get(k)
+        .unwrap()
+        .policies
+        .iter()
+        .flat_map(|p| p.violations.iter().map(|v| v.code))
+        .filter(|c| c.is_storage())
+        .collect()
+}
+
+#[test]
+fn a_pv_relabelled_abroad_rejudges_the_statefulset_bound_to_it() {
+    let w = storage_world();
+    let mut a = auditor(&w);
+    let db = key(WorkloadKind::StatefulSet, "app", "db");
+    assert!(storage_codes(&a, &db).is_empty());
+
+    let mut w2 = w.clone();
+    w2.storage[2] = pv("pv-0", "ap-east-1a", "data-db-0");
+    let inv2 = w2.inventory();
+    let changes = diff(a.inventory(), &inv2);
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert!(matches!(&changes[0], Change::PersistentVolume { name, .. } if name == "pv-0"));
+    let affected = affected_by(&changes[0], &inv2, &a.index);
+    assert_eq!(affected, BTreeSet::from([db.clone()]));
+
+    let (_, rejudged) = a.update(inv2, now());
+    assert_eq!(rejudged, affected);
+    assert_eq!(storage_codes(&a, &db), [Code::VolumeOutsideMainland]);
+    let plan = a.plan(now());
+    assert_eq!(
+        plan.statuses["personal-mainland"]
+            .top_offenders
+            .iter()
+            .find(|o| o.name == "db")
+            .unwrap()
+            .codes,
+        ["VolumeOutsideMainland"]
+    );
+    let ev = &plan.events[&EventKey {
+        object: db.clone(),
+        policy: "personal-mainland".into(),
+        code: Code::VolumeOutsideMainland,
+    }];
+    assert!(
+        ev.note.contains("pv-0") && ev.note.contains("ap-east-1a"),
+        "{}",
+        ev.note
+    );
+    let r = plan.reports["app"]
+        .results
+        .iter()
+        .find(|r| r.rule == "VolumeOutsideMainland")
+        .unwrap();
+    assert_eq!(r.severity, "critical");
+    assert_eq!(r.resources[0].name, "db");
+    assert_eq!(r.properties["persistentVolume"], "pv-0");
+    assert_eq!(r.properties["claim"], "app/data-db-0");
+    assert_eq!(r.properties["volume"], "data");
+    assert_eq!(r.properties["region"], "ap-east-1");
+    assert_eq!(r.properties["reason"], "boundOutside");
+}
+
+#[test]
+fn a_claim_binding_rejudges_the_workloads_that_use_it() {
+    let w = storage_world();
+    let mut a = auditor(&w);
+    let mut w2 = w.clone();
+    w2.storage.push(pv("pv-hk", "ap-east-1a", "cache"));
+    w2.storage[4] = pvc("cache", "wffc", Some("pv-hk"));
+    let inv2 = w2.inventory();
+    let changes = diff(a.inventory(), &inv2);
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    let affected: BTreeSet<WorkloadKey> = changes
+        .iter()
+        .flat_map(|c| affected_by(c, &inv2, &a.index))
+        .collect();
+    let cache = key(WorkloadKind::Deployment, "app", "cache");
+    assert_eq!(affected, BTreeSet::from([cache.clone()]));
+    a.update(inv2, now());
+    assert_eq!(storage_codes(&a, &cache), [Code::VolumeOutsideMainland]);
+}
+
+#[test]
+fn a_storage_class_change_rejudges_only_workloads_with_claims() {
+    let w = storage_world();
+    let mut a = auditor(&w);
+    let mut w2 = w.clone();
+    // The class is recreated Immediate (binding mode is immutable: delete
+    // and create).
+    w2.storage[0] = storage_class("wffc", "Immediate");
+    let inv2 = w2.inventory();
+    let changes = diff(a.inventory(), &inv2);
+    assert!(
+        matches!(changes.as_slice(), [Change::StorageClass { name }] if name == "wffc"),
+        "{changes:?}"
+    );
+    let affected = affected_by(&changes[0], &inv2, &a.index);
+    let cache = key(WorkloadKind::Deployment, "app", "cache");
+    let db = key(WorkloadKind::StatefulSet, "app", "db");
+    assert_eq!(affected, BTreeSet::from([cache.clone(), db.clone()]));
+    a.update(inv2, now());
+    assert_eq!(storage_codes(&a, &cache), [Code::VolumeNotGuaranteed]);
+    // db's claim is bound in cn-north-1a; its template would now provision
+    // anywhere.
+    assert_eq!(storage_codes(&a, &db), [Code::VolumeNotGuaranteed]);
 }

@@ -710,6 +710,14 @@ fn webhook_perms() -> BTreeSet<Perm> {
         (
             "cluster",
             "",
+            &["persistentvolumes", "persistentvolumeclaims"],
+            READ,
+            &[],
+        ),
+        ("cluster", "storage.k8s.io", &["storageclasses"], READ, &[]),
+        (
+            "cluster",
+            "",
             &["pods", "replicationcontrollers"],
             &["list", "watch"],
             &[],
@@ -2142,5 +2150,31 @@ fn dockerfile_matches_the_chart_and_the_contract() {
             ignore.lines().any(|l| l.trim() == entry),
             ".dockerignore: {entry}"
         );
+    }
+}
+
+/// Storage objects are not reviewed at admission: a PersistentVolumeClaim,
+/// PersistentVolume or StorageClass holds no classified data until a
+/// governed workload mounts it, and that workload is judged (with the claim,
+/// its PV and its class) when it is applied; the audit re-judges running
+/// workloads when a claim binds or a PV or class changes. Reviewing them
+/// would put the webhook in the path of the PV controller's binding writes.
+#[test]
+fn storage_objects_are_watched_not_reviewed() {
+    let helm = helm_or_skip!();
+    let objs = render(&helm, NO_ARGS);
+    let config = webhook_config(&objs);
+    for w in config["webhooks"].as_array().unwrap() {
+        for (group, resource) in webhook_rules(w).keys() {
+            assert!(
+                !matches!(
+                    (group.as_str(), resource.as_str()),
+                    ("", "persistentvolumeclaims" | "persistentvolumes")
+                        | ("storage.k8s.io", "storageclasses")
+                ),
+                "{} reviews {group}/{resource}",
+                w["name"]
+            );
+        }
     }
 }

@@ -273,6 +273,7 @@ fn policy(allowed: Option<NodeSelector>) -> ResidencyPolicy {
                 ..Placement::default()
             },
             egress: Default::default(),
+            storage: Default::default(),
             action: Default::default(),
             exemptions: Vec::new(),
         },
@@ -298,6 +299,7 @@ fn workload(pod: PodSpecView) -> Workload {
         labels: BTreeMap::new(),
         template_labels: BTreeMap::from([(DATA_CLASS_LABEL.to_string(), "personal".to_string())]),
         pod,
+        claim_templates: Vec::new(),
         controller: None,
     }
 }
@@ -486,6 +488,7 @@ fn pod(
                 affinity,
                 node_name: node_name.map(str::to_string),
                 host_network: None,
+                volumes: None,
             }
         })
 }

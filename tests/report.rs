@@ -113,7 +113,7 @@ fn the_bundled_example_gives_all_three_outputs_and_they_agree() {
     );
     assert_eq!(r["generatedAt"], NOW);
 
-    // What the example holds: 8 governed workloads (frontend carries no
+    // What the example holds: 9 governed workloads (frontend carries no
     // class), with their pods and the evidence that matters.
     let workloads = r["workloads"].as_array().unwrap();
     let names: BTreeSet<String> = workloads
@@ -134,6 +134,7 @@ fn the_bundled_example_gives_all_three_outputs_and_they_agree() {
             "Deployment payments/ledger",
             "CronJob payments/statements",
             "StatefulSet clinic/records",
+            "StatefulSet clinic/archive",
             "Job genomics/sequencer",
             "Deployment treasury/fx-rates",
             "Deployment finance/ledger-export",
@@ -143,7 +144,20 @@ fn the_bundled_example_gives_all_three_outputs_and_they_agree() {
         .into_iter()
         .collect()
     );
-    assert_eq!(r["summary"]["workloads"], 8);
+    assert_eq!(r["summary"]["workloads"], 9);
+    // The storage case: the archive's volume in Hong Kong, its class
+    // provisioning anywhere.
+    let archive = workloads.iter().find(|w| w["name"] == "archive").unwrap();
+    let codes: BTreeSet<&str> = archive["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        BTreeSet::from(["VolumeOutsideMainland", "VolumeNotGuaranteed"])
+    );
     assert_eq!(
         r["coverage"]["unclassified"],
         serde_json::json!([{"namespace": "web", "kind": "Deployment", "name": "frontend"}])

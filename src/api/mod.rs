@@ -7,7 +7,7 @@ mod policy;
 pub use classes::{ClassError, DATA_CLASS_LABEL, DataClass, parse_class_list};
 pub use policy::{
     Action, Egress, EgressMode, Exemption, Jurisdiction, LegalBasis, Offender, Placement,
-    ResidencyPolicy, ResidencyPolicySpec, ResidencyPolicyStatus,
+    ResidencyPolicy, ResidencyPolicySpec, ResidencyPolicyStatus, Storage, StorageMode,
 };
 
 /// The API group of every resource this project defines.

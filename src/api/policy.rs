@@ -50,6 +50,11 @@ pub struct ResidencyPolicySpec {
     #[serde(default)]
     pub egress: Egress,
 
+    /// Where governed workloads' data at rest may be stored. Omitted:
+    /// checked (MainlandOnly), since residency law is first about storage.
+    #[serde(default)]
+    pub storage: Storage,
+
     /// What to do about a violation: Deny (reject at admission), Warn (admit
     /// with a warning) or Audit (admit silently; reported by the audit).
     #[serde(default)]
@@ -107,6 +112,26 @@ pub struct Egress {
     #[schemars(length(max = 256), inner(length(max = 64)))]
     #[x_kube(validation = Rule::new("self.all(c, isCIDR(c) || isIP(c))").message("every entry of allowedCIDRs must be a CIDR such as 203.0.113.0/24 or an IP address"))]
     pub allowed_cidrs: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Storage {
+    /// MainlandOnly (every volume that stores data off the node, bound or
+    /// yet to be provisioned, is in mainland China) or Unchecked.
+    #[serde(default)]
+    pub mode: StorageMode,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum StorageMode {
+    /// The default: a policy that keeps pods in mainland China keeps their
+    /// volumes there too.
+    #[default]
+    MainlandOnly,
+    /// Volumes are not judged (for example while storage objects are being
+    /// labelled with their topology).
+    Unchecked,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

@@ -10,8 +10,9 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use crate::api::{Action, DataClass};
 use crate::engine::{
-    Code, CompiledNetworkPolicy, Detail, Evidence, ExemptionUse, Lang, Message, NodeConstraints,
-    NodeEvidence, NodeInfo, Shared, Workload, WorkloadKind, evaluate_with,
+    ClaimRecord, ClassRecord, Code, CompiledNetworkPolicy, Detail, Evidence, ExemptionUse, Lang,
+    Message, NodeConstraints, NodeEvidence, NodeInfo, Shared, StorageEvidence, StorageIndex,
+    VolumeLocation, VolumeRecord, Workload, WorkloadKind, evaluate_with,
 };
 use crate::state::{Inventory, WorkloadKey};
 
@@ -39,6 +40,19 @@ pub enum Change {
     Workload(WorkloadKey),
     /// An exemption of this policy lapsed.
     ExemptionLapsed { policy: String },
+    /// A PersistentVolumeClaim appeared, changed (bound, say) or
+    /// disappeared.
+    Claim { namespace: String, name: String },
+    /// A PersistentVolume appeared, changed (relabelled, say) or
+    /// disappeared: what it affects goes through the claims it is or was
+    /// bound to (namespace, name).
+    PersistentVolume {
+        name: String,
+        claims: BTreeSet<(String, String)>,
+    },
+    /// A StorageClass appeared, changed or disappeared (the default may
+    /// have moved): any claim not bound yet may be judged differently.
+    StorageClass { name: String },
 }
 
 /// One counting or exempted violation, reduced to what reports need. Its
@@ -51,6 +65,8 @@ pub struct FindingViolation {
     pub exempted: bool,
     /// The node a pod is bound to (BoundToNodeOutside).
     pub node: Option<Shared<NodeEvidence>>,
+    /// The volume, claim, PV or class at fault (storage codes).
+    pub storage: Option<Arc<StorageEvidence>>,
 }
 
 /// How an object fares under one governing policy.
@@ -368,11 +384,14 @@ fn judge_in(
                             if detail == Detail::Full {
                                 messages.push(v.message);
                             }
+                            let (node, storage) = match v.evidence {
+                                Evidence::BoundNode { node } => (Some(node), None),
+                                Evidence::Storage(e) => (None, Some(Arc::new(e))),
+                                _ => (None, None),
+                            };
                             FindingViolation {
-                                node: match v.evidence {
-                                    Evidence::BoundNode { node } => Some(node),
-                                    _ => None,
-                                },
+                                node,
+                                storage,
                                 code: v.code,
                                 field: v.field,
                                 exempted: v.exempted,
@@ -482,6 +501,7 @@ pub fn diff(prev: &Inventory, next: &Inventory) -> Vec<Change> {
         |a, b| a.spec == b.spec && a.metadata.generation == b.metadata.generation,
         |name, _, _| changes.push(Change::Policy { name: name.clone() }),
     );
+    storage_changes(prev, next, &mut changes);
     merge_by(
         &prev.workloads,
         &next.workloads,
@@ -489,6 +509,93 @@ pub fn diff(prev: &Inventory, next: &Inventory) -> Vec<Change> {
         |key, _, _| changes.push(Change::Workload(key.clone())),
     );
     changes
+}
+
+/// PV, PVC and StorageClass changes between two inventories.
+fn storage_changes(prev: &Inventory, next: &Inventory, changes: &mut Vec<Change>) {
+    let (a, b) = (prev.snapshot.storage(), next.snapshot.storage());
+    let claims = |s: &'_ StorageIndex| -> BTreeMap<(String, String), ClaimRecord> {
+        s.claims()
+            .map(|c| ((c.namespace.clone(), c.name.clone()), c.clone()))
+            .collect()
+    };
+    let (claims_a, claims_b) = (claims(a), claims(b));
+    merge(&claims_a, &claims_b, |(namespace, name), _, _| {
+        changes.push(Change::Claim {
+            namespace: namespace.clone(),
+            name: name.clone(),
+        })
+    });
+    // Records shared with the snapshot (Arc): compared by value.
+    let volumes = |s: &'_ StorageIndex| -> BTreeMap<String, (Arc<VolumeRecord>, VolumeLocation)> {
+        s.volumes()
+            .map(|v| {
+                (
+                    v.record.name.clone(),
+                    (v.record.clone(), v.location.clone()),
+                )
+            })
+            .collect()
+    };
+    merge(&volumes(a), &volumes(b), |name, old, new| {
+        // The claims bound to it before or after, by the claims' own
+        // volumeName or by its claimRef.
+        let mut bound: BTreeSet<(String, String)> = [&claims_a, &claims_b]
+            .into_iter()
+            .flat_map(|m| m.iter())
+            .filter(|(_, c)| c.volume_name.as_deref() == Some(name.as_str()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        bound.extend(
+            [old, new]
+                .into_iter()
+                .flatten()
+                .filter_map(|(r, _)| r.claim.clone()),
+        );
+        changes.push(Change::PersistentVolume {
+            name: name.clone(),
+            claims: bound,
+        })
+    });
+    let classes = |s: &'_ StorageIndex| -> BTreeMap<String, (ClassRecord, bool)> {
+        s.classes()
+            .map(|c| {
+                let default = s.default_class() == Some(c.record.name.as_str());
+                (c.record.name.clone(), (c.record.clone(), default))
+            })
+            .collect()
+    };
+    merge(&classes(a), &classes(b), |name, _, _| {
+        changes.push(Change::StorageClass { name: name.clone() })
+    });
+}
+
+/// Does `w` use the claim `name` (in its namespace)? Its PVC volumes by
+/// name, a StatefulSet's claims (`<template>-<statefulset>-<ordinal>`), an
+/// ephemeral volume's claims (`<pod>-<volume>`).
+fn uses_claim(w: &Workload, name: &str) -> bool {
+    let volumes = w.pod.volumes.as_deref().unwrap_or_default();
+    volumes.iter().any(|v| {
+        v.persistent_volume_claim
+            .as_ref()
+            .is_some_and(|c| c.claim_name == name)
+            || (v.ephemeral.is_some() && name.ends_with(&format!("-{}", v.name)))
+    }) || w.claim_templates.iter().any(|t| {
+        name.strip_prefix(&format!("{}-{}-", t.name(), w.name))
+            .is_some_and(|ordinal| {
+                !ordinal.is_empty() && ordinal.bytes().all(|b| b.is_ascii_digit())
+            })
+    })
+}
+
+/// Does `w` have a volume whose storage a StorageClass can decide?
+fn uses_claims(w: &Workload) -> bool {
+    !w.claim_templates.is_empty()
+        || w.pod
+            .volumes
+            .iter()
+            .flatten()
+            .any(|v| v.persistent_volume_claim.is_some() || v.ephemeral.is_some())
 }
 
 fn merge<K: Ord, V: PartialEq>(
@@ -616,6 +723,16 @@ pub fn affected_by(
                 .map(|(k, _)| k.clone())
                 .collect()
         }
+        Change::Claim { namespace, name } => claim_users(inv, index, namespace, name),
+        Change::PersistentVolume { claims, .. } => claims
+            .iter()
+            .flat_map(|(namespace, name)| claim_users(inv, index, namespace, name))
+            .collect(),
+        Change::StorageClass { .. } => index
+            .iter()
+            .filter(|(k, _)| inv.workloads.get(*k).is_some_and(|w| uses_claims(w)))
+            .map(|(k, _)| k.clone())
+            .collect(),
         Change::ExemptionLapsed { policy } => index
             .iter()
             .filter(|(_, f)| {
@@ -626,6 +743,21 @@ pub fn affected_by(
             .map(|(k, _)| k.clone())
             .collect(),
     }
+}
+
+/// The judged objects of `namespace` that use the claim `name`.
+fn claim_users(
+    inv: &Inventory,
+    index: &FindingsIndex,
+    namespace: &str,
+    name: &str,
+) -> BTreeSet<WorkloadKey> {
+    index
+        .iter()
+        .filter(|(k, _)| k.namespace == namespace)
+        .filter(|(k, _)| inv.workloads.get(*k).is_some_and(|w| uses_claim(w, name)))
+        .map(|(k, _)| k.clone())
+        .collect()
 }
 
 /// The next instant an exemption lapses after `now`, and the policies whose

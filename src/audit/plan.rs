@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::index::{Finding, FindingsIndex};
 use crate::api::{Action, Offender};
-use crate::engine::{Code, Lang};
+use crate::engine::{Code, Lang, VolumeLocation};
 use crate::state::{Inventory, WorkloadKey};
 
 /// `app.kubernetes.io/managed-by` on everything the audit creates.
@@ -426,7 +426,10 @@ pub struct AuditPlan {
 /// Severity by what the finding proves.
 pub fn severity(code: Code) -> &'static str {
     match code {
-        Code::BoundToNodeOutside => "critical",
+        Code::BoundToNodeOutside | Code::VolumeOutsideMainland | Code::StorageEndpointOutside => {
+            "critical"
+        }
+        Code::VolumeNotGuaranteed => "high",
         Code::NodeOutsideMainland
         | Code::EgressOutsideMainland
         | Code::EgressExternalForbidden
@@ -538,6 +541,25 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig) -> AuditPl
                         .or_insert((0, node.region.clone()));
                     if !v.exempted {
                         n.0 += 1;
+                    }
+                }
+                if let Some(st) = &v.storage {
+                    properties.insert("volume".into(), st.volume.clone());
+                    properties.insert("reason".into(), st.reason.to_string());
+                    let named = [
+                        ("claim", &st.claim),
+                        ("persistentVolume", &st.persistent_volume),
+                        ("storageClass", &st.storage_class),
+                        ("endpoint", &st.endpoint),
+                        ("country", &st.country),
+                    ];
+                    for (k, value) in named {
+                        if let Some(value) = value {
+                            properties.insert(k.into(), value.clone());
+                        }
+                    }
+                    if let Some(VolumeLocation::Outside { region, .. }) = &st.location {
+                        properties.insert("region".into(), region.clone());
                     }
                 }
                 if let Some(owner) = &finding.owner {

@@ -12,8 +12,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Service,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::storage::v1::StorageClass;
 use serde::de::DeserializeOwned;
 
 pub use inputs::{Document, InputError, MAX_INPUT_BYTES, Origin, expand_paths, parse_documents};
@@ -22,7 +25,8 @@ pub use report::{CheckReport, Outcome, render_text};
 use crate::api::ResidencyPolicy;
 use crate::datafiles::{DataError, DataSources};
 use crate::engine::{
-    self, Lang, NodeInfo, Snapshot, SnapshotBuilder, UnknownLang, Workload, WorkloadKind,
+    self, ClaimRecord, ClassRecord, Lang, NodeInfo, Snapshot, SnapshotBuilder, UnknownLang,
+    VolumeRecord, Workload, WorkloadKind,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -486,6 +490,27 @@ fn load(
                 }
                 Err(e) => errors.push(e),
             },
+            ("", "PersistentVolume") => match typed::<PersistentVolume>(doc, "PersistentVolume") {
+                Ok(pv) => builder.persistent_volume(VolumeRecord::from_k8s(&pv)),
+                Err(e) => errors.push(e),
+            },
+            ("", "PersistentVolumeClaim") => {
+                match typed::<PersistentVolumeClaim>(doc, "PersistentVolumeClaim") {
+                    Ok(mut pvc) => {
+                        if pvc.metadata.namespace.is_none() {
+                            pvc.metadata.namespace = Some(default_namespace.to_string());
+                        }
+                        builder.persistent_volume_claim(ClaimRecord::from_k8s(&pvc));
+                    }
+                    Err(e) => errors.push(e),
+                }
+            }
+            ("storage.k8s.io", "StorageClass") => {
+                match typed::<StorageClass>(doc, "StorageClass") {
+                    Ok(sc) => builder.storage_class(ClassRecord::from_k8s(&sc)),
+                    Err(e) => errors.push(e),
+                }
+            }
             _ => match Workload::from_value(&doc.value, default_namespace) {
                 Ok(w) => workloads.push((doc.origin.clone(), w)),
                 Err(e) if e.is_not_a_workload() => {

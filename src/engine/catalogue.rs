@@ -65,10 +65,26 @@ pub struct RegionEntry {
     pub source: Option<String>,
 }
 
+/// A zone code and the region it belongs to, at one provider. Volumes'
+/// topology often names only a zone; the region's entry (same provider)
+/// says where it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneEntry {
+    pub provider: String,
+    pub zone: String,
+    pub region: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CatalogueFile {
+    #[serde(default)]
     regions: Vec<RegionEntry>,
+    #[serde(default)]
+    zones: Vec<ZoneEntry>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +106,7 @@ pub enum RegionLookup<'a> {
 #[derive(Clone, Debug, Default)]
 pub struct Catalogue {
     by_region: BTreeMap<String, Vec<RegionEntry>>,
+    by_zone: BTreeMap<String, Vec<ZoneEntry>>,
 }
 
 static BUILTIN: LazyLock<Catalogue> = LazyLock::new(|| {
@@ -115,7 +132,42 @@ impl Catalogue {
             }
             cat.insert(entry);
         }
+        for zone in file.zones {
+            if zone.provider.is_empty() || zone.zone.is_empty() || zone.region.is_empty() {
+                return Err(CatalogueError(format!(
+                    "zone entry {zone:?} needs a provider, a zone and a region"
+                )));
+            }
+            if !cat.provider_has_region(&zone.provider, &zone.region) {
+                return Err(CatalogueError(format!(
+                    "zone {} of {} names region {}, which has no entry for that provider",
+                    zone.zone, zone.provider, zone.region
+                )));
+            }
+            cat.insert_zone(zone);
+        }
         Ok(cat)
+    }
+
+    /// Add or replace the entry for (provider, zone).
+    pub fn insert_zone(&mut self, entry: ZoneEntry) {
+        let list = self.by_zone.entry(entry.zone.clone()).or_default();
+        list.retain(|e| e.provider != entry.provider);
+        list.push(entry);
+    }
+
+    pub fn zones(&self) -> impl Iterator<Item = &ZoneEntry> {
+        self.by_zone.values().flatten()
+    }
+
+    /// The region a zone code belongs to, when every provider that uses the
+    /// code agrees on the region (`None`: unknown or ambiguous).
+    pub fn zone_region(&self, zone: &str) -> Option<&str> {
+        let list = self.by_zone.get(zone)?;
+        let (first, rest) = list.split_first()?;
+        rest.iter()
+            .all(|e| e.region == first.region)
+            .then_some(first.region.as_str())
     }
 
     /// Add or replace the entry for (provider, region).
@@ -129,6 +181,9 @@ impl Catalogue {
     pub fn extend(&mut self, other: Catalogue) {
         for entry in other.by_region.into_values().flatten() {
             self.insert(entry);
+        }
+        for zone in other.by_zone.into_values().flatten() {
+            self.insert_zone(zone);
         }
     }
 
@@ -229,6 +284,32 @@ mod tests {
                 "{e:?} cites no source"
             );
         }
+        for z in cat.zones() {
+            assert!(
+                z.source.as_deref().is_some_and(|s| !s.is_empty()),
+                "{z:?} cites no source"
+            );
+            assert!(
+                z.zone.starts_with(&z.region),
+                "{z:?}: a zone code starts with its region's"
+            );
+        }
+        for (zone, region, mainland) in [
+            ("cn-north-1a", "cn-north-1", true),
+            ("cn-north-1d", "cn-north-1", true),
+            ("cn-northwest-1c", "cn-northwest-1", true),
+            ("cn-beijing-h", "cn-beijing", true),
+            ("cn-shanghai-l", "cn-shanghai", true),
+            ("chinanorth3-1", "chinanorth3", true),
+            ("ap-guangzhou-3", "ap-guangzhou", true),
+            ("ap-east-1a", "ap-east-1", false),
+            ("cn-hongkong-b", "cn-hongkong", false),
+            ("eastasia-1", "eastasia", false),
+        ] {
+            assert_eq!(cat.zone_region(zone), Some(region), "{zone}");
+            assert_eq!(cat.is_mainland_region(region), mainland, "{zone}");
+        }
+        assert_eq!(cat.zone_region("cn-north-1z"), None);
     }
 
     #[test]
@@ -241,6 +322,17 @@ mod tests {
         cat.extend(user);
         assert!(cat.is_mainland_region("dc-shanghai-1"));
         assert!(Catalogue::parse_yaml("regions: [{provider: x}]").is_err());
+        let zoned = Catalogue::parse_yaml(
+            "zones:\n- {provider: onprem, zone: dc-shanghai-1a, region: dc-shanghai-1, source: x}\n",
+        );
+        assert!(zoned.is_err(), "a zone's region must have an entry");
+        cat.extend(
+            Catalogue::parse_yaml(
+                "regions:\n- {provider: onprem, region: dc-shanghai-1, jurisdiction: mainland-china, country: CN}\nzones:\n- {provider: onprem, zone: dc-shanghai-1a, region: dc-shanghai-1, source: x}\n",
+            )
+            .unwrap(),
+        );
+        assert_eq!(cat.zone_region("dc-shanghai-1a"), Some("dc-shanghai-1"));
         assert!(Catalogue::parse_yaml("not: yaml: [").is_err());
     }
 }

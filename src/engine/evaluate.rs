@@ -1,7 +1,7 @@
 //! The decision: `evaluate(&Snapshot, &Workload, now) -> Verdict`. Reads
 //! the workload's data classes (its labels, its pod template's, its
 //! Namespace's), finds the policies that govern them, applies exemptions,
-//! runs the placement and egress checks of each governing policy, and
+//! runs the placement, egress and storage checks of each governing policy, and
 //! assembles the verdict.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,10 +12,13 @@ use super::egress;
 use super::messages::{MessageContext, Subjects};
 use super::placement;
 use super::policy::{CompiledPolicy, class_mask};
+use super::storage;
 use super::text::Text;
 use super::verdict::{ClassSource, ExemptionUse, Notice, PolicyOutcome, Verdict, WorkloadRef};
 use super::{Snapshot, Workload};
-use crate::api::{ClassError, DATA_CLASS_LABEL, DataClass, EgressMode, parse_class_list};
+use crate::api::{
+    ClassError, DATA_CLASS_LABEL, DataClass, EgressMode, StorageMode, parse_class_list,
+};
 
 /// A classification label that cannot be understood, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,6 +106,13 @@ fn evaluate_verdict(
     if effective.is_some() {
         notices.extend(egress::external_name_notices(workload, snapshot));
     }
+    let needs_storage = governing
+        .iter()
+        .any(|(p, _)| p.storage_mode != StorageMode::Unchecked);
+    let mut storage_facts = needs_storage.then(|| storage::Facts::new(workload, snapshot));
+    if let Some(f) = &mut storage_facts {
+        notices.extend(f.take_notices());
+    }
 
     let subjects = Subjects::default();
     for (policy, matched) in governing {
@@ -140,6 +150,9 @@ fn evaluate_verdict(
         }
         if let Some(eff) = &mut effective {
             violations.extend(egress::check(eff, policy, snapshot, &ctx));
+        }
+        if let Some(f) = storage_facts.as_ref().filter(|f| !f.is_empty()) {
+            violations.extend(storage::check(f, policy, &ctx));
         }
         for v in &mut violations {
             v.exempted = exempted;

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::nodes::{NodeStanding, describe_node};
 use super::shared::Shared;
 use super::text::Lang;
+use super::volumes::VolumeLocation;
 
 /// A node named as evidence.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -50,6 +51,8 @@ pub enum Evidence {
     BoundNode { node: Shared<NodeEvidence> },
     #[serde(rename_all = "camelCase")]
     Egress(EgressEvidence),
+    #[serde(rename_all = "camelCase")]
+    Storage(StorageEvidence),
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -140,4 +143,34 @@ pub struct EgressEvidence {
     pub example_outside: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub country: Option<String>,
+}
+
+/// Structured evidence of one storage violation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageEvidence {
+    /// The pod volume or claim template at fault.
+    pub volume: String,
+    /// Why, in one word: `boundOutside`, `volumeUnknown`, `claimNotFound`,
+    /// `noDefaultClass`, `preProvisioned`, `classUnknown`,
+    /// `provisionedAnywhere`, `topologyOutside`, `endpointOutside`.
+    pub reason: &'static str,
+    /// `namespace/name` of the claim.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persistent_volume: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+    /// Where the PV (or what the class's allowedTopologies allow) is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<VolumeLocation>,
+    /// The remote server, as written, and its field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    /// Further claims of the same template with the same fault.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub more_claims: usize,
 }

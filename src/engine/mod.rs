@@ -14,11 +14,12 @@
 //! - `ipset`, `network`: address sets; NetworkPolicies compiled, indexed.
 //! - `policy`: ResidencyPolicies compiled (and what is wrong with them).
 //! - `node_inventory`: the nodes classified once and indexed.
+//! - `volumes`: PVs, PVCs and StorageClasses projected; where a volume is.
 //! - `snapshot`: everything a decision reads, and its one builder.
 //! - `workload`: every pod-creating kind reduced to what is judged.
 //! - `evidence`, `verdict`: what a decision returns.
 //! - `messages`: what violation messages are written from.
-//! - `placement`, `egress`: the two checks.
+//! - `placement`, `egress`, `storage`: the three checks.
 //! - `evaluate`: governing policies, exemptions, the verdict.
 //! - `network_change`, `declassify`: the two decisions about changes.
 
@@ -38,14 +39,17 @@ mod policy;
 mod selector;
 mod shared;
 mod snapshot;
+mod storage;
 mod text;
 mod verdict;
+mod volumes;
 mod workload;
 
-pub use catalogue::{Catalogue, CatalogueError, Jurisdiction, RegionLookup};
+pub use catalogue::{Catalogue, CatalogueError, Jurisdiction, RegionLookup, ZoneEntry};
 pub use evaluate::{ClassificationError, Detail, evaluate, evaluate_with};
 pub use evidence::{
     EffectiveEgress, EgressEvidence, Evidence, ExternalBlock, NodeEvidence, PeerRef, RuleRef,
+    StorageEvidence,
 };
 pub use ipset::{CountryTable, IpSet, ListParseError, net_minus_excepts_subset};
 pub use network::{
@@ -65,12 +69,20 @@ pub use policy::{
 };
 pub use selector::NodeLabels;
 pub use shared::Shared;
-pub use snapshot::{LastValid, NamespaceFacts, Snapshot, SnapshotBuilder};
+pub use snapshot::{LastValid, LiveStorage, NamespaceFacts, Snapshot, SnapshotBuilder};
 pub(crate) use text::join_en;
 pub use text::{Lang, Message, Text, UnknownLang};
 pub use verdict::{
     ClassSource, Code, ExemptionUse, Notice, PolicyOutcome, Verdict, Violation, WorkloadRef,
 };
+pub use volumes::{
+    BindingMode, ClaimRecord, ClassGuarantee, ClassRecord, DEFAULT_CLASS_ANNOTATION,
+    EndpointStanding, HOSTNAME_KEY, JudgedClass, LocatedVolume, REGION_KEYS, StorageIndex,
+    TopologyOp, TopologyRequirement, UnknownLocation, VolumeLocation, VolumeRecord, ZONE_KEYS,
+    endpoint_host, locate as locate_volume,
+};
 pub use workload::{
-    AffinityView, OwnerRef, PodSpecView, Workload, WorkloadError, WorkloadKind, WorkloadObject,
+    AffinityView, ClaimSourceView, ClaimSpecView, ClaimTemplateMeta, ClaimTemplateView,
+    EphemeralView, IscsiView, MonitorsView, NfsView, OwnerRef, PodSpecView, VolumeView, Workload,
+    WorkloadError, WorkloadKind, WorkloadObject,
 };

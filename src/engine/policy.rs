@@ -17,7 +17,7 @@ use super::selector::{
 };
 use super::shared::Shared;
 use super::text::Text;
-use crate::api::{Action, DataClass, EgressMode, LegalBasis, ResidencyPolicy};
+use crate::api::{Action, DataClass, EgressMode, LegalBasis, ResidencyPolicy, StorageMode};
 
 /// Exemption dates are read in China Standard Time: approvals are issued by
 /// Chinese authorities, and "until 2027-06-30" means the end of that day there.
@@ -36,6 +36,7 @@ pub struct CompiledPolicy {
     pub namespace_selector: Option<LabelSelectorMatcher>,
     pub allowed_nodes: Option<NodeSelectorTerms>,
     pub egress_mode: EgressMode,
+    pub storage_mode: StorageMode,
     pub allowed_cidrs: IpSet,
     pub action: Action,
     pub exemptions: Vec<CompiledExemption>,
@@ -180,7 +181,8 @@ impl RejectedPolicy {
 /// A policy that does not compile, read as strictly as it can be: what it
 /// governs (its classes, its namespaceSelector when that is valid, else
 /// every namespace) and its action and egress mode are kept; everything
-/// that loosens it (`allowedNodes`, `allowedCIDRs`, exemptions) is dropped.
+/// that loosens it (`allowedNodes`, `allowedCIDRs`, exemptions, storage
+/// `Unchecked`) is dropped.
 pub(crate) fn strictest_reading(policy: &ResidencyPolicy) -> CompiledPolicy {
     let spec = &policy.spec;
     CompiledPolicy {
@@ -194,6 +196,8 @@ pub(crate) fn strictest_reading(policy: &ResidencyPolicy) -> CompiledPolicy {
             .and_then(|s| LabelSelectorMatcher::compile(s).ok()),
         allowed_nodes: None,
         egress_mode: spec.egress.mode,
+        // Unchecked loosens: the strictest reading checks storage.
+        storage_mode: StorageMode::MainlandOnly,
         allowed_cidrs: IpSet::default(),
         action: spec.action,
         exemptions: Vec::new(),
@@ -353,6 +357,7 @@ pub fn compile(
             namespace_selector,
             allowed_nodes,
             egress_mode: spec.egress.mode,
+            storage_mode: spec.storage.mode,
             allowed_cidrs: IpSet::from_nets(nets),
             action: spec.action,
             exemptions,

@@ -1,5 +1,6 @@
 //! The snapshot: everything a decision depends on besides the workload and
-//! the time (policies, nodes, namespaces, NetworkPolicies, Services, the
+//! the time (policies, nodes, namespaces, NetworkPolicies, Services,
+//! PersistentVolumes, PersistentVolumeClaims, StorageClasses, the
 //! jurisdiction catalogue and address data), and the one builder that sorts
 //! a cluster's objects into it. The CLI feeds the builder from manifests,
 //! `state` from watches.
@@ -16,6 +17,7 @@ use super::network::{AddressSpace, NetworkIndex};
 use super::node_inventory::{ClassifiedNode, FixRegions, NodeInventory};
 use super::nodes::NodeInfo;
 use super::policy::{self, CompiledPolicy, Enforcement, PolicyProblem, RejectedPolicy};
+use super::volumes::{ClaimRecord, ClassRecord, StorageIndex, VolumeRecord};
 use crate::api::ResidencyPolicy;
 
 /// Everything the decision depends on besides the workload and the time.
@@ -34,6 +36,9 @@ pub struct Snapshot {
     /// The node inventory; `None` when unknown (the CLI given only
     /// manifests), in which case the guarantee alone decides placement.
     inventory: Option<Arc<NodeInventory>>,
+    /// PersistentVolumes (located), PersistentVolumeClaims and
+    /// StorageClasses (judged); shared when a snapshot is cloned.
+    storage: Arc<StorageIndex>,
 }
 
 impl Snapshot {
@@ -48,6 +53,29 @@ impl Snapshot {
     /// Replace the node inventory, classifying and indexing each node once.
     pub fn set_nodes(&mut self, nodes: impl IntoIterator<Item = NodeInfo>) {
         self.inventory = Some(Arc::new(NodeInventory::new(nodes, &self.catalogue)));
+    }
+
+    /// The storage objects: PVs located, StorageClasses judged.
+    pub fn storage(&self) -> &StorageIndex {
+        &self.storage
+    }
+
+    /// Replace the storage objects, locating each PV and judging each
+    /// StorageClass once (against the catalogue and the node inventory, so
+    /// set the nodes first).
+    pub fn set_storage(
+        &mut self,
+        volumes: impl IntoIterator<Item = impl Into<Arc<VolumeRecord>>>,
+        claims: impl IntoIterator<Item = impl Into<Arc<ClaimRecord>>>,
+        classes: Vec<ClassRecord>,
+    ) {
+        self.storage = Arc::new(StorageIndex::build(
+            volumes.into_iter().map(Into::into).collect(),
+            claims.into_iter().map(Into::into).collect(),
+            classes,
+            &self.catalogue,
+            self.inventory.as_deref(),
+        ));
     }
 
     /// The node inventory, when known.
@@ -105,6 +133,22 @@ pub struct NamespaceFacts {
     /// Every NetworkPolicy in it; `None` when they were not read (the
     /// snapshot's are kept).
     pub network_policies: Option<Vec<k8s_openapi::api::networking::v1::NetworkPolicy>>,
+    /// Its PersistentVolumeClaims, the PersistentVolumes they name and
+    /// every StorageClass; `None` when they were not read (the snapshot's
+    /// are kept).
+    pub storage: Option<LiveStorage>,
+}
+
+/// Storage objects read at the moment of a review (a claim, its PV or a
+/// class created in the same `kubectl apply` as the workload).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LiveStorage {
+    /// Every claim of the namespace.
+    pub claims: Vec<ClaimRecord>,
+    /// The PVs those claims name (others are kept from the snapshot).
+    pub volumes: Vec<VolumeRecord>,
+    /// Every StorageClass.
+    pub classes: Vec<ClassRecord>,
 }
 
 impl Snapshot {
@@ -125,6 +169,28 @@ impl Snapshot {
         if let Some(nps) = &facts.network_policies {
             network.replace_network_policies(namespace, nps);
         }
+        let storage = match &facts.storage {
+            None => Arc::clone(&self.storage),
+            Some(live) => {
+                // The live PVs replace the snapshot's of the same name.
+                let live_names: BTreeSet<&str> =
+                    live.volumes.iter().map(|v| v.name.as_str()).collect();
+                let volumes = self
+                    .storage
+                    .volumes()
+                    .filter(|v| !live_names.contains(v.record.name.as_str()))
+                    .map(|v| Arc::clone(&v.record))
+                    .chain(live.volumes.iter().cloned().map(Arc::new))
+                    .collect();
+                Arc::new(StorageIndex::build(
+                    volumes,
+                    live.claims.iter().cloned().map(Arc::new).collect(),
+                    live.classes.clone(),
+                    &self.catalogue,
+                    self.inventory.as_deref(),
+                ))
+            }
+        };
         Snapshot {
             catalogue: self.catalogue.clone(),
             policies: self.policies.clone(),
@@ -133,6 +199,7 @@ impl Snapshot {
             network,
             address_space: Arc::clone(&self.address_space),
             inventory: self.inventory.clone(),
+            storage,
         }
     }
 }
@@ -158,6 +225,15 @@ pub struct SnapshotBuilder<'m> {
     nodes_known: bool,
     last_valid: Option<&'m mut LastValid>,
     seen: BTreeSet<PolicyId>,
+    storage: StorageParts,
+}
+
+/// The storage objects added so far.
+#[derive(Default)]
+struct StorageParts {
+    volumes: Vec<Arc<VolumeRecord>>,
+    claims: Vec<Arc<ClaimRecord>>,
+    classes: Vec<ClassRecord>,
 }
 
 impl SnapshotBuilder<'static> {
@@ -171,6 +247,7 @@ impl SnapshotBuilder<'static> {
             nodes_known: false,
             last_valid: None,
             seen: BTreeSet::new(),
+            storage: StorageParts::default(),
         }
     }
 }
@@ -186,6 +263,7 @@ impl<'m> SnapshotBuilder<'m> {
             nodes_known: self.nodes_known,
             last_valid: Some(last_valid),
             seen: self.seen,
+            storage: self.storage,
         }
     }
 
@@ -262,6 +340,23 @@ impl<'m> SnapshotBuilder<'m> {
         self.snapshot.network.add_service(svc);
     }
 
+    /// A PersistentVolume, projected (`VolumeRecord::from_k8s`); a shared
+    /// projection is kept as it is, not copied.
+    pub fn persistent_volume(&mut self, pv: impl Into<Arc<VolumeRecord>>) {
+        self.storage.volumes.push(pv.into());
+    }
+
+    /// A PersistentVolumeClaim, projected (`ClaimRecord::from_k8s`); a
+    /// shared projection is kept as it is, not copied.
+    pub fn persistent_volume_claim(&mut self, claim: impl Into<Arc<ClaimRecord>>) {
+        self.storage.claims.push(claim.into());
+    }
+
+    /// A StorageClass, projected (`ClassRecord::from_k8s`).
+    pub fn storage_class(&mut self, class: ClassRecord) {
+        self.storage.classes.push(class);
+    }
+
     /// Namespaces added so far.
     pub fn namespace_count(&self) -> usize {
         self.snapshot.namespaces.len()
@@ -273,6 +368,14 @@ impl<'m> SnapshotBuilder<'m> {
     pub fn build(mut self) -> Snapshot {
         if self.nodes_known || !self.nodes.is_empty() {
             self.snapshot.set_nodes(self.nodes);
+        }
+        let StorageParts {
+            volumes,
+            claims,
+            classes,
+        } = self.storage;
+        if !(volumes.is_empty() && claims.is_empty() && classes.is_empty()) {
+            self.snapshot.set_storage(volumes, claims, classes);
         }
         if let Some(memory) = self.last_valid {
             memory.0.retain(|id, _| self.seen.contains(id));

@@ -27,6 +27,14 @@ pub enum Code {
     EgressExternalForbidden,
     /// hostNetwork pods bypass NetworkPolicy.
     HostNetwork,
+    /// A volume is bound to a PersistentVolume outside mainland China, or
+    /// one whose location cannot be established.
+    VolumeOutsideMainland,
+    /// A claim not bound yet (or a claim template) whose StorageClass does
+    /// not guarantee provisioning in mainland China.
+    VolumeNotGuaranteed,
+    /// An NFS, iSCSI or Ceph server outside mainland-China address space.
+    StorageEndpointOutside,
 }
 
 impl Code {
@@ -40,7 +48,20 @@ impl Code {
             Code::EgressOutsideMainland => "EgressOutsideMainland",
             Code::EgressExternalForbidden => "EgressExternalForbidden",
             Code::HostNetwork => "HostNetwork",
+            Code::VolumeOutsideMainland => "VolumeOutsideMainland",
+            Code::VolumeNotGuaranteed => "VolumeNotGuaranteed",
+            Code::StorageEndpointOutside => "StorageEndpointOutside",
         }
+    }
+
+    /// The violation rests on the workload's volumes and the storage
+    /// objects they resolve to (so a PV, PVC or StorageClass change can
+    /// cause or cure it).
+    pub fn is_storage(self) -> bool {
+        matches!(
+            self,
+            Code::VolumeOutsideMainland | Code::VolumeNotGuaranteed | Code::StorageEndpointOutside
+        )
     }
 
     /// The violation rests on the NetworkPolicies that select the pods (so

@@ -134,6 +134,113 @@ pub struct PodSpecView {
     pub node_name: Option<String>,
     #[serde(default)]
     pub host_network: Option<bool>,
+    #[serde(default)]
+    pub volumes: Option<Vec<VolumeView>>,
+}
+
+/// The parts of a pod volume that say where its data is stored.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeView {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub persistent_volume_claim: Option<ClaimSourceView>,
+    #[serde(default)]
+    pub ephemeral: Option<EphemeralView>,
+    #[serde(default)]
+    pub nfs: Option<NfsView>,
+    #[serde(default)]
+    pub iscsi: Option<IscsiView>,
+    #[serde(default)]
+    pub cephfs: Option<MonitorsView>,
+    #[serde(default)]
+    pub rbd: Option<MonitorsView>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimSourceView {
+    #[serde(default)]
+    pub claim_name: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EphemeralView {
+    #[serde(default)]
+    pub volume_claim_template: Option<ClaimTemplateView>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NfsView {
+    #[serde(default)]
+    pub server: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IscsiView {
+    #[serde(default)]
+    pub target_portal: String,
+    #[serde(default)]
+    pub portals: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitorsView {
+    #[serde(default)]
+    pub monitors: Vec<String>,
+}
+
+/// A claim template (a StatefulSet's `volumeClaimTemplates[]`, an
+/// ephemeral volume's `volumeClaimTemplate`): its name and the fields
+/// that decide where its volume is provisioned.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimTemplateView {
+    #[serde(default)]
+    pub metadata: Option<ClaimTemplateMeta>,
+    #[serde(default)]
+    pub spec: Option<ClaimSpecView>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClaimTemplateMeta {
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimSpecView {
+    #[serde(default)]
+    pub storage_class_name: Option<String>,
+    #[serde(default)]
+    pub volume_name: Option<String>,
+}
+
+impl ClaimTemplateView {
+    pub fn name(&self) -> &str {
+        self.metadata
+            .as_ref()
+            .and_then(|m| m.name.as_deref())
+            .unwrap_or_default()
+    }
+
+    pub fn storage_class(&self) -> Option<&str> {
+        self.spec.as_ref()?.storage_class_name.as_deref()
+    }
+
+    pub fn volume_name(&self) -> Option<&str> {
+        self.spec
+            .as_ref()?
+            .volume_name
+            .as_deref()
+            .filter(|v| !v.is_empty())
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -175,6 +282,10 @@ struct TemplateView {
     metadata: Option<MetaView>,
     #[serde(default)]
     spec: Option<PodSpecView>,
+    /// A StatefulSet's `spec.volumeClaimTemplates` (beside the template,
+    /// not in it).
+    #[serde(skip)]
+    claim_templates: Vec<ClaimTemplateView>,
 }
 
 #[derive(Deserialize)]
@@ -186,9 +297,21 @@ struct PodDoc {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct TemplatedSpec {
     #[serde(default)]
     template: Option<TemplateView>,
+    #[serde(default)]
+    volume_claim_templates: Option<Vec<ClaimTemplateView>>,
+}
+
+impl TemplatedSpec {
+    /// The pod template, with the claim templates beside it.
+    fn into_template(self) -> Option<TemplateView> {
+        let mut template = self.template.unwrap_or_default();
+        template.claim_templates = self.volume_claim_templates.unwrap_or_default();
+        Some(template)
+    }
 }
 
 #[derive(Deserialize)]
@@ -243,6 +366,9 @@ pub struct Workload {
     pub labels: BTreeMap<String, String>,
     pub template_labels: BTreeMap<String, String>,
     pub pod: PodSpecView,
+    /// A StatefulSet's `spec.volumeClaimTemplates`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub claim_templates: Vec<ClaimTemplateView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub controller: Option<OwnerRef>,
 }
@@ -342,6 +468,7 @@ impl Workload {
                 let template = TemplateView {
                     metadata: None,
                     spec: doc.spec,
+                    claim_templates: Vec::new(),
                 };
                 (doc.metadata, template)
             }
@@ -351,13 +478,16 @@ impl Workload {
                     .spec
                     .and_then(|s| s.job_template)
                     .and_then(|j| j.spec)
-                    .and_then(|s| s.template)
+                    .and_then(TemplatedSpec::into_template)
                     .unwrap_or_default();
                 (doc.metadata, template)
             }
             _ => {
                 let doc: TemplatedDoc = decode(kind, de)?;
-                let template = doc.spec.and_then(|s| s.template).unwrap_or_default();
+                let template = doc
+                    .spec
+                    .and_then(TemplatedSpec::into_template)
+                    .unwrap_or_default();
                 (doc.metadata, template)
             }
         };
@@ -405,6 +535,12 @@ fn assemble(
         labels: meta.labels.unwrap_or_default(),
         template_labels: template.metadata.and_then(|m| m.labels).unwrap_or_default(),
         pod: template.spec.unwrap_or_default(),
+        // Only a StatefulSet's claim templates make claims.
+        claim_templates: if kind == WorkloadKind::StatefulSet {
+            template.claim_templates
+        } else {
+            Vec::new()
+        },
         controller,
     })
 }
@@ -481,14 +617,15 @@ impl<'de> DeserializeSeed<'de> for SpecSeed {
             WorkloadKind::Pod => TemplateView {
                 metadata: None,
                 spec: Option::<PodSpecView>::deserialize(de)?,
+                claim_templates: Vec::new(),
             },
             WorkloadKind::CronJob => Option::<CronSpec>::deserialize(de)?
                 .and_then(|s| s.job_template)
                 .and_then(|j| j.spec)
-                .and_then(|s| s.template)
+                .and_then(TemplatedSpec::into_template)
                 .unwrap_or_default(),
             _ => Option::<TemplatedSpec>::deserialize(de)?
-                .and_then(|s| s.template)
+                .and_then(TemplatedSpec::into_template)
                 .unwrap_or_default(),
         })
     }

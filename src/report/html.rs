@@ -131,6 +131,18 @@ fn code_label(c: Code) -> (&'static str, &'static str) {
         ),
         Code::EgressExternalForbidden => ("egress leaves the cluster", "出站可达集群以外"),
         Code::HostNetwork => ("host network", "主机网络"),
+        Code::VolumeOutsideMainland => (
+            "a volume is stored outside mainland China",
+            "卷存储在中国大陆以外",
+        ),
+        Code::VolumeNotGuaranteed => (
+            "where a volume is provisioned is not guaranteed",
+            "卷的制备位置无保证",
+        ),
+        Code::StorageEndpointOutside => (
+            "a storage server is outside mainland China",
+            "存储服务器位于中国大陆以外",
+        ),
     }
 }
 

@@ -9,8 +9,11 @@ use std::path::Path;
 
 use futures::future::join_all;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Service,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -24,7 +27,10 @@ use super::model::{
 };
 use crate::api::ResidencyPolicy;
 use crate::audit::plan::{MANAGED_BY, MANAGED_BY_LABEL};
-use crate::engine::{NodeInfo, Snapshot, SnapshotBuilder, Workload, WorkloadKind};
+use crate::engine::{
+    ClaimRecord, ClassRecord, NodeInfo, Snapshot, SnapshotBuilder, VolumeRecord, Workload,
+    WorkloadKind,
+};
 use crate::state::workload_api_resource;
 
 /// Objects per page.
@@ -228,6 +234,16 @@ pub async fn gather(
         (ApiResource::erase::<Namespace>(&()), "namespaces"),
         (ApiResource::erase::<NetworkPolicy>(&()), "networkpolicies"),
         (ApiResource::erase::<Service>(&()), "services"),
+        // Storage residency: where governed workloads' volumes are.
+        (
+            ApiResource::erase::<PersistentVolume>(&()),
+            "persistentvolumes",
+        ),
+        (
+            ApiResource::erase::<PersistentVolumeClaim>(&()),
+            "persistentvolumeclaims",
+        ),
+        (ApiResource::erase::<StorageClass>(&()), "storageclasses"),
     ];
     required.extend(WorkloadKind::ALL.into_iter().map(workload_resource));
     let lists = join_all(
@@ -387,6 +403,18 @@ pub async fn gather(
                 },
                 "services" => match decode::<Service>(v) {
                     Ok(svc) => builder.service(&svc),
+                    Err(e) => warnings.push(skipped(e)),
+                },
+                "persistentvolumes" => match decode::<PersistentVolume>(v) {
+                    Ok(pv) => builder.persistent_volume(VolumeRecord::from_k8s(&pv)),
+                    Err(e) => warnings.push(skipped(e)),
+                },
+                "persistentvolumeclaims" => match decode::<PersistentVolumeClaim>(v) {
+                    Ok(c) => builder.persistent_volume_claim(ClaimRecord::from_k8s(&c)),
+                    Err(e) => warnings.push(skipped(e)),
+                },
+                "storageclasses" => match decode::<StorageClass>(v) {
+                    Ok(c) => builder.storage_class(ClassRecord::from_k8s(&c)),
                     Err(e) => warnings.push(skipped(e)),
                 },
                 _ => {}

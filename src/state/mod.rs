@@ -16,8 +16,11 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Service,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource};
@@ -29,7 +32,8 @@ use tokio::sync::{Notify, watch};
 use crate::api::ResidencyPolicy;
 use crate::backoff::Backoff;
 use crate::engine::{
-    AddressSpace, Catalogue, LastValid, NodeInfo, Snapshot, SnapshotBuilder, Workload, WorkloadKind,
+    AddressSpace, Catalogue, ClaimRecord, ClassRecord, LastValid, NodeInfo, Snapshot,
+    SnapshotBuilder, VolumeRecord, Workload, WorkloadKind,
 };
 
 /// One projected object.
@@ -44,6 +48,10 @@ enum Item {
     /// A controller-owned Pod bound to a node: judged through its owner by
     /// the webhook, but the audit checks where it actually runs.
     OwnedPod(Arc<Workload>),
+    /// Storage objects, projected to the fields a storage verdict reads.
+    Volume(Arc<VolumeRecord>),
+    Claim(Arc<ClaimRecord>),
+    Class(Arc<ClassRecord>),
 }
 
 /// What one watch keeps: object key → projection. Projections are shared
@@ -95,6 +103,32 @@ fn watched_kinds() -> Vec<Watched> {
                 let external =
                     svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName");
                 Ok(external.then(|| Item::Service(Arc::new(svc))))
+            },
+        },
+        // Storage: where a governed workload's volumes are. Each object is
+        // projected at once; the rest of it never stays in memory.
+        Watched {
+            name: "persistentvolumes",
+            resource: ApiResource::erase::<PersistentVolume>(&()),
+            project: |v| {
+                decode::<PersistentVolume>(v)
+                    .map(|pv| Some(Item::Volume(Arc::new(VolumeRecord::from_k8s(&pv)))))
+            },
+        },
+        Watched {
+            name: "persistentvolumeclaims",
+            resource: ApiResource::erase::<PersistentVolumeClaim>(&()),
+            project: |v| {
+                decode::<PersistentVolumeClaim>(v)
+                    .map(|c| Some(Item::Claim(Arc::new(ClaimRecord::from_k8s(&c)))))
+            },
+        },
+        Watched {
+            name: "storageclasses",
+            resource: ApiResource::erase::<StorageClass>(&()),
+            project: |v| {
+                decode::<StorageClass>(v)
+                    .map(|c| Some(Item::Class(Arc::new(ClassRecord::from_k8s(&c)))))
             },
         },
     ];
@@ -678,6 +712,9 @@ fn build(
                 .or_default()
                 .push(Arc::clone(w)),
             Item::OwnedPod(_) => {}
+            Item::Volume(pv) => builder.persistent_volume(Arc::clone(pv)),
+            Item::Claim(c) => builder.persistent_volume_claim(Arc::clone(c)),
+            Item::Class(c) => builder.storage_class((**c).clone()),
         }
     }
     (builder.build(), by_ns)
@@ -702,7 +739,12 @@ fn inventory(parts: &[Part], snapshot: Arc<Snapshot>, synced: bool) -> Inventory
             Item::Workload(w) | Item::OwnedPod(w) => {
                 inv.workloads.insert(WorkloadKey::of(w), Arc::clone(w));
             }
-            Item::Node(_) | Item::Namespace(_) | Item::Service(_) => {}
+            Item::Node(_)
+            | Item::Namespace(_)
+            | Item::Service(_)
+            | Item::Volume(_)
+            | Item::Claim(_)
+            | Item::Class(_) => {}
         }
     }
     inv

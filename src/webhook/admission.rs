@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 
 use crate::api::{Action, ResidencyPolicy};
 use crate::engine::{
-    self, Lang, Message, Snapshot, Text, Verdict, Workload, WorkloadError, WorkloadObject,
+    self, Code, Lang, Message, Snapshot, Text, Verdict, Workload, WorkloadError, WorkloadObject,
 };
 use crate::state::WorkloadSource;
 
@@ -216,6 +216,9 @@ pub struct Confirm {
     pub namespace: String,
     /// Read the namespace's NetworkPolicies too (the answer rests on them).
     pub network_policies: bool,
+    /// Read its claims, their PVs and the StorageClasses too (a storage
+    /// finding: the claim may have been created moments ago).
+    pub storage: bool,
     pub why: ConfirmReason,
 }
 
@@ -231,6 +234,10 @@ pub enum ConfirmReason {
     /// A denial: confirm the namespace labels and, for egress findings, the
     /// NetworkPolicies it rests on (one may have been created moments ago).
     Denial,
+    /// A StatefulSet with claim templates of which the snapshot knows no
+    /// claim: claims restored or pre-bound for it are usually applied with
+    /// it, moments before, and are judged by where their PVs are.
+    StorageUnseen,
 }
 
 impl ConfirmReason {
@@ -239,6 +246,7 @@ impl ConfirmReason {
             ConfirmReason::NamespaceUnknown => "namespace_unknown",
             ConfirmReason::NotClassified => "not_classified",
             ConfirmReason::Denial => "denial",
+            ConfirmReason::StorageUnseen => "storage_unseen",
         }
     }
 }
@@ -484,7 +492,8 @@ fn workload_review<O: WorkloadInput, P: OldInput>(
             return refuse(400, "BadRequest", e.to_string());
         }
     };
-    decision.confirm = confirmation_needed(judging.snapshot, namespace, &verdict);
+    decision.confirm = confirmation_needed(judging.snapshot, namespace, &verdict)
+        .or_else(|| unseen_claims(judging.snapshot, &workload, &verdict));
     if req.operation == "UPDATE"
         && let Some(old) = &req.old_object
     {
@@ -526,26 +535,60 @@ fn declassification(
 /// Only then is the API server asked (a compliant, classified workload in a
 /// known namespace, the common case, costs nothing more).
 fn confirmation_needed(snapshot: &Snapshot, namespace: &str, verdict: &Verdict) -> Option<Confirm> {
-    let confirm = |network_policies, why| {
+    let confirm = |network_policies, storage, why| {
         Some(Confirm {
             namespace: namespace.to_string(),
             network_policies,
+            storage,
             why,
         })
     };
     if !snapshot.namespaces.contains_key(namespace) {
-        return confirm(true, ConfirmReason::NamespaceUnknown);
+        return confirm(true, true, ConfirmReason::NamespaceUnknown);
     }
     if verdict.classes.is_empty() {
-        return confirm(false, ConfirmReason::NotClassified);
+        return confirm(false, false, ConfirmReason::NotClassified);
     }
     if verdict.denied() {
-        let on_egress = verdict
-            .violations()
-            .any(|(p, v)| p.action == Action::Deny && v.code.is_egress());
-        return confirm(on_egress, ConfirmReason::Denial);
+        let denied_on = |f: fn(Code) -> bool| {
+            verdict
+                .violations()
+                .any(|(p, v)| p.action == Action::Deny && f(v.code))
+        };
+        return confirm(
+            denied_on(Code::is_egress),
+            denied_on(Code::is_storage),
+            ConfirmReason::Denial,
+        );
     }
     None
+}
+
+/// An admitted StatefulSet whose claim templates the snapshot knows no
+/// claim of: read the namespace's claims before the answer stands (a claim
+/// bound abroad, applied with the StatefulSet, must not slip through
+/// because the watch is milliseconds behind). Only when a governing policy
+/// checks storage; a StatefulSet's creation is rare enough for one LIST.
+fn unseen_claims(snapshot: &Snapshot, workload: &Workload, verdict: &Verdict) -> Option<Confirm> {
+    let checked = verdict.policies.iter().any(|p| {
+        snapshot
+            .policies
+            .iter()
+            .any(|c| c.name == p.policy && c.storage_mode == crate::api::StorageMode::MainlandOnly)
+    });
+    let unseen = workload.claim_templates.iter().any(|t| {
+        snapshot
+            .storage()
+            .template_claims(&workload.namespace, t.name(), &workload.name)
+            .next()
+            .is_none()
+    });
+    (checked && unseen && !verdict.denied()).then(|| Confirm {
+        namespace: workload.namespace.clone(),
+        network_policies: false,
+        storage: true,
+        why: ConfirmReason::StorageUnseen,
+    })
 }
 
 /// Deny → 403 with every Deny-policy message; Warn-policy messages become

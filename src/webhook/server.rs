@@ -124,7 +124,11 @@ async fn review(app: &App, endpoint: Endpoint, body: Bytes) -> Response {
     {
         let read = tokio::time::timeout(
             LIVE_READ_TIMEOUT,
-            live.namespace_facts(&confirm.namespace, confirm.network_policies),
+            live.namespace_facts(
+                &confirm.namespace,
+                confirm.network_policies,
+                confirm.storage,
+            ),
         )
         .await;
         let facts = match read {

@@ -32,6 +32,8 @@ spec:
   egress:
     mode: MainlandOnly
     allowedCIDRs: [203.0.113.0/24, "2001:db8::/32", 198.51.100.7]
+  storage:
+    mode: Unchecked
   action: Warn
   exemptions:
   - selector: {matchLabels: {app: fx-rates}}
@@ -92,6 +94,16 @@ const CASES: &[Case] = &[
             "spec.egress.mode",
             "Unsupported value: \"Everything\"",
             "\"MainlandOnly\"",
+        ],
+    },
+    Case {
+        path: "enum .spec.storage.mode",
+        spec: "dataClasses: [personal]\nstorage: {mode: Anywhere}",
+        says: &[
+            "spec.storage.mode",
+            "Unsupported value: \"Anywhere\"",
+            "\"MainlandOnly\"",
+            "\"Unchecked\"",
         ],
     },
     Case {

@@ -15,4 +15,5 @@ mod crd;
 mod harness;
 mod journey;
 mod report;
+mod storage;
 mod transcripts;
