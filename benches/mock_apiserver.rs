@@ -92,6 +92,8 @@ struct Collection {
     custom: bool,
     /// Each item serialized as it appears in a list.
     items: Vec<Bytes>,
+    /// Events injected by `MockApi::inject`, fanned out to open watches.
+    events: tokio::sync::broadcast::Sender<Bytes>,
 }
 
 /// Request counters.
@@ -133,6 +135,7 @@ impl MockApi {
                         kind,
                         custom,
                         items: Vec::new(),
+                        events: tokio::sync::broadcast::channel(65_536).0,
                     },
                 )
             })
@@ -190,6 +193,22 @@ impl MockApi {
             c.items
                 .push(Bytes::from(serde_json::to_vec(&obj).expect("serializable")));
         }
+    }
+
+    /// Send a watch event (`ADDED`, `MODIFIED`, `DELETED`) for `object` (a
+    /// full object, with apiVersion and kind) to every open watch of its
+    /// kind. The lists are not changed: this is churn after the initial
+    /// sync, as watches see it.
+    pub fn inject(&self, event_type: &str, object: &Value) {
+        let kind = object["kind"].as_str().unwrap_or_default();
+        let Some(c) = self.collections.values().find(|c| c.kind == kind) else {
+            panic!("the mock does not serve {kind}");
+        };
+        let mut line = serde_json::to_vec(&json!({"type": event_type, "object": object}))
+            .expect("serializable");
+        line.push(b'\n');
+        // No watch open yet is fine: nobody to tell.
+        let _ = c.events.send(Bytes::from(line));
     }
 
     /// How many objects of `kind` are served.
@@ -415,8 +434,22 @@ fn watch(mock: &MockApi, c: &Collection, path: &str, query: &str) -> Response {
             Some((tick, ()))
         }
     });
+    // Injected events, until the watch's deadline; a slow watch that lags
+    // loses events, as a real one would get 410 Gone and relist.
+    let events = futures::stream::unfold(c.events.subscribe(), move |mut rx| async move {
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Ok(event)) => return Some((event, rx)),
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+                Ok(Err(_)) | Err(_) => return None,
+            }
+        }
+    });
     let stream = futures::StreamExt::map(
-        futures::StreamExt::chain(futures::stream::iter(initial), bookmarks),
+        futures::StreamExt::chain(
+            futures::stream::iter(initial),
+            futures::stream::select(bookmarks, events),
+        ),
         Ok::<_, Infallible>,
     );
     (
