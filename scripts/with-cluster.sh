@@ -7,10 +7,12 @@
 #
 #   scripts/with-cluster.sh scripts/test.sh
 #
-# The kit is $RESIDENCY_GUARD_CLUSTER_KIT, else ../shared/cluster next to
-# the repository, else /work/shared/cluster (where the project's machines
-# keep it). Without a kit the command runs without a cluster: the
-# end-to-end tests then print that they are skipped, or fail under CI=true.
+# The kit is the first of $RESIDENCY_GUARD_CLUSTER_KIT, ../shared/cluster
+# next to the repository and /work/shared/cluster (where the project's
+# machines keep it) that has an executable `up`. Without a kit, under
+# CI=true this fails at once (CI must test against a real API server);
+# elsewhere the command runs without a cluster and the end-to-end tests
+# print that they are skipped.
 # With RESIDENCY_GUARD_E2E_KUBECONFIG already set, that cluster is used and
 # no kit is started.
 set -euo pipefail
@@ -22,13 +24,15 @@ if [ -n "${RESIDENCY_GUARD_E2E_KUBECONFIG:-}" ]; then
   exec "$@"
 fi
 
-kit="${RESIDENCY_GUARD_CLUSTER_KIT:-}"
+kit=""
+for candidate in "${RESIDENCY_GUARD_CLUSTER_KIT:-}" "$PWD/../shared/cluster" /work/shared/cluster; do
+  if [ -n "$candidate" ] && [ -x "$candidate/up" ]; then kit="$candidate"; break; fi
+done
 if [ -z "$kit" ]; then
-  for candidate in "$PWD/../shared/cluster" /work/shared/cluster; do
-    if [ -x "$candidate/up" ]; then kit="$candidate"; break; fi
-  done
-fi
-if [ -z "$kit" ] || [ ! -x "$kit/up" ]; then
+  if [ "${CI:-}" = true ]; then
+    echo "with-cluster: CI=true and no control-plane kit found (looked in \$RESIDENCY_GUARD_CLUSTER_KIT, ../shared/cluster, /work/shared/cluster)" >&2
+    exit 1
+  fi
   echo "with-cluster: no control-plane kit found (set RESIDENCY_GUARD_CLUSTER_KIT); running without a cluster" >&2
   exec "$@"
 fi
