@@ -43,9 +43,7 @@ fn a_relabelled_node_is_reported_in_status_events_and_policy_reports() {
         "e2e-audit-system",
         &["--set", "audit.enabled=true"],
     );
-    c.cluster_object("residencypolicy", "e2e-audit-personal");
-    let r = crate::harness::apply_when_webhook_answers(&c, POLICY);
-    assert!(r.ok, "{}", r.stderr);
+    crate::harness::apply_policies(&c, &["e2e-audit-personal"], POLICY);
     c.fresh_namespace(apps, &[("residencyguard.io/e2e", "true")]);
 
     // A compliant Deployment pinned to cn-north-1: its pod lands on cn-node-1.

@@ -604,3 +604,14 @@ pub fn apply_when_webhook_answers(c: &Cluster, yaml: &str) -> Run {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// Apply ResidencyPolicies (`yaml`, the policies named `names`) once the
+/// webhook answers, deleting them when the test ends (and any left by an
+/// earlier run first).
+pub fn apply_policies(c: &Cluster, names: &[&str], yaml: &str) {
+    for name in names {
+        c.cluster_object("residencypolicy", name);
+    }
+    let r = apply_when_webhook_answers(c, yaml);
+    assert!(r.ok, "policies {names:?}: {}", r.stderr);
+}

@@ -99,10 +99,7 @@ fn setup_with(
 }
 
 fn apply_policies(c: &crate::harness::Cluster) {
-    c.cluster_object("residencypolicy", "e2e-personal");
-    c.cluster_object("residencypolicy", "e2e-accounting");
-    let r = apply_when_webhook_answers(c, POLICIES);
-    assert!(r.ok, "policies: {}", r.stderr);
+    crate::harness::apply_policies(c, &["e2e-personal", "e2e-accounting"], POLICIES);
 }
 
 /// The operator's snapshot has the policies once a dry run that only they

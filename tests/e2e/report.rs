@@ -91,9 +91,7 @@ fn a_live_report_lists_workloads_regions_and_the_audits_violations() {
     let release = "e2e-report";
     let system = "e2e-report-system";
     let _installed = install_and_run(&c, release, system, &["--set", "audit.enabled=true"]);
-    c.cluster_object("residencypolicy", POLICY_NAME);
-    let r = crate::harness::apply_when_webhook_answers(&c, POLICY);
-    assert!(r.ok, "{}", r.stderr);
+    crate::harness::apply_policies(&c, &[POLICY_NAME], POLICY);
     c.fresh_namespace(apps, &[("residencyguard.io/e2e-report", "true")]);
 
     // A pinned Deployment (lands on cn-node-1) and an unpinned one (a Warn

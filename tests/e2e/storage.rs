@@ -75,9 +75,7 @@ fn setup(c: &Cluster, release: &str, audit: bool) -> crate::harness::Installed {
         &[]
     };
     let installed = install_and_run(c, release, &format!("{release}-system"), extra);
-    c.cluster_object("residencypolicy", "e2e-storage-health");
-    let r = apply_when_webhook_answers(c, POLICY);
-    assert!(r.ok, "{}", r.stderr);
+    crate::harness::apply_policies(c, &["e2e-storage-health"], POLICY);
     // New replicas' claims are provisioned where their pod is placed.
     c.cluster_object("storageclass", "e2e-wffc");
     c.must_apply(

@@ -6,9 +6,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{
-    Cluster, apply_when_webhook_answers, cluster, eventually, install_and_run, root,
-};
+use crate::harness::{Cluster, apply_policies, cluster, eventually, install_and_run, root};
 
 /// The README block between `<!-- e2e-transcript:NAME -->` markers.
 fn check_block(name: &str, actual: &str) {
@@ -43,14 +41,11 @@ fn check_block(name: &str, actual: &str) {
 }
 
 fn setup(c: &Cluster) {
-    for name in ["mainland-personal-data", "accounting-rollout"] {
-        c.cluster_object("residencypolicy", name);
-    }
     let examples = root().join("charts/residency-guard/examples");
-    for file in ["mainland-personal-data.yaml", "accounting-rollout.yaml"] {
-        let text = std::fs::read_to_string(examples.join(file)).expect("example policy");
-        let r = apply_when_webhook_answers(c, &text);
-        assert!(r.ok, "{file}: {}", r.stderr);
+    for name in ["mainland-personal-data", "accounting-rollout"] {
+        let text =
+            std::fs::read_to_string(examples.join(format!("{name}.yaml"))).expect("example policy");
+        apply_policies(c, &[name], &text);
     }
     c.fresh_namespace("payments", &[]);
     c.fresh_namespace("finance", &[("team", "finance")]);
