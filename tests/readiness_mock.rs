@@ -169,16 +169,18 @@ async fn api_server_losing_networkpolicies(
     }
 }
 
-/// A watch that keeps failing freezes its part of the snapshot: past the
-/// threshold the operator is not ready, and a classified review is refused
-/// (retryably, 503) instead of judged on stale data.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_watch_failing_past_the_threshold_makes_the_operator_not_ready_and_refuse() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
+/// The operator's state against `api_server_losing_networkpolicies`, with
+/// `stale_after` as its staleness threshold, once ready; set the flag to
+/// make the NetworkPolicy watch fail.
+async fn ready_state_losing_networkpolicies(
+    stale_after: Duration,
+) -> (
+    State,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tokio::task::JoinHandle<()>,
+) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let failing = Arc::new(AtomicBool::new(false));
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let server = tokio::spawn(api_server_losing_networkpolicies(handle, failing.clone()));
     let client = kube::Client::new(service, "default");
     let state = state::start(
@@ -188,8 +190,21 @@ async fn a_watch_failing_past_the_threshold_makes_the_operator_not_ready_and_ref
             address_space: AddressSpace::builtin(),
         },
     );
-    state.health.set_stale_after(Duration::from_millis(500));
+    state.health.set_stale_after(stale_after);
     wait_for("readiness", || state.ready()).await;
+    (state, failing, server)
+}
+
+/// A watch that keeps failing freezes its part of the snapshot: past the
+/// threshold the operator is not ready, and a classified review is refused
+/// (retryably, 503) instead of judged on stale data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_failing_past_the_threshold_makes_the_operator_not_ready_and_refuse() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let (state, failing, server) =
+        ready_state_losing_networkpolicies(Duration::from_millis(500)).await;
 
     failing.store(true, Ordering::SeqCst);
     wait_for("the operator to stop being ready", || !state.ready()).await;
@@ -263,23 +278,11 @@ async fn a_watch_failing_past_the_threshold_makes_the_operator_not_ready_and_ref
 /// 30 s) would never count as stale.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_watch_stays_stale_across_its_retries() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::Ordering;
 
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let failing = Arc::new(AtomicBool::new(false));
-    let server = tokio::spawn(api_server_losing_networkpolicies(handle, failing.clone()));
-    let client = kube::Client::new(service, "default");
-    let state = state::start(
-        client,
-        Inputs {
-            catalogue: Catalogue::builtin().clone(),
-            address_space: AddressSpace::builtin(),
-        },
-    );
     // Longer than the first retries (0.5 s, 0.5 s, 1 s, 2 s after failures).
-    state.health.set_stale_after(Duration::from_millis(1500));
-    wait_for("readiness", || state.ready()).await;
+    let (state, failing, server) =
+        ready_state_losing_networkpolicies(Duration::from_millis(1500)).await;
 
     failing.store(true, Ordering::SeqCst);
     wait_for("the operator to stop being ready", || !state.ready()).await;
