@@ -20,7 +20,7 @@ use residency_guard::api::ResidencyPolicy;
 use residency_guard::audit::Auditor;
 use residency_guard::audit::plan::PlanConfig;
 use residency_guard::engine::{AddressSpace, Catalogue, NodeInfo, Snapshot, Workload};
-use residency_guard::state::{Inventory, WorkloadKey};
+use residency_guard::state::{Inventory, WorkloadKey, Workloads};
 
 #[allow(dead_code)]
 #[path = "cluster_data.rs"]
@@ -41,8 +41,8 @@ fn rss_kib() -> Option<u64> {
 
 struct Projected {
     nodes: Vec<NodeInfo>,
-    workloads: BTreeMap<WorkloadKey, Arc<Workload>>,
-    policies: BTreeMap<String, ResidencyPolicy>,
+    workloads: Workloads,
+    policies: Arc<BTreeMap<String, Arc<ResidencyPolicy>>>,
     full_bytes: usize,
 }
 
@@ -56,7 +56,7 @@ fn project(scale: &Scale) -> Projected {
         let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(v).expect("node");
         nodes.push(NodeInfo::from_node(&node));
     }
-    let mut workloads = BTreeMap::new();
+    let mut workloads = Workloads::new();
     for v in (0..scale.deployments)
         .map(|i| deployment_obj(i, scale))
         .chain((0..scale.pods).map(|i| pod_obj(i, scale)))
@@ -66,8 +66,9 @@ fn project(scale: &Scale) -> Projected {
         workloads.insert(WorkloadKey::of(&w), Arc::new(w));
     }
     let policies = (0..scale.policies)
-        .map(|i| (format!("policy-{i}"), policy_obj(i)))
-        .collect();
+        .map(|i| (format!("policy-{i}"), Arc::new(policy_obj(i))))
+        .collect::<BTreeMap<_, _>>()
+        .into();
     Projected {
         nodes,
         workloads,
@@ -100,7 +101,7 @@ fn inventory(
     Arc::new(Inventory {
         snapshot: Arc::new(snapshot),
         policies: p.policies.clone(),
-        network_policies: BTreeMap::new(),
+        network_policies: Default::default(),
         workloads: p.workloads.clone(),
         synced: true,
     })

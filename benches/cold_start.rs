@@ -28,7 +28,8 @@
 //! lines (median and max over the runs) and whether the target is met.
 //! Knobs: `RG_CHURN_SECONDS=N` then keeps the child running N more seconds
 //! while the parent injects pod events (`RG_CHURN_RATE`, 100/s: create
-//! unbound, bind, delete) and the child's audit follows every change, and
+//! unbound, bind ~0.3 s later, delete ~60 s later) and the child's audit
+//! follows the changes as `audit::run` does, and
 //! reports its CPU (cores) and memory over that window;
 //! `RG_COLD_START_RUNS` (3); `RG_SCALE=envelope` for Kubernetes'
 //! envelope (`cluster_data::Scale::ENVELOPE`: 150,000 Pods, 5,000 Nodes,
@@ -41,6 +42,9 @@
 #[allow(dead_code)]
 #[path = "cluster_data.rs"]
 mod cluster_data;
+#[allow(dead_code)]
+#[path = "counting_alloc.rs"]
+mod counting_alloc;
 #[allow(dead_code)]
 #[path = "mock_apiserver.rs"]
 mod mock_apiserver;
@@ -55,8 +59,8 @@ use cluster_data::Scale;
 use jiff::Timestamp;
 use kube::{Client, Config};
 use mock_apiserver::MockApi;
-use residency_guard::audit::Auditor;
 use residency_guard::audit::plan::PlanConfig;
+use residency_guard::audit::{AuditConfig, Auditor};
 use residency_guard::datafiles::DataSources;
 use residency_guard::state;
 
@@ -108,6 +112,12 @@ fn proc_status_kib(field: &str) -> Option<u64> {
 
 fn child(url: &str) -> Result<(), String> {
     let process_start = Instant::now();
+    // RG_HEAP=1: count the live heap (what the allocator holds beyond it is
+    // fragmentation and freed pages not returned). Off by default: counting
+    // costs an atomic add per allocation.
+    if std::env::var("RG_HEAP").is_ok_and(|v| v == "1") {
+        counting_alloc::count_from_now();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -177,7 +187,7 @@ async fn cold_start(url: &str, process_start: Instant) -> Result<(), String> {
     let churn_tolerates = churn_seconds().is_some()
         && (got.1, got.2, got.3, got.4) == (want.1, want.2, want.3, want.4)
         && got.0 >= want.0
-        && got.0 <= want.0 + 1;
+        && got.0 <= want.0 + CHURN_LIFETIME;
     if got != want && !churn_tolerates {
         return Err(format!(
             "synced inventory incomplete: (workloads, policies, valid policies, nodes, namespaces) = {got:?}, expected {want:?}; {:?}",
@@ -197,6 +207,11 @@ async fn cold_start(url: &str, process_start: Instant) -> Result<(), String> {
     println!("RUN before_watches_s={:.4}", secs(before_start));
     println!("RUN rss_mib={:.1}", rss as f64 / 1024.0);
     println!("RUN hwm_mib={:.1}", hwm as f64 / 1024.0);
+    let (heap, heap_peak) = counting_alloc::live_bytes();
+    if heap_peak > 0 {
+        println!("RUN heap_mib={:.1}", heap as f64 / 1048576.0);
+        println!("RUN heap_peak_mib={:.1}", heap_peak as f64 / 1048576.0);
+    }
     println!("RUN findings={}", auditor.index.len());
     println!("RUN violated={violated}");
     println!("RUN events={}", plan.events.len());
@@ -205,21 +220,44 @@ async fn cold_start(url: &str, process_start: Instant) -> Result<(), String> {
     println!("RUN skipped_objects={}", state.health.skipped_objects.get());
 
     // Churn (RG_CHURN_SECONDS): the parent injects pod events; the audit
-    // follows every inventory change as `serve`'s audit loop does (update,
-    // messages, plan; no writes). Measure the process's CPU and memory.
+    // follows the inventory as `serve`'s leader does (audit::run): changes
+    // within its debounce handled together, then messages and a plan when
+    // a finding moved, at most every `plan_every_at_most`; no writes.
+    // Measure the process's CPU and memory.
     if let Some(seconds) = churn_seconds() {
         let updates = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counted = updates.clone();
+        let plans = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (counted, planned) = (updates.clone(), plans.clone());
         let mut inv_rx = state.inventory();
         inv_rx.borrow_and_update();
+        let config = AuditConfig::default();
         tokio::spawn(async move {
-            while inv_rx.changed().await.is_ok() {
-                let inv = inv_rx.borrow_and_update().clone();
-                let now = Timestamp::now();
-                auditor.update(inv, now);
-                auditor.render_messages(now);
-                let _ = auditor.plan(now);
-                counted.fetch_add(1, Ordering::Relaxed);
+            let mut last_plan = Instant::now();
+            loop {
+                // As audit::run: plan at the top of the loop when due, so a
+                // steady stream of changes cannot starve it.
+                if auditor.needs_plan() && last_plan.elapsed() >= config.plan_every_at_most {
+                    let _ = auditor.plan(Timestamp::now());
+                    last_plan = Instant::now();
+                    planned.fetch_add(1, Ordering::Relaxed);
+                }
+                let plan_in = auditor.needs_plan().then(|| {
+                    config
+                        .plan_every_at_most
+                        .saturating_sub(last_plan.elapsed())
+                });
+                tokio::select! {
+                    r = inv_rx.changed() => {
+                        if r.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(config.debounce).await;
+                        let inv = inv_rx.borrow_and_update().clone();
+                        auditor.update(inv, Timestamp::now());
+                        counted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ = tokio::time::sleep(plan_in.unwrap_or_default()), if plan_in.is_some() => {}
+                }
             }
         });
         let (cpu0, t0) = (process_cpu_ns(), Instant::now());
@@ -239,6 +277,7 @@ async fn cold_start(url: &str, process_start: Instant) -> Result<(), String> {
             "RUN churn_audit_updates={}",
             updates.load(Ordering::Relaxed)
         );
+        println!("RUN churn_audit_plans={}", plans.load(Ordering::Relaxed));
     }
     Ok(())
 }
@@ -263,8 +302,17 @@ fn process_cpu_ns() -> u64 {
 // The mock and the runs (the parent process)
 // ---------------------------------------------------------------------------
 
-/// Pod churn at `RG_CHURN_RATE` events/s (100): each new pod is created
-/// unbound, bound to a node, then deleted (10% classified, as the data).
+/// Pods are bound this many creations after their own (~0.3 s at 100/s).
+const CHURN_BIND_LAG: usize = 10;
+/// Pods are deleted this many creations after their own (~60 s at 100/s),
+/// so ~2,000 churned pods are alive at any time, as in a rollout or a
+/// stream of jobs, and each event is seen by the audit on its own rather
+/// than cancelled out within one debounce window.
+const CHURN_LIFETIME: usize = 2_000;
+
+/// Pod churn at `RG_CHURN_RATE` events/s (100), in turn: a new pod created
+/// unbound, an earlier one bound to a node, an older one deleted (10%
+/// classified, as the data).
 fn inject_churn(mock: &MockApi, scale: &Scale, done: &std::sync::atomic::AtomicBool) -> usize {
     let rate: u64 = std::env::var("RG_CHURN_RATE")
         .ok()
@@ -284,16 +332,19 @@ fn inject_churn(mock: &MockApi, scale: &Scale, done: &std::sync::atomic::AtomicB
     let mut n = 0usize;
     while !done.load(Ordering::Relaxed) {
         let (k, phase) = (n / 3, n % 3);
-        let mut pod = cluster_data::pod_obj(scale.pods + k, scale);
+        let pod = |k: usize| cluster_data::pod_obj(scale.pods + k, scale);
         match phase {
             0 => {
-                if let Some(spec) = pod["spec"].as_object_mut() {
+                let mut created = pod(k);
+                if let Some(spec) = created["spec"].as_object_mut() {
                     spec.remove("nodeName");
                 }
-                mock.inject("ADDED", &pod);
+                mock.inject("ADDED", &created);
             }
-            1 => mock.inject("MODIFIED", &pod),
-            _ => mock.inject("DELETED", &pod),
+            1 if k >= CHURN_BIND_LAG => mock.inject("MODIFIED", &pod(k - CHURN_BIND_LAG)),
+            2 if k >= CHURN_LIFETIME => mock.inject("DELETED", &pod(k - CHURN_LIFETIME)),
+            // Not yet: nothing old enough to bind or delete.
+            _ => {}
         }
         n += 1;
         let next = start + every * u32::try_from(n).unwrap_or(u32::MAX);
@@ -453,6 +504,13 @@ fn parent() -> Result<(), String> {
         println!("RESULT {name}_max={max:.4}");
     }
     println!("RESULT cold_start_violations={}", stat("violated").0);
+    if all.contains_key("heap_mib") {
+        println!(
+            "RESULT cold_start_heap_mib={:.1} (live heap after the audit; peak {:.1})",
+            stat("heap_mib").1,
+            stat("heap_peak_mib").1
+        );
+    }
     if let Some(seconds) = churn_seconds() {
         for key in [
             "churn_cores",
@@ -460,6 +518,7 @@ fn parent() -> Result<(), String> {
             "churn_rss_end_mib",
             "churn_rss_max_mib",
             "churn_audit_updates",
+            "churn_audit_plans",
         ] {
             println!("RESULT {key}={:.3} (over {seconds} s)", stat(key).0);
         }

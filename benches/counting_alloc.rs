@@ -73,3 +73,17 @@ pub fn heap_of<T>(f: impl FnOnce() -> T) -> (T, isize, isize) {
         PEAK.load(Ordering::Relaxed),
     )
 }
+
+/// Count every allocation from now on (`live_bytes` reads the balance).
+#[allow(dead_code)]
+pub fn count_from_now() {
+    LIVE.store(0, Ordering::Relaxed);
+    PEAK.store(0, Ordering::Relaxed);
+    COUNTING.store(true, Ordering::Relaxed);
+}
+
+/// Bytes allocated since `count_from_now` and not freed, and the peak.
+#[allow(dead_code)]
+pub fn live_bytes() -> (isize, isize) {
+    (LIVE.load(Ordering::Relaxed), PEAK.load(Ordering::Relaxed))
+}

@@ -93,8 +93,13 @@ impl World {
             .collect();
         Arc::new(Inventory {
             snapshot: Arc::new(builder.build()),
-            policies,
-            network_policies: nps,
+            policies: Arc::new(
+                policies
+                    .into_iter()
+                    .map(|(k, p)| (k, Arc::new(p)))
+                    .collect(),
+            ),
+            network_policies: Arc::new(nps.into_iter().map(|(k, n)| (k, Arc::new(n))).collect()),
             workloads,
             synced: true,
         })
@@ -294,16 +299,53 @@ fn nothing_changed_nothing_rejudged() {
     assert_eq!(a.plan(now()), before);
 }
 
+/// The leader plans only when something a plan reads moved: a new
+/// classified pod does, an unclassified one (most of a big cluster's
+/// churn) does not.
+#[test]
+fn only_changes_to_findings_or_the_cluster_ask_for_a_plan() {
+    let w = base();
+    let mut a = auditor(&w);
+    assert!(a.needs_plan(), "a full pass is planned");
+    a.plan(now());
+    assert!(!a.needs_plan());
+
+    let mut unclassified = w.clone();
+    unclassified
+        .workloads
+        .push(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "plain-1", "namespace": "app"},
+        "spec": {"nodeName": "bj-1", "containers": [{"name": "c"}]}}));
+    let (changes, _) = a.update(unclassified.inventory(), now());
+    assert_eq!(changes.len(), 1);
+    assert!(!a.needs_plan(), "an unclassified pod moves no finding");
+
+    let mut classified = unclassified.clone();
+    classified
+        .workloads
+        .push(owned_pod("app", "api", "7d9f", "x2", "nx-1"));
+    a.update(classified.inventory(), now());
+    assert!(a.needs_plan(), "a classified pod is a new finding");
+    a.plan(now());
+
+    let mut relabelled = classified.clone();
+    relabelled.node("nx-1", Some("ap-east-1"));
+    a.update(relabelled.inventory(), now());
+    assert!(a.needs_plan(), "a node change is planned");
+}
+
 #[test]
 fn our_own_status_writes_are_not_changes() {
     let w = base();
     let a = auditor(&w);
     let mut next = (*w.inventory()).clone();
-    let p = next.policies.get_mut("personal-mainland").unwrap();
+    let mut policies = (*next.policies).clone();
+    let p = Arc::make_mut(policies.get_mut("personal-mainland").unwrap());
     p.status = Some(residency_guard::api::ResidencyPolicyStatus {
         violations: Some(1),
         ..Default::default()
     });
+    next.policies = Arc::new(policies);
     assert!(diff(a.inventory(), &next).is_empty());
 }
 

@@ -198,10 +198,10 @@ fn sample_plan() -> AuditPlan {
     plan
 }
 
-fn observed() -> BTreeMap<String, ResidencyPolicy> {
+fn observed() -> BTreeMap<String, Arc<ResidencyPolicy>> {
     BTreeMap::from([(
         "personal-mainland".to_string(),
-        serde_json::from_value(policy_json("personal-mainland")).unwrap(),
+        Arc::new(serde_json::from_value(policy_json("personal-mainland")).unwrap()),
     )])
 }
 
@@ -326,7 +326,7 @@ async fn status_already_in_the_api_is_not_rewritten_until_last_evaluated_is_stal
     });
     let observed = BTreeMap::from([(
         "personal-mainland".to_string(),
-        serde_json::from_value::<ResidencyPolicy>(pol.clone()).unwrap(),
+        Arc::new(serde_json::from_value::<ResidencyPolicy>(pol.clone()).unwrap()),
     )]);
     let mut plan = AuditPlan::default();
     plan.statuses.insert("personal-mainland".into(), status(1));
@@ -529,7 +529,10 @@ fn fixed_inventory() -> Arc<Inventory> {
     snapshot.set_nodes(Vec::new());
     Arc::new(Inventory {
         snapshot: Arc::new(snapshot),
-        policies: BTreeMap::from([("personal-mainland".to_string(), policy)]),
+        policies: Arc::new(BTreeMap::from([(
+            "personal-mainland".to_string(),
+            Arc::new(policy),
+        )])),
         synced: true,
         ..Inventory::default()
     })

@@ -88,8 +88,13 @@ fn reference_inventory(now: Timestamp) -> Inventory {
         .collect();
     Inventory {
         snapshot: Arc::new(snapshot),
-        policies,
-        network_policies: BTreeMap::new(),
+        policies: Arc::new(
+            policies
+                .into_iter()
+                .map(|(k, p)| (k, Arc::new(p)))
+                .collect(),
+        ),
+        network_policies: Default::default(),
         workloads,
         synced: true,
     }

@@ -296,8 +296,9 @@ fn workload(pod: PodSpecView) -> Workload {
         namespace: "default".into(),
         name: "w".into(),
         uid: None,
-        labels: BTreeMap::new(),
-        template_labels: BTreeMap::from([(DATA_CLASS_LABEL.to_string(), "personal".to_string())]),
+        labels: Default::default(),
+        template_labels: BTreeMap::from([(DATA_CLASS_LABEL.to_string(), "personal".to_string())])
+            .into(),
         pod,
         claim_templates: Vec::new(),
         controller: None,

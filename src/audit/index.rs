@@ -14,7 +14,7 @@ use crate::engine::{
     Message, NodeConstraints, NodeEvidence, NodeInfo, Shared, StorageEvidence, StorageIndex,
     VolumeLocation, VolumeRecord, Workload, WorkloadKind, evaluate_with,
 };
-use crate::state::{Inventory, WorkloadKey};
+use crate::state::{Inventory, WorkloadKey, Workloads};
 
 /// Something that changed between two inventories (or in time).
 #[derive(Clone, Debug, PartialEq)]
@@ -31,8 +31,8 @@ pub enum Change {
     NetworkPolicy {
         namespace: String,
         name: String,
-        old: Option<Box<NetworkPolicy>>,
-        new: Option<Box<NetworkPolicy>>,
+        old: Option<Arc<NetworkPolicy>>,
+        new: Option<Arc<NetworkPolicy>>,
     },
     /// A ResidencyPolicy's spec changed (or it appeared or disappeared).
     Policy { name: String },
@@ -196,16 +196,26 @@ impl FindingsIndex {
     /// The messages of every re-judged finding are to be written again,
     /// changed or not: what a message says (the nodes it counts, where the
     /// class label is, the fix) can change while the decision stays the same.
-    pub fn rejudge(&mut self, keys: &BTreeSet<WorkloadKey>, inv: &Inventory, now: Timestamp) {
+    ///
+    /// Returns how many of `keys` had or now have a finding: zero when the
+    /// change touched only unclassified objects, so nothing reported moved.
+    pub fn rejudge(
+        &mut self,
+        keys: &BTreeSet<WorkloadKey>,
+        inv: &Inventory,
+        now: Timestamp,
+    ) -> usize {
+        let mut touched = 0;
         for key in keys {
             let judged = inv
                 .workloads
                 .get(key)
                 .and_then(|w| Some((w, judge(w, inv, now)?)));
             let Some((w, finding)) = judged else {
-                self.remove(key);
+                touched += usize::from(self.remove(key).is_some());
                 continue;
             };
+            touched += 1;
             match self.entries.get_mut(key) {
                 // Filed in the same place: replace it there.
                 Some(e) if e.bound_to == w.pod.node_name => {
@@ -218,6 +228,7 @@ impl FindingsIndex {
                 }
             }
         }
+        touched
     }
 
     /// Have every message written again (without re-judging): for changes
@@ -460,7 +471,40 @@ fn owner_of(w: &Workload, inv: &Inventory) -> Option<OwnerLink> {
 /// writes) are not changes: only spec and generation count.
 pub fn diff(prev: &Inventory, next: &Inventory) -> Vec<Change> {
     let mut changes = Vec::new();
+    // What the state did not rebuild is the same `Arc`: nothing to compare.
+    if !Arc::ptr_eq(&prev.snapshot, &next.snapshot) {
+        snapshot_changes(prev, next, &mut changes);
+    }
+    if !Arc::ptr_eq(&prev.network_policies, &next.network_policies) {
+        merge_by(
+            &prev.network_policies,
+            &next.network_policies,
+            |a, b| a.spec == b.spec,
+            |key, old, new| {
+                let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+                changes.push(Change::NetworkPolicy {
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                    old: old.cloned(),
+                    new: new.cloned(),
+                })
+            },
+        );
+    }
+    if !Arc::ptr_eq(&prev.policies, &next.policies) {
+        merge_by(
+            &prev.policies,
+            &next.policies,
+            |a, b| a.spec == b.spec && a.metadata.generation == b.metadata.generation,
+            |name, _, _| changes.push(Change::Policy { name: name.clone() }),
+        );
+    }
+    changes.extend(workload_changes(&prev.workloads, &next.workloads).map(Change::Workload));
+    changes
+}
 
+/// Nodes, namespaces and storage that differ between two snapshots.
+fn snapshot_changes(prev: &Inventory, next: &Inventory, changes: &mut Vec<Change>) {
     fn nodes(inv: &Inventory) -> BTreeMap<&str, &NodeInfo> {
         inv.snapshot
             .nodes()
@@ -481,34 +525,23 @@ pub fn diff(prev: &Inventory, next: &Inventory) -> Vec<Change> {
         &next.snapshot.namespaces,
         |name, _, _| changes.push(Change::Namespace { name: name.clone() }),
     );
-    merge_by(
-        &prev.network_policies,
-        &next.network_policies,
-        |a, b| a.spec == b.spec,
-        |key, old, new| {
-            let (namespace, name) = key.split_once('/').unwrap_or(("", key));
-            changes.push(Change::NetworkPolicy {
-                namespace: namespace.to_string(),
-                name: name.to_string(),
-                old: old.map(|o| Box::new(o.clone())),
-                new: new.map(|n| Box::new(n.clone())),
-            })
-        },
-    );
-    merge_by(
-        &prev.policies,
-        &next.policies,
-        |a, b| a.spec == b.spec && a.metadata.generation == b.metadata.generation,
-        |name, _, _| changes.push(Change::Policy { name: name.clone() }),
-    );
-    storage_changes(prev, next, &mut changes);
-    merge_by(
-        &prev.workloads,
-        &next.workloads,
-        |a, b| Arc::ptr_eq(a, b) || a == b,
-        |key, _, _| changes.push(Change::Workload(key.clone())),
-    );
-    changes
+    storage_changes(prev, next, changes);
+}
+
+/// Keys whose workload differs between two maps. The maps are persistent:
+/// two inventories from the state share every node neither changed, and
+/// `diff` skips shared nodes, so this costs O(changes · log n).
+pub fn workload_changes<'a>(
+    prev: &'a Workloads,
+    next: &'a Workloads,
+) -> impl Iterator<Item = WorkloadKey> + 'a {
+    use imbl::ordmap::DiffItem;
+    prev.diff(next).filter_map(|d| match d {
+        DiffItem::Add(k, _) | DiffItem::Remove(k, _) => Some(k.clone()),
+        DiffItem::Update { old, new } => {
+            (!Arc::ptr_eq(old.1, new.1) && old.1 != new.1).then(|| old.0.clone())
+        }
+    })
 }
 
 /// PV, PVC and StorageClass changes between two inventories.
@@ -676,11 +709,8 @@ pub fn affected_by(
             );
             keys
         }
-        Change::Namespace { name } => inv
-            .workloads
-            .keys()
-            .filter(|k| &k.namespace == name)
-            .cloned()
+        Change::Namespace { name } => crate::state::index::in_namespace(&inv.workloads, name)
+            .map(|(k, _)| k.clone())
             .collect(),
         Change::NetworkPolicy {
             namespace,

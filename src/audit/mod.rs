@@ -44,6 +44,9 @@ pub struct AuditConfig {
     pub full_pass_every: Duration,
     /// Changes arriving within this window are handled together.
     pub debounce: Duration,
+    /// The leader plans (and writes) at most this often: under steady churn
+    /// a plan is O(findings), so it is paced, not run per change.
+    pub plan_every_at_most: Duration,
     pub clock: Clock,
 }
 
@@ -54,6 +57,7 @@ impl Default for AuditConfig {
             writer: WriterConfig::default(),
             full_pass_every: Duration::from_secs(10 * 60),
             debounce: Duration::from_millis(200),
+            plan_every_at_most: Duration::from_secs(1),
             clock: system_clock(),
         }
     }
@@ -64,6 +68,10 @@ pub struct Auditor {
     pub index: FindingsIndex,
     inventory: Arc<Inventory>,
     pub plan_config: PlanConfig,
+    /// Something a plan reads moved since the last plan: a finding was
+    /// re-judged, or the cluster changed beyond workloads. Churn of
+    /// unclassified pods (most of a big cluster's) leaves it false.
+    unplanned: bool,
 }
 
 impl Auditor {
@@ -72,7 +80,13 @@ impl Auditor {
             index: FindingsIndex::new(),
             inventory: Arc::new(Inventory::default()),
             plan_config,
+            unplanned: true,
         }
+    }
+
+    /// Has anything a plan reads changed since the last `plan`?
+    pub fn needs_plan(&self) -> bool {
+        self.unplanned
     }
 
     pub fn inventory(&self) -> &Arc<Inventory> {
@@ -83,6 +97,7 @@ impl Auditor {
     pub fn full_pass(&mut self, inv: Arc<Inventory>, now: Timestamp) {
         self.index.rebuild(&inv, now);
         self.inventory = inv;
+        self.unplanned = true;
     }
 
     /// Move to `inv`, re-judging only what the differences affect.
@@ -94,7 +109,8 @@ impl Auditor {
     ) -> (Vec<Change>, BTreeSet<WorkloadKey>) {
         let changes = index::diff(&self.inventory, &inv);
         let keys = self.affected(&changes, &inv);
-        self.index.rejudge(&keys, &inv, now);
+        let touched = self.index.rejudge(&keys, &inv, now);
+        self.unplanned |= touched > 0 || changes.iter().any(|c| !matches!(c, Change::Workload(_)));
         // Placement fixes name the mainland regions the cluster has ("add a
         // required node affinity on ... In [cn-north-1, ...]"): when that
         // list changes, every message is rewritten, not only those of the
@@ -132,6 +148,7 @@ impl Auditor {
         let inv = self.inventory.clone();
         let keys = self.affected(&changes, &inv);
         self.index.rejudge(&keys, &inv, now);
+        self.unplanned = true;
         keys
     }
 
@@ -146,6 +163,7 @@ impl Auditor {
     /// plans, so followers write no message.
     pub fn plan(&mut self, now: Timestamp) -> AuditPlan {
         self.render_messages(now);
+        self.unplanned = false;
         plan::plan(&self.index, &self.inventory, &self.plan_config)
     }
 }
@@ -227,6 +245,7 @@ pub async fn run(
     let mut dirty = true;
     let mut retry_soon = false;
     let mut reports_missing = false;
+    let mut last_plan: Option<Instant> = None;
 
     loop {
         // A closed channel (the election is gone) means follower.
@@ -236,7 +255,10 @@ pub async fn run(
             tracing::info!("audit: no longer the leader; writes stop");
             writer.step_down();
         }
-        if leader && (dirty || !was_leader) {
+        let plan_due = last_plan.is_none_or(|t| t.elapsed() >= config.plan_every_at_most);
+        if leader && (!was_leader || (dirty && plan_due)) {
+            last_plan = Some(Instant::now());
+            dirty = false;
             let now = clock();
             let started = Instant::now();
             let written = auditor.render_messages(now);
@@ -259,7 +281,16 @@ pub async fn run(
             }
         }
         was_leader = leader;
-        dirty = false;
+        // A follower writes nothing; once elected it plans at once.
+        if !leader {
+            dirty = false;
+        }
+        // A leader with changes not planned yet plans when the pace allows.
+        let plan_in = (leader && dirty).then(|| {
+            last_plan.map_or(Duration::ZERO, |t| {
+                config.plan_every_at_most.saturating_sub(t.elapsed())
+            })
+        });
 
         let now = clock();
         let lapse = auditor.next_lapse(now);
@@ -292,8 +323,8 @@ pub async fn run(
                 if !changes.is_empty() {
                     observe_pass(&metrics, "incremental", started, keys.len());
                     tracing::debug!(changes = changes.len(), rejudged = keys.len(), elapsed_us = started.elapsed().as_micros() as u64, "audit: incremental pass");
-                    dirty = true;
                 }
+                dirty |= auditor.needs_plan();
             }
             r = leadership.changed(), if leadership_open => {
                 if r.is_err() {
@@ -323,6 +354,7 @@ pub async fn run(
             _ = tokio::time::sleep(retry_in), if retry => {
                 dirty = true;
             }
+            _ = tokio::time::sleep(plan_in.unwrap_or_default()), if plan_in.is_some() => {}
         }
         metrics.observe_findings(&auditor.index);
     }

@@ -629,7 +629,7 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig) -> AuditPl
 
     // Statuses, and cluster-scoped findings about the policies themselves.
     let mut cluster = Vec::new();
-    for (name, policy) in &inv.policies {
+    for (name, policy) in inv.policies.iter() {
         let generation = policy.metadata.generation;
         let rejected = inv.snapshot.rejected(name);
         let enforced = inv.snapshot.policies.iter().any(|p| &p.name == name);

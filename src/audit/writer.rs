@@ -172,7 +172,7 @@ impl Writer {
     pub async fn apply(
         &mut self,
         plan: &AuditPlan,
-        observed: &BTreeMap<String, ResidencyPolicy>,
+        observed: &BTreeMap<String, Arc<ResidencyPolicy>>,
         now: Timestamp,
     ) -> WriteStats {
         let mut memory = match self.memory.take() {
@@ -287,7 +287,7 @@ impl Writer {
         &self,
         memory: &mut Memory,
         plan: &AuditPlan,
-        observed: &BTreeMap<String, ResidencyPolicy>,
+        observed: &BTreeMap<String, Arc<ResidencyPolicy>>,
         now: Timestamp,
         budget: &mut Budget,
     ) {
@@ -303,7 +303,7 @@ impl Writer {
                 .statuses
                 .get(name)
                 .cloned()
-                .or_else(|| observed.get(name).and_then(written_status_of));
+                .or_else(|| observed.get(name).and_then(|p| written_status_of(p)));
             let stale = |p: &WrittenStatus| {
                 p.last_evaluated
                     .is_none_or(|t| now.duration_since(t) >= refresh)

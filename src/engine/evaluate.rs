@@ -260,9 +260,9 @@ fn classes_of(
     let mut sources = Vec::new();
     let ns_location = format!("Namespace {}", workload.namespace);
     let candidates = [
-        (Some(&workload.labels), "metadata.labels".to_string()),
+        (Some(&*workload.labels), "metadata.labels".to_string()),
         (
-            Some(&workload.template_labels),
+            Some(&*workload.template_labels),
             workload.kind.template_labels_path().to_string(),
         ),
         (ns_labels, ns_location),

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::NodeAffinity;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
@@ -352,6 +353,11 @@ struct TypeHeader {
     kind: Option<String>,
 }
 
+/// A label map, shared: a Pod's labels are its template's, and the
+/// operator's state interns the maps that repeat across the replicas of a
+/// workload (150,000 pods carry a few thousand distinct label sets).
+pub type Labels = Arc<BTreeMap<String, String>>;
+
 /// A workload as the engine sees it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -363,8 +369,8 @@ pub struct Workload {
     /// Events and reports name it so `kubectl describe` finds them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
-    pub labels: BTreeMap<String, String>,
-    pub template_labels: BTreeMap<String, String>,
+    pub labels: Labels,
+    pub template_labels: Labels,
     pub pod: PodSpecView,
     /// A StatefulSet's `spec.volumeClaimTemplates`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -503,13 +509,19 @@ fn assemble(
     mut template: TemplateView,
     default_namespace: &str,
 ) -> Result<Workload, WorkloadError> {
-    // A Pod is its own template.
-    if kind == WorkloadKind::Pod {
-        template.metadata = Some(MetaView {
-            labels: meta.labels.clone(),
-            ..MetaView::default()
-        });
-    }
+    let labels: Labels = Arc::new(meta.labels.unwrap_or_default());
+    // A Pod is its own template: one shared map.
+    let template_labels = if kind == WorkloadKind::Pod {
+        Arc::clone(&labels)
+    } else {
+        Arc::new(
+            template
+                .metadata
+                .take()
+                .and_then(|m| m.labels)
+                .unwrap_or_default(),
+        )
+    };
     let name = meta
         .name
         .filter(|n| !n.is_empty())
@@ -532,8 +544,8 @@ fn assemble(
             .unwrap_or_else(|| default_namespace.to_string()),
         name,
         uid: meta.uid.filter(|u| !u.is_empty()),
-        labels: meta.labels.unwrap_or_default(),
-        template_labels: template.metadata.and_then(|m| m.labels).unwrap_or_default(),
+        labels,
+        template_labels,
         pod: template.spec.unwrap_or_default(),
         // Only a StatefulSet's claim templates make claims.
         claim_templates: if kind == WorkloadKind::StatefulSet {

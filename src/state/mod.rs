@@ -3,10 +3,18 @@
 //! Each watched kind is listed and watched as untyped objects and projected,
 //! one object at a time, to the few fields the engine reads, so a malformed
 //! object is skipped with a warning instead of stalling its whole watch, and
-//! managedFields and everything else never reach memory. After any change
-//! the Snapshot is rebuilt (debounced) and published as an `Arc`, so every
-//! admission request reads a consistent, immutable view without locking.
+//! managedFields and everything else never reach memory.
+//!
+//! Each event is applied to the index it changes (`index`): workloads and
+//! bound pods to a persistent ordered map, everything else to its watch's
+//! part. A publish (debounced) shares the workload map with the previous
+//! inventory in O(1) and rebuilds the `Snapshot` only when a cluster object
+//! changed in a way it sees, so pod churn costs O(log n) per event, not a
+//! rebuild of the world. Snapshots and inventories are published as `Arc`s:
+//! every admission request reads a consistent, immutable view without
+//! locking.
 
+pub mod index;
 pub mod live;
 
 use std::collections::BTreeMap;
@@ -35,38 +43,30 @@ use crate::engine::{
     AddressSpace, Catalogue, ClaimRecord, ClassRecord, LastValid, NodeInfo, Snapshot,
     SnapshotBuilder, VolumeRecord, Workload, WorkloadKind,
 };
+pub use index::Workloads;
+use index::{Index, Item, LabelPool, Part};
 
-/// One projected object.
-#[derive(Clone, Debug)]
-enum Item {
-    Policy(Arc<ResidencyPolicy>),
-    Node(NodeInfo),
-    Namespace(BTreeMap<String, String>),
-    NetworkPolicy(Arc<NetworkPolicy>),
-    Service(Arc<Service>),
-    Workload(Arc<Workload>),
-    /// A controller-owned Pod bound to a node: judged through its owner by
-    /// the webhook, but the audit checks where it actually runs.
-    OwnedPod(Arc<Workload>),
-    /// Storage objects, projected to the fields a storage verdict reads.
-    Volume(Arc<VolumeRecord>),
-    Claim(Arc<ClaimRecord>),
-    Class(Arc<ClassRecord>),
+/// What a watch projects an object to.
+enum Projected {
+    Cluster(Item),
+    Workload(Box<Workload>),
 }
-
-/// What one watch keeps: object key → projection. Projections are shared
-/// (`Arc`), so the snapshot builder's copy of the parts copies no object.
-type Part = BTreeMap<String, Item>;
 
 /// A watched resource kind and how to project its objects.
 struct Watched {
     name: &'static str,
     resource: ApiResource,
-    project: fn(&serde_json::Value) -> Result<Option<Item>, String>,
+    /// Set for the workload kinds, whose objects go to the workload map.
+    workload: Option<WorkloadKind>,
+    project: fn(&serde_json::Value) -> Result<Option<Projected>, String>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, String> {
     serde_path_to_error::deserialize(v).map_err(|e| format!("{}: {}", e.path(), e.inner()))
+}
+
+fn cluster(item: Item) -> Option<Projected> {
+    Some(Projected::Cluster(item))
 }
 
 fn watched_kinds() -> Vec<Watched> {
@@ -74,35 +74,47 @@ fn watched_kinds() -> Vec<Watched> {
         Watched {
             name: "residencypolicies",
             resource: ApiResource::erase::<ResidencyPolicy>(&()),
-            project: |v| decode::<ResidencyPolicy>(v).map(|p| Some(Item::Policy(Arc::new(p)))),
+            workload: None,
+            project: |v| decode::<ResidencyPolicy>(v).map(|p| cluster(Item::Policy(Arc::new(p)))),
         },
         Watched {
             name: "nodes",
             resource: ApiResource::erase::<Node>(&()),
-            project: |v| decode::<Node>(v).map(|n| Some(Item::Node(NodeInfo::from_node(&n)))),
+            workload: None,
+            project: |v| {
+                decode::<Node>(v).map(|n| cluster(Item::Node(Arc::new(NodeInfo::from_node(&n)))))
+            },
         },
         Watched {
             name: "namespaces",
             resource: ApiResource::erase::<Namespace>(&()),
+            workload: None,
             project: |v| {
-                decode::<Namespace>(v)
-                    .map(|n| Some(Item::Namespace(n.metadata.labels.unwrap_or_default())))
+                decode::<Namespace>(v).map(|n| {
+                    cluster(Item::Namespace(Arc::new(
+                        n.metadata.labels.unwrap_or_default(),
+                    )))
+                })
             },
         },
         Watched {
             name: "networkpolicies",
             resource: ApiResource::erase::<NetworkPolicy>(&()),
-            project: |v| decode::<NetworkPolicy>(v).map(|n| Some(Item::NetworkPolicy(Arc::new(n)))),
+            workload: None,
+            project: |v| {
+                decode::<NetworkPolicy>(v).map(|n| cluster(Item::NetworkPolicy(Arc::new(n))))
+            },
         },
         Watched {
             name: "services",
             resource: ApiResource::erase::<Service>(&()),
+            workload: None,
             // Only ExternalName Services matter to the engine.
             project: |v| {
                 let svc: Service = decode(v)?;
                 let external =
                     svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName");
-                Ok(external.then(|| Item::Service(Arc::new(svc))))
+                Ok(external.then(|| Projected::Cluster(Item::Service(Arc::new(svc)))))
             },
         },
         // Storage: where a governed workload's volumes are. Each object is
@@ -110,25 +122,28 @@ fn watched_kinds() -> Vec<Watched> {
         Watched {
             name: "persistentvolumes",
             resource: ApiResource::erase::<PersistentVolume>(&()),
+            workload: None,
             project: |v| {
                 decode::<PersistentVolume>(v)
-                    .map(|pv| Some(Item::Volume(Arc::new(VolumeRecord::from_k8s(&pv)))))
+                    .map(|pv| cluster(Item::Volume(Arc::new(VolumeRecord::from_k8s(&pv)))))
             },
         },
         Watched {
             name: "persistentvolumeclaims",
             resource: ApiResource::erase::<PersistentVolumeClaim>(&()),
+            workload: None,
             project: |v| {
                 decode::<PersistentVolumeClaim>(v)
-                    .map(|c| Some(Item::Claim(Arc::new(ClaimRecord::from_k8s(&c)))))
+                    .map(|c| cluster(Item::Claim(Arc::new(ClaimRecord::from_k8s(&c)))))
             },
         },
         Watched {
             name: "storageclasses",
             resource: ApiResource::erase::<StorageClass>(&()),
+            workload: None,
             project: |v| {
                 decode::<StorageClass>(v)
-                    .map(|c| Some(Item::Class(Arc::new(ClassRecord::from_k8s(&c)))))
+                    .map(|c| cluster(Item::Class(Arc::new(ClassRecord::from_k8s(&c)))))
             },
         },
     ];
@@ -136,17 +151,24 @@ fn watched_kinds() -> Vec<Watched> {
         kinds.push(Watched {
             name: kind.plural(),
             resource: workload_api_resource(kind),
-            // Objects owned by a controller are judged through their owner.
-            project: |v| match Workload::from_value(v, "default") {
-                Ok(w) if w.controller.is_some() => Ok((w.kind == WorkloadKind::Pod
-                    && w.pod.node_name.is_some())
-                .then(|| Item::OwnedPod(Arc::new(w)))),
-                Ok(w) => Ok(Some(Item::Workload(Arc::new(w)))),
-                Err(e) => Err(e.to_string()),
-            },
+            workload: Some(kind),
+            project: project_workload,
         });
     }
     kinds
+}
+
+/// Objects owned by a controller are judged through their owner; of them
+/// only Pods bound to a node are kept, for the audit to check where they
+/// actually run.
+fn project_workload(v: &serde_json::Value) -> Result<Option<Projected>, String> {
+    match Workload::from_value(v, "default") {
+        Ok(w) if w.controller.is_some() => Ok((w.kind == WorkloadKind::Pod
+            && w.pod.node_name.is_some())
+        .then(|| Projected::Workload(Box::new(w)))),
+        Ok(w) => Ok(Some(Projected::Workload(Box::new(w)))),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The API resource of a workload kind (what `ApiResource::erase` gives
@@ -329,26 +351,37 @@ impl WorkloadSource for BTreeMap<String, Vec<Workload>> {
 
 /// What the audit controller reads: the snapshot together with the raw
 /// projections it was built from, so the audit can tell what changed.
+/// Everything in it is shared with the state and with earlier inventories:
+/// publishing one after a pod event copies no object and no map.
 #[derive(Clone, Debug, Default)]
 pub struct Inventory {
     pub snapshot: Arc<Snapshot>,
     /// ResidencyPolicies by name, valid or not, with their status.
-    pub policies: BTreeMap<String, ResidencyPolicy>,
+    pub policies: Arc<BTreeMap<String, Arc<ResidencyPolicy>>>,
     /// NetworkPolicies by `namespace/name`.
-    pub network_policies: BTreeMap<String, NetworkPolicy>,
+    pub network_policies: Arc<BTreeMap<String, Arc<NetworkPolicy>>>,
     /// Every judged workload, plus controller-owned Pods bound to a node.
-    /// Shared with the watch projections: building an inventory copies no
-    /// workload, and comparing two is mostly pointer comparisons.
-    pub workloads: BTreeMap<WorkloadKey, Arc<Workload>>,
+    /// A persistent map shared with the watches' index: two inventories
+    /// share every node neither changed, and `OrdMap::diff` skips those.
+    pub workloads: Workloads,
     /// Every watch has delivered its initial list.
     pub synced: bool,
 }
 
-/// The shared state: the latest snapshot and the workloads by namespace.
+impl Inventory {
+    /// The judged workloads of `namespace` (not controller-owned pods).
+    pub fn judged_in_namespace(&self, namespace: &str) -> Vec<Arc<Workload>> {
+        index::in_namespace(&self.workloads, namespace)
+            .filter(|(_, w)| w.controller.is_none())
+            .map(|(_, w)| Arc::clone(w))
+            .collect()
+    }
+}
+
+/// The shared state: the latest snapshot and inventory.
 #[derive(Clone)]
 pub struct State {
     snapshot: watch::Receiver<Arc<Snapshot>>,
-    workloads: Arc<Mutex<BTreeMap<String, Vec<Arc<Workload>>>>>,
     inventory: watch::Receiver<Arc<Inventory>>,
     pub health: Arc<WatchHealth>,
 }
@@ -358,16 +391,12 @@ impl State {
     pub fn fixed(snapshot: Snapshot, workloads: BTreeMap<String, Vec<Workload>>) -> State {
         // A receiver keeps the last value after its sender is gone.
         let snapshot = Arc::new(snapshot);
-        let workloads: BTreeMap<String, Vec<Arc<Workload>>> = workloads
-            .into_iter()
-            .map(|(ns, ws)| (ns, ws.into_iter().map(Arc::new).collect()))
-            .collect();
         let inventory = Inventory {
             snapshot: snapshot.clone(),
             workloads: workloads
-                .values()
+                .into_values()
                 .flatten()
-                .map(|w| (WorkloadKey::of(w), Arc::clone(w)))
+                .map(|w| (WorkloadKey::of(&w), Arc::new(w)))
                 .collect(),
             synced: true,
             ..Inventory::default()
@@ -378,7 +407,6 @@ impl State {
         health.snapshot_synced.store(true, Ordering::Release);
         State {
             snapshot: rx,
-            workloads: Arc::new(Mutex::new(workloads)),
             inventory,
             health: Arc::new(health),
         }
@@ -419,11 +447,9 @@ impl State {
 
 impl WorkloadSource for State {
     fn in_namespace(&self, namespace: &str) -> Vec<Arc<Workload>> {
-        let map = match self.workloads.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        map.get(namespace).cloned().unwrap_or_default()
+        // Clone the Arc and let go of the channel's lock before the walk.
+        let inventory = self.inventory.borrow().clone();
+        inventory.judged_in_namespace(namespace)
     }
 }
 
@@ -434,40 +460,44 @@ pub struct Inputs {
     pub address_space: AddressSpace,
 }
 
-/// Every watch's projections, and a signal that one changed.
+/// The watches' index, and a signal that it changed.
 struct Projections {
-    parts: Mutex<Vec<Part>>,
+    index: Mutex<Index>,
     changed: Notify,
 }
 
-/// Start one watch per kind and the snapshot builder; returns at once.
+impl Projections {
+    fn with_index<T>(&self, f: impl FnOnce(&mut Index) -> T) -> T {
+        let mut guard = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+}
+
+/// Start one watch per kind and the publisher; returns at once.
 pub fn start(client: Client, inputs: Inputs) -> State {
     let kinds = watched_kinds();
     let shared = Arc::new(Projections {
-        parts: Mutex::new(vec![Part::new(); kinds.len()]),
+        index: Mutex::new(Index::new(kinds.len())),
         changed: Notify::new(),
     });
     let health = Arc::new(WatchHealth::default());
     health.set_total(kinds.len());
     let initial = Snapshot::new(inputs.catalogue.clone(), inputs.address_space.clone());
     let (tx, rx) = watch::channel(Arc::new(initial));
-    let workloads = Arc::new(Mutex::new(BTreeMap::new()));
     let (inventory_tx, inventory_rx) = watch::channel(Arc::new(Inventory::default()));
 
     for (index, kind) in kinds.into_iter().enumerate() {
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource);
         tokio::spawn(run_watch(api, kind, index, shared.clone(), health.clone()));
     }
-    tokio::spawn(rebuild_loop(
+    tokio::spawn(publish_loop(
         shared,
-        inputs,
+        Publisher::new(inputs),
         tx,
-        workloads.clone(),
         (inventory_tx, health.clone()),
     ));
     State {
         snapshot: rx,
-        workloads,
         inventory: inventory_rx,
         health,
     }
@@ -482,6 +512,17 @@ fn key_of(obj: &DynamicObject) -> String {
     )
 }
 
+/// The key of a workload object, from its metadata alone (deletions are
+/// not projected). The namespace defaults as `Workload::from_value` does.
+fn workload_key_of(kind: WorkloadKind, obj: &DynamicObject) -> WorkloadKey {
+    let meta = obj.meta();
+    WorkloadKey {
+        kind,
+        namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        name: meta.name.clone().unwrap_or_default(),
+    }
+}
+
 async fn run_watch(
     api: Api<DynamicObject>,
     kind: Watched,
@@ -494,8 +535,13 @@ async fn run_watch(
     // watch that sees no change says nothing), which readiness needs, and
     // the relisted objects replace its part wholesale.
     let mut failures: u32 = 0;
-    let mut buffer: Option<Part> = None;
-    let mut synced_once = false;
+    let mut watch = WatchState {
+        kind,
+        index,
+        buffer: None,
+        synced_once: false,
+        labels: LabelPool::default(),
+    };
     loop {
         let mut stream = watcher::watcher(api.clone(), watcher::Config::default()).boxed();
         loop {
@@ -504,8 +550,8 @@ async fn run_watch(
                 Ok(None) => break,
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    health.watch_failed(kind.name, e.to_string());
-                    tracing::warn!(resource = kind.name, error = %e, retry_in_ms = WATCH_BACKOFF.after(failures).as_millis() as u64, "watch error; listing again after a backoff");
+                    health.watch_failed(watch.kind.name, e.to_string());
+                    tracing::warn!(resource = watch.kind.name, error = %e, retry_in_ms = WATCH_BACKOFF.after(failures).as_millis() as u64, "watch error; listing again after a backoff");
                     break;
                 }
             };
@@ -513,20 +559,12 @@ async fn run_watch(
             // watch works (counting it would restart the staleness clock on
             // every retry). Anything after it came from the API server.
             if !matches!(event, Event::Init) {
-                health.watch_ok(kind.name);
+                health.watch_ok(watch.kind.name);
             }
             if matches!(event, Event::InitDone) {
                 failures = 0;
             }
-            handle_event(
-                event,
-                &kind,
-                index,
-                &shared,
-                &health,
-                &mut buffer,
-                &mut synced_once,
-            );
+            watch.handle(event, &shared, &health);
         }
         tokio::time::sleep(WATCH_BACKOFF.after(failures)).await;
     }
@@ -536,141 +574,160 @@ async fn run_watch(
 /// consecutive failures (none: a short pause before a clean restart).
 const WATCH_BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(16));
 
-/// Apply one watch event to the watch's part of the shared state.
-#[allow(clippy::too_many_arguments)]
-fn handle_event(
-    event: Event<DynamicObject>,
-    kind: &Watched,
+/// A relist in progress: the objects listed so far.
+enum Relist {
+    Cluster(Part),
+    Workloads(BTreeMap<WorkloadKey, Arc<Workload>>),
+}
+
+/// One watch: its kind, its place in the index, and its relist buffer.
+struct WatchState {
+    kind: Watched,
     index: usize,
-    shared: &Projections,
-    health: &WatchHealth,
-    buffer: &mut Option<Part>,
-    synced_once: &mut bool,
-) {
-    {
-        let project = |obj: &DynamicObject| -> Option<Item> {
-            let mut value = match serde_json::to_value(obj) {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::warn!(resource = kind.name, object = %key_of(obj), error = %e, "skipping unreadable object");
-                    return None;
-                }
-            };
-            // The API server leaves apiVersion and kind out of the items of
-            // a LIST response (kubernetes/kubernetes#3030), so objects of the
-            // initial list arrive without them; workload projection needs
-            // them. The watched resource says what they are.
-            if let Some(map) = value.as_object_mut() {
-                map.entry("apiVersion")
-                    .or_insert_with(|| kind.resource.api_version.clone().into());
-                map.entry("kind")
-                    .or_insert_with(|| kind.resource.kind.clone().into());
-            }
-            match (kind.project)(&value) {
-                Ok(item) => item,
-                Err(e) => {
-                    health.skipped_objects.inc();
-                    tracing::warn!(resource = kind.name, object = %key_of(obj), error = %e, "skipping malformed object");
-                    None
-                }
+    buffer: Option<Relist>,
+    synced_once: bool,
+    /// A workload watch's shared label maps.
+    labels: LabelPool,
+}
+
+impl WatchState {
+    /// Project an object; None when it is not kept or cannot be read (with
+    /// a warning and a count, never a stalled watch).
+    fn project(&mut self, obj: &DynamicObject, health: &WatchHealth) -> Option<Projected> {
+        let mut projected = self.project_alone(obj, health);
+        if let Some(Projected::Workload(w)) = projected.as_mut() {
+            self.labels.share(w);
+        }
+        projected
+    }
+
+    fn project_alone(&self, obj: &DynamicObject, health: &WatchHealth) -> Option<Projected> {
+        let kind = &self.kind;
+        let mut value = match serde_json::to_value(obj) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(resource = kind.name, object = %key_of(obj), error = %e, "skipping unreadable object");
+                return None;
             }
         };
-        let mut changed = true;
+        // The API server leaves apiVersion and kind out of the items of
+        // a LIST response (kubernetes/kubernetes#3030), so objects of the
+        // initial list arrive without them; workload projection needs
+        // them. The watched resource says what they are.
+        if let Some(map) = value.as_object_mut() {
+            map.entry("apiVersion")
+                .or_insert_with(|| kind.resource.api_version.clone().into());
+            map.entry("kind")
+                .or_insert_with(|| kind.resource.kind.clone().into());
+        }
+        match (kind.project)(&value) {
+            Ok(projected) => projected,
+            Err(e) => {
+                health.skipped_objects.inc();
+                tracing::warn!(resource = kind.name, object = %key_of(obj), error = %e, "skipping malformed object");
+                None
+            }
+        }
+    }
+
+    /// Apply one watch event to the index.
+    fn handle(&mut self, event: Event<DynamicObject>, shared: &Projections, health: &WatchHealth) {
         match event {
             Event::Init => {
-                *buffer = Some(Part::new());
-                changed = false;
+                self.buffer = Some(match self.kind.workload {
+                    Some(_) => Relist::Workloads(BTreeMap::new()),
+                    None => Relist::Cluster(Part::new()),
+                });
             }
             Event::InitApply(obj) => {
-                if let (Some(buf), Some(item)) = (buffer.as_mut(), project(&obj)) {
-                    buf.insert(key_of(&obj), item);
+                let projected = self.project(&obj, health);
+                match (self.buffer.as_mut(), projected, self.kind.workload) {
+                    (Some(Relist::Cluster(part)), Some(Projected::Cluster(item)), _) => {
+                        part.insert(key_of(&obj), item);
+                    }
+                    (Some(Relist::Workloads(map)), Some(Projected::Workload(w)), Some(kind)) => {
+                        map.insert(workload_key_of(kind, &obj), Arc::from(w));
+                    }
+                    _ => {}
                 }
-                changed = false;
             }
             Event::InitDone => {
-                let fresh = buffer.take().unwrap_or_default();
-                with_parts(shared, |parts| parts[index] = fresh);
-                if !*synced_once {
-                    *synced_once = true;
+                let (index, workload) = (self.index, self.kind.workload);
+                let changed = shared.with_index(|ix| {
+                    let before = ix.changed();
+                    match (self.buffer.take(), workload) {
+                        (Some(Relist::Workloads(fresh)), Some(kind)) => {
+                            ix.workloads_relisted(kind, fresh)
+                        }
+                        (Some(Relist::Cluster(fresh)), None) => ix.cluster_relisted(index, fresh),
+                        // No Init before InitDone: the watcher never does that.
+                        _ => {}
+                    }
+                    // The first sync must publish even when the list was
+                    // empty: readiness waits for it.
+                    !before && ix.changed()
+                });
+                if !self.synced_once {
+                    self.synced_once = true;
                     health.watch_synced();
-                    tracing::info!(resource = kind.name, "watch synced");
+                    tracing::info!(resource = self.kind.name, "watch synced");
+                    shared.changed.notify_one();
+                } else if changed {
+                    shared.changed.notify_one();
                 }
             }
             Event::Apply(obj) => {
-                let key = key_of(&obj);
-                let item = project(&obj);
-                with_parts(shared, |parts| match item {
-                    Some(i) => {
-                        parts[index].insert(key, i);
-                    }
-                    None => {
-                        parts[index].remove(&key);
-                    }
-                });
+                let projected = self.project(&obj, health);
+                self.apply(shared, &obj, projected);
             }
-            Event::Delete(obj) => {
-                let key = key_of(&obj);
-                with_parts(shared, |parts| {
-                    parts[index].remove(&key);
-                });
-            }
+            Event::Delete(obj) => self.apply(shared, &obj, None),
         }
+    }
+
+    /// An object changed (`Some`) or went away (`None`).
+    fn apply(&self, shared: &Projections, obj: &DynamicObject, projected: Option<Projected>) {
+        let changed = shared.with_index(|ix| {
+            let before = ix.changed();
+            match (self.kind.workload, projected) {
+                (Some(kind), Some(Projected::Workload(w))) => {
+                    ix.workload(workload_key_of(kind, obj), Some(Arc::from(w)))
+                }
+                (Some(kind), _) => ix.workload(workload_key_of(kind, obj), None),
+                (None, Some(Projected::Cluster(item))) => {
+                    ix.cluster_object(self.index, key_of(obj), Some(item))
+                }
+                (None, _) => ix.cluster_object(self.index, key_of(obj), None),
+            }
+            !before && ix.changed()
+        });
+        // Only the first change since the last publish needs to wake the
+        // publisher; later ones are picked up by the same publish.
         if changed {
             shared.changed.notify_one();
         }
     }
 }
 
-fn with_parts(shared: &Projections, f: impl FnOnce(&mut Vec<Part>)) {
-    let mut guard = match shared.parts.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    f(&mut guard);
-}
-
 /// Coalesce bursts of changes (an initial list delivers thousands).
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
-async fn rebuild_loop(
+async fn publish_loop(
     shared: Arc<Projections>,
-    inputs: Inputs,
+    mut publisher: Publisher,
     tx: watch::Sender<Arc<Snapshot>>,
-    workloads: Arc<Mutex<BTreeMap<String, Vec<Arc<Workload>>>>>,
     (inventory_tx, health): (watch::Sender<Arc<Inventory>>, Arc<WatchHealth>),
 ) {
-    let mut last_valid = LastValid::default();
-    // Rejected policies already logged (name, generation): once each.
-    let mut logged: std::collections::BTreeSet<(String, Option<i64>)> = Default::default();
     loop {
         shared.changed.notified().await;
         tokio::time::sleep(DEBOUNCE).await;
-        // Read the sync count before the parts: a watch bumps it only after
-        // its initial list is in the parts, so `synced` implies complete data.
+        // Read the sync count before the index: a watch bumps it only after
+        // its initial list is in the index, so `synced` implies complete data.
         let synced = health.synced.load(Ordering::Acquire) >= health.total.load(Ordering::Relaxed);
-        let parts = match shared.parts.lock() {
-            Ok(g) => g.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        let (snapshot, by_ns) = build(&parts, &inputs, Timestamp::now(), &mut last_valid);
-        let rejected: std::collections::BTreeSet<(String, Option<i64>)> = snapshot
-            .rejected
-            .iter()
-            .map(|r| (r.name.clone(), r.generation))
-            .collect();
-        for r in &snapshot.rejected {
-            if !logged.contains(&(r.name.clone(), r.generation)) {
-                tracing::warn!(policy = %r.name, generation = ?r.generation, "{}", r.summary().en);
-            }
-        }
-        logged = rejected;
-        if let Ok(mut w) = workloads.lock() {
-            *w = by_ns;
-        }
-        let snapshot = Arc::new(snapshot);
+        let taken = shared.with_index(Index::take);
+        let (inventory, rebuilt) = publisher.publish(taken, synced, Timestamp::now());
         // Nobody listening (the audit is off) is fine.
-        let _ = inventory_tx.send(Arc::new(inventory(&parts, snapshot.clone(), synced)));
-        if tx.send(snapshot).is_err() {
+        let _ = inventory_tx.send(inventory);
+        if rebuilt && tx.send(publisher.snapshot.clone()).is_err() {
             return;
         }
         if synced {
@@ -679,75 +736,110 @@ async fn rebuild_loop(
     }
 }
 
-/// Build a Snapshot from projected objects (`SnapshotBuilder`: a policy
-/// that does not compile keeps being enforced, its last valid version from
-/// `last_valid`, else its strictest reading, and is recorded in
-/// `snapshot.rejected`; the webhook's policy endpoint stops new invalid ones
-/// at the door), and the judged workloads by namespace.
-fn build(
-    parts: &[Part],
-    inputs: &Inputs,
-    now: Timestamp,
-    last_valid: &mut LastValid,
-) -> (Snapshot, BTreeMap<String, Vec<Arc<Workload>>>) {
+/// Turns what the index had into an inventory, keeping what did not
+/// change (the Snapshot, the policy maps) from the previous one.
+struct Publisher {
+    inputs: Inputs,
+    last_valid: LastValid,
+    /// Rejected policies already logged (name, generation): once each.
+    logged: std::collections::BTreeSet<(String, Option<i64>)>,
+    snapshot: Arc<Snapshot>,
+    policies: Arc<BTreeMap<String, Arc<ResidencyPolicy>>>,
+    network_policies: Arc<BTreeMap<String, Arc<NetworkPolicy>>>,
+}
+
+impl Publisher {
+    fn new(inputs: Inputs) -> Publisher {
+        let snapshot = Snapshot::new(inputs.catalogue.clone(), inputs.address_space.clone());
+        Publisher {
+            inputs,
+            last_valid: LastValid::default(),
+            logged: Default::default(),
+            snapshot: Arc::new(snapshot),
+            policies: Default::default(),
+            network_policies: Default::default(),
+        }
+    }
+
+    /// The inventory for `taken`, and whether the Snapshot was rebuilt.
+    fn publish(
+        &mut self,
+        taken: index::Taken,
+        synced: bool,
+        now: Timestamp,
+    ) -> (Arc<Inventory>, bool) {
+        let rebuilt = taken.rebuild.is_some();
+        if let Some(parts) = taken.rebuild {
+            let snapshot = build(&parts, &self.inputs, now, &mut self.last_valid);
+            self.log_rejected(&snapshot);
+            self.snapshot = Arc::new(snapshot);
+            self.network_policies = Arc::new(
+                parts
+                    .iter()
+                    .flatten()
+                    .filter_map(|(key, item)| match item {
+                        Item::NetworkPolicy(np) => Some((key.clone(), Arc::clone(np))),
+                        _ => None,
+                    })
+                    .collect(),
+            );
+        }
+        if let Some(policies) = taken.policies {
+            self.policies = Arc::new(policies);
+        }
+        let inventory = Inventory {
+            snapshot: self.snapshot.clone(),
+            policies: self.policies.clone(),
+            network_policies: self.network_policies.clone(),
+            workloads: taken.workloads,
+            synced,
+        };
+        (Arc::new(inventory), rebuilt)
+    }
+
+    fn log_rejected(&mut self, snapshot: &Snapshot) {
+        let rejected: std::collections::BTreeSet<(String, Option<i64>)> = snapshot
+            .rejected
+            .iter()
+            .map(|r| (r.name.clone(), r.generation))
+            .collect();
+        for r in &snapshot.rejected {
+            if !self.logged.contains(&(r.name.clone(), r.generation)) {
+                tracing::warn!(policy = %r.name, generation = ?r.generation, "{}", r.summary().en);
+            }
+        }
+        self.logged = rejected;
+    }
+}
+
+/// Build a Snapshot from projected cluster objects (`SnapshotBuilder`: a
+/// policy that does not compile keeps being enforced, its last valid
+/// version from `last_valid`, else its strictest reading, and is recorded
+/// in `snapshot.rejected`; the webhook's policy endpoint stops new invalid
+/// ones at the door).
+fn build(parts: &[Part], inputs: &Inputs, now: Timestamp, last_valid: &mut LastValid) -> Snapshot {
     let base = Snapshot::new(inputs.catalogue.clone(), inputs.address_space.clone());
     let mut builder = SnapshotBuilder::new(base, now).remembering(last_valid);
     // A cluster always has a node inventory, even an empty one.
     builder.nodes_known();
-    let mut by_ns: BTreeMap<String, Vec<Arc<Workload>>> = BTreeMap::new();
     for (key, item) in parts.iter().flatten() {
         match item {
             Item::Policy(p) => {
-                // Problems are logged once per version by the rebuild loop.
+                // Problems are logged once per version by the publisher.
                 let _ = builder.policy(p);
             }
-            Item::Node(n) => builder.node(n.clone()),
+            Item::Node(n) => builder.node((**n).clone()),
             Item::Namespace(labels) => {
-                builder.namespace(key.trim_start_matches('/'), labels.clone());
+                builder.namespace(key.trim_start_matches('/'), (**labels).clone());
             }
             Item::NetworkPolicy(np) => builder.network_policy(np),
             Item::Service(svc) => builder.service(svc),
-            Item::Workload(w) => by_ns
-                .entry(w.namespace.clone())
-                .or_default()
-                .push(Arc::clone(w)),
-            Item::OwnedPod(_) => {}
             Item::Volume(pv) => builder.persistent_volume(Arc::clone(pv)),
             Item::Claim(c) => builder.persistent_volume_claim(Arc::clone(c)),
             Item::Class(c) => builder.storage_class((**c).clone()),
         }
     }
-    (builder.build(), by_ns)
-}
-
-/// The audit controller's view of the projected objects.
-fn inventory(parts: &[Part], snapshot: Arc<Snapshot>, synced: bool) -> Inventory {
-    let mut inv = Inventory {
-        snapshot,
-        synced,
-        ..Inventory::default()
-    };
-    for (key, item) in parts.iter().flatten() {
-        match item {
-            Item::Policy(p) => {
-                let name = key.trim_start_matches('/').to_string();
-                inv.policies.insert(name, (**p).clone());
-            }
-            Item::NetworkPolicy(np) => {
-                inv.network_policies.insert(key.clone(), (**np).clone());
-            }
-            Item::Workload(w) | Item::OwnedPod(w) => {
-                inv.workloads.insert(WorkloadKey::of(w), Arc::clone(w));
-            }
-            Item::Node(_)
-            | Item::Namespace(_)
-            | Item::Service(_)
-            | Item::Volume(_)
-            | Item::Claim(_)
-            | Item::Class(_) => {}
-        }
-    }
-    inv
+    builder.build()
 }
 
 #[cfg(test)]
