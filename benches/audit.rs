@@ -16,17 +16,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use residency_guard::api::ResidencyPolicy;
 use residency_guard::audit::Auditor;
 use residency_guard::audit::plan::PlanConfig;
-use residency_guard::engine::{AddressSpace, Catalogue, NodeInfo, Snapshot, Workload};
+use residency_guard::engine::{
+    AddressSpace, Catalogue, NodeInfo, Snapshot, SnapshotBuilder, Workload,
+};
 use residency_guard::state::{Inventory, WorkloadKey, Workloads};
 
 #[allow(dead_code)]
 #[path = "cluster_data.rs"]
 mod cluster_data;
 
-use cluster_data::{REGION, Scale, deployment_obj, namespace_tier, node_obj, pod_obj, policy_obj};
+use cluster_data::{
+    REGION, Scale, deployment_obj, namespace_tier, network_policy_obj, node_obj, pod_obj,
+    policy_obj,
+};
 
 fn rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -242,5 +248,40 @@ fn figures() {
     println!(
         "  and the plan: {median:?} (findings re-judged: {})",
         keys.len()
+    );
+
+    // Before the audit sees a relabel, the state rebuilds the Snapshot from
+    // its projected cluster objects (state::build): every node, namespace,
+    // policy and NetworkPolicy. Pod events never do this.
+    let network_policies: Vec<NetworkPolicy> = (0..scale.network_policies)
+        .map(|i| serde_json::from_value(network_policy_obj(i, &scale)).expect("NetworkPolicy"))
+        .collect();
+    let namespaces: Vec<(String, BTreeMap<String, String>)> = (0..scale.namespaces)
+        .map(|n| {
+            let labels = BTreeMap::from([("tier".to_string(), namespace_tier(n))]);
+            (format!("ns-{n}"), labels)
+        })
+        .collect();
+    let (median, max) = time(5, || {
+        let base = Snapshot::new(Catalogue::builtin().clone(), AddressSpace::builtin());
+        let mut builder = SnapshotBuilder::new(base, now);
+        builder.nodes_known();
+        for pol in projected.policies.values() {
+            let _ = builder.policy(pol);
+        }
+        for node in &projected.nodes {
+            builder.node(node.clone());
+        }
+        for (name, labels) in &namespaces {
+            builder.namespace(name.clone(), labels.clone());
+        }
+        for np in &network_policies {
+            builder.network_policy(np);
+        }
+        builder.build()
+    });
+    println!(
+        "snapshot rebuild after a node relabel (state; {} policies, {} nodes, {} namespaces, {} NetworkPolicies): median {median:?}, max {max:?}",
+        scale.policies, scale.nodes, scale.namespaces, scale.network_policies
     );
 }

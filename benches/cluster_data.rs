@@ -60,10 +60,37 @@ impl Scale {
     };
 
     /// `RG_SCALE=envelope` picks the envelope; anything else the issue scale.
+    /// `RG_PODS=N` then scales it to N pods, every other kind but the
+    /// policies in proportion (the chart's sizing table is measured so).
     pub fn from_env() -> Scale {
-        match std::env::var("RG_SCALE").as_deref() {
+        let base = match std::env::var("RG_SCALE").as_deref() {
             Ok("envelope") => Scale::ENVELOPE,
             _ => Scale::ISSUE,
+        };
+        match std::env::var("RG_PODS").ok().and_then(|p| p.parse().ok()) {
+            Some(pods) => base.with_pods(pods),
+            None => base,
+        }
+    }
+
+    /// This shape with `pods` pods, the other kinds (not the policies) in
+    /// proportion, at least one of each that has any.
+    pub fn with_pods(&self, pods: usize) -> Scale {
+        let scaled = |n: usize| {
+            if n == 0 {
+                0
+            } else {
+                (n * pods / self.pods.max(1)).max(1)
+            }
+        };
+        Scale {
+            nodes: scaled(self.nodes),
+            deployments: scaled(self.deployments),
+            pods,
+            policies: self.policies,
+            namespaces: scaled(self.namespaces),
+            classified_every: self.classified_every,
+            network_policies: scaled(self.network_policies),
         }
     }
 

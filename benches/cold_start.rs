@@ -263,9 +263,29 @@ async fn cold_start(url: &str, process_start: Instant) -> Result<(), String> {
         let (cpu0, t0) = (process_cpu_ns(), Instant::now());
         let rss0 = proc_status_kib("VmRSS:").unwrap_or(0);
         let mut rss_max = rss0;
+        let mut ticks = 0u64;
         while t0.elapsed() < Duration::from_secs(seconds) {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            rss_max = rss_max.max(proc_status_kib("VmRSS:").unwrap_or(0));
+            let rss = proc_status_kib("VmRSS:").unwrap_or(0);
+            rss_max = rss_max.max(rss);
+            ticks += 1;
+            // A line a minute (stderr, shown as it runs): growth or plateau.
+            if ticks.is_multiple_of(60) {
+                let cores = (process_cpu_ns() - cpu0) as f64 / 1e9 / t0.elapsed().as_secs_f64();
+                let (heap, _) = counting_alloc::live_bytes();
+                eprintln!(
+                    "churn {:>3} s: RSS {:.1} MiB{}, {cores:.3} cores so far, {} audit updates, {} plans",
+                    t0.elapsed().as_secs(),
+                    rss as f64 / 1024.0,
+                    if heap > 0 {
+                        format!(" (live heap {:.1} MiB)", heap as f64 / 1048576.0)
+                    } else {
+                        String::new()
+                    },
+                    updates.load(Ordering::Relaxed),
+                    plans.load(Ordering::Relaxed)
+                );
+            }
         }
         let cores = (process_cpu_ns() - cpu0) as f64 / 1e9 / t0.elapsed().as_secs_f64();
         let rss1 = proc_status_kib("VmRSS:").unwrap_or(0);

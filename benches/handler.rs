@@ -26,6 +26,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
+
+#[allow(dead_code)]
+#[path = "cluster_data.rs"]
+mod cluster_data;
 use residency_guard::engine::{Lang, Snapshot, Workload};
 use residency_guard::webhook::admission::{self, Endpoint};
 
@@ -400,10 +404,48 @@ struct Setup {
 
 const LANG: Lang = Lang::En;
 
+/// `RG_SCALE=envelope`: the example cluster plus Kubernetes' envelope
+/// (`cluster_data::Scale::ENVELOPE`: 5,000 Nodes, 10,000 namespaces, 200
+/// policies, 5,000 NetworkPolicies; its pods are the audit's, not a
+/// review's), loaded the way `check` loads manifests.
+fn envelope_snapshot() -> (Snapshot, BTreeMap<String, Vec<Workload>>) {
+    use cluster_data::{Scale, namespace_obj, network_policy_obj, node_obj, policy_value};
+    use residency_guard::engine::{AddressSpace, Catalogue};
+    let scale = Scale::ENVELOPE;
+    let items: Vec<serde_json::Value> = (0..scale.nodes)
+        .map(node_obj)
+        .chain((0..scale.namespaces).map(namespace_obj))
+        .chain((0..scale.policies).map(policy_value))
+        .chain((0..scale.network_policies).map(|i| network_policy_obj(i, &scale)))
+        .collect();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = dir.path().join("envelope.json");
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+    std::fs::write(&file, serde_json::to_vec(&list).expect("JSON")).expect("write");
+    let mut files = fixture::example_files();
+    files.push(file);
+    let base = Snapshot::new(Catalogue::builtin().clone(), AddressSpace::builtin());
+    let now: jiff::Timestamp = fixture::NOW.parse().expect("NOW");
+    let loaded = residency_guard::cli::load_inputs(&files, base, "default", now)
+        .unwrap_or_else(|e| panic!("envelope: {:?}", &e[..e.len().min(3)]));
+    let mut workloads: BTreeMap<String, Vec<Workload>> = BTreeMap::new();
+    for (_, w) in loaded.workloads {
+        workloads.entry(w.namespace.clone()).or_default().push(w);
+    }
+    println!(
+        "snapshot: examples/cluster + the envelope ({} nodes, {} namespaces, {} policies, {} NetworkPolicies)",
+        scale.nodes, scale.namespaces, scale.policies, scale.network_policies
+    );
+    (loaded.snapshot, workloads)
+}
+
 impl Setup {
     fn new() -> Setup {
         use fixture::Variant;
-        let (snapshot, workloads) = fixture::example_snapshot();
+        let (snapshot, workloads) = match std::env::var("RG_SCALE").as_deref() {
+            Ok("envelope") => envelope_snapshot(),
+            _ => fixture::example_snapshot(),
+        };
         let setup = Setup {
             snapshot,
             workloads,
