@@ -1651,8 +1651,8 @@ fn priority_class_and_memory_defaults() {
     let pod = &one(&objs, "Deployment")["spec"]["template"]["spec"];
     assert_eq!(pod["priorityClassName"], RELEASE);
     let c = container(&objs);
-    assert_eq!(c["resources"]["limits"]["memory"], "256Mi");
-    assert_eq!(c["resources"]["requests"]["memory"], "160Mi");
+    assert_eq!(c["resources"]["limits"]["memory"], "384Mi");
+    assert_eq!(c["resources"]["requests"]["memory"], "192Mi");
 
     let objs = render(
         &helm,
