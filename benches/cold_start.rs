@@ -60,7 +60,7 @@ use jiff::Timestamp;
 use kube::{Client, Config};
 use mock_apiserver::MockApi;
 use residency_guard::audit::plan::PlanConfig;
-use residency_guard::audit::{AuditConfig, Auditor};
+use residency_guard::audit::{AuditConfig, Auditor, PlanPacer};
 use residency_guard::datafiles::DataSources;
 use residency_guard::state;
 
@@ -232,20 +232,16 @@ async fn cold_start(url: &str, process_start: Instant) -> Result<(), String> {
         inv_rx.borrow_and_update();
         let config = AuditConfig::default();
         tokio::spawn(async move {
-            let mut last_plan = Instant::now();
+            // As audit::run: the same pacer, checked at the top of each turn.
+            let mut pacer = PlanPacer::new(config.plan_every_at_most);
+            pacer.planned(Instant::now());
             loop {
-                // As audit::run: plan at the top of the loop when due, so a
-                // steady stream of changes cannot starve it.
-                if auditor.needs_plan() && last_plan.elapsed() >= config.plan_every_at_most {
+                if pacer.due(Instant::now(), false, auditor.needs_plan()) {
                     let _ = auditor.plan(Timestamp::now());
-                    last_plan = Instant::now();
+                    pacer.planned(Instant::now());
                     planned.fetch_add(1, Ordering::Relaxed);
                 }
-                let plan_in = auditor.needs_plan().then(|| {
-                    config
-                        .plan_every_at_most
-                        .saturating_sub(last_plan.elapsed())
-                });
+                let plan_in = auditor.needs_plan().then(|| pacer.wait(Instant::now()));
                 tokio::select! {
                     r = inv_rx.changed() => {
                         if r.is_err() {

@@ -63,6 +63,43 @@ impl Default for AuditConfig {
     }
 }
 
+/// When the leader plans: at once when it has just been elected, else when
+/// something moved and the last plan is at least `every` old. The check
+/// runs at the top of every loop turn, so a steady stream of changes
+/// delays a plan by at most `every`, never forever.
+#[derive(Clone, Debug)]
+pub struct PlanPacer {
+    every: Duration,
+    last: Option<Instant>,
+}
+
+impl PlanPacer {
+    pub fn new(every: Duration) -> PlanPacer {
+        PlanPacer { every, last: None }
+    }
+
+    /// Plan now? `elected`: leadership was just gained; `moved`: something
+    /// a plan reads changed since the last one.
+    pub fn due(&self, now: Instant, elected: bool, moved: bool) -> bool {
+        elected
+            || (moved
+                && self
+                    .last
+                    .is_none_or(|t| now.duration_since(t) >= self.every))
+    }
+
+    pub fn planned(&mut self, at: Instant) {
+        self.last = Some(at);
+    }
+
+    /// How long until a plan for a change made now is due.
+    pub fn wait(&self, now: Instant) -> Duration {
+        self.last.map_or(Duration::ZERO, |t| {
+            self.every.saturating_sub(now.duration_since(t))
+        })
+    }
+}
+
 /// The synchronous core: the findings and the inventory they were judged on.
 pub struct Auditor {
     pub index: FindingsIndex,
@@ -245,7 +282,7 @@ pub async fn run(
     let mut dirty = true;
     let mut retry_soon = false;
     let mut reports_missing = false;
-    let mut last_plan: Option<Instant> = None;
+    let mut pacer = PlanPacer::new(config.plan_every_at_most);
 
     loop {
         // A closed channel (the election is gone) means follower.
@@ -255,9 +292,8 @@ pub async fn run(
             tracing::info!("audit: no longer the leader; writes stop");
             writer.step_down();
         }
-        let plan_due = last_plan.is_none_or(|t| t.elapsed() >= config.plan_every_at_most);
-        if leader && (!was_leader || (dirty && plan_due)) {
-            last_plan = Some(Instant::now());
+        if leader && pacer.due(Instant::now(), !was_leader, dirty) {
+            pacer.planned(Instant::now());
             dirty = false;
             let now = clock();
             let started = Instant::now();
@@ -286,11 +322,7 @@ pub async fn run(
             dirty = false;
         }
         // A leader with changes not planned yet plans when the pace allows.
-        let plan_in = (leader && dirty).then(|| {
-            last_plan.map_or(Duration::ZERO, |t| {
-                config.plan_every_at_most.saturating_sub(t.elapsed())
-            })
-        });
+        let plan_in = (leader && dirty).then(|| pacer.wait(Instant::now()));
 
         let now = clock();
         let lapse = auditor.next_lapse(now);
@@ -370,4 +402,52 @@ fn observe_pass(metrics: &AuditMetrics, pass: &'static str, started: Instant, ob
         .rejudged_objects
         .get_or_create(&labels)
         .inc_by(objects as u64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A change every 50 ms for 10 s, with plans at most once a second:
+    /// about one plan a second, none starved, none closer than the pace.
+    #[test]
+    fn steady_changes_are_planned_at_the_pace_and_never_starved() {
+        let every = Duration::from_secs(1);
+        let mut pacer = PlanPacer::new(every);
+        let start = Instant::now();
+        let mut plans = Vec::new();
+        // The first turn of a new leader plans at once.
+        assert!(pacer.due(start, true, false));
+        pacer.planned(start);
+        plans.push(start);
+        for tick in 1..=200u32 {
+            let now = start + Duration::from_millis(50) * tick;
+            if pacer.due(now, false, true) {
+                pacer.planned(now);
+                plans.push(now);
+            } else {
+                assert!(pacer.wait(now) <= every);
+            }
+        }
+        assert!((10..=11).contains(&plans.len()), "{} plans", plans.len());
+        for pair in plans.windows(2) {
+            assert!(pair[1] - pair[0] >= every);
+        }
+    }
+
+    #[test]
+    fn nothing_moved_nothing_planned_and_a_quiet_change_is_planned_at_once() {
+        let mut pacer = PlanPacer::new(Duration::from_secs(1));
+        let start = Instant::now();
+        assert!(pacer.due(start, false, true), "never planned: due at once");
+        pacer.planned(start);
+        let later = start + Duration::from_secs(5);
+        assert!(!pacer.due(later, false, false));
+        assert!(pacer.due(later, false, true));
+        assert_eq!(pacer.wait(later), Duration::ZERO);
+        assert_eq!(
+            pacer.wait(start + Duration::from_millis(300)),
+            Duration::from_millis(700)
+        );
+    }
 }
