@@ -230,6 +230,78 @@ async fn cold_start_lists_in_pages_and_audits_everything() {
             .iter()
             .any(|n| n.info.labels.get(REGION).map(String::as_str) == Some("ap-east-1"))
     );
+
+    // Then watch events, each applied to the index it changes (issue 14).
+    // Pod events never rebuild the Snapshot, and the audit, following the
+    // published inventories incrementally, ends where a full pass over the
+    // last one does.
+    let mut auditor = Auditor::new(PlanConfig::default());
+    auditor.full_pass(inv.clone(), now);
+    let snapshot_before = state.snapshot();
+    let key_of = |v: &serde_json::Value| {
+        WorkloadKey::of(&Workload::from_value(v, "default").expect("workload"))
+    };
+    let mut arrived = pod_obj(SCALE.pods, &SCALE);
+    arrived["spec"]["nodeName"] = "node-0009".into(); // ap-east-1
+    let gone = pod_obj(0, &SCALE);
+    let mut status_only = pod_obj(1, &SCALE);
+    status_only["status"]["phase"] = "Succeeded".into();
+    mock.inject("ADDED", &arrived);
+    mock.inject("DELETED", &gone);
+    mock.inject("MODIFIED", &status_only);
+    let (arrived_key, gone_key) = (key_of(&arrived), key_of(&gone));
+    let inv2 = tokio::time::timeout(
+        Duration::from_secs(5),
+        rx.wait_for(|i| {
+            i.workloads.contains_key(&arrived_key) && !i.workloads.contains_key(&gone_key)
+        }),
+    )
+    .await
+    .expect("pod events published")
+    .expect("state running")
+    .clone();
+    assert!(
+        Arc::ptr_eq(&state.snapshot(), &snapshot_before)
+            && Arc::ptr_eq(&inv2.snapshot, &inv.snapshot),
+        "pod events do not rebuild the Snapshot"
+    );
+    let (changes, rejudged) = auditor.update(inv2.clone(), now);
+    assert_eq!(
+        rejudged,
+        BTreeSet::from([arrived_key.clone(), gone_key.clone()]),
+        "exactly the pods that changed ({changes:?}); a status-only change is none"
+    );
+    assert!(auditor.needs_plan());
+
+    // A node relabel rebuilds the Snapshot once.
+    let mut relabelled = node_obj(1);
+    relabelled["metadata"]["labels"][REGION] = "ap-east-1".into();
+    mock.inject("MODIFIED", &relabelled);
+    let abroad = |i: &Inventory| {
+        i.snapshot
+            .node("node-0001")
+            .is_some_and(|n| n.info.labels.get(REGION).map(String::as_str) == Some("ap-east-1"))
+    };
+    let inv3 = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|i| abroad(i)))
+        .await
+        .expect("node event published")
+        .expect("state running")
+        .clone();
+    assert!(!Arc::ptr_eq(&state.snapshot(), &snapshot_before));
+    auditor.update(inv3.clone(), now);
+
+    let mut full = Auditor::new(PlanConfig::default());
+    full.full_pass(inv3.clone(), now);
+    let findings = |a: &Auditor| {
+        a.index
+            .iter()
+            .map(|(k, f)| (k.clone(), f.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(findings(&auditor), findings(&full));
+    let violated_now = violated(inv3, now);
+    assert!(violated_now.contains(&arrived_key));
+    assert!(!violated_now.contains(&gone_key));
 }
 
 /// The mock's streaming-list path (`sendInitialEvents=true`), used by a
