@@ -231,7 +231,8 @@ async fn cold_start(url: &str, process_start: Instant) -> Result<(), String> {
         let mut inv_rx = state.inventory();
         inv_rx.borrow_and_update();
         let config = AuditConfig::default();
-        tokio::spawn(async move {
+        let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
+        let follower = tokio::spawn(async move {
             // As audit::run: the same pacer, checked at the top of each turn.
             let mut pacer = PlanPacer::new(config.plan_every_at_most);
             pacer.planned(Instant::now());
@@ -243,9 +244,10 @@ async fn cold_start(url: &str, process_start: Instant) -> Result<(), String> {
                 }
                 let plan_in = auditor.needs_plan().then(|| pacer.wait(Instant::now()));
                 tokio::select! {
+                    _ = stop.changed() => return auditor,
                     r = inv_rx.changed() => {
                         if r.is_err() {
-                            return;
+                            return auditor;
                         }
                         tokio::time::sleep(config.debounce).await;
                         let inv = inv_rx.borrow_and_update().clone();
@@ -294,6 +296,32 @@ async fn cold_start(url: &str, process_start: Instant) -> Result<(), String> {
             updates.load(Ordering::Relaxed)
         );
         println!("RUN churn_audit_plans={}", plans.load(Ordering::Relaxed));
+
+        // The audit that followed every change ends where a full pass over
+        // the last inventory does: nothing the incremental path missed.
+        let _ = stop_tx.send(true);
+        let mut auditor = follower.await.map_err(|e| format!("audit follower: {e}"))?;
+        let last = state.inventory().borrow().clone();
+        let now = Timestamp::now();
+        auditor.update(last.clone(), now);
+        let mut full = Auditor::new(PlanConfig::default());
+        full.full_pass(last, now);
+        let differ = auditor
+            .index
+            .iter()
+            .filter(|(k, f)| full.index.get(k) != Some(*f))
+            .count()
+            + full
+                .index
+                .iter()
+                .filter(|(k, _)| auditor.index.get(k).is_none())
+                .count();
+        if differ > 0 {
+            return Err(format!(
+                "after the churn, {differ} findings of the incremental audit differ from a full pass"
+            ));
+        }
+        println!("RUN churn_findings_checked={}", full.index.len());
     }
     Ok(())
 }
@@ -535,6 +563,7 @@ fn parent() -> Result<(), String> {
             "churn_rss_max_mib",
             "churn_audit_updates",
             "churn_audit_plans",
+            "churn_findings_checked",
         ] {
             println!("RESULT {key}={:.3} (over {seconds} s)", stat(key).0);
         }
