@@ -663,10 +663,10 @@ impl WatchState {
                         // No Init before InitDone: the watcher never does that.
                         _ => {}
                     }
-                    // The first sync must publish even when the list was
-                    // empty: readiness waits for it.
                     !before && ix.changed()
                 });
+                // The first sync publishes even when the list changed
+                // nothing (an empty kind): readiness waits for it.
                 if !self.synced_once {
                     self.synced_once = true;
                     health.watch_synced();
