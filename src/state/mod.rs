@@ -725,11 +725,13 @@ async fn publish_loop(
         let synced = health.synced.load(Ordering::Acquire) >= health.total.load(Ordering::Relaxed);
         let taken = shared.with_index(Index::take);
         let (inventory, rebuilt) = publisher.publish(taken, synced, Timestamp::now());
-        // Nobody listening (the audit is off) is fine.
-        let _ = inventory_tx.send(inventory);
+        // The snapshot first: whoever sees the new inventory finds the
+        // webhook's snapshot at least as new.
         if rebuilt && tx.send(publisher.snapshot.clone()).is_err() {
             return;
         }
+        // Nobody listening (the audit is off) is fine.
+        let _ = inventory_tx.send(inventory);
         if synced {
             health.snapshot_synced.store(true, Ordering::Release);
         }
