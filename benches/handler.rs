@@ -88,10 +88,16 @@ pub mod fixture {
     /// The snapshot `serve` builds from the example cluster, loaded the way
     /// `check` loads it.
     pub fn example_snapshot() -> (Snapshot, BTreeMap<String, Vec<Workload>>) {
+        snapshot_of(&example_files())
+    }
+
+    /// The snapshot and workloads of `files`, loaded the way `check` loads
+    /// them, judged at `NOW`.
+    pub fn snapshot_of(files: &[PathBuf]) -> (Snapshot, BTreeMap<String, Vec<Workload>>) {
         let base = Snapshot::new(Catalogue::builtin().clone(), AddressSpace::builtin());
         let now: Timestamp = NOW.parse().expect("NOW");
-        let loaded = load_inputs(&example_files(), base, "default", now)
-            .unwrap_or_else(|e| panic!("examples/cluster: {e:?}"));
+        let loaded = load_inputs(files, base, "default", now)
+            .unwrap_or_else(|e| panic!("{:?}", &e[..e.len().min(3)]));
         let mut workloads: BTreeMap<String, Vec<Workload>> = BTreeMap::new();
         for (_, w) in loaded.workloads {
             workloads.entry(w.namespace.clone()).or_default().push(w);
@@ -410,7 +416,6 @@ const LANG: Lang = Lang::En;
 /// review's), loaded the way `check` loads manifests.
 fn envelope_snapshot() -> (Snapshot, BTreeMap<String, Vec<Workload>>) {
     use cluster_data::{Scale, namespace_obj, network_policy_obj, node_obj, policy_value};
-    use residency_guard::engine::{AddressSpace, Catalogue};
     let scale = Scale::ENVELOPE;
     let items: Vec<serde_json::Value> = (0..scale.nodes)
         .map(node_obj)
@@ -424,19 +429,12 @@ fn envelope_snapshot() -> (Snapshot, BTreeMap<String, Vec<Workload>>) {
     std::fs::write(&file, serde_json::to_vec(&list).expect("JSON")).expect("write");
     let mut files = fixture::example_files();
     files.push(file);
-    let base = Snapshot::new(Catalogue::builtin().clone(), AddressSpace::builtin());
-    let now: jiff::Timestamp = fixture::NOW.parse().expect("NOW");
-    let loaded = residency_guard::cli::load_inputs(&files, base, "default", now)
-        .unwrap_or_else(|e| panic!("envelope: {:?}", &e[..e.len().min(3)]));
-    let mut workloads: BTreeMap<String, Vec<Workload>> = BTreeMap::new();
-    for (_, w) in loaded.workloads {
-        workloads.entry(w.namespace.clone()).or_default().push(w);
-    }
+    let loaded = fixture::snapshot_of(&files);
     println!(
         "snapshot: examples/cluster + the envelope ({} nodes, {} namespaces, {} policies, {} NetworkPolicies)",
         scale.nodes, scale.namespaces, scale.policies, scale.network_policies
     );
-    (loaded.snapshot, workloads)
+    loaded
 }
 
 impl Setup {

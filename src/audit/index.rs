@@ -536,10 +536,10 @@ pub fn workload_changes<'a>(
     next: &'a Workloads,
 ) -> impl Iterator<Item = WorkloadKey> + 'a {
     use imbl::ordmap::DiffItem;
-    prev.diff(next).filter_map(|d| match d {
-        DiffItem::Add(k, _) | DiffItem::Remove(k, _) => Some(k.clone()),
-        DiffItem::Update { old, new } => {
-            (!Arc::ptr_eq(old.1, new.1) && old.1 != new.1).then(|| old.0.clone())
+    // `diff` reports an update only for values that differ.
+    prev.diff(next).map(|d| match d {
+        DiffItem::Add(k, _) | DiffItem::Remove(k, _) | DiffItem::Update { old: (k, _), .. } => {
+            k.clone()
         }
     })
 }

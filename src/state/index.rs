@@ -88,9 +88,11 @@ pub struct Index {
 pub struct Taken {
     /// The cluster parts, when the Snapshot is to be rebuilt.
     pub rebuild: Option<Vec<Part>>,
-    /// The ResidencyPolicies, when their copy is to be refreshed (always
-    /// with `rebuild`).
+    /// The ResidencyPolicies by name, when their copy is to be refreshed
+    /// (always with `rebuild`).
     pub policies: Option<BTreeMap<String, Arc<ResidencyPolicy>>>,
+    /// The NetworkPolicies by `namespace/name`, with `rebuild`.
+    pub network_policies: Option<BTreeMap<String, Arc<NetworkPolicy>>>,
     pub workloads: Workloads,
 }
 
@@ -205,16 +207,16 @@ impl Index {
         let policies = std::mem::take(&mut self.policies_stale) || rebuild.is_some();
         Taken {
             policies: policies.then(|| {
-                self.cluster
-                    .iter()
-                    .flatten()
-                    .filter_map(|(key, item)| match item {
-                        Item::Policy(p) => {
-                            Some((key.trim_start_matches('/').to_string(), Arc::clone(p)))
-                        }
-                        _ => None,
-                    })
-                    .collect()
+                of_kind(&self.cluster, |item| match item {
+                    Item::Policy(p) => Some(p),
+                    _ => None,
+                })
+            }),
+            network_policies: rebuild.as_ref().map(|parts| {
+                of_kind(parts, |item| match item {
+                    Item::NetworkPolicy(np) => Some(np),
+                    _ => None,
+                })
             }),
             rebuild,
             workloads: {
@@ -223,6 +225,19 @@ impl Index {
             },
         }
     }
+}
+
+/// The projections `pick` takes from the parts, by key: `namespace/name`,
+/// or the name alone for cluster-scoped objects (keyed `/name`).
+fn of_kind<T>(parts: &[Part], pick: impl Fn(&Item) -> Option<&Arc<T>>) -> BTreeMap<String, Arc<T>> {
+    parts
+        .iter()
+        .flatten()
+        .filter_map(|(key, item)| {
+            let found = pick(item)?;
+            Some((key.trim_start_matches('/').to_string(), Arc::clone(found)))
+        })
+        .collect()
 }
 
 /// The first key of `kind` (keys order by kind first).

@@ -775,16 +775,9 @@ impl Publisher {
             let snapshot = build(&parts, &self.inputs, now, &mut self.last_valid);
             self.log_rejected(&snapshot);
             self.snapshot = Arc::new(snapshot);
-            self.network_policies = Arc::new(
-                parts
-                    .iter()
-                    .flatten()
-                    .filter_map(|(key, item)| match item {
-                        Item::NetworkPolicy(np) => Some((key.clone(), Arc::clone(np))),
-                        _ => None,
-                    })
-                    .collect(),
-            );
+        }
+        if let Some(network_policies) = taken.network_policies {
+            self.network_policies = Arc::new(network_policies);
         }
         if let Some(policies) = taken.policies {
             self.policies = Arc::new(policies);
