@@ -302,6 +302,7 @@ fn workload(pod: PodSpecView) -> Workload {
         pod,
         claim_templates: Vec::new(),
         controller: None,
+        replicas: None,
     }
 }
 

@@ -287,6 +287,9 @@ struct TemplateView {
     /// not in it).
     #[serde(skip)]
     claim_templates: Vec<ClaimTemplateView>,
+    /// `spec.replicas` (`spec.parallelism` for a Job), beside the template.
+    #[serde(skip)]
+    replicas: Option<i32>,
 }
 
 #[derive(Deserialize)]
@@ -304,6 +307,11 @@ struct TemplatedSpec {
     template: Option<TemplateView>,
     #[serde(default)]
     volume_claim_templates: Option<Vec<ClaimTemplateView>>,
+    #[serde(default)]
+    replicas: Option<i32>,
+    /// A Job's: how many of its pods run at once.
+    #[serde(default)]
+    parallelism: Option<i32>,
 }
 
 impl TemplatedSpec {
@@ -311,6 +319,7 @@ impl TemplatedSpec {
     fn into_template(self) -> Option<TemplateView> {
         let mut template = self.template.unwrap_or_default();
         template.claim_templates = self.volume_claim_templates.unwrap_or_default();
+        template.replicas = self.replicas.or(self.parallelism);
         Some(template)
     }
 }
@@ -377,6 +386,10 @@ pub struct Workload {
     pub claim_templates: Vec<ClaimTemplateView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub controller: Option<OwnerRef>,
+    /// `spec.replicas` (a Job's `spec.parallelism`) when set: how many pods
+    /// the object asks for. A write that only lowers it removes pods.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -554,6 +567,12 @@ fn assemble(
             Vec::new()
         },
         controller,
+        // A CronJob's parallelism is its Jobs', not a replica count.
+        replicas: if kind == WorkloadKind::CronJob {
+            None
+        } else {
+            template.replicas
+        },
     })
 }
 
@@ -781,6 +800,52 @@ mod tests {
             assert_eq!(w.pod.node_selector.as_ref().unwrap()["a"], "b", "{kind}");
             let bytes = serde_json::to_vec(&doc).unwrap();
             assert_eq!(Workload::from_json_slice(&bytes, "default").unwrap(), w);
+        }
+    }
+
+    #[test]
+    fn replicas_are_read_where_a_kind_has_them() {
+        let tpl = json!({"metadata": {"labels": {"t": "1"}}});
+        let cases = [
+            (
+                "apps/v1",
+                "Deployment",
+                json!({"replicas": 3, "template": tpl}),
+                Some(3),
+            ),
+            (
+                "apps/v1",
+                "ReplicaSet",
+                json!({"replicas": 0, "template": tpl}),
+                Some(0),
+            ),
+            (
+                "apps/v1",
+                "StatefulSet",
+                json!({"replicas": 2, "template": tpl}),
+                Some(2),
+            ),
+            (
+                "batch/v1",
+                "Job",
+                json!({"parallelism": 4, "template": tpl}),
+                Some(4),
+            ),
+            ("apps/v1", "DaemonSet", json!({"template": tpl}), None),
+            (
+                "batch/v1",
+                "CronJob",
+                json!({"jobTemplate": {"spec": {"parallelism": 2, "template": tpl}}}),
+                None,
+            ),
+        ];
+        for (api, kind, spec, replicas) in cases {
+            let doc =
+                json!({"apiVersion": api, "kind": kind, "metadata": {"name": "x"}, "spec": spec});
+            let w = Workload::from_value(&doc, "d").unwrap();
+            assert_eq!(w.replicas, replicas, "{kind}");
+            let bytes = serde_json::to_vec(&doc).unwrap();
+            assert_eq!(Workload::from_json_slice(&bytes, "d").unwrap(), w, "{kind}");
         }
     }
 
