@@ -505,6 +505,14 @@ fn check_webhooks(
         create_update.clone(),
     );
     assert_eq!(webhook_rules(namespaces), expected);
+    // Any label change of a Namespace may take it out of a policy's
+    // namespaceSelector (issue 22): every one is sent, not just the class's.
+    let relabel = &match_conditions(namespaces)["labelled-on-create-or-labels-changed"];
+    assert!(
+        relabel.contains("object.metadata.labels != oldObject.metadata.labels")
+            && !relabel.contains("['residencyguard.io/data-class'] != "),
+        "{relabel}"
+    );
     let pol = webhook(objs, POLICIES);
     assert_eq!(pol["clientConfig"]["service"]["path"], "/validate/policies");
     let mut expected = BTreeMap::new();
@@ -1014,14 +1022,19 @@ fn workload_entries_prefilter_on_object_namespace_and_template_labels() {
 
     // Only updates that change nothing the verdict reads are skipped.
     for entry in [WORKLOADS, WORKLOADS_NS, WORKLOAD_TEMPLATES] {
-        let expr = &match_conditions(webhook(&objs, entry))["spec-or-labels-changed"];
+        let expr = &match_conditions(webhook(&objs, entry))["spec-labels-or-owners-changed"];
         assert!(
             expr.starts_with("request.operation != 'UPDATE'"),
             "{entry}: {expr}"
         );
+        // A metadata-only update of labels or ownerReferences can
+        // declassify (issue 22): it must be sent.
         assert!(
             expr.contains("object.spec != oldObject.spec")
                 && expr.contains("object.metadata.labels != oldObject.metadata.labels")
+                && expr.contains(
+                    "object.metadata.ownerReferences != oldObject.metadata.ownerReferences"
+                )
         );
     }
     for entry in [NETWORKPOLICIES, POLICIES] {

@@ -10,6 +10,7 @@ use super::nodes::{NodeStanding, describe_node};
 use super::shared::Shared;
 use super::text::Lang;
 use super::volumes::VolumeLocation;
+use crate::api::DataClass;
 
 /// A node named as evidence.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -53,6 +54,10 @@ pub enum Evidence {
     Egress(EgressEvidence),
     #[serde(rename_all = "camelCase")]
     Storage(StorageEvidence),
+    /// Classes declared on a controller's metadata but not on its pod
+    /// template (nor its Namespace).
+    #[serde(rename_all = "camelCase")]
+    Classification { not_on_pod_template: Vec<DataClass> },
 }
 
 fn is_zero(n: &usize) -> bool {

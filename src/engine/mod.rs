@@ -21,7 +21,9 @@
 //! - `messages`: what violation messages are written from.
 //! - `placement`, `egress`, `storage`: the three checks.
 //! - `evaluate`: governing policies, exemptions, the verdict.
-//! - `network_change`, `declassify`: the two decisions about changes.
+//! - `network_change`, `declassify`, `workload_change`: the decisions
+//!   about changes (what a NetworkPolicy change opens, what takes classes
+//!   away, what a workload UPDATE can do).
 
 mod catalogue;
 pub mod declassify;
@@ -44,6 +46,7 @@ mod text;
 mod verdict;
 mod volumes;
 mod workload;
+mod workload_change;
 
 pub use catalogue::{Catalogue, CatalogueError, Jurisdiction, RegionLookup, ZoneEntry};
 pub use evaluate::{ClassificationError, Detail, evaluate, evaluate_with};
@@ -86,3 +89,4 @@ pub use workload::{
     EphemeralView, IscsiView, Labels, MonitorsView, NfsView, OwnerRef, PodSpecView, VolumeView,
     Workload, WorkloadError, WorkloadKind, WorkloadObject,
 };
+pub use workload_change::only_removes_or_narrows;
