@@ -31,6 +31,7 @@ mod egress;
 mod evaluate;
 mod evidence;
 mod ipset;
+mod lineage;
 mod messages;
 mod network;
 mod network_change;
@@ -55,6 +56,7 @@ pub use evidence::{
     StorageEvidence,
 };
 pub use ipset::{CountryTable, IpSet, ListParseError, net_minus_excepts_subset};
+pub use lineage::{ClaimClass, classes_through_claims};
 pub use network::{
     AddressSpace, CidrError, CompiledNetworkPolicy, NetworkIndex, parse_cidr_args,
     validate_network_policy,
