@@ -12,6 +12,7 @@
 
 mod audit;
 mod crd;
+mod daemonset;
 mod harness;
 mod journey;
 mod report;
