@@ -48,8 +48,8 @@ mod workload;
 pub use catalogue::{Catalogue, CatalogueError, Jurisdiction, RegionLookup, ZoneEntry};
 pub use evaluate::{ClassificationError, Detail, evaluate, evaluate_with};
 pub use evidence::{
-    EffectiveEgress, EgressEvidence, Evidence, ExternalBlock, NodeEvidence, PeerRef, RuleRef,
-    StorageEvidence,
+    EffectiveEgress, EgressEvidence, Evidence, ExternalBlock, NodeEvidence, PeerRef, PinnedNode,
+    RuleRef, StorageEvidence,
 };
 pub use ipset::{CountryTable, IpSet, ListParseError, net_minus_excepts_subset};
 pub use network::{
