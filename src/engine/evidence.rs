@@ -28,6 +28,18 @@ impl NodeEvidence {
     }
 }
 
+/// A node a pod is pinned to by name, as evidence: the DaemonSet
+/// controller pins each of its pods this way.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PinnedNode {
+    pub name: String,
+    /// The node and its standing; `None` when the node inventory does not
+    /// have it (or there is no inventory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<Shared<NodeEvidence>>,
+}
+
 /// Structured evidence, for reports and JSON output.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
@@ -47,6 +59,11 @@ pub enum Evidence {
         /// Outside nodes beyond those listed.
         #[serde(skip_serializing_if = "is_zero")]
         more_outside: usize,
+        /// The node the failing term pins by name (`matchFields`
+        /// `metadata.name In`, or `spec.nodeName`) that is no guarantee:
+        /// unknown, or not acceptable to the policy.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pinned_node: Option<PinnedNode>,
     },
     #[serde(rename_all = "camelCase")]
     BoundNode { node: Shared<NodeEvidence> },

@@ -52,8 +52,8 @@ mod workload_change;
 pub use catalogue::{Catalogue, CatalogueError, Jurisdiction, RegionLookup, ZoneEntry};
 pub use evaluate::{ClassificationError, Detail, evaluate, evaluate_with};
 pub use evidence::{
-    EffectiveEgress, EgressEvidence, Evidence, ExternalBlock, NodeEvidence, PeerRef, RuleRef,
-    StorageEvidence,
+    EffectiveEgress, EgressEvidence, Evidence, ExternalBlock, NodeEvidence, PeerRef, PinnedNode,
+    RuleRef, StorageEvidence,
 };
 pub use ipset::{CountryTable, IpSet, ListParseError, net_minus_excepts_subset};
 pub use lineage::{ClaimClass, classes_through_claims};

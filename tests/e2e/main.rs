@@ -12,6 +12,7 @@
 
 mod audit;
 mod crd;
+mod daemonset;
 mod graph;
 mod harness;
 mod journey;
