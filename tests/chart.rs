@@ -25,6 +25,7 @@ const WORKLOADS: &str = "workloads.residencyguard.io";
 const WORKLOADS_NS: &str = "workloads-in-labelled-namespaces.residencyguard.io";
 const WORKLOAD_TEMPLATES: &str = "workload-templates.residencyguard.io";
 const PODS_MOUNTING_CLAIMS: &str = "pods-mounting-claims.residencyguard.io";
+const CLAIMS: &str = "claims.residencyguard.io";
 const NETWORKPOLICIES: &str = "networkpolicies.residencyguard.io";
 const NETWORKPOLICY_DELETES: &str = "networkpolicy-deletes.residencyguard.io";
 const NAMESPACES: &str = "namespaces.residencyguard.io";
@@ -397,6 +398,7 @@ fn check_webhooks(
             NETWORKPOLICIES,
             NETWORKPOLICY_DELETES,
             NAMESPACES,
+            CLAIMS,
             POLICIES
         ]
     );
@@ -540,6 +542,23 @@ fn check_webhooks(
         relabel.contains("object.metadata.labels != oldObject.metadata.labels")
             && !relabel.contains("['residencyguard.io/data-class'] != "),
         "{relabel}"
+    );
+    // A claim's data-class label classifies the data at rest: set, changed
+    // or removed, it is judged as a Namespace's is (issue 22).
+    let claims = webhook(objs, CLAIMS);
+    assert_eq!(
+        claims["clientConfig"]["service"]["path"],
+        "/validate/namespaces"
+    );
+    let mut expected = BTreeMap::new();
+    expected.insert(
+        ("".to_owned(), "persistentvolumeclaims".to_owned()),
+        create_update.clone(),
+    );
+    assert_eq!(webhook_rules(claims), expected);
+    assert_eq!(
+        claims["objectSelector"],
+        json!({"matchExpressions": [{"key": LABEL, "operator": "Exists"}]})
     );
     let pol = webhook(objs, POLICIES);
     assert_eq!(pol["clientConfig"]["service"]["path"], "/validate/policies");
@@ -2204,18 +2223,26 @@ fn dockerfile_matches_the_chart_and_the_contract() {
     }
 }
 
-/// Storage objects are not reviewed at admission: a PersistentVolumeClaim,
-/// PersistentVolume or StorageClass holds no classified data until a
-/// governed workload mounts it, and that workload is judged (with the claim,
-/// its PV and its class) when it is applied; the audit re-judges running
-/// workloads when a claim binds or a PV or class changes. Reviewing them
-/// would put the webhook in the path of the PV controller's binding writes.
+/// Storage objects are not reviewed at admission: a PersistentVolume or
+/// StorageClass holds no classified data until a governed workload mounts
+/// it, and that workload is judged (with the claim, its PV and its class)
+/// when it is applied; the audit re-judges running workloads when a claim
+/// binds or a PV or class changes. Reviewing them would put the webhook in
+/// the path of the PV controller's binding writes. The one exception is a
+/// claim's data-class label (it classifies the data at rest): only a claim
+/// that carries it, and only when the label itself is set, changed or
+/// removed, so binding writes never reach the webhook.
 #[test]
 fn storage_objects_are_watched_not_reviewed() {
     let helm = helm_or_skip!();
     let objs = render(&helm, NO_ARGS);
     let config = webhook_config(&objs);
     for w in config["webhooks"].as_array().unwrap() {
+        if w["name"] == CLAIMS {
+            let cond = &match_conditions(w)["data-class-label-set-or-changed"];
+            assert!(cond.contains(&format!("'{LABEL}' in oldObject.metadata.labels")));
+            continue;
+        }
         for (group, resource) in webhook_rules(w).keys() {
             assert!(
                 !matches!(

@@ -111,7 +111,14 @@ fn a_class_must_reach_the_pods() {
             ("namespace-gives-the-rest", PASS, &[]),
             ("cron-metadata-only", DENY, &[ClassNotOnPodTemplate]),
             ("pod", PASS, &[]),
+            ("debug-copy", DENY, &[PlacementNotGuaranteed]),
         ],
+    );
+    let copy = &v["debug-copy"];
+    assert_eq!(copy.classes, [residency_guard::api::DataClass::Personal]);
+    assert_eq!(
+        copy.class_sources[0].location,
+        "PersistentVolumeClaim app/records-data"
     );
     let (_, x) = v["metadata-only"].violations().next().unwrap();
     assert_eq!(x.field, "spec.template.metadata.labels");

@@ -151,6 +151,7 @@ fn a_claim_created_in_the_same_apply_is_read_live_and_the_denial_overturned() {
         name: "fresh".into(),
         storage_class: Some("cn-gp3".into()),
         volume_name: Some("pv-fresh".into()),
+        class_label: None,
     };
     let snapshot = &loaded.0;
     let facts = NamespaceFacts {

@@ -63,7 +63,7 @@ fn evaluate_verdict(
     detail: Detail,
 ) -> Result<Verdict, ClassificationError> {
     let ns_labels = snapshot.namespaces.get(&workload.namespace);
-    let (classes, class_sources) = classes_of(workload, ns_labels)?;
+    let (classes, class_sources) = classes_of(workload, ns_labels, snapshot)?;
     let mut notices = Vec::new();
     let mut outcomes = Vec::new();
 
@@ -357,6 +357,7 @@ type ClassesAndSources = (BTreeSet<DataClass>, Vec<ClassSource>);
 fn classes_of(
     workload: &Workload,
     ns_labels: Option<&BTreeMap<String, String>>,
+    snapshot: &Snapshot,
 ) -> Result<ClassesAndSources, ClassificationError> {
     let mut classes = BTreeSet::new();
     let mut sources = Vec::new();
@@ -387,5 +388,49 @@ fn classes_of(
             value: value.clone(),
         });
     }
+    // Data at rest is classified where it lives: a claim labelled with a
+    // class gives it to every pod that mounts it (after its workload is
+    // gone, too).
+    for claim in labelled_claims(workload, snapshot) {
+        let Some(value) = &claim.class_label else {
+            continue;
+        };
+        let location = format!("PersistentVolumeClaim {}/{}", claim.namespace, claim.name);
+        let parsed = parse_class_list(value).map_err(|error| ClassificationError {
+            workload: workload.reference(),
+            location: location.clone(),
+            error,
+        })?;
+        classes.extend(parsed);
+        sources.push(ClassSource {
+            location,
+            value: value.clone(),
+        });
+    }
     Ok((classes, sources))
+}
+
+/// The claims the workload's pods mount that carry a data-class label: its
+/// `persistentVolumeClaim` volumes, and a StatefulSet's claims made from its
+/// claim templates.
+fn labelled_claims<'s>(workload: &Workload, snapshot: &'s Snapshot) -> Vec<&'s super::ClaimRecord> {
+    let storage = snapshot.storage();
+    let mut out: Vec<&super::ClaimRecord> = workload
+        .pod
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| v.persistent_volume_claim.as_ref())
+        .filter_map(|c| storage.claim(&workload.namespace, &c.claim_name))
+        .filter(|c| c.class_label.is_some())
+        .collect();
+    for t in &workload.claim_templates {
+        out.extend(
+            storage
+                .template_claims(&workload.namespace, t.name(), &workload.name)
+                .filter(|c| c.class_label.is_some()),
+        );
+    }
+    out.dedup_by(|a, b| a.name == b.name);
+    out
 }

@@ -144,6 +144,11 @@ pub struct ClaimRecord {
     pub storage_class: Option<String>,
     /// `spec.volumeName`: the PV it is bound (or pre-bound) to.
     pub volume_name: Option<String>,
+    /// Its `residencyguard.io/data-class` label: the data at rest is
+    /// classified, and every pod that mounts the claim carries the classes
+    /// (a StatefulSet's claim templates' labels reach its claims).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_label: Option<String>,
 }
 
 /// `volumeBindingMode`.
@@ -245,6 +250,12 @@ impl ClaimRecord {
             volume_name: spec
                 .and_then(|s| s.volume_name.clone())
                 .filter(|v| !v.is_empty()),
+            class_label: pvc
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(crate::api::DATA_CLASS_LABEL))
+                .cloned(),
         }
     }
 }

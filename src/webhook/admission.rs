@@ -781,7 +781,9 @@ fn network_policy_review(
     }
 }
 
-/// A Namespace whose labels change. The data-class label's new value must
+/// A Namespace whose labels change (or a PersistentVolumeClaim whose
+/// data-class label does, judged by the same rules in its namespace). The
+/// data-class label's new value must
 /// name known classes (every workload in it is classified by it); classes
 /// it loses, and policies whose `namespaceSelector` it stops matching while
 /// it holds data they govern, are a declassification of every workload in
@@ -821,13 +823,22 @@ fn namespace_review(
         .unwrap_or_default();
     decision.name = name.clone();
     decision.result = "judged";
+    // A PersistentVolumeClaim's label classifies the data at rest (and
+    // every pod that mounts it): the same rules, in its namespace, without
+    // the policies' namespaceSelectors.
+    let claim_namespace = (req.kind.kind == "PersistentVolumeClaim")
+        .then(|| req.namespace.clone().unwrap_or_default());
+    let subject = match &claim_namespace {
+        Some(ns) => format!("PersistentVolumeClaim {ns}/{name}"),
+        None => format!("Namespace {name}"),
+    };
     let new_labels = labels_of(object);
     let new = engine::declassify::class_label(Some(&new_labels));
     if let Some(value) = new
         && let Err(error) = crate::api::parse_class_list(value)
     {
         let e = engine::ClassificationError {
-            workload: format!("Namespace {name}"),
+            workload: subject.clone(),
             location: "metadata.labels".into(),
             error,
         };
@@ -844,7 +855,7 @@ fn namespace_review(
         let list: Vec<_> = classes.iter().copied().collect();
         change = Some(engine::declassify::label_removal(&list));
     }
-    if old_labels != new_labels {
+    if old_labels != new_labels && claim_namespace.is_none() {
         let workloads = judging.workloads.in_namespace(&name);
         let losses = engine::declassify::scope_losses(
             judging.snapshot,
@@ -859,8 +870,8 @@ fn namespace_review(
     }
     if let Some(change) = change {
         decision.declassify = Some(Declassify {
-            namespace: name.clone(),
-            subject: format!("Namespace {name}"),
+            namespace: claim_namespace.unwrap_or_else(|| name.clone()),
+            subject,
             classes: classes.into_iter().collect(),
             change,
         });
@@ -1021,7 +1032,10 @@ mod tests {
 
     /// An UPDATE review with both objects (the API server's shape).
     fn update(kind: &str, old: Value, new: Value) -> Vec<u8> {
-        let group = if kind == "Namespace" { "" } else { "apps" };
+        let group = match kind {
+            "Namespace" | "PersistentVolumeClaim" | "Pod" => "",
+            _ => "apps",
+        };
         serde_json::to_vec(&json!({
             "apiVersion": "admission.k8s.io/v1",
             "kind": "AdmissionReview",
@@ -1187,6 +1201,39 @@ mod tests {
                 .1
                 .declassify
                 .is_none()
+        );
+    }
+
+    /// A claim's data-class label classifies the data at rest: removing it
+    /// is a declassification, and an unknown class is refused.
+    #[test]
+    fn a_claims_class_label_is_judged_like_a_namespaces() {
+        let claim = |labels: Value| {
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "records-data", "namespace": "clinic", "labels": labels}})
+        };
+        let body = update(
+            "PersistentVolumeClaim",
+            claim(json!({crate::api::DATA_CLASS_LABEL: "health"})),
+            claim(json!({})),
+        );
+        let (out, decision) = judge_body(&body, Endpoint::Namespaces);
+        assert!(out.response.allowed, "until the server asks who");
+        let d = decision.declassify.expect("a declassification");
+        assert_eq!(d.subject, "PersistentVolumeClaim clinic/records-data");
+        assert_eq!(d.namespace, "clinic");
+        assert_eq!(d.classes, [crate::api::DataClass::Health]);
+        let body = update(
+            "PersistentVolumeClaim",
+            claim(json!({crate::api::DATA_CLASS_LABEL: "health"})),
+            claim(json!({crate::api::DATA_CLASS_LABEL: "health.medical"})),
+        );
+        let (out, _) = judge_body(&body, Endpoint::Namespaces);
+        assert!(!out.response.allowed);
+        let message = out.response.status.map(|s| s.message).unwrap_or_default();
+        assert!(
+            message.contains("PersistentVolumeClaim clinic/records-data"),
+            "{message}"
         );
     }
 
