@@ -318,3 +318,75 @@ fn scale_down_and_a_fixing_rollout_reach_the_replica_sets() {
     let r = as_alice(&c, &["rollout", "undo", "deployment", "fixed", "-n", apps]);
     assert!(!r.ok, "rolling back to the unpinned template: {}", r.stdout);
 }
+
+/// Data follows the volume: a pod that mounts a claim holding personal data
+/// carries its class, whatever its own labels (an ad-hoc pod, a `kubectl
+/// debug --copy-to` copy). The claim's label classifies it even after the
+/// workload is gone, and removing that label needs `declassify`; while a
+/// classified workload uses an unlabelled claim, a pod mounting it is
+/// classified through that workload.
+#[test]
+fn a_pod_mounting_a_classified_claim_carries_its_class() {
+    let Some(c) = cluster("graph-claims") else {
+        return;
+    };
+    let apps = "e2e-graph-claims";
+    let _installed = setup(&c, "e2e-graph-claims", apps);
+    grant_edit(&c, apps);
+    let claim = |name: &str, labels: &str| {
+        format!(
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}, namespace: {apps}, labels: {{{labels}}}}}\nspec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}\n"
+        )
+    };
+    let pod = |name: &str, claim: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {apps}}}\nspec:\n  nodeSelector: {{topology.kubernetes.io/region: ap-east-1}}\n  containers: [{{name: c, image: registry.k8s.io/pause:3.10}}]\n  volumes: [{{name: d, persistentVolumeClaim: {{claimName: {claim}}}}}]\n"
+        )
+    };
+    let r = apply_as_alice(
+        &c,
+        &claim("records", "residencyguard.io/data-class: personal"),
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let r = apply_as_alice(&c, &pod("copy", "records"));
+    assert!(
+        !r.ok,
+        "an unlabelled pod mounting a personal-data claim ran abroad"
+    );
+    for text in [
+        "Pod e2e-graph-claims/copy carries personal information (residencyguard.io/data-class=personal on PersistentVolumeClaim e2e-graph-claims/records)",
+        "policy e2e-personal",
+    ] {
+        assert!(
+            r.stderr.contains(text),
+            "missing {text:?} in:\n{}",
+            r.stderr
+        );
+    }
+    let r = as_alice(
+        &c,
+        &[
+            "label",
+            "pvc",
+            "records",
+            "-n",
+            apps,
+            "residencyguard.io/data-class-",
+        ],
+    );
+    assert!(!r.ok, "the claim was declassified without the verb");
+    assert!(
+        r.stderr.contains(&format!(
+            "PersistentVolumeClaim {apps}/records: this update removes data class [personal]"
+        )),
+        "{}",
+        r.stderr
+    );
+    // A pod without the claim is none of our business.
+    let plain = pod("plain", "records").replace(
+        "  volumes: [{name: d, persistentVolumeClaim: {claimName: records}}]\n",
+        "",
+    );
+    let r = apply_as_alice(&c, &plain);
+    assert!(r.ok, "{}", r.stderr);
+}
