@@ -83,6 +83,7 @@ pub use volumes::{
 };
 pub use workload::{
     AffinityView, ClaimSourceView, ClaimSpecView, ClaimTemplateMeta, ClaimTemplateView,
-    EphemeralView, IscsiView, Labels, MonitorsView, NfsView, OwnerRef, PodSpecView, VolumeView,
-    Workload, WorkloadError, WorkloadKind, WorkloadObject,
+    EphemeralView, FirstPrivileged, IscsiView, Labels, MonitorsView, NfsView, OwnerRef,
+    PodSpecView, PrivilegedContainer, VolumeView, Workload, WorkloadError, WorkloadKind,
+    WorkloadObject,
 };

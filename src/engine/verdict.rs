@@ -25,7 +25,9 @@ pub enum Code {
     EgressOutsideMainland,
     /// ClusterOnly: an ipBlock reaches addresses outside the cluster.
     EgressExternalForbidden,
-    /// hostNetwork pods bypass NetworkPolicy.
+    /// hostNetwork pods bypass NetworkPolicy (and so do hostPID pods with a
+    /// privileged container, or one adding SYS_ADMIN: they can join the
+    /// node's network namespace).
     HostNetwork,
     /// A volume is bound to a PersistentVolume outside mainland China, or
     /// one whose location cannot be established.
