@@ -82,8 +82,8 @@ pub use volumes::{
     endpoint_host, locate as locate_volume,
 };
 pub use workload::{
-    AffinityView, ClaimSourceView, ClaimSpecView, ClaimTemplateMeta, ClaimTemplateView,
-    EphemeralView, FirstPrivileged, IscsiView, Labels, MonitorsView, NfsView, OwnerRef,
-    PodSpecView, PrivilegedContainer, VolumeView, Workload, WorkloadError, WorkloadKind,
-    WorkloadObject,
+    AffinityView, AzureFileView, ClaimSourceView, ClaimSpecView, ClaimTemplateMeta,
+    ClaimTemplateView, CsiView, EphemeralView, FirstPrivileged, IscsiView, Labels, MonitorsView,
+    NfsView, OwnerRef, PodSpecView, PrivilegedContainer, VolumeView, Workload, WorkloadError,
+    WorkloadKind, WorkloadObject,
 };

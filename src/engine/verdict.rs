@@ -33,7 +33,9 @@ pub enum Code {
     /// one whose location cannot be established.
     VolumeOutsideMainland,
     /// A claim not bound yet (or a claim template) whose StorageClass does
-    /// not guarantee provisioning in mainland China.
+    /// not guarantee provisioning in mainland China; or a volume whose store
+    /// cannot be located from the cluster (an object store, Azure Files, an
+    /// inline CSI driver not known).
     VolumeNotGuaranteed,
     /// An NFS, iSCSI or Ceph server outside mainland-China address space.
     StorageEndpointOutside,

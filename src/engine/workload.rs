@@ -348,6 +348,28 @@ pub struct VolumeView {
     pub cephfs: Option<MonitorsView>,
     #[serde(default)]
     pub rbd: Option<MonitorsView>,
+    /// An inline CSI volume: its driver and attributes.
+    #[serde(default)]
+    pub csi: Option<CsiView>,
+    /// An Azure Files share (named by storage account, not by place).
+    #[serde(default)]
+    pub azure_file: Option<AzureFileView>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CsiView {
+    #[serde(default)]
+    pub driver: String,
+    #[serde(default)]
+    pub volume_attributes: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureFileView {
+    #[serde(default)]
+    pub share_name: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
