@@ -348,12 +348,13 @@ pub struct VolumeView {
     pub cephfs: Option<MonitorsView>,
     #[serde(default)]
     pub rbd: Option<MonitorsView>,
-    /// An inline CSI volume: its driver and attributes.
+    /// An inline CSI volume: its driver and attributes. Boxed, as the
+    /// next: rare, and every pod's volumes are kept by the operator.
     #[serde(default)]
-    pub csi: Option<CsiView>,
+    pub csi: Option<Box<CsiView>>,
     /// An Azure Files share (named by storage account, not by place).
     #[serde(default)]
-    pub azure_file: Option<AzureFileView>,
+    pub azure_file: Option<Box<AzureFileView>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
