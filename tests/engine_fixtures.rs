@@ -344,7 +344,59 @@ fn egress_under_mainland_only() {
             ("selector-miss", DENY, &[EgressUnrestricted]),
             ("external-name", PASS, &[]),
             ("host-network", DENY, &[HostNetwork, EgressUnrestricted]),
+            ("host-pid-privileged", DENY, &[HostNetwork]),
+            ("host-pid-sys-admin", DENY, &[HostNetwork]),
+            ("host-pid-ephemeral", DENY, &[HostNetwork]),
+            ("host-pid-unprivileged", PASS, &[]),
+            ("privileged-without-host-pid", PASS, &[]),
         ],
+    );
+    // hostPID with a container that may enter namespaces: the field is
+    // hostPID, and the message names the container and what lets it in.
+    for (name, field, container, why) in [
+        (
+            "host-pid-privileged",
+            "spec.template.spec.hostPID",
+            "container debug is privileged (spec.template.spec.containers[1].securityContext.privileged: true)",
+            "drop privileged: true from container debug",
+        ),
+        (
+            "host-pid-sys-admin",
+            "spec.template.spec.hostPID",
+            "container setup adds capability CAP_SYS_ADMIN (spec.template.spec.initContainers[0].securityContext.capabilities.add)",
+            "drop capability CAP_SYS_ADMIN from container setup",
+        ),
+        (
+            "host-pid-ephemeral",
+            "spec.hostPID",
+            "container debugger adds capability all (spec.ephemeralContainers[0].securityContext.capabilities.add)",
+            "drop capability all from container debugger",
+        ),
+    ] {
+        let (_, x) = v[name].violations().next().unwrap();
+        assert_eq!(x.field, field, "{name}");
+        let text = x.message.text();
+        assert!(
+            text.en.contains(container) && text.en.contains("nsenter -t 1 -n"),
+            "{name}: {}",
+            text.en
+        );
+        assert!(
+            text.en.contains(&format!("remove hostPID: true, or {why}")),
+            "{name}: {}",
+            text.en
+        );
+        assert!(
+            text.zh.contains("hostPID 为 true") && text.zh.contains("节点的网络命名空间"),
+            "{name}: {}",
+            text.zh
+        );
+    }
+    let (_, x) = v["host-pid-privileged"].violations().next().unwrap();
+    assert!(
+        matches!(&x.evidence, Evidence::Egress(_)),
+        "{:?}",
+        x.evidence
     );
     let (_, x) = v["additive"].violations().next().unwrap();
     assert_eq!(

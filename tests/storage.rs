@@ -673,3 +673,269 @@ fn a_host_name_is_noted_once_however_many_volumes_name_it() {
         .count();
     assert_eq!(notes, 1, "{:?}", v.notices);
 }
+
+// --- CSI volumes and stores that cannot be located ----------------------
+
+/// NFS and SMB CSI volumes name their server in `volumeAttributes`: judged
+/// as `nfs.server`, inline or through a PersistentVolume.
+#[test]
+fn server_naming_csi_volumes_are_judged_by_their_server() {
+    let snap = snapshot(&[]);
+    let field = |attr: &str| format!("spec.template.spec.volumes[0].csi.volumeAttributes.{attr}");
+    let cases = [
+        (
+            json!({"driver": "nfs.csi.k8s.io", "volumeAttributes": {"server": FOREIGN_IP, "share": "/"}}),
+            Some(field("server")),
+        ),
+        (
+            json!({"driver": "nfs.csi.k8s.io", "volumeAttributes": {"server": MAINLAND_IP, "share": "/"}}),
+            None,
+        ),
+        (
+            json!({"driver": "smb.csi.k8s.io", "volumeAttributes": {"source": format!("//{FOREIGN_IP}/share")}}),
+            Some(field("source")),
+        ),
+        (
+            json!({"driver": "smb.csi.k8s.io", "volumeAttributes": {"source": format!("\\\\{FOREIGN_IP}\\share")}}),
+            Some(field("source")),
+        ),
+        (
+            json!({"driver": "smb.csi.k8s.io", "volumeAttributes": {"source": format!("//{MAINLAND_IP}/share")}}),
+            None,
+        ),
+    ];
+    for (csi, expected) in cases {
+        let v = judge(&snap, &deployment(json!([{"name": "remote", "csi": csi}])));
+        match expected {
+            None => assert!(storage(&v).is_empty(), "{csi}: {:?}", storage(&v)),
+            Some(field) => {
+                assert_eq!(
+                    only(&v),
+                    (Code::StorageEndpointOutside, field, "endpointOutside"),
+                    "{csi}"
+                );
+                let en = message(&v, Lang::En);
+                assert!(
+                    en.contains(&format!("is {FOREIGN_IP}: address {FOREIGN_IP}")),
+                    "{en}"
+                );
+            }
+        }
+    }
+    // A host name is a notice, as for nfs.
+    let v = judge(
+        &snap,
+        &deployment(
+            json!([{"name": "remote", "csi": {"driver": "smb.csi.k8s.io",
+            "volumeAttributes": {"source": "//files.example.com/share"}}}]),
+        ),
+    );
+    assert!(v.compliant(), "{:?}", storage(&v));
+    assert!(v.notices.iter().any(
+        |n| n.code == "StorageEndpointUnverified" && n.message.en.contains("files.example.com")
+    ));
+    // No server attribute: the server is not named.
+    let v = judge(
+        &snap,
+        &deployment(
+            json!([{"name": "remote", "csi": {"driver": "nfs.csi.k8s.io", "volumeAttributes": {"share": "/"}}}]),
+        ),
+    );
+    assert_eq!(
+        only(&v),
+        (Code::VolumeNotGuaranteed, field("server"), "csiNoServer")
+    );
+}
+
+#[test]
+fn a_pv_of_the_nfs_or_smb_csi_driver_is_judged_by_its_server() {
+    for (driver, attrs, field) in [
+        (
+            "nfs.csi.k8s.io",
+            json!({"server": FOREIGN_IP, "share": "/export"}),
+            "csi.volumeAttributes.server",
+        ),
+        (
+            "smb.csi.k8s.io",
+            json!({"source": format!("//{FOREIGN_IP}/export")}),
+            "csi.volumeAttributes.source",
+        ),
+    ] {
+        let volume = pv(
+            "pv-remote",
+            json!({}),
+            json!({"csi": {"driver": driver, "volumeHandle": "h", "volumeAttributes": attrs}}),
+        );
+        let snap = snapshot(&[volume, pvc("data", Some(""), Some("pv-remote"))]);
+        let v = judge(&snap, &deployment(claim_volume("data")));
+        assert_eq!(
+            only(&v),
+            (
+                Code::StorageEndpointOutside,
+                CLAIM_FIELD.into(),
+                "endpointOutside"
+            ),
+            "{driver}"
+        );
+        assert!(
+            message(&v, Lang::En).contains(&format!("PersistentVolume pv-remote's {field}")),
+            "{}",
+            message(&v, Lang::En)
+        );
+        // At a mainland address, with no topology: the server decides.
+        let attrs = match driver {
+            "nfs.csi.k8s.io" => json!({"server": MAINLAND_IP, "share": "/export"}),
+            _ => json!({"source": format!("//{MAINLAND_IP}/export")}),
+        };
+        let volume = pv(
+            "pv-remote",
+            json!({}),
+            json!({"csi": {"driver": driver, "volumeHandle": "h", "volumeAttributes": attrs}}),
+        );
+        let snap = snapshot(&[volume, pvc("data", Some(""), Some("pv-remote"))]);
+        assert!(
+            storage(&judge(&snap, &deployment(claim_volume("data")))).is_empty(),
+            "{driver}"
+        );
+    }
+}
+
+/// Object stores, Azure Files and inline CSI drivers not known cannot be
+/// located: VolumeNotGuaranteed with the reason and the driver. Drivers that
+/// only put secrets or certificates on the node need nothing.
+#[test]
+fn stores_that_cannot_be_located_are_not_guaranteed() {
+    let snap = snapshot(&[]);
+    let csi = |driver: &str| json!({"name": "store", "csi": {"driver": driver, "volumeAttributes": {"bucketName": "b"}}});
+    let at = |f: &str| format!("spec.template.spec.volumes[0].{f}");
+    let cases = [
+        (
+            csi("blob.csi.azure.com"),
+            at("csi.driver"),
+            "objectStore",
+            "Azure Blob Storage (driver blob.csi.azure.com)",
+        ),
+        (
+            csi("s3.csi.aws.com"),
+            at("csi.driver"),
+            "objectStore",
+            "Amazon S3",
+        ),
+        (
+            csi("ossplugin.csi.alibabacloud.com"),
+            at("csi.driver"),
+            "objectStore",
+            "Alibaba Cloud OSS",
+        ),
+        (
+            csi("com.tencent.cloud.csi.cosfs"),
+            at("csi.driver"),
+            "objectStore",
+            "Tencent Cloud COS",
+        ),
+        (
+            csi("fuse.csi.fluid.io"),
+            at("csi.driver"),
+            "objectStore",
+            "Fluid dataset",
+        ),
+        (
+            csi("gcsfuse.csi.storage.gke.io"),
+            at("csi.driver"),
+            "objectStore",
+            "Google Cloud Storage",
+        ),
+        (
+            csi("file.csi.azure.com"),
+            at("csi.driver"),
+            "objectStore",
+            "Azure Files",
+        ),
+        (
+            json!({"name": "store", "azureFile": {"secretName": "s", "shareName": "share"}}),
+            at("azureFile"),
+            "objectStore",
+            "Azure Files (driver azureFile)",
+        ),
+        (
+            csi("example.vendor.io"),
+            at("csi.driver"),
+            "csiDriverUnknown",
+            "inline CSI volume of driver example.vendor.io, which this check does not know",
+        ),
+    ];
+    for (volume, field, reason, text) in cases {
+        let v = judge(&snap, &deployment(json!([volume])));
+        assert_eq!(
+            only(&v),
+            (Code::VolumeNotGuaranteed, field, reason),
+            "{volume}"
+        );
+        let en = message(&v, Lang::En);
+        assert!(en.contains(text), "{en}");
+        assert!(en.contains("spec.exemptions"), "{en}");
+        let zh = message(&v, Lang::ZhCn);
+        assert!(zh.contains("卷 store"), "{zh}");
+        let driver = v
+            .violations()
+            .find_map(|(_, x)| match &x.evidence {
+                Evidence::Storage(e) => e.driver.clone(),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let written = volume["csi"]["driver"].as_str().unwrap_or("azureFile");
+        assert_eq!(driver, written, "{volume}");
+    }
+    for driver in ["secrets-store.csi.k8s.io", "csi.cert-manager.io"] {
+        let v = judge(&snap, &deployment(json!([csi(driver)])));
+        assert!(storage(&v).is_empty(), "{driver}: {:?}", storage(&v));
+    }
+}
+
+/// A PersistentVolume of an object store (or Azure Files) cannot be located
+/// whatever its topology says: the topology is where nodes may mount it.
+/// A PV of a disk driver not on the list is judged by its topology, as
+/// before.
+#[test]
+fn a_pv_of_an_object_store_cannot_be_located_whatever_its_topology() {
+    let blob = pv(
+        "pv-blob",
+        json!({"topology.kubernetes.io/region": "cn-north-1"}),
+        json!({"csi": {"driver": "blob.csi.azure.com", "volumeHandle": "acct#c",
+            "volumeAttributes": {"containerName": "c"}}}),
+    );
+    let share = pv(
+        "pv-share",
+        json!({}),
+        json!({"azureFile": {"secretName": "s", "shareName": "share"}}),
+    );
+    let disk = pv(
+        "pv-disk",
+        json!({}),
+        zone_affinity("topology.ebs.csi.aws.com/zone", &["cn-north-1a"]),
+    );
+    let snap = snapshot(&[
+        blob,
+        share,
+        disk,
+        pvc("blob", Some(""), Some("pv-blob")),
+        pvc("share", Some(""), Some("pv-share")),
+        pvc("disk", Some(""), Some("pv-disk")),
+    ]);
+    for (claim, driver) in [("blob", "blob.csi.azure.com"), ("share", "azureFile")] {
+        let v = judge(&snap, &deployment(claim_volume(claim)));
+        assert_eq!(
+            only(&v),
+            (Code::VolumeNotGuaranteed, CLAIM_FIELD.into(), "objectStore"),
+            "{claim}"
+        );
+        let en = message(&v, Lang::En);
+        assert!(
+            en.contains(&format!(
+                "is bound to PersistentVolume pv-{claim}, which uses"
+            )) && en.contains(driver),
+            "{en}"
+        );
+    }
+    assert!(storage(&judge(&snap, &deployment(claim_volume("disk")))).is_empty());
+}

@@ -5,7 +5,9 @@
 //! union of the egress rules of every policy in its namespace that selects
 //! it. Peers by pod/namespace selector are in-cluster; an ipBlock reaches its
 //! cidr minus except; a rule with no `to` reaches everything. hostNetwork
-//! pods bypass NetworkPolicy altogether.
+//! pods bypass NetworkPolicy altogether, and so do `hostPID` pods with a
+//! container that may enter namespaces (it can join the node's network
+//! namespace: `nsenter -t 1 -n`).
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -21,6 +23,7 @@ use super::network::{AddressSpace, CompiledNetworkPolicy, EMPTY_TO, EvidenceCoun
 use super::policy::CompiledPolicy;
 use super::text::{Message, Text};
 use super::verdict::{Code, Notice, Violation};
+use super::workload::PrivilegedContainer;
 use super::{Snapshot, Workload, WorkloadKind};
 use crate::api::{DATA_CLASS_LABEL, EgressMode};
 
@@ -28,8 +31,11 @@ use crate::api::{DATA_CLASS_LABEL, EgressMode};
 /// computed once per workload.
 pub(crate) fn effective_egress(workload: &Workload, snapshot: &Snapshot) -> EffectiveEgress {
     let space = &snapshot.address_space;
+    // hostPID with a container that may enter namespaces is the node's
+    // network too: judged exactly as hostNetwork.
     let mut eff = EffectiveEgress {
-        host_network: workload.pod.host_network == Some(true),
+        host_network: workload.pod.host_network == Some(true)
+            || workload.pod.enters_node_network().is_some(),
         ..EffectiveEgress::default()
     };
     let selecting: Vec<&CompiledNetworkPolicy> = snapshot
@@ -112,6 +118,41 @@ pub(crate) fn effective_egress(workload: &Workload, snapshot: &Snapshot) -> Effe
     eff
 }
 
+/// The problem and fix of a `hostPID` pod with a container that may enter
+/// namespaces: it can run in the node's network namespace.
+fn host_pid_texts(
+    prefix: &str,
+    list: &str,
+    c: &PrivilegedContainer,
+) -> (String, String, String, String) {
+    let at = format!("{prefix}.{list}[{}]", c.index);
+    let name = &c.name;
+    let (why_en, why_zh, drop_en, drop_zh) = match &c.capability {
+        None => (
+            format!("is privileged ({at}.securityContext.privileged: true)"),
+            format!("为特权容器（{at}.securityContext.privileged: true）"),
+            "privileged: true".to_string(),
+            "privileged: true".to_string(),
+        ),
+        Some(cap) => (
+            format!("adds capability {cap} ({at}.securityContext.capabilities.add)"),
+            format!("添加了 {cap} 能力（{at}.securityContext.capabilities.add）"),
+            format!("capability {cap}"),
+            format!("{cap} 能力"),
+        ),
+    };
+    (
+        format!(
+            "{prefix}.hostPID is true and container {name} {why_en}, so it can enter the node's network namespace (nsenter -t 1 -n) and bypass every NetworkPolicy, as a host-network pod does"
+        ),
+        format!(
+            "{prefix}.hostPID 为 true，且容器 {name} {why_zh}，因此可进入节点的网络命名空间（nsenter -t 1 -n），与主机网络 Pod 一样不受任何 NetworkPolicy 约束"
+        ),
+        format!("remove hostPID: true, or drop {drop_en} from container {name}"),
+        format!("删除 hostPID: true，或从容器 {name} 中去掉 {drop_zh}"),
+    )
+}
+
 fn first_outside(cidr: IpNet, except: &[IpNet], of: &IpSet) -> Option<IpAddr> {
     IpSet::from_nets([cidr])
         .subtract(&IpSet::from_nets(except.iter().copied()))
@@ -173,7 +214,8 @@ pub(crate) fn check(
     let mut out = Vec::new();
     let prefix = ctx.workload.pod_spec_path();
 
-    if eff.host_network {
+    let pod = &ctx.workload.pod;
+    if eff.host_network && pod.host_network == Some(true) {
         out.push(Violation {
             code: Code::HostNetwork,
             field: format!("{prefix}.hostNetwork"),
@@ -188,6 +230,16 @@ pub(crate) fn check(
                     "删除 hostNetwork: true".into(),
                 )
             }),
+            exempted: false,
+        });
+    } else if eff.host_network
+        && let Some((list, c)) = pod.enters_node_network()
+    {
+        out.push(Violation {
+            code: Code::HostNetwork,
+            field: format!("{prefix}.hostPID"),
+            evidence: Evidence::Egress(no_evidence.clone()),
+            message: lead(&|| host_pid_texts(prefix, list, c)),
             exempted: false,
         });
     }

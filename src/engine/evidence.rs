@@ -175,7 +175,8 @@ pub struct StorageEvidence {
     pub volume: String,
     /// Why, in one word: `boundOutside`, `volumeUnknown`, `claimNotFound`,
     /// `noDefaultClass`, `preProvisioned`, `classUnknown`,
-    /// `provisionedAnywhere`, `topologyOutside`, `endpointOutside`.
+    /// `provisionedAnywhere`, `topologyOutside`, `endpointOutside`,
+    /// `objectStore`, `csiNoServer`, `csiDriverUnknown`.
     pub reason: &'static str,
     /// `namespace/name` of the claim.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -190,6 +191,9 @@ pub struct StorageEvidence {
     /// The remote server, as written, and its field.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// The CSI driver (or `azureFile`) of a store that cannot be located.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub country: Option<String>,
     /// Further claims of the same template with the same fault.

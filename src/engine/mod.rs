@@ -87,8 +87,9 @@ pub use volumes::{
     endpoint_host, locate as locate_volume,
 };
 pub use workload::{
-    AffinityView, ClaimSourceView, ClaimSpecView, ClaimTemplateMeta, ClaimTemplateView,
-    EphemeralView, IscsiView, Labels, MonitorsView, NfsView, OwnerRef, PodSpecView, VolumeView,
-    Workload, WorkloadError, WorkloadKind, WorkloadObject,
+    AffinityView, AzureFileView, ClaimSourceView, ClaimSpecView, ClaimTemplateMeta,
+    ClaimTemplateView, CsiView, EphemeralView, FirstPrivileged, IscsiView, Labels, MonitorsView,
+    NfsView, OwnerRef, PodSpecView, PrivilegedContainer, VolumeView, Workload, WorkloadError,
+    WorkloadKind, WorkloadObject,
 };
 pub use workload_change::only_removes_or_narrows;

@@ -4,8 +4,11 @@
 //! judged: a claim bound (or pre-bound) to a PersistentVolume by where the
 //! PV is; a claim not bound yet, an ephemeral volume's claim template and
 //! a StatefulSet's claim templates by what their StorageClass guarantees;
-//! NFS, iSCSI and Ceph servers by their address. emptyDir, configMap,
-//! secret, downwardAPI and projected volumes stay on the pod's node, which
+//! NFS, iSCSI and Ceph servers (and those NFS and SMB CSI volumes name) by
+//! their address; object stores, Azure Files and inline CSI drivers not
+//! known cannot be located, and fail closed. emptyDir, configMap, secret,
+//! downwardAPI and projected volumes (and the CSI drivers that only put
+//! secrets or certificates on the node) stay on the pod's node, which
 //! placement already judges. The facts are computed once per workload;
 //! each governing policy that checks storage turns them into violations.
 
@@ -17,8 +20,8 @@ use super::policy::CompiledPolicy;
 use super::text::{Message, Text};
 use super::verdict::{Code, Notice, Violation};
 use super::volumes::{
-    ClaimRecord, ClassGuarantee, EndpointStanding, StorageIndex, VolumeLocation, endpoint,
-    judge_endpoint,
+    ClaimRecord, ClassGuarantee, CsiData, EndpointStanding, StorageIndex, UnlocatedStore,
+    VolumeLocation, csi_data, endpoint, judge_endpoint,
 };
 use super::workload::{ClaimTemplateView, VolumeView};
 use super::{Snapshot, Workload, WorkloadKind};
@@ -155,6 +158,28 @@ impl Judge<'_> {
                 endpoints.push(endpoint(&format!("{source}.monitors"), m));
             }
         }
+        let mut unlocated = None;
+        if let Some(csi) = &v.csi {
+            match csi_data(&csi.driver, csi.volume_attributes.as_ref()) {
+                CsiData::Server(e) => endpoints.push(e),
+                CsiData::OnNode => {}
+                CsiData::Unlocated(u) => unlocated = Some(u),
+                CsiData::UnknownDriver => {
+                    unlocated = Some(UnlocatedStore::unknown_driver(&csi.driver));
+                }
+            }
+        }
+        if v.azure_file.is_some() {
+            unlocated = Some(UnlocatedStore::azure_file());
+        }
+        if let Some(u) = unlocated {
+            let origin = Origin {
+                volume: &v.name,
+                field: format!("{field}.{}", u.field),
+                claim: None,
+            };
+            facts.findings.push(unlocated_store(&u, &origin, None));
+        }
         for e in &endpoints {
             let origin = Origin {
                 volume: &v.name,
@@ -280,6 +305,13 @@ impl Judge<'_> {
                 claim: origin.claim.clone(),
             };
             self.endpoint(&e.server, &origin, Some((name, &e.field)), facts);
+        }
+        // An object store or a managed share: its topology says where
+        // nodes may mount it, not where the data is.
+        if let Some(u) = &pv.record.unlocated {
+            let mut f = unlocated_store(u, origin, Some(name));
+            f.evidence.storage_class = class.map(str::to_string);
+            return Some(f);
         }
         if pv.location.is_mainland() {
             return None;
@@ -571,8 +603,102 @@ fn evidence(
         storage_class: class.map(str::to_string),
         location: None,
         endpoint: endpoint.map(str::to_string),
+        driver: None,
         country: None,
         more_claims: 0,
+    }
+}
+
+/// A volume whose store cannot be located (an object store, Azure Files, an
+/// inline CSI driver not known, a server-naming CSI volume naming none),
+/// inline or through PersistentVolume `pv`.
+fn unlocated_store(u: &UnlocatedStore, origin: &Origin<'_>, pv: Option<&str>) -> Finding {
+    let driver = &u.driver;
+    let (of_en, of_zh) = match pv {
+        Some(pv) => (
+            format!(
+                "{} is bound to PersistentVolume {pv}, which",
+                claim_en(origin)
+            ),
+            format!("{}绑定到 PersistentVolume {pv}，该卷", claim_zh(origin)),
+        ),
+        None => (
+            format!("{} (field {})", claim_en(origin), origin.field),
+            format!("{}（字段 {}）", claim_zh(origin), origin.field),
+        ),
+    };
+    let exempt_en = "if the data is known to stay in mainland China, record that approval as an exemption in the policy (spec.exemptions)";
+    let exempt_zh = "若已确认数据留存在中国大陆境内，请在策略中以豁免记录该批准（spec.exemptions）";
+    let (what, fix) = match u.reason {
+        "objectStore" => (
+            Text {
+                en: format!(
+                    "{of_en} uses {} (driver {driver}): it names a bucket, account or share, not a place, and where that store keeps the data cannot be established from the cluster",
+                    u.store
+                ),
+                zh: format!(
+                    "{of_zh}使用 {}（驱动 {driver}）：它指定的是存储桶、账户或共享，而非位置，无法从集群确定该存储将数据保存在何处",
+                    u.store
+                ),
+            },
+            Text {
+                en: format!(
+                    "keep the data on storage whose location the cluster can establish (a PersistentVolumeClaim whose StorageClass provisions in mainland China, or an NFS or SMB server at a mainland address); {exempt_en}"
+                ),
+                zh: format!(
+                    "将数据保存在集群可确定位置的存储上（其 StorageClass 在中国大陆制备卷的 PersistentVolumeClaim，或位于中国大陆地址的 NFS 或 SMB 服务器）；{exempt_zh}"
+                ),
+            },
+        ),
+        "csiNoServer" => (
+            Text {
+                en: format!(
+                    "{of_en} uses CSI driver {driver} without a server in csi.volumeAttributes.{}, so the server holding its data is not named",
+                    u.store
+                ),
+                zh: format!(
+                    "{of_zh}使用 CSI 驱动 {driver}，但 csi.volumeAttributes.{} 中未指定服务器，无法确定保存数据的服务器",
+                    u.store
+                ),
+            },
+            Text {
+                en: format!(
+                    "name the server in csi.volumeAttributes.{}, at an address in mainland China",
+                    u.store
+                ),
+                zh: format!(
+                    "在 csi.volumeAttributes.{} 中指定位于中国大陆地址的服务器",
+                    u.store
+                ),
+            },
+        ),
+        _ => (
+            Text {
+                en: format!(
+                    "{of_en} is an inline CSI volume of driver {driver}, which this check does not know, so where it stores the data cannot be established"
+                ),
+                zh: format!(
+                    "{of_zh}是驱动 {driver} 的内联 CSI 卷，本检查不认识该驱动，无法确定其数据存储在何处"
+                ),
+            },
+            Text {
+                en: format!(
+                    "use a PersistentVolumeClaim whose PersistentVolume or StorageClass places the data in mainland China; {exempt_en}"
+                ),
+                zh: format!(
+                    "改用其 PersistentVolume 或 StorageClass 将数据置于中国大陆的 PersistentVolumeClaim；{exempt_zh}"
+                ),
+            },
+        ),
+    };
+    let mut ev = evidence(origin, u.reason, pv, None, None);
+    ev.driver = Some(driver.clone());
+    Finding {
+        code: Code::VolumeNotGuaranteed,
+        field: origin.field.clone(),
+        evidence: ev,
+        what,
+        fix,
     }
 }
 

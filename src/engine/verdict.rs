@@ -25,13 +25,17 @@ pub enum Code {
     EgressOutsideMainland,
     /// ClusterOnly: an ipBlock reaches addresses outside the cluster.
     EgressExternalForbidden,
-    /// hostNetwork pods bypass NetworkPolicy.
+    /// hostNetwork pods bypass NetworkPolicy (and so do hostPID pods with a
+    /// privileged container, or one adding SYS_ADMIN: they can join the
+    /// node's network namespace).
     HostNetwork,
     /// A volume is bound to a PersistentVolume outside mainland China, or
     /// one whose location cannot be established.
     VolumeOutsideMainland,
     /// A claim not bound yet (or a claim template) whose StorageClass does
-    /// not guarantee provisioning in mainland China.
+    /// not guarantee provisioning in mainland China; or a volume whose store
+    /// cannot be located from the cluster (an object store, Azure Files, an
+    /// inline CSI driver not known).
     VolumeNotGuaranteed,
     /// An NFS, iSCSI or Ceph server outside mainland-China address space.
     StorageEndpointOutside,

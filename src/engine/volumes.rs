@@ -117,6 +117,153 @@ pub struct Endpoint {
     pub server: String,
 }
 
+/// CSI drivers whose volumes name the server holding the data, and the
+/// volume attribute that names it: judged as `nfs.server` is. Sources:
+/// kubernetes-csi/csi-driver-nfs (`server`, with `share`) and
+/// kubernetes-csi/csi-driver-smb (`source`, `//server/share`), both listed
+/// in the Kubernetes CSI driver list (kubernetes-csi/docs, drivers.md).
+pub const SERVER_CSI_DRIVERS: [(&str, &str); 2] =
+    [("nfs.csi.k8s.io", "server"), ("smb.csi.k8s.io", "source")];
+
+/// CSI drivers whose data lives in an object store (or a managed share, or
+/// a cache of one) that the volume names by account, bucket or dataset,
+/// never by place: where the data is cannot be known from the cluster.
+/// Sources: the Kubernetes CSI driver list (kubernetes-csi/docs,
+/// drivers.md: `ossplugin.csi.alibabacloud.com`, `file.csi.azure.com`,
+/// `com.tencent.cloud.csi.cosfs`, `gcs.csi.ofek.dev`, `csi.juicefs.com`)
+/// and each driver's project: kubernetes-sigs/blob-csi-driver
+/// (`blob.csi.azure.com`), awslabs/mountpoint-s3-csi-driver
+/// (`s3.csi.aws.com`), GoogleCloudPlatform/gcs-fuse-csi-driver
+/// (`gcsfuse.csi.storage.gke.io`), fluid-cloudnative/fluid
+/// (`fuse.csi.fluid.io`).
+pub const OBJECT_STORE_CSI_DRIVERS: [(&str, &str); 9] = [
+    ("blob.csi.azure.com", "Azure Blob Storage"),
+    ("file.csi.azure.com", "Azure Files"),
+    ("s3.csi.aws.com", "Amazon S3 (Mountpoint)"),
+    ("ossplugin.csi.alibabacloud.com", "Alibaba Cloud OSS"),
+    ("com.tencent.cloud.csi.cosfs", "Tencent Cloud COS"),
+    (
+        "gcsfuse.csi.storage.gke.io",
+        "Google Cloud Storage (Cloud Storage FUSE)",
+    ),
+    ("gcs.csi.ofek.dev", "Google Cloud Storage"),
+    (
+        "fuse.csi.fluid.io",
+        "a Fluid dataset (a cache of a remote store)",
+    ),
+    ("csi.juicefs.com", "JuiceFS (on an object store)"),
+];
+
+/// Inline CSI drivers that only put data onto the node for the pod (secrets
+/// fetched from a secrets store, certificates minted for it) and store
+/// nothing off the node: placement judges them, as `secret` volumes.
+/// Sources: kubernetes-sigs/secrets-store-csi-driver
+/// (`secrets-store.csi.k8s.io`, "Ephemeral" in the CSI driver list),
+/// cert-manager/csi-driver (`csi.cert-manager.io`).
+pub const ON_NODE_CSI_DRIVERS: [&str; 2] = ["secrets-store.csi.k8s.io", "csi.cert-manager.io"];
+
+/// The in-tree Azure Files volume type, read as a store of unknown place.
+pub const AZURE_FILE: &str = "azureFile";
+
+/// Where a CSI volume keeps its data, as far as its driver and attributes
+/// tell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CsiData {
+    /// On the server its attributes name (`csi.volumeAttributes.server`).
+    Server(Endpoint),
+    /// On the node only.
+    OnNode,
+    /// Somewhere the volume does not tell (an object store, a server the
+    /// attributes do not name).
+    Unlocated(UnlocatedStore),
+    /// A driver this engine does not know.
+    UnknownDriver,
+}
+
+/// A volume whose store cannot be located from the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnlocatedStore {
+    /// The field at fault, relative to the volume source: `csi.driver`,
+    /// `azureFile`, `csi.volumeAttributes.server`.
+    pub field: String,
+    /// The CSI driver, or `azureFile`.
+    pub driver: String,
+    /// Why, in one word: `objectStore`, `csiNoServer` (a server-naming
+    /// driver whose attributes name none), `csiDriverUnknown`.
+    pub reason: &'static str,
+    /// What the store is (`Azure Blob Storage`), or the attribute that
+    /// should name the server; empty for an unknown driver.
+    pub store: &'static str,
+}
+
+impl UnlocatedStore {
+    /// An inline CSI volume of a driver this engine does not know.
+    pub fn unknown_driver(driver: &str) -> UnlocatedStore {
+        UnlocatedStore {
+            field: "csi.driver".into(),
+            driver: driver.to_string(),
+            reason: "csiDriverUnknown",
+            store: "",
+        }
+    }
+
+    /// An Azure Files share.
+    pub fn azure_file() -> UnlocatedStore {
+        UnlocatedStore {
+            field: AZURE_FILE.into(),
+            driver: AZURE_FILE.into(),
+            reason: "objectStore",
+            store: "Azure Files",
+        }
+    }
+}
+
+/// The server of an SMB source: `//server/share` (or `\\server\share`)
+/// gives `server`.
+fn smb_host(source: &str) -> Option<&str> {
+    source
+        .trim()
+        .trim_start_matches(['/', '\\'])
+        .split(['/', '\\'])
+        .next()
+        .filter(|h| !h.is_empty())
+}
+
+/// Where the data of a CSI volume of `driver` with `attributes` is.
+pub fn csi_data(driver: &str, attributes: Option<&BTreeMap<String, String>>) -> CsiData {
+    if let Some((_, attr)) = SERVER_CSI_DRIVERS.iter().find(|(d, _)| *d == driver) {
+        let value = attributes.and_then(|a| a.get(*attr)).map(String::as_str);
+        let server = match *attr {
+            "source" => value.and_then(smb_host),
+            _ => value.map(str::trim).filter(|v| !v.is_empty()),
+        };
+        return match server {
+            Some(server) => {
+                CsiData::Server(endpoint(&format!("csi.volumeAttributes.{attr}"), server))
+            }
+            None => CsiData::Unlocated(UnlocatedStore {
+                field: format!("csi.volumeAttributes.{attr}"),
+                driver: driver.to_string(),
+                reason: "csiNoServer",
+                store: attr,
+            }),
+        };
+    }
+    if let Some((_, store)) = OBJECT_STORE_CSI_DRIVERS.iter().find(|(d, _)| *d == driver) {
+        return CsiData::Unlocated(UnlocatedStore {
+            field: "csi.driver".into(),
+            driver: driver.to_string(),
+            reason: "objectStore",
+            store,
+        });
+    }
+    if ON_NODE_CSI_DRIVERS.contains(&driver) {
+        return CsiData::OnNode;
+    }
+    CsiData::UnknownDriver
+}
+
 /// A PersistentVolume, projected.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -127,8 +274,13 @@ pub struct VolumeRecord {
     /// `spec.nodeAffinity.required.nodeSelectorTerms`, location keys only;
     /// `None` when there is no required node affinity.
     pub terms: Option<Vec<Vec<TopologyRequirement>>>,
-    /// Remote servers (NFS, iSCSI, Ceph) holding its data.
+    /// Remote servers (NFS, iSCSI, Ceph, NFS and SMB CSI) holding its data.
     pub endpoints: Vec<Endpoint>,
+    /// A store whose place the PV does not tell (Azure Files, an object
+    /// store's CSI driver): its topology says where nodes may mount it,
+    /// not where the data is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unlocated: Option<Box<UnlocatedStore>>,
     pub storage_class: Option<String>,
     /// `spec.claimRef` (namespace, name).
     pub claim: Option<(String, String)>,
@@ -199,7 +351,19 @@ impl VolumeRecord {
                     .collect()
             });
         let mut endpoints = Vec::new();
+        let mut unlocated = None;
         if let Some(s) = spec {
+            if let Some(csi) = &s.csi {
+                match csi_data(&csi.driver, csi.volume_attributes.as_ref()) {
+                    CsiData::Server(e) => endpoints.push(e),
+                    CsiData::Unlocated(u) => unlocated = Some(Box::new(u)),
+                    // A PV of another driver (a disk): its topology decides.
+                    CsiData::OnNode | CsiData::UnknownDriver => {}
+                }
+            }
+            if s.azure_file.is_some() {
+                unlocated = Some(Box::new(UnlocatedStore::azure_file()));
+            }
             if let Some(nfs) = &s.nfs {
                 endpoints.push(endpoint("nfs.server", &nfs.server));
             }
@@ -225,6 +389,7 @@ impl VolumeRecord {
             labels,
             terms,
             endpoints,
+            unlocated,
             storage_class: spec.and_then(|s| s.storage_class_name.clone()),
             claim: spec
                 .and_then(|s| s.claim_ref.as_ref())

@@ -5,12 +5,15 @@
 //! Decoding reads only these fields; everything else (containers,
 //! managedFields, annotations) is skipped by serde without being built.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::NodeAffinity;
-use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::de::{
+    self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
@@ -135,8 +138,196 @@ pub struct PodSpecView {
     pub node_name: Option<String>,
     #[serde(default)]
     pub host_network: Option<bool>,
+    /// `hostPID`: with a container that may enter namespaces (see
+    /// `PrivilegedContainer`), the pod can join the node's network
+    /// namespace (`nsenter -t 1 -n`).
+    #[serde(default, rename = "hostPID")]
+    pub host_pid: Option<bool>,
     #[serde(default)]
     pub volumes: Option<Vec<VolumeView>>,
+    /// The first of `containers` that may enter the node's namespaces.
+    #[serde(default)]
+    pub containers: FirstPrivileged,
+    /// The first of `initContainers` that may.
+    #[serde(default)]
+    pub init_containers: FirstPrivileged,
+    /// The first of `ephemeralContainers` that may.
+    #[serde(default)]
+    pub ephemeral_containers: FirstPrivileged,
+}
+
+impl PodSpecView {
+    /// With `hostPID: true`, the first container (of `containers`, then
+    /// `initContainers`, then `ephemeralContainers`) that may enter the
+    /// node's namespaces: the pod can then use the node's network as a
+    /// `hostNetwork` pod does. Its list's field name comes with it.
+    pub fn enters_node_network(&self) -> Option<(&'static str, &PrivilegedContainer)> {
+        if self.host_pid != Some(true) {
+            return None;
+        }
+        [
+            ("containers", &self.containers),
+            ("initContainers", &self.init_containers),
+            ("ephemeralContainers", &self.ephemeral_containers),
+        ]
+        .into_iter()
+        .find_map(|(list, first)| first.0.as_deref().map(|c| (list, c)))
+    }
+}
+
+/// A container that may enter the node's namespaces (`setns` needs
+/// `CAP_SYS_ADMIN`): `securityContext.privileged: true`, or
+/// `securityContext.capabilities.add` naming `SYS_ADMIN` or `ALL` (any case,
+/// with or without the `CAP_` prefix, as container runtimes accept them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrivilegedContainer {
+    /// Its index in its list, for the field path.
+    pub index: usize,
+    pub name: String,
+    /// The capability added, as written; `None` when it is privileged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
+}
+
+/// The first container of one list that may enter the node's namespaces,
+/// if any. Decoding reads only `name`, `securityContext.privileged` and
+/// `securityContext.capabilities.add` of each container (the rest is
+/// skipped unbuilt, as everywhere in this view) and keeps at most one, so
+/// a pod's view grows by one pointer per list.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct FirstPrivileged(pub Option<Box<PrivilegedContainer>>);
+
+/// What is read of each container.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerDecode<'a> {
+    #[serde(default, borrow)]
+    name: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    security_context: Option<SecurityContextDecode<'a>>,
+}
+
+#[derive(Deserialize)]
+struct SecurityContextDecode<'a> {
+    #[serde(default)]
+    privileged: Option<bool>,
+    #[serde(default, borrow)]
+    capabilities: Option<CapabilitiesDecode<'a>>,
+}
+
+#[derive(Deserialize)]
+struct CapabilitiesDecode<'a> {
+    #[serde(default, borrow)]
+    add: Option<Vec<Str<'a>>>,
+}
+
+/// A string borrowed from the input when it can be (no escapes), so the
+/// containers that are read and dropped cost no allocation.
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct StrVisitor;
+
+        impl<'de> Visitor<'de> for StrVisitor {
+            type Value = Cow<'de, str>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(v))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_string()))
+            }
+
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v))
+            }
+        }
+
+        de.deserialize_str(StrVisitor).map(Str)
+    }
+}
+
+/// Does adding `capability` let a container enter namespaces?
+fn enters_namespaces(capability: &str) -> bool {
+    let c = capability.trim();
+    let c = match c.get(..4) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("CAP_") => c.get(4..).unwrap_or_default(),
+        _ => c,
+    };
+    c.eq_ignore_ascii_case("SYS_ADMIN") || c.eq_ignore_ascii_case("ALL")
+}
+
+impl ContainerDecode<'_> {
+    fn privileged(self, index: usize) -> Option<PrivilegedContainer> {
+        let sc = self.security_context?;
+        let capability = if sc.privileged == Some(true) {
+            None
+        } else {
+            Some(
+                sc.capabilities?
+                    .add?
+                    .into_iter()
+                    .find(|c| enters_namespaces(&c.0))?
+                    .0
+                    .into_owned(),
+            )
+        };
+        Some(PrivilegedContainer {
+            index,
+            name: self.name.map(|n| n.0.into_owned()).unwrap_or_default(),
+            capability,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for FirstPrivileged {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct ListVisitor;
+
+        impl<'de> Visitor<'de> for ListVisitor {
+            type Value = FirstPrivileged;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of containers")
+            }
+
+            fn visit_none<E: de::Error>(self) -> Result<FirstPrivileged, E> {
+                Ok(FirstPrivileged::default())
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<FirstPrivileged, E> {
+                Ok(FirstPrivileged::default())
+            }
+
+            fn visit_some<D: Deserializer<'de>>(self, de: D) -> Result<FirstPrivileged, D::Error> {
+                de.deserialize_seq(self)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FirstPrivileged, A::Error> {
+                let mut first = None;
+                let mut index = 0;
+                // Every element is read (a malformed one is an error, in
+                // whichever decoder), the first that may enter kept.
+                while let Some(c) = seq.next_element::<ContainerDecode<'de>>()? {
+                    if first.is_none() {
+                        first = c.privileged(index).map(Box::new);
+                    }
+                    index += 1;
+                }
+                Ok(FirstPrivileged(first))
+            }
+        }
+
+        de.deserialize_option(ListVisitor)
+    }
 }
 
 /// The parts of a pod volume that say where its data is stored.
@@ -157,6 +348,29 @@ pub struct VolumeView {
     pub cephfs: Option<MonitorsView>,
     #[serde(default)]
     pub rbd: Option<MonitorsView>,
+    /// An inline CSI volume: its driver and attributes. Boxed, as the
+    /// next: rare, and every pod's volumes are kept by the operator.
+    #[serde(default)]
+    pub csi: Option<Box<CsiView>>,
+    /// An Azure Files share (named by storage account, not by place).
+    #[serde(default)]
+    pub azure_file: Option<Box<AzureFileView>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CsiView {
+    #[serde(default)]
+    pub driver: String,
+    #[serde(default)]
+    pub volume_attributes: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureFileView {
+    #[serde(default)]
+    pub share_name: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -882,12 +1096,18 @@ mod tests {
     #[test]
     fn one_pass_agrees_with_two_passes() {
         let tpl = json!({"metadata": {"labels": {"t": "1"}, "annotations": {"a": "b"}},
-            "spec": {"nodeSelector": {"a": "b"}, "containers": [{"name": "c"}], "nodeName": "n",
+            "spec": {"nodeSelector": {"a": "b"}, "nodeName": "n", "hostPID": true,
+                "containers": [{"name": "c", "image": "i", "env": [{"name": "x", "value": "y"}]},
+                    {"name": "de\"bug", "securityContext": {"privileged": true, "runAsUser": 0}}],
+                "initContainers": [{"name": "i", "securityContext": {"capabilities": {"add": ["NET_ADMIN", "SYS_ADMIN"], "drop": ["ALL"]}}}],
+                "ephemeralContainers": null,
                 "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
                     {"nodeSelectorTerms": [{"matchExpressions": [{"key": "k", "operator": "Exists"}]}]}}}}});
         let meta = json!({"name": "d", "labels": {"l": "1"}, "managedFields": [{"f:x": {}}],
             "ownerReferences": [{"kind": "X", "name": "x"}, {"kind": "Y", "name": "y", "controller": true}]});
-        let pod_spec = json!({"nodeSelector": {"a": "b"}, "hostNetwork": true});
+        let pod_spec = json!({"nodeSelector": {"a": "b"}, "hostNetwork": true,
+            "containers": [{"name": "c", "securityContext": {"privileged": false, "capabilities": {"add": ["all"]}}}],
+            "ephemeralContainers": [{"name": "e", "securityContext": {"privileged": true}}]});
         let cron = json!({"jobTemplate": {"spec": {"template": tpl}}});
         const ACCEPTED: usize = 11;
         let cases: Vec<Vec<u8>> = vec![
@@ -975,6 +1195,31 @@ mod tests {
                 ("metadata", meta),
             ]),
             in_order(&[("apiVersion", json!(7)), ("kind", json!("Deployment"))]),
+            // The container fields read are typed too.
+            in_order(&[
+                ("apiVersion", json!("v1")),
+                ("kind", json!("Pod")),
+                ("metadata", json!({"name": "p"})),
+                (
+                    "spec",
+                    json!({"containers": [{"name": "c", "securityContext": {"privileged": "yes"}}]}),
+                ),
+            ]),
+            in_order(&[
+                ("apiVersion", json!("v1")),
+                ("kind", json!("Pod")),
+                ("metadata", json!({"name": "p"})),
+                ("spec", json!({"containers": {"name": "c"}})),
+            ]),
+            in_order(&[
+                ("apiVersion", json!("v1")),
+                ("kind", json!("Pod")),
+                ("metadata", json!({"name": "p"})),
+                (
+                    "spec",
+                    json!({"initContainers": [{"name": "c", "securityContext": {"capabilities": {"add": [1]}}}]}),
+                ),
+            ]),
             b"[\"apps/v1\", \"Deployment\"]".to_vec(),
             b"{\"apiVersion\": \"v1\"".to_vec(),
             b"null".to_vec(),
@@ -987,6 +1232,67 @@ mod tests {
                 Ok(one) => assert_eq!(one.into_workload("default"), two, "{text}"),
                 Err(e) => assert!(i >= ACCEPTED, "refused {text}: {e}"),
             }
+        }
+        // The container fields are read, not skipped, by both.
+        let w = serde_json::from_slice::<WorkloadObject>(&cases[0])
+            .unwrap()
+            .into_workload("default")
+            .unwrap();
+        let (list, c) = w.pod.enters_node_network().unwrap();
+        assert_eq!(
+            (list, c.index, c.name.as_str()),
+            ("containers", 1, "de\"bug")
+        );
+        let init = w.pod.init_containers.0.as_deref().unwrap();
+        assert_eq!(init.capability.as_deref(), Some("SYS_ADMIN"));
+    }
+
+    /// hostPID and the first container of each list that may enter the
+    /// node's namespaces are read; every other container field is skipped.
+    #[test]
+    fn host_pid_and_privileged_containers_are_read() {
+        let doc = json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "x"},
+            "spec": {"template": {"spec": {"hostPID": true,
+                "containers": [
+                    {"name": "app", "image": "i", "securityContext": {"privileged": false, "capabilities": {"add": ["SYS_PTRACE"]}}},
+                    {"name": "sidecar", "securityContext": {"capabilities": {"add": ["NET_RAW", "cap_sys_admin"]}}},
+                    {"name": "debug", "securityContext": {"privileged": true}}
+                ],
+                "initContainers": [{"name": "setup"}],
+                "ephemeralContainers": [{"name": "e", "securityContext": {"capabilities": {"add": ["ALL"]}}}]}}}});
+        let w = Workload::from_value(&doc, "d").unwrap();
+        assert_eq!(w.pod.host_pid, Some(true));
+        let first = |f: &FirstPrivileged| f.0.as_deref().cloned();
+        assert_eq!(
+            first(&w.pod.containers),
+            Some(PrivilegedContainer {
+                index: 1,
+                name: "sidecar".into(),
+                capability: Some("cap_sys_admin".into())
+            })
+        );
+        assert_eq!(first(&w.pod.init_containers), None);
+        assert_eq!(
+            first(&w.pod.ephemeral_containers).map(|c| (c.index, c.capability)),
+            Some((0, Some("ALL".to_string())))
+        );
+        let (list, c) = w.pod.enters_node_network().unwrap();
+        assert_eq!((list, c.name.as_str()), ("containers", "sidecar"));
+        // Without hostPID the containers do not reach the node's network.
+        let mut no_pid = w.pod.clone();
+        no_pid.host_pid = Some(false);
+        assert!(no_pid.enters_node_network().is_none());
+        // Neither privileged nor SYS_ADMIN / ALL: nothing kept.
+        for add in [
+            json!(["SYS_PTRACE", "NET_ADMIN"]),
+            json!(["SYS_ADMINX"]),
+            json!([]),
+        ] {
+            let doc = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                "spec": {"hostPID": true, "containers": [{"name": "c", "securityContext": {"capabilities": {"add": add}}}]}});
+            let w = Workload::from_value(&doc, "d").unwrap();
+            assert_eq!(w.pod.containers, FirstPrivileged::default(), "{add}");
+            assert!(w.pod.enters_node_network().is_none());
         }
     }
 
