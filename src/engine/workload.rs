@@ -488,6 +488,7 @@ impl Workload {
                     metadata: None,
                     spec: doc.spec,
                     claim_templates: Vec::new(),
+                    replicas: None,
                 };
                 (doc.metadata, template)
             }
@@ -649,6 +650,7 @@ impl<'de> DeserializeSeed<'de> for SpecSeed {
                 metadata: None,
                 spec: Option::<PodSpecView>::deserialize(de)?,
                 claim_templates: Vec::new(),
+                replicas: None,
             },
             WorkloadKind::CronJob => Option::<CronSpec>::deserialize(de)?
                 .and_then(|s| s.job_template)
