@@ -83,6 +83,6 @@ pub use volumes::{
 };
 pub use workload::{
     AffinityView, ClaimSourceView, ClaimSpecView, ClaimTemplateMeta, ClaimTemplateView,
-    EphemeralView, IscsiView, Labels, MonitorsView, NfsView, OwnerRef, PodSpecView, VolumeView,
-    Workload, WorkloadError, WorkloadKind, WorkloadObject,
+    EphemeralView, InheritedClass, IscsiView, Labels, MonitorsView, NfsView, OwnerRef, PodSpecView,
+    VolumeView, Workload, WorkloadError, WorkloadKind, WorkloadObject,
 };
