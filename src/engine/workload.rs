@@ -271,7 +271,7 @@ pub struct OwnerRef {
 /// A data class an object inherits from its controller owner chain (its
 /// ReplicaSet's Deployment, its Job's CronJob): set by whoever holds the
 /// other objects of the namespace (`state::graph`), never decoded.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InheritedClass {
     /// The owner the label is on: `Deployment payments/api`.
