@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use cluster_data::{
     REGION, Scale, deployment_obj, namespace_tier, node_obj, pod_obj, policy_obj, region_of,
+    replica_set_obj,
 };
 use futures::TryStreamExt;
 use jiff::Timestamp;
@@ -80,6 +81,7 @@ fn reference_inventory(now: Timestamp) -> Inventory {
     }
     let workloads = (0..SCALE.deployments)
         .map(|i| deployment_obj(i, &SCALE))
+        .chain((0..SCALE.deployments).map(|i| replica_set_obj(i, &SCALE)))
         .chain((0..SCALE.pods).map(|i| pod_obj(i, &SCALE)))
         .map(|v| {
             let w = Workload::from_value(&v, "default").expect("workload");

@@ -129,7 +129,7 @@ pub fn judge_network_policy_change(
         match groups.get_mut(&facts) {
             Some((_, alike)) => *alike += 1,
             None => {
-                groups.insert(facts.clone(), (w, 0));
+                groups.insert(facts, (w, 0));
                 order.push(facts);
             }
         }

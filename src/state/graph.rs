@@ -76,10 +76,7 @@ impl<'a> Chain<'a> {
 pub fn chain<'a>(w: &Workload, workloads: &'a Workloads) -> Chain<'a> {
     let mut out = Chain::default();
     let mut current = w;
-    loop {
-        let Some(key) = controller_key(current) else {
-            break;
-        };
+    while let Some(key) = controller_key(current) {
         let Some(owner) = workloads.get(&key) else {
             break;
         };
@@ -343,7 +340,7 @@ mod tests {
             "metadata": {"name": "x", "namespace": "ns",
                          "ownerReferences": owner_ref("v1", "ConfigMap", "cm", "c")},
             "spec": {"template": {}}}));
-        let inv = map(&[cm.clone()]);
+        let inv = map(std::slice::from_ref(&cm));
         assert!(!represented(&cm, &chain(&cm, &inv)));
     }
 
@@ -364,7 +361,7 @@ mod tests {
         let selfish = w(json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
             "metadata": {"name": "s", "namespace": "ns", "ownerReferences": owner_ref("apps/v1", "ReplicaSet", "s", "")},
             "spec": {"template": {}}}));
-        let inv = map(&[selfish.clone()]);
+        let inv = map(std::slice::from_ref(&selfish));
         assert!(chain(&selfish, &inv).broken);
         // A chain of 20 Deployments, each the controller of the next.
         let mut all = Vec::new();
@@ -397,7 +394,7 @@ mod tests {
         let inv = map(&[d.clone(), old.clone()]);
         assert!(represented(&old, &chain(&old, &inv)));
         // Owner gone: reported in full, whatever its replicas.
-        let inv = map(&[old.clone()]);
+        let inv = map(std::slice::from_ref(&old));
         assert!(!represented(&old, &chain(&old, &inv)));
     }
 
