@@ -176,12 +176,15 @@ pub fn with_inherited(w: &Arc<Workload>, workloads: &Workloads) -> Arc<Workload>
 }
 
 /// Labels the built-in controllers add to the pod templates and pods they
-/// create: a difference in these alone does not make a child differ from
-/// its owner.
+/// create, and those the API server copies from the node onto a pod it
+/// binds (PodTopologyLabels admission, Kubernetes 1.33+): a difference in
+/// these alone does not make a child differ from its owner.
 pub fn controller_added(key: &str) -> bool {
     matches!(
         key,
         "pod-template-hash"
+            | "topology.kubernetes.io/region"
+            | "topology.kubernetes.io/zone"
             | "controller-revision-hash"
             | "pod-template-generation"
             | "controller-uid"

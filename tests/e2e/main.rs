@@ -14,6 +14,7 @@ mod audit;
 mod crd;
 mod harness;
 mod journey;
+mod ownership;
 mod report;
 mod storage;
 mod transcripts;
