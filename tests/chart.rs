@@ -24,6 +24,7 @@ const LABEL: &str = "residencyguard.io/data-class";
 const WORKLOADS: &str = "workloads.residencyguard.io";
 const WORKLOADS_NS: &str = "workloads-in-labelled-namespaces.residencyguard.io";
 const WORKLOAD_TEMPLATES: &str = "workload-templates.residencyguard.io";
+const PODS_MOUNTING_CLAIMS: &str = "pods-mounting-claims.residencyguard.io";
 const NETWORKPOLICIES: &str = "networkpolicies.residencyguard.io";
 const NETWORKPOLICY_DELETES: &str = "networkpolicy-deletes.residencyguard.io";
 const NAMESPACES: &str = "namespaces.residencyguard.io";
@@ -296,9 +297,18 @@ fn match_conditions(w: &Value) -> BTreeMap<String, String> {
 fn unguarded_paths(expr: &str) -> Vec<String> {
     let mut missing = Vec::new();
     for token in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.')) {
-        let segments: Vec<&str> = token.split('.').collect();
+        let mut segments: Vec<&str> = token.split('.').collect();
         if !matches!(segments[0], "object" | "oldObject") {
             continue;
+        }
+        // A CEL macro called on a list (`.exists(v, ...)`) is not a field.
+        if segments.len() > 1
+            && matches!(
+                segments[segments.len() - 1],
+                "exists" | "all" | "exists_one" | "map" | "filter"
+            )
+        {
+            segments.pop();
         }
         for k in 2..=segments.len() {
             let prefix = segments[..k].join(".");
@@ -383,6 +393,7 @@ fn check_webhooks(
             WORKLOADS,
             WORKLOADS_NS,
             WORKLOAD_TEMPLATES,
+            PODS_MOUNTING_CLAIMS,
             NETWORKPOLICIES,
             NETWORKPOLICY_DELETES,
             NAMESPACES,
@@ -465,6 +476,23 @@ fn check_webhooks(
             "{entry}: operations {rules:?}"
         );
     }
+    // Data follows the volume (issue 22): unlabelled pods that mount a
+    // claim are sent, on CREATE only (a pod's volumes are immutable).
+    let claims = webhook(objs, PODS_MOUNTING_CLAIMS);
+    assert_eq!(
+        claims["clientConfig"]["service"]["path"],
+        "/validate/workloads"
+    );
+    let mut expected = BTreeMap::new();
+    expected.insert(("".to_owned(), "pods".to_owned()), set(&["CREATE"]));
+    assert_eq!(webhook_rules(claims), expected);
+    let conds = match_conditions(claims);
+    assert!(
+        conds["mounts-a-claim"]
+            .contains("object.spec.volumes.exists(v, has(v.persistentVolumeClaim))"),
+        "{conds:?}"
+    );
+    assert!(conds.contains_key("object-not-labelled-itself"));
     let np = webhook(objs, NETWORKPOLICIES);
     assert_eq!(
         np["clientConfig"]["service"]["path"],
@@ -505,6 +533,14 @@ fn check_webhooks(
         create_update.clone(),
     );
     assert_eq!(webhook_rules(namespaces), expected);
+    // Any label change of a Namespace may take it out of a policy's
+    // namespaceSelector (issue 22): every one is sent, not just the class's.
+    let relabel = &match_conditions(namespaces)["labelled-on-create-or-labels-changed"];
+    assert!(
+        relabel.contains("object.metadata.labels != oldObject.metadata.labels")
+            && !relabel.contains("['residencyguard.io/data-class'] != "),
+        "{relabel}"
+    );
     let pol = webhook(objs, POLICIES);
     assert_eq!(pol["clientConfig"]["service"]["path"], "/validate/policies");
     let mut expected = BTreeMap::new();
@@ -1014,14 +1050,19 @@ fn workload_entries_prefilter_on_object_namespace_and_template_labels() {
 
     // Only updates that change nothing the verdict reads are skipped.
     for entry in [WORKLOADS, WORKLOADS_NS, WORKLOAD_TEMPLATES] {
-        let expr = &match_conditions(webhook(&objs, entry))["spec-or-labels-changed"];
+        let expr = &match_conditions(webhook(&objs, entry))["spec-labels-or-owners-changed"];
         assert!(
             expr.starts_with("request.operation != 'UPDATE'"),
             "{entry}: {expr}"
         );
+        // A metadata-only update of labels or ownerReferences can
+        // declassify (issue 22): it must be sent.
         assert!(
             expr.contains("object.spec != oldObject.spec")
                 && expr.contains("object.metadata.labels != oldObject.metadata.labels")
+                && expr.contains(
+                    "object.metadata.ownerReferences != oldObject.metadata.ownerReferences"
+                )
         );
     }
     for entry in [NETWORKPOLICIES, POLICIES] {
@@ -1056,6 +1097,16 @@ fn unguarded_path_detector_catches_a_missing_has() {
     );
     assert!(
         unguarded_paths("has(object.metadata.labels) && 'a' in object.metadata.labels").is_empty()
+    );
+    assert!(
+        unguarded_paths(
+            "has(object.spec) && has(object.spec.volumes) && object.spec.volumes.exists(v, true)"
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        unguarded_paths("has(object.spec) && object.spec.volumes.exists(v, true)"),
+        ["object.spec.volumes"]
     );
 }
 

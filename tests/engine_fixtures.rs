@@ -100,6 +100,35 @@ fn every_kind_is_judged_on_its_pod_template() {
 }
 
 #[test]
+fn a_class_must_reach_the_pods() {
+    let v = judge("class-propagation.yaml", &[]);
+    assert_table(
+        "class-propagation.yaml",
+        &v,
+        &[
+            ("metadata-only", DENY, &[ClassNotOnPodTemplate]),
+            ("both", PASS, &[]),
+            ("namespace-gives-the-rest", PASS, &[]),
+            ("cron-metadata-only", DENY, &[ClassNotOnPodTemplate]),
+            ("pod", PASS, &[]),
+        ],
+    );
+    let (_, x) = v["metadata-only"].violations().next().unwrap();
+    assert_eq!(x.field, "spec.template.metadata.labels");
+    let text = x.message.text();
+    for part in [
+        "Deployment app/metadata-only declares residencyguard.io/data-class=personal on metadata.labels",
+        "the ReplicaSets and Pods it creates are not classified",
+        "add residencyguard.io/data-class: personal to spec.template.metadata.labels",
+    ] {
+        assert!(text.en.contains(part), "{part:?} in {}", text.en);
+    }
+    assert!(text.zh.contains("Pod 模板"), "{}", text.zh);
+    let (_, cron) = v["cron-metadata-only"].violations().next().unwrap();
+    assert_eq!(cron.field, "spec.jobTemplate.spec.template.metadata.labels");
+}
+
+#[test]
 fn placement_traps_without_inventory() {
     let v = judge("placement-traps.yaml", &[]);
     let bad: &[Code] = &[PlacementNotGuaranteed];
@@ -246,9 +275,12 @@ fn policies_combine_strictest_action_wins() {
             (
                 "union-of-sources",
                 DENY,
+                // `health` sits on the Deployment's metadata alone: its
+                // pods would not carry it (issue 22).
                 &[
                     PlacementNotGuaranteed,
                     PlacementNotGuaranteed,
+                    ClassNotOnPodTemplate,
                     PlacementNotGuaranteed,
                 ],
             ),

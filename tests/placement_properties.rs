@@ -55,6 +55,20 @@ const POOLS: &[&str] = &["a", "b", "c"];
 const TIERS: &[&str] = &["1", "2", "x"];
 const INTS: &[&str] = &["0", "1", "2", "3"];
 const NODE_NAMES: &[&str] = &["n0", "n1", "n2", "n3"];
+/// providerIDs on inventory nodes, with the region each one names: in
+/// mainland China, abroad (Hong Kong, the US), not in the catalogue, none.
+/// A labelled node's providerID either agrees with its label or
+/// contradicts it: the providers below have each region they name.
+const PROVIDER_IDS: &[(&str, Option<&str>)] = &[
+    ("aws:///cn-north-1a/i-1", Some("cn-north-1")),
+    ("cn-hangzhou.i-bp1", Some("cn-hangzhou")),
+    ("aws:///ap-east-1a/i-2", Some("ap-east-1")),
+    ("alicloud://cn-hongkong.i-j6c", Some("cn-hongkong")),
+    ("aws:///us-east-1a/i-3", Some("us-east-1")),
+    ("aws:///eu-mars-1a/i-4", Some("eu-mars-1")),
+    // A format no provider uses: read as no providerID at all.
+    ("kind://docker/kind/n", None),
+];
 /// Names a pod may refer to: the universe's plus one no node has.
 const POD_NODE_NAMES: &[&str] = &["n0", "n1", "n2", "n3", "n9"];
 
@@ -212,20 +226,37 @@ fn model_inside_by_labels(node: &NodeInfo, allowed: Option<&NodeSelector>) -> bo
         || allowed_matches(allowed, node)
 }
 
-/// Check 2's notion of acceptable (no providerID, so standing is the
-/// catalogue's word): mainland, or vouched for by `allowedNodes` when the
-/// region is missing or unknown. Known-abroad is never acceptable, nor is a
-/// node whose GA and legacy region labels disagree; the legacy label counts
-/// when the GA one is missing.
+/// The region a node's providerID names (the table above).
+fn model_provider_region(node: &NodeInfo) -> Option<&'static str> {
+    let id = node.provider_id.as_deref()?;
+    PROVIDER_IDS
+        .iter()
+        .find(|(known, _)| *known == id)
+        .and_then(|(_, region)| *region)
+}
+
+/// Check 2's notion of acceptable: mainland, or vouched for by
+/// `allowedNodes` when the region is missing or unknown. Known-abroad is
+/// never acceptable, nor is a node whose GA and legacy region labels
+/// disagree, nor one whose providerID names another region than its label;
+/// the legacy label counts when the GA one is missing. A node with no
+/// region label whose providerID names a region abroad is abroad.
 fn model_acceptable(node: &NodeInfo, allowed: Option<&NodeSelector>) -> bool {
     let ga = node.labels.get(REGION_LABEL);
     let legacy = node.labels.get(LEGACY_REGION_LABEL);
     if ga.is_some() && legacy.is_some() && ga != legacy {
         return false;
     }
-    match ga.or(legacy).map(String::as_str) {
-        Some(r) if catalogue().is_mainland_region(r) => true,
-        Some(r) if !matches!(catalogue().lookup(None, r), RegionLookup::Unknown) => false,
+    let known = |r: &str| !matches!(catalogue().lookup(None, r), RegionLookup::Unknown);
+    let known_abroad = |r: &str| matches!(catalogue().lookup(None, r), RegionLookup::Known(e) if !e.jurisdiction.is_mainland());
+    match (
+        ga.or(legacy).map(String::as_str),
+        model_provider_region(node),
+    ) {
+        (Some(r), Some(p)) if r != p => false,
+        (Some(r), _) if catalogue().is_mainland_region(r) => true,
+        (Some(r), _) if known(r) => false,
+        (None, Some(p)) if known_abroad(p) => false,
         _ => allowed_matches(allowed, node),
     }
 }
@@ -245,6 +276,94 @@ fn model_policy_rejected(allowed: Option<&NodeSelector>) -> bool {
                     })
             })
     })
+}
+
+/// The pod's terms as the guarantee reads them: each required term (with
+/// nodeSelector and nodeName), or nodeSelector alone (`None`).
+fn model_terms(pod: &PodSpecView) -> Vec<Option<&NodeSelectorTerm>> {
+    match required_of(pod) {
+        Some(sel) => sel.node_selector_terms.iter().map(Some).collect(),
+        None => vec![None],
+    }
+}
+
+/// May the pod run on `node` through this term (`None`: no required
+/// affinity)?
+fn model_may_run_by(pod: &PodSpecView, term: Option<&NodeSelectorTerm>, node: &NodeInfo) -> bool {
+    pod.node_selector
+        .iter()
+        .flatten()
+        .all(|(k, v)| node.labels.get(k) == Some(v))
+        && pod.node_name.as_ref().is_none_or(|n| *n == node.name)
+        && term.is_none_or(|t| model_term(t, node))
+}
+
+/// The names a term (with nodeName) pins `metadata.name` to, when a valid
+/// `In` on `metadata.name` or nodeName pins it: every name of the
+/// vocabulary that all its name requirements and nodeName accept.
+fn model_name_pin(pod: &PodSpecView, term: Option<&NodeSelectorTerm>) -> Option<Vec<&'static str>> {
+    let fields: Vec<&NodeSelectorRequirement> = term
+        .into_iter()
+        .flat_map(|t| t.match_fields.iter().flatten())
+        .filter(|r| r.key == NAME_FIELD)
+        .collect();
+    let probe = NodeInfo::default();
+    let pinned = pod.node_name.is_some()
+        || fields
+            .iter()
+            .any(|r| r.operator == "In" && model_requirement(Space::Field, r, &probe).is_some());
+    pinned.then(|| {
+        POD_NODE_NAMES
+            .iter()
+            .copied()
+            .filter(|n| {
+                let named = NodeInfo {
+                    name: n.to_string(),
+                    ..NodeInfo::default()
+                };
+                pod.node_name.as_deref().is_none_or(|x| x == *n)
+                    && fields
+                        .iter()
+                        .all(|r| model_requirement(Space::Field, r, &named) == Some(true))
+            })
+            .collect()
+    })
+}
+
+/// Does the term pin the pods by name to nodes that all exist in the
+/// inventory (names are unique there) and are acceptable?
+fn model_name_pin_holds(
+    pod: &PodSpecView,
+    term: Option<&NodeSelectorTerm>,
+    allowed: Option<&NodeSelector>,
+    inventory: &[NodeInfo],
+) -> bool {
+    model_name_pin(pod, term).is_some_and(|names| {
+        names.iter().all(|n| {
+            inventory
+                .iter()
+                .find(|node| node.name == *n)
+                .is_some_and(|node| model_acceptable(node, allowed))
+        })
+    })
+}
+
+/// A counter-example to the guarantee when nodes are known: a node of the
+/// universe the pod may run on through a term that is not pinned by name
+/// to acceptable inventory nodes, and that is not inside by its labels.
+fn inventory_counterexample(
+    pod: &PodSpecView,
+    allowed: Option<&NodeSelector>,
+    inventory: &[NodeInfo],
+) -> Option<&'static NodeInfo> {
+    model_terms(pod)
+        .into_iter()
+        .filter(|t| !model_name_pin_holds(pod, *t, allowed, inventory))
+        .find_map(|t| {
+            UNIVERSE
+                .iter()
+                .find(|n| model_may_run_by(pod, t, n) && !model_inside_by_labels(n, allowed))
+        })
 }
 
 /// The first node of the universe the pod may run on that is not inside,
@@ -490,8 +609,7 @@ fn pod(
                 node_selector,
                 affinity,
                 node_name: node_name.map(str::to_string),
-                host_network: None,
-                volumes: None,
+                ..PodSpecView::default()
             }
         })
 }
@@ -532,16 +650,27 @@ fn inventory() -> impl Strategy<Value = Vec<NodeInfo>> {
     let node = (
         0..UNIVERSE.len(),
         prop::option::weighted(0.25, select(LEGACY_REGIONS)),
+        prop::option::weighted(0.3, select(PROVIDER_IDS)),
     )
-        .prop_map(|(i, legacy)| {
+        .prop_map(|(i, legacy, provider)| {
             let mut node = UNIVERSE[i].clone();
             if let Some(l) = legacy {
                 node.labels
                     .insert(LEGACY_REGION_LABEL.to_string(), l.to_string());
             }
+            node.provider_id = provider.map(|(id, _)| id.to_string());
             node
         });
     prop::collection::vec(node, 0..=8)
+}
+
+/// Node names are unique in a cluster: the first node of each name.
+fn unique_names(nodes: Vec<NodeInfo>) -> Vec<NodeInfo> {
+    let mut seen = std::collections::BTreeSet::new();
+    nodes
+        .into_iter()
+        .filter(|n| seen.insert(n.name.clone()))
+        .collect()
 }
 
 /// Builds the snapshot, or checks that the model agrees the policy is
@@ -607,15 +736,31 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(CASES_INVENTORY))]
 
     /// Check 2 agrees with the model on today's nodes: the count of matching
-    /// nodes, exactly which of them are outside, and the guarantee is the
-    /// same with or without an inventory.
+    /// nodes, exactly which of them are outside. The guarantee is the same
+    /// with or without an inventory, except that a term pinning the pods by
+    /// name to inventory nodes is judged by those nodes; and it is sound
+    /// against the model that knows the inventory.
     #[test]
     fn inventory_agrees_with_model(pod in pod(Just(None)), allowed in allowed_nodes(), nodes in inventory()) {
+        let nodes = unique_names(nodes);
         let Some(snap) = snapshot_checked(allowed.as_ref(), Some(nodes.clone()))? else { return Ok(()) };
         let blind = snapshot(allowed.as_ref(), None).expect("same policy");
         let w = workload(pod.clone());
         let verdict = judge(&snap, &w);
-        let guaranteed = !not_guaranteed(&judge(&blind, &w));
+        let blind_guaranteed = !not_guaranteed(&judge(&blind, &w));
+        let guaranteed = !not_guaranteed(&verdict);
+        if blind_guaranteed {
+            prop_assert!(guaranteed, "guaranteed without an inventory, not with one\npod: {:?}\nnodes: {:?}", pod, nodes);
+        }
+        if guaranteed && !blind_guaranteed {
+            prop_assert!(
+                model_terms(&pod).iter().any(|t| model_name_pin(&pod, *t).is_some()),
+                "only a name pin may make the inventory a guarantee\npod: {:?}", pod
+            );
+        }
+        if model_terms(&pod).iter().all(|t| model_name_pin_holds(&pod, *t, allowed.as_ref(), &nodes)) {
+            prop_assert!(guaranteed, "every term pins the pods to acceptable nodes by name\npod: {:?}\nnodes: {:?}", pod, nodes);
+        }
 
         let matching: Vec<&NodeInfo> = nodes.iter().filter(|n| model_may_run(&pod, n)).collect();
         let outside: Vec<&NodeInfo> = matching
@@ -651,16 +796,97 @@ proptest! {
                         prop_assert!(!outside.is_empty());
                         prop_assert!(guaranteed, "NodeOutsideMainland is for constraints that are guaranteed");
                     }
-                    Code::PlacementNotGuaranteed => {
-                        prop_assert!(!guaranteed, "the guarantee must not depend on the inventory");
-                    }
+                    Code::PlacementNotGuaranteed => {}
                     other => prop_assert!(false, "unexpected code {:?}", other),
                 }
             }
         }
         if guaranteed {
+            let cex = inventory_counterexample(&pod, allowed.as_ref(), &nodes);
+            prop_assert!(cex.is_none(), "guaranteed, but the pod may run on {:?}\npod: {:?}\nallowedNodes: {:?}\nnodes: {:?}", cex, pod, allowed, nodes);
+        }
+    }
+}
+
+/// A pod as the DaemonSet controller makes it: the template's nodeSelector
+/// (and preferred affinity) kept, its required affinity replaced by one
+/// term `matchFields: metadata.name In [<node>]`; sometimes a term the
+/// template kept beside it, or a nodeName.
+fn daemonset_pod() -> impl Strategy<Value = PodSpecView> {
+    (
+        node_selector(),
+        select(POD_NODE_NAMES),
+        prop::option::weighted(0.2, term()),
+        prop::option::weighted(0.1, select(POD_NODE_NAMES)),
+    )
+        .prop_map(|(node_selector, node, other, node_name)| {
+            let pin = NodeSelectorTerm {
+                match_expressions: None,
+                match_fields: Some(vec![req(NAME_FIELD, "In", Some(vec![node.to_string()]))]),
+            };
+            PodSpecView {
+                node_selector,
+                affinity: Some(AffinityView {
+                    node_affinity: Some(NodeAffinity {
+                        required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                            node_selector_terms: std::iter::once(pin).chain(other).collect(),
+                        }),
+                        preferred_during_scheduling_ignored_during_execution: None,
+                    }),
+                }),
+                node_name: node_name.map(str::to_string),
+                ..PodSpecView::default()
+            }
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES_INVENTORY))]
+
+    /// A term that pins the pods by name is judged by the node it names:
+    /// the pin alone is a guarantee exactly when that node is in the
+    /// inventory and acceptable (mainland, or vouched for by allowedNodes);
+    /// otherwise the violation names the node and its standing. Without an
+    /// inventory the pin guarantees nothing.
+    #[test]
+    fn name_pin_is_judged_by_the_named_node(pod in daemonset_pod(), allowed in allowed_nodes(), nodes in inventory()) {
+        let nodes = unique_names(nodes);
+        let Some(snap) = snapshot_checked(allowed.as_ref(), Some(nodes.clone()))? else { return Ok(()) };
+        let blind = snapshot(allowed.as_ref(), None).expect("same policy");
+        let w = workload(pod.clone());
+        if pod.node_name.as_ref().is_some_and(|n| nodes.iter().any(|node| node.name == *n)) {
+            // A known nodeName is judged by bound_node_is_judged.
+            return Ok(());
+        }
+        let verdict = judge(&snap, &w);
+        let guaranteed = !not_guaranteed(&verdict);
+        let terms = model_terms(&pod);
+        let pins_hold = terms.iter().all(|t| model_name_pin_holds(&pod, *t, allowed.as_ref(), &nodes));
+        if pins_hold {
+            prop_assert!(guaranteed, "pinned to acceptable nodes, yet not guaranteed\npod: {:?}\nnodes: {:?}\n{:?}", pod, nodes, violations(&verdict));
+        }
+        if guaranteed {
+            let cex = inventory_counterexample(&pod, allowed.as_ref(), &nodes);
+            prop_assert!(cex.is_none(), "guaranteed, but the pod may run on {:?}\npod: {:?}\nnodes: {:?}", cex, pod, nodes);
+        }
+        // Without an inventory, the name is no guarantee.
+        if !not_guaranteed(&judge(&blind, &w)) {
             let cex = universe_counterexample(&pod, allowed.as_ref());
-            prop_assert!(cex.is_none(), "guaranteed, but the pod may run on {:?}\npod: {:?}\nallowedNodes: {:?}", cex, pod, allowed);
+            prop_assert!(cex.is_none(), "a name pin was a guarantee without nodes: {:?}\npod: {:?}", cex, pod);
+        }
+        // A failing pin names its node, with its standing when known.
+        for v in violations(&verdict) {
+            let Evidence::Placement { term, pinned_node: Some(pinned), .. } = &v.evidence else { continue };
+            prop_assert_eq!(v.code, Code::PlacementNotGuaranteed);
+            let failing = term.and_then(|i| terms.get(i).copied()).flatten();
+            let names = model_name_pin(&pod, failing).unwrap_or_default();
+            prop_assert!(names.contains(&pinned.name.as_str()), "pinned node {:?} is not named by term {:?}", pinned.name, term);
+            let node = nodes.iter().find(|n| n.name == pinned.name);
+            prop_assert_eq!(pinned.node.is_some(), node.is_some());
+            prop_assert!(!node.is_some_and(|n| model_acceptable(n, allowed.as_ref())), "an acceptable node is named as no guarantee: {:?}", node);
+            prop_assert!(v.message.problem.en.contains(&pinned.name), "{}", v.message.problem.en);
+            prop_assert!(v.message.problem.zh.contains(&pinned.name), "{}", v.message.problem.zh);
+            prop_assert!(v.message.problem.en.contains("metadata.name"), "{}", v.message.problem.en);
         }
     }
 }
@@ -1047,4 +1273,293 @@ fn node_name_bound_abroad_is_reported() {
     assert_eq!(got, [Code::BoundToNodeOutside]);
     // Without an inventory the name alone guarantees nothing.
     assert_eq!(codes(pod, None), NOT_GUARANTEED);
+}
+
+// ---------------------------------------------------------------------------
+// Pinned by name: the DaemonSet controller's pods
+// ---------------------------------------------------------------------------
+
+fn node_at(name: &str, labels: &[(&str, &str)], provider_id: Option<&str>) -> NodeInfo {
+    NodeInfo {
+        name: name.into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        provider_id: provider_id.map(str::to_string),
+    }
+}
+
+/// The cluster kit's nodes, and two without a region label in pool a: one
+/// whose providerID says Hong Kong, one whose providerID says nothing.
+fn kit_nodes() -> Vec<NodeInfo> {
+    vec![
+        node_at(
+            "cn-node-1",
+            &[(REGION_LABEL, "cn-north-1")],
+            Some("aws:///cn-north-1a/i-0cn1"),
+        ),
+        node_at(
+            "cn-node-2",
+            &[(REGION_LABEL, "cn-northwest-1")],
+            Some("aws:///cn-northwest-1a/i-0cn2"),
+        ),
+        node_at(
+            "hk-node-1",
+            &[(REGION_LABEL, "ap-east-1")],
+            Some("aws:///ap-east-1a/i-0hk1"),
+        ),
+        node_at(
+            "pool-hk",
+            &[("pool", "a")],
+            Some("aws:///ap-east-1a/i-0hk2"),
+        ),
+        node_at("pool-dc", &[("pool", "a")], None),
+    ]
+}
+
+/// A pod of DaemonSet `agent` on `node`, as the controller writes it.
+fn daemonset_pod_on(node: &str) -> Workload {
+    let doc = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": format!("agent-{node}"),
+            "namespace": "default",
+            "labels": {DATA_CLASS_LABEL: "personal", "app": "agent"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent", "uid": "u", "controller": true}]
+        },
+        "spec": {
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]
+            }}},
+            "containers": [{"name": "c", "image": "i"}]
+        }
+    });
+    Workload::from_value(&doc, "default").expect("decodes")
+}
+
+fn placement_of(
+    w: &Workload,
+    allowed: Option<NodeSelector>,
+    nodes: Option<Vec<NodeInfo>>,
+) -> Vec<Violation> {
+    let snap = snapshot(allowed.as_ref(), nodes).expect("policy compiles");
+    violations(&judge(&snap, w)).to_vec()
+}
+
+#[test]
+fn a_daemonset_pod_pinned_to_a_mainland_node_is_guaranteed() {
+    for node in ["cn-node-1", "cn-node-2"] {
+        let vs = placement_of(&daemonset_pod_on(node), None, Some(kit_nodes()));
+        assert!(vs.is_empty(), "{node}: {vs:?}");
+    }
+}
+
+#[test]
+fn a_daemonset_pod_pinned_abroad_names_the_node_and_its_standing() {
+    let vs = placement_of(&daemonset_pod_on("hk-node-1"), None, Some(kit_nodes()));
+    assert_eq!(vs.len(), 1, "{vs:?}");
+    let v = &vs[0];
+    assert_eq!(v.code, Code::PlacementNotGuaranteed);
+    assert_eq!(
+        v.field,
+        "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
+    );
+    let Evidence::Placement {
+        pinned_node: Some(pinned),
+        term,
+        ..
+    } = &v.evidence
+    else {
+        panic!("unexpected evidence {:?}", v.evidence);
+    };
+    assert_eq!(*term, Some(0));
+    assert_eq!(pinned.name, "hk-node-1");
+    assert!(
+        pinned
+            .node
+            .as_ref()
+            .is_some_and(|n| !n.standing.is_mainland())
+    );
+    let en = &v.message.problem.en;
+    assert!(
+        en.contains("pins the pods by metadata.name to node hk-node-1 in ap-east-1 (HK), which is not in mainland China or cannot be verified"),
+        "{en}"
+    );
+    let zh = &v.message.problem.zh;
+    assert!(
+        zh.contains("通过 metadata.name 将 Pod 固定到节点 hk-node-1（ap-east-1，"),
+        "{zh}"
+    );
+    // The fix is on the DaemonSet: the controller wrote this term.
+    let fix = &v.message.fix.en;
+    assert!(
+        fix.contains("restrict the pod template of DaemonSet default/agent to mainland-China nodes (a required node affinity on topology.kubernetes.io/region In [cn-north-1, cn-northwest-1] under spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution) so that it creates no pod on node hk-node-1"),
+        "{fix}"
+    );
+    assert!(
+        v.message.fix.zh.contains("DaemonSet default/agent"),
+        "{}",
+        v.message.fix.zh
+    );
+}
+
+#[test]
+fn a_pin_to_an_unknown_node_or_without_nodes_is_no_guarantee() {
+    let vs = placement_of(&daemonset_pod_on("ghost"), None, Some(kit_nodes()));
+    assert_eq!(vs.len(), 1, "{vs:?}");
+    assert_eq!(vs[0].code, Code::PlacementNotGuaranteed);
+    let Evidence::Placement {
+        pinned_node: Some(pinned),
+        ..
+    } = &vs[0].evidence
+    else {
+        panic!("unexpected evidence {:?}", vs[0].evidence);
+    };
+    assert_eq!(
+        (pinned.name.as_str(), pinned.node.is_none()),
+        ("ghost", true)
+    );
+    let en = &vs[0].message.problem.en;
+    assert!(
+        en.contains("to node ghost, which is not in the node inventory (an unknown node)"),
+        "{en}"
+    );
+    assert!(!en.contains("no node matches today"), "{en}");
+    // The CLI with no nodes: even a mainland node's name proves nothing.
+    let vs = placement_of(&daemonset_pod_on("cn-node-1"), None, None);
+    assert_eq!(
+        vs.iter().map(|v| v.code).collect::<Vec<_>>(),
+        NOT_GUARANTEED
+    );
+    assert!(
+        vs[0]
+            .message
+            .problem
+            .en
+            .contains("to node cn-node-1, and no nodes were given"),
+        "{}",
+        vs[0].message.problem.en
+    );
+}
+
+#[test]
+fn allowed_nodes_vouch_for_a_pinned_node_only_by_the_usual_rule() {
+    let pool_a = Some(pool_in(&["a"]));
+    // No region label, no providerID region, in the allowed pool: vouched.
+    let vs = placement_of(
+        &daemonset_pod_on("pool-dc"),
+        pool_a.clone(),
+        Some(kit_nodes()),
+    );
+    assert!(vs.is_empty(), "{vs:?}");
+    // Outside the pool: not.
+    let vs = placement_of(&daemonset_pod_on("pool-dc"), None, Some(kit_nodes()));
+    assert_eq!(
+        vs.iter().map(|v| v.code).collect::<Vec<_>>(),
+        NOT_GUARANTEED
+    );
+    assert!(
+        vs[0]
+            .message
+            .problem
+            .en
+            .contains("pool-dc (no region label)"),
+        "{}",
+        vs[0].message.problem.en
+    );
+    // In the pool, but its providerID says Hong Kong: never vouched for,
+    // and the message says the providerID is the evidence.
+    let vs = placement_of(&daemonset_pod_on("pool-hk"), pool_a, Some(kit_nodes()));
+    assert_eq!(
+        vs.iter().map(|v| v.code).collect::<Vec<_>>(),
+        NOT_GUARANTEED
+    );
+    let en = &vs[0].message.problem.en;
+    assert!(
+        en.contains("pool-hk in ap-east-1 (HK): it has no region label, and its providerID aws:///ap-east-1a/i-0hk2 places it there"),
+        "{en}"
+    );
+}
+
+#[test]
+fn a_name_pin_is_intersected_with_the_node_name_and_other_pins() {
+    // The template kept a nodeSelector on a mainland region: the region
+    // pins the pods whatever the name says, and the named node is judged by
+    // the inventory (it matches, and lies about nothing).
+    let mut w = daemonset_pod_on("cn-node-1");
+    w.pod.node_selector = Some(BTreeMap::from([(
+        REGION_LABEL.to_string(),
+        "cn-north-1".to_string(),
+    )]));
+    assert!(placement_of(&w, None, Some(kit_nodes())).is_empty());
+    // Two terms: both must hold.
+    let mut w = daemonset_pod_on("cn-node-1");
+    if let Some(required) = w
+        .pod
+        .affinity
+        .as_mut()
+        .and_then(|a| a.node_affinity.as_mut())
+        .and_then(|na| {
+            na.required_during_scheduling_ignored_during_execution
+                .as_mut()
+        })
+    {
+        required.node_selector_terms.push(NodeSelectorTerm {
+            match_expressions: None,
+            match_fields: Some(vec![expr(NAME_FIELD, "In", &["hk-node-1"])]),
+        });
+    }
+    let vs = placement_of(&w, None, Some(kit_nodes()));
+    assert_eq!(
+        vs.iter().map(|v| v.code).collect::<Vec<_>>(),
+        NOT_GUARANTEED
+    );
+    let Evidence::Placement { term, .. } = &vs[0].evidence else {
+        panic!("unexpected evidence {:?}", vs[0].evidence);
+    };
+    assert_eq!(*term, Some(1));
+}
+
+/// A node with no region label whose providerID says it is abroad is
+/// outside: `allowedNodes` never vouches for it (issue 22, finding 6).
+#[test]
+fn allowed_nodes_never_vouch_for_a_node_whose_provider_id_is_abroad() {
+    let pod = required(vec![vec![expr("pool", "In", &["a"])]]);
+    let snap = snapshot(Some(&pool_in(&["a"])), Some(kit_nodes())).expect("policy compiles");
+    let verdict = judge(&snap, &workload(pod));
+    let vs = violations(&verdict);
+    assert_eq!(
+        vs.iter().map(|v| v.code).collect::<Vec<_>>(),
+        [Code::NodeOutsideMainland]
+    );
+    let Evidence::Placement {
+        outside_nodes,
+        matching_nodes,
+        ..
+    } = &vs[0].evidence
+    else {
+        panic!("unexpected evidence {:?}", vs[0].evidence);
+    };
+    assert_eq!(*matching_nodes, Some(2));
+    assert_eq!(names(outside_nodes.iter().map(|n| &n.name)), ["pool-hk"]);
+    assert!(
+        vs[0]
+            .message
+            .problem
+            .en
+            .contains("its providerID aws:///ap-east-1a/i-0hk2 places it there"),
+        "{}",
+        vs[0].message.problem.en
+    );
+    assert!(
+        vs[0]
+            .message
+            .problem
+            .zh
+            .contains("providerID aws:///ap-east-1a/i-0hk2"),
+        "{}",
+        vs[0].message.problem.zh
+    );
 }

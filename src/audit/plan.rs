@@ -435,6 +435,8 @@ pub fn severity(code: Code) -> &'static str {
         | Code::EgressExternalForbidden
         | Code::HostNetwork => "high",
         Code::PlacementNotGuaranteed | Code::EgressUnrestricted | Code::EgressAllowsAll => "medium",
+        // Its pods escape every check: as serious as an unpinned placement.
+        Code::ClassNotOnPodTemplate => "high",
     }
 }
 

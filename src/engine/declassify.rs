@@ -10,9 +10,23 @@
 //! `dataclasses.residencyguard.io/<class>` in the namespace (a
 //! SubjectAccessReview, as Kubernetes does for `escalate`, `bind` and
 //! `approve`). Adding classes is always allowed.
+//!
+//! A class is taken away whenever a classified object's pods end up with
+//! fewer classes, or out of a policy's scope, whichever label moved:
+//!
+//! - the label removed or narrowed, on the object, its pod template or its
+//!   Namespace ([`removed_classes`]);
+//! - the label moved from a controller's pod template to its own metadata
+//!   (the union is unchanged, but the pods it creates carry nothing):
+//!   [`removed_from_pods`];
+//! - a Namespace relabelled out of a policy's `namespaceSelector`, taking
+//!   the classified workloads in it out of that policy's scope:
+//!   [`scope_losses`].
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
+use super::{Snapshot, Workload, WorkloadKind};
 use crate::api::{DATA_CLASS_LABEL, DataClass};
 
 /// The API group, resource and verb a declassification is authorised by.
@@ -51,8 +65,169 @@ pub fn removed_classes<'a>(
         .collect()
 }
 
+/// Classes a controller's pod template carried that the pods it creates
+/// would no longer carry (`still`: the Namespace's), even where the object
+/// keeps them on its own metadata. A Pod is its own template.
+pub fn removed_from_pods(
+    kind: WorkloadKind,
+    old_template: Option<&str>,
+    new_template: Option<&str>,
+    still: &BTreeSet<DataClass>,
+) -> BTreeSet<DataClass> {
+    if kind == WorkloadKind::Pod {
+        return BTreeSet::new();
+    }
+    removed_classes(old_template, new_template, still)
+}
+
+/// A policy whose `namespaceSelector` matched a Namespace before a relabel
+/// and does not after, with the classes it governed there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScopeLoss {
+    pub policy: String,
+    /// The policy's classes that the Namespace or its workloads carry.
+    pub classes: BTreeSet<DataClass>,
+    /// The classified workloads it governed there (a few, for the message).
+    pub workloads: Vec<String>,
+}
+
+/// The policies a Namespace relabel (`old` → `new` labels) takes the
+/// Namespace out of, where it holds data they govern: its own classes or
+/// those of `workloads` in it. Policies without a namespaceSelector, or
+/// that govern none of those classes, lose nothing.
+pub fn scope_losses(
+    snapshot: &Snapshot,
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+    workloads: &[Arc<Workload>],
+) -> Vec<ScopeLoss> {
+    const LISTED: usize = 3;
+    let own = classes_named(class_label(Some(old)));
+    let mut losses = Vec::new();
+    for policy in &snapshot.policies {
+        let Some(selector) = &policy.namespace_selector else {
+            continue;
+        };
+        if !selector.matches(old) || selector.matches(new) {
+            continue;
+        }
+        let mut classes: BTreeSet<DataClass> = own.intersection(&policy.classes).copied().collect();
+        let mut named = Vec::new();
+        for w in workloads {
+            let carried = classes_named(
+                [
+                    class_label(Some(&w.labels)),
+                    class_label(Some(&w.template_labels)),
+                ]
+                .into_iter()
+                .flatten(),
+            );
+            let governed: Vec<DataClass> = carried.intersection(&policy.classes).copied().collect();
+            if governed.is_empty() {
+                continue;
+            }
+            classes.extend(governed);
+            if named.len() < LISTED {
+                named.push(w.reference());
+            }
+        }
+        if !classes.is_empty() {
+            losses.push(ScopeLoss {
+                policy: policy.name.to_string(),
+                classes,
+                workloads: named,
+            });
+        }
+    }
+    losses
+}
+
+/// What the update does, for the refusal: the default (a label removed),
+/// or another way of taking classes away.
+pub fn label_removal(classes: &[DataClass]) -> super::Text {
+    let list = classes
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    super::Text {
+        en: format!(
+            "this update removes data class [{list}] (label {DATA_CLASS_LABEL}), which declassifies it: it would no longer be held to the policies that keep that data in mainland China"
+        ),
+        zh: format!(
+            "此更新移除了数据类别 [{list}]（标签 {DATA_CLASS_LABEL}），即解除其分类：它将不再受把此类数据留在中国大陆的策略约束"
+        ),
+    }
+}
+
+/// The change text for a class moved off a controller's pod template.
+pub fn moved_off_template(classes: &[DataClass], template_path: &str) -> super::Text {
+    let list = classes
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    super::Text {
+        en: format!(
+            "this update takes data class [{list}] off the pod template ({template_path}), which declassifies the pods it creates: they would carry no class and no longer be held to the policies that keep that data in mainland China, even though the object keeps the label on its own metadata"
+        ),
+        zh: format!(
+            "此更新把数据类别 [{list}] 从 Pod 模板（{template_path}）中移走，即解除其所创建 Pod 的分类：即使对象自身的 metadata 仍带有该标签，这些 Pod 也将不带类别，不再受把此类数据留在中国大陆的策略约束"
+        ),
+    }
+}
+
+/// The change text for a Namespace relabelled out of policies' scope.
+pub fn out_of_scope(losses: &[ScopeLoss]) -> super::Text {
+    let describe = |l: &ScopeLoss, zh: bool| {
+        let classes = l
+            .classes
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let workloads = if l.workloads.is_empty() {
+            String::new()
+        } else if zh {
+            format!("，例如 {}", l.workloads.join("、"))
+        } else {
+            format!(", e.g. {}", l.workloads.join(", "))
+        };
+        if zh {
+            format!(
+                "策略 {} 的 namespaceSelector（约束 [{classes}]{workloads}）",
+                l.policy
+            )
+        } else {
+            format!(
+                "policy {}'s namespaceSelector (governing [{classes}]{workloads})",
+                l.policy
+            )
+        }
+    };
+    let en = losses
+        .iter()
+        .map(|l| describe(l, false))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let zh = losses
+        .iter()
+        .map(|l| describe(l, true))
+        .collect::<Vec<_>>()
+        .join("；");
+    super::Text {
+        en: format!(
+            "this update changes the Namespace's labels so that it no longer matches {en}, which declassifies the data there: its workloads would no longer be held to the policy"
+        ),
+        zh: format!(
+            "此更新修改了命名空间的标签，使其不再匹配{zh}，即解除其中数据的分类：其工作负载将不再受该策略约束"
+        ),
+    }
+}
+
 /// Why a declassification was refused, for the person who tried it.
-/// `who` is the user, `subject` the object ("Deployment payments/api").
+/// `who` is the user, `subject` the object ("Deployment payments/api"),
+/// `change` what the update does (see [`label_removal`]).
 pub fn refusal(
     subject: &str,
     who: &str,
@@ -60,6 +235,7 @@ pub fn refusal(
     classes: &[DataClass],
     error: Option<&str>,
     role: &str,
+    change: &super::Text,
 ) -> super::Text {
     let names: Vec<&str> = classes.iter().map(|c| c.as_str()).collect();
     let list = names.join(", ");
@@ -84,10 +260,12 @@ pub fn refusal(
     };
     super::Text {
         en: format!(
-            "{subject}: this update removes data class [{list}] (label residencyguard.io/data-class), which declassifies it: it would no longer be held to the policies that keep that data in mainland China. {why_en}. Fix: keep the label, or have an administrator grant the verb, e.g. kubectl create rolebinding declassify-{first} -n {namespace} --clusterrole={role} --user=<you>, and retry."
+            "{subject}: {}. {why_en}. Fix: keep the label where it was, or have an administrator grant the verb, e.g. kubectl create rolebinding declassify-{first} -n {namespace} --clusterrole={role} --user=<you>, and retry.",
+            change.en
         ),
         zh: format!(
-            "{subject}：此更新移除了数据类别 [{list}]（标签 residencyguard.io/data-class），即解除其分类：它将不再受把此类数据留在中国大陆的策略约束。{why_zh}。修复：保留该标签，或请管理员授予该权限，例如 kubectl create rolebinding declassify-{first} -n {namespace} --clusterrole={role} --user=<你的用户名>，然后重试。"
+            "{subject}：{}。{why_zh}。修复：把标签保留在原处，或请管理员授予该权限，例如 kubectl create rolebinding declassify-{first} -n {namespace} --clusterrole={role} --user=<你的用户名>，然后重试。",
+            change.zh
         ),
     }
 }

@@ -9,12 +9,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::Timestamp;
 
 use super::egress;
+use super::evidence::Evidence;
 use super::messages::{MessageContext, Subjects};
 use super::placement;
 use super::policy::{CompiledPolicy, class_mask};
 use super::storage;
+use super::text::Message;
 use super::text::Text;
-use super::verdict::{ClassSource, ExemptionUse, Notice, PolicyOutcome, Verdict, WorkloadRef};
+use super::verdict::{
+    ClassSource, Code, ExemptionUse, Notice, PolicyOutcome, Verdict, Violation, WorkloadRef,
+};
 use super::{Snapshot, Workload};
 use crate::api::{
     ClassError, DATA_CLASS_LABEL, DataClass, EgressMode, StorageMode, parse_class_list,
@@ -114,6 +118,7 @@ fn evaluate_verdict(
         notices.extend(f.take_notices());
     }
 
+    let unpropagated = classes_not_on_pod_template(workload, ns_labels);
     let subjects = Subjects::default();
     for (policy, matched) in governing {
         let exemption = policy
@@ -145,6 +150,7 @@ fn evaluate_verdict(
             subjects: &subjects,
         };
         let mut violations = Vec::new();
+        violations.extend(class_propagation_check(&unpropagated, &ctx));
         if let Some(facts) = &facts {
             violations.extend(placement::check(facts, policy, &ctx));
         }
@@ -248,6 +254,102 @@ pub fn evaluate_with(
     detail: Detail,
 ) -> Result<Verdict, ClassificationError> {
     evaluate_verdict(snapshot, workload, now, detail)
+}
+
+/// The classes a controller declares on its own metadata that neither its
+/// pod template nor its Namespace gives its pods. Controllers copy the pod
+/// template's labels, not their own, to what they create (a Deployment's
+/// ReplicaSets and Pods, a CronJob's Pods): a class left on the metadata
+/// alone classifies the controller but none of its pods, so the pods are
+/// never sent to the webhook and can be moved abroad by editing the
+/// ReplicaSet. A Pod is its own template.
+fn classes_not_on_pod_template(
+    workload: &Workload,
+    ns_labels: Option<&BTreeMap<String, String>>,
+) -> BTreeSet<DataClass> {
+    if workload.kind == super::WorkloadKind::Pod {
+        return BTreeSet::new();
+    }
+    let classes_at = |labels: Option<&BTreeMap<String, String>>| {
+        labels
+            .and_then(|l| l.get(DATA_CLASS_LABEL))
+            .and_then(|v| parse_class_list(v).ok())
+            .unwrap_or_default()
+    };
+    let own = classes_at(Some(&workload.labels));
+    if own.is_empty() {
+        return own;
+    }
+    let reaching: BTreeSet<DataClass> = classes_at(Some(&workload.template_labels))
+        .union(&classes_at(ns_labels))
+        .copied()
+        .collect();
+    own.difference(&reaching).copied().collect()
+}
+
+/// The violation for the classes of `unpropagated` this policy governs.
+fn class_propagation_check(
+    unpropagated: &BTreeSet<DataClass>,
+    ctx: &MessageContext<'_>,
+) -> Option<Violation> {
+    let missing: Vec<DataClass> = ctx
+        .classes
+        .iter()
+        .filter(|c| unpropagated.contains(c))
+        .copied()
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let field = ctx.workload.kind.template_labels_path();
+    let message = if ctx.render {
+        let w = ctx.workload.reference();
+        let names = missing
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join(".");
+        let p = ctx.policy;
+        let creates = match ctx.workload.kind {
+            super::WorkloadKind::Deployment => "ReplicaSets and Pods",
+            super::WorkloadKind::CronJob => "Jobs and Pods",
+            _ => "Pods",
+        };
+        let creates_zh = match ctx.workload.kind {
+            super::WorkloadKind::Deployment => "ReplicaSet 和 Pod",
+            super::WorkloadKind::CronJob => "Job 和 Pod",
+            _ => "Pod",
+        };
+        Message {
+            problem: Text {
+                en: format!(
+                    "{w} declares {DATA_CLASS_LABEL}={names} on metadata.labels, which policy {p} governs, but its pod template ({field}) does not carry that class, so the {creates} it creates are not classified: residency-guard does not judge them, and they can be moved abroad without the `declassify` verb."
+                ),
+                zh: format!(
+                    "{w} 在 metadata.labels 上声明了 {DATA_CLASS_LABEL}={names}（受策略 {p} 约束），但其 Pod 模板（{field}）没有该类别，因此它创建的 {creates_zh} 不带分类：residency-guard 不会判定它们，无需 `declassify` 权限即可把它们移到境外。"
+                ),
+            },
+            fix: Text {
+                en: format!(
+                    "add {DATA_CLASS_LABEL}: {names} to {field} (controllers copy the pod template's labels, not their own, to what they create), or label the Namespace."
+                ),
+                zh: format!(
+                    "在 {field} 中加上 {DATA_CLASS_LABEL}: {names}（控制器把 Pod 模板的标签而不是自身的标签复制给它创建的对象），或给命名空间加上该标签。"
+                ),
+            },
+        }
+    } else {
+        Message::default()
+    };
+    Some(Violation {
+        code: Code::ClassNotOnPodTemplate,
+        field: field.to_string(),
+        evidence: Evidence::Classification {
+            not_on_pod_template: missing,
+        },
+        message,
+        exempted: false,
+    })
 }
 
 type ClassesAndSources = (BTreeSet<DataClass>, Vec<ClassSource>);

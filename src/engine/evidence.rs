@@ -10,6 +10,7 @@ use super::nodes::{NodeStanding, describe_node};
 use super::shared::Shared;
 use super::text::Lang;
 use super::volumes::VolumeLocation;
+use crate::api::DataClass;
 
 /// A node named as evidence.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -25,6 +26,18 @@ impl NodeEvidence {
     pub fn describe(&self, lang: Lang) -> String {
         describe_node(&self.name, self.region.as_deref(), &self.standing, lang)
     }
+}
+
+/// A node a pod is pinned to by name, as evidence: the DaemonSet
+/// controller pins each of its pods this way.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PinnedNode {
+    pub name: String,
+    /// The node and its standing; `None` when the node inventory does not
+    /// have it (or there is no inventory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<Shared<NodeEvidence>>,
 }
 
 /// Structured evidence, for reports and JSON output.
@@ -46,6 +59,11 @@ pub enum Evidence {
         /// Outside nodes beyond those listed.
         #[serde(skip_serializing_if = "is_zero")]
         more_outside: usize,
+        /// The node the failing term pins by name (`matchFields`
+        /// `metadata.name In`, or `spec.nodeName`) that is no guarantee:
+        /// unknown, or not acceptable to the policy.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pinned_node: Option<PinnedNode>,
     },
     #[serde(rename_all = "camelCase")]
     BoundNode { node: Shared<NodeEvidence> },
@@ -53,6 +71,10 @@ pub enum Evidence {
     Egress(EgressEvidence),
     #[serde(rename_all = "camelCase")]
     Storage(StorageEvidence),
+    /// Classes declared on a controller's metadata but not on its pod
+    /// template (nor its Namespace).
+    #[serde(rename_all = "camelCase")]
+    Classification { not_on_pod_template: Vec<DataClass> },
 }
 
 fn is_zero(n: &usize) -> bool {

@@ -21,7 +21,9 @@
 //! - `messages`: what violation messages are written from.
 //! - `placement`, `egress`, `storage`: the three checks.
 //! - `evaluate`: governing policies, exemptions, the verdict.
-//! - `network_change`, `declassify`: the two decisions about changes.
+//! - `network_change`, `declassify`, `workload_change`: the decisions
+//!   about changes (what a NetworkPolicy change opens, what takes classes
+//!   away, what a workload UPDATE can do).
 
 mod catalogue;
 pub mod declassify;
@@ -29,6 +31,7 @@ mod egress;
 mod evaluate;
 mod evidence;
 mod ipset;
+mod lineage;
 mod messages;
 mod network;
 mod network_change;
@@ -44,14 +47,16 @@ mod text;
 mod verdict;
 mod volumes;
 mod workload;
+mod workload_change;
 
 pub use catalogue::{Catalogue, CatalogueError, Jurisdiction, RegionLookup, ZoneEntry};
 pub use evaluate::{ClassificationError, Detail, evaluate, evaluate_with};
 pub use evidence::{
-    EffectiveEgress, EgressEvidence, Evidence, ExternalBlock, NodeEvidence, PeerRef, RuleRef,
-    StorageEvidence,
+    EffectiveEgress, EgressEvidence, Evidence, ExternalBlock, NodeEvidence, PeerRef, PinnedNode,
+    RuleRef, StorageEvidence,
 };
 pub use ipset::{CountryTable, IpSet, ListParseError, net_minus_excepts_subset};
+pub use lineage::{ClaimClass, classes_through_claims};
 pub use network::{
     AddressSpace, CidrError, CompiledNetworkPolicy, NetworkIndex, parse_cidr_args,
     validate_network_policy,
@@ -86,3 +91,4 @@ pub use workload::{
     EphemeralView, InheritedClass, IscsiView, Labels, MonitorsView, NfsView, OwnerRef, PodSpecView,
     VolumeView, Workload, WorkloadError, WorkloadKind, WorkloadObject,
 };
+pub use workload_change::only_removes_or_narrows;

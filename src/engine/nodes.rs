@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Node;
 use serde::{Deserialize, Serialize};
 
-use super::catalogue::{Catalogue, Jurisdiction, RegionLookup};
+use super::catalogue::{Catalogue, Jurisdiction, RegionEntry, RegionLookup};
 use super::selector::NodeLabels;
 use super::text::Lang;
 
@@ -225,6 +225,10 @@ pub enum NodeStanding {
         region: String,
         jurisdiction: Jurisdiction,
         country: String,
+        /// The node has no region label and this, its `spec.providerID`,
+        /// places it abroad: the providerID is the evidence.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        provider_id: Option<String>,
     },
     Untrusted(Untrusted),
 }
@@ -236,7 +240,8 @@ impl NodeStanding {
 
     /// A policy's `allowedNodes` may vouch for a node whose region is merely
     /// missing or unknown (a private data centre), never for one that is known
-    /// to be abroad or whose evidence contradicts itself.
+    /// to be abroad (by its region label, or without one by its providerID)
+    /// or whose evidence contradicts itself.
     pub fn vouchable(&self) -> bool {
         matches!(
             self,
@@ -263,6 +268,19 @@ pub(crate) fn classify(node: &NodeInfo, catalogue: &Catalogue) -> NodeStanding {
         .as_deref()
         .and_then(|id| parse_provider_id(id, catalogue));
     let Some(region) = node.region_label() else {
+        // No region label: a providerID (set at registration, checked by
+        // the cloud controller) that places the node abroad is evidence
+        // enough, and no pool label can vouch for it.
+        if let Some(p) = &provider
+            && let Some(entry) = provider_region_abroad(p, catalogue)
+        {
+            return NodeStanding::Outside {
+                region: p.region().unwrap_or_default().to_string(),
+                jurisdiction: entry.jurisdiction,
+                country: entry.country.clone(),
+                provider_id: node.provider_id.clone(),
+            };
+        }
         return NodeStanding::Untrusted(Untrusted::MissingRegion {
             hint: provider.and_then(|p| p.region().map(str::to_string)),
         });
@@ -285,6 +303,7 @@ pub(crate) fn classify(node: &NodeInfo, catalogue: &Catalogue) -> NodeStanding {
             region: region.to_string(),
             jurisdiction: entry.jurisdiction,
             country: entry.country.clone(),
+            provider_id: None,
         },
         RegionLookup::NotOfProvider => {
             let provider = provider.map(|p| p.provider).unwrap_or_default().to_string();
@@ -310,6 +329,25 @@ pub(crate) fn classify(node: &NodeInfo, catalogue: &Catalogue) -> NodeStanding {
     }
 }
 
+/// The catalogue entry of the region a providerID names, when the catalogue
+/// places it outside mainland China: under the provider's own spelling, or
+/// failing that under a code every provider reads alike.
+fn provider_region_abroad<'c>(
+    location: &ProviderLocation,
+    catalogue: &'c Catalogue,
+) -> Option<&'c RegionEntry> {
+    location.regions.iter().find_map(|region| {
+        match catalogue.lookup(Some(location.provider), region) {
+            RegionLookup::Known(entry) => Some(entry),
+            _ => match catalogue.lookup(None, region) {
+                RegionLookup::Known(entry) => Some(entry),
+                _ => None,
+            },
+        }
+        .filter(|entry| !entry.jurisdiction.is_mainland())
+    })
+}
+
 /// "node-7 in ap-east-1 (HK)": a node, its region and why it is (not)
 /// mainland, for messages.
 pub(crate) fn describe_node(
@@ -322,6 +360,33 @@ pub(crate) fn describe_node(
     match (standing, lang) {
         (NodeStanding::Mainland { .. }, Lang::En) => format!("{name} in {region}"),
         (NodeStanding::Mainland { .. }, Lang::ZhCn) => format!("{name}（{region}）"),
+        (
+            NodeStanding::Outside {
+                region: located,
+                country,
+                provider_id: Some(id),
+                ..
+            },
+            Lang::En,
+        ) => {
+            format!(
+                "{name} in {located} ({country}): it has no region label, and its providerID {id} places it there"
+            )
+        }
+        (
+            NodeStanding::Outside {
+                region: located,
+                jurisdiction,
+                provider_id: Some(id),
+                ..
+            },
+            Lang::ZhCn,
+        ) => {
+            format!(
+                "{name}（{located}，{}）：该节点没有地域标签，其 providerID {id} 表明它位于该地",
+                jurisdiction.describe_zh()
+            )
+        }
         (NodeStanding::Outside { country, .. }, Lang::En) => {
             format!("{name} in {region} ({country})")
         }
@@ -515,5 +580,91 @@ mod tests {
         assert!(
             classify(&node(&[(LEGACY_REGION_LABEL, "cn-northwest-1")], None), cat).is_mainland()
         );
+    }
+
+    /// Without a region label, a providerID that places the node abroad
+    /// makes it outside (so `allowedNodes` cannot vouch for it), and the
+    /// description names the providerID as the evidence. A providerID in
+    /// mainland China, or with no region the catalogue knows, stays a hint.
+    #[test]
+    fn a_provider_id_abroad_places_an_unlabelled_node_outside() {
+        let cat = Catalogue::builtin();
+        for (id, region, jurisdiction) in [
+            (
+                "aws:///ap-east-1a/i-0hk1",
+                "ap-east-1",
+                Jurisdiction::HongKong,
+            ),
+            (
+                "alicloud://cn-hongkong.i-j6c",
+                "cn-hongkong",
+                Jurisdiction::HongKong,
+            ),
+            (
+                "qcloud:///300001/ins-1",
+                "ap-hongkong",
+                Jurisdiction::HongKong,
+            ),
+            (
+                "aws:///us-east-1a/i-0us1",
+                "us-east-1",
+                Jurisdiction::Foreign,
+            ),
+        ] {
+            let standing = classify(&node(&[("pool", "a")], Some(id)), cat);
+            let NodeStanding::Outside {
+                region: r,
+                jurisdiction: j,
+                provider_id,
+                ..
+            } = &standing
+            else {
+                panic!("{id}: {standing:?}");
+            };
+            assert_eq!((r.as_str(), *j), (region, jurisdiction), "{id}");
+            assert_eq!(provider_id.as_deref(), Some(id));
+            assert!(!standing.vouchable(), "{id}");
+            let en = describe_node("n1", None, &standing, Lang::En);
+            assert!(en.contains(&format!("n1 in {region}")), "{en}");
+            assert!(
+                en.contains(&format!("no region label, and its providerID {id}")),
+                "{en}"
+            );
+            let zh = describe_node("n1", None, &standing, Lang::ZhCn);
+            assert!(zh.contains("没有地域标签") && zh.contains(id), "{zh}");
+        }
+        for id in [
+            "aws:///cn-north-1a/i-1",
+            "aws:///mars-1a/i-1",
+            "huaweicloud://abc",
+            "kind://docker/kind/kind-worker",
+        ] {
+            let standing = classify(&node(&[], Some(id)), cat);
+            assert!(
+                matches!(
+                    standing,
+                    NodeStanding::Untrusted(Untrusted::MissingRegion { .. })
+                ),
+                "{id}: {standing:?}"
+            );
+            assert!(standing.vouchable(), "{id}");
+        }
+        // A label the providerID contradicts is never vouched for either,
+        // whichever side names the mainland.
+        for (label, id) in [
+            ("cn-north-1", "aws:///ap-east-1a/i-1"),
+            ("dc-onprem-1", "aws:///ap-east-1a/i-1"),
+            ("ap-east-1", "aws:///cn-north-1a/i-1"),
+        ] {
+            let standing = classify(&node(&[(REGION_LABEL, label)], Some(id)), cat);
+            assert!(
+                matches!(
+                    standing,
+                    NodeStanding::Untrusted(Untrusted::ProviderIdContradicts { .. })
+                ),
+                "{label} {id}: {standing:?}"
+            );
+            assert!(!standing.vouchable());
+        }
     }
 }

@@ -18,7 +18,7 @@ use super::nodes::{LEGACY_REGION_LABEL, NodeStanding, REGION_LABEL};
 use super::policy::CompiledPolicy;
 use fixedbitset::FixedBitSet;
 
-use super::evidence::{Evidence, NodeEvidence};
+use super::evidence::{Evidence, NodeEvidence, PinnedNode};
 use super::node_inventory::NodeInventory;
 use super::nodes::describe_node;
 use super::selector::{Conjunction, NODE_NAME_FIELD, NodeLabels, Op, Requirement, Space, Term};
@@ -41,6 +41,9 @@ pub(crate) struct Facts<'s> {
     has_preferred_affinity: bool,
     /// Nodes matching the constraints today (None: no inventory).
     matching: Option<Matching<'s>>,
+    /// The node inventory, when nodes are known: a term that pins the
+    /// pods by name is judged by the nodes it names.
+    inventory: Option<&'s NodeInventory>,
     /// `spec.nodeName` and the node it names, if in the inventory.
     bound: Option<(String, Option<&'s ClassifiedNode>)>,
     /// Mainland regions a fix may name (and those withheld, with why).
@@ -106,6 +109,10 @@ struct TermFacts {
     pins_region: bool,
     /// Region values it allows that are not mainland, for messages.
     non_mainland_regions: Vec<String>,
+    /// The node names it pins `metadata.name` to (`matchFields` and
+    /// `spec.nodeName`), when it pins them: the DaemonSet controller pins
+    /// each of its pods to one node this way.
+    names: Option<Vec<String>>,
     conjunction: Conjunction,
 }
 
@@ -119,11 +126,15 @@ impl TermFacts {
             .filter(|v| !snapshot.catalogue.is_mainland_region(v))
             .map(|v| v.to_string())
             .collect();
+        let names = conjunction
+            .node_names()
+            .map(|names| names.into_iter().cloned().collect());
         TermFacts {
             matches_nothing,
             region_ok: regions.is_some() && non_mainland_regions.is_empty(),
             pins_region: regions.is_some(),
             non_mainland_regions,
+            names,
             conjunction,
         }
     }
@@ -224,6 +235,7 @@ impl<'s> Facts<'s> {
             has_required_affinity: constraints.terms.is_some(),
             has_preferred_affinity,
             matching,
+            inventory: snapshot.inventory(),
             bound,
             fix_regions: snapshot.inventory_mainland_regions(),
             catalogue: &snapshot.catalogue,
@@ -252,8 +264,29 @@ struct Gap {
     term: Option<usize>,
     non_mainland_regions: Vec<String>,
     pins_region: bool,
+    /// The term pins the pods by name to this node, which is no guarantee
+    /// (unknown, or not acceptable to the policy).
+    pinned_node: Option<PinnedNode>,
     /// The term pins only the deprecated region label, to these values.
     legacy_values: Option<Vec<String>>,
+}
+
+impl Facts<'_> {
+    /// A term pins the pods by name to `names`: the first named node that
+    /// is no guarantee (not in the node inventory, there is no inventory,
+    /// or the policy does not accept it), or None when every named node
+    /// exists and is acceptable, so the pods can only ever run there.
+    fn unguaranteed_pin(&self, names: &[String], policy: &CompiledPolicy) -> Option<PinnedNode> {
+        names.iter().find_map(|name| {
+            match self.inventory.and_then(|inventory| inventory.node(name)) {
+                Some(node) if node_ok(node, policy) => None,
+                node => Some(PinnedNode {
+                    name: name.clone(),
+                    node: node.map(|n| n.evidence.clone()),
+                }),
+            }
+        })
+    }
 }
 
 fn guarantee_gap(facts: &Facts<'_>, policy: &CompiledPolicy) -> Option<Gap> {
@@ -261,6 +294,15 @@ fn guarantee_gap(facts: &Facts<'_>, policy: &CompiledPolicy) -> Option<Gap> {
         if t.matches_nothing || t.region_ok {
             continue;
         }
+        // Pinned by name (a DaemonSet's pods): a node keeps its name, so
+        // the pods can only run on the named nodes, and their trust decides.
+        let pinned_node = match &t.names {
+            Some(names) => match facts.unguaranteed_pin(names, policy) {
+                None => continue,
+                unguaranteed => unguaranteed,
+            },
+            None => None,
+        };
         // Not pinned to mainland regions: acceptable only if the term can
         // only ever select nodes the policy's allowedNodes vouches for.
         let allowed_ok = policy
@@ -272,6 +314,7 @@ fn guarantee_gap(facts: &Facts<'_>, policy: &CompiledPolicy) -> Option<Gap> {
                 term: facts.has_required_affinity.then_some(i),
                 non_mainland_regions: t.non_mainland_regions.clone(),
                 pins_region: t.pins_region,
+                pinned_node,
                 // Only on a gap (the violation path): the lookup allocates.
                 legacy_values: (!t.pins_region)
                     .then(|| t.conjunction.label_values(LEGACY_REGION_LABEL))
@@ -338,15 +381,20 @@ pub(crate) fn check(
     } else {
         Message::default()
     };
+    let term = gap.as_ref().and_then(|g| g.term);
+    let (non_mainland_regions, pinned_node) = gap
+        .map(|g| (g.non_mainland_regions, g.pinned_node))
+        .unwrap_or_default();
     vec![Violation {
         code,
         field,
         evidence: Evidence::Placement {
-            term: gap.as_ref().and_then(|g| g.term),
-            non_mainland_regions: gap.map(|g| g.non_mainland_regions).unwrap_or_default(),
+            term,
+            non_mainland_regions,
             matching_nodes: matching_count,
             outside_nodes: listed,
             more_outside,
+            pinned_node,
         },
         message,
         exempted: false,
@@ -642,6 +690,46 @@ fn write_placement_body(workload: &Workload, facts: &Facts<'_>, found: &Shortfal
                 );
             }
         }
+        Some(Gap {
+            pinned_node: Some(pin),
+            ..
+        }) => {
+            let name = &pin.name;
+            match &pin.node {
+                Some(node) => {
+                    let _ = write!(
+                        en,
+                        "{field} pins the pods by {NODE_NAME_FIELD} to node {}, which is not in mainland China or cannot be verified",
+                        node.describe(super::Lang::En)
+                    );
+                    let _ = write!(
+                        zh,
+                        "{field} 通过 {NODE_NAME_FIELD} 将 Pod 固定到节点 {}，该节点不在中国大陆或无法核实",
+                        node.describe(super::Lang::ZhCn)
+                    );
+                }
+                None if facts.inventory.is_some() => {
+                    let _ = write!(
+                        en,
+                        "{field} pins the pods by {NODE_NAME_FIELD} to node {name}, which is not in the node inventory (an unknown node), so where they run cannot be verified"
+                    );
+                    let _ = write!(
+                        zh,
+                        "{field} 通过 {NODE_NAME_FIELD} 将 Pod 固定到节点 {name}，该节点不在节点清单中（未知节点），无法核实 Pod 运行在哪里"
+                    );
+                }
+                None => {
+                    let _ = write!(
+                        en,
+                        "{field} pins the pods by {NODE_NAME_FIELD} to node {name}, and no nodes were given, so that node cannot be verified"
+                    );
+                    let _ = write!(
+                        zh,
+                        "{field} 通过 {NODE_NAME_FIELD} 将 Pod 固定到节点 {name}，但未提供节点清单，无法核实该节点"
+                    );
+                }
+            }
+        }
         Some(g) if !g.non_mainland_regions.is_empty() => {
             let r = g.non_mainland_regions.join(", ");
             let _ = write!(
@@ -692,9 +780,12 @@ fn write_placement_body(workload: &Workload, facts: &Facts<'_>, found: &Shortfal
         en.push_str(" (preferred affinity is only a preference and guarantees nothing)");
         zh.push_str("（首选亲和性只是偏好，不构成保证）");
     }
+    // A term that pins by name already names the node it is about.
+    let pinned = gap.and_then(|g| g.pinned_node.as_ref());
     if let Some(name) = facts.unknown_bound_node()
         && gap.is_some()
         && unknown_node.is_none()
+        && pinned.is_none()
         && matching.is_some()
     {
         let _ = write!(
@@ -707,6 +798,7 @@ fn write_placement_body(workload: &Workload, facts: &Facts<'_>, found: &Shortfal
     // What the inventory shows today (nothing, for a node it lacks).
     if let Some(m) = matching
         && unknown_node.is_none()
+        && pinned.is_none()
     {
         let clause = write_inventory_clause(workload.kind, m, outside);
         en.push_str(&clause.en);
@@ -728,6 +820,45 @@ fn write_placement_body(workload: &Workload, facts: &Facts<'_>, found: &Shortfal
                 zh: format!(
                     "指定一个存在且位于中国大陆的节点，或删除 nodeName 并在 {affinity} 中添加必需的节点亲和性 {REGION_LABEL} In [{regions}]"
                 ),
+            };
+            (fix, Some(facts.withheld_note(None)))
+        }
+        Some(Gap {
+            pinned_node: Some(pin),
+            ..
+        }) => {
+            let regions = facts.region_fix_list();
+            let node = &pin.name;
+            let daemonset = workload
+                .controller
+                .as_ref()
+                .filter(|c| workload.kind == WorkloadKind::Pod && c.kind == "DaemonSet");
+            let fix = match daemonset {
+                // The controller wrote this term; the fix is on its template.
+                Some(ds) => {
+                    let ds_affinity = format!(
+                        "{}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution",
+                        WorkloadKind::DaemonSet.pod_spec_path()
+                    );
+                    Text {
+                        en: format!(
+                            "the DaemonSet controller pins each of its pods to one node this way, replacing the template's node affinity: restrict the pod template of DaemonSet {}/{} to mainland-China nodes (a required node affinity on {REGION_LABEL} In [{regions}] under {ds_affinity}) so that it creates no pod on node {node}",
+                            workload.namespace, ds.name
+                        ),
+                        zh: format!(
+                            "DaemonSet 控制器以这种方式将每个 Pod 固定到一个节点（替换模板中的节点亲和性）：请将 DaemonSet {}/{} 的 Pod 模板限定到中国大陆节点（在 {ds_affinity} 中添加必需的节点亲和性 {REGION_LABEL} In [{regions}]），使其不在节点 {node} 上创建 Pod",
+                            workload.namespace, ds.name
+                        ),
+                    }
+                }
+                None => Text {
+                    en: format!(
+                        "pin the pods by {NODE_NAME_FIELD} only to nodes that exist and are in mainland China, or add a required node affinity on {REGION_LABEL} In [{regions}] under {affinity}"
+                    ),
+                    zh: format!(
+                        "仅通过 {NODE_NAME_FIELD} 将 Pod 固定到存在且位于中国大陆的节点，或在 {affinity} 中添加必需的节点亲和性 {REGION_LABEL} In [{regions}]"
+                    ),
+                },
             };
             (fix, Some(facts.withheld_note(None)))
         }

@@ -337,6 +337,16 @@ impl Conjunction {
             .get(&(Space::Label, key.to_string()))
             .and_then(KeyConstraint::candidates)
     }
+
+    /// The finite set of node names (`metadata.name`, from `matchFields`
+    /// and `spec.nodeName`) a matching node can have, if the conjunction
+    /// pins the name: the intersection of its `In` sets minus `NotIn`
+    /// values. `None` when no `In` restricts the name.
+    pub(crate) fn node_names(&self) -> Option<BTreeSet<&String>> {
+        self.keys
+            .get(&(Space::Field, NODE_NAME_FIELD.to_string()))
+            .and_then(KeyConstraint::candidates)
+    }
 }
 
 /// A compiled `metav1.LabelSelector` (namespaceSelector, podSelector, ...).
@@ -685,6 +695,37 @@ mod tests {
             name: "b",
             labels: &l
         }));
+    }
+
+    #[test]
+    fn node_names_are_the_intersection_of_name_pins() {
+        let name = |op: Op| Requirement {
+            space: Space::Field,
+            key: NODE_NAME_FIELD.into(),
+            op,
+        };
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        let names = |c: &Conjunction| {
+            c.node_names()
+                .map(|n| n.into_iter().cloned().collect::<Vec<_>>())
+        };
+        // The DaemonSet controller's pin, and spec.nodeName beside it.
+        let c = Conjunction::new(&[name(Op::In(set(&["a"])))]);
+        assert_eq!(names(&c), Some(vec!["a".to_string()]));
+        let c = Conjunction::new(&[name(Op::In(set(&["a"]))), name(Op::In(set(&["a", "b"])))]);
+        assert_eq!(names(&c), Some(vec!["a".to_string()]));
+        let c = Conjunction::new(&[name(Op::In(set(&["a"]))), name(Op::In(set(&["b"])))]);
+        assert_eq!(names(&c), Some(vec![]));
+        assert!(c.unsatisfiable());
+        let c = Conjunction::new(&[name(Op::In(set(&["a", "b"]))), name(Op::NotIn(set(&["b"])))]);
+        assert_eq!(names(&c), Some(vec!["a".to_string()]));
+        // NotIn alone pins nothing; a label of that key is not a name.
+        assert_eq!(
+            names(&Conjunction::new(&[name(Op::NotIn(set(&["a"])))])),
+            None
+        );
+        let label = Requirement::label_eq(NODE_NAME_FIELD, "a");
+        assert_eq!(names(&Conjunction::new(&[label])), None);
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub enum Code {
     VolumeNotGuaranteed,
     /// An NFS, iSCSI or Ceph server outside mainland-China address space.
     StorageEndpointOutside,
+    /// A controller declares a class on its own metadata that its pod
+    /// template does not carry, so the objects and pods it creates are not
+    /// classified (and never reach the webhook).
+    ClassNotOnPodTemplate,
 }
 
 impl Code {
@@ -51,6 +55,7 @@ impl Code {
             Code::VolumeOutsideMainland => "VolumeOutsideMainland",
             Code::VolumeNotGuaranteed => "VolumeNotGuaranteed",
             Code::StorageEndpointOutside => "StorageEndpointOutside",
+            Code::ClassNotOnPodTemplate => "ClassNotOnPodTemplate",
         }
     }
 

@@ -556,6 +556,7 @@ fn locate_hosts(pins: &Pins<'_>, inventory: Option<&NodeInventory>) -> VolumeLoc
                 region,
                 jurisdiction,
                 country,
+                ..
             }) => {
                 return VolumeLocation::Outside {
                     key: HOSTNAME_KEY.to_string(),

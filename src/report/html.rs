@@ -143,6 +143,10 @@ fn code_label(c: Code) -> (&'static str, &'static str) {
             "a storage server is outside mainland China",
             "存储服务器位于中国大陆以外",
         ),
+        Code::ClassNotOnPodTemplate => (
+            "the data class does not reach the pods",
+            "数据类别未传递到 Pod",
+        ),
     }
 }
 

@@ -1041,7 +1041,7 @@ fn entry(
                         .entry(node.name.clone())
                         .or_insert_with(|| node_entry(snapshot, &node.name));
                 }
-                Evidence::Egress(_) | Evidence::Storage(_) => {}
+                Evidence::Egress(_) | Evidence::Storage(_) | Evidence::Classification { .. } => {}
             }
             let (pod, node) = match (&v.evidence, w.kind) {
                 (Evidence::BoundNode { node }, WorkloadKind::Pod) => {

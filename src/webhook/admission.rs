@@ -33,83 +33,10 @@ pub struct ReviewIn<O, P> {
 /// A review with `object` and `oldObject` kept as raw JSON.
 pub type RawReviewIn<'a> = ReviewIn<&'a RawValue, &'a RawValue>;
 
-/// A workload review: the object decoded in the same pass, and of
-/// `oldObject` only its data-class labels (to see a declassification).
-type WorkloadReviewIn = ReviewIn<WorkloadObject, OldClassLabels>;
-
-/// The data-class labels of a review's old object: all that is read of it.
-#[derive(Debug, Default, Deserialize)]
-pub struct OldClassLabels {
-    #[serde(default)]
-    metadata: Option<LabelHolder>,
-    #[serde(default)]
-    spec: Option<OldSpec>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct LabelHolder {
-    #[serde(default)]
-    labels: Option<ClassOnly>,
-}
-
-/// A label map, of which only the data-class label is kept.
-#[derive(Debug, Default, Deserialize)]
-struct ClassOnly {
-    #[serde(rename = "residencyguard.io/data-class", default)]
-    class: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OldSpec {
-    #[serde(default)]
-    template: Option<OldTemplate>,
-    #[serde(default)]
-    job_template: Option<OldJobTemplate>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct OldTemplate {
-    #[serde(default)]
-    metadata: Option<LabelHolder>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct OldJobTemplate {
-    #[serde(default)]
-    spec: Option<OldJobSpec>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct OldJobSpec {
-    #[serde(default)]
-    template: Option<OldTemplate>,
-}
-
-impl LabelHolder {
-    fn class(&self) -> Option<&str> {
-        self.labels.as_ref()?.class.as_deref()
-    }
-}
-
-impl OldClassLabels {
-    /// The data-class label values on the object and on its pod template
-    /// (a CronJob's job template's pod template).
-    pub fn values(&self) -> Vec<&str> {
-        let own = self.metadata.as_ref().and_then(LabelHolder::class);
-        let spec = self.spec.as_ref();
-        let template = spec
-            .and_then(|s| s.template.as_ref())
-            .or_else(|| {
-                spec.and_then(|s| s.job_template.as_ref())
-                    .and_then(|j| j.spec.as_ref())
-                    .and_then(|s| s.template.as_ref())
-            })
-            .and_then(|t| t.metadata.as_ref())
-            .and_then(LabelHolder::class);
-        own.into_iter().chain(template).collect()
-    }
-}
+/// A workload review: the object and, on UPDATE, the old object decoded in
+/// the same pass (to see a declassification, and whether the write can only
+/// remove pods or narrow placement).
+type WorkloadReviewIn = ReviewIn<WorkloadObject, WorkloadObject>;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -208,6 +135,8 @@ pub struct Declassify {
     /// "Deployment payments/api", "Namespace payments".
     pub subject: String,
     pub classes: Vec<crate::api::DataClass>,
+    /// What the update does that takes them away (for the refusal).
+    pub change: Text,
 }
 
 /// What to read from the API server before the answer stands.
@@ -321,7 +250,7 @@ fn handle_raw(body: &[u8], endpoint: Endpoint, judging: Judging<'_>) -> Result<H
         Endpoint::Workloads => workload_review(req, judging, decision),
         Endpoint::NetworkPolicies => network_policy_review(&req, judging, decision),
         Endpoint::Policies => policy_review(&req, judging, decision),
-        Endpoint::Namespaces => namespace_review(&req, judging.lang, decision),
+        Endpoint::Namespaces => namespace_review(&req, judging, decision),
     })
 }
 
@@ -425,24 +354,23 @@ fn refuse(code: u16, reason: &'static str, message: String) -> Response {
     }
 }
 
-/// A review's old object, as something that yields its data-class labels.
+/// A review's old object, as the workload it was.
 trait OldInput {
-    fn old_class_values(&self) -> Vec<String>;
+    /// The API server's own copy of the stored object: well formed; should
+    /// it not be, nothing is known to have been removed and the write is
+    /// judged as a new object.
+    fn old_workload(self, default_namespace: &str) -> Option<Workload>;
 }
 
 impl OldInput for &RawValue {
-    fn old_class_values(&self) -> Vec<String> {
-        // The API server's own copy of the stored object: it is well formed;
-        // should it not be, nothing is known to have been removed.
-        serde_json::from_str::<OldClassLabels>(self.get())
-            .map(|o| o.values().into_iter().map(str::to_string).collect())
-            .unwrap_or_default()
+    fn old_workload(self, default_namespace: &str) -> Option<Workload> {
+        Workload::from_json_slice(self.get().as_bytes(), default_namespace).ok()
     }
 }
 
-impl OldInput for OldClassLabels {
-    fn old_class_values(&self) -> Vec<String> {
-        self.values().into_iter().map(str::to_string).collect()
+impl OldInput for WorkloadObject {
+    fn old_workload(self, default_namespace: &str) -> Option<Workload> {
+        self.into_workload(default_namespace).ok()
     }
 }
 
@@ -492,43 +420,97 @@ fn workload_review<O: WorkloadInput, P: OldInput>(
             return refuse(400, "BadRequest", e.to_string());
         }
     };
+    let old = match req.old_object.take() {
+        Some(old) if req.operation == "UPDATE" => old.old_workload(namespace),
+        _ => None,
+    };
+    if let Some(old) = &old {
+        decision.declassify = declassification(judging.snapshot, &workload, old);
+        if verdict.denied() && engine::only_removes_or_narrows(old, &workload) {
+            // Nothing this write does can put a pod anywhere it could not
+            // already run: admit it (a controller scaling down, a fix in
+            // progress) and say what still violates.
+            return respond_to_narrowing(&verdict, judging.lang, decision);
+        }
+    }
     decision.confirm = confirmation_needed(judging.snapshot, namespace, &verdict)
         .or_else(|| unseen_claims(judging.snapshot, &workload, &verdict));
-    if req.operation == "UPDATE"
-        && let Some(old) = &req.old_object
-    {
-        decision.declassify =
-            declassification(judging.snapshot, &workload, &old.old_class_values());
-    }
     respond_to_verdict(&verdict, judging.lang, decision)
 }
 
-/// The classes this UPDATE takes away from the workload (the Namespace's
-/// classes keep applying, so they are not taken away).
+/// The classes this UPDATE takes away from the workload or from the pods
+/// it creates (the Namespace's classes keep applying, so they are not
+/// taken away).
 fn declassification(
     snapshot: &Snapshot,
     workload: &Workload,
-    old: &[String],
+    old: &Workload,
 ) -> Option<Declassify> {
-    if old.is_empty() {
-        return None;
-    }
-    use engine::declassify::{class_label, classes_named, removed_classes};
+    use engine::declassify::{
+        class_label, classes_named, label_removal, moved_off_template, removed_classes,
+        removed_from_pods,
+    };
     let still = classes_named(class_label(snapshot.namespaces.get(&workload.namespace)));
-    let new = [
+    let old_values = [
+        class_label(Some(&old.labels)),
+        class_label(Some(&old.template_labels)),
+    ];
+    let new_values = [
         class_label(Some(&workload.labels)),
         class_label(Some(&workload.template_labels)),
     ];
     let removed = removed_classes(
-        old.iter().map(String::as_str),
-        new.into_iter().flatten(),
+        old_values.into_iter().flatten(),
+        new_values.into_iter().flatten(),
         &still,
     );
-    (!removed.is_empty()).then(|| Declassify {
-        namespace: workload.namespace.clone(),
-        subject: workload.reference(),
-        classes: removed.into_iter().collect(),
+    if !removed.is_empty() {
+        let classes: Vec<_> = removed.into_iter().collect();
+        return Some(Declassify {
+            namespace: workload.namespace.clone(),
+            subject: workload.reference(),
+            change: label_removal(&classes),
+            classes,
+        });
+    }
+    let off_pods = removed_from_pods(workload.kind, old_values[1], new_values[1], &still);
+    (!off_pods.is_empty()).then(|| {
+        let classes: Vec<_> = off_pods.into_iter().collect();
+        Declassify {
+            namespace: workload.namespace.clone(),
+            subject: workload.reference(),
+            change: moved_off_template(&classes, workload.kind.template_labels_path()),
+            classes,
+        }
     })
+}
+
+/// An UPDATE that can only remove pods or narrow where they run, of an
+/// object that violates a Deny policy: admitted, every violation a warning.
+fn respond_to_narrowing(verdict: &Verdict, lang: Lang, decision: &mut Decision) -> Response {
+    let mut response = respond_to_verdict(verdict, lang, decision);
+    decision.result = "narrowing";
+    let note = match lang {
+        Lang::En => {
+            "this update can only remove pods or narrow where they run, so it is admitted; the object still violates a Deny policy:"
+        }
+        Lang::ZhCn => {
+            "此更新只会减少 Pod 或缩小其可运行的范围，因此予以放行；但该对象仍违反 Deny 策略："
+        }
+    };
+    let mut warnings = Vec::new();
+    split_warning(note, &mut warnings);
+    warnings.extend(warnings_from(
+        verdict
+            .messages_for(Action::Deny)
+            .chain(verdict.messages_for(Action::Warn)),
+        lang,
+    ));
+    warnings.truncate(MAX_WARNINGS);
+    response.allowed = true;
+    response.status = None;
+    response.warnings = warnings;
+    response
 }
 
 /// Does this answer rest on namespace facts the snapshot may not have yet?
@@ -808,22 +790,34 @@ fn network_policy_review(
     }
 }
 
-/// A Namespace whose data-class label is set, changed or removed: the new
-/// value must name known classes (every workload in it is classified by
-/// it), and classes it loses are a declassification of every workload in
+/// A Namespace whose labels change. The data-class label's new value must
+/// name known classes (every workload in it is classified by it); classes
+/// it loses, and policies whose `namespaceSelector` it stops matching while
+/// it holds data they govern, are a declassification of every workload in
 /// the namespace (authorised by the server, like a workload's).
 fn namespace_review(
     req: &RequestIn<&RawValue, &RawValue>,
-    lang: Lang,
+    judging: Judging<'_>,
     decision: &mut Decision,
 ) -> Response {
     let Some(object) = req.object.filter(|_| req.writes()) else {
         return allow();
     };
-    let labels_of = |raw: &RawValue| -> Option<String> {
-        serde_json::from_str::<OldClassLabels>(raw.get())
+    #[derive(Deserialize)]
+    struct NamespaceLabels {
+        #[serde(default)]
+        metadata: Option<LabelsOnly>,
+    }
+    #[derive(Deserialize)]
+    struct LabelsOnly {
+        #[serde(default)]
+        labels: Option<std::collections::BTreeMap<String, String>>,
+    }
+    let labels_of = |raw: &RawValue| -> std::collections::BTreeMap<String, String> {
+        serde_json::from_str::<NamespaceLabels>(raw.get())
             .ok()
-            .and_then(|o| o.metadata?.class().map(str::to_string))
+            .and_then(|n| n.metadata?.labels)
+            .unwrap_or_default()
     };
     let name = req
         .name
@@ -836,8 +830,9 @@ fn namespace_review(
         .unwrap_or_default();
     decision.name = name.clone();
     decision.result = "judged";
-    let new = labels_of(object);
-    if let Some(value) = &new
+    let new_labels = labels_of(object);
+    let new = engine::declassify::class_label(Some(&new_labels));
+    if let Some(value) = new
         && let Err(error) = crate::api::parse_class_list(value)
     {
         let e = engine::ClassificationError {
@@ -845,19 +840,38 @@ fn namespace_review(
             location: "metadata.labels".into(),
             error,
         };
-        return refuse(422, "Invalid", e.text().get(lang).to_string());
+        return refuse(422, "Invalid", e.text().get(judging.lang).to_string());
     }
-    let old = req.old_object.and_then(labels_of);
-    let removed = engine::declassify::removed_classes(
-        old.as_deref(),
-        new.as_deref(),
-        &std::collections::BTreeSet::new(),
-    );
-    if !removed.is_empty() {
+    let Some(old_labels) = req.old_object.map(labels_of) else {
+        return allow();
+    };
+    let old = engine::declassify::class_label(Some(&old_labels));
+    let mut classes =
+        engine::declassify::removed_classes(old, new, &std::collections::BTreeSet::new());
+    let mut change = None;
+    if !classes.is_empty() {
+        let list: Vec<_> = classes.iter().copied().collect();
+        change = Some(engine::declassify::label_removal(&list));
+    }
+    if old_labels != new_labels {
+        let workloads = judging.workloads.in_namespace(&name);
+        let losses = engine::declassify::scope_losses(
+            judging.snapshot,
+            &old_labels,
+            &new_labels,
+            &workloads,
+        );
+        if !losses.is_empty() {
+            classes.extend(losses.iter().flat_map(|l| l.classes.iter().copied()));
+            change.get_or_insert_with(|| engine::declassify::out_of_scope(&losses));
+        }
+    }
+    if let Some(change) = change {
         decision.declassify = Some(Declassify {
             namespace: name.clone(),
             subject: format!("Namespace {name}"),
-            classes: removed.into_iter().collect(),
+            classes: classes.into_iter().collect(),
+            change,
         });
     }
     allow()
@@ -1012,6 +1026,177 @@ mod tests {
 
     fn outcome(r: Result<Handled, BadReview>) -> Result<(ReviewOut, Decision), String> {
         r.map(|h| (h.review, h.decision)).map_err(|e| e.0)
+    }
+
+    /// An UPDATE review with both objects (the API server's shape).
+    fn update(kind: &str, old: Value, new: Value) -> Vec<u8> {
+        let group = if kind == "Namespace" { "" } else { "apps" };
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-2",
+                "kind": {"group": group, "version": "v1", "kind": kind},
+                "name": new["metadata"]["name"],
+                "namespace": new["metadata"]["namespace"],
+                "operation": "UPDATE",
+                "object": new,
+                "oldObject": old,
+            }
+        }))
+        .unwrap()
+    }
+
+    /// An unpinned, personal-data ReplicaSet in payments (violates the
+    /// example's Deny policy) with `replicas` and `extra` template spec.
+    fn replica_set(replicas: i32, class_on_template: bool, extra: Value) -> Value {
+        let mut template_labels = json!({"app": "api"});
+        if class_on_template {
+            template_labels[crate::api::DATA_CLASS_LABEL] = json!("personal");
+        }
+        let mut spec = json!({"containers": [{"name": "c", "image": "i"}]});
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": "api-7d9f", "namespace": "payments",
+                "labels": {crate::api::DATA_CLASS_LABEL: "personal", "app": "api"}},
+            "spec": {"replicas": replicas, "template": {
+                "metadata": {"labels": template_labels}, "spec": spec}}})
+    }
+
+    fn judge_body(body: &[u8], endpoint: Endpoint) -> (ReviewOut, Decision) {
+        let (snap, workloads) = example();
+        outcome(handle(
+            body,
+            endpoint,
+            &snap,
+            &workloads,
+            Lang::En,
+            NOW.parse().unwrap(),
+        ))
+        .unwrap()
+    }
+
+    /// A controller scaling a violating object down (the Deployment
+    /// controller during `kubectl scale --replicas=0` or a fixing
+    /// rollout) is admitted with the violations as warnings; scaling up,
+    /// or moving pods, is judged as a new object.
+    #[test]
+    fn writes_that_only_remove_pods_or_narrow_are_admitted_with_warnings() {
+        let old = replica_set(2, true, json!({}));
+        for (new, what) in [
+            (replica_set(0, true, json!({})), "scale to zero"),
+            (replica_set(1, true, json!({})), "scale down"),
+            (
+                replica_set(2, true, json!({"nodeSelector": {"disk": "ssd"}})),
+                "a constraint added",
+            ),
+        ] {
+            let (out, decision) =
+                judge_body(&update("ReplicaSet", old.clone(), new), Endpoint::Workloads);
+            assert!(out.response.allowed, "{what}: {out:?}");
+            assert_eq!(decision.result, "narrowing", "{what}");
+            let warnings = out.response.warnings.join(" ");
+            assert!(
+                warnings.contains("can only remove pods or narrow where they run")
+                    && warnings
+                        .contains("ReplicaSet payments/api-7d9f carries personal information"),
+                "{what}: {warnings}"
+            );
+        }
+        for (new, what) in [
+            (replica_set(3, true, json!({})), "scale up"),
+            (
+                replica_set(
+                    1,
+                    true,
+                    json!({"nodeSelector": {"topology.kubernetes.io/region": "ap-east-1"}, "hostNetwork": true}),
+                ),
+                "fewer replicas but the host network",
+            ),
+        ] {
+            let (out, _) = judge_body(&update("ReplicaSet", old.clone(), new), Endpoint::Workloads);
+            assert!(!out.response.allowed, "{what}: {out:?}");
+        }
+    }
+
+    /// Moving the class from the pod template to the object's own metadata
+    /// keeps the union of labels but declassifies the pods it creates: it
+    /// needs the `declassify` verb (issue 22, finding 2).
+    #[test]
+    fn moving_the_class_off_the_pod_template_is_a_declassification() {
+        let pinned = json!({"nodeSelector": {"topology.kubernetes.io/region": "cn-north-1"}});
+        let old = replica_set(2, true, pinned.clone());
+        let moved = replica_set(2, false, pinned.clone());
+        let (_, decision) = judge_body(
+            &update("ReplicaSet", old.clone(), moved),
+            Endpoint::Workloads,
+        );
+        let d = decision.declassify.expect("a declassification");
+        assert_eq!(d.classes, [crate::api::DataClass::Personal]);
+        assert!(
+            d.change.en.contains(
+                "takes data class [personal] off the pod template (spec.template.metadata.labels)"
+            ),
+            "{}",
+            d.change.en
+        );
+        // Unchanged labels: nothing is taken away.
+        let (_, decision) =
+            judge_body(&update("ReplicaSet", old.clone(), old), Endpoint::Workloads);
+        assert!(decision.declassify.is_none());
+    }
+
+    /// A Namespace relabel that takes it out of a policy's
+    /// namespaceSelector, while a workload there carries a class the policy
+    /// governs, declassifies that workload (issue 22, finding 3).
+    #[test]
+    fn relabelling_a_namespace_out_of_a_policys_scope_is_a_declassification() {
+        let ns = |labels: Value| {
+            json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "finance", "labels": labels}})
+        };
+        let body = update(
+            "Namespace",
+            ns(json!({"team": "finance"})),
+            ns(json!({"team": "other"})),
+        );
+        let (out, decision) = judge_body(&body, Endpoint::Namespaces);
+        assert!(out.response.allowed, "allowed until the server asks who");
+        let d = decision.declassify.expect("a declassification");
+        assert_eq!(d.classes, [crate::api::DataClass::Accounting]);
+        assert_eq!(d.subject, "Namespace finance");
+        for part in [
+            "no longer matches policy accounting-rollout's namespaceSelector",
+            "Deployment finance/ledger-export",
+        ] {
+            assert!(d.change.en.contains(part), "{part:?} in {}", d.change.en);
+        }
+        // A label no policy selects on: nothing lost.
+        let body = update(
+            "Namespace",
+            ns(json!({"team": "finance"})),
+            ns(json!({"team": "finance", "cost-centre": "42"})),
+        );
+        assert!(
+            judge_body(&body, Endpoint::Namespaces)
+                .1
+                .declassify
+                .is_none()
+        );
+        // The payments namespace matches no selector before or after.
+        let payments = |team: &str| {
+            json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "payments", "labels": {"team": team}}})
+        };
+        let body = update("Namespace", payments("payments"), payments("x"));
+        assert!(
+            judge_body(&body, Endpoint::Namespaces)
+                .1
+                .declassify
+                .is_none()
+        );
     }
 
     /// The single pass answers exactly as the general decoder does, for

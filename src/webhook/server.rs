@@ -259,6 +259,7 @@ async fn authorize_declassification(
         app.authorizer
             .as_ref()
             .map_or("residency-guard-declassifier", |a| a.role()),
+        &removal.change,
     );
     tracing::info!(subject = %removal.subject, user = user.name(), classes = ?refused, error = ?error, "declassification refused");
     let uid = std::mem::take(&mut handled.review.response.uid);

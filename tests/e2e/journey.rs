@@ -36,7 +36,13 @@ spec:
 
 /// A Deployment whose pod template carries `class`; `regions` pins it with
 /// a required node affinity.
-fn deployment(ns: &str, name: &str, class: &str, regions: &[&str], replicas: u32) -> String {
+pub(crate) fn deployment(
+    ns: &str,
+    name: &str,
+    class: &str,
+    regions: &[&str],
+    replicas: u32,
+) -> String {
     let affinity = if regions.is_empty() {
         String::new()
     } else {
@@ -57,7 +63,7 @@ fn deployment(ns: &str, name: &str, class: &str, regions: &[&str], replicas: u32
 
 /// A NetworkPolicy isolating `app`'s egress to in-cluster pods (and
 /// `extra` ipBlocks).
-fn egress_policy(ns: &str, name: &str, app: &str, extra_cidrs: &[&str]) -> String {
+pub(crate) fn egress_policy(ns: &str, name: &str, app: &str, extra_cidrs: &[&str]) -> String {
     let mut to = String::from("    - podSelector: {}\n");
     for c in extra_cidrs {
         to.push_str(&format!("    - ipBlock: {{cidr: {c}}}\n"));
@@ -80,7 +86,7 @@ fn pods_nodes(c: &crate::harness::Cluster, ns: &str, app: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn setup(c: &crate::harness::Cluster, release: &str, apps: &str) -> Installed {
+pub(crate) fn setup(c: &crate::harness::Cluster, release: &str, apps: &str) -> Installed {
     setup_with(c, release, apps, &[])
 }
 

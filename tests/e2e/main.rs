@@ -12,6 +12,8 @@
 
 mod audit;
 mod crd;
+mod daemonset;
+mod graph;
 mod harness;
 mod journey;
 mod ownership;

@@ -133,13 +133,15 @@ so it is not sent. Every field access is guarded with has(): an evaluation
 error would fall back to failurePolicy.
 */}}
 {{- define "residency-guard.specOrLabelsChanged" -}}
-- name: spec-or-labels-changed
+- name: spec-labels-or-owners-changed
   expression: >-
     request.operation != 'UPDATE'
     || !has(object.spec) || !has(oldObject.spec)
     || object.spec != oldObject.spec
     || has(object.metadata.labels) != has(oldObject.metadata.labels)
     || (has(object.metadata.labels) && object.metadata.labels != oldObject.metadata.labels)
+    || has(object.metadata.ownerReferences) != has(oldObject.metadata.ownerReferences)
+    || (has(object.metadata.ownerReferences) && object.metadata.ownerReferences != oldObject.metadata.ownerReferences)
 {{- end }}
 
 {{/*
