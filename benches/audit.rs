@@ -8,7 +8,10 @@
 //!   before and after projecting generated full objects one at a time, as
 //!   the watches do), and the size of the full objects for comparison;
 //! - a full audit pass (judge everything) and the plan built from it;
-//! - re-evaluation after one node relabel (diff + affected + re-judge).
+//! - re-evaluation after one node relabel (diff + affected + re-judge);
+//! - the cost of ownership tracking (issue 22): heap bytes per owned object
+//!   for its ownerReference, for the audit's owner → dependents index, and
+//!   per ReplicaSet now kept (counting allocator).
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -28,10 +31,12 @@ use residency_guard::state::{Inventory, WorkloadKey, Workloads};
 #[allow(dead_code)]
 #[path = "cluster_data.rs"]
 mod cluster_data;
+#[path = "counting_alloc.rs"]
+mod counting_alloc;
 
 use cluster_data::{
     REGION, Scale, deployment_obj, namespace_tier, network_policy_obj, node_obj, pod_obj,
-    policy_obj,
+    policy_obj, replica_set_obj,
 };
 
 fn rss_kib() -> Option<u64> {
@@ -65,6 +70,7 @@ fn project(scale: &Scale) -> Projected {
     let mut workloads = Workloads::new();
     for v in (0..scale.deployments)
         .map(|i| deployment_obj(i, scale))
+        .chain((0..scale.deployments).map(|i| replica_set_obj(i, scale)))
         .chain((0..scale.pods).map(|i| pod_obj(i, scale)))
     {
         full_bytes += serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(0);
@@ -250,6 +256,8 @@ fn figures() {
         keys.len()
     );
 
+    ownership(&scale, &inv);
+
     // Before the audit sees a relabel, the state rebuilds the Snapshot from
     // its projected cluster objects (state::build): every node, namespace,
     // policy and NetworkPolicy. Pod events never do this.
@@ -283,5 +291,58 @@ fn figures() {
     println!(
         "snapshot rebuild after a node relabel (state; {} policies, {} nodes, {} namespaces, {} NetworkPolicies): median {median:?}, max {max:?}",
         scale.policies, scale.nodes, scale.namespaces, scale.network_policies
+    );
+}
+
+/// What keeping owned objects and following their owners costs in memory:
+/// the projected ownerReference of an owned pod (its kind, name, uid and
+/// apiVersion), one ReplicaSet's projection (the Deployment controller's
+/// objects, dropped before issue 22), and the audit's owner → dependents
+/// index, per owned object.
+fn ownership(scale: &Scale, inv: &Inventory) {
+    let sample = 20_000.min(scale.pods);
+    let pods: Vec<serde_json::Value> = (0..sample).map(|i| pod_obj(i, scale)).collect();
+    let project_all = |values: &[serde_json::Value]| -> Vec<Workload> {
+        values
+            .iter()
+            .map(|v| Workload::from_value(v, "default").expect("workload"))
+            .collect()
+    };
+    let (owned, owned_heap, _) = counting_alloc::heap_of(|| project_all(&pods));
+    let unowned_values: Vec<serde_json::Value> = pods
+        .iter()
+        .map(|v| {
+            let mut v = v.clone();
+            if let Some(meta) = v["metadata"].as_object_mut() {
+                meta.remove("ownerReferences");
+            }
+            v
+        })
+        .collect();
+    let (unowned, unowned_heap, _) = counting_alloc::heap_of(|| project_all(&unowned_values));
+    let per_ref = (owned_heap - unowned_heap) as f64 / sample as f64;
+    drop((owned, unowned));
+    let sets = scale.deployments.min(2_000);
+    let rs_values: Vec<serde_json::Value> = (0..sets).map(|i| replica_set_obj(i, scale)).collect();
+    let (rs, rs_heap, _) = counting_alloc::heap_of(|| project_all(&rs_values));
+    drop(rs);
+    let owned_objects = inv
+        .workloads
+        .values()
+        .filter(|w| w.controller.is_some())
+        .count();
+    let (index, graph_heap, _) = counting_alloc::heap_of(|| {
+        let mut index = residency_guard::audit::index::FindingsIndex::new();
+        for (k, w) in &inv.workloads {
+            index.refile_owner(k, None, Some(w));
+        }
+        index
+    });
+    drop(index);
+    println!(
+        "ownership tracking: an owned pod's projected ownerReference {per_ref:.0} bytes ({sample} pods, counting allocator); one ReplicaSet projected {:.0} bytes ({sets} ReplicaSets, now kept); the audit's owner -> dependents index {:.0} bytes per owned object ({owned_objects} owned objects, {:.1} MiB)",
+        rs_heap as f64 / sets as f64,
+        graph_heap as f64 / owned_objects.max(1) as f64,
+        graph_heap as f64 / 1048576.0
     );
 }

@@ -9,8 +9,10 @@
 //! - Deployment `d` is in namespace `ns-{d % namespaces}` and carries data
 //!   class `CLASSES[d % 5]`; its template has no nodeSelector when
 //!   `d % 4 == 0` (can land abroad), else a mainland region;
-//! - Pod `i` belongs to Deployment `i % deployments` (through a ReplicaSet)
-//!   and is bound to node `(i * 7) % nodes`;
+//! - Deployment `d` has one ReplicaSet, `app-{d}-abc{d}` (its template
+//!   with `pod-template-hash`, owned by it), as a cluster has;
+//! - Pod `i` belongs to Deployment `i % deployments` (through that
+//!   ReplicaSet) and is bound to node `(i * 7) % nodes`;
 //! - namespace `ns-n` has label `tier: t{n % 10}`;
 //! - policy `p` governs class `CLASSES[p % 5]` in namespaces of tier
 //!   `t{p % 10}` (action Audit).
@@ -174,6 +176,21 @@ pub fn deployment_obj(i: usize, scale: &Scale) -> Value {
            "spec": {"replicas": 5, "selector": {"matchLabels": {"app": format!("app-{i}")}}, "template": template(i, scale.classified_every)}})
 }
 
+/// Deployment `d`'s ReplicaSet, as the Deployment controller makes it.
+pub fn replica_set_obj(d: usize, scale: &Scale) -> Value {
+    let mut t = template(d, scale.classified_every);
+    t["metadata"]["labels"]["pod-template-hash"] = json!(format!("abc{d}"));
+    let mut meta = bulk(d);
+    meta["name"] = json!(format!("app-{d}-abc{d}"));
+    meta["namespace"] = json!(format!("ns-{}", d % scale.namespaces));
+    meta["uid"] = json!(format!("4444-{d:08}"));
+    meta["labels"] = t["metadata"]["labels"].clone();
+    meta["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "Deployment", "name": format!("app-{d}"), "uid": format!("0000-{d:08}"), "controller": true, "blockOwnerDeletion": true}]);
+    json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": meta,
+           "spec": {"replicas": 5, "selector": {"matchLabels": {"app": format!("app-{d}"), "pod-template-hash": format!("abc{d}")}}, "template": t},
+           "status": {"replicas": 5, "readyReplicas": 5, "availableReplicas": 5, "observedGeneration": 1}})
+}
+
 pub fn pod_obj(i: usize, scale: &Scale) -> Value {
     let d = i % scale.deployments;
     let mut t = template(d, scale.classified_every);
@@ -182,7 +199,7 @@ pub fn pod_obj(i: usize, scale: &Scale) -> Value {
     meta["namespace"] = json!(format!("ns-{}", d % scale.namespaces));
     meta["labels"] = t["metadata"]["labels"].clone();
     meta["labels"]["pod-template-hash"] = json!(format!("abc{d}"));
-    meta["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("app-{d}-abc{d}"), "uid": "u", "controller": true}]);
+    meta["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("app-{d}-abc{d}"), "uid": format!("4444-{d:08}"), "controller": true}]);
     t["spec"]["nodeName"] = json!(format!("node-{:04}", (i * 7) % scale.nodes));
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": t["spec"],
            "status": {"phase": "Running", "podIP": "10.0.0.1", "conditions": (0..4).map(|k| json!({"type": format!("C{k}"), "status": "True", "lastTransitionTime": "2026-06-01T00:00:00Z"})).collect::<Vec<_>>()}})

@@ -13,6 +13,13 @@
 //! | `handler/encode_response`    | handle + encode the denial, as the server does |
 //! | `handler/review_3mib`        | 3 MiB review (padded last-applied): denied     |
 //!
+//! With `RG_SCALE=envelope` it also times a NetworkPolicy review (issue 22):
+//! the DELETE of `np-0`, which selects envelope Deployment `app-0`, its
+//! ReplicaSet and its 50 pods in `ns-0`, judged as the webhook does now
+//! (every pod and workload the NetworkPolicy selects, owned or not, with
+//! inherited classes), and as before (the Deployment alone), for the cost
+//! of judging owned objects.
+//!
 //! Under `cargo bench`, before criterion (which reports wall time) runs,
 //! `main` prints the CPU time per review from the scheduler's per-thread
 //! accounting, which a busy machine does not inflate, as `RESULT` lines.
@@ -406,6 +413,65 @@ struct Setup {
     denied: Vec<u8>,
     allowed: Vec<u8>,
     large: Vec<u8>,
+    /// At the envelope: a NetworkPolicy DELETE review.
+    network_policy: Option<NetworkPolicyReview>,
+}
+
+/// The DELETE of envelope NetworkPolicy `np-0` in `ns-0`, and what it is
+/// judged against: the state's inventory of `ns-0` (Deployment `app-0`, its
+/// ReplicaSet and its 50 pods), or the Deployment alone (as before issue 22).
+struct NetworkPolicyReview {
+    body: Vec<u8>,
+    state: residency_guard::state::State,
+    unowned_only: BTreeMap<String, Vec<Workload>>,
+    objects: usize,
+}
+
+fn network_policy_review(snapshot: &Snapshot) -> NetworkPolicyReview {
+    use cluster_data::{Scale, deployment_obj, network_policy_obj, pod_obj, replica_set_obj};
+    let scale = Scale::ENVELOPE;
+    let values: Vec<serde_json::Value> = [deployment_obj(0, &scale), replica_set_obj(0, &scale)]
+        .into_iter()
+        .chain(
+            (0..scale.pods)
+                .step_by(scale.deployments)
+                .map(|i| pod_obj(i, &scale)),
+        )
+        .collect();
+    let all: Vec<Workload> = values
+        .iter()
+        .map(|v| Workload::from_value(v, "default").expect("workload"))
+        .collect();
+    let objects = all.len();
+    let unowned_only = BTreeMap::from([(
+        "ns-0".to_string(),
+        all.iter()
+            .filter(|w| w.controller.is_none())
+            .cloned()
+            .collect(),
+    )]);
+    let state = residency_guard::state::State::fixed(
+        snapshot.clone(),
+        BTreeMap::from([("ns-0".to_string(), all)]),
+    );
+    let body = serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "np-1",
+            "kind": {"group": "networking.k8s.io", "version": "v1", "kind": "NetworkPolicy"},
+            "resource": {"group": "networking.k8s.io", "version": "v1", "resource": "networkpolicies"},
+            "name": "np-0", "namespace": "ns-0", "operation": "DELETE",
+            "userInfo": {"username": "bob"},
+            "oldObject": network_policy_obj(0, &scale),
+        }
+    }))
+    .expect("JSON");
+    NetworkPolicyReview {
+        body,
+        state,
+        unowned_only,
+        objects,
+    }
 }
 
 const LANG: Lang = Lang::En;
@@ -444,6 +510,8 @@ impl Setup {
             Ok("envelope") => envelope_snapshot(),
             _ => fixture::example_snapshot(),
         };
+        let network_policy = matches!(std::env::var("RG_SCALE").as_deref(), Ok("envelope"))
+            .then(|| network_policy_review(&snapshot));
         let setup = Setup {
             snapshot,
             workloads,
@@ -451,6 +519,7 @@ impl Setup {
             denied: fixture::review_14k(Variant::Denied),
             allowed: fixture::review_14k(Variant::Allowed),
             large: fixture::review_3mib(Variant::Denied),
+            network_policy,
         };
         // Check the answers before timing them.
         for (body, want) in [
@@ -475,6 +544,60 @@ impl Setup {
         )
         .ok()
         .map(|h| h.review.response.allowed)
+    }
+
+    /// The NetworkPolicy review against `workloads`: its answer.
+    fn handle_network_policy(
+        &self,
+        review: &NetworkPolicyReview,
+        workloads: &dyn residency_guard::state::WorkloadSource,
+    ) -> Option<bool> {
+        admission::handle(
+            black_box(&review.body),
+            Endpoint::NetworkPolicies,
+            &self.snapshot,
+            workloads,
+            LANG,
+            self.now,
+        )
+        .ok()
+        .map(|h| h.review.response.allowed)
+    }
+
+    /// CPU per NetworkPolicy review, every selected object judged (now) and
+    /// the unowned ones alone (before issue 22).
+    fn network_policy_report(&self) {
+        let Some(review) = &self.network_policy else {
+            return;
+        };
+        let iterations = 2_000;
+        let mut figures = Vec::new();
+        let sources: [(&str, &dyn residency_guard::state::WorkloadSource); 2] = [
+            ("every selected object", &review.state),
+            ("the Deployment alone (before)", &review.unowned_only),
+        ];
+        for (what, source) in sources {
+            let _ = self.handle_network_policy(review, source);
+            let cpu0 = thread_cpu_ns();
+            for _ in 0..iterations {
+                black_box(self.handle_network_policy(review, source));
+            }
+            let cpu_us = cpu0
+                .zip(thread_cpu_ns())
+                .map(|(a, b)| (b - a) as f64 / 1e3 / iterations as f64);
+            figures.push(cpu_us);
+            println!(
+                "NetworkPolicy DELETE review of np-0 ({} objects in ns-0), {what}: {} µs CPU",
+                review.objects,
+                cpu_us.map_or("unavailable".to_string(), |c| format!("{c:.1}"))
+            );
+        }
+        if let [Some(now), Some(before)] = figures[..] {
+            println!(
+                "RESULT np_review_cpu_us {now:.1} (the Deployment alone: {before:.1}; ownership adds {:.1})",
+                now - before
+            );
+        }
     }
 
     /// CPU time per review from the scheduler's per-thread accounting,
@@ -560,6 +683,7 @@ fn main() {
     // Under `cargo bench` only; `cargo test --benches` runs each benchmark once.
     if std::env::args().any(|a| a == "--bench") {
         setup.cpu_report();
+        setup.network_policy_report();
     }
     let mut c = Criterion::default().configure_from_args();
     bench(&mut c, &setup);

@@ -158,6 +158,7 @@ impl MockApi {
     ) -> MockApi {
         use super::cluster_data::{
             deployment_obj, namespace_obj, network_policy_obj, node_obj, pod_obj, policy_value,
+            replica_set_obj,
         };
         let mut mock = MockApi::new(max_page, bookmark_every);
         mock.add("Node", (0..scale.nodes).map(node_obj));
@@ -165,6 +166,10 @@ impl MockApi {
         mock.add(
             "Deployment",
             (0..scale.deployments).map(|i| deployment_obj(i, scale)),
+        );
+        mock.add(
+            "ReplicaSet",
+            (0..scale.deployments).map(|i| replica_set_obj(i, scale)),
         );
         mock.add("Pod", (0..scale.pods).map(|i| pod_obj(i, scale)));
         mock.add("ResidencyPolicy", (0..scale.policies).map(policy_value));

@@ -137,12 +137,31 @@ fn deployment(ns: &str, name: &str, labels: Value, node_selector: Option<&str>) 
     })
 }
 
+/// The ReplicaSet the Deployment controller makes of `deployment`: its
+/// template with `pod-template-hash`, owned by it.
+fn replica_set(deployment: &Value, hash: &str) -> Value {
+    let mut template = deployment["spec"]["template"].clone();
+    template["metadata"]["labels"]["pod-template-hash"] = json!(hash);
+    let name = deployment["metadata"]["name"].as_str().unwrap();
+    json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {
+            "name": format!("{name}-{hash}"), "namespace": deployment["metadata"]["namespace"],
+            "labels": template["metadata"]["labels"],
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "controller": true}]
+        },
+        "spec": {"replicas": 1, "template": template}
+    })
+}
+
+/// A pod of `deploy`'s ReplicaSet `<deploy>-<hash>` (labels as the
+/// fixtures' Deployments have them).
 fn owned_pod(ns: &str, deploy: &str, hash: &str, suffix: &str, node: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {
             "name": format!("{deploy}-{hash}-{suffix}"), "namespace": ns,
-            "labels": {"residencyguard.io/data-class": "personal", "pod-template-hash": hash},
+            "labels": {"app": deploy, "residencyguard.io/data-class": "personal", "pod-template-hash": hash},
             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{deploy}-{hash}"), "uid": "u", "controller": true}]
         },
         "spec": {"nodeName": node, "nodeSelector": {REGION: "cn-north-1"}}
@@ -166,15 +185,19 @@ fn base() -> World {
     w.node("bj-1", Some("cn-north-1"))
         .node("nx-1", Some("cn-northwest-1"));
     w.namespaces.insert("app".into(), BTreeMap::new());
+    let api = deployment("app", "api", json!({"app": "api"}), Some("cn-north-1"));
+    let other = deployment(
+        "app",
+        "other",
+        json!({"app": "other"}),
+        Some("cn-northwest-1"),
+    );
     w.workloads = vec![
-        deployment("app", "api", json!({"app": "api"}), Some("cn-north-1")),
+        replica_set(&api, "7d9f"),
+        replica_set(&other, "55aa"),
+        api,
         deployment("app", "bad", json!({"app": "bad"}), None),
-        deployment(
-            "app",
-            "other",
-            json!({"app": "other"}),
-            Some("cn-northwest-1"),
-        ),
+        other,
         owned_pod("app", "api", "7d9f", "x1", "bj-1"),
         owned_pod("app", "other", "55aa", "y1", "nx-1"),
         // Not classified: never indexed.
@@ -713,7 +736,11 @@ fn events_and_reports_carry_the_workload_uid() {
     // `kubectl describe` lists an object's Events by uid: an Event whose
     // regarding has no uid would not be shown there.
     let mut w = base();
-    w.workloads[1]["metadata"]["uid"] = json!("0b5e-bad-uid");
+    for o in &mut w.workloads {
+        if o["metadata"]["name"] == "bad" {
+            o["metadata"]["uid"] = json!("0b5e-bad-uid");
+        }
+    }
     let mut a = auditor(&w);
     let plan = a.plan(now());
     let (_, event) = plan

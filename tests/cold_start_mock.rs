@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use cluster_data::{
     REGION, Scale, deployment_obj, namespace_tier, node_obj, pod_obj, policy_obj, region_of,
+    replica_set_obj,
 };
 use futures::TryStreamExt;
 use jiff::Timestamp;
@@ -80,6 +81,7 @@ fn reference_inventory(now: Timestamp) -> Inventory {
     }
     let workloads = (0..SCALE.deployments)
         .map(|i| deployment_obj(i, &SCALE))
+        .chain((0..SCALE.deployments).map(|i| replica_set_obj(i, &SCALE)))
         .chain((0..SCALE.pods).map(|i| pod_obj(i, &SCALE)))
         .map(|v| {
             let w = Workload::from_value(&v, "default").expect("workload");
@@ -137,8 +139,8 @@ async fn cold_start_lists_in_pages_and_audits_everything() {
         .expect("state running")
         .clone();
 
-    // Exactly the served objects: every Deployment, and every Pod (all are
-    // controller-owned and bound to a node).
+    // Exactly the served objects: every Deployment, its ReplicaSet and
+    // every Pod (owned objects are kept: issue 22).
     assert_eq!(state.health.skipped_objects.get(), 0);
     assert_eq!(state.health.watch_errors.get(), 0);
     let reference = reference_inventory(now);
@@ -146,7 +148,7 @@ async fn cold_start_lists_in_pages_and_audits_everything() {
         inv.workloads.keys().collect::<Vec<_>>(),
         reference.workloads.keys().collect::<Vec<_>>()
     );
-    assert_eq!(inv.workloads.len(), SCALE.deployments + SCALE.pods);
+    assert_eq!(inv.workloads.len(), 2 * SCALE.deployments + SCALE.pods);
     for (k, w) in &inv.workloads {
         assert_eq!(**w, *reference.workloads[k], "{k:?} projected differently");
     }
@@ -169,6 +171,8 @@ async fn cold_start_lists_in_pages_and_audits_everything() {
     let populated = [
         SCALE.nodes,
         SCALE.namespaces,
+        SCALE.deployments,
+        // One ReplicaSet per Deployment.
         SCALE.deployments,
         SCALE.pods,
         SCALE.policies,

@@ -422,6 +422,7 @@ fn workload(pod: PodSpecView) -> Workload {
         claim_templates: Vec::new(),
         controller: None,
         replicas: None,
+        inherited_classes: Vec::new(),
     }
 }
 

@@ -14,7 +14,7 @@ use crate::engine::{
     Message, NodeConstraints, NodeEvidence, NodeInfo, Shared, StorageEvidence, StorageIndex,
     VolumeLocation, VolumeRecord, Workload, WorkloadKind, evaluate_with,
 };
-use crate::state::{Inventory, WorkloadKey, Workloads};
+use crate::state::{Inventory, WorkloadKey, Workloads, graph};
 
 /// Something that changed between two inventories (or in time).
 #[derive(Clone, Debug, PartialEq)]
@@ -84,32 +84,40 @@ impl PolicyFinding {
     }
 }
 
-/// The workload that owns a pod, as far as the inventory tells.
+/// The controller of an owned object, as far as the inventory tells
+/// (`state::graph`: real ownerReferences, never naming conventions).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OwnerLink {
-    /// The pod's controller ownerReference (kind, name), e.g. ReplicaSet api-7d9f.
+    /// The controller ownerReference (kind, name), e.g. ReplicaSet api-7d9f,
+    /// or a kind the state does not watch (a custom resource).
     pub kind: String,
     pub name: String,
-    /// The top-level workload, when it is known (e.g. Deployment api).
+    /// The farthest owner found in the inventory (e.g. Deployment api).
     pub top: Option<WorkloadKey>,
+    /// Reported through its owner: only where a represented pod runs
+    /// (`BoundToNodeOutside`) is its own finding.
+    pub represented: bool,
 }
 
 /// What the audit knows about one object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Finding {
     pub classes: Vec<DataClass>,
-    /// One per governing policy (for controller-owned pods: only those with
-    /// a BoundToNodeOutside violation; the rest is reported on the owner).
+    /// One per governing policy (for a pod represented by its owner: only
+    /// those with a BoundToNodeOutside violation; the rest is reported on
+    /// the owner).
     pub policies: Vec<PolicyFinding>,
-    /// Set for controller-owned pods.
+    /// Set for objects with a controller ownerReference.
     pub owner: Option<OwnerLink>,
     /// The classification label cannot be understood.
     pub error: Option<String>,
 }
 
 impl Finding {
-    pub fn is_owned_pod(&self) -> bool {
-        self.owner.is_some()
+    /// A pod reported through its owner (its template findings are the
+    /// owner's): it gets no `Compliant` result of its own.
+    pub fn is_represented(&self) -> bool {
+        self.owner.as_ref().is_some_and(|o| o.represented)
     }
 }
 
@@ -130,6 +138,11 @@ pub struct FindingsIndex {
     /// Objects the scheduler places: whether a node change affects them
     /// depends on their constraints.
     scheduled: BTreeSet<WorkloadKey>,
+    /// Owner → the objects of the inventory (judged or not) whose
+    /// controller ownerReference names it, by kind and name (same
+    /// namespace): what a change of the owner can re-classify or stop
+    /// representing, found without a scan (`dependents_affected`).
+    dependents: HashMap<WorkloadKey, BTreeSet<(WorkloadKind, String)>>,
 }
 
 #[derive(Clone, Debug)]
@@ -186,6 +199,7 @@ impl FindingsIndex {
     pub fn rebuild(&mut self, inv: &Inventory, now: Timestamp) {
         *self = FindingsIndex::default();
         for (key, w) in &inv.workloads {
+            self.refile_owner(key, None, Some(w));
             if let Some(finding) = judge(w, inv, now) {
                 self.insert(key.clone(), finding, w.pod.node_name.clone());
             }
@@ -229,6 +243,49 @@ impl FindingsIndex {
             }
         }
         touched
+    }
+
+    /// `key` changed from `old` to `new` in the inventory: file it under
+    /// the owner its controller ownerReference now names.
+    pub fn refile_owner(
+        &mut self,
+        key: &WorkloadKey,
+        old: Option<&Workload>,
+        new: Option<&Workload>,
+    ) {
+        let before = old.and_then(graph::controller_key);
+        let after = new.and_then(graph::controller_key);
+        if before == after {
+            return;
+        }
+        let me = (key.kind, key.name.clone());
+        if let Some(owner) = before
+            && let Some(set) = self.dependents.get_mut(&owner)
+        {
+            set.remove(&me);
+            if set.is_empty() {
+                self.dependents.remove(&owner);
+            }
+        }
+        if let Some(owner) = after {
+            self.dependents.entry(owner).or_default().insert(me);
+        }
+    }
+
+    /// The objects whose controller ownerReference names `owner`.
+    pub fn dependents_of<'a>(
+        &'a self,
+        owner: &'a WorkloadKey,
+    ) -> impl Iterator<Item = WorkloadKey> + 'a {
+        self.dependents
+            .get(owner)
+            .into_iter()
+            .flatten()
+            .map(move |(kind, name)| WorkloadKey {
+                kind: *kind,
+                namespace: owner.namespace.clone(),
+                name: name.clone(),
+            })
     }
 
     /// Have every message written again (without re-judging): for changes
@@ -366,9 +423,34 @@ fn judge_in(
     now: Timestamp,
     detail: Detail,
 ) -> Option<(Finding, Vec<Message>)> {
-    let owner = owner_of(w, inv);
+    let chain = graph::chain(w, &inv.workloads);
+    let represented = graph::represented(w, &chain);
+    // A represented controller (a Deployment's current ReplicaSet, an old
+    // one at zero) has nothing of its own: its owner's finding says it all.
+    if represented && w.kind != WorkloadKind::Pod {
+        return None;
+    }
+    let owner = w.controller.as_ref().map(|c| OwnerLink {
+        kind: c.kind.clone(),
+        name: c.name.clone(),
+        top: chain.top().cloned(),
+        represented,
+    });
+    let inherited = graph::inherited_classes(w, &chain);
+    let with_classes;
+    let judged = if inherited.is_empty() {
+        w
+    } else {
+        with_classes = Workload {
+            inherited_classes: inherited,
+            ..w.clone()
+        };
+        &with_classes
+    };
     let mut messages = Vec::new();
-    match evaluate_with(&inv.snapshot, w, now, detail) {
+    match evaluate_with(&inv.snapshot, judged, now, detail) {
+        // A label its owner carries and nobody can read: the owner's finding.
+        Err(e) if represented && !own_location(w, &e.location) => None,
         Err(e) => Some((
             Finding {
                 classes: Vec::new(),
@@ -380,7 +462,7 @@ fn judge_in(
         )),
         Ok(verdict) if verdict.classes.is_empty() => None,
         Ok(verdict) => {
-            let owned = owner.is_some();
+            let owned = represented;
             let policies = verdict
                 .policies
                 .into_iter()
@@ -388,7 +470,7 @@ fn judge_in(
                     let violations: Vec<FindingViolation> = p
                         .violations
                         .into_iter()
-                        // A controller-owned pod's template findings are
+                        // A represented pod's template findings are
                         // reported on its owner; only where it runs is its own.
                         .filter(|v| !owned || v.code == Code::BoundToNodeOutside)
                         .map(|v| {
@@ -430,41 +512,12 @@ fn judge_in(
     }
 }
 
-/// Resolve a controller-owned pod's owner, and through the naming
-/// conventions of the built-in controllers its top-level workload
-/// (ReplicaSet `<deployment>-<pod-template-hash>`, Job `<cronjob>-<n>`).
-fn owner_of(w: &Workload, inv: &Inventory) -> Option<OwnerLink> {
-    let c = w.controller.as_ref()?;
-    let key = |kind: WorkloadKind, name: &str| WorkloadKey {
-        kind,
-        namespace: w.namespace.clone(),
-        name: name.to_string(),
-    };
-    let known = |k: &WorkloadKey| inv.workloads.contains_key(k);
-    let direct = WorkloadKind::named(&c.kind).map(|k| key(k, &c.name));
-    let top = match (c.kind.as_str(), &direct) {
-        ("ReplicaSet", _) => w
-            .labels
-            .get("pod-template-hash")
-            .and_then(|h| c.name.strip_suffix(&format!("-{h}")))
-            .map(|d| key(WorkloadKind::Deployment, d))
-            .filter(known)
-            .or(direct.clone().filter(known)),
-        ("Job", _) => c
-            .name
-            .rsplit_once('-')
-            .filter(|(_, n)| !n.is_empty() && n.chars().all(|ch| ch.is_ascii_digit()))
-            .map(|(cron, _)| key(WorkloadKind::CronJob, cron))
-            .filter(known)
-            .or(direct.clone().filter(known)),
-        (_, Some(d)) => Some(d.clone()).filter(known),
-        _ => None,
-    };
-    Some(OwnerLink {
-        kind: c.kind.clone(),
-        name: c.name.clone(),
-        top,
-    })
+/// Is `location` (of a classification error) one of `w`'s own labels or
+/// its Namespace's, rather than an owner's?
+fn own_location(w: &Workload, location: &str) -> bool {
+    location == "metadata.labels"
+        || location == w.kind.template_labels_path()
+        || location.strip_prefix("Namespace ") == Some(w.namespace.as_str())
 }
 
 /// What changed from `prev` to `next`. Policy status changes (our own
@@ -678,6 +731,65 @@ fn merge_by<K: Ord, V>(
             },
         }
     }
+}
+
+/// The objects that depend on `key` through controller ownerReferences
+/// and are to be re-judged because it changed from `old` to `new`: its
+/// direct dependents when anything they are compared with or inherit moved
+/// (its presence, uid, labels, pod template, controller; not `replicas`),
+/// and their dependents in turn, at most `graph::MAX_CHAIN` levels down,
+/// when what they inherit moved (its class labels, controller, presence,
+/// uid). O(dependents), found through the index.
+pub fn dependents_affected(
+    key: &WorkloadKey,
+    old: Option<&Workload>,
+    new: Option<&Workload>,
+    index: &FindingsIndex,
+) -> BTreeSet<WorkloadKey> {
+    use crate::api::DATA_CLASS_LABEL;
+    let (template_moved, classes_moved) = match (old, new) {
+        (Some(a), Some(b)) => {
+            let class = |w: &Workload| {
+                (
+                    w.labels.get(DATA_CLASS_LABEL).cloned(),
+                    w.template_labels.get(DATA_CLASS_LABEL).cloned(),
+                )
+            };
+            let classes = class(a) != class(b) || a.controller != b.controller || a.uid != b.uid;
+            let template = classes
+                || a.labels != b.labels
+                || a.template_labels != b.template_labels
+                || a.pod != b.pod
+                || a.claim_templates != b.claim_templates;
+            (template, classes)
+        }
+        (None, None) => (false, false),
+        _ => (true, true),
+    };
+    let mut out = BTreeSet::new();
+    if !template_moved {
+        return out;
+    }
+    let mut frontier: Vec<WorkloadKey> = index.dependents_of(key).collect();
+    out.extend(frontier.iter().cloned());
+    if !classes_moved {
+        return out;
+    }
+    for _ in 1..graph::MAX_CHAIN {
+        let mut next = Vec::new();
+        for k in &frontier {
+            for d in index.dependents_of(k) {
+                if &d != key && out.insert(d.clone()) {
+                    next.push(d);
+                }
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        frontier = next;
+    }
+    out
 }
 
 /// The objects a change can affect: exactly those to re-judge.

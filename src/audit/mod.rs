@@ -23,6 +23,7 @@ use jiff::Timestamp;
 use kube::Client;
 use tokio::sync::watch;
 
+use crate::engine::Workload;
 use crate::state::{Inventory, State, WorkloadKey};
 use index::{Change, FindingsIndex};
 use metrics::{AuditMetrics, PassLabels};
@@ -145,7 +146,26 @@ impl Auditor {
         now: Timestamp,
     ) -> (Vec<Change>, BTreeSet<WorkloadKey>) {
         let changes = index::diff(&self.inventory, &inv);
-        let keys = self.affected(&changes, &inv);
+        let mut keys = self.affected(&changes, &inv);
+        // The workload graph first (a new child is filed under its owner),
+        // then what depends on the objects that changed.
+        let moved: Vec<(&WorkloadKey, Option<&Workload>, Option<&Workload>)> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Workload(key) => Some((
+                    key,
+                    self.inventory.workloads.get(key).map(|w| &**w),
+                    inv.workloads.get(key).map(|w| &**w),
+                )),
+                _ => None,
+            })
+            .collect();
+        for (key, old, new) in &moved {
+            self.index.refile_owner(key, *old, *new);
+        }
+        for (key, old, new) in &moved {
+            keys.extend(index::dependents_affected(key, *old, *new, &self.index));
+        }
         let touched = self.index.rejudge(&keys, &inv, now);
         self.unplanned |= touched > 0 || changes.iter().any(|c| !matches!(c, Change::Workload(_)));
         // Placement fixes name the mainland regions the cluster has ("add a

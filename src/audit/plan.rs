@@ -523,7 +523,7 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig) -> AuditPl
                     .any(|v| !v.exempted && v.code == Code::BoundToNodeOutside);
                 tally.offenders.push((bound, key.clone(), codes));
             }
-            if pf.violations.is_empty() && !finding.is_owned_pod() {
+            if pf.violations.is_empty() && !finding.is_represented() {
                 results.push(pass_result(key, &object, finding, pf, cfg));
             }
             for v in &pf.violations {

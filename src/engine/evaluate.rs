@@ -1,6 +1,6 @@
 //! The decision: `evaluate(&Snapshot, &Workload, now) -> Verdict`. Reads
 //! the workload's data classes (its labels, its pod template's, its
-//! Namespace's), finds the policies that govern them, applies exemptions,
+//! Namespace's, and those it inherits from its controller owners), finds the policies that govern them, applies exemptions,
 //! runs the placement, egress and storage checks of each governing policy, and
 //! assembles the verdict.
 
@@ -386,6 +386,23 @@ fn classes_of(
         sources.push(ClassSource {
             location,
             value: value.clone(),
+            inherited_from: None,
+        });
+    }
+    // Classes of the controller owner chain (filled by the caller, which
+    // holds the other objects of the namespace): a ReplicaSet or Pod of a
+    // classified Deployment is classified whatever labels it carries.
+    for inherited in &workload.inherited_classes {
+        let parsed = parse_class_list(&inherited.value).map_err(|error| ClassificationError {
+            workload: workload.reference(),
+            location: format!("{} of {}", inherited.location, inherited.owner),
+            error,
+        })?;
+        classes.extend(parsed);
+        sources.push(ClassSource {
+            location: inherited.location.clone(),
+            value: inherited.value.clone(),
+            inherited_from: Some(inherited.owner.clone()),
         });
     }
     // Data at rest is classified where it lives: a claim labelled with a
@@ -405,6 +422,7 @@ fn classes_of(
         sources.push(ClassSource {
             location,
             value: value.clone(),
+            inherited_from: None,
         });
     }
     Ok((classes, sources))

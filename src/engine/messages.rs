@@ -52,6 +52,18 @@ impl MessageContext<'_> {
             .join("、");
         let src = self.sources.first();
         let (en_src, zh_src) = match src {
+            Some(ClassSource {
+                location,
+                value,
+                inherited_from: Some(owner),
+            }) => (
+                format!(
+                    " ({DATA_CLASS_LABEL}={value} on {location} of {owner}, inherited through its controller ownerReferences)"
+                ),
+                format!(
+                    "（{DATA_CLASS_LABEL}={value}，位于 {owner} 的 {location}，经控制者 ownerReferences 继承）"
+                ),
+            ),
             Some(s) => (
                 format!(" ({DATA_CLASS_LABEL}={} on {})", s.value, s.location),
                 format!("（{DATA_CLASS_LABEL}={}，位于 {}）", s.value, s.location),

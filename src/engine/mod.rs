@@ -88,8 +88,8 @@ pub use volumes::{
 };
 pub use workload::{
     AffinityView, AzureFileView, ClaimSourceView, ClaimSpecView, ClaimTemplateMeta,
-    ClaimTemplateView, CsiView, EphemeralView, FirstPrivileged, IscsiView, Labels, MonitorsView,
-    NfsView, OwnerRef, PodSpecView, PrivilegedContainer, VolumeView, Workload, WorkloadError,
-    WorkloadKind, WorkloadObject,
+    ClaimTemplateView, CsiView, EphemeralView, FirstPrivileged, InheritedClass, IscsiView, Labels,
+    MonitorsView, NfsView, OwnerRef, PodSpecView, PrivilegedContainer, VolumeView, Workload,
+    WorkloadError, WorkloadKind, WorkloadObject,
 };
 pub use workload_change::only_removes_or_narrows;

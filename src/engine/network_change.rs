@@ -4,6 +4,7 @@
 //! namespace: each is judged before and after, and an egress violation that
 //! only the new set of NetworkPolicies has is what the change opens.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -38,6 +39,10 @@ impl ViolationKey {
 pub struct OpenedEgress {
     /// "Deployment ns/name".
     pub workload: String,
+    /// Other objects the change opens the same for: same kind, labels,
+    /// template labels, classes and host network (the replicas of one
+    /// ReplicaSet), judged once through `workload`.
+    pub alike: usize,
     pub policy: String,
     pub action: Action,
     pub violation: Violation,
@@ -101,8 +106,37 @@ pub fn judge_network_policy_change(
                 .is_some_and(|p| p.selects(&w.template_labels))
     };
 
-    let mut out = NetworkPolicyChange::default();
+    // Objects alike in everything egress reads are judged once: a
+    // NetworkPolicy selecting a Deployment selects its ReplicaSets and
+    // every one of their pods, which differ in name only.
+    type EgressFacts<'a> = (
+        super::WorkloadKind,
+        &'a BTreeMap<String, String>,
+        &'a BTreeMap<String, String>,
+        Option<bool>,
+        &'a [super::InheritedClass],
+    );
+    let mut groups: HashMap<EgressFacts<'_>, (&Workload, usize)> = HashMap::new();
+    let mut order: Vec<EgressFacts<'_>> = Vec::new();
     for w in workloads.iter().filter(|w| may_affect(w)) {
+        let facts: EgressFacts<'_> = (
+            w.kind,
+            &w.labels,
+            &w.template_labels,
+            w.pod.host_network,
+            &w.inherited_classes,
+        );
+        match groups.get_mut(&facts) {
+            Some((_, alike)) => *alike += 1,
+            None => {
+                groups.insert(facts, (w, 0));
+                order.push(facts);
+            }
+        }
+    }
+
+    let mut out = NetworkPolicyChange::default();
+    for (w, alike) in order.iter().filter_map(|f| groups.get(f)).copied() {
         let (was, will) = match (evaluate(&before, w, now), evaluate(&after, w, now)) {
             (Ok(was), Ok(will)) => (was, will),
             (Err(e), _) | (_, Err(e)) => {
@@ -120,6 +154,7 @@ pub fn judge_network_policy_change(
             }
             out.opened.push(OpenedEgress {
                 workload: w.reference(),
+                alike,
                 policy: p.policy.to_string(),
                 action: p.action,
                 violation: v.clone(),

@@ -132,9 +132,14 @@ impl PolicyOutcome {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClassSource {
-    /// `metadata.labels`, `spec.template.metadata.labels` or `Namespace <name>`.
+    /// `metadata.labels`, `spec.template.metadata.labels` or `Namespace <name>`
+    /// (for an inherited class: where on `owner`).
     pub location: String,
     pub value: String,
+    /// Set when the class is inherited from the controller owner chain:
+    /// the owner it is declared on, `Deployment payments/api`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inherited_from: Option<String>,
 }
 
 /// Something worth saying that is not a violation.

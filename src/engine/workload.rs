@@ -468,10 +468,33 @@ pub struct AffinityView {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OwnerRef {
+    /// Tells a built-in kind (`apps/v1` ReplicaSet) from a custom resource
+    /// of the same kind name in another group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
     pub kind: String,
     pub name: String,
+    /// The owner's `metadata.uid`: an owner of the same name created anew
+    /// is another object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
     #[serde(default)]
     pub controller: Option<bool>,
+}
+
+/// A data class an object inherits from its controller owner chain (its
+/// ReplicaSet's Deployment, its Job's CronJob): set by whoever holds the
+/// other objects of the namespace (`state::graph`), never decoded.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InheritedClass {
+    /// The owner the label is on: `Deployment payments/api`.
+    pub owner: String,
+    /// Where on the owner: `metadata.labels` or its pod template's labels.
+    pub location: String,
+    /// The label's value, as written (parsed by `evaluate`, like the
+    /// object's own labels).
+    pub value: String,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -604,6 +627,11 @@ pub struct Workload {
     /// the object asks for. A write that only lowers it removes pods.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
+    /// Classes of the controller owner chain in the namespace, unioned into
+    /// the object's own by `evaluate`. Empty as decoded: an object alone
+    /// does not know its owners.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inherited_classes: Vec<InheritedClass>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -788,6 +816,7 @@ fn assemble(
         } else {
             template.replicas
         },
+        inherited_classes: Vec::new(),
     })
 }
 

@@ -6,7 +6,7 @@
 //!   ExternalName Services, storage): a few thousand objects that change
 //!   rarely; any real change to them rebuilds the `Snapshot` once per
 //!   publish;
-//! - workloads and bound controller-owned pods: up to Kubernetes' 150,000,
+//! - workloads and pods, owned or not: up to Kubernetes' 150,000 pods,
 //!   with a steady churn. They live in one persistent ordered map
 //!   (`imbl::OrdMap`): an event updates one entry, and a publish clones the
 //!   map in O(1), sharing every unchanged node with the previous inventory.
@@ -30,8 +30,7 @@ use crate::engine::{
     ClaimRecord, ClassRecord, Labels, NodeInfo, VolumeRecord, Workload, WorkloadKind,
 };
 
-/// Every judged workload plus the controller-owned Pods bound to a node,
-/// by key: a persistent map, so an inventory's copy costs O(1) and shares
+/// Every workload object and Pod, owned or not, by key: a persistent map, so an inventory's copy costs O(1) and shares
 /// all it did not change.
 pub type Workloads = imbl::OrdMap<WorkloadKey, Arc<Workload>>;
 
@@ -154,8 +153,8 @@ impl Index {
         };
     }
 
-    /// A workload appeared or changed (`Some`), or went away or is not
-    /// kept (`None`, e.g. a controller-owned pod not bound yet).
+    /// A workload appeared or changed (`Some`), or went away or could not
+    /// be read (`None`).
     pub fn workload(&mut self, key: WorkloadKey, workload: Option<Arc<Workload>>) {
         match workload {
             Some(new) => {

@@ -14,6 +14,7 @@
 //! every admission request reads a consistent, immutable view without
 //! locking.
 
+pub mod graph;
 pub mod index;
 pub mod live;
 
@@ -158,14 +159,12 @@ fn watched_kinds() -> Vec<Watched> {
     kinds
 }
 
-/// Objects owned by a controller are judged through their owner; of them
-/// only Pods bound to a node are kept, for the audit to check where they
-/// actually run.
+/// Every workload object is kept, owned or not, and every Pod, bound or
+/// not: an ownerReference is written by whoever may edit the object, and a
+/// controller of a kind the state does not watch (a custom resource) judges
+/// nothing for us. How owned objects are judged and reported: `graph`.
 fn project_workload(v: &serde_json::Value) -> Result<Option<Projected>, String> {
     match Workload::from_value(v, "default") {
-        Ok(w) if w.controller.is_some() => Ok((w.kind == WorkloadKind::Pod
-            && w.pod.node_name.is_some())
-        .then(|| Projected::Workload(Box::new(w)))),
         Ok(w) => Ok(Some(Projected::Workload(Box::new(w)))),
         Err(e) => Err(e.to_string()),
     }
@@ -335,7 +334,9 @@ impl WorkloadKey {
 
 /// Workloads already in the cluster, for judging NetworkPolicy changes.
 pub trait WorkloadSource: Send + Sync {
-    /// Shared, not copied: a namespace may hold thousands.
+    /// Every workload object and Pod of `namespace`, owned or not, with
+    /// the classes they inherit. Shared, not copied: a namespace may hold
+    /// thousands.
     fn in_namespace(&self, namespace: &str) -> Vec<Arc<Workload>>;
 }
 
@@ -360,7 +361,7 @@ pub struct Inventory {
     pub policies: Arc<BTreeMap<String, Arc<ResidencyPolicy>>>,
     /// NetworkPolicies by `namespace/name`.
     pub network_policies: Arc<BTreeMap<String, Arc<NetworkPolicy>>>,
-    /// Every judged workload, plus controller-owned Pods bound to a node.
+    /// Every workload object and Pod, owned or not, bound or not.
     /// A persistent map shared with the watches' index: two inventories
     /// share every node neither changed, and `OrdMap::diff` skips those.
     pub workloads: Workloads,
@@ -369,11 +370,12 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    /// The judged workloads of `namespace` (not controller-owned pods).
-    pub fn judged_in_namespace(&self, namespace: &str) -> Vec<Arc<Workload>> {
+    /// Every workload object and Pod of `namespace`, owned or not, each with
+    /// the classes its controller owner chain adds (`graph::with_inherited`):
+    /// what a NetworkPolicy in the namespace can select.
+    pub fn workloads_in_namespace(&self, namespace: &str) -> Vec<Arc<Workload>> {
         index::in_namespace(&self.workloads, namespace)
-            .filter(|(_, w)| w.controller.is_none())
-            .map(|(_, w)| Arc::clone(w))
+            .map(|(_, w)| graph::with_inherited(w, &self.workloads))
             .collect()
     }
 }
@@ -449,7 +451,7 @@ impl WorkloadSource for State {
     fn in_namespace(&self, namespace: &str) -> Vec<Arc<Workload>> {
         // Clone the Arc and let go of the channel's lock before the walk.
         let inventory = self.inventory.borrow().clone();
-        inventory.judged_in_namespace(namespace)
+        inventory.workloads_in_namespace(namespace)
     }
 }
 

@@ -672,8 +672,9 @@ struct NameMeta {
 }
 
 /// A NetworkPolicy change is judged by re-evaluating the classified
-/// workloads of its namespace against the changed set: a change that opens
-/// cross-border egress for a workload under a Deny policy is denied.
+/// workloads and pods of its namespace, owned or not, with the classes they
+/// inherit from their owners, against the changed set: a change that opens
+/// cross-border egress for one of them under a Deny policy is denied.
 fn network_policy_review(
     req: &RequestIn<&RawValue, &RawValue>,
     Judging {
@@ -756,10 +757,18 @@ fn network_policy_review(
     let mut warn = Vec::new();
     for o in &change.opened {
         let found = &o.violation.message;
+        // The replicas of one ReplicaSet are judged once, named once.
+        let (alike_en, alike_zh) = match o.alike {
+            0 => (String::new(), String::new()),
+            n => (
+                format!(" (and for {n} more objects with the same labels)"),
+                format!("（另有 {n} 个标签相同的对象同样如此）"),
+            ),
+        };
         let msg = Message {
             problem: Text {
-                en: format!("{subject} would open this: {}", found.problem.en),
-                zh: format!("{subject} 将导致：{}", found.problem.zh),
+                en: format!("{subject} would open this{alike_en}: {}", found.problem.en),
+                zh: format!("{subject} 将导致{alike_zh}：{}", found.problem.zh),
             },
             fix: found.fix.clone(),
         };

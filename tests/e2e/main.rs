@@ -16,6 +16,7 @@ mod daemonset;
 mod graph;
 mod harness;
 mod journey;
+mod ownership;
 mod report;
 mod storage;
 mod transcripts;
