@@ -446,7 +446,7 @@ async fn admin_endpoints_report_readiness_and_metrics() {
     assert_eq!(get("/readyz").await.0, 200);
     let (status, metrics) = get("/metrics").await;
     assert_eq!(status, 200);
-    assert!(metrics.contains("residency_guard_admission_decisions_total{endpoint=\"workloads\",kind=\"Deployment\",action=\"Deny\",result=\"judged\",allowed=\"false\"} 1"), "{metrics}");
+    assert!(metrics.contains("residency_guard_admission_decisions_total{endpoint=\"workloads\",kind=\"Deployment\",operation=\"CREATE\",action=\"Deny\",result=\"judged\",allowed=\"false\"} 1"), "{metrics}");
     assert!(
         metrics.contains("residency_guard_admission_duration_seconds"),
         "{metrics}"

@@ -9,16 +9,80 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+/// Every label value comes from a closed set, whatever a review says
+/// (anyone who reaches the webhook port can send one): `kind` is one of
+/// [`KNOWN_KINDS`] or `other` ([`kind_label`]), `operation` one of
+/// [`OPERATIONS`] or `other` ([`operation_label`]).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     pub endpoint: &'static str,
-    pub kind: String,
+    pub kind: &'static str,
+    /// CREATE, UPDATE, DELETE, CONNECT or other.
+    pub operation: &'static str,
     /// Deny, Warn, Audit or None.
     pub action: &'static str,
     /// judged, skipped, error, bad_request, too_large.
     pub result: &'static str,
     pub allowed: &'static str,
 }
+
+/// The kinds the webhook's entries send it (the workload kinds,
+/// NetworkPolicy, Namespace, ResidencyPolicy): the only `kind` label values
+/// besides `other`.
+pub const KNOWN_KINDS: [&str; 11] = [
+    "Pod",
+    "Deployment",
+    "ReplicaSet",
+    "StatefulSet",
+    "DaemonSet",
+    "Job",
+    "CronJob",
+    "ReplicationController",
+    "NetworkPolicy",
+    "Namespace",
+    "ResidencyPolicy",
+];
+
+/// The admission operations: the only `operation` label values besides
+/// `other`.
+pub const OPERATIONS: [&str; 4] = ["CREATE", "UPDATE", "DELETE", "CONNECT"];
+
+/// The `kind` label of a review's `request.kind.kind`: a known kind, or
+/// `other` (never the caller's string).
+pub fn kind_label(kind: &str) -> &'static str {
+    KNOWN_KINDS
+        .iter()
+        .find(|k| **k == kind)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// The `operation` label of a review's `request.operation`.
+pub fn operation_label(operation: &str) -> &'static str {
+    OPERATIONS
+        .iter()
+        .find(|o| **o == operation)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// At most [`LOG_FIELD_BYTES`] of a caller's string for a log field (cut
+/// on a character boundary, with how much was left out): a forged review
+/// may carry megabytes in its kind, name or user.
+pub fn clip(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.len() <= LOG_FIELD_BYTES {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut end = LOG_FIELD_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}…(+{} bytes)", &s[..end], s.len() - end))
+}
+
+/// The longest caller-supplied string logged whole (a Kubernetes name is at
+/// most 253 bytes).
+pub const LOG_FIELD_BYTES: usize = 256;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
@@ -81,7 +145,7 @@ impl Metrics {
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register(
             "admission_decisions",
-            "Admission reviews answered, by endpoint, kind, action and result",
+            "Admission reviews answered, by endpoint, kind (a known kind or other), operation, action and result",
             decisions.clone(),
         );
         let latency = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
@@ -179,5 +243,29 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_come_from_closed_sets() {
+        assert_eq!(kind_label("Deployment"), "Deployment");
+        assert_eq!(kind_label("NetworkPolicy"), "NetworkPolicy");
+        assert_eq!(kind_label("deployment"), "other");
+        assert_eq!(kind_label(&"x".repeat(1 << 20)), "other");
+        assert_eq!(operation_label("UPDATE"), "UPDATE");
+        assert_eq!(operation_label("PATCH"), "other");
+    }
+
+    #[test]
+    fn clip_bounds_log_fields_on_char_boundaries() {
+        assert_eq!(clip("payments"), "payments");
+        let long = "数".repeat(1000); // 3 bytes each
+        let c = clip(&long);
+        assert!(c.len() < LOG_FIELD_BYTES + 32, "{}", c.len());
+        assert!(c.ends_with("…(+2745 bytes)"), "{c}");
     }
 }

@@ -19,7 +19,9 @@ use super::admission::{self, Endpoint};
 use super::admission::{ConfirmReason, Handled};
 use super::declassify::{Authorizer, UserInfo};
 use super::listener::Limits;
-use super::metrics::{ConfirmLabels, DecisionLabels, EndpointLabels, Metrics};
+use super::metrics::{
+    ConfirmLabels, DecisionLabels, EndpointLabels, Metrics, clip, kind_label, operation_label,
+};
 use crate::engine::Lang;
 use crate::engine::NamespaceFacts;
 use crate::state::State;
@@ -166,19 +168,22 @@ async fn review(app: &App, endpoint: Endpoint, body: Bytes) -> Response {
                 .decisions
                 .get_or_create(&DecisionLabels {
                     endpoint: name,
-                    kind: d.kind.clone(),
+                    kind: kind_label(&d.kind),
+                    operation: operation_label(&d.operation),
                     action,
                     result: d.result,
                     allowed: if d.allowed { "true" } else { "false" },
                 })
                 .inc();
+            // Every string a caller chose is clipped: anyone who reaches
+            // the port can send a review.
             tracing::info!(
-                uid = %handled.review.response.uid,
+                uid = %clip(&handled.review.response.uid),
                 endpoint = name,
-                kind = %d.kind,
-                namespace = %d.namespace,
-                name = %d.name,
-                operation = %d.operation,
+                kind = %clip(&d.kind),
+                namespace = %clip(&d.namespace),
+                name = %clip(&d.name),
+                operation = %clip(&d.operation),
                 dry_run = d.dry_run,
                 classes = ?d.classes,
                 policies = ?d.policies,
@@ -201,13 +206,14 @@ async fn review(app: &App, endpoint: Endpoint, body: Bytes) -> Response {
                 .decisions
                 .get_or_create(&DecisionLabels {
                     endpoint: name,
-                    kind: String::new(),
+                    kind: "",
+                    operation: "",
                     action: "None",
                     result: "bad_request",
                     allowed: "false",
                 })
                 .inc();
-            tracing::warn!(endpoint = name, error = %bad, "undecodable admission request");
+            tracing::warn!(endpoint = name, error = %clip(&bad.to_string()), "undecodable admission request");
             (StatusCode::BAD_REQUEST, bad.to_string()).into_response()
         }
     }
@@ -235,7 +241,7 @@ async fn authorize_declassification(
     };
     let (refused, error) = match answer {
         Ok(refused) if refused.is_empty() => {
-            tracing::info!(subject = %removal.subject, user = user.name(), classes = ?removal.classes, "declassification authorised");
+            tracing::info!(subject = %clip(&removal.subject), user = %clip(user.name()), classes = ?removal.classes, "declassification authorised");
             app.metrics
                 .declassifications
                 .get_or_create(&super::metrics::OutcomeLabels { outcome: "allowed" })
@@ -261,7 +267,7 @@ async fn authorize_declassification(
             .map_or("residency-guard-declassifier", |a| a.role()),
         &removal.change,
     );
-    tracing::info!(subject = %removal.subject, user = user.name(), classes = ?refused, error = ?error, "declassification refused");
+    tracing::info!(subject = %clip(&removal.subject), user = %clip(user.name()), classes = ?refused, error = ?error, "declassification refused");
     let uid = std::mem::take(&mut handled.review.response.uid);
     handled.review.response = admission::forbidden(uid, text.get(app.lang).to_string());
     handled.decision.allowed = false;
@@ -286,7 +292,7 @@ fn confirm_with(
     let facts = match facts {
         Ok(f) => f,
         Err(e) => {
-            tracing::warn!(namespace = %confirm.namespace, reason = confirm.why.as_str(), error = %e, "cannot confirm namespace facts with the API server; the snapshot's answer stands");
+            tracing::warn!(namespace = %clip(&confirm.namespace), reason = confirm.why.as_str(), error = %clip(&e), "cannot confirm namespace facts with the API server; the snapshot's answer stands");
             if confirm.why == ConfirmReason::NamespaceUnknown && handled.review.response.allowed {
                 handled.review.response = admission::unavailable(
                     std::mem::take(&mut handled.review.response.uid),
@@ -308,7 +314,7 @@ fn confirm_with(
             let changed = again.review.response.allowed != handled.review.response.allowed
                 || again.review.response.warnings != handled.review.response.warnings;
             if changed {
-                tracing::info!(namespace = %confirm.namespace, reason = confirm.why.as_str(), allowed = again.review.response.allowed, "the API server's view of the namespace changed the answer");
+                tracing::info!(namespace = %clip(&confirm.namespace), reason = confirm.why.as_str(), allowed = again.review.response.allowed, "the API server's view of the namespace changed the answer");
             }
             *handled = again;
             if changed { "overturned" } else { "upheld" }
