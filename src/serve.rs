@@ -109,6 +109,15 @@ pub struct ServeArgs {
     /// policy status, Events and PolicyReports (from the elected leader).
     #[arg(long, env = "RESIDENCY_GUARD_AUDIT", default_value_t = false)]
     pub audit: bool,
+    /// The audit's full pass: everything is re-judged this often, and the
+    /// PolicyReports are listed again so one deleted while its findings
+    /// persist is written again within this period.
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_AUDIT_RESYNC_SECONDS",
+        default_value_t = 600
+    )]
+    pub audit_resync_seconds: u64,
     /// This replica's identity for leader election (the chart sets the pod name).
     #[arg(
         long,
@@ -228,6 +237,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
     let audit = if args.audit {
+        let resync = Duration::from_secs(args.audit_resync_seconds.max(1));
         let cfg = audit::AuditConfig {
             plan: audit::plan::PlanConfig {
                 lang,
@@ -235,8 +245,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             },
             writer: audit::writer::WriterConfig {
                 reporting_instance: args.pod_name.clone(),
+                reports_recheck_every: resync,
                 ..Default::default()
             },
+            full_pass_every: resync,
             ..Default::default()
         };
         let lease = audit::leader::LeaseConfig::new(&args.namespace, &args.pod_name);

@@ -779,7 +779,13 @@ fn audit_perms(ns: &str) -> BTreeSet<Perm> {
             &["patch"],
             &[],
         ),
-        ("cluster", "events.k8s.io", &["events"], &["create"], &[]),
+        (
+            "cluster",
+            "events.k8s.io",
+            &["events"],
+            &["create", "patch"],
+            &[],
+        ),
         (
             "cluster",
             "wgpolicyk8s.io",
@@ -1376,6 +1382,7 @@ fn default_environment_is_exactly_the_contract() {
         ("RESIDENCY_GUARD_MAX_BODY_BYTES", "8388608"),
         // The audit controller is on by default (issue 17).
         ("RESIDENCY_GUARD_AUDIT", "true"),
+        ("RESIDENCY_GUARD_AUDIT_RESYNC_SECONDS", "600"),
         ("RESIDENCY_GUARD_REQUEST_TIMEOUT_SECONDS", "3"),
         ("RESIDENCY_GUARD_STALE_AFTER_SECONDS", "30"),
     ]
@@ -1406,6 +1413,9 @@ fn default_environment_is_exactly_the_contract() {
     assert_eq!(e["RESIDENCY_GUARD_AUDIT"], "true");
     let e = env(&render(&helm, &["--set", "audit.enabled=false"]));
     assert!(!e.contains_key("RESIDENCY_GUARD_AUDIT"));
+    assert!(!e.contains_key("RESIDENCY_GUARD_AUDIT_RESYNC_SECONDS"));
+    let e = env(&render(&helm, &["--set", "audit.resyncSeconds=60"]));
+    assert_eq!(e["RESIDENCY_GUARD_AUDIT_RESYNC_SECONDS"], "60");
 
     // Every variable the chart sets is one docs/operator-contract.md defines.
     let contract =
