@@ -109,6 +109,24 @@ pub struct ServeArgs {
     /// policy status, Events and PolicyReports (from the elected leader).
     #[arg(long, env = "RESIDENCY_GUARD_AUDIT", default_value_t = false)]
     pub audit: bool,
+    /// Requests per second that admission reviews may make the operator
+    /// send to the API server, all together (live confirmations and
+    /// SubjectAccessReviews; burst: twice this). Over it the snapshot's
+    /// answer stands and a declassification is refused retryably.
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_API_REQUESTS_PER_SECOND",
+        default_value_t = 20.0
+    )]
+    pub api_requests_per_second: f64,
+    /// The same, for the reviews of one namespace (burst: five times this,
+    /// at least 5).
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_API_REQUESTS_PER_NAMESPACE_PER_SECOND",
+        default_value_t = 4.0
+    )]
+    pub api_requests_per_namespace_per_second: f64,
     /// The audit's full pass: everything is re-judged this often, and the
     /// PolicyReports are listed again so one deleted while its findings
     /// persist is written again within this period.
@@ -303,6 +321,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             client.clone(),
             args.declassifier_role.clone(),
         ))),
+        budget: Arc::new(crate::webhook::budget::LiveBudget::new(
+            crate::webhook::budget::BudgetLimits::new(
+                args.api_requests_per_second,
+                args.api_requests_per_namespace_per_second,
+            ),
+        )),
     };
     let webhook_listener = server::bind(args.webhook_addr).await?;
     let admin_listener = server::bind(args.admin_addr).await?;

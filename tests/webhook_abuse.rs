@@ -190,3 +190,217 @@ async fn forged_kinds_and_operations_add_no_series_and_no_long_log_lines() {
     );
     server.stop();
 }
+
+mod amplification {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use futures::future::BoxFuture;
+    use residency_guard::api::DataClass;
+    use residency_guard::engine::NamespaceFacts;
+    use residency_guard::state::live::LiveReader;
+    use residency_guard::webhook::budget::{BudgetLimits, LiveBudget};
+    use residency_guard::webhook::declassify::{Authorizer, UserInfo};
+    use residency_guard::webhook::listener::Limits;
+
+    /// The API server as the live reads see it: every namespace exists,
+    /// unlabelled; counts the reads.
+    struct CountingReader(Arc<AtomicUsize>);
+
+    impl LiveReader for CountingReader {
+        fn namespace_facts<'a>(
+            &'a self,
+            _namespace: &'a str,
+            _network_policies: bool,
+            _storage: bool,
+        ) -> BoxFuture<'a, Result<NamespaceFacts, kube::Error>> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async {
+                Ok(NamespaceFacts {
+                    labels: Some(Default::default()),
+                    ..NamespaceFacts::default()
+                })
+            })
+        }
+    }
+
+    /// Every declassification is allowed; counts the SubjectAccessReviews.
+    struct CountingAuthorizer(Arc<AtomicUsize>);
+
+    impl Authorizer for CountingAuthorizer {
+        fn role(&self) -> &str {
+            "declassifier"
+        }
+        fn refused<'a>(
+            &'a self,
+            _user: &'a UserInfo,
+            _namespace: &'a str,
+            classes: &'a [DataClass],
+        ) -> BoxFuture<'a, Result<Vec<DataClass>, kube::Error>> {
+            self.0.fetch_add(classes.len(), Ordering::SeqCst);
+            Box::pin(async { Ok(Vec::new()) })
+        }
+    }
+
+    fn metric(text: &str, line_start: &str) -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(line_start))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Forged denial-shaped reviews, in one namespace and across many, make
+    /// at most burst + rate × elapsed live reads; the rest keep the
+    /// snapshot's answer (a denial stays a denial), and the metrics say so.
+    #[tokio::test]
+    async fn forged_denials_make_a_bounded_number_of_live_reads() {
+        let reads = Arc::new(AtomicUsize::new(0));
+        let (snapshot, workloads) = snapshot_from(&["tests/fixtures/kinds.yaml"]);
+        let r = reads.clone();
+        let limits = BudgetLimits {
+            rate: 5.0,
+            burst: 10.0,
+            namespace_rate: 1.0,
+            namespace_burst: 3.0,
+            ..BudgetLimits::default()
+        };
+        let server = TestServer::start_with(
+            snapshot,
+            workloads,
+            Lang::En,
+            8 * MIB,
+            Limits::default(),
+            |app| {
+                app.live = Some(Arc::new(CountingReader(r)));
+                app.budget = Arc::new(LiveBudget::new(limits));
+            },
+        )
+        .await;
+        let mut conn = server.client().connect().await.unwrap();
+        let bad = fixture_object("tests/fixtures/kinds.yaml", "deployment-bad");
+        let started = Instant::now();
+        for i in 0..200 {
+            let body = review(&format!("f{i}"), "CREATE", Some(&bad), None, false);
+            let (status, resp) = conn.post("/validate/workloads", body).await.unwrap();
+            assert_eq!(status, 200);
+            let v: serde_json::Value = serde_json::from_slice(&resp).unwrap();
+            assert_eq!(v["response"]["allowed"], false, "a denial stays a denial");
+        }
+        let same_ns = reads.load(Ordering::SeqCst);
+        let elapsed = started.elapsed().as_secs_f64();
+        assert!(same_ns >= 1, "the first denial is confirmed live");
+        assert!(
+            same_ns as f64 <= 3.0 + elapsed + 1.0,
+            "{same_ns} reads for one namespace in {elapsed:.2} s"
+        );
+        // Many namespaces: the global bucket holds.
+        for i in 0..200 {
+            let mut obj = bad.clone();
+            obj["metadata"]["namespace"] = json!(format!("forged-{i}"));
+            let body = review(&format!("g{i}"), "CREATE", Some(&obj), None, false);
+            let (status, _) = conn.post("/validate/workloads", body).await.unwrap();
+            assert_eq!(status, 200);
+        }
+        let all = reads.load(Ordering::SeqCst);
+        let elapsed = started.elapsed().as_secs_f64();
+        assert!(
+            all as f64 <= 10.0 + 5.0 * elapsed + 1.0,
+            "{all} reads in {elapsed:.2} s"
+        );
+        let text = scrape(&server).await;
+        let requests = metric(
+            &text,
+            "residency_guard_review_api_requests_total{purpose=\"confirmation\"} ",
+        );
+        // Each read is a few requests (the Namespace, its NetworkPolicies,
+        // its storage), all counted.
+        assert!(requests as usize >= all, "{requests} < {all}");
+        let live = metric(
+            &text,
+            "residency_guard_review_api_budget_total{purpose=\"confirmation\",outcome=\"live\"} ",
+        );
+        assert_eq!(live as usize, all, "one live outcome per read");
+        let over = metric(
+            &text,
+            "residency_guard_review_api_budget_total{purpose=\"confirmation\",outcome=\"over_budget_global\"} ",
+        ) + metric(
+            &text,
+            "residency_guard_review_api_budget_total{purpose=\"confirmation\",outcome=\"over_budget_namespace\"} ",
+        ) + metric(
+            &text,
+            "residency_guard_review_api_budget_total{purpose=\"confirmation\",outcome=\"cached\"} ",
+        );
+        assert_eq!(over as usize + all, 400, "{text}");
+        server.stop();
+    }
+
+    /// Declassifications: answered from the cache for the same user, and
+    /// over the budget refused retryably (503), never allowed unchecked.
+    #[tokio::test]
+    async fn declassifications_over_budget_are_refused_retryably() {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let (snapshot, workloads) = snapshot_from(&["tests/fixtures/kinds.yaml"]);
+        let a = asked.clone();
+        let limits = BudgetLimits {
+            rate: 2.0,
+            burst: 3.0,
+            namespace_rate: 2.0,
+            namespace_burst: 3.0,
+            cache_for: Duration::from_secs(60),
+            ..BudgetLimits::default()
+        };
+        let server = TestServer::start_with(
+            snapshot,
+            workloads,
+            Lang::ZhCn,
+            8 * MIB,
+            Limits::default(),
+            |app| {
+                app.authorizer = Some(Arc::new(CountingAuthorizer(a)));
+                app.budget = Arc::new(LiveBudget::new(limits));
+            },
+        )
+        .await;
+        let mut conn = server.client().connect().await.unwrap();
+        let old = fixture_object("tests/fixtures/kinds.yaml", "deployment-good");
+        let mut new = old.clone();
+        new["spec"]["template"]["metadata"]["labels"] = json!({"app": "x"});
+        let declassify = |user: &str| {
+            let mut v: serde_json::Value =
+                serde_json::from_slice(&review("d", "UPDATE", Some(&new), Some(&old), false))
+                    .unwrap();
+            v["request"]["userInfo"] = json!({"username": user});
+            serde_json::to_vec(&v).unwrap()
+        };
+        let mut outcomes = Vec::new();
+        for i in 0..10 {
+            // The same user twice in a row (cached), then a new one.
+            let user = format!("forged-{}", i / 2);
+            let (status, resp) = conn
+                .post("/validate/workloads", declassify(&user))
+                .await
+                .unwrap();
+            assert_eq!(status, 200);
+            let v: serde_json::Value = serde_json::from_slice(&resp).unwrap();
+            outcomes.push((
+                v["response"]["allowed"].as_bool().unwrap(),
+                v["response"]["status"]["code"].as_u64().unwrap_or(0),
+                v["response"]["status"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            ));
+        }
+        let n = asked.load(Ordering::SeqCst);
+        assert!(n <= 4, "{n} SubjectAccessReviews");
+        assert!(outcomes[0].0 && outcomes[1].0, "{outcomes:?}");
+        let refused: Vec<_> = outcomes.iter().filter(|o| !o.0).collect();
+        assert!(!refused.is_empty(), "{outcomes:?}");
+        for (_, code, message) in refused {
+            assert_eq!(*code, 503, "retryable: {message}");
+            assert!(message.contains("请几秒后重试"), "{message}");
+        }
+        server.stop();
+    }
+}

@@ -112,6 +112,25 @@ pub struct ConfirmLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PurposeLabels {
+    /// confirmation (live reads of a namespace), authorisation
+    /// (SubjectAccessReviews of a declassification).
+    pub purpose: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetLabels {
+    /// confirmation, authorisation.
+    pub purpose: &'static str,
+    /// live (asked of the API server), cached (answered from a reading a
+    /// few seconds old), over_budget_global, over_budget_namespace (not
+    /// asked: the snapshot's answer stands, or the declassification is
+    /// refused retryably), implausible (a namespace name the API server
+    /// could not hold: not asked).
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyStateLabels {
     /// valid; last_valid (invalid, its last valid version enforced);
     /// strictest (invalid, no valid version seen: its strictest reading).
@@ -130,6 +149,10 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Connections and requests the listener turned away, by reason.
     pub refused: Family<ReasonLabels, Counter>,
+    /// API requests made because of reviews (the budget's N bounds them).
+    pub review_api_requests: Family<PurposeLabels, Counter>,
+    /// What the budget decided for each live read or authorisation.
+    pub review_api_budget: Family<BudgetLabels, Counter>,
 }
 
 impl Metrics {
@@ -195,7 +218,21 @@ impl Metrics {
             "Webhook connections closed and requests refused by the listener's limits, by reason",
             refused.clone(),
         );
+        let review_api_requests = Family::<PurposeLabels, Counter>::default();
+        registry.register(
+            "review_api_requests",
+            "Requests sent to the API server because of admission reviews (live confirmations, SubjectAccessReviews), by purpose",
+            review_api_requests.clone(),
+        );
+        let review_api_budget = Family::<BudgetLabels, Counter>::default();
+        registry.register(
+            "review_api_budget",
+            "Live reads and authorisations reviews asked for, by purpose and what the rate limit decided (live, cached, over_budget_global, over_budget_namespace, implausible)",
+            review_api_budget.clone(),
+        );
         Arc::new(Metrics {
+            review_api_requests,
+            review_api_budget,
             registry,
             policies,
             live_confirmations,
@@ -206,6 +243,18 @@ impl Metrics {
             connections,
             refused,
         })
+    }
+
+    pub fn budget(&self, purpose: &'static str, outcome: &'static str) {
+        self.review_api_budget
+            .get_or_create(&BudgetLabels { purpose, outcome })
+            .inc();
+    }
+
+    pub fn api_requests(&self, purpose: &'static str, n: u64) {
+        self.review_api_requests
+            .get_or_create(&PurposeLabels { purpose })
+            .inc_by(n);
     }
 
     /// Count a connection or request turned away by the listener.

@@ -102,6 +102,19 @@ impl TestServer {
         max_body: usize,
         limits: Limits,
     ) -> TestServer {
+        TestServer::start_with(snapshot, workloads, lang, max_body, limits, |_| {}).await
+    }
+
+    /// As `start_limited`, with the App changed by `customize` (a live
+    /// reader, an authorizer, a budget).
+    pub async fn start_with(
+        snapshot: Snapshot,
+        workloads: BTreeMap<String, Vec<Workload>>,
+        lang: Lang,
+        max_body: usize,
+        limits: Limits,
+        customize: impl FnOnce(&mut App),
+    ) -> TestServer {
         let ca = TestCa::new();
         let certs = CertStore::new();
         let (cert, key) = ca.serving_pair();
@@ -116,7 +129,12 @@ impl TestServer {
             certs: certs.clone(),
             live: None,
             authorizer: None,
+            budget: Arc::new(residency_guard::webhook::budget::LiveBudget::new(
+                Default::default(),
+            )),
         };
+        let mut app = app;
+        customize(&mut app);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
