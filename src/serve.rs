@@ -199,6 +199,37 @@ pub struct ServeArgs {
     /// that does not fit gets 429 with Retry-After (the API server retries).
     #[arg(long, env = "RESIDENCY_GUARD_MAX_INFLIGHT_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_inflight_body_bytes: usize,
+    /// Webhook connections open at once from one source address (below
+    /// --max-connections): one pod cannot take every connection.
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_MAX_CONNECTIONS_PER_SOURCE",
+        default_value_t = 128
+    )]
+    pub max_connections_per_source: usize,
+    /// Reviews in flight at once from one source address; more get 429
+    /// with Retry-After.
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_MAX_INFLIGHT_REVIEWS_PER_SOURCE",
+        default_value_t = 64
+    )]
+    pub max_inflight_reviews_per_source: usize,
+    /// Source CIDRs (the API server's addresses, where known) exempt from
+    /// the per-source caps, with --reserved-connections of their own.
+    #[arg(
+        long = "trusted-source-cidrs",
+        env = "RESIDENCY_GUARD_TRUSTED_SOURCE_CIDRS",
+        value_delimiter = ','
+    )]
+    pub trusted_source_cidrs: Vec<ipnet::IpNet>,
+    /// Connections only trusted sources may use (with --trusted-source-cidrs).
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_RESERVED_CONNECTIONS",
+        default_value_t = 128
+    )]
+    pub reserved_connections: usize,
 }
 
 impl ServeArgs {
@@ -211,6 +242,10 @@ impl ServeArgs {
             max_connections: self.max_connections,
             inflight_body_bytes: self.max_inflight_body_bytes,
             drain: Duration::from_secs(self.drain_seconds),
+            max_connections_per_source: self.max_connections_per_source,
+            max_inflight_per_source: self.max_inflight_reviews_per_source,
+            trusted_sources: self.trusted_source_cidrs.clone(),
+            reserved_connections: self.reserved_connections,
         }
     }
 }

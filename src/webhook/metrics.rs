@@ -91,8 +91,9 @@ pub struct EndpointLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
-    /// connection_limit, handshake_timeout, too_large, inflight_bytes,
-    /// body_timeout, review_timeout, body_error.
+    /// connection_limit, source_connections, source_inflight,
+    /// handshake_timeout, too_large, inflight_bytes, body_timeout,
+    /// review_timeout, body_error.
     pub reason: &'static str,
 }
 
