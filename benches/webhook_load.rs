@@ -1609,7 +1609,47 @@ mod abuse {
 
     const MEMORY_LIMIT_MIB: f64 = 256.0;
 
+    pub struct Cardinality {
+        bytes_before: usize,
+        bytes_after: usize,
+        series_before: usize,
+        series_after: usize,
+        statuses: Vec<u16>,
+        rss_kib: u64,
+    }
+
+    pub struct Amplification {
+        rate: u64,
+        seconds: u64,
+        took: f64,
+        ok: usize,
+        other: usize,
+        errors: usize,
+        /// The operator's residency_guard_review_api_requests_total.
+        own_requests: f64,
+        /// What the mock API server saw (LISTs and unknown paths).
+        mock_requests: usize,
+        budget: String,
+        rss_peak_kib: u64,
+    }
+
+    pub struct FairShare {
+        idle_target: usize,
+        held_at_start: usize,
+        hostile_rate: u64,
+        hostile: (usize, usize, usize),
+        rate: u64,
+        seconds: u64,
+        real: Routed,
+        rss_peak_kib: u64,
+        hwm_kib: u64,
+        refused: String,
+    }
+
     pub struct Report {
+        cardinality: Cardinality,
+        amplification: Amplification,
+        fair_share: FairShare,
         rate: u64,
         seconds: u64,
         propagation: Duration,
@@ -1857,6 +1897,166 @@ mod abuse {
             .unwrap_or_default()
     }
 
+    /// `base` (a review in namespace `payments`) as a forged one: in
+    /// namespace `ns`, with `kind` as its `request.kind.kind`.
+    fn forged(base: &[u8], ns: &str, kind: Option<&str>) -> Bytes {
+        let mut v: Value = serde_json::from_slice(base).unwrap_or_default();
+        v["request"]["namespace"] = json!(ns);
+        v["request"]["object"]["metadata"]["namespace"] = json!(ns);
+        v["request"]["uid"] = json!(format!("forged-{ns}"));
+        if let Some(k) = kind {
+            v["request"]["kind"]["kind"] = json!(k);
+        }
+        Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+    }
+
+    /// A TLS connection from `source` (another loopback address).
+    async fn connect_from(
+        addr: SocketAddr,
+        source: std::net::IpAddr,
+        tls: &TlsConnector,
+    ) -> Result<Sender, String> {
+        let stream = tls_from(addr, source, tls).await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("HTTP handshake: {e}"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    async fn tls_from(
+        addr: SocketAddr,
+        source: std::net::IpAddr,
+        tls: &TlsConnector,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .map_err(|e| format!("bind {source}: {e}"))?;
+        let tcp = socket
+            .connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let name = ServerName::IpAddress(addr.ip().into());
+        tls.connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS handshake: {e}"))
+    }
+
+    /// Forged reviews at a fixed rate from `source`, cycling through
+    /// `bodies`; returns (answered 200, other statuses, errors).
+    async fn forged_loop(
+        rate: u64,
+        seconds: u64,
+        conns: usize,
+        addr: SocketAddr,
+        source: std::net::IpAddr,
+        tls: &TlsConnector,
+        bodies: Arc<Vec<Bytes>>,
+    ) -> (usize, usize, usize) {
+        let total = (rate * seconds) as usize;
+        let interval = Duration::from_nanos(1_000_000_000 / rate);
+        let next = Arc::new(AtomicUsize::new(0));
+        let start = Instant::now() + Duration::from_millis(20);
+        let mut workers = Vec::new();
+        for _ in 0..conns {
+            let (next, bodies, tls) = (next.clone(), bodies.clone(), tls.clone());
+            workers.push(tokio::spawn(async move {
+                let (mut ok, mut other, mut errors) = (0, 0, 0);
+                let mut sender: Option<Sender> = None;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        break;
+                    }
+                    let due = start + interval * i as u32;
+                    let now = Instant::now();
+                    if due > now {
+                        tokio::time::sleep(due - now).await;
+                    }
+                    if sender.is_none() {
+                        match connect_from(addr, source, &tls).await {
+                            Ok(s) => sender = Some(s),
+                            Err(_) => {
+                                errors += 1;
+                                continue;
+                            }
+                        }
+                    }
+                    let Some(s) = sender.as_mut() else { continue };
+                    let body = bodies[i % bodies.len()].clone();
+                    match tokio::time::timeout(REQUEST_TIMEOUT, post(s, body)).await {
+                        Ok(Ok((200, _))) => ok += 1,
+                        Ok(Ok(_)) => {
+                            other += 1;
+                            sender = None;
+                        }
+                        _ => {
+                            errors += 1;
+                            sender = None;
+                        }
+                    }
+                }
+                (ok, other, errors)
+            }));
+        }
+        let mut out = (0, 0, 0);
+        for w in workers {
+            if let Ok((a, b, c)) = w.await {
+                out.0 += a;
+                out.1 += b;
+                out.2 += c;
+            }
+        }
+        out
+    }
+
+    /// Hold `n` idle TLS connections from `source`, each reopened (after a
+    /// second) when the server closes it; counts the handshakes completed.
+    async fn hold_idle(
+        addr: SocketAddr,
+        source: std::net::IpAddr,
+        tls: TlsConnector,
+        stop: Arc<AtomicBool>,
+        held: Arc<AtomicUsize>,
+    ) {
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok(s) = tls_from(addr, source, &tls).await {
+                held.fetch_add(1, Ordering::Relaxed);
+                until_closed(s, &stop).await;
+                held.fetch_sub(1, Ordering::Relaxed);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    fn metric_sum(text: &str, prefix: &str) -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+            .sum()
+    }
+
+    fn series_count(text: &str) -> usize {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .count()
+    }
+
+    /// Random-looking lowercase text (xorshift), `len` bytes.
+    fn noise(seed: &mut u64, len: usize) -> String {
+        (0..len)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                char::from(b'a' + (*seed % 26) as u8)
+            })
+            .collect()
+    }
+
     pub async fn run(cfg: &Config) -> Result<Report, String> {
         if !cfg.server_bin.exists() {
             return Err(format!(
@@ -1991,7 +2191,173 @@ mod abuse {
         if let Some(e) = server.exited() {
             return Err(e);
         }
+        drop(server);
+
+        // --- 3. Forged kinds: the metrics stay bounded -----------------
+        let (mut server, spawned, addr, admin) =
+            spawn_server(cfg, dir.path(), &kubeconfig, &tls_dir, 103)?;
+        wait_ready(&mut server, spawned, addr, admin, &tls, &reviews.denied).await?;
+        let pid = server.child.id();
+        let mut sender = connect(addr, &tls).await?;
+        // Every short label set first (a real review, a forged kind).
+        post(&mut sender, reviews.allowed.clone()).await?;
+        post(
+            &mut sender,
+            forged(&reviews.denied, "payments", Some("Short")),
+        )
+        .await?;
+        let metrics_before = metrics(admin).await;
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut forged_statuses = Vec::new();
+        for i in 0..16 {
+            let kind = noise(&mut seed, 256 * 1024);
+            let body = forged(&reviews.denied, &format!("kinds-{i}"), Some(&kind));
+            let mut s = connect(addr, &tls).await?;
+            forged_statuses.push(post(&mut s, body).await?.0);
+        }
+        let metrics_after = metrics(admin).await;
+        let cardinality = Cardinality {
+            bytes_before: metrics_before.len(),
+            bytes_after: metrics_after.len(),
+            series_before: series_count(&metrics_before),
+            series_after: series_count(&metrics_after),
+            statuses: forged_statuses,
+            rss_kib: memory_kib(pid).map_or(0, |m| m.rss),
+        };
+
+        // --- 4. Amplification: forged denials, the API requests they cause
+        let amp_rate = env_num("RG_BENCH_AMPLIFY_RATE", 1000u64).clamp(1, 100_000);
+        let amp_seconds = env_num("RG_BENCH_AMPLIFY_SECONDS", 60u64).clamp(1, 600);
+        // Denial-shaped, spread over 1,000 namespaces (a per-namespace
+        // limit alone would not hold) and the real one.
+        let mut bodies = vec![reviews.denied.clone()];
+        for i in 0..1000 {
+            bodies.push(forged(&reviews.denied, &format!("forged-{i}"), None));
+        }
+        let bodies = Arc::new(bodies);
+        let mock_before = mock.list_requests.load(Ordering::Relaxed)
+            + mock.unknown_requests.load(Ordering::Relaxed);
+        let own_before = metric_sum(
+            &metrics(admin).await,
+            "residency_guard_review_api_requests_total",
+        );
+        let sampler = RssSampler::start(pid, Duration::from_secs(amp_seconds + 60));
+        let _ = sampler.take_peak(pid);
+        let started = Instant::now();
+        let (amp_ok, amp_other, amp_errors) = forged_loop(
+            amp_rate,
+            amp_seconds,
+            8,
+            addr,
+            "127.0.0.1".parse().map_err(|e| format!("{e}"))?,
+            &tls,
+            bodies.clone(),
+        )
+        .await;
+        let took = started.elapsed().as_secs_f64();
+        let amp_rss_peak_kib = sampler.take_peak(pid);
+        drop(sampler);
+        let text = metrics(admin).await;
+        let own = metric_sum(&text, "residency_guard_review_api_requests_total") - own_before;
+        let mock_seen = mock.list_requests.load(Ordering::Relaxed)
+            + mock.unknown_requests.load(Ordering::Relaxed)
+            - mock_before;
+        let budget_lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("residency_guard_review_api_budget_total{"))
+            .map(|l| {
+                l.trim_start_matches("residency_guard_review_api_budget_total")
+                    .to_string()
+            })
+            .collect();
+        let amplification = Amplification {
+            rate: amp_rate,
+            seconds: amp_seconds,
+            took,
+            ok: amp_ok,
+            other: amp_other,
+            errors: amp_errors,
+            own_requests: own,
+            mock_requests: mock_seen,
+            budget: budget_lines.join(", "),
+            rss_peak_kib: amp_rss_peak_kib,
+        };
+        if let Some(e) = server.exited() {
+            return Err(e);
+        }
+        drop(server);
+
+        // --- 5. Fair sharing: one source holds 600 idle connections and
+        // sends forged reviews; another's real reviews --------------------
+        let idle_target = env_num("RG_BENCH_IDLE", 600usize).clamp(1, 5000);
+        let hostile_rate = env_num("RG_BENCH_HOSTILE_RATE", 200u64).clamp(1, 100_000);
+        let fair_seconds = cfg.seconds;
+        let hostile: std::net::IpAddr = "127.0.0.2".parse().map_err(|e| format!("{e}"))?;
+        let (mut server, spawned, addr, admin) =
+            spawn_server(cfg, dir.path(), &kubeconfig, &tls_dir, 104)?;
+        wait_ready(&mut server, spawned, addr, admin, &tls, &reviews.denied).await?;
+        let pid = server.child.id();
+        closed_loop(4, 1, addr, &tls, &reviews, || {
+            CpuMeter::start(pid, None, None, clock_ticks())
+        })
+        .await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let held = Arc::new(AtomicUsize::new(0));
+        let mut slots = Vec::new();
+        for _ in 0..idle_target {
+            slots.push(tokio::spawn(hold_idle(
+                addr,
+                hostile,
+                tls.clone(),
+                stop.clone(),
+                held.clone(),
+            )));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let held_at_start = held.load(Ordering::Relaxed);
+        let sampler = RssSampler::start(pid, Duration::from_secs(fair_seconds + 60));
+        let _ = sampler.take_peak(pid);
+        let tls2 = tls.clone();
+        let hostile_loop = tokio::spawn(async move {
+            forged_loop(hostile_rate, fair_seconds, 4, addr, hostile, &tls2, bodies).await
+        });
+        let fair = routed_open_loop(
+            stalled_rate,
+            fair_seconds,
+            4,
+            [addr, addr],
+            Arc::new(AtomicUsize::new(0)),
+            &tls,
+            &reviews,
+        )
+        .await?;
+        let hostile_result = hostile_loop.await.map_err(|e| e.to_string())?;
+        let fair_rss_peak_kib = sampler.take_peak(pid);
+        let fair_hwm_kib = memory_kib(pid).map_or(0, |m| m.hwm);
+        let fair_refused = refused_metrics(&metrics(admin).await);
+        stop.store(true, Ordering::Relaxed);
+        for s in slots {
+            let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
+        }
+        if let Some(e) = server.exited() {
+            return Err(e);
+        }
+        let fair_share = FairShare {
+            idle_target,
+            held_at_start,
+            hostile_rate,
+            hostile: hostile_result,
+            rate: stalled_rate,
+            seconds: fair_seconds,
+            real: fair,
+            rss_peak_kib: fair_rss_peak_kib,
+            hwm_kib: fair_hwm_kib,
+            refused: fair_refused,
+        };
         Ok(Report {
+            cardinality,
+            amplification,
+            fair_share,
             rate,
             seconds,
             propagation,
@@ -2074,7 +2440,100 @@ mod abuse {
                 mib(self.hwm_kib)
             );
             println!("  refused by the listener: {}", self.refused);
+            let c = &self.cardinality;
+            println!(
+                "forged kinds: 16 reviews with 256 KiB random kinds (answered {:?}): /metrics {} -> {} bytes, {} -> {} series; server VmRSS {:.1} MiB",
+                c.statuses,
+                c.bytes_before,
+                c.bytes_after,
+                c.series_before,
+                c.series_after,
+                mib(c.rss_kib)
+            );
+            let a = &self.amplification;
+            println!(
+                "amplification: {} forged denial-shaped reviews/s x {} s over 1,001 namespaces (took {:.1} s): answered 200 {}, other {}, errors {}",
+                a.rate, a.seconds, a.took, a.ok, a.other, a.errors
+            );
+            println!(
+                "  API requests because of reviews: {} by the operator's count ({:.1}/s), {} seen by the mock API server ({:.1}/s); budget: {}; server VmRSS peak {:.1} MiB",
+                a.own_requests,
+                a.own_requests / a.took,
+                a.mock_requests,
+                a.mock_requests as f64 / a.took,
+                a.budget,
+                mib(a.rss_peak_kib)
+            );
+            let f = &self.fair_share;
+            println!(
+                "fair share: source 127.0.0.2 holds {} idle TLS connections ({} open after 2 s) and sends {} forged reviews/s (answered {}, refused {}, errors {}); source 127.0.0.1 sends {} real reviews/s x {} s",
+                f.idle_target,
+                f.held_at_start,
+                f.hostile_rate,
+                f.hostile.0,
+                f.hostile.1,
+                f.hostile.2,
+                f.rate,
+                f.seconds
+            );
+            println!(
+                "  scheduled {}, answered correctly {}, lost {} (errors {}, timeouts {}, wrong {}); {}",
+                f.real.scheduled,
+                f.real.ok,
+                f.real.lost(),
+                f.real.errors,
+                f.real.timeouts,
+                f.real.wrong,
+                f.real.latency.summary()
+            );
+            for e in &f.real.error_samples {
+                println!("  error: {e}");
+            }
+            println!(
+                "  server VmRSS peak {:.1} MiB, VmHWM {:.1} MiB; refused by the listener: {}",
+                mib(f.rss_peak_kib),
+                mib(f.hwm_kib),
+                f.refused
+            );
             println!();
+            let growth_kib = (c.bytes_after as f64 - c.bytes_before as f64) / 1024.0;
+            let per_s = a.own_requests.max(a.mock_requests as f64) / a.took;
+            let fair_p99 = f.real.latency.ms(0.99);
+            let fair_peak = mib(f.hwm_kib.max(f.rss_peak_kib).max(a.rss_peak_kib));
+            for (key, value, target, ok) in [
+                (
+                    "forged_kinds_metrics_growth_kib",
+                    format!("{growth_kib:.1}"),
+                    "<64",
+                    growth_kib < 64.0 && c.series_after == c.series_before,
+                ),
+                (
+                    "forged_denials_api_requests_per_s",
+                    format!("{per_s:.2}"),
+                    "<=20",
+                    per_s <= 20.0,
+                ),
+                (
+                    "fair_share_p99_ms",
+                    format!("{fair_p99:.3}"),
+                    "<10",
+                    fair_p99 < 10.0,
+                ),
+                (
+                    "fair_share_lost_reviews",
+                    f.real.lost().to_string(),
+                    "0",
+                    f.real.lost() == 0,
+                ),
+                (
+                    "abuse_rss_peak_mib",
+                    format!("{fair_peak:.1}"),
+                    "<256",
+                    fair_peak < MEMORY_LIMIT_MIB,
+                ),
+            ] {
+                println!("RESULT {key} {value} {target} {}", verdict(ok));
+            }
             let p99 = t.latency.ms(0.99);
             let peak = mib(self.hwm_kib.max(self.rss_peak_kib));
             for (key, value, target, ok) in [

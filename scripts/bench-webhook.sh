@@ -9,7 +9,13 @@
 # Usage: scripts/bench-webhook.sh [--load-only | --handler-only | --abuse]
 # --abuse runs only the hostile-client scenario of benches/webhook_load.rs
 # (SIGTERM under 500 reviews/s across two replicas; 200 stalled connections
-# plus 200 reviews/s): RG_BENCH_SCENARIO=abuse.
+# plus 200 reviews/s; 16 forged reviews with 256 KiB kinds, /metrics growth;
+# 1,000 forged denial-shaped reviews/s for 60 s, the API requests they cause;
+# one source holding 600 idle TLS connections and sending 200 forged
+# reviews/s while another sends real reviews): RG_BENCH_SCENARIO=abuse.
+# Knobs of the last three: RG_BENCH_AMPLIFY_RATE (1000),
+# RG_BENCH_AMPLIFY_SECONDS (60), RG_BENCH_IDLE (600), RG_BENCH_HOSTILE_RATE
+# (200).
 # Environment: RG_BENCH_SECONDS (10), RG_BENCH_RATE (1000), RG_BENCH_CONNS (4),
 # RG_BENCH_SAT_CONNS (32), RG_BENCH_SERVER_CPU (0), RG_BENCH_CLIENT_CPU (1),
 # RG_BENCH_PRIORITY=nice|rt (run the server, the load generator and the
@@ -125,6 +131,16 @@ if [ "$run_abuse" = 1 ]; then
   row "peak RSS, 200 stalled conns + 200 rps" "${1:-?} MiB" "< 256 MiB" "${3:-}"
   r="$(result stalled_lost_reviews)"; set -- $r
   row "reviews lost, 200 stalled conns + 200 rps" "${1:-?}" "0" "${3:-}"
+  r="$(result forged_kinds_metrics_growth_kib)"; set -- $r
+  row "/metrics growth, 16 x 256 KiB forged kinds" "${1:-?} KiB" "< 64 KiB" "${3:-}"
+  r="$(result forged_denials_api_requests_per_s)"; set -- $r
+  row "API requests/s, 1,000 forged denials/s" "${1:-?} /s" "<= N = 20 /s" "${3:-}"
+  r="$(result fair_share_p99_ms)"; set -- $r
+  row "p99, other source vs 600 idle + 200 forged/s" "${1:-?} ms" "< 10 ms" "${3:-}"
+  r="$(result fair_share_lost_reviews)"; set -- $r
+  row "reviews lost, other source" "${1:-?}" "0" "${3:-}"
+  r="$(result abuse_rss_peak_mib)"; set -- $r
+  row "peak RSS, forged denials and fair share" "${1:-?} MiB" "< 256 MiB" "${3:-}"
 fi
 if [ "$run_handler" = 1 ]; then
   r="$(result handler_cpu_us_denied)"; set -- $r

@@ -109,6 +109,33 @@ pub struct ServeArgs {
     /// policy status, Events and PolicyReports (from the elected leader).
     #[arg(long, env = "RESIDENCY_GUARD_AUDIT", default_value_t = false)]
     pub audit: bool,
+    /// Requests per second that admission reviews may make the operator
+    /// send to the API server, all together (live confirmations and
+    /// SubjectAccessReviews; burst: twice this). Over it the snapshot's
+    /// answer stands and a declassification is refused retryably.
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_API_REQUESTS_PER_SECOND",
+        default_value_t = 20.0
+    )]
+    pub api_requests_per_second: f64,
+    /// The same, for the reviews of one namespace (burst: five times this,
+    /// at least 5).
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_API_REQUESTS_PER_NAMESPACE_PER_SECOND",
+        default_value_t = 4.0
+    )]
+    pub api_requests_per_namespace_per_second: f64,
+    /// The audit's full pass: everything is re-judged this often, and the
+    /// PolicyReports are listed again so one deleted while its findings
+    /// persist is written again within this period.
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_AUDIT_RESYNC_SECONDS",
+        default_value_t = 600
+    )]
+    pub audit_resync_seconds: u64,
     /// This replica's identity for leader election (the chart sets the pod name).
     #[arg(
         long,
@@ -172,6 +199,37 @@ pub struct ServeArgs {
     /// that does not fit gets 429 with Retry-After (the API server retries).
     #[arg(long, env = "RESIDENCY_GUARD_MAX_INFLIGHT_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_inflight_body_bytes: usize,
+    /// Webhook connections open at once from one source address (below
+    /// --max-connections): one pod cannot take every connection.
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_MAX_CONNECTIONS_PER_SOURCE",
+        default_value_t = 128
+    )]
+    pub max_connections_per_source: usize,
+    /// Reviews in flight at once from one source address; more get 429
+    /// with Retry-After.
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_MAX_INFLIGHT_REVIEWS_PER_SOURCE",
+        default_value_t = 64
+    )]
+    pub max_inflight_reviews_per_source: usize,
+    /// Source CIDRs (the API server's addresses, where known) exempt from
+    /// the per-source caps, with --reserved-connections of their own.
+    #[arg(
+        long = "trusted-source-cidrs",
+        env = "RESIDENCY_GUARD_TRUSTED_SOURCE_CIDRS",
+        value_delimiter = ','
+    )]
+    pub trusted_source_cidrs: Vec<ipnet::IpNet>,
+    /// Connections only trusted sources may use (with --trusted-source-cidrs).
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_RESERVED_CONNECTIONS",
+        default_value_t = 128
+    )]
+    pub reserved_connections: usize,
 }
 
 impl ServeArgs {
@@ -184,6 +242,10 @@ impl ServeArgs {
             max_connections: self.max_connections,
             inflight_body_bytes: self.max_inflight_body_bytes,
             drain: Duration::from_secs(self.drain_seconds),
+            max_connections_per_source: self.max_connections_per_source,
+            max_inflight_per_source: self.max_inflight_reviews_per_source,
+            trusted_sources: self.trusted_source_cidrs.clone(),
+            reserved_connections: self.reserved_connections,
         }
     }
 }
@@ -228,6 +290,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
     let audit = if args.audit {
+        let resync = Duration::from_secs(args.audit_resync_seconds.max(1));
         let cfg = audit::AuditConfig {
             plan: audit::plan::PlanConfig {
                 lang,
@@ -235,8 +298,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             },
             writer: audit::writer::WriterConfig {
                 reporting_instance: args.pod_name.clone(),
+                reports_recheck_every: resync,
                 ..Default::default()
             },
+            full_pass_every: resync,
             ..Default::default()
         };
         let lease = audit::leader::LeaseConfig::new(&args.namespace, &args.pod_name);
@@ -291,6 +356,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             client.clone(),
             args.declassifier_role.clone(),
         ))),
+        budget: Arc::new(crate::webhook::budget::LiveBudget::new(
+            crate::webhook::budget::BudgetLimits::new(
+                args.api_requests_per_second,
+                args.api_requests_per_namespace_per_second,
+            ),
+        )),
     };
     let webhook_listener = server::bind(args.webhook_addr).await?;
     let admin_listener = server::bind(args.admin_addr).await?;

@@ -333,7 +333,9 @@ async fn status_already_in_the_api_is_not_rewritten_until_last_evaluated_is_stal
     let server = tokio::spawn(async move {
         serve_seed(&mut handle, None).await;
         // (The first apply makes no write: asserted on the client side.)
-        // 10 minutes later lastEvaluated is due; the transition time is kept.
+        // 10 minutes later the reports are listed again (none exist), and
+        // lastEvaluated is due; the transition time is kept.
+        serve_recheck(&mut handle, None).await;
         let (seen, send) = next(&mut handle).await;
         assert_eq!(seen.method, "PATCH");
         assert_eq!(seen.body["status"]["lastEvaluated"], "2026-06-01T00:10:00Z");
@@ -498,6 +500,137 @@ async fn writes_beyond_the_budget_wait_for_the_next_pass() {
     let s2 = w.apply(&plan, &BTreeMap::new(), now()).await;
     assert_eq!((s2.writes, s2.deferred), (1, 0));
     assert_eq!(w.apply(&plan, &BTreeMap::new(), now()).await.writes, 0);
+    server.await.unwrap();
+}
+
+fn at(t: &str) -> Timestamp {
+    t.parse().unwrap()
+}
+
+/// Serve the re-check LISTs: the namespaces whose report still exists.
+async fn serve_recheck<S: Server>(handle: &mut S, existing_ns: Option<&str>) {
+    serve_seed(handle, existing_ns).await;
+}
+
+/// A tenant deletes the PolicyReport of a namespace whose finding persists:
+/// the writer lists the reports again once per re-check period (and when
+/// the audit loop asks, at every full pass) and applies the missing one.
+#[tokio::test]
+async fn a_deleted_policy_report_is_written_again_within_one_recheck_period() {
+    let (client, mut handle) = mock();
+    let mut plan = sample_plan();
+    plan.statuses.clear();
+    plan.events.clear();
+    let report_path = "/apis/wgpolicyk8s.io/v1alpha2/namespaces/app/policyreports/residency-guard";
+    let server = tokio::spawn(async move {
+        serve_seed(&mut handle, None).await;
+        let (seen, send) = next(&mut handle).await;
+        assert_eq!(
+            (seen.method.as_str(), seen.path.as_str()),
+            ("PATCH", report_path)
+        );
+        let echo = seen.body.clone();
+        send.send_response(json_response(200, &echo));
+        // 00:05, asked by the audit loop: the report is still there.
+        serve_recheck(&mut handle, Some("app")).await;
+        // 00:15, a period later: it is gone, and is applied again.
+        serve_recheck(&mut handle, None).await;
+        let (seen, send) = next(&mut handle).await;
+        assert_eq!(
+            (seen.method.as_str(), seen.path.as_str()),
+            ("PATCH", report_path)
+        );
+        assert_eq!(seen.body["results"][0]["rule"], "PlacementNotGuaranteed");
+        let echo = seen.body.clone();
+        send.send_response(json_response(200, &echo));
+        assert_quiet(&mut handle).await;
+    });
+    let mut w = writer(client);
+    assert_eq!(w.apply(&plan, &BTreeMap::new(), now()).await.writes, 1);
+    // Within the period, nothing is listed or written.
+    let s = w
+        .apply(&plan, &BTreeMap::new(), at("2026-06-01T00:05:00Z"))
+        .await;
+    assert_eq!(s.writes, 0);
+    w.recheck_reports();
+    let s = w
+        .apply(&plan, &BTreeMap::new(), at("2026-06-01T00:05:00Z"))
+        .await;
+    assert_eq!(s.writes, 0, "the report still exists");
+    let s = w
+        .apply(&plan, &BTreeMap::new(), at("2026-06-01T00:14:00Z"))
+        .await;
+    assert_eq!(s.writes, 0, "not a period since the last check");
+    let s = w
+        .apply(&plan, &BTreeMap::new(), at("2026-06-01T00:15:00Z"))
+        .await;
+    assert_eq!(s.writes, 1, "the deleted report is written again");
+    assert_eq!(
+        w.apply(&plan, &BTreeMap::new(), at("2026-06-01T00:16:00Z"))
+            .await
+            .writes,
+        0
+    );
+    server.await.unwrap();
+}
+
+/// While a finding persists its Event is refreshed every 30 minutes as an
+/// event series (count, lastObservedTime), which renews its time to live;
+/// one that expired or was deleted is created again.
+#[tokio::test]
+async fn a_persisting_findings_event_is_refreshed_and_created_again_once_expired() {
+    let (client, mut handle) = mock();
+    let mut plan = sample_plan();
+    plan.statuses.clear();
+    plan.reports.clear();
+    let events = "/apis/events.k8s.io/v1/namespaces/app/events";
+    let server = tokio::spawn(async move {
+        serve_seed(&mut handle, None).await;
+        let (seen, send) = next(&mut handle).await;
+        assert_eq!((seen.method.as_str(), seen.path.as_str()), ("POST", events));
+        let name = seen.body["metadata"]["name"].as_str().unwrap().to_string();
+        let echo = seen.body.clone();
+        send.send_response(json_response(201, &echo));
+        // 00:30: refreshed as a series.
+        let (seen, send) = next(&mut handle).await;
+        assert_eq!(seen.method, "PATCH");
+        assert_eq!(seen.path, format!("{events}/{name}"));
+        assert_eq!(seen.content_type, "application/merge-patch+json");
+        assert_eq!(seen.body["series"]["count"], 2);
+        assert_eq!(
+            seen.body["series"]["lastObservedTime"],
+            "2026-06-01T00:30:00.000000Z"
+        );
+        send.send_response(json_response(200, &echo));
+        // 01:00: refreshed again, but it expired meanwhile: created anew.
+        let (seen, send) = next(&mut handle).await;
+        assert_eq!(seen.method, "PATCH");
+        assert_eq!(seen.body["series"]["count"], 3);
+        send.send_response(status_error(404, "NotFound"));
+        let (seen, send) = next(&mut handle).await;
+        assert_eq!((seen.method.as_str(), seen.path.as_str()), ("POST", events));
+        assert_eq!(seen.body["metadata"]["name"], name.as_str());
+        assert_eq!(seen.body["reason"], "PlacementNotGuaranteed");
+        let echo = seen.body.clone();
+        send.send_response(json_response(201, &echo));
+        assert_quiet(&mut handle).await;
+    });
+    let cfg = WriterConfig {
+        reports_recheck_every: Duration::from_secs(24 * 3600),
+        ..WriterConfig::default()
+    };
+    let mut w = Writer::new(client, cfg, AuditMetrics::new());
+    assert_eq!(w.apply(&plan, &BTreeMap::new(), now()).await.writes, 1);
+    for (t, writes) in [
+        ("2026-06-01T00:29:59Z", 0),
+        ("2026-06-01T00:30:00Z", 1),
+        ("2026-06-01T00:45:00Z", 0),
+        ("2026-06-01T01:00:00Z", 1),
+        ("2026-06-01T01:10:00Z", 0),
+    ] {
+        let s = w.apply(&plan, &BTreeMap::new(), at(t)).await;
+        assert_eq!((t, s.writes, s.errors), (t, writes, 0));
+    }
     server.await.unwrap();
 }
 

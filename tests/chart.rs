@@ -826,7 +826,13 @@ fn audit_perms(ns: &str) -> BTreeSet<Perm> {
             &["patch"],
             &[],
         ),
-        ("cluster", "events.k8s.io", &["events"], &["create"], &[]),
+        (
+            "cluster",
+            "events.k8s.io",
+            &["events"],
+            &["create", "patch"],
+            &[],
+        ),
         (
             "cluster",
             "wgpolicyk8s.io",
@@ -1433,8 +1439,12 @@ fn default_environment_is_exactly_the_contract() {
         ("RESIDENCY_GUARD_MAX_BODY_BYTES", "8388608"),
         // The audit controller is on by default (issue 17).
         ("RESIDENCY_GUARD_AUDIT", "true"),
+        ("RESIDENCY_GUARD_AUDIT_RESYNC_SECONDS", "600"),
         ("RESIDENCY_GUARD_REQUEST_TIMEOUT_SECONDS", "3"),
         ("RESIDENCY_GUARD_STALE_AFTER_SECONDS", "30"),
+        ("RESIDENCY_GUARD_MAX_CONNECTIONS", "512"),
+        ("RESIDENCY_GUARD_MAX_CONNECTIONS_PER_SOURCE", "128"),
+        ("RESIDENCY_GUARD_MAX_INFLIGHT_REVIEWS_PER_SOURCE", "64"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -1463,6 +1473,28 @@ fn default_environment_is_exactly_the_contract() {
     assert_eq!(e["RESIDENCY_GUARD_AUDIT"], "true");
     let e = env(&render(&helm, &["--set", "audit.enabled=false"]));
     assert!(!e.contains_key("RESIDENCY_GUARD_AUDIT"));
+    assert!(!e.contains_key("RESIDENCY_GUARD_AUDIT_RESYNC_SECONDS"));
+    let e = env(&render(&helm, &["--set", "audit.resyncSeconds=60"]));
+    assert_eq!(e["RESIDENCY_GUARD_AUDIT_RESYNC_SECONDS"], "60");
+    // Trusted sources (issue 23): listed with their reservation.
+    assert!(!e.contains_key("RESIDENCY_GUARD_TRUSTED_SOURCE_CIDRS"));
+    let e = env(&render(
+        &helm,
+        &[
+            "--set",
+            "webhook.trustedSourceCIDRs={10.0.0.10/32,fd00::/64}",
+            "--set",
+            "webhook.reservedConnections=64",
+            "--set",
+            "webhook.maxConnectionsPerSource=32",
+        ],
+    ));
+    assert_eq!(
+        e["RESIDENCY_GUARD_TRUSTED_SOURCE_CIDRS"],
+        "10.0.0.10/32,fd00::/64"
+    );
+    assert_eq!(e["RESIDENCY_GUARD_RESERVED_CONNECTIONS"], "64");
+    assert_eq!(e["RESIDENCY_GUARD_MAX_CONNECTIONS_PER_SOURCE"], "32");
 
     // Every variable the chart sets is one docs/operator-contract.md defines.
     let contract =

@@ -222,6 +222,9 @@ async fn a_watch_failing_past_the_threshold_makes_the_operator_not_ready_and_ref
         certs: residency_guard::tls::CertStore::new(),
         live: None,
         authorizer: None,
+        budget: Arc::new(residency_guard::webhook::budget::LiveBudget::new(
+            Default::default(),
+        )),
     };
     let review = json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",

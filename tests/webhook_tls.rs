@@ -446,7 +446,7 @@ async fn admin_endpoints_report_readiness_and_metrics() {
     assert_eq!(get("/readyz").await.0, 200);
     let (status, metrics) = get("/metrics").await;
     assert_eq!(status, 200);
-    assert!(metrics.contains("residency_guard_admission_decisions_total{endpoint=\"workloads\",kind=\"Deployment\",action=\"Deny\",result=\"judged\",allowed=\"false\"} 1"), "{metrics}");
+    assert!(metrics.contains("residency_guard_admission_decisions_total{endpoint=\"workloads\",kind=\"Deployment\",operation=\"CREATE\",action=\"Deny\",result=\"judged\",allowed=\"false\"} 1"), "{metrics}");
     assert!(
         metrics.contains("residency_guard_admission_duration_seconds"),
         "{metrics}"
@@ -524,6 +524,7 @@ mod limits {
             max_connections: 256,
             inflight_body_bytes: 16 * MIB,
             drain: Duration::from_secs(2),
+            ..Limits::default()
         }
     }
 
@@ -735,16 +736,25 @@ mod limits {
     async fn connections_past_the_cap_are_closed_at_once() {
         let limits = Limits {
             max_connections: 8,
+            max_connections_per_source: 4,
             ..short_limits()
         };
         let server = limited_server(limits.clone()).await;
         let mut held = Vec::new();
-        for _ in 0..8 {
-            held.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+        // Two sources, each within its own share, fill the global cap.
+        for source in ["127.0.0.1", "127.0.0.2"] {
+            for _ in 0..4 {
+                held.push(server.client().with_source(source).tcp().await.unwrap());
+            }
         }
         // Let the server accept them all.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let extra = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let extra = server
+            .client()
+            .with_source("127.0.0.3")
+            .tcp()
+            .await
+            .unwrap();
         let t = Instant::now();
         tokio::time::timeout(limits.handshake_timeout, read_until_closed(extra))
             .await
@@ -760,6 +770,143 @@ mod limits {
                 .expect("held connections time out");
         }
         real_review(&server).await;
+        server.stop();
+    }
+
+    /// One source holding its share of connections cannot take more, and
+    /// another source's reviews are still answered (issue 23).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_source_cannot_take_every_connection() {
+        let limits = Limits {
+            max_connections: 16,
+            max_connections_per_source: 4,
+            ..short_limits()
+        };
+        let server = limited_server(limits.clone()).await;
+        let hostile = server.client().with_source("127.0.0.1");
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(hostile.raw().await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The fifth from the same source is closed at once.
+        let extra = hostile.tcp().await.unwrap();
+        tokio::time::timeout(limits.handshake_timeout, read_until_closed(extra))
+            .await
+            .expect("closed before any timeout");
+        let text = server.metrics.encode();
+        assert_eq!(metric(&text, "source_connections"), 1, "{text}");
+        assert_eq!(metric(&text, "connection_limit"), 0, "{text}");
+        // Another source is served while the first holds its share.
+        let other = server.client().with_source("127.0.0.2");
+        let bad = fixture_object("tests/fixtures/kinds.yaml", "deployment-bad");
+        let (status, body) = tokio::time::timeout(
+            Duration::from_secs(10),
+            other.post(
+                "/validate/workloads",
+                review("other", "CREATE", Some(&bad), None, false),
+            ),
+        )
+        .await
+        .expect("answered");
+        assert_eq!(status, 200);
+        assert_eq!(response(&body)["allowed"], false);
+        drop(held);
+        server.stop();
+    }
+
+    /// Trusted source CIDRs have no per-source cap and connections no one
+    /// else can take: untrusted sources together stop at the cap less the
+    /// reservation.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn trusted_sources_keep_reserved_connections() {
+        let limits = Limits {
+            max_connections: 8,
+            max_connections_per_source: 2,
+            reserved_connections: 4,
+            trusted_sources: vec!["127.0.0.3/32".parse().unwrap()],
+            ..short_limits()
+        };
+        let server = limited_server(limits.clone()).await;
+        let mut held = Vec::new();
+        for source in ["127.0.0.1", "127.0.0.2"] {
+            for _ in 0..2 {
+                held.push(server.client().with_source(source).raw().await.unwrap());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Untrusted sources hold the 4 unreserved connections: a third
+        // untrusted source is closed at once, though 4 are free.
+        let extra = server
+            .client()
+            .with_source("127.0.0.4")
+            .tcp()
+            .await
+            .unwrap();
+        tokio::time::timeout(limits.handshake_timeout, read_until_closed(extra))
+            .await
+            .expect("closed before any timeout");
+        let text = server.metrics.encode();
+        assert_eq!(metric(&text, "connection_limit"), 1, "{text}");
+        // The trusted source opens more than the per-source cap, and its
+        // reviews are answered on them.
+        let api = server.client().with_source("127.0.0.3");
+        let mut conns = Vec::new();
+        for _ in 0..3 {
+            conns.push(api.connect().await.unwrap());
+        }
+        let good = fixture_object("tests/fixtures/kinds.yaml", "deployment-good");
+        for c in &mut conns {
+            let (status, body) = c
+                .post(
+                    "/validate/workloads",
+                    review("api", "CREATE", Some(&good), None, false),
+                )
+                .await
+                .unwrap();
+            assert_eq!(status, 200);
+            assert_eq!(response(&body)["allowed"], true);
+        }
+        drop(held);
+        server.stop();
+    }
+
+    /// A source with its share of reviews in flight gets 429 (the API server
+    /// retries) for the next, while another source is answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reviews_in_flight_are_capped_per_source() {
+        let limits = Limits {
+            max_inflight_per_source: 1,
+            ..short_limits()
+        };
+        let server = limited_server(limits.clone()).await;
+        let hostile = server.client().with_source("127.0.0.1");
+        // A review whose body never finishes holds the source's one slot.
+        let mut stalled = hostile.raw().await.unwrap();
+        stalled
+            .write_all(b"POST /validate/workloads HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+            .await
+            .unwrap();
+        stalled.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let good = fixture_object("tests/fixtures/kinds.yaml", "deployment-good");
+        let body = review("again", "CREATE", Some(&good), None, false);
+        let (status, text) = hostile.post("/validate/workloads", body.clone()).await;
+        assert_eq!(status, 429, "{}", String::from_utf8_lossy(&text));
+        assert!(
+            String::from_utf8_lossy(&text).contains("--max-inflight-reviews-per-source"),
+            "{}",
+            String::from_utf8_lossy(&text)
+        );
+        let (status, _) = server
+            .client()
+            .with_source("127.0.0.2")
+            .post("/validate/workloads", body)
+            .await;
+        assert_eq!(status, 200);
+        let metrics = server.metrics.encode();
+        assert_eq!(metric(&metrics, "source_inflight"), 1, "{metrics}");
+        drop(stalled);
         server.stop();
     }
 

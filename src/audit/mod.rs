@@ -394,6 +394,8 @@ pub async fn run(
                 }
             }
             _ = full_timer.tick() => {
+                // Reports deleted meanwhile are written again this pass.
+                writer.recheck_reports();
                 let started = Instant::now();
                 let inv = auditor.inventory().clone();
                 auditor.full_pass(inv, clock());

@@ -41,6 +41,17 @@ pub struct WriterConfig {
     /// While the PolicyReport CRDs are not installed, look for them again
     /// this often (they may be installed after the operator started).
     pub reports_probe_every: Duration,
+    /// List the reports again this often (one LIST per kind), so a report
+    /// deleted while its findings persist is written again: the audit's
+    /// full-pass period (`--audit-resync-seconds`). The audit loop also
+    /// asks for a re-check at every full pass ([`Writer::recheck_reports`]).
+    pub reports_recheck_every: Duration,
+    /// While a finding persists its Event is refreshed this often, as
+    /// Kubernetes event series are (client-go's recorder: 30 minutes): a
+    /// PATCH of `series` (count, lastObservedTime), which also renews the
+    /// Event's time to live (the API server's `--event-ttl`, 1 h by
+    /// default). An Event that expired or was deleted is created again.
+    pub event_refresh_every: Duration,
 }
 
 impl Default for WriterConfig {
@@ -52,6 +63,8 @@ impl Default for WriterConfig {
             last_evaluated_every: Duration::from_secs(10 * 60),
             max_writes_per_pass: 200,
             reports_probe_every: Duration::from_secs(15),
+            reports_recheck_every: Duration::from_secs(10 * 60),
+            event_refresh_every: EVENT_REFRESH_EVERY,
         }
     }
 }
@@ -77,17 +90,32 @@ struct WrittenStatus {
     transition: Timestamp,
 }
 
+/// How often a persisting finding's Event is refreshed (client-go's event
+/// series refresh period).
+pub const EVENT_REFRESH_EVERY: Duration = Duration::from_secs(30 * 60);
+
+/// An Event this leader created or found, as a series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Emitted {
+    /// When it was last created or refreshed.
+    at: Timestamp,
+    /// Occurrences so far (`series.count` once refreshed; starts at 1).
+    count: i32,
+}
+
 /// What this leader knows exists. `None` content: exists, content unknown.
 #[derive(Debug, Default)]
 struct Memory {
     statuses: BTreeMap<String, WrittenStatus>,
-    events: BTreeSet<EventKey>,
-    policy_events: BTreeSet<(String, Option<i64>)>,
+    events: BTreeMap<EventKey, Emitted>,
+    policy_events: BTreeMap<(String, Option<i64>), Emitted>,
     reports: BTreeMap<String, Option<PlannedReport>>,
     cluster_report: Option<Option<PlannedReport>>,
     reports_api: bool,
     /// When the PolicyReport API was last looked for (while it is missing).
     reports_probed: Option<std::time::Instant>,
+    /// When the reports were last listed (None: list them on the next pass).
+    reports_checked: Option<Timestamp>,
 }
 
 /// What one `apply` did.
@@ -167,6 +195,15 @@ impl Writer {
         self.memory = None;
     }
 
+    /// List the reports again on the next pass (the audit loop calls this
+    /// at every full pass): one deleted while its findings persist is
+    /// written again.
+    pub fn recheck_reports(&mut self) {
+        if let Some(m) = &mut self.memory {
+            m.reports_checked = None;
+        }
+    }
+
     /// Bring the API in line with `plan`. `observed` are the policies as the
     /// watch last saw them (their current status seeds what was written).
     pub async fn apply(
@@ -177,8 +214,17 @@ impl Writer {
     ) -> WriteStats {
         let mut memory = match self.memory.take() {
             Some(m) => m,
-            None => self.seed().await,
+            None => self.seed(now).await,
         };
+        let recheck = jiff::SignedDuration::try_from(self.cfg.reports_recheck_every)
+            .unwrap_or(jiff::SignedDuration::from_secs(600));
+        if memory.reports_api
+            && memory
+                .reports_checked
+                .is_none_or(|t| now.duration_since(t) >= recheck)
+        {
+            self.recheck_reports_exist(&mut memory, now).await;
+        }
         if !memory.reports_api
             && memory
                 .reports_probed
@@ -226,10 +272,74 @@ impl Writer {
     }
 
     /// Find the reports a previous leader left, so stale ones get cleaned up.
-    async fn seed(&self) -> Memory {
+    async fn seed(&self, now: Timestamp) -> Memory {
         let mut memory = Memory::default();
         self.seed_reports(&mut memory).await;
+        memory.reports_checked = Some(now);
         memory
+    }
+
+    /// Which of the reports this leader wrote still exist? One it remembers
+    /// that the API no longer has (a tenant deleted it) is forgotten, so the
+    /// next write applies it again; one it does not remember is taken as
+    /// existing with unknown content (cleaned up or rewritten).
+    async fn recheck_reports_exist(&self, memory: &mut Memory, now: Timestamp) {
+        let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY}");
+        let lp = ListParams::default().labels(&selector);
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &policy_report_resource());
+        let listed = match api.list(&lp).await {
+            Ok(list) => list,
+            Err(e) => {
+                // 404: the CRDs are gone; the write finds out and probes.
+                tracing::warn!(error = %e, "cannot list PolicyReports to check they still exist; retrying next pass");
+                return;
+            }
+        };
+        let existing: BTreeSet<String> = listed
+            .items
+            .into_iter()
+            .filter(|o| o.metadata.name.as_deref() == Some(REPORT_NAME))
+            .filter_map(|o| o.metadata.namespace)
+            .collect();
+        let gone: Vec<String> = memory
+            .reports
+            .keys()
+            .filter(|ns| !existing.contains(*ns))
+            .cloned()
+            .collect();
+        for ns in &gone {
+            memory.reports.remove(ns);
+        }
+        if !gone.is_empty() {
+            self.metrics.record("report", "missing");
+            tracing::info!(namespaces = ?gone, "PolicyReports deleted by someone else; writing them again while their findings persist");
+        }
+        for ns in existing {
+            memory.reports.entry(ns).or_insert(None);
+        }
+        let api: Api<DynamicObject> =
+            Api::all_with(self.client.clone(), &cluster_policy_report_resource());
+        match api.list(&lp).await {
+            Ok(list) => {
+                let exists = list
+                    .items
+                    .iter()
+                    .any(|o| o.metadata.name.as_deref() == Some(REPORT_NAME));
+                if !exists && memory.cluster_report.is_some() {
+                    tracing::info!(
+                        "the ClusterPolicyReport was deleted by someone else; writing it again while its findings persist"
+                    );
+                    memory.cluster_report = None;
+                } else if exists && memory.cluster_report.is_none() {
+                    memory.cluster_report = Some(None);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list ClusterPolicyReports to check it still exists");
+                return;
+            }
+        }
+        memory.reports_checked = Some(now);
     }
 
     /// Is the PolicyReport API installed, and which reports exist already?
@@ -458,31 +568,19 @@ impl Writer {
         budget: &mut Budget,
     ) {
         // Findings that went away may be reported again if they come back.
-        memory.events.retain(|k| plan.events.contains_key(k));
+        memory.events.retain(|k, _| plan.events.contains_key(k));
         for (key, planned) in &plan.events {
-            if memory.events.contains(key) {
-                continue;
-            }
-            if !budget.take() {
-                continue;
-            }
             let ns = &key.object.namespace;
-            let api: Api<Event> = Api::namespaced(self.client.clone(), ns);
-            let event = self.event_object(key, planned, now);
-            match api.create(&PostParams::default(), &event).await {
-                Ok(_) => {
-                    self.metrics.record("event", "created");
-                    memory.events.insert(key.clone());
+            let name = event_name(key);
+            let emitted = memory.events.get(key).copied();
+            let outcome = self.emit(emitted, &name, ns, planned, now, budget).await;
+            match outcome {
+                Emit::Recorded(e) => {
+                    memory.events.insert(key.clone(), e);
                 }
-                // Same name: already reported (by us or a previous leader).
-                Err(e) if is_status(&e, 409) => {
-                    self.metrics.record("event", "exists");
-                    memory.events.insert(key.clone());
-                }
-                Err(e) => {
-                    budget.stats.errors += 1;
-                    self.metrics.record("event", "error");
-                    tracing::warn!(namespace = %ns, object = %key.object.name, error = %e, "cannot create Event");
+                Emit::Nothing => {}
+                Emit::Failed(e) => {
+                    tracing::warn!(namespace = %ns, object = %key.object.name, error = %e, "cannot create or refresh Event");
                 }
             }
         }
@@ -499,33 +597,91 @@ impl Writer {
     ) {
         memory
             .policy_events
-            .retain(|k| plan.policy_events.contains_key(k));
-        let api: Api<Event> = Api::namespaced(self.client.clone(), POLICY_EVENTS_NAMESPACE);
+            .retain(|k, _| plan.policy_events.contains_key(k));
         for (key, planned) in &plan.policy_events {
-            if memory.policy_events.contains(key) || !budget.take() {
-                continue;
-            }
             let name = policy_event_name(&key.0, key.1);
-            let event = self.event_at(name, POLICY_EVENTS_NAMESPACE, planned, now);
-            match api.create(&PostParams::default(), &event).await {
-                Ok(_) => {
-                    self.metrics.record("event", "created");
-                    memory.policy_events.insert(key.clone());
+            let emitted = memory.policy_events.get(key).copied();
+            match self
+                .emit(
+                    emitted,
+                    &name,
+                    POLICY_EVENTS_NAMESPACE,
+                    planned,
+                    now,
+                    budget,
+                )
+                .await
+            {
+                Emit::Recorded(e) => {
+                    memory.policy_events.insert(key.clone(), e);
                 }
-                Err(e) if is_status(&e, 409) => {
-                    memory.policy_events.insert(key.clone());
-                }
-                Err(e) => {
-                    budget.stats.errors += 1;
-                    self.metrics.record("event", "error");
-                    tracing::warn!(policy = %key.0, error = %e, "cannot create the policy's Event");
+                Emit::Nothing => {}
+                Emit::Failed(e) => {
+                    tracing::warn!(policy = %key.0, error = %e, "cannot create or refresh the policy's Event");
                 }
             }
         }
     }
 
-    fn event_object(&self, key: &EventKey, planned: &PlannedEvent, now: Timestamp) -> Event {
-        self.event_at(event_name(key), &key.object.namespace, planned, now)
+    /// Create the Event `name` unless this leader already has (`emitted`);
+    /// once it is `event_refresh_every` old, refresh its series, or create
+    /// it again if it expired or was deleted.
+    async fn emit(
+        &self,
+        emitted: Option<Emitted>,
+        name: &str,
+        namespace: &str,
+        planned: &PlannedEvent,
+        now: Timestamp,
+        budget: &mut Budget,
+    ) -> Emit {
+        let refresh = jiff::SignedDuration::try_from(self.cfg.event_refresh_every)
+            .unwrap_or(jiff::SignedDuration::from_secs(1800));
+        if emitted.is_some_and(|e| now.duration_since(e.at) < refresh) || !budget.take() {
+            return Emit::Nothing;
+        }
+        let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
+        if let Some(e) = emitted {
+            let count = e.count.saturating_add(1).max(2);
+            let body = json!({"series": {"count": count, "lastObservedTime": MicroTime(now)}});
+            match api
+                .patch(name, &PatchParams::default(), &Patch::Merge(&body))
+                .await
+            {
+                Ok(_) => {
+                    self.metrics.record("event", "refreshed");
+                    return Emit::Recorded(Emitted { at: now, count });
+                }
+                // Expired (the API server's --event-ttl) or deleted: create
+                // it again below.
+                Err(err) if is_status(&err, 404) => {
+                    self.metrics.record("event", "expired");
+                }
+                Err(err) => {
+                    budget.stats.errors += 1;
+                    self.metrics.record("event", "error");
+                    return Emit::Failed(err);
+                }
+            }
+        }
+        let event = self.event_at(name.to_string(), namespace, planned, now);
+        match api.create(&PostParams::default(), &event).await {
+            Ok(_) => {
+                self.metrics.record("event", "created");
+                Emit::Recorded(Emitted { at: now, count: 1 })
+            }
+            // Same name: already reported (by us or a previous leader); it
+            // is refreshed from now on.
+            Err(err) if is_status(&err, 409) => {
+                self.metrics.record("event", "exists");
+                Emit::Recorded(Emitted { at: now, count: 1 })
+            }
+            Err(err) => {
+                budget.stats.errors += 1;
+                self.metrics.record("event", "error");
+                Emit::Failed(err)
+            }
+        }
     }
 
     fn event_at(
@@ -557,6 +713,15 @@ impl Writer {
             ..Event::default()
         }
     }
+}
+
+/// What one Event write did.
+enum Emit {
+    /// Created, found, or refreshed: remember it as of now.
+    Recorded(Emitted),
+    /// Nothing due (or no budget left).
+    Nothing,
+    Failed(kube::Error),
 }
 
 fn object_reference(r: &ObjectRef) -> ObjectReference {

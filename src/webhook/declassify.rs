@@ -17,7 +17,7 @@ use crate::api::DataClass;
 use crate::engine::declassify::{DECLASSIFY_GROUP, DECLASSIFY_RESOURCE, DECLASSIFY_VERB};
 
 /// The request's user, as the API server authenticated them.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize, PartialEq)]
 pub struct UserInfo {
     #[serde(default)]
     pub username: Option<String>,

@@ -11,6 +11,20 @@
 //! | whole request: body and review (`--request-timeout-seconds`) | 10 s | 408 if the body had not arrived, 503 if the review had not finished; the connection is closed |
 //! | one body (`--max-body-bytes`) | 8 MiB | 413 |
 //! | bodies buffered by all requests together (`--max-inflight-body-bytes`) | 32 MiB | 429 with `Retry-After: 1` (the API server retries it) |
+//! | connections from one source address (`--max-connections-per-source`) | 128 | further connections from it are closed at once |
+//! | reviews in flight from one source address (`--max-inflight-reviews-per-source`) | 64 | 429 with `Retry-After: 1` |
+//! | connections from untrusted sources together, when `--trusted-source-cidrs` is set | `--max-connections` − `--reserved-connections` (512 − 128) | further untrusted connections are closed at once |
+//!
+//! Every pod can reach the webhook port, so one source must not take every
+//! connection or every worker: the per-source caps keep a share for the
+//! others. Sources in `--trusted-source-cidrs` (the API server's addresses,
+//! where known) have no per-source cap and `--reserved-connections` that
+//! no one else can take. On a managed cluster the API server may reach the
+//! webhook from a few addresses only (its own, or a proxy's): 128
+//! connections and 64 reviews in flight from one address are more than an
+//! API server keeps open to one webhook endpoint at a few hundred reviews
+//! per second (each review takes well under a millisecond); with a higher
+//! load, list those addresses as trusted or raise the caps.
 //!
 //! A body is charged against the shared budget before it is read: its
 //! declared `Content-Length` at once (the API server always sends one), a
@@ -19,10 +33,12 @@
 //! [`MAX_HEADER_BUFFER`] per connection, so the memory of N stalled
 //! connections is bounded by N × that plus the budget.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -56,6 +72,14 @@ pub struct Limits {
     pub inflight_body_bytes: usize,
     /// After shutdown, how long in-flight reviews may take to finish.
     pub drain: Duration,
+    /// Connections open at once from one source address (untrusted).
+    pub max_connections_per_source: usize,
+    /// Reviews in flight at once from one source address (untrusted).
+    pub max_inflight_per_source: usize,
+    /// Sources with no per-source cap and reserved connections.
+    pub trusted_sources: Vec<ipnet::IpNet>,
+    /// Connections only trusted sources may use (when any are listed).
+    pub reserved_connections: usize,
 }
 
 impl Default for Limits {
@@ -67,6 +91,10 @@ impl Default for Limits {
             max_connections: 512,
             inflight_body_bytes: 32 * 1024 * 1024,
             drain: Duration::from_secs(10),
+            max_connections_per_source: 128,
+            max_inflight_per_source: 64,
+            trusted_sources: Vec::new(),
+            reserved_connections: 128,
         }
     }
 }
@@ -76,6 +104,14 @@ impl Default for Limits {
 pub enum LimitsError {
     #[error("{0} must be at least 1")]
     Zero(&'static str),
+    #[error(
+        "--max-connections-per-source ({per_source}) must be below --max-connections ({max}): one source must not be able to take every connection"
+    )]
+    PerSourceNotBelowGlobal { per_source: usize, max: usize },
+    #[error(
+        "--reserved-connections ({reserved}) must be below --max-connections ({max}) when --trusted-source-cidrs is set"
+    )]
+    ReservedNotBelowGlobal { reserved: usize, max: usize },
     #[error(
         "--max-inflight-body-bytes ({budget}) is smaller than --max-body-bytes ({max_body_bytes}): a review of the largest allowed size could never be read"
     )]
@@ -97,8 +133,32 @@ impl Limits {
                 return Err(LimitsError::Zero(flag));
             }
         }
-        if self.max_connections == 0 {
-            return Err(LimitsError::Zero("--max-connections"));
+        for (flag, n) in [
+            ("--max-connections", self.max_connections),
+            (
+                "--max-connections-per-source",
+                self.max_connections_per_source,
+            ),
+            (
+                "--max-inflight-reviews-per-source",
+                self.max_inflight_per_source,
+            ),
+        ] {
+            if n == 0 {
+                return Err(LimitsError::Zero(flag));
+            }
+        }
+        if self.max_connections_per_source >= self.max_connections {
+            return Err(LimitsError::PerSourceNotBelowGlobal {
+                per_source: self.max_connections_per_source,
+                max: self.max_connections,
+            });
+        }
+        if !self.trusted_sources.is_empty() && self.reserved_connections >= self.max_connections {
+            return Err(LimitsError::ReservedNotBelowGlobal {
+                reserved: self.reserved_connections,
+                max: self.max_connections,
+            });
         }
         if self.inflight_body_bytes < max_body_bytes {
             return Err(LimitsError::BudgetBelowBody {
@@ -176,6 +236,118 @@ impl Drop for Charge {
     }
 }
 
+/// What each source address holds: open connections and reviews in flight.
+#[derive(Debug, Default)]
+struct Held {
+    connections: usize,
+    inflight: usize,
+}
+
+/// Per-source counts (an entry lives while its source holds anything, so
+/// the table is bounded by the connections open).
+#[derive(Debug)]
+pub struct Sources {
+    trusted: Vec<ipnet::IpNet>,
+    max_connections: usize,
+    max_inflight: usize,
+    held: Mutex<HashMap<IpAddr, Held>>,
+}
+
+/// One source's share, returned on drop.
+#[derive(Debug)]
+pub struct SourceSlot {
+    sources: Arc<Sources>,
+    ip: IpAddr,
+    inflight: bool,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut held = self.sources.lock();
+        if let Some(h) = held.get_mut(&self.ip) {
+            if self.inflight {
+                h.inflight = h.inflight.saturating_sub(1);
+            } else {
+                h.connections = h.connections.saturating_sub(1);
+            }
+            if h.connections == 0 && h.inflight == 0 {
+                held.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The address a connection came from, IPv4-mapped IPv6 as IPv4.
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+impl Sources {
+    pub fn new(limits: &Limits) -> Arc<Sources> {
+        Arc::new(Sources {
+            trusted: limits.trusted_sources.clone(),
+            max_connections: limits.max_connections_per_source,
+            max_inflight: limits.max_inflight_per_source,
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Held>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn trusted(&self, ip: IpAddr) -> bool {
+        let ip = source_of(ip);
+        self.trusted.iter().any(|n| n.contains(&ip))
+    }
+
+    /// A connection from `ip`, or None when that source holds its cap.
+    pub fn connect(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
+        self.take(ip, false)
+    }
+
+    /// A review in flight from `ip`, or None when that source holds its cap.
+    pub fn review(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
+        self.take(ip, true)
+    }
+
+    fn take(self: &Arc<Self>, ip: IpAddr, inflight: bool) -> Option<SourceSlot> {
+        let ip = source_of(ip);
+        let trusted = self.trusted(ip);
+        let mut held = self.lock();
+        let h = held.entry(ip).or_default();
+        let (n, cap) = if inflight {
+            (&mut h.inflight, self.max_inflight)
+        } else {
+            (&mut h.connections, self.max_connections)
+        };
+        if !trusted && *n >= cap {
+            if h.connections == 0 && h.inflight == 0 {
+                held.remove(&ip);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            sources: self.clone(),
+            ip,
+            inflight,
+        })
+    }
+
+    /// Sources holding anything now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Counts an open connection in the gauge for as long as it lives.
 struct OpenConnection(Arc<Metrics>);
 
@@ -240,6 +412,8 @@ struct Shared {
     max_body_bytes: usize,
     request_timeout: Duration,
     over_budget: Throttled,
+    sources: Arc<Sources>,
+    source_busy: Throttled,
 }
 
 /// Serve HTTPS on `listener` until `shutdown` resolves, then let in-flight
@@ -262,6 +436,8 @@ pub async fn serve(
         max_body_bytes: app.max_body_bytes,
         request_timeout: limits.request_timeout,
         over_budget: Throttled::new(Duration::from_secs(10)),
+        sources: Sources::new(&limits),
+        source_busy: Throttled::new(Duration::from_secs(10)),
     });
     let mut builder = http1::Builder::new();
     builder
@@ -269,7 +445,14 @@ pub async fn serve(
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(MAX_HEADER_BUFFER);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    // Untrusted sources together leave the reserved connections free.
+    let untrusted_slots = Arc::new(Semaphore::new(if limits.trusted_sources.is_empty() {
+        limits.max_connections
+    } else {
+        limits.max_connections - limits.reserved_connections
+    }));
     let at_capacity = Throttled::new(Duration::from_secs(10));
+    let source_capped = Throttled::new(Duration::from_secs(10));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -284,6 +467,38 @@ pub async fn serve(
                 }
             },
             _ = &mut shutdown => break,
+        };
+        let trusted = shared.sources.trusted(peer.ip());
+        let Some(source_slot) = shared.sources.connect(peer.ip()) else {
+            metrics.refuse("source_connections");
+            if let Some(n) = source_capped.tick() {
+                tracing::warn!(
+                    source = %peer.ip(),
+                    max_connections_per_source = limits.max_connections_per_source,
+                    refused = n,
+                    "webhook connection refused: this source address holds --max-connections-per-source (if it is the API server, list it in --trusted-source-cidrs)"
+                );
+            }
+            drop(tcp);
+            continue;
+        };
+        let untrusted_slot = if trusted {
+            None
+        } else if let Ok(s) = untrusted_slots.clone().try_acquire_owned() {
+            Some(s)
+        } else {
+            metrics.refuse("connection_limit");
+            if let Some(n) = at_capacity.tick() {
+                tracing::warn!(
+                    %peer,
+                    max_connections = limits.max_connections,
+                    reserved_connections = limits.reserved_connections,
+                    refused = n,
+                    "webhook connection refused: untrusted sources hold every connection not reserved for --trusted-source-cidrs"
+                );
+            }
+            drop(tcp);
+            continue;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             metrics.refuse("connection_limit");
@@ -306,6 +521,8 @@ pub async fn serve(
         let handshake_timeout = limits.handshake_timeout;
         tokio::spawn(async move {
             let _slot = slot;
+            let _untrusted = untrusted_slot;
+            let _source = source_slot;
             let _open = OpenConnection::new(shared.metrics.clone());
             let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(t)) => t,
@@ -319,7 +536,8 @@ pub async fn serve(
                     return;
                 }
             };
-            let service = service_fn(move |req| handle(req, shared.clone()));
+            let ip = peer.ip();
+            let service = service_fn(move |req| handle(req, shared.clone(), ip));
             let conn = builder.serve_connection(TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(conn).await {
                 if e.is_timeout() {
@@ -343,6 +561,7 @@ pub async fn serve(
 enum Refusal {
     TooLarge(usize),
     OverBudget,
+    SourceBusy,
     BodyTimeout,
     ReviewTimeout,
     Body(String),
@@ -353,6 +572,7 @@ impl Refusal {
         match self {
             Refusal::TooLarge(_) => "too_large",
             Refusal::OverBudget => "inflight_bytes",
+            Refusal::SourceBusy => "source_inflight",
             Refusal::BodyTimeout => "body_timeout",
             Refusal::ReviewTimeout => "review_timeout",
             Refusal::Body(_) => "body_error",
@@ -371,6 +591,13 @@ impl Refusal {
                     "residency-guard is already reading {} bytes of admission requests (--max-inflight-body-bytes {}); retry shortly",
                     shared.budget.in_use(),
                     shared.budget.total
+                ),
+            ),
+            Refusal::SourceBusy => (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "this source address already has {} admission reviews in flight (--max-inflight-reviews-per-source); retry shortly",
+                    shared.sources.max_inflight
                 ),
             ),
             Refusal::BodyTimeout => (
@@ -401,7 +628,7 @@ impl Refusal {
         );
         // The body may be unread or half read: never reuse the connection.
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        if matches!(self, Refusal::OverBudget) {
+        if matches!(self, Refusal::OverBudget | Refusal::SourceBusy) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
@@ -410,10 +637,16 @@ impl Refusal {
 
 /// One request: charge and read the body within the deadline, then hand it
 /// to the router, still within the deadline.
-async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+    source: IpAddr,
+) -> Result<Response<Body>, Infallible> {
     let deadline = tokio::time::Instant::now() + shared.request_timeout;
     let (parts, body) = req.into_parts();
     let outcome = async {
+        // One source's share of the workers: held until answered.
+        let _review = shared.sources.review(source).ok_or(Refusal::SourceBusy)?;
         let (bytes, charge) = tokio::time::timeout_at(deadline, read_body(body, &shared))
             .await
             .map_err(|_| Refusal::BodyTimeout)??;
@@ -441,6 +674,16 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
                             budget = shared.budget.total,
                             refused = n,
                             "admission request refused with 429: the bodies of requests in flight fill --max-inflight-body-bytes"
+                        );
+                    }
+                }
+                Refusal::SourceBusy => {
+                    if let Some(n) = shared.source_busy.tick() {
+                        tracing::warn!(
+                            %source,
+                            max_inflight_per_source = shared.sources.max_inflight,
+                            refused = n,
+                            "admission request refused with 429: this source has --max-inflight-reviews-per-source reviews in flight"
                         );
                     }
                 }
@@ -529,6 +772,58 @@ mod tests {
             ..Limits::default()
         };
         assert!(zero.validate(1).is_err());
+    }
+
+    #[test]
+    fn sources_are_capped_one_by_one_and_trusted_ones_are_not() {
+        let limits = Limits {
+            max_connections_per_source: 2,
+            max_inflight_per_source: 1,
+            trusted_sources: vec!["10.0.0.0/24".parse().unwrap()],
+            ..Limits::default()
+        };
+        let sources = Sources::new(&limits);
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let api: IpAddr = "10.0.0.7".parse().unwrap();
+        let c1 = sources.connect(a).expect("first");
+        let c2 = sources.connect(mapped).expect("second (the same source)");
+        assert!(sources.connect(a).is_none(), "a third from the same source");
+        let _b = sources
+            .connect(b)
+            .expect("another source has its own share");
+        let r = sources.review(a).expect("one review in flight");
+        assert!(sources.review(a).is_none());
+        drop(r);
+        let _r = sources.review(a).expect("returned on drop");
+        drop(c1);
+        let _c3 = sources.connect(a).expect("a connection returned");
+        let trusted: Vec<_> = (0..10).filter_map(|_| sources.connect(api)).collect();
+        assert_eq!(trusted.len(), 10, "trusted sources have no per-source cap");
+        drop(trusted);
+        drop(c2);
+        assert_eq!(sources.len(), 2, "entries go when a source holds nothing");
+    }
+
+    #[test]
+    fn per_source_caps_must_stay_below_the_global_cap() {
+        let l = Limits {
+            max_connections_per_source: 512,
+            ..Limits::default()
+        };
+        assert!(
+            l.validate(1)
+                .unwrap_err()
+                .to_string()
+                .contains("per-source")
+        );
+        let l = Limits {
+            trusted_sources: vec!["10.0.0.0/8".parse().unwrap()],
+            reserved_connections: 512,
+            ..Limits::default()
+        };
+        assert!(l.validate(1).is_err());
     }
 
     #[test]

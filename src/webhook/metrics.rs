@@ -9,16 +9,80 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+/// Every label value comes from a closed set, whatever a review says
+/// (anyone who reaches the webhook port can send one): `kind` is one of
+/// [`KNOWN_KINDS`] or `other` ([`kind_label`]), `operation` one of
+/// [`OPERATIONS`] or `other` ([`operation_label`]).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     pub endpoint: &'static str,
-    pub kind: String,
+    pub kind: &'static str,
+    /// CREATE, UPDATE, DELETE, CONNECT or other.
+    pub operation: &'static str,
     /// Deny, Warn, Audit or None.
     pub action: &'static str,
     /// judged, skipped, error, bad_request, too_large.
     pub result: &'static str,
     pub allowed: &'static str,
 }
+
+/// The kinds the webhook's entries send it (the workload kinds,
+/// NetworkPolicy, Namespace, ResidencyPolicy): the only `kind` label values
+/// besides `other`.
+pub const KNOWN_KINDS: [&str; 11] = [
+    "Pod",
+    "Deployment",
+    "ReplicaSet",
+    "StatefulSet",
+    "DaemonSet",
+    "Job",
+    "CronJob",
+    "ReplicationController",
+    "NetworkPolicy",
+    "Namespace",
+    "ResidencyPolicy",
+];
+
+/// The admission operations: the only `operation` label values besides
+/// `other`.
+pub const OPERATIONS: [&str; 4] = ["CREATE", "UPDATE", "DELETE", "CONNECT"];
+
+/// The `kind` label of a review's `request.kind.kind`: a known kind, or
+/// `other` (never the caller's string).
+pub fn kind_label(kind: &str) -> &'static str {
+    KNOWN_KINDS
+        .iter()
+        .find(|k| **k == kind)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// The `operation` label of a review's `request.operation`.
+pub fn operation_label(operation: &str) -> &'static str {
+    OPERATIONS
+        .iter()
+        .find(|o| **o == operation)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// At most [`LOG_FIELD_BYTES`] of a caller's string for a log field (cut
+/// on a character boundary, with how much was left out): a forged review
+/// may carry megabytes in its kind, name or user.
+pub fn clip(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.len() <= LOG_FIELD_BYTES {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut end = LOG_FIELD_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}…(+{} bytes)", &s[..end], s.len() - end))
+}
+
+/// The longest caller-supplied string logged whole (a Kubernetes name is at
+/// most 253 bytes).
+pub const LOG_FIELD_BYTES: usize = 256;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
@@ -27,8 +91,9 @@ pub struct EndpointLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
-    /// connection_limit, handshake_timeout, too_large, inflight_bytes,
-    /// body_timeout, review_timeout, body_error.
+    /// connection_limit, source_connections, source_inflight,
+    /// handshake_timeout, too_large, inflight_bytes, body_timeout,
+    /// review_timeout, body_error.
     pub reason: &'static str,
 }
 
@@ -44,6 +109,25 @@ pub struct ConfirmLabels {
     /// upheld (the live read changed nothing), overturned (the answer
     /// changed), error (the read failed; the snapshot's answer stands,
     /// failing closed).
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PurposeLabels {
+    /// confirmation (live reads of a namespace), authorisation
+    /// (SubjectAccessReviews of a declassification).
+    pub purpose: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetLabels {
+    /// confirmation, authorisation.
+    pub purpose: &'static str,
+    /// live (asked of the API server), cached (answered from a reading a
+    /// few seconds old), over_budget_global, over_budget_namespace (not
+    /// asked: the snapshot's answer stands, or the declassification is
+    /// refused retryably), implausible (a namespace name the API server
+    /// could not hold: not asked).
     pub outcome: &'static str,
 }
 
@@ -66,6 +150,10 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Connections and requests the listener turned away, by reason.
     pub refused: Family<ReasonLabels, Counter>,
+    /// API requests made because of reviews (the budget's N bounds them).
+    pub review_api_requests: Family<PurposeLabels, Counter>,
+    /// What the budget decided for each live read or authorisation.
+    pub review_api_budget: Family<BudgetLabels, Counter>,
 }
 
 impl Metrics {
@@ -81,7 +169,7 @@ impl Metrics {
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register(
             "admission_decisions",
-            "Admission reviews answered, by endpoint, kind, action and result",
+            "Admission reviews answered, by endpoint, kind (a known kind or other), operation, action and result",
             decisions.clone(),
         );
         let latency = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
@@ -131,7 +219,21 @@ impl Metrics {
             "Webhook connections closed and requests refused by the listener's limits, by reason",
             refused.clone(),
         );
+        let review_api_requests = Family::<PurposeLabels, Counter>::default();
+        registry.register(
+            "review_api_requests",
+            "Requests sent to the API server because of admission reviews (live confirmations, SubjectAccessReviews), by purpose",
+            review_api_requests.clone(),
+        );
+        let review_api_budget = Family::<BudgetLabels, Counter>::default();
+        registry.register(
+            "review_api_budget",
+            "Live reads and authorisations reviews asked for, by purpose and what the rate limit decided (live, cached, over_budget_global, over_budget_namespace, implausible)",
+            review_api_budget.clone(),
+        );
         Arc::new(Metrics {
+            review_api_requests,
+            review_api_budget,
             registry,
             policies,
             live_confirmations,
@@ -142,6 +244,18 @@ impl Metrics {
             connections,
             refused,
         })
+    }
+
+    pub fn budget(&self, purpose: &'static str, outcome: &'static str) {
+        self.review_api_budget
+            .get_or_create(&BudgetLabels { purpose, outcome })
+            .inc();
+    }
+
+    pub fn api_requests(&self, purpose: &'static str, n: u64) {
+        self.review_api_requests
+            .get_or_create(&PurposeLabels { purpose })
+            .inc_by(n);
     }
 
     /// Count a connection or request turned away by the listener.
@@ -179,5 +293,29 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_come_from_closed_sets() {
+        assert_eq!(kind_label("Deployment"), "Deployment");
+        assert_eq!(kind_label("NetworkPolicy"), "NetworkPolicy");
+        assert_eq!(kind_label("deployment"), "other");
+        assert_eq!(kind_label(&"x".repeat(1 << 20)), "other");
+        assert_eq!(operation_label("UPDATE"), "UPDATE");
+        assert_eq!(operation_label("PATCH"), "other");
+    }
+
+    #[test]
+    fn clip_bounds_log_fields_on_char_boundaries() {
+        assert_eq!(clip("payments"), "payments");
+        let long = "数".repeat(1000); // 3 bytes each
+        let c = clip(&long);
+        assert!(c.len() < LOG_FIELD_BYTES + 32, "{}", c.len());
+        assert!(c.ends_with("…(+2745 bytes)"), "{c}");
     }
 }

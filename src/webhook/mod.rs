@@ -6,12 +6,15 @@
 //! - `server`: the routes, readiness, live confirmation and declassification
 //!   around `admission`; `listener`: the bounded TLS/HTTP listener.
 //! - `declassify`: SubjectAccessReviews for the `declassify` verb.
+//! - `budget`: the token buckets and short cache that bound the API
+//!   requests reviews may trigger (live reads, SubjectAccessReviews).
 //! - `metrics`: the Prometheus registry the admin endpoint serves.
 //!
 //! The snapshot comes from `crate::state`, the serving certificate from
 //! `crate::tls`; `crate::serve` wires them together.
 
 pub mod admission;
+pub mod budget;
 pub mod declassify;
 pub mod listener;
 pub mod metrics;

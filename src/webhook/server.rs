@@ -17,9 +17,12 @@ use tokio::net::TcpListener;
 use super::ServeError;
 use super::admission::{self, Endpoint};
 use super::admission::{ConfirmReason, Handled};
+use super::budget::{LiveBudget, Over, plausible_namespace, read_cost};
 use super::declassify::{Authorizer, UserInfo};
 use super::listener::Limits;
-use super::metrics::{ConfirmLabels, DecisionLabels, EndpointLabels, Metrics};
+use super::metrics::{
+    ConfirmLabels, DecisionLabels, EndpointLabels, Metrics, clip, kind_label, operation_label,
+};
 use crate::engine::Lang;
 use crate::engine::NamespaceFacts;
 use crate::state::State;
@@ -42,6 +45,9 @@ pub struct App {
     /// Where declassifications are authorised (None: every one is refused,
     /// failing closed).
     pub authorizer: Option<Arc<dyn Authorizer>>,
+    /// What reviews may make the operator ask the API server (live reads
+    /// and SubjectAccessReviews): token buckets and a short cache.
+    pub budget: Arc<LiveBudget>,
 }
 
 /// The admission routes (also used in process by tests and benchmarks).
@@ -122,23 +128,15 @@ async fn review(app: &App, endpoint: Endpoint, body: Bytes) -> Response {
         && let Some(confirm) = handled.decision.confirm.take()
         && let Some(live) = &app.live
     {
-        let read = tokio::time::timeout(
-            LIVE_READ_TIMEOUT,
-            live.namespace_facts(
-                &confirm.namespace,
-                confirm.network_policies,
-                confirm.storage,
-            ),
-        )
-        .await;
-        let facts = match read {
-            Ok(Ok(facts)) => Ok(facts),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {LIVE_READ_TIMEOUT:?}")),
-        };
+        let (facts, budget) = live_facts(app, live.as_ref(), &confirm).await;
         let result = confirm_with(
             app, body, endpoint, &snapshot, now, &confirm, facts, handled,
         );
+        // Not asked: the snapshot's answer stood because of the budget.
+        let result = match budget {
+            "over_budget_global" | "over_budget_namespace" | "implausible" => budget,
+            _ => result,
+        };
         app.metrics
             .live_confirmations
             .get_or_create(&ConfirmLabels {
@@ -166,19 +164,22 @@ async fn review(app: &App, endpoint: Endpoint, body: Bytes) -> Response {
                 .decisions
                 .get_or_create(&DecisionLabels {
                     endpoint: name,
-                    kind: d.kind.clone(),
+                    kind: kind_label(&d.kind),
+                    operation: operation_label(&d.operation),
                     action,
                     result: d.result,
                     allowed: if d.allowed { "true" } else { "false" },
                 })
                 .inc();
+            // Every string a caller chose is clipped: anyone who reaches
+            // the port can send a review.
             tracing::info!(
-                uid = %handled.review.response.uid,
+                uid = %clip(&handled.review.response.uid),
                 endpoint = name,
-                kind = %d.kind,
-                namespace = %d.namespace,
-                name = %d.name,
-                operation = %d.operation,
+                kind = %clip(&d.kind),
+                namespace = %clip(&d.namespace),
+                name = %clip(&d.name),
+                operation = %clip(&d.operation),
                 dry_run = d.dry_run,
                 classes = ?d.classes,
                 policies = ?d.policies,
@@ -201,17 +202,102 @@ async fn review(app: &App, endpoint: Endpoint, body: Bytes) -> Response {
                 .decisions
                 .get_or_create(&DecisionLabels {
                     endpoint: name,
-                    kind: String::new(),
+                    kind: "",
+                    operation: "",
                     action: "None",
                     result: "bad_request",
                     allowed: "false",
                 })
                 .inc();
-            tracing::warn!(endpoint = name, error = %bad, "undecodable admission request");
+            tracing::warn!(endpoint = name, error = %clip(&bad.to_string()), "undecodable admission request");
             (StatusCode::BAD_REQUEST, bad.to_string()).into_response()
         }
     }
 }
+
+/// The namespace facts a confirmation asks for: read live while the budget
+/// allows, else a reading of the same namespace a few seconds old, else
+/// none (the snapshot's answer stands). Also says what the budget decided.
+async fn live_facts(
+    app: &App,
+    live: &dyn LiveReader,
+    confirm: &admission::Confirm,
+) -> (Result<NamespaceFacts, String>, &'static str) {
+    let ns = confirm.namespace.as_str();
+    let (np, storage) = (confirm.network_policies, confirm.storage);
+    if !plausible_namespace(ns) {
+        app.metrics.budget("confirmation", "implausible");
+        return (
+            Err(format!("{:?} is not a namespace name", clip(ns))),
+            "implausible",
+        );
+    }
+    let estimate = read_cost(np, storage, None);
+    let now = Instant::now();
+    if let Err(over) = app.budget.try_take(ns, estimate, now) {
+        if let Some(facts) = app.budget.cached_facts(ns, np, storage, now) {
+            app.metrics.budget("confirmation", "cached");
+            return (Ok(facts), "cached");
+        }
+        let outcome = over_budget(over);
+        app.metrics.budget("confirmation", outcome);
+        return (Err(over_budget_text(app, over)), outcome);
+    }
+    app.metrics.budget("confirmation", "live");
+    let read = tokio::time::timeout(LIVE_READ_TIMEOUT, live.namespace_facts(ns, np, storage)).await;
+    let facts = match read {
+        Ok(Ok(facts)) => Ok(facts),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {LIVE_READ_TIMEOUT:?}")),
+    };
+    let cost = read_cost(np, storage, facts.as_ref().ok());
+    app.budget.charge(ns, cost - estimate);
+    app.metrics.api_requests("confirmation", cost as u64);
+    if let Ok(f) = &facts {
+        app.budget
+            .remember_facts(ns, np, storage, f, Instant::now());
+    }
+    (facts, "live")
+}
+
+fn over_budget(over: Over) -> &'static str {
+    match over {
+        Over::Global => "over_budget_global",
+        Over::Namespace => "over_budget_namespace",
+    }
+}
+
+/// Why the API server was not asked (for logs and refusals).
+fn over_budget_text(app: &App, over: Over) -> String {
+    let l = app.budget.limits();
+    match over {
+        Over::Global => format!(
+            "the operator is already sending the API server its budget of {} requests/s for reviews (--api-requests-per-second)",
+            l.rate
+        ),
+        Over::Namespace => format!(
+            "reviews in this namespace already use their budget of {} API requests/s (--api-requests-per-namespace-per-second)",
+            l.namespace_rate
+        ),
+    }
+}
+
+/// A refusal the API server's client should retry: a declassification that
+/// could not be authorised because of the budget.
+fn retry_declassification(app: &App, subject: &str, why: &str) -> String {
+    match app.lang {
+        crate::engine::Lang::En => format!(
+            "residency-guard cannot check now whether you may remove the data classes from {subject}: {why}. Nothing was decided; try again in a few seconds."
+        ),
+        crate::engine::Lang::ZhCn => format!(
+            "residency-guard 现在无法检查您是否可以移除 {subject} 的数据类别：{why}。未作出任何决定，请几秒后重试。"
+        ),
+    }
+}
+
+/// Largest userInfo (serialised) sent on in a SubjectAccessReview: a real
+/// one is a few hundred bytes; a forged one may be megabytes.
+const MAX_USER_INFO_BYTES: usize = 16 * 1024;
 
 /// An UPDATE that removes data classes stands only if its user may
 /// declassify them; otherwise (or when that cannot be checked) it is
@@ -223,19 +309,68 @@ async fn authorize_declassification(
     handled: &mut Handled,
 ) {
     let user = UserInfo::of_review(body);
+    let key =
+        serde_json::to_string(&(&user, &removal.namespace, &removal.classes)).unwrap_or_default();
+    let now = Instant::now();
     let answer = match &app.authorizer {
-        Some(a) => tokio::time::timeout(
-            LIVE_READ_TIMEOUT,
-            a.refused(&user, &removal.namespace, &removal.classes),
-        )
-        .await
-        .map_err(|_| format!("no answer within {LIVE_READ_TIMEOUT:?}"))
-        .and_then(|r| r.map_err(|e| e.to_string())),
+        Some(_) if key.len() > MAX_USER_INFO_BYTES => {
+            app.metrics.budget("authorisation", "implausible");
+            Err(format!(
+                "the request's userInfo is larger than {MAX_USER_INFO_BYTES} bytes"
+            ))
+        }
+        Some(_) if !plausible_namespace(&removal.namespace) => {
+            app.metrics.budget("authorisation", "implausible");
+            Err(format!(
+                "{:?} is not a namespace name",
+                clip(&removal.namespace)
+            ))
+        }
+        Some(a) => match app.budget.cached_authorisation(&key, now) {
+            Some(refused) => {
+                app.metrics.budget("authorisation", "cached");
+                Ok(refused)
+            }
+            None => {
+                let cost = removal.classes.len().max(1) as f64;
+                if let Err(over) = app.budget.try_take(&removal.namespace, cost, now) {
+                    app.metrics.budget("authorisation", over_budget(over));
+                    let why = over_budget_text(app, over);
+                    tracing::info!(subject = %clip(&removal.subject), user = %clip(user.name()), reason = over.as_str(), "declassification not authorised: over the API request budget; refused retryably");
+                    app.metrics
+                        .declassifications
+                        .get_or_create(&super::metrics::OutcomeLabels { outcome: "error" })
+                        .inc();
+                    let uid = std::mem::take(&mut handled.review.response.uid);
+                    handled.review.response = admission::unavailable(
+                        uid,
+                        retry_declassification(app, &removal.subject, &why),
+                    );
+                    handled.decision.allowed = false;
+                    handled.decision.result = "error";
+                    return;
+                }
+                app.metrics.budget("authorisation", "live");
+                app.metrics.api_requests("authorisation", cost as u64);
+                let answer = tokio::time::timeout(
+                    LIVE_READ_TIMEOUT,
+                    a.refused(&user, &removal.namespace, &removal.classes),
+                )
+                .await
+                .map_err(|_| format!("no answer within {LIVE_READ_TIMEOUT:?}"))
+                .and_then(|r| r.map_err(|e| e.to_string()));
+                if let Ok(refused) = &answer {
+                    app.budget
+                        .remember_authorisation(key, refused, Instant::now());
+                }
+                answer
+            }
+        },
         None => Err("no authorizer is configured".to_string()),
     };
     let (refused, error) = match answer {
         Ok(refused) if refused.is_empty() => {
-            tracing::info!(subject = %removal.subject, user = user.name(), classes = ?removal.classes, "declassification authorised");
+            tracing::info!(subject = %clip(&removal.subject), user = %clip(user.name()), classes = ?removal.classes, "declassification authorised");
             app.metrics
                 .declassifications
                 .get_or_create(&super::metrics::OutcomeLabels { outcome: "allowed" })
@@ -261,7 +396,7 @@ async fn authorize_declassification(
             .map_or("residency-guard-declassifier", |a| a.role()),
         &removal.change,
     );
-    tracing::info!(subject = %removal.subject, user = user.name(), classes = ?refused, error = ?error, "declassification refused");
+    tracing::info!(subject = %clip(&removal.subject), user = %clip(user.name()), classes = ?refused, error = ?error, "declassification refused");
     let uid = std::mem::take(&mut handled.review.response.uid);
     handled.review.response = admission::forbidden(uid, text.get(app.lang).to_string());
     handled.decision.allowed = false;
@@ -286,15 +421,19 @@ fn confirm_with(
     let facts = match facts {
         Ok(f) => f,
         Err(e) => {
-            tracing::warn!(namespace = %confirm.namespace, reason = confirm.why.as_str(), error = %e, "cannot confirm namespace facts with the API server; the snapshot's answer stands");
+            tracing::warn!(namespace = %clip(&confirm.namespace), reason = confirm.why.as_str(), error = %clip(&e), "cannot confirm namespace facts with the API server; the snapshot's answer stands");
             if confirm.why == ConfirmReason::NamespaceUnknown && handled.review.response.allowed {
-                handled.review.response = admission::unavailable(
-                    std::mem::take(&mut handled.review.response.uid),
-                    format!(
-                        "residency-guard has not seen namespace {} yet and could not read it from the API server ({e}), so it cannot tell which data classes and policies apply; try again in a moment",
-                        confirm.namespace
+                let ns = clip(&confirm.namespace);
+                let text = match app.lang {
+                    crate::engine::Lang::En => format!(
+                        "residency-guard has not seen namespace {ns} yet and could not read it from the API server ({e}), so it cannot tell which data classes and policies apply; try again in a moment"
                     ),
-                );
+                    crate::engine::Lang::ZhCn => format!(
+                        "residency-guard 尚未见到命名空间 {ns}，也无法从 API server 读取它（{e}），因此无法判断适用哪些数据类别和策略；请稍后重试"
+                    ),
+                };
+                handled.review.response =
+                    admission::unavailable(std::mem::take(&mut handled.review.response.uid), text);
                 handled.decision.allowed = false;
                 handled.decision.result = "error";
             }
@@ -308,7 +447,7 @@ fn confirm_with(
             let changed = again.review.response.allowed != handled.review.response.allowed
                 || again.review.response.warnings != handled.review.response.warnings;
             if changed {
-                tracing::info!(namespace = %confirm.namespace, reason = confirm.why.as_str(), allowed = again.review.response.allowed, "the API server's view of the namespace changed the answer");
+                tracing::info!(namespace = %clip(&confirm.namespace), reason = confirm.why.as_str(), allowed = again.review.response.allowed, "the API server's view of the namespace changed the answer");
             }
             *handled = again;
             if changed { "overturned" } else { "upheld" }

@@ -270,3 +270,95 @@ spec:
         "{metrics}"
     );
 }
+
+/// A tenant deletes the PolicyReport of their namespace while its finding
+/// persists (issue 23): the audit writes it again within one full pass
+/// (`audit.resyncSeconds`, 5 s here).
+#[test]
+fn a_deleted_policy_report_is_written_again_while_the_finding_persists() {
+    let Some(c) = cluster("audit-report-rewritten") else {
+        return;
+    };
+    let apps = "e2e-rewrite-apps";
+    c.cluster_object("crd", "policyreports.wgpolicyk8s.io");
+    c.cluster_object("crd", "clusterpolicyreports.wgpolicyk8s.io");
+    let crds = root().join("tests/e2e/fixtures/policyreport-crds.yaml");
+    c.must(&["apply", "-f", crds.to_str().expect("UTF-8 path")]);
+    c.must(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/policyreports.wgpolicyk8s.io",
+        "--timeout=60s",
+    ]);
+    let _installed = install_and_run(
+        &c,
+        "e2e-rewrite",
+        "e2e-rewrite-system",
+        &[
+            "--set",
+            "audit.enabled=true",
+            "--set",
+            "audit.resyncSeconds=5",
+        ],
+    );
+    crate::harness::apply_policies(
+        &c,
+        &["e2e-rewrite-personal"],
+        r#"
+apiVersion: residencyguard.io/v1alpha1
+kind: ResidencyPolicy
+metadata: {name: e2e-rewrite-personal}
+spec:
+  dataClasses: [personal]
+  namespaceSelector: {matchLabels: {residencyguard.io/e2e-rewrite: "true"}}
+  action: Audit
+"#,
+    );
+    c.fresh_namespace(apps, &[("residencyguard.io/e2e-rewrite", "true")]);
+    // Unpinned personal data under an Audit policy: admitted, reported.
+    let unpinned = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: anywhere, namespace: {apps}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: anywhere}}}}\n  template:\n    metadata: {{labels: {{app: anywhere, residencyguard.io/data-class: personal}}}}\n    spec:\n      containers: [{{name: c, image: registry.k8s.io/pause:3.10}}]\n"
+    );
+    eventually(
+        "the Deployment to be admitted",
+        Duration::from_secs(20),
+        || c.apply(&unpinned).ok.then_some(()),
+    );
+    let report = |c: &crate::harness::Cluster| {
+        let r = c.get_json(&[
+            "policyreports.wgpolicyk8s.io",
+            "residency-guard",
+            "-n",
+            apps,
+        ])?;
+        let failing = r["results"]
+            .as_array()?
+            .iter()
+            .any(|x| x["result"] == "fail" && x["policy"] == "e2e-rewrite-personal");
+        failing.then(|| {
+            r["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+    };
+    let first = eventually("the PolicyReport", Duration::from_secs(30), || report(&c));
+
+    c.must(&[
+        "delete",
+        "policyreports.wgpolicyk8s.io",
+        "residency-guard",
+        "-n",
+        apps,
+    ]);
+    let deleted = Instant::now();
+    let again = eventually(
+        "the deleted PolicyReport to be written again",
+        Duration::from_secs(30),
+        || report(&c).filter(|uid| *uid != first),
+    );
+    println!(
+        "PolicyReport written again {:?} after it was deleted (uid {first} -> {again})",
+        deleted.elapsed()
+    );
+}

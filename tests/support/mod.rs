@@ -102,6 +102,19 @@ impl TestServer {
         max_body: usize,
         limits: Limits,
     ) -> TestServer {
+        TestServer::start_with(snapshot, workloads, lang, max_body, limits, |_| {}).await
+    }
+
+    /// As `start_limited`, with the App changed by `customize` (a live
+    /// reader, an authorizer, a budget).
+    pub async fn start_with(
+        snapshot: Snapshot,
+        workloads: BTreeMap<String, Vec<Workload>>,
+        lang: Lang,
+        max_body: usize,
+        limits: Limits,
+        customize: impl FnOnce(&mut App),
+    ) -> TestServer {
         let ca = TestCa::new();
         let certs = CertStore::new();
         let (cert, key) = ca.serving_pair();
@@ -116,7 +129,12 @@ impl TestServer {
             certs: certs.clone(),
             live: None,
             authorizer: None,
+            budget: Arc::new(residency_guard::webhook::budget::LiveBudget::new(
+                Default::default(),
+            )),
         };
+        let mut app = app;
+        customize(&mut app);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -154,6 +172,7 @@ impl TestServer {
         TlsClient {
             addr: self.addr,
             connector: TlsConnector::from(Arc::new(config)),
+            source: None,
         }
     }
 
@@ -166,6 +185,9 @@ impl TestServer {
 pub struct TlsClient {
     addr: SocketAddr,
     connector: TlsConnector,
+    /// The local address to connect from (127.0.0.2, ...: another source
+    /// on loopback); None: the system's choice.
+    source: Option<std::net::IpAddr>,
 }
 
 /// One HTTP/1.1 connection over TLS, reusable for several requests.
@@ -174,10 +196,34 @@ pub struct Conn {
 }
 
 impl TlsClient {
-    pub async fn connect(&self) -> Result<Conn, String> {
-        let tcp = TcpStream::connect(self.addr)
-            .await
+    /// The same client, connecting from `ip` (a loopback address).
+    pub fn with_source(&self, ip: &str) -> TlsClient {
+        TlsClient {
+            source: Some(ip.parse().unwrap()),
+            ..self.clone()
+        }
+    }
+
+    /// A TCP connection from the client's source address.
+    pub async fn tcp(&self) -> Result<TcpStream, String> {
+        let Some(ip) = self.source else {
+            return TcpStream::connect(self.addr)
+                .await
+                .map_err(|e| e.to_string());
+        };
+        let socket = match ip {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .map_err(|e| e.to_string())?;
+        socket
+            .bind(SocketAddr::new(ip, 0))
             .map_err(|e| e.to_string())?;
+        socket.connect(self.addr).await.map_err(|e| e.to_string())
+    }
+
+    pub async fn connect(&self) -> Result<Conn, String> {
+        let tcp = self.tcp().await?;
         let name = ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
         let tls = self
             .connector
@@ -193,9 +239,7 @@ impl TlsClient {
 
     /// A TLS connection with nothing sent on it yet (for raw HTTP bytes).
     pub async fn raw(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
-        let tcp = TcpStream::connect(self.addr)
-            .await
-            .map_err(|e| e.to_string())?;
+        let tcp = self.tcp().await?;
         let name = ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
         self.connector
             .connect(name, tcp)
