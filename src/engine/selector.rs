@@ -343,9 +343,12 @@ impl Conjunction {
     /// pins the name: the intersection of its `In` sets minus `NotIn`
     /// values. `None` when no `In` restricts the name.
     pub(crate) fn node_names(&self) -> Option<BTreeSet<&String>> {
+        // Field keys sort after label keys and are rare: a range from the
+        // empty field key finds the name without allocating a key.
         self.keys
-            .get(&(Space::Field, NODE_NAME_FIELD.to_string()))
-            .and_then(KeyConstraint::candidates)
+            .range((Space::Field, String::new())..)
+            .find(|((_, key), _)| key == NODE_NAME_FIELD)
+            .and_then(|(_, constraint)| constraint.candidates())
     }
 }
 
