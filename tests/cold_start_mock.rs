@@ -148,7 +148,8 @@ async fn cold_start_lists_in_pages_and_audits_everything() {
         inv.workloads.keys().collect::<Vec<_>>(),
         reference.workloads.keys().collect::<Vec<_>>()
     );
-    assert_eq!(inv.workloads.len(), SCALE.deployments + SCALE.pods);
+    // Each Deployment, its ReplicaSet, the Pods.
+    assert_eq!(inv.workloads.len(), 2 * SCALE.deployments + SCALE.pods);
     for (k, w) in &inv.workloads {
         assert_eq!(**w, *reference.workloads[k], "{k:?} projected differently");
     }
@@ -172,6 +173,7 @@ async fn cold_start_lists_in_pages_and_audits_everything() {
         SCALE.nodes,
         SCALE.namespaces,
         SCALE.deployments,
+        SCALE.deployments, // their ReplicaSets
         SCALE.pods,
         SCALE.policies,
     ];
