@@ -177,7 +177,7 @@ async fn cold_start(url: &str, process_start: Instant) -> Result<(), String> {
         inv.snapshot.namespaces.len(),
     );
     let want = (
-        scale.deployments + scale.pods,
+        2 * scale.deployments + scale.pods, // each Deployment and its ReplicaSet
         scale.policies,
         scale.policies,
         scale.nodes,

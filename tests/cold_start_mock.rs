@@ -139,8 +139,8 @@ async fn cold_start_lists_in_pages_and_audits_everything() {
         .expect("state running")
         .clone();
 
-    // Exactly the served objects: every Deployment, its ReplicaSet and
-    // every Pod (owned objects are kept: issue 22).
+    // Exactly the served objects: every Deployment, and every Pod (all are
+    // controller-owned and bound to a node).
     assert_eq!(state.health.skipped_objects.get(), 0);
     assert_eq!(state.health.watch_errors.get(), 0);
     let reference = reference_inventory(now);
@@ -148,6 +148,7 @@ async fn cold_start_lists_in_pages_and_audits_everything() {
         inv.workloads.keys().collect::<Vec<_>>(),
         reference.workloads.keys().collect::<Vec<_>>()
     );
+    // Each Deployment, its ReplicaSet, the Pods.
     assert_eq!(inv.workloads.len(), 2 * SCALE.deployments + SCALE.pods);
     for (k, w) in &inv.workloads {
         assert_eq!(**w, *reference.workloads[k], "{k:?} projected differently");
@@ -172,8 +173,7 @@ async fn cold_start_lists_in_pages_and_audits_everything() {
         SCALE.nodes,
         SCALE.namespaces,
         SCALE.deployments,
-        // One ReplicaSet per Deployment.
-        SCALE.deployments,
+        SCALE.deployments, // their ReplicaSets
         SCALE.pods,
         SCALE.policies,
     ];

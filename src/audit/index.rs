@@ -424,6 +424,18 @@ fn judge_in(
     detail: Detail,
 ) -> Option<(Finding, Vec<Message>)> {
     let chain = graph::chain(w, &inv.workloads);
+    let inherited = graph::inherited_classes(w, &chain);
+    // Most objects carry no class anywhere: nothing can govern them.
+    let labelled = |l: Option<&BTreeMap<String, String>>| {
+        l.is_some_and(|l| l.contains_key(crate::api::DATA_CLASS_LABEL))
+    };
+    if inherited.is_empty()
+        && !labelled(Some(&w.labels))
+        && !labelled(Some(&w.template_labels))
+        && !labelled(inv.snapshot.namespaces.get(&w.namespace))
+    {
+        return None;
+    }
     let represented = graph::represented(w, &chain);
     // A represented controller (a Deployment's current ReplicaSet, an old
     // one at zero) has nothing of its own: its owner's finding says it all.
@@ -436,7 +448,6 @@ fn judge_in(
         top: chain.top().cloned(),
         represented,
     });
-    let inherited = graph::inherited_classes(w, &chain);
     let with_classes;
     let judged = if inherited.is_empty() {
         w
