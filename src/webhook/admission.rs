@@ -400,7 +400,7 @@ fn workload_review<O: WorkloadInput, P: OldInput>(
         return allow();
     };
     let namespace = req.namespace.as_deref().unwrap_or("default");
-    let workload = match object.workload(namespace) {
+    let mut workload = match object.workload(namespace) {
         Ok(w) => w,
         Err(e) if e.is_not_a_workload() => return allow(),
         Err(e) => {
@@ -413,6 +413,25 @@ fn workload_review<O: WorkloadInput, P: OldInput>(
         }
     };
     decision.name = workload.name.clone();
+    // Data follows the volume: a pod mounting a claim that a classified
+    // workload of the namespace uses carries that workload's classes. Only
+    // objects that mount a claim pay for reading the namespace.
+    let mounts_claim = workload
+        .pod
+        .volumes
+        .iter()
+        .flatten()
+        .any(|v| v.persistent_volume_claim.is_some());
+    if mounts_claim {
+        let others = judging.workloads.in_namespace(&workload.namespace);
+        for shared in engine::classes_through_claims(&workload, &others) {
+            workload.inherited_classes.push(engine::InheritedClass {
+                owner: shared.owner,
+                location: format!("the claim {} it shares", shared.claim),
+                value: shared.value,
+            });
+        }
+    }
     let verdict = match engine::evaluate(judging.snapshot, &workload, judging.now) {
         Ok(v) => v,
         Err(e) => {
@@ -1211,6 +1230,42 @@ mod tests {
                 .declassify
                 .is_none()
         );
+    }
+
+    /// A copy mounting a claim that a classified workload of the namespace
+    /// uses carries its classes, with no label of its own (issue 22).
+    #[test]
+    fn a_pod_sharing_a_classified_workloads_claim_carries_its_classes() {
+        let (snap, mut workloads) = example();
+        let owner = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "records-db", "namespace": "payments"},
+            "spec": {"template": {"metadata": {"labels": {crate::api::DATA_CLASS_LABEL: "personal"}},
+                "spec": {"volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "shared"}}]}}}});
+        workloads
+            .entry("payments".into())
+            .or_default()
+            .push(Workload::from_value(&owner, "payments").unwrap());
+        let copy = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "copy", "namespace": "payments"},
+            "spec": {"nodeSelector": {"topology.kubernetes.io/region": "ap-east-1"},
+                "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "shared"}}]}});
+        let body = serde_json::to_vec(
+            &json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "namespace": "payments", "name": "copy", "operation": "CREATE", "object": copy}}),
+        )
+        .unwrap();
+        let (out, decision) = outcome(handle(
+            &body,
+            Endpoint::Workloads,
+            &snap,
+            &workloads,
+            Lang::En,
+            NOW.parse().unwrap(),
+        ))
+        .unwrap();
+        assert!(!out.response.allowed, "{out:?}");
+        assert_eq!(decision.classes, ["personal"]);
     }
 
     /// A claim's data-class label classifies the data at rest: removing it
