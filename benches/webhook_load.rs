@@ -277,6 +277,17 @@ const RESOURCES: &[(&str, &str, &str)] = &[
         "v1",
         "ReplicationController",
     ),
+    ("/api/v1/persistentvolumes", "v1", "PersistentVolume"),
+    (
+        "/api/v1/persistentvolumeclaims",
+        "v1",
+        "PersistentVolumeClaim",
+    ),
+    (
+        "/apis/storage.k8s.io/v1/storageclasses",
+        "storage.k8s.io/v1",
+        "StorageClass",
+    ),
 ];
 
 const LIST_RESOURCE_VERSION: &str = "1000";
