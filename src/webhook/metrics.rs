@@ -27,9 +27,10 @@ pub struct DecisionLabels {
 }
 
 /// The kinds the webhook's entries send it (the workload kinds,
-/// NetworkPolicy, Namespace, ResidencyPolicy): the only `kind` label values
+/// NetworkPolicy, Namespace, ResidencyPolicy, PersistentVolumeClaim): the
+/// only `kind` label values
 /// besides `other`.
-pub const KNOWN_KINDS: [&str; 11] = [
+pub const KNOWN_KINDS: [&str; 12] = [
     "Pod",
     "Deployment",
     "ReplicaSet",
@@ -41,6 +42,7 @@ pub const KNOWN_KINDS: [&str; 11] = [
     "NetworkPolicy",
     "Namespace",
     "ResidencyPolicy",
+    "PersistentVolumeClaim",
 ];
 
 /// The admission operations: the only `operation` label values besides

@@ -130,7 +130,7 @@ async fn review(app: &App, endpoint: Endpoint, body: Bytes) -> Response {
     {
         let (facts, budget) = live_facts(app, live.as_ref(), &confirm).await;
         let result = confirm_with(
-            app, body, endpoint, &snapshot, now, &confirm, facts, handled,
+            app, body, endpoint, &snapshot, now, &confirm, facts, budget, handled,
         );
         // Not asked: the snapshot's answer stood because of the budget.
         let result = match budget {
@@ -336,7 +336,7 @@ async fn authorize_declassification(
                 if let Err(over) = app.budget.try_take(&removal.namespace, cost, now) {
                     app.metrics.budget("authorisation", over_budget(over));
                     let why = over_budget_text(app, over);
-                    tracing::info!(subject = %clip(&removal.subject), user = %clip(user.name()), reason = over.as_str(), "declassification not authorised: over the API request budget; refused retryably");
+                    tracing::debug!(subject = %clip(&removal.subject), user = %clip(user.name()), reason = over.as_str(), "declassification not authorised: over the API request budget; refused retryably");
                     app.metrics
                         .declassifications
                         .get_or_create(&super::metrics::OutcomeLabels { outcome: "error" })
@@ -416,27 +416,21 @@ fn confirm_with(
     now: Timestamp,
     confirm: &admission::Confirm,
     facts: Result<NamespaceFacts, String>,
+    budget: &'static str,
     handled: &mut Handled,
 ) -> &'static str {
     let facts = match facts {
         Ok(f) => f,
+        // Not asked because of the budget: one line per review would let
+        // forged reviews flood the log (the metrics count them).
+        Err(e) if budget != "live" => {
+            tracing::debug!(namespace = %clip(&confirm.namespace), reason = confirm.why.as_str(), budget, error = %clip(&e), "namespace facts not read (request budget); the snapshot's answer stands");
+            refuse_unseen(app, confirm, &e, handled);
+            return "error";
+        }
         Err(e) => {
             tracing::warn!(namespace = %clip(&confirm.namespace), reason = confirm.why.as_str(), error = %clip(&e), "cannot confirm namespace facts with the API server; the snapshot's answer stands");
-            if confirm.why == ConfirmReason::NamespaceUnknown && handled.review.response.allowed {
-                let ns = clip(&confirm.namespace);
-                let text = match app.lang {
-                    crate::engine::Lang::En => format!(
-                        "residency-guard has not seen namespace {ns} yet and could not read it from the API server ({e}), so it cannot tell which data classes and policies apply; try again in a moment"
-                    ),
-                    crate::engine::Lang::ZhCn => format!(
-                        "residency-guard 尚未见到命名空间 {ns}，也无法从 API server 读取它（{e}），因此无法判断适用哪些数据类别和策略；请稍后重试"
-                    ),
-                };
-                handled.review.response =
-                    admission::unavailable(std::mem::take(&mut handled.review.response.uid), text);
-                handled.decision.allowed = false;
-                handled.decision.result = "error";
-            }
+            refuse_unseen(app, confirm, &e, handled);
             return "error";
         }
     };
@@ -455,6 +449,26 @@ fn confirm_with(
         // The body decoded the first time; it cannot fail now. Keep the
         // first answer if it somehow does.
         Err(_) => "error",
+    }
+}
+
+/// A workload in a namespace the snapshot has never seen, whose facts could
+/// not be read (`e`), is refused retryably instead of admitted unjudged.
+fn refuse_unseen(app: &App, confirm: &admission::Confirm, e: &str, handled: &mut Handled) {
+    if confirm.why == ConfirmReason::NamespaceUnknown && handled.review.response.allowed {
+        let ns = clip(&confirm.namespace);
+        let text = match app.lang {
+            crate::engine::Lang::En => format!(
+                "residency-guard has not seen namespace {ns} yet and could not read it from the API server ({e}), so it cannot tell which data classes and policies apply; try again in a moment"
+            ),
+            crate::engine::Lang::ZhCn => format!(
+                "residency-guard 尚未见到命名空间 {ns}，也无法从 API server 读取它（{e}），因此无法判断适用哪些数据类别和策略；请稍后重试"
+            ),
+        };
+        handled.review.response =
+            admission::unavailable(std::mem::take(&mut handled.review.response.uid), text);
+        handled.decision.allowed = false;
+        handled.decision.result = "error";
     }
 }
 
