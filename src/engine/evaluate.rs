@@ -359,8 +359,6 @@ fn classes_of(
     ns_labels: Option<&BTreeMap<String, String>>,
     snapshot: &Snapshot,
 ) -> Result<ClassesAndSources, ClassificationError> {
-    let mut classes = BTreeSet::new();
-    let mut sources = Vec::new();
     let ns_location = format!("Namespace {}", workload.namespace);
     let candidates = [
         (Some(&*workload.labels), "metadata.labels".to_string()),
@@ -370,40 +368,30 @@ fn classes_of(
         ),
         (ns_labels, ns_location),
     ];
+    let mut found = Found {
+        workload,
+        classes: BTreeSet::new(),
+        sources: Vec::new(),
+    };
     for (labels, location) in candidates {
         let Some(value) = labels.and_then(|l| l.get(DATA_CLASS_LABEL)) else {
             continue;
         };
-        if sources.iter().any(|s: &ClassSource| s.location == location) {
+        if found.sources.iter().any(|s| s.location == location) {
             continue; // a Pod's labels are its own template's labels
         }
-        let parsed = parse_class_list(value).map_err(|error| ClassificationError {
-            workload: workload.reference(),
-            location: location.clone(),
-            error,
-        })?;
-        classes.extend(parsed);
-        sources.push(ClassSource {
-            location,
-            value: value.clone(),
-            inherited_from: None,
-        });
+        found.record(value, location.clone(), location, None)?;
     }
     // Classes of the controller owner chain (filled by the caller, which
     // holds the other objects of the namespace): a ReplicaSet or Pod of a
     // classified Deployment is classified whatever labels it carries.
     for inherited in &workload.inherited_classes {
-        let parsed = parse_class_list(&inherited.value).map_err(|error| ClassificationError {
-            workload: workload.reference(),
-            location: format!("{} of {}", inherited.location, inherited.owner),
-            error,
-        })?;
-        classes.extend(parsed);
-        sources.push(ClassSource {
-            location: inherited.location.clone(),
-            value: inherited.value.clone(),
-            inherited_from: Some(inherited.owner.clone()),
-        });
+        found.record(
+            &inherited.value,
+            inherited.location.clone(),
+            format!("{} of {}", inherited.location, inherited.owner),
+            Some(inherited.owner.clone()),
+        )?;
     }
     // Data at rest is classified where it lives: a claim labelled with a
     // class gives it to every pod that mounts it (after its workload is
@@ -413,19 +401,41 @@ fn classes_of(
             continue;
         };
         let location = format!("PersistentVolumeClaim {}/{}", claim.namespace, claim.name);
+        found.record(value, location.clone(), location, None)?;
+    }
+    Ok((found.classes, found.sources))
+}
+
+/// The classes found so far and where each was declared.
+struct Found<'w> {
+    workload: &'w Workload,
+    classes: BTreeSet<DataClass>,
+    sources: Vec<ClassSource>,
+}
+
+impl Found<'_> {
+    /// Parse one declaration and record where it came from; `error_at` is
+    /// where an unreadable value is reported.
+    fn record(
+        &mut self,
+        value: &str,
+        location: String,
+        error_at: String,
+        inherited_from: Option<String>,
+    ) -> Result<(), ClassificationError> {
         let parsed = parse_class_list(value).map_err(|error| ClassificationError {
-            workload: workload.reference(),
-            location: location.clone(),
+            workload: self.workload.reference(),
+            location: error_at,
             error,
         })?;
-        classes.extend(parsed);
-        sources.push(ClassSource {
+        self.classes.extend(parsed);
+        self.sources.push(ClassSource {
             location,
-            value: value.clone(),
-            inherited_from: None,
+            value: value.to_string(),
+            inherited_from,
         });
+        Ok(())
     }
-    Ok((classes, sources))
 }
 
 /// The claims the workload's pods mount that carry a data-class label: its

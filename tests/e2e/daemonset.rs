@@ -105,15 +105,7 @@ fn a_daemonset_pinned_to_mainland_regions_gets_its_pods() {
     crate::harness::apply_policies(&c, &["e2e-ds-personal"], POLICY);
     c.fresh_namespace(ns, &[("residencyguard.io/e2e-ds", "true")]);
     // bob may edit workloads in the namespace, nothing more.
-    c.must(&[
-        "create",
-        "rolebinding",
-        "bob-edit",
-        "-n",
-        ns,
-        "--clusterrole=edit",
-        "--user=bob",
-    ]);
+    c.grant_edit(ns, "bob");
     let as_bob = |yaml: &str| c.kubectl_in(&["apply", "--as=bob", "-f", "-"], yaml);
 
     // The operator enforces the policy once an unpinned DaemonSet is refused.

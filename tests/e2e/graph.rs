@@ -13,19 +13,6 @@ use crate::journey::{deployment, egress_policy, setup};
 
 const USER: &str = "alice";
 
-/// alice may edit workloads in `ns` (ClusterRole `edit`), nothing else.
-fn grant_edit(c: &Cluster, ns: &str) {
-    c.must(&[
-        "create",
-        "rolebinding",
-        "alice-edit",
-        "-n",
-        ns,
-        "--clusterrole=edit",
-        &format!("--user={USER}"),
-    ]);
-}
-
 fn as_alice(c: &Cluster, args: &[&str]) -> crate::harness::Run {
     let mut all: Vec<&str> = args.to_vec();
     all.push("--as=alice");
@@ -70,7 +57,7 @@ fn moving_the_class_off_the_pod_template_needs_declassify() {
     };
     let apps = "e2e-graph-move";
     let _installed = setup(&c, "e2e-graph-move", apps);
-    grant_edit(&c, apps);
+    c.grant_edit(apps, USER);
     let both = format!(
         "{}---\n{}",
         egress_policy(apps, "records-egress", "records", &[]),
@@ -183,7 +170,7 @@ fn relabelling_a_namespace_out_of_a_policys_scope_needs_declassify() {
     };
     let apps = "e2e-graph-scope";
     let _installed = setup(&c, "e2e-graph-scope", apps);
-    grant_edit(&c, apps);
+    c.grant_edit(apps, USER);
     c.cluster_object("clusterrole", "e2e-alice-label-scope");
     c.cluster_object("clusterrolebinding", "e2e-alice-label-scope");
     c.must(&[
@@ -245,7 +232,7 @@ fn scale_down_and_a_fixing_rollout_reach_the_replica_sets() {
     let _installed = setup(&c, "e2e-graph-fix", "e2e-graph-fix-probe");
     // Not yet in the policies' scope (no e2e label).
     c.fresh_namespace(apps, &[]);
-    grant_edit(&c, apps);
+    c.grant_edit(apps, USER);
     let fast_rollout = |yaml: String| {
         yaml.replacen(
             "  replicas: 2\n",
@@ -332,7 +319,7 @@ fn a_pod_mounting_a_classified_claim_carries_its_class() {
     };
     let apps = "e2e-graph-claims";
     let _installed = setup(&c, "e2e-graph-claims", apps);
-    grant_edit(&c, apps);
+    c.grant_edit(apps, USER);
     let claim = |name: &str, labels: &str| {
         format!(
             "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}, namespace: {apps}, labels: {{{labels}}}}}\nspec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}\n"

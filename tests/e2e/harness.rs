@@ -215,6 +215,20 @@ impl Cluster {
         }
     }
 
+    /// `user` gets the built-in ClusterRole `edit` in `namespace` and
+    /// nothing else: the ordinary developer the tests act as (`--as`).
+    pub fn grant_edit(&self, namespace: &str, user: &str) {
+        self.must(&[
+            "create",
+            "rolebinding",
+            &format!("{user}-edit"),
+            "-n",
+            namespace,
+            "--clusterrole=edit",
+            &format!("--user={user}"),
+        ]);
+    }
+
     /// Delete this namespace when the test ends (it is created by the test
     /// itself, e.g. in a manifest).
     pub fn forget_namespace_later(&self, name: &str) {

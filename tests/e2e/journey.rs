@@ -448,15 +448,7 @@ fn declassifying_needs_the_declassify_verb() {
     let installed = setup(&c, release, apps);
     // alice may edit workloads in the namespace (the built-in `edit` role)
     // and label one Namespace, nothing about data classes.
-    c.must(&[
-        "create",
-        "rolebinding",
-        "alice-edit",
-        "-n",
-        apps,
-        "--clusterrole=edit",
-        "--user=alice",
-    ]);
+    c.grant_edit(apps, "alice");
     let labelled_ns = "e2e-declassify-ns";
     c.fresh_namespace(
         labelled_ns,

@@ -65,15 +65,7 @@ fn an_owner_reference_to_a_config_map_hides_nothing() {
     crate::harness::apply_policies(&c, &["e2e-owned-personal"], POLICY);
     c.fresh_namespace(ns, &[("residencyguard.io/e2e", "true")]);
     // bob: the built-in `edit` role in this namespace, nothing else.
-    c.must(&[
-        "create",
-        "rolebinding",
-        "bob-edit",
-        "-n",
-        ns,
-        "--clusterrole=edit",
-        "--user=bob",
-    ]);
+    c.grant_edit(ns, "bob");
     let as_bob = |args: &[&str]| {
         let mut all = args.to_vec();
         all.push("--as=bob");
