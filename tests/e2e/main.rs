@@ -11,11 +11,13 @@
 //! The tests share one cluster and run one at a time (.config/nextest.toml).
 
 mod audit;
+mod client_auth;
 mod crd;
 mod daemonset;
 mod graph;
 mod harness;
 mod journey;
+mod namespace_check;
 mod ownership;
 mod report;
 mod storage;
