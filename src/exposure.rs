@@ -303,8 +303,7 @@ pub async fn ask(client: Client, namespace: &str) -> Vec<Asked> {
                             verb: Some(verb.to_string()),
                             group: Some(String::new()),
                             resource: Some(resource.to_string()),
-                            subresource: (!subresource.is_empty())
-                                .then(|| subresource.to_string()),
+                            subresource: (!subresource.is_empty()).then(|| subresource.to_string()),
                             ..ResourceAttributes::default()
                         }),
                         ..SubjectAccessReviewSpec::default()

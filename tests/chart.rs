@@ -2305,7 +2305,12 @@ fn webhook_client_ca_is_mounted_and_named_in_the_environment() {
             .into_iter()
             .flatten()
             .find(|v| v["name"] == "client-ca")
-            .map(|v| v["configMap"]["name"].as_str().unwrap_or_default().to_string())
+            .map(|v| {
+                v["configMap"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
     };
     let mounted = |d: &Value| {
         d["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
@@ -2334,15 +2339,27 @@ fn webhook_client_ca_is_mounted_and_named_in_the_environment() {
     };
     let other = render(
         &helm,
-        &["--set", &format!("webhook.clientCA.pem={}", PEM.replace("fake", "other"))],
+        &[
+            "--set",
+            &format!("webhook.clientCA.pem={}", PEM.replace("fake", "other")),
+        ],
     );
-    assert_ne!(checksum(&objs), checksum(&other), "pods roll when the CA changes");
+    assert_ne!(
+        checksum(&objs),
+        checksum(&other),
+        "pods roll when the CA changes"
+    );
 
-    let objs = render(&helm, &["--set", "webhook.clientCA.existingConfigMap=api-client-ca"]);
+    let objs = render(
+        &helm,
+        &["--set", "webhook.clientCA.existingConfigMap=api-client-ca"],
+    );
     assert_eq!(env(&objs)["RESIDENCY_GUARD_CLIENT_CA_FILE"], path);
     assert_eq!(volume(&deployment(&objs)).as_deref(), Some("api-client-ca"));
     assert!(
-        all(&objs, "ConfigMap").iter().all(|c| !name(c).ends_with("-client-ca")),
+        all(&objs, "ConfigMap")
+            .iter()
+            .all(|c| !name(c).ends_with("-client-ca")),
         "an existing ConfigMap is not created"
     );
 

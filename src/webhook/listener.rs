@@ -580,7 +580,8 @@ pub async fn serve(
 /// one not chained to the client CA.
 fn is_client_certificate_error(e: &std::io::Error) -> bool {
     matches!(
-        e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
         Some(rustls::Error::NoCertificatesPresented | rustls::Error::InvalidCertificate(_))
     )
 }

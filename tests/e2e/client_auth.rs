@@ -25,7 +25,10 @@ fn kit() -> Option<PathBuf> {
         Some(root().join("../shared/cluster")),
         Some(PathBuf::from("/work/shared/cluster")),
     ];
-    candidates.into_iter().flatten().find(|d| d.join("up").is_file())
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|d| d.join("up").is_file())
 }
 
 /// A control plane of this test's own; `down` when dropped.
@@ -63,7 +66,9 @@ impl OwnControlPlane {
 
 impl Drop for OwnControlPlane {
     fn drop(&mut self) {
-        let _ = Command::new(self.kit.join("down")).arg(&self.state).output();
+        let _ = Command::new(self.kit.join("down"))
+            .arg(&self.state)
+            .output();
     }
 }
 
@@ -161,7 +166,9 @@ fn the_api_server_with_a_client_certificate_is_judged_a_plain_client_is_refused(
     };
     let Some(kit) = kit() else {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("CI=true and no control-plane kit (RESIDENCY_GUARD_CLUSTER_KIT, ../shared/cluster)");
+            panic!(
+                "CI=true and no control-plane kit (RESIDENCY_GUARD_CLUSTER_KIT, ../shared/cluster)"
+            );
         }
         println!("skipped client-auth: no control-plane kit (set RESIDENCY_GUARD_CLUSTER_KIT)");
         return;

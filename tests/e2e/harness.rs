@@ -441,11 +441,9 @@ fn client_ca_file(c: &Cluster, deployment: &Value, namespace: &str) -> String {
         .find(|v| v["name"] == "client-ca")
         .and_then(|v| v["configMap"]["name"].as_str())
         .expect("RESIDENCY_GUARD_CLIENT_CA_FILE without a client-ca volume");
-    let cm = eventually(
-        "the client CA ConfigMap",
-        Duration::from_secs(10),
-        || c.get_json(&["configmap", map, "-n", namespace]),
-    );
+    let cm = eventually("the client CA ConfigMap", Duration::from_secs(10), || {
+        c.get_json(&["configmap", map, "-n", namespace])
+    });
     let pem = cm["data"]["ca.crt"]
         .as_str()
         .expect("the client CA ConfigMap has ca.crt");
@@ -494,9 +492,7 @@ impl Operator {
                 (_, "RESIDENCY_GUARD_NAMESPACE") => namespace.to_string(),
                 (_, "RESIDENCY_GUARD_POD_NAME") => format!("{release}-e2e-0"),
                 (_, "RESIDENCY_GUARD_LOG_FORMAT") => "text".to_string(),
-                (_, "RESIDENCY_GUARD_CLIENT_CA_FILE") => {
-                    client_ca_file(c, &deployment, namespace)
-                }
+                (_, "RESIDENCY_GUARD_CLIENT_CA_FILE") => client_ca_file(c, &deployment, namespace),
                 (Some(v), _) => v.to_string(),
                 (None, _) => panic!("env {name} is neither a value nor known to the test: {e}"),
             };

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{Operator, cluster, eventually, fullname, free_port, install_and_run};
+use crate::harness::{Operator, cluster, eventually, free_port, fullname, install_and_run};
 
 fn exposed(metrics: &str, verb: &str) -> Option<i64> {
     let key = format!("residency_guard_operator_namespace_exposed{{verb=\"{verb}\"}} ");
