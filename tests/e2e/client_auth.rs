@@ -101,13 +101,13 @@ fn forged_review(ns: &str) -> String {
             "namespace": ns,
             "operation": "CREATE",
             "userInfo": {"username": "mallory"},
-            "object": serde_yaml_like(&deployment(ns)),
+            "object": yaml_object(&deployment(ns)),
         }
     })
     .to_string()
 }
 
-fn serde_yaml_like(yaml: &str) -> serde_json::Value {
+fn yaml_object(yaml: &str) -> serde_json::Value {
     crate::harness::yaml_documents(yaml)
         .into_iter()
         .next()
