@@ -418,7 +418,9 @@ fn check_webhooks(
         );
         // NetworkPolicy DELETEs have their own failure policy (default
         // Ignore): an absent operator must not block namespace deletion.
-        let expected_policy = if entry == NETWORKPOLICY_DELETES {
+        // Likewise unlabelled pods mounting a claim: every StatefulSet's
+        // pods reach that entry, classified or not.
+        let expected_policy = if entry == NETWORKPOLICY_DELETES || entry == PODS_MOUNTING_CLAIMS {
             "Ignore"
         } else {
             failure_policy
@@ -1185,6 +1187,10 @@ fn schema_rejects_invalid_values() {
         (
             &["--set", "webhook.deleteFailurePolicy=Maybe"],
             "deleteFailurePolicy",
+        ),
+        (
+            &["--set", "webhook.claimMountFailurePolicy=Maybe"],
+            "claimMountFailurePolicy",
         ),
         (&["--set", "clusterCidrs={not-a-cidr}"], "clusterCidrs"),
         (

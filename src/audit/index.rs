@@ -424,7 +424,11 @@ fn judge_in(
     detail: Detail,
 ) -> Option<(Finding, Vec<Message>)> {
     let chain = graph::chain(w, &inv.workloads);
-    let inherited = graph::inherited_classes(w, &chain);
+    let mut inherited = graph::inherited_classes(w, &chain);
+    // Data follows the volume: an unlabelled pod reading a classified
+    // workload's claim is judged with that workload's classes.
+    let through_claims = graph::claim_classes(w, &inv.workloads, &inherited);
+    inherited.extend(through_claims);
     // Most objects carry no class anywhere: nothing can govern them.
     let labelled = |l: Option<&BTreeMap<String, String>>| {
         l.is_some_and(|l| l.contains_key(crate::api::DATA_CLASS_LABEL))
