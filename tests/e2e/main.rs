@@ -17,6 +17,7 @@ mod graph;
 mod harness;
 mod journey;
 mod ownership;
+mod pod_features;
 mod report;
 mod storage;
 mod transcripts;
