@@ -849,6 +849,14 @@ fn audit_perms(ns: &str) -> BTreeSet<Perm> {
             &["create", "patch", "delete"],
             &["residency-guard"],
         ),
+        // Data at rest keeps its class (audit.labelClaims, default on).
+        (
+            "cluster",
+            "",
+            &["persistentvolumeclaims"],
+            &["patch"],
+            &[],
+        ),
         (
             ns,
             "coordination.k8s.io",
@@ -1446,6 +1454,7 @@ fn default_environment_is_exactly_the_contract() {
         // The audit controller is on by default (issue 17).
         ("RESIDENCY_GUARD_AUDIT", "true"),
         ("RESIDENCY_GUARD_AUDIT_RESYNC_SECONDS", "600"),
+        ("RESIDENCY_GUARD_LABEL_CLAIMS", "true"),
         ("RESIDENCY_GUARD_REQUEST_TIMEOUT_SECONDS", "3"),
         ("RESIDENCY_GUARD_STALE_AFTER_SECONDS", "30"),
         ("RESIDENCY_GUARD_MAX_CONNECTIONS", "512"),
@@ -1480,8 +1489,11 @@ fn default_environment_is_exactly_the_contract() {
     let e = env(&render(&helm, &["--set", "audit.enabled=false"]));
     assert!(!e.contains_key("RESIDENCY_GUARD_AUDIT"));
     assert!(!e.contains_key("RESIDENCY_GUARD_AUDIT_RESYNC_SECONDS"));
+    assert!(!e.contains_key("RESIDENCY_GUARD_LABEL_CLAIMS"));
     let e = env(&render(&helm, &["--set", "audit.resyncSeconds=60"]));
     assert_eq!(e["RESIDENCY_GUARD_AUDIT_RESYNC_SECONDS"], "60");
+    let e = env(&render(&helm, &["--set", "audit.labelClaims=false"]));
+    assert_eq!(e["RESIDENCY_GUARD_LABEL_CLAIMS"], "false");
     // Trusted sources (issue 23): listed with their reservation.
     assert!(!e.contains_key("RESIDENCY_GUARD_TRUSTED_SOURCE_CIDRS"));
     let e = env(&render(

@@ -16,10 +16,9 @@
 //!   the owner that answers for it);
 //! - no controller's scale-down or orphaning write was refused.
 //!
-//! Out of the model, and said in docs/semantics.md: deleting the classified
-//! Deployment with a cascade (its pods gone) leaves the claim's data behind
-//! with no classified workload to lend its class; a claim keeps it only
-//! when it carries the label itself.
+//! The operator's audit leader acts too: it labels the claim a classified
+//! workload mounts (`audit.labelClaims`), so deleting the Deployment with a
+//! cascade leaves a claim that still classifies whoever mounts it next.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -47,6 +46,7 @@ const DEVELOPER: &str = "dev@example.com";
 const DEPLOYMENT_CONTROLLER: &str = "system:serviceaccount:kube-system:deployment-controller";
 const REPLICASET_CONTROLLER: &str = "system:serviceaccount:kube-system:replicaset-controller";
 const GARBAGE_COLLECTOR: &str = "system:serviceaccount:kube-system:generic-garbage-collector";
+const OPERATOR: &str = "system:serviceaccount:residency-guard:residency-guard";
 
 fn now() -> Timestamp {
     "2026-06-01T00:00:00Z".parse().unwrap()
@@ -118,6 +118,10 @@ enum Write {
     DeleteAPod,
     /// `kubectl delete deployment --cascade=orphan`.
     OrphanDeployment,
+    /// `kubectl delete deployment`: its ReplicaSets and pods go too.
+    DeleteDeployment,
+    /// Take the class label off the claim.
+    UnlabelClaim,
 }
 
 fn pin() -> impl Strategy<Value = Pin> {
@@ -154,6 +158,8 @@ fn write() -> impl Strategy<Value = Write> {
         Just(Write::DeleteNetworkPolicy),
         Just(Write::DeleteAPod),
         Just(Write::OrphanDeployment),
+        Just(Write::DeleteDeployment),
+        Just(Write::UnlabelClaim),
     ]
 }
 
@@ -174,6 +180,10 @@ struct Cluster {
     /// False: no webhook installed (every write lands), to show the model
     /// can fail.
     webhook: bool,
+    /// The claim's `residencyguard.io/data-class` label.
+    claim_label: Option<String>,
+    /// The audit leader labels claims (`audit.labelClaims`).
+    label_claims: bool,
 }
 
 fn deployment() -> Value {
@@ -250,6 +260,11 @@ fn pre_filter_sends(
             "UPDATE" => new.map(|n| &n["spec"]) != old.map(|o| &o["spec"]),
             _ => true,
         },
+        "PersistentVolumeClaim" => {
+            let class = |v: Option<&Value>| v.and_then(|v| labels(v).get(CLASS).cloned());
+            (class(new).is_some() || class(old).is_some())
+                && (op != "UPDATE" || class(new) != class(old))
+        }
         "Namespace" => match (new, old) {
             (Some(n), Some(o)) => labels(n) != labels(o),
             (Some(n), None) => labels(n).contains_key(CLASS),
@@ -286,6 +301,10 @@ fn pre_filter_sends(
 
 impl Cluster {
     fn new() -> Cluster {
+        Cluster::with_claim_labels(true)
+    }
+
+    fn with_claim_labels(label_claims: bool) -> Cluster {
         let mut c = Cluster {
             objects: BTreeMap::new(),
             namespace_labels: BTreeMap::from([(SCOPE.0.to_string(), SCOPE.1.to_string())]),
@@ -295,6 +314,8 @@ impl Cluster {
             log: Vec::new(),
             refused_controller: Vec::new(),
             webhook: true,
+            claim_label: None,
+            label_claims,
         };
         c.put(deployment());
         c.put(isolating_policy());
@@ -351,7 +372,7 @@ impl Cluster {
             name: CLAIM.into(),
             storage_class: Some(String::new()),
             volume_name: Some("pv-records".into()),
-            class_label: None,
+            class_label: self.claim_label.clone(),
         });
         // Bound to a zonal disk in Beijing.
         b.persistent_volume(VolumeRecord {
@@ -406,6 +427,9 @@ impl Cluster {
         if admitted {
             match (kind.as_str(), new) {
                 ("Namespace", Some(n)) => self.namespace_labels = labels(&n),
+                ("PersistentVolumeClaim", Some(n)) => {
+                    self.claim_label = labels(&n).get(CLASS).cloned()
+                }
                 (_, Some(n)) => self.put(n),
                 (_, None) => {
                     self.objects.remove(&(kind, name));
@@ -429,6 +453,8 @@ impl Cluster {
             "ReplicaSet" => ("apps", "v1", "replicasets", Endpoint::Workloads),
             "Pod" => ("", "v1", "pods", Endpoint::Workloads),
             "Namespace" => ("", "v1", "namespaces", Endpoint::Namespaces),
+            // Claims' labels are judged on the Namespaces' path.
+            "PersistentVolumeClaim" => ("", "v1", "persistentvolumeclaims", Endpoint::Namespaces),
             "NetworkPolicy" => (
                 "networking.k8s.io",
                 "v1",
@@ -474,6 +500,16 @@ impl Cluster {
     fn namespace_object(&self) -> Value {
         json!({"apiVersion": "v1", "kind": "Namespace",
                "metadata": {"name": NS, "labels": self.namespace_labels}})
+    }
+
+    fn claim_object(&self) -> Value {
+        let mut labels = serde_json::Map::new();
+        if let Some(v) = &self.claim_label {
+            labels.insert(CLASS.into(), json!(v));
+        }
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+               "metadata": {"name": CLAIM, "namespace": NS, "labels": labels},
+               "spec": {"storageClassName": "", "volumeName": "pv-records"}})
     }
 
     fn newest_replica_set(&self) -> Option<Value> {
@@ -601,7 +637,8 @@ impl Cluster {
                 // any pod the developer could have written by hand: out of
                 // any admission control's reach (README, "Out of reach").
                 let declared = *keep_labels && labels(&source).contains_key(CLASS);
-                if self.write(DEVELOPER, "CREATE", Some(pod), None) && (declared || *mount_claim) {
+                let reads_claim = mounts_claim(&pod);
+                if self.write(DEVELOPER, "CREATE", Some(pod), None) && (declared || reads_claim) {
                     self.carrying.insert(name);
                 }
                 return;
@@ -637,6 +674,44 @@ impl Cluster {
                 }
                 return;
             }
+            Write::DeleteDeployment => {
+                if deployment.is_some() {
+                    self.log
+                        .push(format!("{DEVELOPER} DELETE Deployment records (cascade)"));
+                    // The garbage collector deletes what it owned, and what
+                    // those owned (deletes are not reviewed).
+                    let owned_by = |v: &Value, kind: &str, name: &str| {
+                        controller_of(v) == Some((kind.to_string(), name.to_string()))
+                    };
+                    self.objects
+                        .remove(&("Deployment".to_string(), "records".to_string()));
+                    for rs in self.of_kind("ReplicaSet") {
+                        if owned_by(&rs, "Deployment", "records") {
+                            let rs_name = rs["metadata"]["name"].as_str().unwrap().to_string();
+                            for pod in self.pods() {
+                                if owned_by(&pod, "ReplicaSet", &rs_name) {
+                                    let name = pod["metadata"]["name"].as_str().unwrap();
+                                    self.objects.remove(&("Pod".to_string(), name.to_string()));
+                                    self.carrying.remove(name);
+                                }
+                            }
+                            self.objects.remove(&("ReplicaSet".to_string(), rs_name));
+                        }
+                    }
+                }
+                return;
+            }
+            Write::UnlabelClaim => {
+                if self.claim_label.is_some() {
+                    let old = self.claim_object();
+                    let mut new = old.clone();
+                    if let Some(l) = new["metadata"]["labels"].as_object_mut() {
+                        l.remove(CLASS);
+                    }
+                    self.write(DEVELOPER, "UPDATE", Some(new), Some(old));
+                }
+                return;
+            }
             Write::OrphanDeployment => {
                 if deployment.is_some() {
                     self.objects
@@ -669,15 +744,46 @@ impl Cluster {
         self.next
     }
 
-    /// Run the controllers until nothing changes.
+    /// Run the controllers until nothing changes, then the audit leader's
+    /// pass (and the controllers again if it labelled the claim).
     fn settle(&mut self) {
-        for _ in 0..6 {
-            let before = self.objects.clone();
-            self.deployment_controller();
-            self.replica_set_controller();
-            self.scheduler();
-            if before == self.objects {
+        for _ in 0..3 {
+            for _ in 0..6 {
+                let before = self.objects.clone();
+                self.deployment_controller();
+                self.replica_set_controller();
+                self.scheduler();
+                if before == self.objects {
+                    break;
+                }
+            }
+            let label_before = self.claim_label.clone();
+            self.claim_labeller();
+            if label_before == self.claim_label {
                 return;
+            }
+        }
+    }
+
+    /// The audit leader's pass: it labels the claim classified objects
+    /// mount (the operator's own write, judged like anyone's).
+    fn claim_labeller(&mut self) {
+        if !self.label_claims {
+            return;
+        }
+        let mut auditor = Auditor::new(PlanConfig::default());
+        auditor.full_pass(self.inventory(), now());
+        for label in auditor.plan(now()).claim_labels {
+            assert_eq!(
+                (label.namespace.as_str(), label.claim.as_str()),
+                (NS, CLAIM)
+            );
+            let old = self.claim_object();
+            let mut new = old.clone();
+            new["metadata"]["labels"][CLASS] = json!(label.value);
+            if !self.write(OPERATOR, "UPDATE", Some(new), Some(old)) {
+                self.refused_controller
+                    .push(format!("labelling the claim {}", label.value));
             }
         }
     }
@@ -914,6 +1020,37 @@ proptest! {
     }
 }
 
+/// Without the claim labeller, a cascading delete of the Deployment
+/// leaves the claim unclassified: an ad-hoc pod takes its data abroad.
+#[test]
+fn without_claim_labels_a_cascading_delete_frees_the_data() {
+    let mut cluster = Cluster::with_claim_labels(false);
+    cluster.attempt(&Write::DeleteDeployment);
+    cluster.settle();
+    cluster.attempt(&Write::PodOnClaim(Pin::HongKong, false));
+    cluster.settle();
+    let error = cluster.check().unwrap_err();
+    assert!(error.contains("runs in Hong Kong"), "{error}");
+
+    // With it, the claim was labelled while the Deployment ran.
+    let mut cluster = Cluster::new();
+    assert_eq!(cluster.claim_label.as_deref(), Some("personal"));
+    cluster.attempt(&Write::DeleteDeployment);
+    cluster.settle();
+    cluster.attempt(&Write::PodOnClaim(Pin::HongKong, false));
+    cluster.settle();
+    cluster.check().unwrap();
+    assert!(
+        cluster
+            .log
+            .last()
+            .unwrap()
+            .contains("PersistentVolumeClaim app/records-data"),
+        "{:?}",
+        cluster.log
+    );
+}
+
 /// The model itself can fail: with no webhook at all, the finding 2
 /// ends with personal data in Hong Kong.
 #[test]
@@ -978,6 +1115,12 @@ fn the_random_writes_reach_every_path() {
         (DEVELOPER, "UPDATE Namespace", "declassification refused"),
         (DEVELOPER, "UPDATE Namespace", "admitted"),
         (DEVELOPER, "DELETE NetworkPolicy", "would open"),
+        (
+            DEVELOPER,
+            "UPDATE PersistentVolumeClaim",
+            "declassification refused",
+        ),
+        (OPERATOR, "UPDATE PersistentVolumeClaim", "admitted"),
     ] {
         assert!(
             count(who, what, outcome) > 0,

@@ -360,7 +360,10 @@ impl Drop for Cluster {
             match step {
                 Undo::Namespace(name) => delete_namespace(self, &name),
                 Undo::ClusterObject(kind, name) => {
-                    self.kubectl(&["delete", &kind, &name, "--ignore-not-found"]);
+                    // Never wait: a PersistentVolume keeps its protection
+                    // finalizer while a claim in a namespace not yet
+                    // deleted is bound to it.
+                    self.kubectl(&["delete", &kind, &name, "--ignore-not-found", "--wait=false"]);
                 }
                 Undo::HelmRelease { release, namespace } => {
                     let r = self.helm(&["uninstall", &release, "-n", &namespace, "--wait"]);
