@@ -11,6 +11,7 @@
 //! The tests share one cluster and run one at a time (.config/nextest.toml).
 
 mod audit;
+mod availability;
 mod crd;
 mod daemonset;
 mod graph;
