@@ -1,10 +1,14 @@
 //! What every end-to-end test needs: the cluster's kubeconfig, real
-//! `kubectl` and `helm`, the operator as a local process, waiting, and a
-//! cleanup that runs even when the test fails.
+//! `kubectl` and `helm`, the operator, waiting, and a cleanup that runs even
+//! when the test fails.
 //!
-//! The tests talk to the cluster the way a user does (kubectl, helm) and run
-//! the operator the way the chart does (its environment, its
-//! ServiceAccount), so what they prove holds for an installation.
+//! The tests talk to the cluster the way a user does (kubectl, helm). The
+//! operator runs in one of two modes (`Mode`): as a local process the way
+//! the chart runs it (its environment, its ServiceAccount; the webhook
+//! registered by URL), or, with RESIDENCY_GUARD_E2E_IMAGE, as the chart
+//! ships it: its own Pods on the kit's worker node, the webhook called
+//! through the Service. Only the journey's stale-watch test (it reads the
+//! local process's /readyz) always runs the local process.
 
 use std::cell::RefCell;
 use std::io::{Read, Write};
