@@ -399,33 +399,44 @@ fn admissions_keep_flowing_while_pods_are_deleted_and_rolled() {
         "availability: helm upgrade rolled both Pods: {failed_upgrade} of {n} admissions failed in {secs:.1} s"
     );
 
-    // The audit Lease: its holder deleted, another replica takes it.
-    let holder = eventually("an audit leader", Duration::from_secs(30), || {
-        lease_holder(&c, ns)
-    });
-    record_peaks(&c);
-    // From the moment kubectl is asked to delete the leader Pod to the
-    // successor's acquireTime in the Lease (this test's own polling is
-    // not counted; it is printed as "seen after").
-    let mut handover = (String::new(), 0.0, 0.0);
+    // The audit Lease: its holder deleted, another replica takes it; twice.
+    // Measured from the moment kubectl is asked to delete the leader Pod
+    // to the successor's acquireTime in the Lease (this test's own polling
+    // is not counted; it is printed as "seen after"). The follower's phase
+    // matters: kube-lease-manager alone rereads the Lease only when the
+    // term it last saw would expire (15 s after that renewal), so the
+    // first deletion comes ~10 s after the rollout (a follower that
+    // started then is about to reread anyway) and the second as soon as
+    // the replacement Pod is ready (~5 s into its first term).
+    let mut handovers = Vec::new();
     let (n, failed_leader, secs) = load.measure(|| {
-        let deleted = jiff::Timestamp::now();
-        let seen = Instant::now();
-        c.must(&["delete", "pod", &holder, "-n", ns, "--wait=false"]);
-        let (successor, acquired) = eventually(
-            "another replica to hold the audit Lease",
-            Duration::from_secs(60),
-            || lease_holder_since(&c, ns).filter(|(h, _)| *h != holder),
-        );
-        let acquired = acquired.expect("the successor's acquireTime");
-        let took = acquired.duration_since(deleted).as_secs_f64();
-        handover = (successor, took, seen.elapsed().as_secs_f64());
-        wait_ready(&c, ns, release, 2);
+        for round in 0..2 {
+            let holder = eventually("an audit leader", Duration::from_secs(30), || {
+                lease_holder(&c, ns)
+            });
+            record_peaks(&c);
+            let deleted = jiff::Timestamp::now();
+            let seen = Instant::now();
+            c.must(&["delete", "pod", &holder, "-n", ns, "--wait=false"]);
+            let (successor, acquired) = eventually(
+                "another replica to hold the audit Lease",
+                Duration::from_secs(60),
+                || lease_holder_since(&c, ns).filter(|(h, _)| *h != holder),
+            );
+            let acquired = acquired.expect("the successor's acquireTime");
+            let took = acquired.duration_since(deleted).as_secs_f64();
+            eprintln!(
+                "availability: audit Lease handover {round}: {holder} -> {successor} in {took:.2} s (acquireTime; target <= 2 s; seen by the test after {:.2} s)",
+                seen.elapsed().as_secs_f64()
+            );
+            handovers.push(took);
+            wait_ready(&c, ns, release, 2);
+        }
         std::thread::sleep(Duration::from_secs(3));
     });
-    let (successor, handover, seen) = handover;
+    let handover = handovers.iter().copied().fold(0.0, f64::max);
     eprintln!(
-        "availability: audit Lease handover {holder} -> {successor} in {handover:.2} s (acquireTime; target <= 2 s; seen by the test after {seen:.2} s); {failed_leader} of {n} admissions failed in {secs:.1} s"
+        "availability: leader Pods deleted twice: {failed_leader} of {n} admissions failed in {secs:.1} s"
     );
     record_peaks(&c);
 
