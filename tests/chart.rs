@@ -974,6 +974,9 @@ fn default_render_has_exactly_the_expected_objects() {
             "residencypolicies.residencyguard.io",
         ),
         ("Deployment", RELEASE),
+        // The audit Lease, Helm's so that uninstall removes it with no
+        // operator running (tests/e2e/availability.rs).
+        ("Lease", "residency-guard-audit"),
         ("NetworkPolicy", RELEASE),
         ("PodDisruptionBudget", RELEASE),
         ("PriorityClass", RELEASE),
@@ -1486,10 +1489,13 @@ fn default_environment_is_exactly_the_contract() {
     );
     assert_eq!(e["RESIDENCY_GUARD_LOG_LEVEL"], "debug");
     assert_eq!(e["RESIDENCY_GUARD_AUDIT"], "true");
-    let e = env(&render(&helm, &["--set", "audit.enabled=false"]));
+    let no_audit = render(&helm, &["--set", "audit.enabled=false"]);
+    let e = env(&no_audit);
     assert!(!e.contains_key("RESIDENCY_GUARD_AUDIT"));
     assert!(!e.contains_key("RESIDENCY_GUARD_AUDIT_RESYNC_SECONDS"));
     assert!(!e.contains_key("RESIDENCY_GUARD_LABEL_CLAIMS"));
+    // No audit, no Lease.
+    assert!(all(&no_audit, "Lease").is_empty());
     let e = env(&render(&helm, &["--set", "audit.resyncSeconds=60"]));
     assert_eq!(e["RESIDENCY_GUARD_AUDIT_RESYNC_SECONDS"], "60");
     let e = env(&render(&helm, &["--set", "audit.labelClaims=false"]));
