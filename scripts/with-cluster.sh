@@ -14,7 +14,8 @@
 # elsewhere the command runs without a cluster and the end-to-end tests
 # print that they are skipped.
 # With RESIDENCY_GUARD_E2E_KUBECONFIG already set, that cluster is used and
-# no kit is started.
+# no kit is started. As root with a kit that has `worker`, a real node runs
+# the operator image too (RESIDENCY_GUARD_E2E_IMAGE; see below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -gt 0 ] || { echo "usage: $0 COMMAND [ARGS...]" >&2; exit 2; }
@@ -45,4 +46,31 @@ trap '"$kit/down" "$state" >/dev/null 2>&1 || true' EXIT INT TERM
 "$kit/nodes" "$state"
 echo "with-cluster: control plane ready in $(( $(date +%s) - started )) s"
 export RESIDENCY_GUARD_E2E_KUBECONFIG="$state/admin.kubeconfig"
+
+# Pods mode (issue 24): when the kit can run a real node (`worker`, needs
+# root) and RESIDENCY_GUARD_E2E_IMAGE is unset, start it, build the
+# operator image from the debug binary the tests build anyway
+# (`cargo test --no-run` is the build nextest then reuses; the release
+# build costs minutes) and import it: the e2e tests then install the chart
+# and run the operator as it ships (tests/e2e/harness.rs, Mode::Pods).
+# RESIDENCY_GUARD_E2E_IMAGE= (empty) keeps every test in Local mode.
+if [ -z "${RESIDENCY_GUARD_E2E_IMAGE+set}" ] && [ -x "$kit/worker" ] && [ "$(id -u)" -eq 0 ]; then
+  phase() { echo "with-cluster: $1 in $(( $(date +%s) - $2 )) s"; }
+  t=$(date +%s); "$kit/worker" "$state"; phase "worker node started" "$t"
+  # The tests' own workloads stay among the five fake nodes; the operator
+  # runs on a mainland node (tests/e2e/harness.rs: WORKER_TAINT, WORKER_REGION).
+  KUBECONFIG="$RESIDENCY_GUARD_E2E_KUBECONFIG" "${KUBECTL:-kubectl}" taint node kit-worker \
+    residencyguard.io/e2e-operator=true:NoSchedule --overwrite
+  KUBECONFIG="$RESIDENCY_GUARD_E2E_KUBECONFIG" "${KUBECTL:-kubectl}" label node kit-worker \
+    topology.kubernetes.io/region=cn-north-1 topology.kubernetes.io/zone=cn-north-1a --overwrite
+  t=$(date +%s); cargo test --locked --no-run; phase "test build (reused by the tests)" "$t"
+  t=$(date +%s)
+  scripts/build-image.sh --binary target/debug/residency-guard --ref localhost/residency-guard:e2e \
+    --out target/image/residency-guard-e2e.tar --import "$state"
+  phase "image built and imported" "$t"
+  export RESIDENCY_GUARD_E2E_IMAGE=localhost/residency-guard:e2e
+elif [ -z "${RESIDENCY_GUARD_E2E_IMAGE+set}" ]; then
+  echo "with-cluster: no worker node (the kit has no 'worker', or not root): the operator runs as a local process; tests/e2e/availability.rs is skipped" >&2
+  export RESIDENCY_GUARD_E2E_IMAGE=
+fi
 "$@"

@@ -136,6 +136,16 @@ pub struct ServeArgs {
         default_value_t = 600
     )]
     pub audit_resync_seconds: u64,
+    /// The audit leader labels the PersistentVolumeClaims classified objects
+    /// mount with their data classes (added to, never removed), so the data
+    /// at rest stays classified after the workload is gone.
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_LABEL_CLAIMS",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub label_claims: bool,
     /// This replica's identity for leader election (the chart sets the pod name).
     #[arg(
         long,
@@ -311,6 +321,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let cfg = audit::AuditConfig {
             plan: audit::plan::PlanConfig {
                 lang,
+                label_claims: args.label_claims,
                 ..Default::default()
             },
             writer: audit::writer::WriterConfig {

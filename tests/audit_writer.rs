@@ -1015,3 +1015,34 @@ async fn a_leader_whose_renewal_hangs_steps_down_before_expiry_and_comes_back() 
     election.step_down(Duration::from_secs(5)).await;
     assert_eq!(fake.lock().unwrap().holder(), None);
 }
+
+/// pod-b releases a Lease it renewed a moment ago (SIGTERM): pod-a, a
+/// follower, takes it within about a second (it reads the Lease every
+/// 0.5 s), not when pod-b's term would have expired 15 s later.
+#[tokio::test]
+async fn a_follower_takes_a_released_lease_at_once() {
+    let (client, handle) = mock();
+    let fake = Arc::new(Mutex::new(FakeLeases::held_by("pod-b", Timestamp::now())));
+    let _others = route_leases(handle, fake.clone());
+    let (mut leading, election) =
+        leader::elect(client, LeaseConfig::new("residency-guard", "pod-a"));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(!*leading.borrow(), "took a Lease pod-b holds");
+
+    // pod-b steps down: its release clears the holder.
+    {
+        let mut fake = fake.lock().unwrap();
+        let mut lease = fake.lease.clone().unwrap();
+        merge(&mut lease, &json!({"spec": {"holderIdentity": null}}));
+        fake.store(lease);
+    }
+    let released = std::time::Instant::now();
+    wait_leading(&mut leading, true, Duration::from_secs(3)).await;
+    assert!(
+        released.elapsed() < Duration::from_millis(1500),
+        "took over after {:?}",
+        released.elapsed()
+    );
+    assert_eq!(fake.lock().unwrap().holder().as_deref(), Some("pod-a"));
+    election.step_down(Duration::from_secs(5)).await;
+}

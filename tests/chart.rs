@@ -418,7 +418,9 @@ fn check_webhooks(
         );
         // NetworkPolicy DELETEs have their own failure policy (default
         // Ignore): an absent operator must not block namespace deletion.
-        let expected_policy = if entry == NETWORKPOLICY_DELETES {
+        // Likewise unlabelled pods mounting a claim: every StatefulSet's
+        // pods reach that entry, classified or not.
+        let expected_policy = if entry == NETWORKPOLICY_DELETES || entry == PODS_MOUNTING_CLAIMS {
             "Ignore"
         } else {
             failure_policy
@@ -847,6 +849,8 @@ fn audit_perms(ns: &str) -> BTreeSet<Perm> {
             &["create", "patch", "delete"],
             &["residency-guard"],
         ),
+        // Data at rest keeps its class (audit.labelClaims, default on).
+        ("cluster", "", &["persistentvolumeclaims"], &["patch"], &[]),
         (
             ns,
             "coordination.k8s.io",
@@ -964,6 +968,9 @@ fn default_render_has_exactly_the_expected_objects() {
             "residencypolicies.residencyguard.io",
         ),
         ("Deployment", RELEASE),
+        // The audit Lease, Helm's so that uninstall removes it with no
+        // operator running (tests/e2e/availability.rs).
+        ("Lease", "residency-guard-audit"),
         ("NetworkPolicy", RELEASE),
         ("PodDisruptionBudget", RELEASE),
         ("PriorityClass", RELEASE),
@@ -1185,6 +1192,10 @@ fn schema_rejects_invalid_values() {
         (
             &["--set", "webhook.deleteFailurePolicy=Maybe"],
             "deleteFailurePolicy",
+        ),
+        (
+            &["--set", "webhook.claimMountFailurePolicy=Maybe"],
+            "claimMountFailurePolicy",
         ),
         (&["--set", "clusterCidrs={not-a-cidr}"], "clusterCidrs"),
         (
@@ -1440,6 +1451,7 @@ fn default_environment_is_exactly_the_contract() {
         // The audit controller is on by default (issue 17).
         ("RESIDENCY_GUARD_AUDIT", "true"),
         ("RESIDENCY_GUARD_AUDIT_RESYNC_SECONDS", "600"),
+        ("RESIDENCY_GUARD_LABEL_CLAIMS", "true"),
         ("RESIDENCY_GUARD_REQUEST_TIMEOUT_SECONDS", "3"),
         ("RESIDENCY_GUARD_STALE_AFTER_SECONDS", "30"),
         ("RESIDENCY_GUARD_MAX_CONNECTIONS", "512"),
@@ -1471,11 +1483,17 @@ fn default_environment_is_exactly_the_contract() {
     );
     assert_eq!(e["RESIDENCY_GUARD_LOG_LEVEL"], "debug");
     assert_eq!(e["RESIDENCY_GUARD_AUDIT"], "true");
-    let e = env(&render(&helm, &["--set", "audit.enabled=false"]));
+    let no_audit = render(&helm, &["--set", "audit.enabled=false"]);
+    let e = env(&no_audit);
     assert!(!e.contains_key("RESIDENCY_GUARD_AUDIT"));
     assert!(!e.contains_key("RESIDENCY_GUARD_AUDIT_RESYNC_SECONDS"));
+    assert!(!e.contains_key("RESIDENCY_GUARD_LABEL_CLAIMS"));
+    // No audit, no Lease.
+    assert!(all(&no_audit, "Lease").is_empty());
     let e = env(&render(&helm, &["--set", "audit.resyncSeconds=60"]));
     assert_eq!(e["RESIDENCY_GUARD_AUDIT_RESYNC_SECONDS"], "60");
+    let e = env(&render(&helm, &["--set", "audit.labelClaims=false"]));
+    assert_eq!(e["RESIDENCY_GUARD_LABEL_CLAIMS"], "false");
     // Trusted sources (issue 23): listed with their reservation.
     assert!(!e.contains_key("RESIDENCY_GUARD_TRUSTED_SOURCE_CIDRS"));
     let e = env(&render(

@@ -944,3 +944,42 @@ mod limits {
         server.stop();
     }
 }
+
+/// Once shutdown begins (readiness fails), every answer closes its
+/// connection: the API server pools connections by the Service's name and
+/// would otherwise keep sending reviews to a terminating Pod until the
+/// listener closes them under it (a failed admission during a rollout,
+/// tests/e2e/availability.rs).
+#[tokio::test]
+async fn answers_close_their_connection_once_shutdown_begins() {
+    let (snapshot, workloads) = snapshot_from(&["tests/fixtures/kinds.yaml"]);
+    let mut serving = None;
+    let server = TestServer::start_with(
+        snapshot,
+        workloads,
+        Lang::En,
+        8 * MIB,
+        residency_guard::webhook::listener::Limits::default(),
+        |app| serving = Some(app.serving.clone()),
+    )
+    .await;
+    let serving = serving.expect("the App's serving flag");
+    let good = fixture_object("tests/fixtures/kinds.yaml", "deployment-good");
+    let body = || review("k", "CREATE", Some(&good), None, false);
+    let mut conn = server.client().connect().await.unwrap();
+    // Kept alive while serving.
+    for _ in 0..2 {
+        let (status, _) = conn.post("/validate/workloads", body()).await.unwrap();
+        assert_eq!(status, 200);
+    }
+    serving.store(false, Ordering::Relaxed);
+    // Still answered, and then the connection is gone.
+    let (status, _) = conn.post("/validate/workloads", body()).await.unwrap();
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        conn.post("/validate/workloads", body()).await.is_err(),
+        "the connection was kept alive after shutdown began"
+    );
+    server.stop();
+}

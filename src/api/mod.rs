@@ -4,7 +4,7 @@
 mod classes;
 mod policy;
 
-pub use classes::{ClassError, DATA_CLASS_LABEL, DataClass, parse_class_list};
+pub use classes::{CLASS_SEPARATOR, ClassError, DATA_CLASS_LABEL, DataClass, parse_class_list};
 pub use policy::{
     Action, Egress, EgressMode, Exemption, Jurisdiction, LegalBasis, Offender, Placement,
     ResidencyPolicy, ResidencyPolicySpec, ResidencyPolicyStatus, Storage, StorageMode,

@@ -424,7 +424,11 @@ fn judge_in(
     detail: Detail,
 ) -> Option<(Finding, Vec<Message>)> {
     let chain = graph::chain(w, &inv.workloads);
-    let inherited = graph::inherited_classes(w, &chain);
+    let mut inherited = graph::inherited_classes(w, &chain);
+    // Data follows the volume: an unlabelled pod reading a classified
+    // workload's claim is judged with that workload's classes.
+    let through_claims = graph::claim_classes(w, &inv.workloads, &inherited);
+    inherited.extend(through_claims);
     // Most objects carry no class anywhere: nothing can govern them.
     let labelled = |l: Option<&BTreeMap<String, String>>| {
         l.is_some_and(|l| l.contains_key(crate::api::DATA_CLASS_LABEL))
@@ -433,6 +437,7 @@ fn judge_in(
         && !labelled(Some(&w.labels))
         && !labelled(Some(&w.template_labels))
         && !labelled(inv.snapshot.namespaces.get(&w.namespace))
+        && !mounts_labelled_claim(w, &inv.snapshot)
     {
         return None;
     }
@@ -525,6 +530,22 @@ fn judge_in(
 
 /// Is `location` (of a classification error) one of `w`'s own labels or
 /// its Namespace's, rather than an owner's?
+/// Does `w` mount a claim that carries a data-class label (which classifies
+/// every pod that mounts it, `engine::evaluate`)?
+fn mounts_labelled_claim(w: &Workload, snapshot: &crate::engine::Snapshot) -> bool {
+    w.pod
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| v.persistent_volume_claim.as_ref())
+        .any(|c| {
+            snapshot
+                .storage()
+                .claim(&w.namespace, &c.claim_name)
+                .is_some_and(|r| r.class_label.is_some())
+        })
+}
+
 fn own_location(w: &Workload, location: &str) -> bool {
     location == "metadata.labels"
         || location == w.kind.template_labels_path()

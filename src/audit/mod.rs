@@ -9,6 +9,7 @@
 //! - `leader`: leader election on a Lease (the `kube-lease-manager` crate).
 //! - this module: the `Auditor` (index + inventory, synchronous) and `run`.
 
+pub mod claims;
 pub mod index;
 pub mod leader;
 pub mod metrics;

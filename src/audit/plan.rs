@@ -33,6 +33,9 @@ pub struct PlanConfig {
     /// that large would fail on every pass; results past this budget are
     /// left out, failures last (see [`fit_report`]).
     pub max_report_bytes: usize,
+    /// Label the claims classified objects mount with their classes
+    /// (`super::claims`).
+    pub label_claims: bool,
 }
 
 impl Default for PlanConfig {
@@ -41,6 +44,7 @@ impl Default for PlanConfig {
             lang: Lang::En,
             max_offenders: 10,
             max_report_bytes: 1024 * 1024,
+            label_claims: true,
         }
     }
 }
@@ -421,6 +425,9 @@ pub struct AuditPlan {
     /// Events about policies themselves (an invalid one), by policy name
     /// and generation: one per version.
     pub policy_events: BTreeMap<(String, Option<i64>), PlannedEvent>,
+    /// Claims mounted by classified objects whose label lacks a class
+    /// (`super::claims`); empty when `PlanConfig::label_claims` is off.
+    pub claim_labels: Vec<super::claims::ClaimLabel>,
 }
 
 /// Severity by what the finding proves.
@@ -741,6 +748,9 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig) -> AuditPl
     }
     cluster.sort();
     out.cluster_report = fit_report(cluster, cfg.max_report_bytes, cfg.lang);
+    if cfg.label_claims {
+        out.claim_labels = super::claims::claims_to_label(index, inv);
+    }
     out
 }
 

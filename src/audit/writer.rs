@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
@@ -252,6 +252,7 @@ impl Writer {
         self.write_events(&mut memory, plan, now, &mut budget).await;
         self.write_policy_events(&mut memory, plan, now, &mut budget)
             .await;
+        self.write_claim_labels(plan, &mut budget).await;
         self.memory = Some(memory);
         if budget.lost {
             tracing::info!(
@@ -581,6 +582,46 @@ impl Writer {
                 Emit::Nothing => {}
                 Emit::Failed(e) => {
                     tracing::warn!(namespace = %ns, object = %key.object.name, error = %e, "cannot create or refresh Event");
+                }
+            }
+        }
+    }
+
+    /// Label the claims classified objects mount (`super::claims`). No
+    /// memory is kept: once the claim's watch delivers the label, the next
+    /// plan no longer lists it, and a repeated merge patch changes nothing.
+    async fn write_claim_labels(&self, plan: &AuditPlan, budget: &mut Budget) {
+        for label in &plan.claim_labels {
+            if !budget.take() {
+                return;
+            }
+            let api: Api<PersistentVolumeClaim> =
+                Api::namespaced(self.client.clone(), &label.namespace);
+            let patch = json!({"metadata": {
+                "labels": {crate::api::DATA_CLASS_LABEL: label.value},
+                "annotations": {super::claims::CLASSIFIED_BY_ANNOTATION: label.classified_by},
+            }});
+            match api
+                .patch(&label.claim, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => tracing::info!(
+                    namespace = %label.namespace,
+                    claim = %label.claim,
+                    classes = %label.value,
+                    by = %label.classified_by,
+                    "labelled a claim a classified workload mounts: its data keeps the class after the workload is gone"
+                ),
+                // Deleted meanwhile: nothing to keep classified.
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => {
+                    budget.stats.errors += 1;
+                    tracing::warn!(
+                        namespace = %label.namespace,
+                        claim = %label.claim,
+                        error = %e,
+                        "cannot label a claim a classified workload mounts (needs patch on persistentvolumeclaims: chart value audit.labelClaims)"
+                    );
                 }
             }
         }

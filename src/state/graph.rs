@@ -160,6 +160,57 @@ pub fn inherited_classes(w: &Workload, chain: &Chain<'_>) -> Vec<InheritedClass>
     out
 }
 
+/// The classes `w` carries through the claims it mounts (data follows the
+/// volume: `engine::classes_through_claims`), from the classified
+/// workloads of its namespace in `workloads`, that neither `w` declares nor
+/// `inherited` (its owner chain's) already gives it. A value that cannot be
+/// read is passed on (fail closed). Costs one pass over `w`'s volumes when
+/// it mounts no claim.
+pub fn claim_classes(
+    w: &Workload,
+    workloads: &Workloads,
+    inherited: &[InheritedClass],
+) -> Vec<InheritedClass> {
+    let mounts_claim = w
+        .pod
+        .volumes
+        .iter()
+        .flatten()
+        .any(|v| v.persistent_volume_claim.is_some());
+    if !mounts_claim {
+        return Vec::new();
+    }
+    let others: Vec<Arc<Workload>> = super::index::in_namespace(workloads, &w.namespace)
+        .map(|(_, o)| Arc::clone(o))
+        .collect();
+    let mut have = own_classes(w);
+    for i in inherited {
+        match (parse_class_list(&i.value), have.as_mut()) {
+            (Ok(classes), Some(have)) => have.extend(classes),
+            _ => have = None,
+        }
+    }
+    let mut out = Vec::new();
+    for shared in crate::engine::classes_through_claims(w, &others) {
+        let adds = match (parse_class_list(&shared.value), have.as_mut()) {
+            (Ok(classes), Some(have)) => {
+                let new = classes.iter().any(|c| !have.contains(c));
+                have.extend(classes);
+                new
+            }
+            _ => true,
+        };
+        if adds {
+            out.push(InheritedClass {
+                owner: shared.owner,
+                location: format!("the claim {} it shares", shared.claim),
+                value: shared.value,
+            });
+        }
+    }
+    out
+}
+
 /// `w` with the classes its controller owner chain in `workloads` adds;
 /// the same `Arc` (no copy) when it adds none.
 pub fn with_inherited(w: &Arc<Workload>, workloads: &Workloads) -> Arc<Workload> {

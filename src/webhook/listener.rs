@@ -38,7 +38,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -420,6 +420,9 @@ struct Shared {
     over_budget: Throttled,
     sources: Arc<Sources>,
     source_busy: Throttled,
+    /// False once shutdown began (readiness failing): answers then carry
+    /// `Connection: close`.
+    serving: Arc<AtomicBool>,
 }
 
 /// Serve HTTPS on `listener` until `shutdown` resolves, then let in-flight
@@ -444,6 +447,7 @@ pub async fn serve(
         over_budget: Throttled::new(Duration::from_secs(10)),
         sources: Sources::new(&limits),
         source_busy: Throttled::new(Duration::from_secs(10)),
+        serving: app.serving.clone(),
     });
     let mut builder = http1::Builder::new();
     builder
@@ -692,7 +696,7 @@ async fn handle(
         })
     }
     .await;
-    Ok(match outcome {
+    let mut resp = match outcome {
         Ok(resp) => resp,
         Err(refusal) => {
             shared.metrics.refuse(refusal.reason());
@@ -725,7 +729,19 @@ async fn handle(
             }
             refusal.response(&shared)
         }
-    })
+    };
+    // Shutting down (readiness fails while the endpoint is withdrawn): this
+    // connection is not kept for another request. The API server pools
+    // connections by the Service's name, not the Pod, and would go on
+    // sending reviews on them until the listener closes them, racing the
+    // close ("write: broken pipe", a failed admission, seen in
+    // tests/e2e/availability.rs during `helm upgrade`); now it dials
+    // again and reaches a ready replica.
+    if !shared.serving.load(Ordering::Relaxed) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(resp)
 }
 
 /// Read a body within the per-request and the shared limits.

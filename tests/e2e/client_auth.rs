@@ -13,8 +13,8 @@ use std::time::Duration;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 
 use crate::harness::{
-    apply_policies, apply_when_webhook_answers, cluster, eventually, fullname, install_and_run,
-    root,
+    Mode, apply_policies, apply_when_webhook_answers, cluster, eventually, fullname,
+    install_and_run_in, root,
 };
 
 /// The control-plane kit (../shared/cluster), as scripts/with-cluster.sh
@@ -230,7 +230,15 @@ fn the_api_server_with_a_client_certificate_is_judged_a_plain_client_is_refused(
     let release = "e2e-ca";
     let system = format!("{release}-system");
     let ca_value = format!("webhook.clientCA.pem={}", ca_file.display());
-    let installed = install_and_run(&c, release, &system, &["--set-file", &ca_value]);
+    // This control plane has no worker node: the operator runs as a local
+    // process, registered by URL, in every mode.
+    let installed = install_and_run_in(
+        Mode::Local,
+        &c,
+        release,
+        &system,
+        &["--set-file", &ca_value],
+    );
     apply_policies(&c, &["e2e-ca-personal"], POLICY);
     let ns = "e2e-ca-apps";
     c.fresh_namespace(ns, &[("residencyguard.io/e2e-ca", "true")]);

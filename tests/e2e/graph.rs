@@ -377,3 +377,104 @@ fn a_pod_mounting_a_classified_claim_carries_its_class() {
     let r = apply_as_alice(&c, &plain);
     assert!(r.ok, "{}", r.stderr);
 }
+
+/// Data at rest keeps its class (`audit.labelClaims`): the audit leader
+/// labels the unlabelled claim a classified Deployment mounts. Alice then
+/// deletes the Deployment (its pods go with it) and mounts the claim in an
+/// unlabelled pod pinned to Hong Kong: refused, through the claim's label,
+/// which she cannot take off. Without the label the claim would have lent
+/// its class only while the Deployment existed.
+#[test]
+fn the_audit_labels_a_classified_workloads_claim_so_its_data_stays_classified() {
+    let Some(c) = cluster("graph-claim-labels") else {
+        return;
+    };
+    let apps = "e2e-graph-claim-labels";
+    // Registered before the namespace, so the claim bound to it goes first.
+    let pv_name = "e2e-pv-claim-labels";
+    c.cluster_object("pv", pv_name);
+    let _installed = setup(&c, "e2e-graph-claim-labels", apps);
+    c.grant_edit(apps, USER);
+    c.must_apply(&crate::storage::pv(
+        pv_name,
+        "cn-north-1a",
+        apps,
+        "records-data",
+        false,
+    ));
+    let r = apply_as_alice(&c, &crate::storage::claim(apps, "records-data", pv_name));
+    assert!(r.ok, "{}", r.stderr);
+    let mounting = deployment(apps, "records", "personal", &["cn-north-1"], 1).replace(
+        "      containers: [{name: c, image: registry.k8s.io/pause:3.10}]\n",
+        "      containers: [{name: c, image: registry.k8s.io/pause:3.10}]\n      volumes: [{name: d, persistentVolumeClaim: {claimName: records-data}}]\n",
+    );
+    assert!(mounting.contains("records-data"), "{mounting}");
+    let both = format!(
+        "{}---\n{}",
+        egress_policy(apps, "records-egress", "records", &[]),
+        mounting
+    );
+    let r = eventually(
+        "the Deployment to be admitted once the claim is seen",
+        Duration::from_secs(30),
+        || {
+            let r = apply_as_alice(&c, &both);
+            r.ok.then_some(r)
+        },
+    );
+    assert!(r.ok);
+
+    let labelled = eventually(
+        "the audit to label the claim",
+        Duration::from_secs(60),
+        || {
+            let pvc = c.get_json(&["pvc", "records-data", "-n", apps])?;
+            (pvc["metadata"]["labels"]["residencyguard.io/data-class"] == "personal").then_some(pvc)
+        },
+    );
+    assert_eq!(
+        labelled["metadata"]["annotations"]["residencyguard.io/classified-by"],
+        format!("Deployment {apps}/records"),
+        "{labelled}"
+    );
+
+    let r = as_alice(
+        &c,
+        &[
+            "delete",
+            "deployment",
+            "records",
+            "-n",
+            apps,
+            "--wait=false",
+        ],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let copy = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: copy, namespace: {apps}}}\nspec:\n  nodeSelector: {{topology.kubernetes.io/region: ap-east-1}}\n  containers: [{{name: c, image: registry.k8s.io/pause:3.10}}]\n  volumes: [{{name: d, persistentVolumeClaim: {{claimName: records-data}}}}]\n"
+    );
+    let r = apply_as_alice(&c, &copy);
+    assert!(
+        !r.ok,
+        "an unlabelled pod took the deleted Deployment's data abroad"
+    );
+    assert!(
+        r.stderr.contains(&format!(
+            "residencyguard.io/data-class=personal on PersistentVolumeClaim {apps}/records-data"
+        )),
+        "{}",
+        r.stderr
+    );
+    let r = as_alice(
+        &c,
+        &[
+            "label",
+            "pvc",
+            "records-data",
+            "-n",
+            apps,
+            "residencyguard.io/data-class-",
+        ],
+    );
+    assert!(!r.ok, "the claim was declassified without the verb");
+}

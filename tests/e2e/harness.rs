@@ -1,10 +1,14 @@
 //! What every end-to-end test needs: the cluster's kubeconfig, real
-//! `kubectl` and `helm`, the operator as a local process, waiting, and a
-//! cleanup that runs even when the test fails.
+//! `kubectl` and `helm`, the operator, waiting, and a cleanup that runs even
+//! when the test fails.
 //!
-//! The tests talk to the cluster the way a user does (kubectl, helm) and run
-//! the operator the way the chart does (its environment, its
-//! ServiceAccount), so what they prove holds for an installation.
+//! The tests talk to the cluster the way a user does (kubectl, helm). The
+//! operator runs in one of two modes (`Mode`): as a local process the way
+//! the chart runs it (its environment, its ServiceAccount; the webhook
+//! registered by URL), or, with RESIDENCY_GUARD_E2E_IMAGE, as the chart
+//! ships it: its own Pods on the kit's worker node, the webhook called
+//! through the Service. Only the journey's stale-watch test (it reads the
+//! local process's /readyz) always runs the local process.
 
 use std::cell::RefCell;
 use std::io::{Read, Write};
@@ -360,7 +364,10 @@ impl Drop for Cluster {
             match step {
                 Undo::Namespace(name) => delete_namespace(self, &name),
                 Undo::ClusterObject(kind, name) => {
-                    self.kubectl(&["delete", &kind, &name, "--ignore-not-found"]);
+                    // Never wait: a PersistentVolume keeps its protection
+                    // finalizer while a claim in a namespace not yet
+                    // deleted is bound to it.
+                    self.kubectl(&["delete", &kind, &name, "--ignore-not-found", "--wait=false"]);
                 }
                 Undo::HelmRelease { release, namespace } => {
                     let r = self.helm(&["uninstall", &release, "-n", &namespace, "--wait"]);
@@ -452,11 +459,80 @@ fn client_ca_file(c: &Cluster, deployment: &Value, namespace: &str) -> String {
     path.to_str().expect("a UTF-8 path").to_string()
 }
 
-/// The operator, run as a local process the way the chart runs it.
+/// How the tests run the operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `serve` as a local process under the chart's ServiceAccount, the
+    /// webhook registered by URL (`webhook.url`), no replicas in the cluster.
+    Local,
+    /// As the chart ships it: the image RESIDENCY_GUARD_E2E_IMAGE (already
+    /// imported into the kit's worker node), two Pods on `kit-worker`, the
+    /// webhook called through its Service, self-managed certificates, the
+    /// chart's ServiceAccount, RBAC, probes, limits and security context.
+    Pods,
+}
+
+/// The node that runs Pods (the kit's `worker`); the fake nodes never do.
+pub const WORKER_NODE: &str = "kit-worker";
+
+/// The taint that keeps the tests' own workloads off the worker (they are
+/// scheduled among the five fake nodes, as without a worker); the
+/// operator's Pods tolerate it in Pods mode. scripts/with-cluster.sh sets
+/// it; Pods mode sets it too, for a cluster started by hand.
+pub const WORKER_TAINT: &str = "residencyguard.io/e2e-operator";
+
+/// The worker's region label (with WORKER_TAINT): the operator runs on a
+/// mainland node, as it would in a mainland cluster, and the worker is
+/// never one of the nodes abroad or unverified that the tests' denial
+/// messages list (the engine counts every node a workload's selectors
+/// match; a taint does not hide one).
+pub const WORKER_REGION: &str = "cn-north-1";
+
+/// Pods mode when RESIDENCY_GUARD_E2E_IMAGE names an image, else Local.
+pub fn mode() -> Mode {
+    if image().is_some() {
+        Mode::Pods
+    } else {
+        Mode::Local
+    }
+}
+
+/// RESIDENCY_GUARD_E2E_IMAGE split into repository and tag.
+pub fn image() -> Option<(String, String)> {
+    let image = std::env::var("RESIDENCY_GUARD_E2E_IMAGE").ok()?;
+    let image = image.trim();
+    if image.is_empty() {
+        return None;
+    }
+    let slash = image.rfind('/').map_or(0, |i| i + 1);
+    match image[slash..].rfind(':') {
+        Some(colon) => Some((
+            image[..slash + colon].to_string(),
+            image[slash + colon + 1..].to_string(),
+        )),
+        None => Some((image.to_string(), "latest".to_string())),
+    }
+}
+
+/// The operator under test: a local process, or the release's Pods.
 pub struct Operator {
-    child: Option<Child>,
-    log: PathBuf,
+    running: Running,
+    /// The local process's admin port (/metrics, /readyz); 0 in Pods mode,
+    /// so tests that read it directly run in `Mode::Local`.
     pub admin_port: u16,
+}
+
+enum Running {
+    Local {
+        child: Option<Child>,
+        log: PathBuf,
+    },
+    Pods {
+        kubectl: PathBuf,
+        kubeconfig: PathBuf,
+        namespace: String,
+        release: String,
+    },
 }
 
 impl Operator {
@@ -511,8 +587,10 @@ impl Operator {
             .spawn()
             .expect("start residency-guard serve");
         let op = Operator {
-            child: Some(child),
-            log,
+            running: Running::Local {
+                child: Some(child),
+                log,
+            },
             admin_port,
         };
         eventually(
@@ -523,31 +601,162 @@ impl Operator {
         op
     }
 
+    /// The release's Pods (installed and ready).
+    fn pods_of(c: &Cluster, release: &str, namespace: &str) -> Operator {
+        Operator {
+            running: Running::Pods {
+                kubectl: c.kubectl.clone(),
+                kubeconfig: c.kubeconfig.clone(),
+                namespace: namespace.to_string(),
+                release: release.to_string(),
+            },
+            admin_port: 0,
+        }
+    }
+
+    /// The names of the release's running operator Pods (Pods mode).
+    pub fn pod_names(&self) -> Vec<String> {
+        let Running::Pods {
+            kubectl,
+            kubeconfig,
+            namespace,
+            release,
+        } = &self.running
+        else {
+            return Vec::new();
+        };
+        let r = run(
+            kubectl,
+            &[
+                "get",
+                "pods",
+                "-n",
+                namespace,
+                "-l",
+                &format!("app.kubernetes.io/instance={release}"),
+                "--field-selector=status.phase=Running",
+                "-o",
+                "jsonpath={.items[*].metadata.name}",
+            ],
+            None,
+            kubeconfig,
+        );
+        r.stdout.split_whitespace().map(str::to_string).collect()
+    }
+
+    /// /metrics: of the local process, or of every running Pod one after
+    /// the other (the API server's pod proxy; counters are per Pod, and the
+    /// tests look for series that some replica has).
     pub fn metrics(&self) -> String {
-        http_body(self.admin_port, "/metrics").unwrap_or_default()
+        match &self.running {
+            Running::Local { .. } => http_body(self.admin_port, "/metrics").unwrap_or_default(),
+            Running::Pods {
+                kubectl,
+                kubeconfig,
+                namespace,
+                ..
+            } => self
+                .pod_names()
+                .iter()
+                .map(|pod| {
+                    let path =
+                        format!("/api/v1/namespaces/{namespace}/pods/{pod}:8080/proxy/metrics");
+                    run(kubectl, &["get", "--raw", &path], None, kubeconfig).stdout
+                })
+                .collect(),
+        }
     }
 
-    /// The operator's log so far.
+    /// The operator's log so far (every Pod's, prefixed, in Pods mode).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        match &self.running {
+            Running::Local { log, .. } => std::fs::read_to_string(log).unwrap_or_default(),
+            Running::Pods {
+                kubectl,
+                kubeconfig,
+                namespace,
+                release,
+            } => {
+                let r = run(
+                    kubectl,
+                    &[
+                        "logs",
+                        "-n",
+                        namespace,
+                        "-l",
+                        &format!("app.kubernetes.io/instance={release}"),
+                        "--prefix",
+                        "--tail=200",
+                    ],
+                    None,
+                    kubeconfig,
+                );
+                r.all()
+            }
+        }
     }
 
-    /// SIGKILL: the operator is gone, as after a crash or an eviction.
+    /// The operator is gone, as after a crash or an eviction: SIGKILL of
+    /// the local process; in Pods mode the Deployment is scaled to 0 and
+    /// this returns once no operator Pod is left.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        match &mut self.running {
+            Running::Local { child, .. } => {
+                if let Some(mut child) = child.take() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+            Running::Pods {
+                kubectl,
+                kubeconfig,
+                namespace,
+                release,
+            } => {
+                let r = run(
+                    kubectl,
+                    &[
+                        "scale",
+                        "deployment",
+                        &fullname(release),
+                        "-n",
+                        namespace,
+                        "--replicas=0",
+                    ],
+                    None,
+                    kubeconfig,
+                );
+                assert!(r.ok, "scale the operator to 0: {}", r.stderr);
+                let selector = format!("app.kubernetes.io/instance={release}");
+                eventually(
+                    "the operator Pods to be gone",
+                    Duration::from_secs(90),
+                    || {
+                        let r = run(
+                            kubectl,
+                            &[
+                                "get", "pods", "-n", namespace, "-l", &selector, "-o", "name",
+                            ],
+                            None,
+                            kubeconfig,
+                        );
+                        (r.ok && r.stdout.trim().is_empty()).then_some(())
+                    },
+                );
+            }
         }
     }
 }
 
 impl Drop for Operator {
     fn drop(&mut self) {
-        self.kill();
+        if let Running::Local { .. } = self.running {
+            self.kill();
+        }
         if std::thread::panicking() {
             let log = self.log();
             let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!("--- operator log ({}), last lines:", self.log.display());
+            eprintln!("--- operator log, last lines:");
             for line in tail.iter().rev() {
                 eprintln!("{line}");
             }
@@ -555,36 +764,68 @@ impl Drop for Operator {
     }
 }
 
-/// The chart installed with its webhook registered at a local URL and the
-/// operator running as a local process under the chart's ServiceAccount.
+/// The chart installed and its operator running: a local process under the
+/// chart's ServiceAccount (webhook registered by URL), or the chart's own
+/// Pods (`Mode::Pods`).
 pub struct Installed {
     pub operator: Operator,
 }
 
-/// Install the chart (webhook at `https://127.0.0.1:<port>`, no in-cluster
-/// replicas: there is no kubelet) and start the operator under its
-/// ServiceAccount; wait until the webhook configuration carries the CA.
+/// Install the chart and run the operator the way `mode()` says, then wait
+/// until the webhook configuration carries the CA.
 pub fn install_and_run(c: &Cluster, release: &str, namespace: &str, extra: &[&str]) -> Installed {
+    install_and_run_in(mode(), c, release, namespace, extra)
+}
+
+/// `install_and_run` in the given mode. Tests that read the local
+/// process's admin port ask for `Mode::Local` (journey's stale-watch test).
+pub fn install_and_run_in(
+    mode: Mode,
+    c: &Cluster,
+    release: &str,
+    namespace: &str,
+    extra: &[&str],
+) -> Installed {
     // The CRD outlives every release (helm.sh/resource-policy: keep) and
     // helm will not adopt one another release installed: apply it as a
     // platform team applying crds/ would, and install without it.
     install_generated_crd(c);
-    let port = free_port();
-    let url = format!("webhook.url=https://127.0.0.1:{port}");
-    let mut args = vec![
-        "--set",
-        &url,
-        "--set",
-        "replicaCount=0",
-        "--set",
-        "crds.install=false",
-    ];
-    args.extend_from_slice(extra);
-    let r = c.helm_install(release, namespace, &args);
-    assert!(r.ok, "helm install failed:\n{}", r.stderr);
     let fullname = fullname(release);
-    let kubeconfig = c.service_account_kubeconfig(namespace, &fullname);
-    let operator = Operator::start_as_chart(c, release, namespace, &kubeconfig, port);
+    let operator = match (mode, image()) {
+        (Mode::Pods, Some((repository, tag))) => {
+            let args = pods_values(c, &repository, &tag);
+            let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+            args.extend_from_slice(&["--set", "crds.install=false"]);
+            args.extend_from_slice(extra);
+            let r = c.helm_install(release, namespace, &args);
+            if !r.ok {
+                let pods = c.kubectl(&["describe", "pods", "-n", namespace]);
+                panic!(
+                    "helm install (Pods mode) failed:\n{}\n{}",
+                    r.stderr, pods.stdout
+                );
+            }
+            Operator::pods_of(c, release, namespace)
+        }
+        (Mode::Pods, None) => panic!("Mode::Pods needs RESIDENCY_GUARD_E2E_IMAGE"),
+        (Mode::Local, _) => {
+            let port = free_port();
+            let url = format!("webhook.url=https://127.0.0.1:{port}");
+            let mut args = vec![
+                "--set",
+                &url,
+                "--set",
+                "replicaCount=0",
+                "--set",
+                "crds.install=false",
+            ];
+            args.extend_from_slice(extra);
+            let r = c.helm_install(release, namespace, &args);
+            assert!(r.ok, "helm install failed:\n{}", r.stderr);
+            let kubeconfig = c.service_account_kubeconfig(namespace, &fullname);
+            Operator::start_as_chart(c, release, namespace, &kubeconfig, port)
+        }
+    };
     eventually(
         "the operator to patch the webhook's caBundle",
         Duration::from_secs(30),
@@ -602,6 +843,48 @@ pub fn install_and_run(c: &Cluster, release: &str, namespace: &str, extra: &[&st
         },
     );
     Installed { operator }
+}
+
+/// The `helm install` arguments that run the chart's own Pods on the
+/// worker node from the imported image (never pulled), waiting until they
+/// are ready. Taints and labels the worker first (idempotent).
+pub fn pods_values(c: &Cluster, repository: &str, tag: &str) -> Vec<String> {
+    c.must(&[
+        "taint",
+        "node",
+        WORKER_NODE,
+        &format!("{WORKER_TAINT}=true:NoSchedule"),
+        "--overwrite",
+    ]);
+    c.must(&[
+        "label",
+        "node",
+        WORKER_NODE,
+        &format!("topology.kubernetes.io/region={WORKER_REGION}"),
+        &format!("topology.kubernetes.io/zone={WORKER_REGION}a"),
+        "--overwrite",
+    ]);
+    [
+        "--set-string",
+        &format!("image.repository={repository}"),
+        "--set-string",
+        &format!("image.tag={tag}"),
+        "--set",
+        "image.pullPolicy=Never",
+        "--set-string",
+        &format!("nodeSelector.kubernetes\\.io/hostname={WORKER_NODE}"),
+        "--set-string",
+        &format!("tolerations[0].key={WORKER_TAINT}"),
+        "--set-string",
+        "tolerations[0].operator=Exists",
+        "--set-string",
+        "tolerations[0].effect=NoSchedule",
+        "--wait",
+        "--timeout=180s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// `kubectl apply -f crds/...` and wait until it is served.

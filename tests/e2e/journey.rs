@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::{
-    Installed, apply_when_webhook_answers, cluster, eventually, fullname, http_body, http_status,
-    install_and_run, install_generated_crd,
+    Installed, Mode, apply_when_webhook_answers, cluster, eventually, fullname, http_body,
+    http_status, install_and_run_in, install_generated_crd, mode,
 };
 
 const REGION: &str = "topology.kubernetes.io/region";
@@ -87,17 +87,18 @@ fn pods_nodes(c: &crate::harness::Cluster, ns: &str, app: &str) -> Vec<String> {
 }
 
 pub(crate) fn setup(c: &crate::harness::Cluster, release: &str, apps: &str) -> Installed {
-    setup_with(c, release, apps, &[])
+    setup_in(mode(), c, release, apps, &[])
 }
 
-/// `setup` with more chart values (`--set` pairs).
-fn setup_with(
+/// `setup` in a given mode, with more chart values (`--set` pairs).
+fn setup_in(
+    mode: Mode,
     c: &crate::harness::Cluster,
     release: &str,
     apps: &str,
     values: &[&str],
 ) -> Installed {
-    let installed = install_and_run(c, release, &format!("{release}-system"), values);
+    let installed = install_and_run_in(mode, c, release, &format!("{release}-system"), values);
     apply_policies(c);
     c.fresh_namespace(apps, &[("residencyguard.io/e2e", "true")]);
     wait_until_enforced(c, apps);
@@ -600,7 +601,9 @@ fn a_failing_watch_makes_the_operator_unready_and_refuse_to_judge() {
         return;
     };
     let apps = "e2e-stale-apps";
-    let installed = setup_with(
+    // Reads /readyz of the local process: Mode::Local also in Pods mode.
+    let installed = setup_in(
+        Mode::Local,
         &c,
         "e2e-stale",
         apps,

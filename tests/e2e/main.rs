@@ -8,9 +8,15 @@
 //! runs them; `scripts/e2e.sh` does the same on a developer's machine, and
 //! against any other cluster with RESIDENCY_GUARD_E2E_KUBECONFIG set.
 //!
+//! With RESIDENCY_GUARD_E2E_IMAGE (an operator image already imported into
+//! the kit's worker node; scripts/with-cluster.sh does it as root) they
+//! install the chart with that image and run the operator as it ships, in
+//! Pods (harness::Mode::Pods); `availability` runs only then.
+//!
 //! The tests share one cluster and run one at a time (.config/nextest.toml).
 
 mod audit;
+mod availability;
 mod client_auth;
 mod crd;
 mod daemonset;
@@ -19,6 +25,7 @@ mod harness;
 mod journey;
 mod namespace_check;
 mod ownership;
+mod pod_features;
 mod report;
 mod storage;
 mod transcripts;

@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use crate::harness::{Operator, cluster, eventually, free_port, fullname, install_and_run};
+use crate::harness::{
+    Mode, Operator, cluster, eventually, free_port, fullname, install_and_run_in,
+};
 
 fn exposed(metrics: &str, verb: &str) -> Option<i64> {
     let key = format!("residency_guard_operator_namespace_exposed{{verb=\"{verb}\"}} ");
@@ -43,7 +45,9 @@ fn an_edit_binding_for_every_authenticated_user_exposes_the_namespace() {
     };
     let release = "e2e-nscheck";
     let system = format!("{release}-system");
-    let mut installed = install_and_run(&c, release, &system, &[]);
+    // A local process, so that it can be restarted after the binding
+    // (the check runs once, at start-up) with the chart's ServiceAccount.
+    let mut installed = install_and_run_in(Mode::Local, &c, release, &system, &[]);
     let [create, exec, ephemeral] = checked(&installed.operator);
     assert_eq!(
         [create, exec, ephemeral],

@@ -25,7 +25,7 @@ spec:
 
 /// A PV in `zone` (topology by node affinity, or by labels when
 /// `labelled`, which can change later), pre-bound to claim `<claim>`.
-fn pv(name: &str, zone: &str, ns: &str, claim: &str, labelled: bool) -> String {
+pub(crate) fn pv(name: &str, zone: &str, ns: &str, claim: &str, labelled: bool) -> String {
     let topology = if labelled {
         String::new()
     } else {
@@ -43,7 +43,7 @@ fn pv(name: &str, zone: &str, ns: &str, claim: &str, labelled: bool) -> String {
     )
 }
 
-fn claim(ns: &str, name: &str, volume: &str) -> String {
+pub(crate) fn claim(ns: &str, name: &str, volume: &str) -> String {
     format!(
         "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: \"\"\n  volumeName: {volume}\n  resources: {{requests: {{storage: 1Gi}}}}\n"
     )
