@@ -16,6 +16,7 @@ pub mod cli;
 pub mod crdgen;
 pub mod datafiles;
 pub mod engine;
+pub mod exposure;
 pub mod report;
 pub mod serve;
 pub mod state;

@@ -240,12 +240,23 @@ pub struct ServeArgs {
         default_value_t = 128
     )]
     pub reserved_connections: usize,
+    /// PEM of the CA that issued the API server's webhook client
+    /// certificate: webhook clients without a certificate from it are
+    /// refused at the TLS handshake (read at start-up). Set it only once
+    /// the API server presents one (its AdmissionConfiguration).
+    #[arg(long, env = "RESIDENCY_GUARD_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
-    /// The webhook listener's limits from the flags.
-    pub fn limits(&self) -> listener::Limits {
-        listener::Limits {
+    /// The webhook listener's limits from the flags (reads the client CA).
+    pub fn limits(&self) -> Result<listener::Limits, tls::TlsError> {
+        let client_ca = self
+            .client_ca_file
+            .as_deref()
+            .map(tls::ClientCa::from_file)
+            .transpose()?;
+        Ok(listener::Limits {
             handshake_timeout: Duration::from_secs(self.tls_handshake_timeout_seconds),
             header_timeout: Duration::from_secs(self.header_timeout_seconds),
             request_timeout: Duration::from_secs(self.request_timeout_seconds),
@@ -256,7 +267,8 @@ impl ServeArgs {
             max_inflight_per_source: self.max_inflight_reviews_per_source,
             trusted_sources: self.trusted_source_cidrs.clone(),
             reserved_connections: self.reserved_connections,
-        }
+            client_ca,
+        })
     }
 }
 
@@ -278,8 +290,11 @@ pub fn init_tracing(format: LogFormat, level: &str) {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format, &args.log_level);
     let lang = Lang::from_setting(&args.lang)?;
-    let limits = args.limits();
+    let limits = args.limits()?;
     limits.validate(args.max_body_bytes)?;
+    if let Some(ca) = &limits.client_ca {
+        tracing::info!(client_ca = %ca.source, "webhook clients must present a certificate from this CA");
+    }
     let (catalogue, address_space) = args.data.load()?;
     let client = kube::Client::try_default().await?;
     let state = state::start(
@@ -293,8 +308,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .health
         .set_stale_after(Duration::from_secs(args.stale_after_seconds.max(1)));
     let audit_metrics = audit::metrics::AuditMetrics::new();
+    let exposure = crate::exposure::ExposureGauge::new();
     let metrics = metrics::Metrics::new_with(|registry| {
         state.health.register(registry);
+        exposure.register(registry);
         if args.audit {
             audit_metrics.register(registry);
         }
@@ -322,6 +339,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    // Who else can run code in this namespace: asked once, in the
+    // background; never blocks or fails start-up.
+    tokio::spawn(crate::exposure::check(
+        client.clone(),
+        args.namespace.clone(),
+        lang,
+        exposure,
+    ));
     let certs = tls::CertStore::new();
     match args.tls_mode {
         TlsMode::Files => {

@@ -850,13 +850,7 @@ fn audit_perms(ns: &str) -> BTreeSet<Perm> {
             &["residency-guard"],
         ),
         // Data at rest keeps its class (audit.labelClaims, default on).
-        (
-            "cluster",
-            "",
-            &["persistentvolumeclaims"],
-            &["patch"],
-            &[],
-        ),
+        ("cluster", "", &["persistentvolumeclaims"], &["patch"], &[]),
         (
             ns,
             "coordination.k8s.io",
@@ -2311,4 +2305,101 @@ fn storage_objects_are_watched_not_reviewed() {
             );
         }
     }
+}
+
+/// `webhook.clientCA`: the PEM (a ConfigMap of the chart) or an existing
+/// ConfigMap is mounted and named in RESIDENCY_GUARD_CLIENT_CA_FILE; the
+/// pods roll when the PEM changes; both at once is refused; without it
+/// nothing is mounted.
+#[test]
+fn webhook_client_ca_is_mounted_and_named_in_the_environment() {
+    let helm = helm_or_skip!();
+    const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----";
+    let path = "/etc/residency-guard/client-ca/ca.crt";
+    let deployment = |objs: &[Value]| one(objs, "Deployment").clone();
+    let volume = |d: &Value| {
+        d["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"] == "client-ca")
+            .map(|v| {
+                v["configMap"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+    };
+    let mounted = |d: &Value| {
+        d["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["name"] == "client-ca" && m["mountPath"] == "/etc/residency-guard/client-ca")
+    };
+
+    let objs = render(&helm, &["--set", &format!("webhook.clientCA.pem={PEM}")]);
+    assert_eq!(env(&objs)["RESIDENCY_GUARD_CLIENT_CA_FILE"], path);
+    let d = deployment(&objs);
+    let map = format!("{}-client-ca", fullname_of(&objs));
+    assert_eq!(volume(&d).as_deref(), Some(map.as_str()));
+    assert!(mounted(&d));
+    let cm = all(&objs, "ConfigMap")
+        .into_iter()
+        .find(|c| name(c) == map)
+        .expect("the chart's client CA ConfigMap");
+    assert_eq!(cm["data"]["ca.crt"].as_str().map(str::trim), Some(PEM));
+    let checksum = |objs: &[Value]| {
+        deployment(objs)["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let other = render(
+        &helm,
+        &[
+            "--set",
+            &format!("webhook.clientCA.pem={}", PEM.replace("fake", "other")),
+        ],
+    );
+    assert_ne!(
+        checksum(&objs),
+        checksum(&other),
+        "pods roll when the CA changes"
+    );
+
+    let objs = render(
+        &helm,
+        &["--set", "webhook.clientCA.existingConfigMap=api-client-ca"],
+    );
+    assert_eq!(env(&objs)["RESIDENCY_GUARD_CLIENT_CA_FILE"], path);
+    assert_eq!(volume(&deployment(&objs)).as_deref(), Some("api-client-ca"));
+    assert!(
+        all(&objs, "ConfigMap")
+            .iter()
+            .all(|c| !name(c).ends_with("-client-ca")),
+        "an existing ConfigMap is not created"
+    );
+
+    let e = try_render(
+        &helm,
+        RELEASE,
+        NS,
+        &[
+            "--set",
+            "webhook.clientCA.existingConfigMap=api-client-ca",
+            "--set",
+            &format!("webhook.clientCA.pem={PEM}"),
+        ],
+    )
+    .expect_err("pem and existingConfigMap together");
+    assert!(e.contains("set pem or existingConfigMap, not both"), "{e}");
+
+    let objs = render::<&str>(&helm, &[]);
+    assert!(!env(&objs).contains_key("RESIDENCY_GUARD_CLIENT_CA_FILE"));
+    assert_eq!(volume(&deployment(&objs)), None);
+}
+
+fn fullname_of(objs: &[Value]) -> String {
+    name(one(objs, "Deployment")).to_string()
 }

@@ -12,4 +12,4 @@ pub mod self_managed;
 mod store;
 
 pub use files::CertFiles;
-pub use store::{CertStore, TlsError, certified_key};
+pub use store::{CertStore, ClientCa, TlsError, certified_key};

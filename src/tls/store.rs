@@ -7,7 +7,8 @@
 use std::sync::{Arc, RwLock};
 
 use rustls::ServerConfig;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -24,6 +25,66 @@ pub enum TlsError {
     Unsupported(String),
     #[error("TLS configuration: {0}")]
     Config(String),
+    #[error(
+        "{0}: no usable CA certificate for client authentication ({1}); give the PEM of the CA that signed the API server's webhook client certificate"
+    )]
+    ClientCa(String, String),
+}
+
+/// The CA whose certificates the webhook accepts as client certificates
+/// (`--client-ca-file`): with one, a connection without a client
+/// certificate chained to it is refused at the TLS handshake.
+#[derive(Clone, Debug)]
+pub struct ClientCa {
+    /// Where it came from (a path), for messages.
+    pub source: String,
+    pem: Vec<u8>,
+    verifier: Arc<dyn ClientCertVerifier>,
+}
+
+impl PartialEq for ClientCa {
+    fn eq(&self, other: &ClientCa) -> bool {
+        self.source == other.source && self.pem == other.pem
+    }
+}
+
+impl Eq for ClientCa {}
+
+impl ClientCa {
+    /// Parse the PEM of one or more CA certificates.
+    pub fn from_pem(source: &str, pem: &[u8]) -> Result<ClientCa, TlsError> {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| TlsError::ClientCa(source.to_string(), e.to_string()))?;
+        if certs.is_empty() {
+            return Err(TlsError::ClientCa(
+                source.to_string(),
+                "no CERTIFICATE block".into(),
+            ));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| TlsError::ClientCa(source.to_string(), e.to_string()))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| TlsError::ClientCa(source.to_string(), e.to_string()))?;
+        Ok(ClientCa {
+            source: source.to_string(),
+            pem: pem.to_vec(),
+            verifier,
+        })
+    }
+
+    /// Read and parse a PEM file.
+    pub fn from_file(path: &std::path::Path) -> Result<ClientCa, TlsError> {
+        let source = path.display().to_string();
+        let pem = std::fs::read(path).map_err(|e| TlsError::Read(source.clone(), e))?;
+        ClientCa::from_pem(&source, &pem)
+    }
 }
 
 /// Parse a PEM certificate chain and private key into a rustls key pair.
@@ -93,14 +154,22 @@ impl CertStore {
         self.current.read().map(|c| c.is_some()).unwrap_or(false)
     }
 
-    /// A rustls server configuration that resolves through this store.
-    pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, TlsError> {
+    /// A rustls server configuration that resolves through this store;
+    /// with `client_ca`, every client must present a certificate chained to
+    /// it (the handshake fails otherwise).
+    pub fn server_config(
+        self: &Arc<Self>,
+        client_ca: Option<&ClientCa>,
+    ) -> Result<Arc<ServerConfig>, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = ServerConfig::builder_with_provider(provider)
+        let builder = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| TlsError::Config(e.to_string()))?
-            .with_no_client_auth()
-            .with_cert_resolver(self.clone());
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let builder = match client_ca {
+            Some(ca) => builder.with_client_cert_verifier(ca.verifier.clone()),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }

@@ -14,6 +14,7 @@
 //! | connections from one source address (`--max-connections-per-source`) | 128 | further connections from it are closed at once |
 //! | reviews in flight from one source address (`--max-inflight-reviews-per-source`) | 64 | 429 with `Retry-After: 1` |
 //! | connections from untrusted sources together, when `--trusted-source-cidrs` is set | `--max-connections` − `--reserved-connections` (512 − 128) | further untrusted connections are closed at once |
+//! | a client certificate, when `--client-ca-file` is set | none | the TLS handshake fails without one chained to that CA |
 //!
 //! Every pod can reach the webhook port, so one source must not take every
 //! connection or every worker: the per-source caps keep a share for the
@@ -57,6 +58,7 @@ use tower::ServiceExt;
 use super::ServeError;
 use super::metrics::Metrics;
 use super::server::{App, webhook_router};
+use crate::tls::ClientCa;
 
 /// Largest read buffer per connection (request line and headers must fit).
 pub const MAX_HEADER_BUFFER: usize = 64 * 1024;
@@ -80,6 +82,9 @@ pub struct Limits {
     pub trusted_sources: Vec<ipnet::IpNet>,
     /// Connections only trusted sources may use (when any are listed).
     pub reserved_connections: usize,
+    /// With a CA, only clients presenting a certificate it issued (the
+    /// API server, configured with one) complete the TLS handshake.
+    pub client_ca: Option<ClientCa>,
 }
 
 impl Default for Limits {
@@ -95,6 +100,7 @@ impl Default for Limits {
             max_inflight_per_source: 64,
             trusted_sources: Vec::new(),
             reserved_connections: 128,
+            client_ca: None,
         }
     }
 }
@@ -429,7 +435,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     limits.validate(app.max_body_bytes)?;
-    let config = app.certs.server_config()?;
+    let config = app.certs.server_config(limits.client_ca.as_ref())?;
     let acceptor = TlsAcceptor::from(config);
     let metrics = app.metrics.clone();
     let shared = Arc::new(Shared {
@@ -457,6 +463,7 @@ pub async fn serve(
     }));
     let at_capacity = Throttled::new(Duration::from_secs(10));
     let source_capped = Throttled::new(Duration::from_secs(10));
+    let no_client_cert = Arc::new(Throttled::new(Duration::from_secs(10)));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -523,6 +530,7 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let shared = shared.clone();
         let handshake_timeout = limits.handshake_timeout;
+        let no_client_cert = no_client_cert.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let _untrusted = untrusted_slot;
@@ -531,7 +539,19 @@ pub async fn serve(
             let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(t)) => t,
                 Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    if is_client_certificate_error(&e) {
+                        shared.metrics.refuse("client_certificate");
+                        if let Some(n) = no_client_cert.tick() {
+                            tracing::warn!(
+                                %peer,
+                                error = %e,
+                                refused = n,
+                                "webhook connection refused: no client certificate issued by --client-ca-file (if this is the API server, give it one in its AdmissionConfiguration kubeconfig; see docs/operator-contract.md, \"Client certificates\")"
+                            );
+                        }
+                    } else {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    }
                     return;
                 }
                 Err(_) => {
@@ -558,6 +578,16 @@ pub async fn serve(
         _ = tokio::time::sleep(limits.drain) => tracing::warn!("shutdown: connections still open after the drain period"),
     }
     Ok(())
+}
+
+/// A handshake refused because the client presented no certificate, or
+/// one not chained to the client CA.
+fn is_client_certificate_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::NoCertificatesPresented | rustls::Error::InvalidCertificate(_))
+    )
 }
 
 /// Why a request was not handed to the router.

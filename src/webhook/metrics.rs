@@ -94,8 +94,8 @@ pub struct EndpointLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     /// connection_limit, source_connections, source_inflight,
-    /// handshake_timeout, too_large, inflight_bytes, body_timeout,
-    /// review_timeout, body_error.
+    /// handshake_timeout, client_certificate, too_large, inflight_bytes,
+    /// body_timeout, review_timeout, body_error.
     pub reason: &'static str,
 }
 

@@ -438,6 +438,27 @@ pub fn yaml_documents(text: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The chart's client CA (webhook.clientCA) as the pod would see it: the
+/// ConfigMap its `client-ca` volume names, written to a local file.
+fn client_ca_file(c: &Cluster, deployment: &Value, namespace: &str) -> String {
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"].as_array();
+    let map = volumes
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == "client-ca")
+        .and_then(|v| v["configMap"]["name"].as_str())
+        .expect("RESIDENCY_GUARD_CLIENT_CA_FILE without a client-ca volume");
+    let cm = eventually("the client CA ConfigMap", Duration::from_secs(10), || {
+        c.get_json(&["configmap", map, "-n", namespace])
+    });
+    let pem = cm["data"]["ca.crt"]
+        .as_str()
+        .expect("the client CA ConfigMap has ca.crt");
+    let path = c.scratch.join("client-ca.crt");
+    std::fs::write(&path, pem).expect("write the client CA");
+    path.to_str().expect("a UTF-8 path").to_string()
+}
+
 /// How the tests run the operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -547,6 +568,7 @@ impl Operator {
                 (_, "RESIDENCY_GUARD_NAMESPACE") => namespace.to_string(),
                 (_, "RESIDENCY_GUARD_POD_NAME") => format!("{release}-e2e-0"),
                 (_, "RESIDENCY_GUARD_LOG_FORMAT") => "text".to_string(),
+                (_, "RESIDENCY_GUARD_CLIENT_CA_FILE") => client_ca_file(c, &deployment, namespace),
                 (Some(v), _) => v.to_string(),
                 (None, _) => panic!("env {name} is neither a value nor known to the test: {e}"),
             };

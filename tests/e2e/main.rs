@@ -17,11 +17,13 @@
 
 mod audit;
 mod availability;
+mod client_auth;
 mod crd;
 mod daemonset;
 mod graph;
 mod harness;
 mod journey;
+mod namespace_check;
 mod ownership;
 mod pod_features;
 mod report;

@@ -33,6 +33,7 @@ pub const NOW: &str = "2026-11-23T00:00:00Z";
 pub struct TestCa {
     issuer: Issuer<'static, KeyPair>,
     pub cert_der: CertificateDer<'static>,
+    pub cert_pem: String,
 }
 
 impl TestCa {
@@ -43,6 +44,7 @@ impl TestCa {
         let cert = params.self_signed(&key).unwrap();
         TestCa {
             cert_der: cert.der().clone(),
+            cert_pem: cert.pem(),
             issuer: Issuer::new(params, key),
         }
     }
@@ -52,6 +54,18 @@ impl TestCa {
         let key = KeyPair::generate().unwrap();
         let params =
             CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// (cert PEM, key PEM) of a TLS client certificate for `common_name`.
+    pub fn client_pair(&self, common_name: &str) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
     }
@@ -169,6 +183,31 @@ impl TestServer {
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
+        TlsClient {
+            addr: self.addr,
+            connector: TlsConnector::from(Arc::new(config)),
+            source: None,
+        }
+    }
+
+    /// As `client`, presenting a client certificate (PEM chain and key).
+    pub fn client_with_cert(&self, cert_pem: &str, key_pem: &str) -> TlsClient {
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.cert_der.clone()).unwrap();
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap();
         TlsClient {
             addr: self.addr,
             connector: TlsConnector::from(Arc::new(config)),
