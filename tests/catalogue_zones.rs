@@ -66,7 +66,11 @@ fn provider_id(cat: &Catalogue, entry: &RegionEntry, zone: &str) -> Option<Strin
     cat.providers()
         .find(|p| p.provider == entry.provider)
         .and_then(|p| p.provider_id.as_deref())
-        .map(|t| t.replace("{region}", &entry.region).replace("{zone}", zone))
+        .map(|t| {
+            t.replace("{region}", &entry.region)
+                .replace("{zone}", zone)
+                .replace("{instance}", "i-example0")
+        })
 }
 
 fn csi_zone_keys(cat: &Catalogue, provider: &str) -> Vec<String> {
@@ -386,4 +390,79 @@ proptest! {
             prop_assert!(cat.zone_readings(&zone).all(|(p, r)| r == region && cat.provider_has_region(p, r)));
         }
     }
+}
+
+fn standing(region: Option<&str>, zone: Option<&str>, provider_id: &str) -> NodeStanding {
+    let mut labels = BTreeMap::new();
+    if let Some(r) = region {
+        labels.insert(GA_REGION.to_string(), r.to_string());
+    }
+    if let Some(z) = zone {
+        labels.insert(GA_ZONE.to_string(), z.to_string());
+    }
+    let info = NodeInfo {
+        name: "n".into(),
+        labels,
+        provider_id: Some(provider_id.to_string()),
+    };
+    ClassifiedNode::new(info, Catalogue::builtin()).standing
+}
+
+/// Providers the catalogue describes only by data (a providerID template):
+/// the providerID names the provider, and, where its template carries a
+/// zone, the region, which the label must then agree with.
+#[test]
+fn nodes_of_template_providers_are_trusted_as_their_provider_id_says() {
+    use residency_guard::engine::Untrusted;
+    // Volcano Engine: volcengine://<instance>, no location in it.
+    let vke = "volcengine://i-ybqzudcktgkdvbnfzcul";
+    assert!(standing(Some("cn-beijing"), Some("cn-beijing-a"), vke).is_mainland());
+    assert!(standing(Some("cn-datong"), None, vke).is_mainland());
+    assert!(matches!(
+        standing(Some("cn-hongkong"), Some("cn-hongkong-a"), vke),
+        NodeStanding::Outside { .. }
+    ));
+    // A Volcano Engine node labelled with a region Volcano Engine does not
+    // have is not trusted, even though the code is mainland elsewhere.
+    assert!(matches!(
+        standing(Some("ap-beijing"), None, vke),
+        NodeStanding::Untrusted(Untrusted::RegionNotOfProvider { .. })
+    ));
+    assert!(matches!(
+        standing(None, None, vke),
+        NodeStanding::Untrusted(Untrusted::MissingRegion { hint: None })
+    ));
+    // UCloud: UCloud://<zone>//<node>, the zone places the node.
+    let uk8s = "UCloud://cn-sh2-02//uk8s-vsc0vgob-n-mpzxc";
+    assert!(standing(Some("cn-sh2"), Some("cn-sh2-02"), uk8s).is_mainland());
+    assert!(matches!(
+        standing(Some("cn-bj2"), None, uk8s),
+        NodeStanding::Untrusted(Untrusted::ProviderIdContradicts { .. })
+    ));
+    // Without a region label, a providerID abroad is evidence enough...
+    for (id, country) in [
+        ("UCloud://hk-01//uk8s-x", "HK"),
+        ("UCloud://tw-tp-01//uk8s-x", "TW"),
+    ] {
+        match standing(None, None, id) {
+            NodeStanding::Outside { country: c, .. } => assert_eq!(c, country, "{id}"),
+            other => panic!("{id}: {other:?}"),
+        }
+    }
+    // ...and one in the mainland is only a hint.
+    assert!(matches!(
+        standing(None, None, uk8s),
+        NodeStanding::Untrusted(Untrusted::MissingRegion { hint: Some(_) })
+    ));
+    // A zone the template captures but the catalogue cannot place names
+    // the provider and no region.
+    assert!(matches!(
+        standing(Some("cn-sh2"), None, "UCloud://cn-zz9-01//x"),
+        NodeStanding::Mainland { .. }
+    ));
+    // Not the template: not UCloud (case and separators matter).
+    assert!(matches!(
+        standing(Some("cn-sh2"), None, "ucloud://cn-sh2-02/x"),
+        NodeStanding::Mainland { .. }
+    ));
 }

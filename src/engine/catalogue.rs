@@ -100,6 +100,8 @@ pub enum ZoneForm {
     DashLetter,
     /// `<region>-<number>`: `ap-guangzhou-3` (Tencent), `chinanorth3-1` (Azure).
     DashNumber,
+    /// `<region>-<two digits>`: `cn-sh2-02`, `hk-01` (UCloud).
+    DashPadded,
     /// A decimal zone ID whose thousands are the rule's `prefix`, in the
     /// rule's `region`: `100003` is zone 3 of Tencent's `gz`.
     ZoneId,
@@ -151,6 +153,12 @@ impl ZoneRule {
                 .rsplit_once('-')
                 .filter(|(_, n)| zone_number(n))
                 .map(|(r, _)| r),
+            ZoneForm::DashPadded => zone
+                .rsplit_once('-')
+                .filter(|(_, n)| {
+                    n.len() == 2 && n.bytes().all(|b| b.is_ascii_digit()) && *n != "00"
+                })
+                .map(|(r, _)| r),
             ZoneForm::ZoneId => {
                 let id = (zone.len() == 6 && zone.bytes().all(|b| b.is_ascii_digit()))
                     .then(|| zone.parse::<u32>().ok())
@@ -184,6 +192,7 @@ impl ZoneRule {
             ZoneForm::Letter => Some(format!("{region}a")),
             ZoneForm::DashLetter => Some(format!("{region}-a")),
             ZoneForm::DashNumber => Some(format!("{region}-1")),
+            ZoneForm::DashPadded => Some(format!("{region}-01")),
             ZoneForm::ZoneId => (self.region.as_deref() == Some(region))
                 .then(|| self.prefix.map(|p| format!("{:06}", p * 1000 + 1)))
                 .flatten(),
@@ -227,6 +236,84 @@ pub struct ProviderEntry {
     pub node_labels: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+}
+
+/// What a providerID template captured: `{region}` and `{zone}` values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProviderIdParts<'a> {
+    pub region: Option<&'a str>,
+    pub zone: Option<&'a str>,
+}
+
+impl ProviderEntry {
+    /// Match `id` against this provider's `provider-id` template: literal
+    /// text must match exactly; `{region}`, `{zone}` and `{instance}` each
+    /// match a non-empty run without `/` up to the next literal (or the
+    /// end). `None` when the template does not fit (or there is none).
+    pub fn match_provider_id<'a>(&self, id: &'a str) -> Option<ProviderIdParts<'a>> {
+        let template = self.provider_id.as_deref()?;
+        let tokens = template_tokens(template)?;
+        let mut parts = ProviderIdParts::default();
+        let mut rest = id;
+        let mut iter = tokens.iter().peekable();
+        while let Some(token) = iter.next() {
+            match token {
+                Token::Literal(lit) => rest = rest.strip_prefix(lit)?,
+                Token::Field(field) => {
+                    let end = match iter.peek() {
+                        Some(Token::Literal(next)) => rest.find(next)?,
+                        Some(Token::Field(_)) => return None,
+                        None => rest.len(),
+                    };
+                    let (value, after) = rest.split_at(end);
+                    if value.is_empty() || value.contains('/') {
+                        return None;
+                    }
+                    match *field {
+                        "region" => parts.region = Some(value),
+                        "zone" => parts.zone = Some(value),
+                        _ => {}
+                    }
+                    rest = after;
+                }
+            }
+        }
+        rest.is_empty().then_some(parts)
+    }
+}
+
+enum Token<'t> {
+    Literal(&'t str),
+    Field(&'t str),
+}
+
+/// A template's literal runs and `{field}`s; `None` for an unknown field
+/// or an unclosed brace.
+fn template_tokens(template: &str) -> Option<Vec<Token<'_>>> {
+    let mut tokens = Vec::new();
+    let mut rest = template;
+    while !rest.is_empty() {
+        match rest.find('{') {
+            Some(0) => {
+                let close = rest.find('}')?;
+                let field = &rest[1..close];
+                if !matches!(field, "region" | "zone" | "instance") {
+                    return None;
+                }
+                tokens.push(Token::Field(field));
+                rest = &rest[close + 1..];
+            }
+            Some(open) => {
+                tokens.push(Token::Literal(&rest[..open]));
+                rest = &rest[open..];
+            }
+            None => {
+                tokens.push(Token::Literal(rest));
+                rest = "";
+            }
+        }
+    }
+    Some(tokens)
 }
 
 #[derive(Deserialize)]
@@ -362,6 +449,43 @@ impl Catalogue {
 
     pub fn providers(&self) -> impl Iterator<Item = &ProviderEntry> {
         self.providers.values()
+    }
+
+    /// The provider whose `provider-id` template `id` fits (the first, by
+    /// name, when several do), and the region the template's `{region}`
+    /// names or its `{zone}` places for that provider, when the catalogue
+    /// has it for that provider. Only templates that start with a scheme
+    /// (`name://`) are tried: one that starts with a field (Alibaba's
+    /// `{region}.{instance}`) would claim any dotted string.
+    pub fn locate_provider_id<'s>(&'s self, id: &str) -> Option<(&'s str, Option<&'s str>)> {
+        self.providers.values().find_map(|p| {
+            let scheme = p
+                .provider_id
+                .as_deref()
+                .and_then(|t| t.split_once("://"))
+                .is_some_and(|(before, _)| !before.is_empty() && !before.contains('{'));
+            if !scheme {
+                return None;
+            }
+            let parts = p.match_provider_id(id)?;
+            let by_region = parts.region.and_then(|r| {
+                self.by_region
+                    .get_key_value(r)
+                    .filter(|(_, l)| l.iter().any(|e| e.provider == p.provider))
+                    .map(|(k, _)| k.as_str())
+            });
+            let by_zone = || {
+                parts.zone.and_then(|z| {
+                    let mut regions = self
+                        .zone_readings(z)
+                        .filter(|(provider, _)| *provider == p.provider)
+                        .map(|(_, r)| r);
+                    let first = regions.next()?;
+                    regions.all(|r| r == first).then_some(first)
+                })
+            };
+            Some((p.provider.as_str(), by_region.or_else(by_zone)))
+        })
     }
 
     /// The (provider, region) readings of a zone code: explicit entries
@@ -719,5 +843,73 @@ mod tests {
         );
         assert_eq!(cat.zone_region("dc-shanghai-1a"), Some("dc-shanghai-1"));
         assert!(Catalogue::parse_yaml("not: yaml: [").is_err());
+    }
+}
+
+#[cfg(test)]
+mod provider_id_tests {
+    use super::*;
+
+    fn entry(template: &str) -> ProviderEntry {
+        ProviderEntry {
+            provider: "p".into(),
+            name: "P".into(),
+            provider_id: Some(template.into()),
+            csi_zone_keys: Vec::new(),
+            node_labels: Vec::new(),
+            source: None,
+        }
+    }
+
+    #[test]
+    fn provider_id_templates_capture_region_and_zone_and_nothing_else() {
+        let ucloud = entry("UCloud://{zone}//{instance}");
+        let parts = ucloud
+            .match_provider_id("UCloud://cn-sh2-02//uk8s-x")
+            .unwrap();
+        assert_eq!((parts.region, parts.zone), (None, Some("cn-sh2-02")));
+        for bad in [
+            "UCloud://cn-sh2-02/uk8s-x",   // one slash
+            "UCloud:///uk8s-x",            // empty zone... and "/uk8s-x" has a '/'
+            "UCloud://cn-sh2-02//",        // empty instance
+            "UCloud://cn-sh2-02//a/b",     // instance with a '/'
+            "ucloud://cn-sh2-02//uk8s-x",  // case
+            "xUCloud://cn-sh2-02//uk8s-x", // prefix
+        ] {
+            assert_eq!(ucloud.match_provider_id(bad), None, "{bad}");
+        }
+        let ali = entry("{region}.{instance}");
+        let parts = ali.match_provider_id("cn-hangzhou.i-bp1").unwrap();
+        assert_eq!(parts.region, Some("cn-hangzhou"));
+        assert_eq!(entry("{region}{instance}").match_provider_id("ab"), None);
+        assert_eq!(entry("x://{colour}").match_provider_id("x://red"), None);
+        assert_eq!(entry("x://{zone").match_provider_id("x://a"), None);
+        let volc = entry("volcengine://{instance}");
+        assert_eq!(
+            volc.match_provider_id("volcengine://i-1"),
+            Some(ProviderIdParts::default())
+        );
+    }
+
+    #[test]
+    fn a_provider_id_locates_only_into_its_own_providers_regions() {
+        let cat = Catalogue::builtin();
+        assert_eq!(
+            cat.locate_provider_id("UCloud://cn-sh2-02//n"),
+            Some(("ucloud", Some("cn-sh2")))
+        );
+        assert_eq!(
+            cat.locate_provider_id("volcengine://i-1"),
+            Some(("volcengine", None))
+        );
+        // cn-north-1a is AWS's and Huawei's spelling, never UCloud's.
+        assert_eq!(
+            cat.locate_provider_id("UCloud://cn-north-1a//n"),
+            Some(("ucloud", None))
+        );
+        assert_eq!(cat.locate_provider_id("nothing://x"), None);
+        // Alibaba's template starts with a field: never tried generically.
+        assert_eq!(cat.locate_provider_id("foo.bar"), None);
+        assert_eq!(cat.locate_provider_id("cn-hangzhou.i-1"), None);
     }
 }
