@@ -130,6 +130,16 @@ fn every_region_places_its_zones_or_says_why_not() {
         .unwrap(),
     );
     assert_eq!(unplaced(&grown), ["newcloud/cn-new-1"]);
+    // A region that says it cannot place zones really cannot.
+    for e in cat.entries().filter(|e| e.no_zones.is_some()) {
+        assert_eq!(
+            example_zones(cat, e),
+            Vec::<ExampleZone>::new(),
+            "{}/{}: no-zones, yet a rule or entry places zones",
+            e.provider,
+            e.region
+        );
+    }
     for e in cat.entries().filter(|e| e.no_zones.is_some()) {
         assert!(
             e.no_zones
@@ -464,5 +474,181 @@ fn nodes_of_template_providers_are_trusted_as_their_provider_id_says() {
     assert!(matches!(
         standing(Some("cn-sh2"), None, "ucloud://cn-sh2-02/x"),
         NodeStanding::Mainland { .. }
+    ));
+}
+
+const README_BEGIN: &str = "<!-- BEGIN GENERATED catalogue-providers: tests/catalogue_zones.rs (RESIDENCY_GUARD_WRITE_README=1), do not edit -->\n";
+const README_END: &str = "<!-- END GENERATED catalogue-providers -->";
+
+fn is_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+/// The README's per-provider table, from the catalogue.
+fn readme_table(cat: &Catalogue) -> String {
+    use residency_guard::engine::Jurisdiction;
+    let mut out = String::from(
+        "| provider | regions | mainland | HK / Macao / Taiwan | elsewhere | regions placing zones | zone rules | explicit zones | providerID | sources read (regions; zones) |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---|---|\n",
+    );
+    let mut total = [0usize; 7];
+    for p in cat.providers() {
+        let regions: Vec<&RegionEntry> =
+            cat.entries().filter(|e| e.provider == p.provider).collect();
+        let mainland = regions
+            .iter()
+            .filter(|e| e.jurisdiction.is_mainland())
+            .count();
+        let look_alike = regions
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.jurisdiction,
+                    Jurisdiction::HongKong | Jurisdiction::Macau | Jurisdiction::Taiwan
+                )
+            })
+            .count();
+        let placing = regions
+            .iter()
+            .filter(|e| !example_zones(cat, e).is_empty())
+            .count();
+        let rules = cat
+            .zone_rules()
+            .iter()
+            .filter(|r| r.provider == p.provider)
+            .count();
+        let zones = cat.zones().filter(|z| z.provider == p.provider).count();
+        let row = [
+            regions.len(),
+            mainland,
+            look_alike,
+            regions.len() - mainland - look_alike,
+            placing,
+            rules,
+            zones,
+        ];
+        for (t, v) in total.iter_mut().zip(row) {
+            *t += v;
+        }
+        out.push_str(&format!(
+            "| {} (`{}`) | {} | {} | {} | {} | {} | {} | {} | `{}` | {}; {} |\n",
+            p.name,
+            p.provider,
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            row[6],
+            p.provider_id.as_deref().unwrap_or("?"),
+            p.regions_checked.as_deref().unwrap_or("?"),
+            p.zones_checked.as_deref().unwrap_or("?"),
+        ));
+    }
+    out.push_str(&format!(
+        "| **all {} providers** | {} | {} | {} | {} | {} | {} | {} | | |\n",
+        cat.providers().count(),
+        total[0],
+        total[1],
+        total[2],
+        total[3],
+        total[4],
+        total[5],
+        total[6]
+    ));
+    out
+}
+
+/// The README's provider table is this catalogue's: regenerate it with
+/// `RESIDENCY_GUARD_WRITE_README=1 cargo nextest run --test catalogue_zones readme`.
+#[test]
+fn the_readme_provider_table_is_generated_from_the_catalogue() {
+    let cat = Catalogue::builtin();
+    for p in cat.providers() {
+        for d in [&p.regions_checked, &p.zones_checked] {
+            assert!(
+                d.as_deref().is_some_and(is_date),
+                "{}: sources-read dates are YYYY-MM-DD",
+                p.provider
+            );
+        }
+    }
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+    let text = std::fs::read_to_string(path).expect("README.md");
+    let start = text.find(README_BEGIN).expect("README begin marker") + README_BEGIN.len();
+    let end = start + text[start..].find(README_END).expect("README end marker");
+    let table = readme_table(cat);
+    if std::env::var_os("RESIDENCY_GUARD_WRITE_README").is_some() {
+        let new = format!("{}{table}{}", &text[..start], &text[end..]);
+        std::fs::write(path, new).expect("write README.md");
+        return;
+    }
+    assert_eq!(
+        &text[start..end],
+        table,
+        "README.md's catalogue table is out of date: RESIDENCY_GUARD_WRITE_README=1 cargo nextest run --test catalogue_zones readme"
+    );
+}
+
+/// The site catalogue example in docs/catalogue.md parses, and its nodes
+/// and volumes are judged as the document says.
+#[test]
+fn the_private_site_example_in_the_docs_works_as_documented() {
+    use residency_guard::engine::Untrusted;
+    let doc = include_str!("../docs/catalogue.md");
+    let begin =
+        "<!-- BEGIN site-catalogue example: tested by tests/catalogue_zones.rs -->\n```yaml\n";
+    let start = doc.find(begin).expect("example begin") + begin.len();
+    let end = start + doc[start..].find("```\n").expect("example end");
+    let site = Catalogue::parse_yaml(&doc[start..end]).expect("the example parses");
+    let mut cat = Catalogue::builtin().clone();
+    cat.extend(site);
+    let node = |region: Option<&str>, id: Option<&str>| {
+        let info = NodeInfo {
+            name: "idc-1".into(),
+            labels: region
+                .map(|r| BTreeMap::from([(GA_REGION.to_string(), r.to_string())]))
+                .unwrap_or_default(),
+            provider_id: id.map(str::to_string),
+        };
+        ClassifiedNode::new(info, &cat).standing
+    };
+    // Without a providerID the region label decides.
+    assert!(node(Some("idc-sh-jiading"), None).is_mainland());
+    assert!(matches!(
+        node(Some("idc-hk-kwaichung"), None),
+        NodeStanding::Outside { .. }
+    ));
+    assert!(matches!(
+        node(Some("idc-sz-unlisted"), None),
+        NodeStanding::Untrusted(Untrusted::UnknownRegion { .. })
+    ));
+    assert!(matches!(
+        node(None, None),
+        NodeStanding::Untrusted(Untrusted::MissingRegion { .. })
+    ));
+    // With the declared providerID form, it is checked against the label.
+    assert!(node(Some("idc-sh-jiading"), Some("acme-idc://idc-sh-jiading/n1")).is_mainland());
+    assert!(matches!(
+        node(
+            Some("idc-sh-jiading"),
+            Some("acme-idc://idc-hk-kwaichung/n2")
+        ),
+        NodeStanding::Untrusted(Untrusted::ProviderIdContradicts { .. })
+    ));
+    assert!(matches!(
+        node(None, Some("acme-idc://idc-hk-kwaichung/n2")),
+        NodeStanding::Outside { .. }
+    ));
+    // A volume pinned by the site's zone.
+    assert!(matches!(
+        pv_location(&cat, GA_ZONE, "idc-sh-jiading-hall3", None),
+        VolumeLocation::Mainland { .. }
     ));
 }

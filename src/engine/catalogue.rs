@@ -128,6 +128,11 @@ pub struct ZoneRule {
     pub form: ZoneForm,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region_ends_with: Option<RegionEnding>,
+    /// When not empty, the rule applies only to region codes starting with
+    /// one of these (Tencent's `<region>-<n>` is for its API names `ap-...`,
+    /// not for the abbreviations TKE puts on nodes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub region_prefixes: Vec<String>,
     /// `zone-id` only: the zone ID divided by 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<u32>,
@@ -169,23 +174,28 @@ impl ZoneRule {
             }
             ZoneForm::Qualified => None,
         }?;
+        (!region.is_empty() && self.applies_to(region)).then_some(region)
+    }
+
+    /// Whether the rule is for region codes spelled like `region`.
+    fn applies_to(&self, region: &str) -> bool {
         let ends_ok = match self.region_ends_with {
             None => true,
             Some(RegionEnding::Letter) => region.ends_with(|c: char| c.is_ascii_alphabetic()),
             Some(RegionEnding::Digit) => region.ends_with(|c: char| c.is_ascii_digit()),
         };
-        (!region.is_empty() && ends_ok).then_some(region)
+        ends_ok
+            && (self.region_prefixes.is_empty()
+                || self
+                    .region_prefixes
+                    .iter()
+                    .any(|p| region.starts_with(p.as_str())))
     }
 
     /// An example zone name this rule places in `region` (for tests and
     /// docs); `None` when the rule does not apply to that region.
     pub fn example_zone(&self, region: &str) -> Option<String> {
-        let ends_ok = match self.region_ends_with {
-            None => true,
-            Some(RegionEnding::Letter) => region.ends_with(|c: char| c.is_ascii_alphabetic()),
-            Some(RegionEnding::Digit) => region.ends_with(|c: char| c.is_ascii_digit()),
-        };
-        if !ends_ok {
+        if !self.applies_to(region) {
             return None;
         }
         match self.form {
@@ -236,6 +246,13 @@ pub struct ProviderEntry {
     pub node_labels: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// When the sources of this provider's region entries were read
+    /// (`YYYY-MM-DD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regions_checked: Option<String>,
+    /// When the sources of its zone rules and zones were read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zones_checked: Option<String>,
 }
 
 /// What a providerID template captured: `{region}` and `{zone}` values.
@@ -436,6 +453,7 @@ impl Catalogue {
             r.provider == rule.provider
                 && r.form == rule.form
                 && r.region_ends_with == rule.region_ends_with
+                && r.region_prefixes == rule.region_prefixes
                 && r.prefix == rule.prefix
                 && r.region == rule.region
         }) {
@@ -704,6 +722,7 @@ mod tests {
             "999001",           // no region has prefix 999
             "1000003",          // seven digits
             "zoneA",            // Baidu's: only beside a region label
+            "gz-1",             // Tencent's <region>-<n> is for ap- names only
             "",
             "-a",
         ] {
@@ -716,6 +735,7 @@ mod tests {
             provider: provider.into(),
             form,
             region_ends_with: None,
+            region_prefixes: Vec::new(),
             prefix: None,
             region: None,
             source: Some("test".into()),
@@ -858,6 +878,8 @@ mod provider_id_tests {
             csi_zone_keys: Vec::new(),
             node_labels: Vec::new(),
             source: None,
+            regions_checked: None,
+            zones_checked: None,
         }
     }
 
