@@ -282,8 +282,8 @@ fn a_pv_whose_location_cannot_be_established_fails_closed_with_the_reason() {
         ),
         (
             json!({}),
-            zone_affinity("topology.kubernetes.io/zone", &["cn-north-1z"]),
-            "topology.kubernetes.io/zone=cn-north-1z is not in the jurisdiction catalogue",
+            zone_affinity("topology.kubernetes.io/zone", &["cn-north-7a"]),
+            "topology.kubernetes.io/zone=cn-north-7a is not in the jurisdiction catalogue",
         ),
         (
             json!({"topology.kubernetes.io/region": "dc-onprem-1"}),

@@ -49,7 +49,10 @@ mod volumes;
 mod workload;
 mod workload_change;
 
-pub use catalogue::{Catalogue, CatalogueError, Jurisdiction, RegionLookup, ZoneEntry};
+pub use catalogue::{
+    Catalogue, CatalogueError, Jurisdiction, ProviderEntry, RegionEnding, RegionEntry,
+    RegionLookup, ZoneEntry, ZoneForm, ZoneRule,
+};
 pub use evaluate::{ClassificationError, Detail, evaluate, evaluate_with};
 pub use evidence::{
     EffectiveEgress, EgressEvidence, Evidence, ExternalBlock, NodeEvidence, PeerRef, PinnedNode,

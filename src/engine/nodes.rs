@@ -57,15 +57,15 @@ impl NodeInfo {
 
 /// Where a node's `spec.providerID` says it is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub(crate) struct ProviderLocation {
-    pub provider: &'static str,
+pub(crate) struct ProviderLocation<'c> {
+    pub provider: &'c str,
     /// Spellings of the derived region (Tencent nodes carry `gz` where the
     /// API says `ap-guangzhou`); empty when the format carries no region.
     pub regions: Vec<String>,
 }
 
-impl ProviderLocation {
-    fn new(provider: &'static str, region: Option<String>) -> Self {
+impl<'c> ProviderLocation<'c> {
+    fn new(provider: &'c str, region: Option<String>) -> Self {
         ProviderLocation {
             provider,
             regions: region.into_iter().collect(),
@@ -95,7 +95,10 @@ const TENCENT_ZONE_PREFIXES: [(u64, [&str; 2]); 10] = [
 
 /// Parse the providerID formats that carry a provider and, where possible, a
 /// region. See data/provider-ids.md for the formats and their sources.
-pub(crate) fn parse_provider_id(id: &str, catalogue: &Catalogue) -> Option<ProviderLocation> {
+pub(crate) fn parse_provider_id<'c>(
+    id: &str,
+    catalogue: &'c Catalogue,
+) -> Option<ProviderLocation<'c>> {
     if let Some(rest) = id.strip_prefix("aws://") {
         // aws:///<zone>/<instance-id> (also Fargate: aws:///<zone>/<hash>/fargate-ip-...).
         let zone = rest
@@ -163,7 +166,12 @@ pub(crate) fn parse_provider_id(id: &str, catalogue: &Catalogue) -> Option<Provi
     {
         return Some(ProviderLocation::new("alibaba", Some(region.to_string())));
     }
-    None
+    // Providers the catalogue describes by a providerID template
+    // (data/jurisdictions.yaml `providers:`), e.g. Volcano Engine's
+    // volcengine://<instance> or UCloud's UCloud://<zone>//<node>.
+    catalogue
+        .locate_provider_id(id)
+        .map(|(provider, region)| ProviderLocation::new(provider, region.map(str::to_string)))
 }
 
 /// The region of an AWS zone: `cn-north-1a` and the local zone
@@ -333,7 +341,7 @@ pub(crate) fn classify(node: &NodeInfo, catalogue: &Catalogue) -> NodeStanding {
 /// places it outside mainland China: under the provider's own spelling, or
 /// failing that under a code every provider reads alike.
 fn provider_region_abroad<'c>(
-    location: &ProviderLocation,
+    location: &ProviderLocation<'_>,
     catalogue: &'c Catalogue,
 ) -> Option<&'c RegionEntry> {
     location.regions.iter().find_map(|region| {
