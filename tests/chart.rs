@@ -850,13 +850,7 @@ fn audit_perms(ns: &str) -> BTreeSet<Perm> {
             &["residency-guard"],
         ),
         // Data at rest keeps its class (audit.labelClaims, default on).
-        (
-            "cluster",
-            "",
-            &["persistentvolumeclaims"],
-            &["patch"],
-            &[],
-        ),
+        ("cluster", "", &["persistentvolumeclaims"], &["patch"], &[]),
         (
             ns,
             "coordination.k8s.io",
