@@ -489,6 +489,24 @@ fn admissions_keep_flowing_while_pods_are_deleted_and_rolled() {
         peak > 0 && peak < limit_bytes,
         "peak memory {peak} bytes against the limit {limit}"
     );
+
+    // Uninstalled while both replicas run (one leads): no replica, dying,
+    // brings the Lease back after Helm deleted it.
+    let started = Instant::now();
+    let r = c.helm(&["uninstall", release, "-n", ns, "--wait", "--timeout=120s"]);
+    assert!(r.ok, "helm uninstall failed:\n{}", r.stderr);
+    eventually(
+        "the operator Pods to be gone",
+        Duration::from_secs(60),
+        || operator_pods(&c, ns, release).is_empty().then_some(()),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let leases = c.must(&["get", "leases", "-n", ns, "-o", "name"]);
+    assert!(leases.trim().is_empty(), "left behind: {leases}");
+    eprintln!(
+        "availability: helm uninstall with the operator running, its Pods gone, no Lease left, in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// `helm uninstall` while no operator runs (the Deployment scaled to 0,
