@@ -507,6 +507,32 @@ async fn post(sender: &mut Sender, body: Bytes) -> Result<(u16, Bytes), String> 
     Ok((status, bytes))
 }
 
+/// `post`, as an HTTP client's connection pool does it: also says whether
+/// the server asked to close the connection (`Connection: close`, sent by a
+/// replica that is shutting down), after which a client opens a new
+/// connection for its next request instead of writing on this one.
+async fn post_pooled(sender: &mut Sender, body: Bytes) -> Result<(u16, Bytes, bool), String> {
+    sender.ready().await.map_err(|e| e.to_string())?;
+    let req = hyper::Request::post("/validate/workloads")
+        .header(header::HOST, "127.0.0.1")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body))
+        .map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let close = resp
+        .headers()
+        .get(header::CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, bytes, close))
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -1760,11 +1786,17 @@ mod abuse {
                         continue;
                     };
                     let (body, allowed) = reviews.get(i);
-                    match tokio::time::timeout(REQUEST_TIMEOUT, post(sender, body)).await {
-                        Ok(Ok((status, resp))) if answered(status, &resp, allowed) => {
+                    match tokio::time::timeout(REQUEST_TIMEOUT, post_pooled(sender, body)).await {
+                        Ok(Ok((status, resp, close))) if answered(status, &resp, allowed) => {
                             lat.push(due.elapsed().as_nanos() as u64);
+                            if close {
+                                senders[t] = None;
+                            }
                         }
-                        Ok(Ok((status, resp))) => {
+                        Ok(Ok((status, resp, close))) => {
+                            if close {
+                                senders[t] = None;
+                            }
                             r.wrong += 1;
                             if r.error_samples.len() < 5 {
                                 r.error_samples.push(format!(
