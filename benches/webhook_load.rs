@@ -490,21 +490,9 @@ async fn connect(addr: SocketAddr, tls: &TlsConnector) -> Result<Sender, String>
 
 /// POST one review; returns the status and the response body.
 async fn post(sender: &mut Sender, body: Bytes) -> Result<(u16, Bytes), String> {
-    sender.ready().await.map_err(|e| e.to_string())?;
-    let req = hyper::Request::post("/validate/workloads")
-        .header(header::HOST, "127.0.0.1")
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body))
-        .map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let bytes = resp
-        .into_body()
-        .collect()
+    post_pooled(sender, body)
         .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, bytes))
+        .map(|(status, bytes, _)| (status, bytes))
 }
 
 /// `post`, as an HTTP client's connection pool does it: also says whether

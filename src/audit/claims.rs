@@ -57,15 +57,7 @@ pub fn claims_to_label(index: &FindingsIndex, inv: &Inventory) -> Vec<ClaimLabel
         let Some(w) = inv.workloads.get(key) else {
             continue;
         };
-        let claims = w
-            .pod
-            .volumes
-            .iter()
-            .flatten()
-            .filter_map(|v| v.persistent_volume_claim.as_ref())
-            .map(|c| c.claim_name.as_str())
-            .filter(|n| !n.is_empty());
-        for claim in claims {
+        for claim in crate::engine::claims_mounted(w) {
             let Some(record) = storage.claim(&key.namespace, claim) else {
                 continue;
             };

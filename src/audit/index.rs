@@ -533,17 +533,12 @@ fn judge_in(
 /// Does `w` mount a claim that carries a data-class label (which classifies
 /// every pod that mounts it, `engine::evaluate`)?
 fn mounts_labelled_claim(w: &Workload, snapshot: &crate::engine::Snapshot) -> bool {
-    w.pod
-        .volumes
-        .iter()
-        .flatten()
-        .filter_map(|v| v.persistent_volume_claim.as_ref())
-        .any(|c| {
-            snapshot
-                .storage()
-                .claim(&w.namespace, &c.claim_name)
-                .is_some_and(|r| r.class_label.is_some())
-        })
+    crate::engine::claims_mounted(w).any(|claim| {
+        snapshot
+            .storage()
+            .claim(&w.namespace, claim)
+            .is_some_and(|r| r.class_label.is_some())
+    })
 }
 
 fn own_location(w: &Workload, location: &str) -> bool {

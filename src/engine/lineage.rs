@@ -28,7 +28,7 @@ pub struct ClaimClass {
 }
 
 /// The claim names `w`'s pods mount through `persistentVolumeClaim`.
-fn mounted_claims(w: &Workload) -> BTreeSet<&str> {
+pub fn claims_mounted(w: &Workload) -> impl Iterator<Item = &str> {
     w.pod
         .volumes
         .iter()
@@ -36,7 +36,10 @@ fn mounted_claims(w: &Workload) -> BTreeSet<&str> {
         .filter_map(|v| v.persistent_volume_claim.as_ref())
         .map(|c| c.claim_name.as_str())
         .filter(|n| !n.is_empty())
-        .collect()
+}
+
+fn mounted_claims(w: &Workload) -> BTreeSet<&str> {
+    claims_mounted(w).collect()
 }
 
 /// Does a claim named `claim` belong to `w`: mounted by its pods, or made

@@ -59,7 +59,7 @@ pub use evidence::{
     RuleRef, StorageEvidence,
 };
 pub use ipset::{CountryTable, IpSet, ListParseError, net_minus_excepts_subset};
-pub use lineage::{ClaimClass, classes_through_claims};
+pub use lineage::{ClaimClass, claims_mounted, classes_through_claims};
 pub use network::{
     AddressSpace, CidrError, CompiledNetworkPolicy, NetworkIndex, parse_cidr_args,
     validate_network_policy,

@@ -114,6 +114,20 @@ fn own_classes(w: &Workload) -> Option<BTreeSet<DataClass>> {
     Some(classes)
 }
 
+/// Whether the classes `value` declares add any to `have`, which takes
+/// them in. A value that cannot be read, or an unknown `have`, always
+/// counts (fail closed).
+fn adds_classes(value: &str, have: &mut Option<BTreeSet<DataClass>>) -> bool {
+    match (parse_class_list(value), have.as_mut()) {
+        (Ok(classes), Some(have)) => {
+            let new = classes.iter().any(|c| !have.contains(c));
+            have.extend(classes);
+            new
+        }
+        _ => true,
+    }
+}
+
 /// The classes of `chain`'s owners that `w` does not declare itself, with
 /// where each is declared. A value that cannot be read is passed on as it
 /// is: the engine refuses to judge what it cannot classify (fail closed).
@@ -140,15 +154,7 @@ pub fn inherited_classes(w: &Workload, chain: &Chain<'_>) -> Vec<InheritedClass>
             let Some(value) = labels.get(DATA_CLASS_LABEL) else {
                 continue;
             };
-            let adds = match (parse_class_list(value), have.as_mut()) {
-                (Ok(classes), Some(have)) => {
-                    let new = classes.iter().any(|c| !have.contains(c));
-                    have.extend(classes);
-                    new
-                }
-                _ => true,
-            };
-            if adds {
+            if adds_classes(value, &mut have) {
                 out.push(InheritedClass {
                     owner: format!("{} {}/{}", owner.kind, owner.namespace, owner.name),
                     location: location.to_string(),
@@ -171,13 +177,7 @@ pub fn claim_classes(
     workloads: &Workloads,
     inherited: &[InheritedClass],
 ) -> Vec<InheritedClass> {
-    let mounts_claim = w
-        .pod
-        .volumes
-        .iter()
-        .flatten()
-        .any(|v| v.persistent_volume_claim.is_some());
-    if !mounts_claim {
+    if crate::engine::claims_mounted(w).next().is_none() {
         return Vec::new();
     }
     let others: Vec<Arc<Workload>> = super::index::in_namespace(workloads, &w.namespace)
@@ -192,15 +192,7 @@ pub fn claim_classes(
     }
     let mut out = Vec::new();
     for shared in crate::engine::classes_through_claims(w, &others) {
-        let adds = match (parse_class_list(&shared.value), have.as_mut()) {
-            (Ok(classes), Some(have)) => {
-                let new = classes.iter().any(|c| !have.contains(c));
-                have.extend(classes);
-                new
-            }
-            _ => true,
-        };
-        if adds {
+        if adds_classes(&shared.value, &mut have) {
             out.push(InheritedClass {
                 owner: shared.owner,
                 location: format!("the claim {} it shares", shared.claim),

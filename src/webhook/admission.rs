@@ -416,13 +416,7 @@ fn workload_review<O: WorkloadInput, P: OldInput>(
     // Data follows the volume: a pod mounting a claim that a classified
     // workload of the namespace uses carries that workload's classes. Only
     // objects that mount a claim pay for reading the namespace.
-    let mounts_claim = workload
-        .pod
-        .volumes
-        .iter()
-        .flatten()
-        .any(|v| v.persistent_volume_claim.is_some());
-    if mounts_claim {
+    if engine::claims_mounted(&workload).next().is_some() {
         let others = judging.workloads.in_namespace(&workload.namespace);
         for shared in engine::classes_through_claims(&workload, &others) {
             workload.inherited_classes.push(engine::InheritedClass {
