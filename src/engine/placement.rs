@@ -31,6 +31,8 @@ use super::{ClassifiedNode, Snapshot, Workload, WorkloadKind};
 /// Outside nodes listed as evidence; the rest are counted.
 const MAX_NODES_LISTED: usize = 20;
 const MAX_NODES_IN_MESSAGE: usize = 3;
+// Messages name nodes from the evidence list.
+const _: () = assert!(MAX_NODES_IN_MESSAGE <= MAX_NODES_LISTED);
 
 /// Policy-independent facts about a workload's placement, computed once and
 /// shared by every governing policy.
@@ -62,8 +64,36 @@ struct Matching<'s> {
     /// Matching nodes the catalogue does not place in mainland China: the
     /// only ones any policy can object to.
     not_mainland: FixedBitSet,
-    /// Those nodes, listed (see `unacceptable`).
-    all_not_mainland: OnceCell<Vec<&'s ClassifiedNode>>,
+    /// Those nodes, counted and the first few listed (see `unacceptable`).
+    all_not_mainland: OnceCell<OutsideNodes<'s>>,
+}
+
+/// The matching nodes a policy does not accept: how many, and the first
+/// `MAX_NODES_LISTED` in inventory order (all that evidence and messages
+/// name). Not the whole list: at the envelope thousands of nodes can be
+/// outside, and collecting them cost each denied review more than the
+/// rest of placement.
+#[derive(Clone, Default)]
+struct OutsideNodes<'s> {
+    count: usize,
+    first: Vec<&'s ClassifiedNode>,
+}
+
+impl<'s> OutsideNodes<'s> {
+    fn collect(nodes: impl Iterator<Item = &'s ClassifiedNode>) -> Self {
+        let mut outside = OutsideNodes::default();
+        for node in nodes {
+            if outside.first.len() < MAX_NODES_LISTED {
+                outside.first.push(node);
+            }
+            outside.count += 1;
+        }
+        outside
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
 }
 
 impl<'s> Matching<'s> {
@@ -79,7 +109,7 @@ impl<'s> Matching<'s> {
     }
 
     /// Matching nodes `policy` does not accept, in inventory order.
-    fn unacceptable(&self, policy: &CompiledPolicy) -> Cow<'_, [&'s ClassifiedNode]> {
+    fn unacceptable(&self, policy: &CompiledPolicy) -> Cow<'_, OutsideNodes<'s>> {
         let not_mainland = || {
             self.not_mainland
                 .ones()
@@ -90,10 +120,12 @@ impl<'s> Matching<'s> {
             // nodes: the same list for every such policy, built once.
             return Cow::Borrowed(
                 self.all_not_mainland
-                    .get_or_init(|| not_mainland().collect()),
+                    .get_or_init(|| OutsideNodes::collect(not_mainland())),
             );
         }
-        Cow::Owned(not_mainland().filter(|n| !node_ok(n, policy)).collect())
+        Cow::Owned(OutsideNodes::collect(
+            not_mainland().filter(|n| !node_ok(n, policy)),
+        ))
     }
 }
 
@@ -352,17 +384,14 @@ pub(crate) fn check(
         }];
     }
 
-    let (matching_count, outside): (Option<usize>, Cow<'_, [&ClassifiedNode]>) =
+    let (matching_count, outside): (Option<usize>, Cow<'_, OutsideNodes<'_>>) =
         match &facts.matching {
             Some(m) => (Some(m.count), m.unacceptable(policy)),
-            None => (None, Cow::Borrowed(&[])),
+            None => (None, Cow::Owned(OutsideNodes::default())),
         };
-    let listed: Vec<Shared<NodeEvidence>> = outside
-        .iter()
-        .take(MAX_NODES_LISTED)
-        .map(|n| n.evidence.clone())
-        .collect();
-    let more_outside = outside.len().saturating_sub(listed.len());
+    let listed: Vec<Shared<NodeEvidence>> =
+        outside.first.iter().map(|n| n.evidence.clone()).collect();
+    let more_outside = outside.count.saturating_sub(listed.len());
 
     let gap = guarantee_gap(facts, policy);
     let (code, field) = match &gap {
@@ -421,14 +450,15 @@ fn gap_field(prefix: &str, gap: &Gap, facts: &Facts<'_>) -> String {
     }
 }
 
-fn node_list(nodes: &[&ClassifiedNode], lang: super::Lang) -> String {
+fn node_list(nodes: &OutsideNodes<'_>, lang: super::Lang) -> String {
     let mut parts: Vec<String> = nodes
+        .first
         .iter()
         .take(MAX_NODES_IN_MESSAGE)
         .map(|n| describe_node(&n.info.name, n.info.region_label(), &n.standing, lang))
         .collect();
-    if nodes.len() > MAX_NODES_IN_MESSAGE {
-        let more = nodes.len() - MAX_NODES_IN_MESSAGE;
+    if nodes.count > MAX_NODES_IN_MESSAGE {
+        let more = nodes.count - MAX_NODES_IN_MESSAGE;
         parts.push(match lang {
             super::Lang::En => format!("and {more} more"),
             super::Lang::ZhCn => format!("另有 {more} 个"),
@@ -522,7 +552,7 @@ struct Shortfall<'a> {
     gap: Option<&'a Gap>,
     field: &'a str,
     matching: Option<usize>,
-    outside: &'a [&'a ClassifiedNode],
+    outside: &'a OutsideNodes<'a>,
 }
 
 /// What a placement message body depends on besides the workload.
@@ -535,8 +565,9 @@ struct BodyKey {
 }
 
 impl BodyKey {
-    fn named<'n>(outside: &'n [&ClassifiedNode]) -> impl Iterator<Item = &'n String> {
+    fn named<'n>(outside: &'n OutsideNodes<'_>) -> impl Iterator<Item = &'n String> {
         outside
+            .first
             .iter()
             .take(MAX_NODES_IN_MESSAGE)
             .map(|n| &n.info.name)
@@ -546,7 +577,7 @@ impl BodyKey {
         BodyKey {
             gap: found.gap.cloned(),
             field: found.field.to_string(),
-            outside: found.outside.len(),
+            outside: found.outside.count,
             named: Self::named(found.outside).cloned().collect(),
         }
     }
@@ -554,12 +585,12 @@ impl BodyKey {
     fn is(&self, found: &Shortfall<'_>) -> bool {
         self.gap.as_ref() == found.gap
             && self.field == found.field
-            && self.outside == found.outside.len()
+            && self.outside == found.outside.count
             && self.named.iter().eq(Self::named(found.outside))
     }
 }
 
-fn write_inventory_clause(kind: WorkloadKind, m: usize, outside: &[&ClassifiedNode]) -> Text {
+fn write_inventory_clause(kind: WorkloadKind, m: usize, outside: &OutsideNodes<'_>) -> Text {
     if m == 0 {
         return Text {
             en: ": no node matches today, and nothing keeps the pods in mainland China when one joins".into(),
@@ -588,12 +619,12 @@ fn write_inventory_clause(kind: WorkloadKind, m: usize, outside: &[&ClassifiedNo
     Text {
         en: format!(
             ": {} of {m} matching nodes are outside mainland China or unverified ({}), and the {kind} {verb_en} them",
-            outside.len(),
+            outside.count,
             node_list(outside, super::Lang::En),
         ),
         zh: format!(
             "：{m} 个匹配节点中有 {} 个不在中国大陆或无法核实（{}），{verb_zh}",
-            outside.len(),
+            outside.count,
             node_list(outside, super::Lang::ZhCn)
         ),
     }
