@@ -6,6 +6,9 @@
 
 use std::sync::{Arc, RwLock};
 
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
 use rustls::ServerConfig;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
@@ -107,6 +110,9 @@ pub struct CertStore {
     current: RwLock<Option<Arc<CertifiedKey>>>,
     /// The PEM it was made from, to skip no-op reloads.
     pem: RwLock<(Vec<u8>, Vec<u8>)>,
+    /// The served certificate's notAfter as Unix time (0: none yet, or
+    /// unreadable), for the expiry alert.
+    expiry: Gauge,
 }
 
 impl Default for CertStore {
@@ -114,13 +120,35 @@ impl Default for CertStore {
         CertStore {
             current: RwLock::new(None),
             pem: RwLock::new((Vec::new(), Vec::new())),
+            expiry: Gauge::default(),
         }
     }
+}
+
+/// The notAfter (Unix seconds) of the first certificate in a PEM chain:
+/// the serving certificate itself.
+pub fn not_after(cert_pem: &[u8]) -> Result<i64, String> {
+    let der = CertificateDer::pem_slice_iter(cert_pem)
+        .next()
+        .ok_or_else(|| "no CERTIFICATE block".to_string())?
+        .map_err(|e| e.to_string())?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| e.to_string())?;
+    Ok(cert.validity().not_after.timestamp())
 }
 
 impl CertStore {
     pub fn new() -> Arc<CertStore> {
         Arc::new(CertStore::default())
+    }
+
+    /// Register the expiry gauge (under the registry's prefix,
+    /// `residency_guard_` on the admin endpoint).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "certificate_expiration_timestamp_seconds",
+            "Unix time the serving certificate expires (its notAfter; 0 while none is loaded)",
+            self.expiry.clone(),
+        );
     }
 
     /// Install a new key pair; returns false (and keeps the old one) when the
@@ -138,6 +166,17 @@ impl CertStore {
         }
         if let Ok(mut pem) = self.pem.write() {
             *pem = (cert_pem.to_vec(), key_pem.to_vec());
+        }
+        match not_after(cert_pem) {
+            Ok(t) => {
+                self.expiry.set(t);
+            }
+            Err(e) => {
+                // rustls served it, so this is unlikely; the alert cannot
+                // watch it, which the log says.
+                tracing::warn!(error = %e, "cannot read the serving certificate's expiry; residency_guard_certificate_expiration_timestamp_seconds stays 0");
+                self.expiry.set(0);
+            }
         }
         Ok(true)
     }
