@@ -12,10 +12,11 @@
 //! fails here instead of silently silencing an alert. `promtool check
 //! rules` checks the rendered rule file.
 //!
-//! Needs `helm` (as tests/chart.rs) and, for the promtool test, `promtool`
-//! (`$PROMTOOL`, else PATH; Debian's `prometheus` package, which
-//! scripts/test.sh installs). Without them the tests print "skipped" and
-//! pass, except when `CI` is set: then a missing tool is a failure.
+//! Needs `helm` (as tests/chart.rs) and, for the promtool tests, `promtool`
+//! (`$PROMTOOL`, else `.tools/bin/promtool`, which scripts/install-tools.sh
+//! unpacks from Debian's `prometheus` package, else PATH). Without them the
+//! tests print "skipped" and pass, except when `CI` is set: then a missing
+//! tool is a failure.
 
 #[allow(dead_code)]
 #[path = "../benches/cluster_data.rs"]
@@ -640,11 +641,7 @@ fn every_alert_and_dashboard_query_names_metrics_the_operator_exports() {
 #[test]
 fn promtool_checks_the_rendered_rules() {
     let Some(helm) = helm() else { return };
-    let Some(promtool) = tool(
-        "promtool",
-        "PROMTOOL",
-        "apt-get install prometheus, as scripts/test.sh does",
-    ) else {
+    let Some(promtool) = tool("promtool", "PROMTOOL", "run scripts/install-tools.sh") else {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
@@ -681,4 +678,49 @@ fn promtool_checks_the_rendered_rules() {
         );
         assert!(said.contains("SUCCESS"), "{said}");
     }
+}
+
+/// The alerts fire on the series they are meant for and stay quiet
+/// otherwise: `promtool test rules` with tests/fixtures/monitoring/alerts_test.yaml.
+#[test]
+fn promtool_unit_tests_of_the_alerts_pass() {
+    let Some(helm) = helm() else { return };
+    let Some(promtool) = tool("promtool", "PROMTOOL", "run scripts/install-tools.sh") else {
+        return;
+    };
+    let objs = render(&helm, MONITORING);
+    let mut spec = one(&objs, "PrometheusRule")["spec"].clone();
+    // The tests compare labels; annotations (checked by `check rules`)
+    // would have to be repeated word for word.
+    for group in spec["groups"].as_array_mut().expect("groups") {
+        for rule in group["rules"].as_array_mut().expect("rules") {
+            if let Some(rule) = rule.as_object_mut() {
+                rule.remove("annotations");
+            }
+        }
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        serde_norway::to_string(&spec).expect("YAML"),
+    )
+    .expect("write rules");
+    let tests = dir.path().join("alerts_test.yaml");
+    std::fs::copy(
+        root().join("tests/fixtures/monitoring/alerts_test.yaml"),
+        &tests,
+    )
+    .expect("copy the alert tests");
+    let out = Command::new(&promtool)
+        .args(["test", "rules"])
+        .arg(&tests)
+        .output()
+        .expect("run promtool");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool test rules:\n{said}");
+    assert!(said.contains("SUCCESS"), "{said}");
 }
