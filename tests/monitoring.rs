@@ -583,6 +583,33 @@ fn every_alert_and_dashboard_query_names_metrics_the_operator_exports() {
         "a healthy watch"
     );
 
+    // Every (policy, class) out of policy has its codes counted.
+    let label = |line: &str, name: &str| -> String {
+        line.split(&format!("{name}=\""))
+            .nth(1)
+            .and_then(|v| v.split('"').next())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let violated: BTreeSet<(String, String)> = text
+        .lines()
+        .filter(|l| l.starts_with("residency_guard_audit_violations{"))
+        .map(|l| (label(l, "policy"), label(l, "class")))
+        .collect();
+    let coded: BTreeSet<(String, String)> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("residency_guard_audit_violations_by_code{")
+                && l.contains(r#"exempted="false""#)
+        })
+        .map(|l| (label(l, "policy"), label(l, "class")))
+        .collect();
+    assert!(!violated.is_empty(), "the generated cluster has violations");
+    assert_eq!(
+        violated, coded,
+        "violations without their codes, or codes without violations"
+    );
+
     let recorded: BTreeSet<String> = rules
         .iter()
         .filter(|(_, _, record)| *record)

@@ -219,3 +219,30 @@ impl ResolvesServerCert for CertStore {
         self.current.read().ok().and_then(|c| c.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_expiry_gauge_is_the_served_certificates_not_after() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2030, 1, 1);
+        let cert = params.self_signed(&key).unwrap();
+        let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
+        assert_eq!(not_after(cert_pem.as_bytes()), Ok(1_893_456_000));
+
+        let store = CertStore::new();
+        assert_eq!(store.expiry.get(), 0, "nothing served yet");
+        assert_eq!(
+            store.replace(cert_pem.as_bytes(), key_pem.as_bytes()).ok(),
+            Some(true)
+        );
+        assert_eq!(store.expiry.get(), 1_893_456_000);
+
+        assert!(not_after(b"not a certificate").is_err());
+        let garbage = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert!(not_after(garbage.as_bytes()).is_err());
+    }
+}
