@@ -205,9 +205,9 @@ pub struct WatchHealth {
     pub skipped_objects: Counter,
     /// Watch errors, each retried after a backoff.
     pub watch_errors: Counter,
-    /// Per watch that has failed: the Unix time its current run of
-    /// failures began, 0 once it recovered (what the stale-watch alert
-    /// reads; one series per watched kind at most).
+    /// Per watch: the Unix time its current run of failures began, 0
+    /// while it is healthy (what the stale-watch alert reads; one series
+    /// per watched kind).
     failing_since: Family<WatchLabels, Gauge>,
     /// A snapshot built after every watch had synced has been published.
     /// Until then reviews would be judged against missing policies, so the
@@ -252,7 +252,7 @@ impl WatchHealth {
         );
         registry.register(
             "watch_failing_since_timestamp_seconds",
-            "Per watch that has failed: Unix time its current run of failures began, 0 once it recovered",
+            "Per watch: Unix time its current run of failures began, 0 while it is healthy",
             self.failing_since.clone(),
         );
     }

@@ -172,8 +172,8 @@ impl CertStore {
                 self.expiry.set(t);
             }
             Err(e) => {
-                // rustls served it, so this is unlikely; the alert cannot
-                // watch it, which the log says.
+                // Unlikely (the PEM held a certificate chain rustls took);
+                // the expiry alert cannot watch it, which the log says.
                 tracing::warn!(error = %e, "cannot read the serving certificate's expiry; residency_guard_certificate_expiration_timestamp_seconds stays 0");
                 self.expiry.set(0);
             }
