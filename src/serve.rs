@@ -309,8 +309,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .set_stale_after(Duration::from_secs(args.stale_after_seconds.max(1)));
     let audit_metrics = audit::metrics::AuditMetrics::new();
     let exposure = crate::exposure::ExposureGauge::new();
+    let certs = tls::CertStore::new();
     let metrics = metrics::Metrics::new_with(|registry| {
         state.health.register(registry);
+        certs.register(registry);
         exposure.register(registry);
         if args.audit {
             audit_metrics.register(registry);
@@ -347,7 +349,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         lang,
         exposure,
     ));
-    let certs = tls::CertStore::new();
     match args.tls_mode {
         TlsMode::Files => {
             let files = tls::CertFiles::in_dir(&args.tls_dir);

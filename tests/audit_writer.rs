@@ -681,10 +681,12 @@ async fn only_the_leader_writes() {
         clock: Arc::new(now),
         ..AuditConfig::default()
     };
-    let task = tokio::spawn(run(client, inv_rx, lead_rx, cfg, AuditMetrics::new()));
+    let metrics = AuditMetrics::new();
+    let task = tokio::spawn(run(client, inv_rx, lead_rx, cfg, metrics.clone()));
 
-    // A follower judges but never talks to the API.
+    // A follower judges but never talks to the API, nor plans.
     assert_quiet(&mut handle).await;
+    assert_eq!(metrics.last_plan.get(), 0, "a follower has not planned");
 
     // Elected: it seeds and writes the status.
     lead_tx.send(true).unwrap();
@@ -694,6 +696,9 @@ async fn only_the_leader_writes() {
     assert_eq!(seen.body["status"]["violations"], 0);
     send.send_response(json_response(200, &policy_json("personal-mainland")));
     assert_quiet(&mut handle).await;
+    // What the "audit not planned" alert reads: the plan's time, once its
+    // writes went through.
+    assert_eq!(metrics.last_plan.get(), now().as_second());
 
     // Demoted, then elected again: it forgets what it wrote and re-seeds.
     lead_tx.send(false).unwrap();

@@ -147,12 +147,16 @@ fn values_sets() -> Vec<(&'static str, Vec<String>, &'static str)> {
             "Fail",
         ),
         (
-            "audit+serviceMonitor",
+            "audit+monitoring",
             &[
                 "--set",
                 "audit.enabled=true",
                 "--set",
                 "metrics.serviceMonitor.enabled=true",
+                "--set",
+                "metrics.prometheusRule.enabled=true",
+                "--set",
+                "metrics.dashboard.enabled=true",
             ],
             "Fail",
         ),
@@ -2402,4 +2406,256 @@ fn webhook_client_ca_is_mounted_and_named_in_the_environment() {
 
 fn fullname_of(objs: &[Value]) -> String {
     name(one(objs, "Deployment")).to_string()
+}
+
+/// The alerts of the PrometheusRule: name -> the rule.
+fn alert_rules(objs: &[Value]) -> BTreeMap<String, Value> {
+    one(objs, "PrometheusRule")["spec"]["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_array().expect("rules").iter())
+        .filter_map(|r| Some((r["alert"].as_str()?.to_owned(), r.clone())))
+        .collect()
+}
+
+fn dashboard_config_maps(objs: &[Value]) -> Vec<&Value> {
+    all(objs, "ConfigMap")
+        .into_iter()
+        .filter(|c| name(c).ends_with("-dashboard"))
+        .collect()
+}
+
+#[test]
+fn alerts_and_dashboard_are_off_by_default_and_follow_their_values() {
+    let helm = helm_or_skip!();
+    let objs = render(&helm, NO_ARGS);
+    assert!(all(&objs, "PrometheusRule").is_empty(), "off by default");
+    assert!(dashboard_config_maps(&objs).is_empty(), "off by default");
+
+    // On: every alert, each with a runbook section that exists.
+    let objs = render(
+        &helm,
+        &[
+            "--set",
+            "metrics.prometheusRule.enabled=true",
+            "--set",
+            "metrics.prometheusRule.labels.release=prom",
+        ],
+    );
+    let rule = one(&objs, "PrometheusRule");
+    assert_eq!(rule["metadata"]["namespace"], NS);
+    assert_eq!(rule["metadata"]["labels"]["release"], "prom");
+    let alerts = alert_rules(&objs);
+    assert_eq!(
+        alerts.keys().cloned().collect::<BTreeSet<_>>(),
+        set(&[
+            "ResidencyGuardWebhookErrorBudgetBurnFast",
+            "ResidencyGuardWebhookErrorBudgetBurnSlow",
+            "ResidencyGuardWebhookLatencyBudgetBurnFast",
+            "ResidencyGuardWebhookLatencyBudgetBurnSlow",
+            "ResidencyGuardUnavailable",
+            "ResidencyGuardAuditNotPlanned",
+            "ResidencyGuardCertificateExpiringSoon",
+            "ResidencyGuardWatchStale",
+            "ResidencyGuardNewViolations",
+        ])
+    );
+    let runbook = std::fs::read_to_string(root().join("docs/runbook.md")).expect("runbook");
+    for (alert, r) in &alerts {
+        let url = r["annotations"]["runbook_url"]
+            .as_str()
+            .expect("runbook_url");
+        let anchor = url
+            .strip_prefix(
+                "https://github.com/residency-guard/residency-guard/blob/main/docs/runbook.md#",
+            )
+            .unwrap_or_else(|| panic!("{alert}: {url}"));
+        let section = runbook
+            .lines()
+            .filter_map(|l| l.strip_prefix("## "))
+            .find(|h| h.to_lowercase() == anchor)
+            .unwrap_or_else(|| panic!("{alert}: no section #{anchor} in docs/runbook.md"));
+        assert!(alert.starts_with(section), "{alert} -> {section}");
+        assert!(
+            !r["labels"]["severity"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty(),
+            "{alert}"
+        );
+        // The default selector: this release's Service, as the ServiceMonitor scrapes it.
+        let expr = r["expr"].as_str().expect("expr");
+        assert!(
+            expr.contains("residency_guard:")
+                || expr.contains(r#"namespace="residency-guard",job="residency-guard""#),
+            "{alert}: {expr}"
+        );
+    }
+    assert_eq!(
+        alerts["ResidencyGuardUnavailable"]["labels"]["severity"],
+        "critical"
+    );
+    assert_eq!(alerts["ResidencyGuardUnavailable"]["for"], "2m");
+    // The SLO and thresholds come from the values.
+    assert!(
+        alerts["ResidencyGuardWebhookErrorBudgetBurnFast"]["expr"]
+            .as_str()
+            .unwrap()
+            .contains("(14.4 * (1 - 99.9 / 100))")
+    );
+    assert!(
+        alerts["ResidencyGuardCertificateExpiringSoon"]["expr"]
+            .as_str()
+            .unwrap()
+            .ends_with("< 14 * 86400")
+    );
+    assert!(
+        alerts["ResidencyGuardWatchStale"]["expr"]
+            .as_str()
+            .unwrap()
+            .ends_with("> 30"),
+        "webhook.staleAfterSeconds"
+    );
+    assert!(
+        alerts["ResidencyGuardAuditNotPlanned"]["expr"]
+            .as_str()
+            .unwrap()
+            .ends_with("> 30 * 60")
+    );
+    let recording = &one(&objs, "PrometheusRule")["spec"]["groups"][0]["rules"];
+    assert!(
+        recording
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["expr"].as_str().unwrap().contains(r#"le="0.1024""#))
+    );
+
+    let objs = render(
+        &helm,
+        &[
+            "--set",
+            "metrics.prometheusRule.enabled=true",
+            "--set",
+            "webhook.failurePolicy=Ignore",
+            "--set",
+            "audit.enabled=false",
+            "--set",
+            "webhook.staleAfterSeconds=45",
+            "--set",
+            "metrics.prometheusRule.certificateExpiryDays=7",
+            "--set-json",
+            "metrics.prometheusRule.slo.availability=99.5",
+            "--set",
+            "metrics.prometheusRule.slo.latencyThresholdSeconds=0.2048",
+            "--set",
+            r#"metrics.prometheusRule.selector=job="rg""#,
+            "--set",
+            "metrics.prometheusRule.alertLabels.team=platform",
+            "--set",
+            "metrics.prometheusRule.runbookURL=https://wiki.example/rg",
+        ],
+    );
+    let alerts = alert_rules(&objs);
+    assert!(
+        !alerts.contains_key("ResidencyGuardAuditNotPlanned"),
+        "no audit, no audit alerts"
+    );
+    assert!(!alerts.contains_key("ResidencyGuardNewViolations"));
+    assert_eq!(
+        alerts["ResidencyGuardUnavailable"]["labels"]["severity"], "warning",
+        "failurePolicy Ignore"
+    );
+    assert!(
+        alerts["ResidencyGuardWatchStale"]["expr"]
+            .as_str()
+            .unwrap()
+            .ends_with("> 45")
+    );
+    assert!(
+        alerts["ResidencyGuardCertificateExpiringSoon"]["expr"]
+            .as_str()
+            .unwrap()
+            .contains(r#"{job="rg"}"#)
+    );
+    assert!(
+        alerts["ResidencyGuardCertificateExpiringSoon"]["expr"]
+            .as_str()
+            .unwrap()
+            .ends_with("< 7 * 86400")
+    );
+    assert!(
+        alerts["ResidencyGuardWebhookErrorBudgetBurnSlow"]["expr"]
+            .as_str()
+            .unwrap()
+            .contains("(1 - 99.5 / 100)")
+    );
+    for (alert, r) in &alerts {
+        assert_eq!(r["labels"]["team"], "platform", "{alert}");
+        assert!(
+            r["annotations"]["runbook_url"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://wiki.example/rg#"),
+            "{alert}"
+        );
+    }
+    let recording = &one(&objs, "PrometheusRule")["spec"]["groups"][0]["rules"];
+    assert!(
+        recording
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["expr"].as_str().unwrap().contains(r#"le="0.2048""#))
+    );
+
+    // A threshold of the wrong type is refused by the schema.
+    let err = try_render(
+        &helm,
+        RELEASE,
+        NS,
+        &["--set-json", "metrics.prometheusRule.slo.availability=100"],
+    )
+    .unwrap_err();
+    assert!(err.contains("availability") && err.contains("100"), "{err}");
+
+    // The dashboard: the file in the chart, labelled for the sidecar.
+    let objs = render(&helm, &["--set", "metrics.dashboard.enabled=true"]);
+    let cms = dashboard_config_maps(&objs);
+    assert_eq!(cms.len(), 1);
+    assert_eq!(cms[0]["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(cms[0]["metadata"]["namespace"], NS);
+    let file = std::fs::read_to_string(chart_dir().join("dashboards/residency-guard.json"))
+        .expect("dashboard file");
+    let rendered = cms[0]["data"]["residency-guard.json"]
+        .as_str()
+        .expect("dashboard JSON");
+    assert_eq!(rendered.trim_end(), file.trim_end());
+    let dash: Value = serde_json::from_str(rendered).expect("the dashboard is JSON");
+    assert_eq!(dash["uid"], "residency-guard");
+
+    let objs = render(
+        &helm,
+        &[
+            "--set",
+            "metrics.dashboard.enabled=true",
+            "--set",
+            "metrics.dashboard.label=dashboards",
+            "--set",
+            "metrics.dashboard.labelValue=residency",
+            "--set",
+            "metrics.dashboard.namespace=monitoring",
+            "--set",
+            "metrics.dashboard.annotations.grafana_folder=Compliance",
+        ],
+    );
+    let cm = dashboard_config_maps(&objs)[0];
+    assert_eq!(cm["metadata"]["labels"]["dashboards"], "residency");
+    assert!(cm["metadata"]["labels"].get("grafana_dashboard").is_none());
+    assert_eq!(cm["metadata"]["namespace"], "monitoring");
+    assert_eq!(
+        cm["metadata"]["annotations"]["grafana_folder"],
+        "Compliance"
+    );
 }

@@ -20,6 +20,17 @@ pub struct ViolationLabels {
     pub kind: String,
 }
 
+/// One violation code under one policy and data class.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub policy: String,
+    pub class: String,
+    /// A stable violation code (`engine::Code`): a closed set.
+    pub code: &'static str,
+    /// "true" when an exemption covers the violation.
+    pub exempted: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PassLabels {
     /// full, incremental, expiry; messages (the leader writing the
@@ -39,6 +50,13 @@ pub struct WriteLabels {
 pub struct AuditMetrics {
     /// Objects out of policy (exempted excluded), by policy, class, namespace, kind.
     pub violations: Family<ViolationLabels, Gauge>,
+    /// Objects with a violation of a code, by policy, class, code and
+    /// whether it is exempted (no namespace label: codes times namespaces
+    /// would multiply the series).
+    pub violation_codes: Family<CodeLabels, Gauge>,
+    /// Unix time the leader last planned and applied its writes with no
+    /// write failing (0: not yet, or never the leader).
+    pub last_plan: Gauge,
     pub evaluation_seconds: Family<PassLabels, Histogram>,
     pub rejudged_objects: Family<PassLabels, Counter>,
     pub writes: Family<WriteLabels, Counter>,
@@ -51,6 +69,8 @@ impl Default for AuditMetrics {
     fn default() -> Self {
         AuditMetrics {
             violations: Family::default(),
+            violation_codes: Family::default(),
+            last_plan: Gauge::default(),
             evaluation_seconds: Family::new_with_constructor(|| {
                 // 100 µs .. ~3.3 s, doubling.
                 Histogram::new(exponential_buckets(0.000_1, 2.0, 16))
@@ -77,6 +97,16 @@ impl AuditMetrics {
             "violations",
             "Objects out of policy (exempted excluded) by policy, data class, namespace and kind",
             self.violations.clone(),
+        );
+        r.register(
+            "violations_by_code",
+            "Objects with a violation of a code, by policy, data class, code and whether an exemption covers it",
+            self.violation_codes.clone(),
+        );
+        r.register(
+            "last_plan_timestamp_seconds",
+            "Unix time this replica, as the audit leader, last planned and applied its writes with none failing (0: not yet, or never the leader)",
+            self.last_plan.clone(),
         );
         r.register(
             "evaluation_duration_seconds",
@@ -119,7 +149,26 @@ impl AuditMetrics {
     /// Recompute the violation gauges from the index.
     pub fn observe_findings(&self, index: &FindingsIndex) {
         let mut counts: BTreeMap<(String, String, String, String), i64> = BTreeMap::new();
+        let mut codes: BTreeMap<(&str, &str, &'static str, bool), i64> = BTreeMap::new();
         for (key, f) in index.iter() {
+            for p in &f.policies {
+                // Each (code, exempted) once per object, however many
+                // containers or volumes share it.
+                let mut seen: Vec<(&'static str, bool)> = p
+                    .violations
+                    .iter()
+                    .map(|v| (v.code.as_str(), v.exempted))
+                    .collect();
+                seen.sort_unstable();
+                seen.dedup();
+                for c in &f.classes {
+                    for (code, exempted) in &seen {
+                        *codes
+                            .entry((&*p.policy, c.as_str(), code, *exempted))
+                            .or_default() += 1;
+                    }
+                }
+            }
             for p in f.policies.iter().filter(|p| p.violated()) {
                 for c in &f.classes {
                     *counts
@@ -141,6 +190,17 @@ impl AuditMetrics {
                     class,
                     namespace,
                     kind,
+                })
+                .set(n);
+        }
+        self.violation_codes.clear();
+        for ((policy, class, code, exempted), n) in codes {
+            self.violation_codes
+                .get_or_create(&CodeLabels {
+                    policy: policy.to_string(),
+                    class: class.to_string(),
+                    code,
+                    exempted: if exempted { "true" } else { "false" },
                 })
                 .set(n);
         }

@@ -328,6 +328,11 @@ pub async fn run(
                 .await;
             retry_soon = stats.deferred > 0 || stats.errors > 0;
             reports_missing = stats.reports_missing;
+            // What the "audit not planned" alert watches: a leader whose
+            // writes keep failing (RBAC, API server) stops moving it.
+            if stats.errors == 0 {
+                metrics.last_plan.set(now.as_second());
+            }
             if stats.writes > 0 {
                 tracing::info!(
                     writes = stats.writes,

@@ -33,7 +33,9 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::{Notify, watch};
@@ -182,6 +184,12 @@ pub fn workload_api_resource(kind: WorkloadKind) -> ApiResource {
     }
 }
 
+/// The `watch` label: a watched resource's plural (a closed set).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    pub watch: &'static str,
+}
+
 /// How the watches fare: what readiness reads, and the watch-health metrics
 /// (registered once, by `register`).
 #[derive(Debug, Default)]
@@ -197,6 +205,10 @@ pub struct WatchHealth {
     pub skipped_objects: Counter,
     /// Watch errors, each retried after a backoff.
     pub watch_errors: Counter,
+    /// Per watch: the Unix time its current run of failures began, 0
+    /// while it is healthy (what the stale-watch alert reads; one series
+    /// per watched kind).
+    failing_since: Family<WatchLabels, Gauge>,
     /// A snapshot built after every watch had synced has been published.
     /// Until then reviews would be judged against missing policies, so the
     /// operator is not ready (failing open is not an option).
@@ -238,12 +250,27 @@ impl WatchHealth {
             "Watch errors, each retried after a backoff",
             self.watch_errors.clone(),
         );
+        registry.register(
+            "watch_failing_since_timestamp_seconds",
+            "Per watch: Unix time its current run of failures began, 0 while it is healthy",
+            self.failing_since.clone(),
+        );
     }
 
     fn set_total(&self, total: usize) {
         self.total.store(total, Ordering::Relaxed);
         self.total_gauge
             .set(i64::try_from(total).unwrap_or(i64::MAX));
+    }
+
+    /// Give every watch its failing-since series at 0 (healthy), so the
+    /// series exist before the first failure.
+    fn name_watches(&self, names: impl IntoIterator<Item = &'static str>) {
+        for watch in names {
+            self.failing_since
+                .get_or_create(&WatchLabels { watch })
+                .set(0);
+        }
     }
 
     /// One more watch delivered its initial list.
@@ -278,6 +305,9 @@ impl WatchHealth {
             None => {
                 failing.insert(name, (Instant::now(), error));
                 self.failing_count.fetch_add(1, Ordering::Relaxed);
+                self.failing_since
+                    .get_or_create(&WatchLabels { watch: name })
+                    .set(Timestamp::now().as_second());
             }
         }
     }
@@ -289,6 +319,9 @@ impl WatchHealth {
         let mut failing = self.failing();
         if let Some((since, _)) = failing.remove(name) {
             self.failing_count.fetch_sub(1, Ordering::Relaxed);
+            self.failing_since
+                .get_or_create(&WatchLabels { watch: name })
+                .set(0);
             tracing::info!(
                 resource = name,
                 failed_for_s = since.elapsed().as_secs(),
@@ -484,6 +517,7 @@ pub fn start(client: Client, inputs: Inputs) -> State {
     });
     let health = Arc::new(WatchHealth::default());
     health.set_total(kinds.len());
+    health.name_watches(kinds.iter().map(|k| k.name));
     let initial = Snapshot::new(inputs.catalogue.clone(), inputs.address_space.clone());
     let (tx, rx) = watch::channel(Arc::new(initial));
     let (inventory_tx, inventory_rx) = watch::channel(Arc::new(Inventory::default()));

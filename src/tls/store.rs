@@ -6,6 +6,9 @@
 
 use std::sync::{Arc, RwLock};
 
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
 use rustls::ServerConfig;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
@@ -107,6 +110,9 @@ pub struct CertStore {
     current: RwLock<Option<Arc<CertifiedKey>>>,
     /// The PEM it was made from, to skip no-op reloads.
     pem: RwLock<(Vec<u8>, Vec<u8>)>,
+    /// The served certificate's notAfter as Unix time (0: none yet, or
+    /// unreadable), for the expiry alert.
+    expiry: Gauge,
 }
 
 impl Default for CertStore {
@@ -114,13 +120,35 @@ impl Default for CertStore {
         CertStore {
             current: RwLock::new(None),
             pem: RwLock::new((Vec::new(), Vec::new())),
+            expiry: Gauge::default(),
         }
     }
+}
+
+/// The notAfter (Unix seconds) of the first certificate in a PEM chain:
+/// the serving certificate itself.
+pub fn not_after(cert_pem: &[u8]) -> Result<i64, String> {
+    let der = CertificateDer::pem_slice_iter(cert_pem)
+        .next()
+        .ok_or_else(|| "no CERTIFICATE block".to_string())?
+        .map_err(|e| e.to_string())?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| e.to_string())?;
+    Ok(cert.validity().not_after.timestamp())
 }
 
 impl CertStore {
     pub fn new() -> Arc<CertStore> {
         Arc::new(CertStore::default())
+    }
+
+    /// Register the expiry gauge (under the registry's prefix,
+    /// `residency_guard_` on the admin endpoint).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "certificate_expiration_timestamp_seconds",
+            "Unix time the serving certificate expires (its notAfter; 0 while none is loaded)",
+            self.expiry.clone(),
+        );
     }
 
     /// Install a new key pair; returns false (and keeps the old one) when the
@@ -138,6 +166,17 @@ impl CertStore {
         }
         if let Ok(mut pem) = self.pem.write() {
             *pem = (cert_pem.to_vec(), key_pem.to_vec());
+        }
+        match not_after(cert_pem) {
+            Ok(t) => {
+                self.expiry.set(t);
+            }
+            Err(e) => {
+                // Unlikely (the PEM held a certificate chain rustls took);
+                // the expiry alert cannot watch it, which the log says.
+                tracing::warn!(error = %e, "cannot read the serving certificate's expiry; residency_guard_certificate_expiration_timestamp_seconds stays 0");
+                self.expiry.set(0);
+            }
         }
         Ok(true)
     }
@@ -178,5 +217,32 @@ impl CertStore {
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.current.read().ok().and_then(|c| c.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_expiry_gauge_is_the_served_certificates_not_after() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2030, 1, 1);
+        let cert = params.self_signed(&key).unwrap();
+        let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
+        assert_eq!(not_after(cert_pem.as_bytes()), Ok(1_893_456_000));
+
+        let store = CertStore::new();
+        assert_eq!(store.expiry.get(), 0, "nothing served yet");
+        assert_eq!(
+            store.replace(cert_pem.as_bytes(), key_pem.as_bytes()).ok(),
+            Some(true)
+        );
+        assert_eq!(store.expiry.get(), 1_893_456_000);
+
+        assert!(not_after(b"not a certificate").is_err());
+        let garbage = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert!(not_after(garbage.as_bytes()).is_err());
     }
 }

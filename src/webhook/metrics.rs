@@ -140,8 +140,22 @@ pub struct PolicyStateLabels {
     pub state: &'static str,
 }
 
+/// One exemption: its policy, its position in `spec.exemptions` and its
+/// reference (policies are cluster-scoped and written by their owners; at
+/// most 128 exemptions each).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExemptionLabels {
+    pub policy: String,
+    pub index: String,
+    pub reference: String,
+}
+
 pub struct Metrics {
     pub registry: Registry,
+    /// 1 while `/readyz` would answer ready (set at scrape time).
+    pub ready: Gauge,
+    /// When each enforced exemption lapses (set at scrape time).
+    pub exemption_expiry: Family<ExemptionLabels, Gauge>,
     pub policies: Family<PolicyStateLabels, Gauge>,
     pub live_confirmations: Family<ConfirmLabels, Counter>,
     pub declassifications: Family<OutcomeLabels, Counter>,
@@ -184,6 +198,18 @@ impl Metrics {
             "admission_duration_seconds",
             "Time to decode, judge and encode one admission review",
             latency.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 while this replica is ready to judge reviews (what /readyz answers), 0 otherwise",
+            ready.clone(),
+        );
+        let exemption_expiry = Family::<ExemptionLabels, Gauge>::default();
+        registry.register(
+            "exemption_expiry_timestamp_seconds",
+            "Unix time each exemption of an enforced policy lapses (the end of its expires day, China Standard Time), by policy, index in spec.exemptions and reference",
+            exemption_expiry.clone(),
         );
         let policies = Family::<PolicyStateLabels, Gauge>::default();
         registry.register(
@@ -234,6 +260,8 @@ impl Metrics {
             review_api_budget.clone(),
         );
         Arc::new(Metrics {
+            ready,
+            exemption_expiry,
             review_api_requests,
             review_api_budget,
             registry,
@@ -286,6 +314,23 @@ impl Metrics {
             self.policies
                 .get_or_create(&PolicyStateLabels { state })
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Copy the exemptions of the enforced policies into the gauge (at
+    /// scrape time; lapsed ones stay until their policy drops them).
+    pub fn observe_exemptions(&self, snapshot: &crate::engine::Snapshot) {
+        self.exemption_expiry.clear();
+        for policy in &snapshot.policies {
+            for e in &policy.exemptions {
+                self.exemption_expiry
+                    .get_or_create(&ExemptionLabels {
+                        policy: policy.name.to_string(),
+                        index: e.index.to_string(),
+                        reference: e.reference.clone(),
+                    })
+                    .set(e.lapses_at.as_second());
+            }
         }
     }
 

@@ -472,6 +472,19 @@ fn refuse_unseen(app: &App, confirm: &admission::Confirm, e: &str, handled: &mut
     }
 }
 
+/// Why `/readyz` fails, or None when ready.
+fn not_ready(app: &App) -> Option<String> {
+    if !app.serving.load(Ordering::Relaxed) {
+        Some("shutting down".to_string())
+    } else if let Some(why) = app.state.not_ready_because() {
+        Some(format!("not ready: {why}"))
+    } else if !app.certs.has_certificate() {
+        Some("no serving certificate yet".to_string())
+    } else {
+        None
+    }
+}
+
 /// `/livez`, `/readyz`, `/metrics`.
 pub fn admin_router(app: App) -> Router {
     Router::new()
@@ -479,16 +492,7 @@ pub fn admin_router(app: App) -> Router {
         .route(
             "/readyz",
             get(|AxumState(app): AxumState<App>| async move {
-                let why = if !app.serving.load(Ordering::Relaxed) {
-                    Some("shutting down".to_string())
-                } else if let Some(why) = app.state.not_ready_because() {
-                    Some(format!("not ready: {why}"))
-                } else if !app.certs.has_certificate() {
-                    Some("no serving certificate yet".to_string())
-                } else {
-                    None
-                };
-                match why {
+                match not_ready(&app) {
                     None => (StatusCode::OK, "ready").into_response(),
                     Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
                 }
@@ -497,7 +501,10 @@ pub fn admin_router(app: App) -> Router {
         .route(
             "/metrics",
             get(|AxumState(app): AxumState<App>| async move {
-                app.metrics.observe_policies(&app.state.snapshot());
+                let snapshot = app.state.snapshot();
+                app.metrics.observe_policies(&snapshot);
+                app.metrics.observe_exemptions(&snapshot);
+                app.metrics.ready.set(i64::from(not_ready(&app).is_none()));
                 (
                     [(
                         header::CONTENT_TYPE,
