@@ -47,7 +47,44 @@ impl ClassifiedNode {
 #[derive(Clone, Debug)]
 struct KeyIndex {
     present: FixedBitSet,
-    by_value: HashMap<String, Vec<u32>>,
+    by_value: HashMap<String, Postings>,
+}
+
+/// The nodes carrying one value: their indices while few, a bitset once
+/// that is smaller (see `Postings::compact`). A region label's value sits
+/// on thousands of nodes at the envelope, and adding them to a set one by
+/// one cost more than the rest of a review's placement check.
+#[derive(Clone, Debug)]
+enum Postings {
+    Sparse(Vec<u32>),
+    Dense(FixedBitSet),
+}
+
+impl Postings {
+    /// Dense once the bitset (`len` bits) is no larger than the indices.
+    fn compact(&mut self, len: usize) {
+        if let Postings::Sparse(indices) = self
+            && indices.len() * 32 >= len
+        {
+            let mut set = FixedBitSet::with_capacity(len);
+            set.extend(indices.iter().map(|&i| i as usize));
+            *self = Postings::Dense(set);
+        }
+    }
+
+    fn add_to(&self, set: &mut FixedBitSet) {
+        match self {
+            Postings::Sparse(indices) => set.extend(indices.iter().map(|&i| i as usize)),
+            Postings::Dense(nodes) => set.union_with(nodes),
+        }
+    }
+
+    fn first(&self) -> Option<usize> {
+        match self {
+            Postings::Sparse(indices) => indices.first().map(|&i| i as usize),
+            Postings::Dense(nodes) => nodes.ones().next(),
+        }
+    }
 }
 
 impl KeyIndex {
@@ -61,10 +98,19 @@ impl KeyIndex {
     fn add(&mut self, node: u32, value: &str) {
         self.present.insert(node as usize);
         match self.by_value.get_mut(value) {
-            Some(postings) => postings.push(node),
+            Some(Postings::Sparse(indices)) => indices.push(node),
+            // Only built sparse; compacted once every node is added.
+            Some(Postings::Dense(nodes)) => nodes.insert(node as usize),
             None => {
-                self.by_value.insert(value.to_string(), vec![node]);
+                self.by_value
+                    .insert(value.to_string(), Postings::Sparse(vec![node]));
             }
+        }
+    }
+
+    fn compact(&mut self, len: usize) {
+        for postings in self.by_value.values_mut() {
+            postings.compact(len);
         }
     }
 }
@@ -140,6 +186,10 @@ impl NodeInventory {
                 }
             }
         }
+        for index in labels.values_mut() {
+            index.compact(len);
+        }
+        names.compact(len);
         let mut fix_regions = FixRegions::default();
         for region in &mainland_regions {
             match unverified.get(region.as_str()).and_then(|&i| nodes.get(i)) {
@@ -174,7 +224,7 @@ impl NodeInventory {
     /// The first node of that name.
     pub fn node(&self, name: &str) -> Option<&ClassifiedNode> {
         let postings = self.names.as_ref()?.by_value.get(name)?;
-        self.nodes.get(*postings.first()? as usize)
+        self.nodes.get(postings.first()?)
     }
 
     pub fn mainland_regions(&self) -> &BTreeSet<String> {
@@ -214,7 +264,7 @@ impl NodeInventory {
             let mut set = FixedBitSet::with_capacity(len);
             for (value, postings) in key.iter().flat_map(|k| &k.by_value) {
                 if pick(value) {
-                    set.extend(postings.iter().map(|&i| i as usize));
+                    postings.add_to(&mut set);
                 }
             }
             set
@@ -224,7 +274,7 @@ impl NodeInventory {
             if let Some(k) = key {
                 for v in values {
                     if let Some(postings) = k.by_value.get(v) {
-                        set.extend(postings.iter().map(|&i| i as usize));
+                        postings.add_to(&mut set);
                     }
                 }
             }
