@@ -136,6 +136,19 @@ pub struct ServeArgs {
         default_value_t = 600
     )]
     pub audit_resync_seconds: u64,
+    /// Which report APIs the audit writes its findings to: `auto` (each the
+    /// API server serves, found at run time and looked for again every 15
+    /// s while one is missing), `policyReport` (wgpolicyk8s.io/v1alpha2
+    /// PolicyReports), `openReports` (openreports.io/v1alpha1 Reports) or
+    /// `both`. The chart's `reports.kind` sets it and grants exactly these
+    /// APIs.
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_REPORTS_KIND",
+        value_enum,
+        default_value_t = audit::writer::ReportsKind::Auto
+    )]
+    pub reports_kind: audit::writer::ReportsKind,
     /// The audit leader labels the PersistentVolumeClaims classified objects
     /// mount with their data classes (added to, never removed), so the data
     /// at rest stays classified after the workload is gone.
@@ -326,6 +339,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             },
             writer: audit::writer::WriterConfig {
                 reporting_instance: args.pod_name.clone(),
+                reports_kind: args.reports_kind,
                 reports_recheck_every: resync,
                 ..Default::default()
             },
