@@ -611,8 +611,7 @@ impl Writer {
             if !budget.take() {
                 continue;
             }
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(self.client.clone(), &ns, &resource);
+            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &ns, &resource);
             match api.delete(REPORT_NAME, &DeleteParams::default()).await {
                 Ok(_) => {
                     self.metrics.record("report", "deleted");
@@ -630,7 +629,10 @@ impl Writer {
             }
         }
         for (ns, desired) in &plan.reports {
-            if g.reports.get(ns).is_some_and(|r| r.as_ref() == Some(desired)) {
+            if g.reports
+                .get(ns)
+                .is_some_and(|r| r.as_ref() == Some(desired))
+            {
                 continue;
             }
             if !budget.take() {
