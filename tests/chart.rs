@@ -835,20 +835,6 @@ fn audit_perms(ns: &str) -> BTreeSet<Perm> {
             &["create", "patch"],
             &[],
         ),
-        (
-            "cluster",
-            "wgpolicyk8s.io",
-            &["policyreports", "clusterpolicyreports"],
-            &["list"],
-            &[],
-        ),
-        (
-            "cluster",
-            "wgpolicyk8s.io",
-            &["policyreports", "clusterpolicyreports"],
-            &["create", "patch", "delete"],
-            &["residency-guard"],
-        ),
         // Data at rest keeps its class (audit.labelClaims, default on).
         ("cluster", "", &["persistentvolumeclaims"], &["patch"], &[]),
         (
@@ -860,6 +846,34 @@ fn audit_perms(ns: &str) -> BTreeSet<Perm> {
         ),
         (ns, "coordination.k8s.io", &["leases"], &["create"], &[]),
     ])
+}
+
+/// What writing reports of one API needs: list (stale ones, and whether it
+/// is served), and write only those named `residency-guard`.
+fn report_perms(group: &str, resources: &[&str]) -> BTreeSet<Perm> {
+    perms(&[
+        ("cluster", group, resources, &["list"], &[]),
+        (
+            "cluster",
+            group,
+            resources,
+            &["create", "patch", "delete"],
+            &["residency-guard"],
+        ),
+    ])
+}
+
+fn policy_report_perms() -> BTreeSet<Perm> {
+    report_perms("wgpolicyk8s.io", &["policyreports", "clusterpolicyreports"])
+}
+
+fn open_reports_perms() -> BTreeSet<Perm> {
+    report_perms("openreports.io", &["reports", "clusterreports"])
+}
+
+/// The audit with `reports.kind: auto` (the default): both report APIs.
+fn audit_perms_auto(ns: &str) -> BTreeSet<Perm> {
+    union(&[audit_perms(ns), policy_report_perms(), open_reports_perms()])
 }
 
 fn union(sets: &[BTreeSet<Perm>]) -> BTreeSet<Perm> {
@@ -1186,6 +1200,7 @@ fn schema_rejects_invalid_values() {
         (&["--set", "certificates.mode=letsEncrypt"], "mode"),
         (&["--set", "lang=fr"], "lang"),
         (&["--set", "log.format=xml"], "format"),
+        (&["--set", "reports.kind=PolicyReports"], "kind"),
         (&["--set", "replicaCount=-1"], "replicaCount"),
         (&["--set", "webhook.url=http://insecure:8443"], "url"),
         (&["--set", "webhook.url=https://h:8443/path"], "url"),
@@ -1452,6 +1467,7 @@ fn default_environment_is_exactly_the_contract() {
         ("RESIDENCY_GUARD_AUDIT", "true"),
         ("RESIDENCY_GUARD_AUDIT_RESYNC_SECONDS", "600"),
         ("RESIDENCY_GUARD_LABEL_CLAIMS", "true"),
+        ("RESIDENCY_GUARD_REPORTS_KIND", "auto"),
         ("RESIDENCY_GUARD_REQUEST_TIMEOUT_SECONDS", "3"),
         ("RESIDENCY_GUARD_STALE_AFTER_SECONDS", "30"),
         ("RESIDENCY_GUARD_MAX_CONNECTIONS", "512"),
@@ -1488,10 +1504,15 @@ fn default_environment_is_exactly_the_contract() {
     assert!(!e.contains_key("RESIDENCY_GUARD_AUDIT"));
     assert!(!e.contains_key("RESIDENCY_GUARD_AUDIT_RESYNC_SECONDS"));
     assert!(!e.contains_key("RESIDENCY_GUARD_LABEL_CLAIMS"));
+    assert!(!e.contains_key("RESIDENCY_GUARD_REPORTS_KIND"));
     // No audit, no Lease.
     assert!(all(&no_audit, "Lease").is_empty());
     let e = env(&render(&helm, &["--set", "audit.resyncSeconds=60"]));
     assert_eq!(e["RESIDENCY_GUARD_AUDIT_RESYNC_SECONDS"], "60");
+    for kind in ["policyReport", "openReports", "both"] {
+        let e = env(&render(&helm, &["--set", &format!("reports.kind={kind}")]));
+        assert_eq!(e["RESIDENCY_GUARD_REPORTS_KIND"], kind);
+    }
     let e = env(&render(&helm, &["--set", "audit.labelClaims=false"]));
     assert_eq!(e["RESIDENCY_GUARD_LABEL_CLAIMS"], "false");
     // Trusted sources (issue 23): listed with their reservation.
@@ -1613,18 +1634,53 @@ fn rbac_is_exactly_the_contract_per_mode() {
             union(&[
                 webhook_perms(),
                 self_managed_perms(RELEASE, NS),
-                audit_perms(NS),
+                audit_perms_auto(NS),
             ]),
         ),
         (
             "certManager + audit",
             vec!["--set", "certificates.mode=certManager"],
-            union(&[webhook_perms(), audit_perms(NS)]),
+            union(&[webhook_perms(), audit_perms_auto(NS)]),
         ),
         (
             "existingSecret + audit",
             existing.to_vec(),
-            union(&[webhook_perms(), audit_perms(NS)]),
+            union(&[webhook_perms(), audit_perms_auto(NS)]),
+        ),
+        // reports.kind: exactly the API(s) in use (issue 26).
+        (
+            "selfManaged + audit, reports.kind=policyReport",
+            vec!["--set", "reports.kind=policyReport"],
+            union(&[
+                webhook_perms(),
+                self_managed_perms(RELEASE, NS),
+                audit_perms(NS),
+                policy_report_perms(),
+            ]),
+        ),
+        (
+            "selfManaged + audit, reports.kind=openReports",
+            vec!["--set", "reports.kind=openReports"],
+            union(&[
+                webhook_perms(),
+                self_managed_perms(RELEASE, NS),
+                audit_perms(NS),
+                open_reports_perms(),
+            ]),
+        ),
+        (
+            "selfManaged + audit, reports.kind=both",
+            vec!["--set", "reports.kind=both"],
+            union(&[
+                webhook_perms(),
+                self_managed_perms(RELEASE, NS),
+                audit_perms_auto(NS),
+            ]),
+        ),
+        (
+            "selfManaged without audit, reports.kind=openReports",
+            [&["--set", "reports.kind=openReports"][..], &no_audit].concat(),
+            union(&[webhook_perms(), self_managed_perms(RELEASE, NS)]),
         ),
     ];
     for (what, args, expected) in cases {
@@ -2063,7 +2119,7 @@ fn names_follow_the_release_and_namespace() {
         &union(&[
             webhook_perms(),
             self_managed_perms(fullname, ns),
-            audit_perms(ns),
+            audit_perms_auto(ns),
         ]),
         "rg",
     );
@@ -2217,6 +2273,10 @@ fn values_schema_and_readme_agree() {
         ("webhook.failurePolicy", vec!["Fail", "Ignore"]),
         ("lang", vec!["en", "zh-CN"]),
         ("log.format", vec!["json", "text"]),
+        (
+            "reports.kind",
+            vec!["auto", "policyReport", "openReports", "both"],
+        ),
     ] {
         let node = path.split('.').fold(&schema, |v, k| &v["properties"][k]);
         assert_eq!(node["enum"], json!(allowed), "{path}");
