@@ -988,12 +988,20 @@ pub fn install_report_crds(c: &Cluster, api: (&str, [&str; 2])) {
     }
     let dir = report_crds_dir().join(api.0);
     c.must(&["apply", "-f", dir.to_str().expect("UTF-8 path")]);
+    // Polled rather than `kubectl wait`, which fails at once on a CRD whose
+    // status has no conditions yet.
     for name in api.1 {
-        c.must(&[
-            "wait",
-            "--for=condition=Established",
-            &format!("crd/{name}"),
-            "--timeout=60s",
-        ]);
+        eventually(
+            &format!("the CRD {name} to be established"),
+            Duration::from_secs(60),
+            || {
+                let crd = c.get_json(&["crd", name])?;
+                crd["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .any(|k| k["type"] == "Established" && k["status"] == "True")
+                    .then_some(())
+            },
+        );
     }
 }
