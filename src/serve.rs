@@ -106,7 +106,7 @@ pub struct ServeArgs {
     #[arg(long, env = "RESIDENCY_GUARD_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Run the audit controller too: re-judge what already runs and write
-    /// policy status, Events and PolicyReports (from the elected leader).
+    /// policy status, Events and reports (from the elected leader).
     #[arg(long, env = "RESIDENCY_GUARD_AUDIT", default_value_t = false)]
     pub audit: bool,
     /// Requests per second that admission reviews may make the operator
@@ -128,7 +128,7 @@ pub struct ServeArgs {
     )]
     pub api_requests_per_namespace_per_second: f64,
     /// The audit's full pass: everything is re-judged this often, and the
-    /// PolicyReports are listed again so one deleted while its findings
+    /// reports are listed again so one deleted while its findings
     /// persist is written again within this period.
     #[arg(
         long,

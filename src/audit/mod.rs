@@ -1,6 +1,7 @@
 //! The audit controller: re-judges what runs whenever something relevant
 //! changes, and (on the elected leader only) writes the results — policy
-//! status, Events, PolicyReports — plus metrics on every replica.
+//! status, Events, reports (OpenReports and/or PolicyReports) — plus
+//! metrics on every replica.
 //!
 //! - `index`: findings per object, `diff` of two inventories into changes,
 //!   and `affected_by(change)`: exactly what to re-judge. Pure.
