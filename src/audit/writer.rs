@@ -161,12 +161,17 @@ struct Memory {
     reports: BTreeMap<ReportFormat, ReportsMemory>,
 }
 
+/// The reports written during one pass, by namespace (None: the cluster
+/// report): the second API's memory shares the first's copy.
+type SharedReports = BTreeMap<Option<String>, Arc<PlannedReport>>;
+
 /// What this leader knows of the reports of one API.
 #[derive(Debug, Default)]
 struct ReportsMemory {
-    /// Namespace → its report.
-    reports: BTreeMap<String, Option<PlannedReport>>,
-    cluster_report: Option<Option<PlannedReport>>,
+    /// Namespace → its report. Shared with the other API's memory when
+    /// both hold the same content (one copy, not one per API).
+    reports: BTreeMap<String, Option<Arc<PlannedReport>>>,
+    cluster_report: Option<Option<Arc<PlannedReport>>>,
     /// The API server serves the API (its CRDs are installed).
     served: bool,
     /// When the API was last looked for (None: never, this leadership).
@@ -337,9 +342,11 @@ impl Writer {
         };
         self.write_statuses(&mut memory, plan, observed, now, &mut budget)
             .await;
+        let mut shared = SharedReports::new();
         for (format, g) in memory.reports.iter_mut() {
             if g.served {
-                self.write_reports(*format, g, plan, &mut budget).await;
+                self.write_reports(*format, g, plan, &mut shared, &mut budget)
+                    .await;
             }
         }
         budget.stats.reports_missing = memory.reports.values().any(|g| !g.served);
@@ -595,6 +602,7 @@ impl Writer {
         format: ReportFormat,
         g: &mut ReportsMemory,
         plan: &AuditPlan,
+        shared: &mut SharedReports,
         budget: &mut Budget,
     ) {
         let resource = report_resource(format);
@@ -629,10 +637,13 @@ impl Writer {
             }
         }
         for (ns, desired) in &plan.reports {
-            if g.reports
-                .get(ns)
-                .is_some_and(|r| r.as_ref() == Some(desired))
+            if let Some(Some(written)) = g.reports.get(ns)
+                && **written == *desired
             {
+                // Unchanged: the other API's memory may share this copy.
+                shared
+                    .entry(Some(ns.clone()))
+                    .or_insert_with(|| written.clone());
                 continue;
             }
             if !budget.take() {
@@ -644,7 +655,10 @@ impl Writer {
                 Ok(_) => {
                     self.metrics.record("report", "applied");
                     tracing::info!(namespace = %ns, kind, results = desired.results.len(), "report applied");
-                    g.reports.insert(ns.clone(), Some(desired.clone()));
+                    let written = shared
+                        .entry(Some(ns.clone()))
+                        .or_insert_with(|| Arc::new(desired.clone()));
+                    g.reports.insert(ns.clone(), Some(written.clone()));
                 }
                 Err(e) if is_status(&e, 404) => {
                     // The CRDs were removed: look for them again later.
@@ -679,12 +693,11 @@ impl Writer {
                     }
                 }
             }
-        } else if g
-            .cluster_report
-            .as_ref()
-            .is_none_or(|r| r.as_ref() != Some(desired))
-            && budget.take()
+        } else if let Some(Some(written)) = &g.cluster_report
+            && **written == *desired
         {
+            shared.entry(None).or_insert_with(|| written.clone());
+        } else if budget.take() {
             match api
                 .patch(
                     REPORT_NAME,
@@ -695,7 +708,10 @@ impl Writer {
             {
                 Ok(_) => {
                     self.metrics.record("cluster_report", "applied");
-                    g.cluster_report = Some(Some(desired.clone()));
+                    let written = shared
+                        .entry(None)
+                        .or_insert_with(|| Arc::new(desired.clone()));
+                    g.cluster_report = Some(Some(written.clone()));
                 }
                 Err(e) if is_status(&e, 404) => {
                     tracing::warn!(api = %format.api_version(), kind = cluster_kind, "cannot apply the cluster report: the report API is gone; looking for it again");
