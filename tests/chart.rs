@@ -2179,6 +2179,22 @@ fn notes_tell_the_user_what_to_do_next() {
         default.contains("VIOLATIONS is the number of") && default.contains("kubectl describe rp"),
         "{default}"
     );
+    // The reports to look at: those of the API(s) reports.kind selects.
+    for (args, open_reports, policy_reports) in [
+        (NO_ARGS, true, true),
+        (&["--set", "reports.kind=openReports"][..], true, false),
+        (&["--set", "reports.kind=policyReport"][..], false, true),
+    ] {
+        let text = notes(args);
+        assert_eq!(
+            (
+                text.contains("kubectl get reports.openreports.io -A"),
+                text.contains("kubectl get policyreports.wgpolicyk8s.io -A")
+            ),
+            (open_reports, policy_reports),
+            "{args:?}:\n{text}"
+        );
+    }
     let no_audit = notes(&["--set", "audit.enabled=false"]);
     assert!(
         no_audit.contains("The VIOLATIONS column stays empty: audit.enabled=false"),
