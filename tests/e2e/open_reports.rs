@@ -94,6 +94,27 @@ fn assert_result_intact(r: &Value) {
     assert_eq!(r["category"], "Data residency");
 }
 
+/// `residency-guard report --format json` of the cluster, as an admin.
+fn live_report(c: &Cluster) -> Value {
+    let out_dir = c.scratch.join("report");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_residency-guard"))
+        .args(["report", "--format", "json", "--kubeconfig"])
+        .arg(&c.kubeconfig)
+        .arg("-o")
+        .arg(&out_dir)
+        .env("LANG", "C")
+        .output()
+        .expect("run residency-guard report");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(out_dir.join("residency-report.json")).expect("the JSON"))
+        .expect("JSON")
+}
+
 /// A cluster with only the OpenReports CRDs (as Kubewarden's chart now
 /// installs by default): with the default `reports.kind: auto` a
 /// relabelled node's violation reaches a Report and a ClusterReport the
@@ -179,25 +200,7 @@ fn open_reports_only_a_relabelled_nodes_violation_reaches_a_report() {
     );
 
     // `residency-guard report` reads the Reports as the audit's evidence.
-    let out_dir = c.scratch.join("report");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_residency-guard"))
-        .args(["report", "--format", "json", "--kubeconfig"])
-        .arg(&c.kubeconfig)
-        .arg("-o")
-        .arg(&out_dir)
-        .env("LANG", "C")
-        .output()
-        .expect("run residency-guard report");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_slice(
-        &std::fs::read(out_dir.join("residency-report.json")).expect("the JSON"),
-    )
-    .expect("JSON");
+    let r = live_report(&c);
     let sources = &r["scope"]["auditSources"]["policyReports"];
     assert_eq!(sources["read"], true, "{sources:#}");
     assert!(sources["objects"].as_u64() >= Some(1), "{sources:#}");
@@ -299,6 +302,19 @@ fn both_report_apis_hold_identical_results() {
             result(&or, "BoundToNodeOutside")?;
             same(&wg, &or).then_some(())
         },
+    );
+    // `residency-guard report` reads both (the same results: the evidence
+    // does not change), and lists each in its provenance.
+    let r = live_report(&c);
+    let lists = r["scope"]["cluster"]["lists"].to_string();
+    assert!(
+        lists.contains("reports.openreports.io") && lists.contains("policyreports.wgpolicyk8s.io"),
+        "{lists}"
+    );
+    assert!(
+        r["scope"]["auditSources"]["policyReports"]["objects"].as_u64() >= Some(2),
+        "{}",
+        r["scope"]["auditSources"]
     );
 }
 
