@@ -1294,3 +1294,33 @@ async fn both_writes_each_api_and_looks_again_for_one_that_vanishes() {
     assert_eq!((s.writes, s.errors), (2, 0));
     server.await.unwrap();
 }
+
+/// `auto` with an API the operator may not use (403: RBAC made by hand):
+/// treated as missing, so no write is attempted against it (each would be
+/// refused) while the other API is written.
+#[tokio::test]
+async fn auto_skips_an_api_it_may_not_use() {
+    let (client, mut handle) = mock();
+    let plan = reports_only_plan();
+    let server = tokio::spawn(async move {
+        serve_api_seed(&mut handle, WG.0, WG.1, true).await;
+        let (seen, send) = next(&mut handle).await;
+        assert_eq!(seen.path, "/apis/openreports.io/v1alpha1/reports");
+        send.send_response(status_error(403, "Forbidden"));
+        serve_apply(
+            &mut handle,
+            "/apis/wgpolicyk8s.io/v1alpha2/namespaces/app/policyreports/residency-guard",
+        )
+        .await;
+        assert_quiet(&mut handle).await;
+    });
+    let cfg = WriterConfig {
+        reports_probe_every: Duration::from_secs(3600),
+        ..WriterConfig::default()
+    };
+    let mut w = Writer::new(client, cfg, AuditMetrics::new());
+    let s = w.apply(&plan, &BTreeMap::new(), now()).await;
+    assert_eq!((s.writes, s.errors, s.reports_missing), (1, 0, true));
+    assert_eq!(w.apply(&plan, &BTreeMap::new(), now()).await.writes, 0);
+    server.await.unwrap();
+}

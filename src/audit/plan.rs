@@ -219,7 +219,7 @@ impl ResultKind {
     }
 }
 
-/// One PolicyReport result (wgpolicyk8s.io/v1alpha2).
+/// One report result: the same fields in both report APIs.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ReportResult {
     pub policy: String,
@@ -502,9 +502,9 @@ pub struct AuditPlan {
     /// Policy name → status.
     pub statuses: BTreeMap<String, PlannedStatus>,
     pub events: BTreeMap<EventKey, PlannedEvent>,
-    /// Namespace → its PolicyReport; namespaces without results are absent.
+    /// Namespace → its report; namespaces without results are absent.
     pub reports: BTreeMap<String, PlannedReport>,
-    /// Cluster-scoped findings; empty means no ClusterPolicyReport.
+    /// Cluster-scoped findings; empty means no cluster report.
     pub cluster_report: PlannedReport,
     /// Events about policies themselves (an invalid one), by policy name
     /// and generation: one per version.

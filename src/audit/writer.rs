@@ -506,6 +506,16 @@ impl Writer {
                 g.unserved();
                 return;
             }
+            // Installed, but this ServiceAccount may not use it (RBAC made by
+            // hand, or a chart whose reports.kind excludes it): every write
+            // would be refused too. Looked for again like a missing API.
+            Err(e) if is_status(&e, 403) => {
+                if first_look {
+                    tracing::warn!(api = %format.api_version(), kind = format.kind(), reports_kind = self.cfg.reports_kind.as_str(), error = %e, "the operator may not list this report API's reports; its reports are not written (grant list, and create/patch/delete on the name residency-guard, as the chart does for the APIs reports.kind selects)");
+                }
+                g.unserved();
+                return;
+            }
             Err(e) => {
                 tracing::warn!(api = %format.api_version(), kind = format.kind(), error = %e, "cannot list existing reports; stale ones may remain until the next leadership change");
             }
