@@ -127,7 +127,7 @@ fn render_as<S: AsRef<OsStr> + std::fmt::Debug>(
 
 /// The values sets every invariant is checked against: (name, args, failurePolicy).
 fn values_sets() -> Vec<(&'static str, Vec<String>, &'static str)> {
-    let sets: [(&str, &[&str], &str); 6] = [
+    let sets: [(&str, &[&str], &str); 7] = [
         ("default", &[], "Fail"),
         (
             "certManager",
@@ -167,6 +167,11 @@ fn values_sets() -> Vec<(&'static str, Vec<String>, &'static str)> {
                 "lang=zh-CN",
             ],
             "Ignore",
+        ),
+        (
+            "openReports",
+            &["--set", "reports.kind=openReports"],
+            "Fail",
         ),
         (
             "certManager+audit+timeout2",
