@@ -421,7 +421,10 @@ fn scope(h: &mut String, report: &Report) {
         format!(
             "Events: {} · {}: {} · {}: {}",
             avail(&a.events),
-            bi("reports (OpenReports, PolicyReports)", "报告（OpenReports、PolicyReport）"),
+            bi(
+                "reports (OpenReports, PolicyReports)",
+                "报告（OpenReports、PolicyReport）"
+            ),
             avail(&a.policy_reports),
             bi("policy status", "策略状态"),
             avail(&a.policy_status)

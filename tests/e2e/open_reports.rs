@@ -2,8 +2,9 @@
 //! issue 26) on a real API server with the upstream CRDs of both report
 //! APIs (harness::report_crds_dir): a cluster with only the OpenReports
 //! CRDs gets Reports (with the default `reports.kind: auto`), a cluster
-//! with both gets the same results in each, and CRDs installed after the
-//! operator are picked up within the probe period (15 s). The workloads
+//! with both gets the same results in each, CRDs installed after the
+//! operator are picked up within the probe period (15 s), and a fixed
+//! `reports.kind` is granted and writes only its API. The workloads
 //! are created by an ordinary user (`edit` in one namespace); the reports
 //! by the operator under the chart's ServiceAccount, whose ClusterRole
 //! grants exactly the report API(s) `reports.kind` selects.
@@ -375,5 +376,67 @@ fn open_reports_crds_installed_after_the_operator_are_picked_up_within_the_probe
     assert!(
         log.contains("the report API is installed now") && log.contains("openreports.io/v1alpha1"),
         "the operator did not say it found the OpenReports API"
+    );
+}
+
+/// `reports.kind: openReports` on a cluster with both report APIs: the
+/// chart's ClusterRole grants only `openreports.io`, and the operator
+/// writes only Reports under it (a PolicyReport write would be refused).
+#[test]
+fn a_fixed_kind_writes_only_its_api_and_is_granted_only_that() {
+    let Some(c) = cluster("open-reports-fixed-kind") else {
+        return;
+    };
+    let apps = "e2e-fixed-apps";
+    let (release, system) = ("e2e-fixed", "e2e-fixed-system");
+    remove_report_crds(&c);
+    install_report_crds(&c, POLICY_REPORT_CRDS);
+    install_report_crds(&c, OPEN_REPORTS_CRDS);
+    let installed = install_and_run(
+        &c,
+        release,
+        system,
+        &[
+            "--set",
+            "audit.enabled=true",
+            "--set",
+            "reports.kind=openReports",
+        ],
+    );
+    // What the API server's authorizer says the operator may do.
+    let account = format!(
+        "--as=system:serviceaccount:{system}:{}",
+        crate::harness::fullname(release)
+    );
+    let may = |verb: &str, resource: &str| {
+        let r = c.kubectl(&["auth", "can-i", verb, resource, "-A", &account]);
+        r.stdout.trim() == "yes"
+    };
+    assert!(may("list", "reports.openreports.io"));
+    assert!(may("list", "clusterreports.openreports.io"));
+    assert!(!may("list", "policyreports.wgpolicyk8s.io"));
+    assert!(!may("list", "clusterpolicyreports.wgpolicyk8s.io"));
+
+    crate::harness::apply_policies(
+        &c,
+        &["e2e-fixed-personal"],
+        &policy("e2e-fixed-personal", "residencyguard.io/e2e-fixed", "Audit"),
+    );
+    c.fresh_namespace(apps, &[("residencyguard.io/e2e-fixed", "true")]);
+    c.grant_edit(apps, "alice");
+    apply_as_alice(&c, &deployment(apps, "anywhere", None));
+    eventually("the Report", Duration::from_secs(30), || {
+        let r = c.get_json(&["reports.openreports.io", "residency-guard", "-n", apps])?;
+        result(&r, "PlacementNotGuaranteed").map(|_| ())
+    });
+    // A full plan has been written: no PolicyReport, no refused write.
+    let policy_reports = c
+        .get_json(&["policyreports.wgpolicyk8s.io", "-n", apps])
+        .expect("the PolicyReport API is installed");
+    assert_eq!(policy_reports["items"], serde_json::json!([]));
+    let log = installed.operator.log();
+    assert!(
+        !log.contains("forbidden") && !log.contains("Forbidden"),
+        "a request was refused:\n{log}"
     );
 }
