@@ -106,7 +106,7 @@ pub struct ServeArgs {
     #[arg(long, env = "RESIDENCY_GUARD_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Run the audit controller too: re-judge what already runs and write
-    /// policy status, Events and PolicyReports (from the elected leader).
+    /// policy status, Events and reports (from the elected leader).
     #[arg(long, env = "RESIDENCY_GUARD_AUDIT", default_value_t = false)]
     pub audit: bool,
     /// Requests per second that admission reviews may make the operator
@@ -128,7 +128,7 @@ pub struct ServeArgs {
     )]
     pub api_requests_per_namespace_per_second: f64,
     /// The audit's full pass: everything is re-judged this often, and the
-    /// PolicyReports are listed again so one deleted while its findings
+    /// reports are listed again so one deleted while its findings
     /// persist is written again within this period.
     #[arg(
         long,
@@ -136,6 +136,19 @@ pub struct ServeArgs {
         default_value_t = 600
     )]
     pub audit_resync_seconds: u64,
+    /// Which report APIs the audit writes its findings to: `auto` (each the
+    /// API server serves, found at run time and looked for again every 15
+    /// s while one is missing), `policyReport` (wgpolicyk8s.io/v1alpha2
+    /// PolicyReports), `openReports` (openreports.io/v1alpha1 Reports) or
+    /// `both`. The chart's `reports.kind` sets it and grants exactly these
+    /// APIs.
+    #[arg(
+        long,
+        env = "RESIDENCY_GUARD_REPORTS_KIND",
+        value_enum,
+        default_value_t = audit::writer::ReportsKind::Auto
+    )]
+    pub reports_kind: audit::writer::ReportsKind,
     /// The audit leader labels the PersistentVolumeClaims classified objects
     /// mount with their data classes (added to, never removed), so the data
     /// at rest stays classified after the workload is gone.
@@ -328,6 +341,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             },
             writer: audit::writer::WriterConfig {
                 reporting_instance: args.pod_name.clone(),
+                reports_kind: args.reports_kind,
                 reports_recheck_every: resync,
                 ..Default::default()
             },

@@ -11,7 +11,7 @@ use residency_guard::api::{Offender, ResidencyPolicy};
 use residency_guard::audit::Auditor;
 use residency_guard::audit::index::{Change, affected_by, diff};
 use residency_guard::audit::plan::{
-    AuditPlan, EventKey, PlanConfig, PlannedStatus, ResultKind, truncate_note,
+    AuditPlan, EventKey, PlanConfig, PlannedStatus, ReportFormat, ResultKind, truncate_note,
 };
 use residency_guard::engine::{
     AddressSpace, Catalogue, ClaimRecord, ClassRecord, Code, Lang, NodeInfo, Snapshot,
@@ -282,7 +282,7 @@ fn full_pass_plans_exact_status_events_and_report() {
     assert!(plan.cluster_report.results.is_empty());
 
     // The PolicyReport object in the format Policy Reporter reads.
-    let obj = plan.reports["app"].to_object(Some("app"));
+    let obj = plan.reports["app"].to_object(ReportFormat::PolicyReport, Some("app"));
     assert_eq!(obj["apiVersion"], "wgpolicyk8s.io/v1alpha2");
     assert_eq!(obj["kind"], "PolicyReport");
     assert_eq!(obj["metadata"]["namespace"], "app");
@@ -298,7 +298,9 @@ fn full_pass_plans_exact_status_events_and_report() {
     assert_eq!(fail["policy"], "personal-mainland");
     assert_eq!(fail["rule"], "PlacementNotGuaranteed");
     assert_eq!(fail["result"], "fail");
-    assert_eq!(fail["severity"], "medium");
+    // Not guaranteed weighs `medium`; under an Audit policy two steps less,
+    // floored at `low`.
+    assert_eq!(fail["severity"], "low");
     assert_eq!(fail["source"], "residency-guard");
     assert_eq!(
         fail["resources"],
@@ -431,7 +433,8 @@ fn node_relabel_abroad_rejudges_bound_pods_and_matching_workloads() {
         .iter()
         .find(|r| r.rule == "BoundToNodeOutside")
         .unwrap();
-    assert_eq!(r.severity, "critical");
+    // A pod running abroad weighs `critical`; the policy is Audit: two steps less.
+    assert_eq!(r.severity, "medium");
     assert_eq!(r.properties["node"], "bj-1");
     assert_eq!(r.properties["region"], "ap-east-1");
     assert_eq!(r.properties["owner"], "ReplicaSet api-7d9f");
@@ -893,7 +896,7 @@ fn a_report_over_its_byte_budget_keeps_failures_first_and_says_so() {
     assert_eq!(report.omitted.fail, 0);
     assert_eq!(report.results.len() + report.truncated, 600);
 
-    let obj = report.to_object(Some("app"));
+    let obj = report.to_object(ReportFormat::PolicyReport, Some("app"));
     // The summary counts every result, not only those shown.
     assert_eq!(
         obj["summary"],
@@ -967,7 +970,7 @@ fn a_report_of_a_thousand_long_failures_stays_under_a_mebibyte() {
     let report = fit_report(results, PlanConfig::default().max_report_bytes, Lang::En);
     assert!(report.truncated > 0);
     assert_eq!(report.summary.fail, 1000);
-    let bytes = serde_json::to_vec(&report.to_object(Some("payments")))
+    let bytes = serde_json::to_vec(&report.to_object(ReportFormat::PolicyReport, Some("payments")))
         .unwrap()
         .len();
     assert!(bytes <= 1024 * 1024 + 4096, "{bytes} bytes");
@@ -1085,7 +1088,8 @@ fn a_pv_relabelled_abroad_rejudges_the_statefulset_bound_to_it() {
         .iter()
         .find(|r| r.rule == "VolumeOutsideMainland")
         .unwrap();
-    assert_eq!(r.severity, "critical");
+    // Data proven abroad weighs `critical`; the policy is Audit: two steps less.
+    assert_eq!(r.severity, "medium");
     assert_eq!(r.resources[0].name, "db");
     assert_eq!(r.properties["persistentVolume"], "pv-0");
     assert_eq!(r.properties["claim"], "app/data-db-0");
@@ -1137,4 +1141,184 @@ fn a_storage_class_change_rejudges_only_workloads_with_claims() {
     // db's claim is bound in cn-north-1a; its template would now provision
     // anywhere.
     assert_eq!(storage_codes(&a, &db), [Code::VolumeNotGuaranteed]);
+}
+
+// --- report formats and severity (issue 26) ----------------------------------
+
+/// A rendered report without the fields that name its API.
+fn content(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    let m = v.as_object_mut().unwrap();
+    m.remove("apiVersion");
+    m.remove("kind");
+    m.remove("source");
+    v
+}
+
+/// One plan, two renderings: a PolicyReport and an OpenReports Report (and
+/// their cluster-scoped kinds) carry the same results, summary and
+/// metadata; only the API, the kind and the Report's `source` differ.
+#[test]
+fn both_report_formats_carry_the_same_content() {
+    let w = base();
+    let mut a = auditor(&w);
+    // bj-1 abroad: failing and passing results, and a cluster report.
+    let mut w2 = w.clone();
+    w2.node("bj-1", Some("ap-east-1"));
+    a.update(w2.inventory(), now());
+    let plan = a.plan(now());
+    assert!(!plan.cluster_report.results.is_empty());
+    let reports = plan
+        .reports
+        .iter()
+        .map(|(ns, r)| (Some(ns.as_str()), r))
+        .chain([(None, &plan.cluster_report)]);
+    for (ns, report) in reports {
+        let wg = report.to_object(ReportFormat::PolicyReport, ns);
+        let or = report.to_object(ReportFormat::OpenReports, ns);
+        assert_eq!(content(&wg), content(&or), "{ns:?}");
+        assert_eq!(wg["apiVersion"], "wgpolicyk8s.io/v1alpha2");
+        assert_eq!(or["apiVersion"], "openreports.io/v1alpha1");
+        let kinds = match ns {
+            Some(_) => ("PolicyReport", "Report"),
+            None => ("ClusterPolicyReport", "ClusterReport"),
+        };
+        assert_eq!(
+            (wg["kind"].as_str(), or["kind"].as_str()),
+            (Some(kinds.0), Some(kinds.1))
+        );
+        assert_eq!(or["source"], "residency-guard");
+        assert!(
+            wg.get("source").is_none(),
+            "v1alpha2 has no report-level source"
+        );
+        // A report covers a namespace; each result names its resource.
+        assert!(wg.get("scope").is_none() && or.get("scope").is_none());
+        let results = or["results"].as_array().unwrap();
+        assert!(!results.is_empty());
+        for r in results {
+            assert_eq!(r["source"], "residency-guard");
+            assert!(!r["resources"].as_array().unwrap().is_empty(), "{r}");
+        }
+        assert_eq!(or["metadata"]["name"], "residency-guard");
+        assert_eq!(or["metadata"]["namespace"].as_str(), ns);
+    }
+    // The finding itself, in both: the pod bound abroad.
+    let or = plan.reports["app"].to_object(ReportFormat::OpenReports, Some("app"));
+    let bound = or["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rule"] == "BoundToNodeOutside")
+        .unwrap();
+    assert_eq!(bound["result"], "fail");
+    assert_eq!(bound["properties"]["node"], "bj-1");
+    assert_eq!(bound["properties"]["region"], "ap-east-1");
+    assert_eq!(bound["properties"]["classes"], "personal");
+}
+
+/// A truncated report is truncated the same way in both formats: the same
+/// results kept in the same order, the same annotation, summary and notice.
+#[test]
+fn both_report_formats_truncate_alike() {
+    use residency_guard::audit::plan::{ObjectRef, ReportResult, fit_report};
+    let results: Vec<ReportResult> = (0..400)
+        .map(|i| ReportResult {
+            policy: "mainland-personal-data".into(),
+            rule: if i % 2 == 0 {
+                "NodeOutsideMainland".into()
+            } else {
+                "Compliant".into()
+            },
+            result: if i % 2 == 0 {
+                ResultKind::Fail
+            } else {
+                ResultKind::Pass
+            },
+            severity: if i % 2 == 0 { "high" } else { "info" },
+            message: format!("Deployment payments/api-{i:04} {}", "x".repeat(900)),
+            resources: vec![ObjectRef::workload(&key(
+                WorkloadKind::Deployment,
+                "payments",
+                &format!("api-{i:04}"),
+            ))],
+            properties: BTreeMap::from([("action".to_string(), "Deny".to_string())]),
+        })
+        .collect();
+    let report = fit_report(results, 128 * 1024, Lang::En);
+    assert!(report.truncated > 0);
+    let wg = report.to_object(ReportFormat::PolicyReport, Some("payments"));
+    let or = report.to_object(ReportFormat::OpenReports, Some("payments"));
+    assert_eq!(content(&wg), content(&or));
+    assert_eq!(
+        or["metadata"]["annotations"]["residencyguard.io/results-truncated"],
+        report.truncated.to_string()
+    );
+    let shown = or["results"].as_array().unwrap();
+    assert_eq!(shown.last().unwrap()["rule"], "ReportTruncated");
+    assert_eq!(shown.len(), report.results.len() + 1);
+    assert!(
+        shown[..shown.len() - 1]
+            .iter()
+            .all(|r| r["result"] == "fail")
+    );
+    assert_eq!(or["summary"]["fail"], 200);
+    assert_eq!(or["summary"]["pass"], 200);
+    // The same byte cap: the two objects differ only by their API's names.
+    let (a, b) = (
+        serde_json::to_vec(&wg).unwrap().len(),
+        serde_json::to_vec(&or).unwrap().len(),
+    );
+    assert!(a.abs_diff(b) < 64, "{a} vs {b} bytes");
+    assert!(b <= 128 * 1024 + 4096, "{b} bytes");
+}
+
+/// Severity: what the finding proves, lowered one step under a Warn policy
+/// and two under an Audit policy, never below `low` (docs/policy-reports.md).
+#[test]
+fn severity_is_the_findings_weight_lowered_by_the_policy_action() {
+    use residency_guard::api::Action;
+    use residency_guard::audit::plan::severity;
+    let abroad = ["critical", "high", "medium"];
+    let can_go_abroad = ["high", "medium", "low"];
+    let not_guaranteed = ["medium", "low", "low"];
+    let table = [
+        (Code::BoundToNodeOutside, abroad),
+        (Code::VolumeOutsideMainland, abroad),
+        (Code::StorageEndpointOutside, abroad),
+        (Code::NodeOutsideMainland, can_go_abroad),
+        (Code::EgressOutsideMainland, can_go_abroad),
+        (Code::EgressExternalForbidden, can_go_abroad),
+        (Code::HostNetwork, can_go_abroad),
+        (Code::VolumeNotGuaranteed, can_go_abroad),
+        (Code::ClassNotOnPodTemplate, can_go_abroad),
+        (Code::PlacementNotGuaranteed, not_guaranteed),
+        (Code::EgressUnrestricted, not_guaranteed),
+        (Code::EgressAllowsAll, not_guaranteed),
+    ];
+    for (code, [deny, warn, audit]) in table {
+        assert_eq!(severity(code, Action::Deny), deny, "{code:?} Deny");
+        assert_eq!(severity(code, Action::Warn), warn, "{code:?} Warn");
+        assert_eq!(severity(code, Action::Audit), audit, "{code:?} Audit");
+    }
+    // The same policy under Deny: the pod bound abroad is `critical`.
+    let mut w = base();
+    w.policies = vec![policy("personal-mainland", "Deny", "Unrestricted")];
+    let mut a = auditor(&w);
+    w.node("bj-1", Some("ap-east-1"));
+    a.update(w.inventory(), now());
+    let plan = a.plan(now());
+    let bound = plan.reports["app"]
+        .results
+        .iter()
+        .find(|r| r.rule == "BoundToNodeOutside")
+        .unwrap();
+    assert_eq!(bound.severity, "critical");
+    assert_eq!(plan.cluster_report.results[0].severity, "critical");
+    let unpinned = plan.reports["app"]
+        .results
+        .iter()
+        .find(|r| r.rule == "PlacementNotGuaranteed")
+        .unwrap();
+    assert_eq!(unpinned.severity, "medium");
 }

@@ -19,7 +19,7 @@ use residency_guard::audit::plan::{
     AuditPlan, EventKey, ObjectRef, PlannedEvent, PlannedStatus, ReportResult, ResultKind,
     fit_report,
 };
-use residency_guard::audit::writer::{Writer, WriterConfig, event_name};
+use residency_guard::audit::writer::{ReportsKind, Writer, WriterConfig, event_name};
 use residency_guard::audit::{AuditConfig, run};
 use residency_guard::engine::{Code, Lang, WorkloadKind};
 use residency_guard::state::{Inventory, WorkloadKey};
@@ -205,8 +205,17 @@ fn observed() -> BTreeMap<String, Arc<ResidencyPolicy>> {
     )])
 }
 
+/// The writer of the PolicyReport-only tests (`reports.kind:
+/// policyReport`): no OpenReports request among those asserted.
+fn policy_reports_only() -> WriterConfig {
+    WriterConfig {
+        reports_kind: ReportsKind::PolicyReport,
+        ..WriterConfig::default()
+    }
+}
+
 fn writer(client: Client) -> Writer {
-    Writer::new(client, WriterConfig::default(), AuditMetrics::new())
+    Writer::new(client, policy_reports_only(), AuditMetrics::new())
 }
 
 /// Serve the two seed LISTs with no existing reports.
@@ -456,7 +465,7 @@ async fn policy_report_crds_installed_after_start_are_picked_up_without_a_restar
     });
     let cfg = WriterConfig {
         reports_probe_every: Duration::from_millis(100),
-        ..WriterConfig::default()
+        ..policy_reports_only()
     };
     let mut w = Writer::new(client, cfg, AuditMetrics::new());
     let first = w.apply(&plan, &BTreeMap::new(), now()).await;
@@ -492,7 +501,7 @@ async fn writes_beyond_the_budget_wait_for_the_next_pass() {
     });
     let cfg = WriterConfig {
         max_writes_per_pass: 1,
-        ..WriterConfig::default()
+        ..policy_reports_only()
     };
     let mut w = Writer::new(client, cfg, AuditMetrics::new());
     let s1 = w.apply(&plan, &BTreeMap::new(), now()).await;
@@ -617,7 +626,7 @@ async fn a_persisting_findings_event_is_refreshed_and_created_again_once_expired
     });
     let cfg = WriterConfig {
         reports_recheck_every: Duration::from_secs(24 * 3600),
-        ..WriterConfig::default()
+        ..policy_reports_only()
     };
     let mut w = Writer::new(client, cfg, AuditMetrics::new());
     assert_eq!(w.apply(&plan, &BTreeMap::new(), now()).await.writes, 1);
@@ -679,6 +688,7 @@ async fn only_the_leader_writes() {
     let cfg = AuditConfig {
         debounce: Duration::from_millis(10),
         clock: Arc::new(now),
+        writer: policy_reports_only(),
         ..AuditConfig::default()
     };
     let metrics = AuditMetrics::new();
@@ -926,6 +936,7 @@ async fn a_follower_makes_no_writes_and_writes_once_it_takes_the_expired_lease()
     let cfg = AuditConfig {
         debounce: Duration::from_millis(10),
         clock: Arc::new(now),
+        writer: policy_reports_only(),
         ..AuditConfig::default()
     };
     let mut watch_leading = leading.clone();
@@ -1050,4 +1061,271 @@ async fn a_follower_takes_a_released_lease_at_once() {
     );
     assert_eq!(fake.lock().unwrap().holder().as_deref(), Some("pod-a"));
     election.step_down(Duration::from_secs(5)).await;
+}
+
+// --- report APIs (issue 26): auto, openReports, both ---------------------------
+
+/// Serve the two seed LISTs of one report API: served (no report yet) or
+/// not installed (404 on the first, and nothing more is asked of it).
+async fn serve_api_seed<S: Server>(
+    handle: &mut S,
+    group_version: &str,
+    plurals: (&str, &str),
+    served: bool,
+) {
+    let (seen, send) = next(handle).await;
+    assert_eq!(seen.method, "GET");
+    assert_eq!(seen.path, format!("/apis/{group_version}/{}", plurals.0));
+    assert!(
+        seen.query
+            .contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dresidency-guard"),
+        "{}",
+        seen.query
+    );
+    if !served {
+        send.send_response(status_error(404, "NotFound"));
+        return;
+    }
+    send.send_response(json_response(200, &json!({"apiVersion": group_version, "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []})));
+    let (seen, send) = next(handle).await;
+    assert_eq!(seen.path, format!("/apis/{group_version}/{}", plurals.1));
+    send.send_response(json_response(200, &json!({"apiVersion": group_version, "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []})));
+}
+
+const WG: (&str, (&str, &str)) = (
+    "wgpolicyk8s.io/v1alpha2",
+    ("policyreports", "clusterpolicyreports"),
+);
+const OR: (&str, (&str, &str)) = ("openreports.io/v1alpha1", ("reports", "clusterreports"));
+
+/// Answer the report's server-side apply and return what was applied.
+async fn serve_apply<S: Server>(handle: &mut S, path: &str) -> Value {
+    let (seen, send) = next(handle).await;
+    assert_eq!((seen.method.as_str(), seen.path.as_str()), ("PATCH", path));
+    assert_eq!(seen.content_type, "application/apply-patch+yaml");
+    assert!(
+        seen.query.contains("fieldManager=residency-guard"),
+        "{}",
+        seen.query
+    );
+    let echo = seen.body.clone();
+    send.send_response(json_response(200, &echo));
+    seen.body
+}
+
+fn reports_only_plan() -> AuditPlan {
+    let mut plan = sample_plan();
+    plan.statuses.clear();
+    plan.events.clear();
+    plan
+}
+
+/// `auto` with only the PolicyReport CRDs installed writes PolicyReports;
+/// once the OpenReports CRDs are installed, a probe finds them (without a
+/// plan of its own) and the next pass writes the same results as a Report.
+#[tokio::test]
+async fn auto_writes_the_served_api_and_picks_up_open_reports_once_installed() {
+    let (client, mut handle) = mock();
+    let plan = reports_only_plan();
+    let server = tokio::spawn(async move {
+        serve_api_seed(&mut handle, WG.0, WG.1, true).await;
+        serve_api_seed(&mut handle, OR.0, OR.1, false).await;
+        let wg = serve_apply(
+            &mut handle,
+            "/apis/wgpolicyk8s.io/v1alpha2/namespaces/app/policyreports/residency-guard",
+        )
+        .await;
+        // The first probe: still not installed.
+        serve_api_seed(&mut handle, OR.0, OR.1, false).await;
+        assert_quiet(&mut handle).await;
+        // The second: installed now.
+        serve_api_seed(&mut handle, OR.0, OR.1, true).await;
+        let or = serve_apply(
+            &mut handle,
+            "/apis/openreports.io/v1alpha1/namespaces/app/reports/residency-guard",
+        )
+        .await;
+        assert_eq!(or["kind"], "Report");
+        assert_eq!(or["source"], "residency-guard");
+        assert_eq!(or["results"], wg["results"]);
+        assert_eq!(or["summary"], wg["summary"]);
+        assert_eq!(or["metadata"], wg["metadata"]);
+        assert_quiet(&mut handle).await;
+    });
+    let cfg = WriterConfig {
+        reports_probe_every: Duration::from_millis(100),
+        ..WriterConfig::default()
+    };
+    assert_eq!(cfg.reports_kind, ReportsKind::Auto, "auto is the default");
+    let mut w = Writer::new(client, cfg, AuditMetrics::new());
+    let first = w.apply(&plan, &BTreeMap::new(), now()).await;
+    assert_eq!(first.writes, 1);
+    assert!(first.reports_missing, "the run loop must keep probing");
+    // Not due yet: no request.
+    assert!(!w.probe_reports().await);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(!w.probe_reports().await, "not installed yet");
+    // (The server stays quiet for 300 ms meanwhile.)
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(w.probe_reports().await, "installed now");
+    let second = w.apply(&plan, &BTreeMap::new(), now()).await;
+    assert_eq!(second.writes, 1, "only the Report is new");
+    assert!(!second.reports_missing);
+    assert_eq!(w.apply(&plan, &BTreeMap::new(), now()).await.writes, 0);
+    server.await.unwrap();
+}
+
+/// `openReports` never asks the PolicyReport API anything (the chart grants
+/// it no access to it): Reports and ClusterReports only, and cleanup of its
+/// own Reports.
+#[tokio::test]
+async fn open_reports_only_never_touches_policy_reports() {
+    let (client, mut handle) = mock();
+    let mut plan = reports_only_plan();
+    plan.cluster_report = plan.reports["app"].clone();
+    let server = tokio::spawn(async move {
+        serve_api_seed(&mut handle, OR.0, OR.1, true).await;
+        let or = serve_apply(
+            &mut handle,
+            "/apis/openreports.io/v1alpha1/namespaces/app/reports/residency-guard",
+        )
+        .await;
+        assert_eq!(or["apiVersion"], "openreports.io/v1alpha1");
+        assert_eq!(or["results"][0]["rule"], "PlacementNotGuaranteed");
+        assert_eq!(or["results"][0]["source"], "residency-guard");
+        let cluster = serve_apply(
+            &mut handle,
+            "/apis/openreports.io/v1alpha1/clusterreports/residency-guard",
+        )
+        .await;
+        assert_eq!(cluster["kind"], "ClusterReport");
+        assert!(cluster["metadata"].get("namespace").is_none());
+        // No findings left: both deleted.
+        for path in [
+            "/apis/openreports.io/v1alpha1/namespaces/app/reports/residency-guard",
+            "/apis/openreports.io/v1alpha1/clusterreports/residency-guard",
+        ] {
+            let (seen, send) = next(&mut handle).await;
+            assert_eq!((seen.method.as_str(), seen.path.as_str()), ("DELETE", path));
+            send.send_response(json_response(
+                200,
+                &json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}}),
+            ));
+        }
+        assert_quiet(&mut handle).await;
+    });
+    let cfg = WriterConfig {
+        reports_kind: ReportsKind::OpenReports,
+        ..WriterConfig::default()
+    };
+    let mut w = Writer::new(client, cfg, AuditMetrics::new());
+    let s = w.apply(&plan, &BTreeMap::new(), now()).await;
+    assert_eq!((s.writes, s.errors, s.reports_missing), (2, 0, false));
+    let s = w
+        .apply(&AuditPlan::default(), &BTreeMap::new(), now())
+        .await;
+    assert_eq!(s.writes, 2);
+    server.await.unwrap();
+}
+
+/// `both`: the same report in each API. When one API's CRDs are deleted
+/// (its reports go with them) the writer notices at its next write, has
+/// nothing to delete, and looks for it again.
+#[tokio::test]
+async fn both_writes_each_api_and_looks_again_for_one_that_vanishes() {
+    let (client, mut handle) = mock();
+    let plan = reports_only_plan();
+    let mut changed = reports_only_plan();
+    changed
+        .reports
+        .insert("other".into(), plan.reports["app"].clone());
+    let server = tokio::spawn(async move {
+        serve_api_seed(&mut handle, WG.0, WG.1, true).await;
+        serve_api_seed(&mut handle, OR.0, OR.1, true).await;
+        let wg = serve_apply(
+            &mut handle,
+            "/apis/wgpolicyk8s.io/v1alpha2/namespaces/app/policyreports/residency-guard",
+        )
+        .await;
+        let or = serve_apply(
+            &mut handle,
+            "/apis/openreports.io/v1alpha1/namespaces/app/reports/residency-guard",
+        )
+        .await;
+        assert_eq!(or["results"], wg["results"]);
+        // The PolicyReport CRDs are deleted: the next write finds out.
+        let (seen, send) = next(&mut handle).await;
+        assert_eq!(
+            seen.path,
+            "/apis/wgpolicyk8s.io/v1alpha2/namespaces/other/policyreports/residency-guard"
+        );
+        send.send_response(status_error(404, "NotFound"));
+        serve_apply(
+            &mut handle,
+            "/apis/openreports.io/v1alpha1/namespaces/other/reports/residency-guard",
+        )
+        .await;
+        // No findings left: only the Reports are deleted; of the vanished
+        // API nothing is left to delete, and its probe is not due.
+        for ns in ["app", "other"] {
+            let (seen, send) = next(&mut handle).await;
+            assert_eq!(seen.method, "DELETE");
+            assert_eq!(
+                seen.path,
+                format!("/apis/openreports.io/v1alpha1/namespaces/{ns}/reports/residency-guard")
+            );
+            send.send_response(json_response(
+                200,
+                &json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}}),
+            ));
+        }
+        assert_quiet(&mut handle).await;
+    });
+    let cfg = WriterConfig {
+        reports_kind: ReportsKind::Both,
+        reports_probe_every: Duration::from_secs(3600),
+        ..WriterConfig::default()
+    };
+    let mut w = Writer::new(client, cfg, AuditMetrics::new());
+    let s = w.apply(&plan, &BTreeMap::new(), now()).await;
+    assert_eq!((s.writes, s.reports_missing), (2, false));
+    let s = w.apply(&changed, &BTreeMap::new(), now()).await;
+    assert_eq!(s.writes, 2);
+    assert_eq!(s.errors, 0, "a vanished API is not an error");
+    assert!(s.reports_missing, "the vanished API is looked for again");
+    let s = w
+        .apply(&AuditPlan::default(), &BTreeMap::new(), now())
+        .await;
+    assert_eq!((s.writes, s.errors), (2, 0));
+    server.await.unwrap();
+}
+
+/// `auto` with an API the operator may not use (403: RBAC made by hand):
+/// treated as missing, so no write is attempted against it (each would be
+/// refused) while the other API is written.
+#[tokio::test]
+async fn auto_skips_an_api_it_may_not_use() {
+    let (client, mut handle) = mock();
+    let plan = reports_only_plan();
+    let server = tokio::spawn(async move {
+        serve_api_seed(&mut handle, WG.0, WG.1, true).await;
+        let (seen, send) = next(&mut handle).await;
+        assert_eq!(seen.path, "/apis/openreports.io/v1alpha1/reports");
+        send.send_response(status_error(403, "Forbidden"));
+        serve_apply(
+            &mut handle,
+            "/apis/wgpolicyk8s.io/v1alpha2/namespaces/app/policyreports/residency-guard",
+        )
+        .await;
+        assert_quiet(&mut handle).await;
+    });
+    let cfg = WriterConfig {
+        reports_probe_every: Duration::from_secs(3600),
+        ..WriterConfig::default()
+    };
+    let mut w = Writer::new(client, cfg, AuditMetrics::new());
+    let s = w.apply(&plan, &BTreeMap::new(), now()).await;
+    assert_eq!((s.writes, s.errors, s.reports_missing), (1, 0, true));
+    assert_eq!(w.apply(&plan, &BTreeMap::new(), now()).await.writes, 0);
+    server.await.unwrap();
 }

@@ -127,7 +127,7 @@ fn render_as<S: AsRef<OsStr> + std::fmt::Debug>(
 
 /// The values sets every invariant is checked against: (name, args, failurePolicy).
 fn values_sets() -> Vec<(&'static str, Vec<String>, &'static str)> {
-    let sets: [(&str, &[&str], &str); 6] = [
+    let sets: [(&str, &[&str], &str); 7] = [
         ("default", &[], "Fail"),
         (
             "certManager",
@@ -171,6 +171,11 @@ fn values_sets() -> Vec<(&'static str, Vec<String>, &'static str)> {
                 "lang=zh-CN",
             ],
             "Ignore",
+        ),
+        (
+            "openReports",
+            &["--set", "reports.kind=openReports"],
+            "Fail",
         ),
         (
             "certManager+audit+timeout2",
@@ -839,20 +844,6 @@ fn audit_perms(ns: &str) -> BTreeSet<Perm> {
             &["create", "patch"],
             &[],
         ),
-        (
-            "cluster",
-            "wgpolicyk8s.io",
-            &["policyreports", "clusterpolicyreports"],
-            &["list"],
-            &[],
-        ),
-        (
-            "cluster",
-            "wgpolicyk8s.io",
-            &["policyreports", "clusterpolicyreports"],
-            &["create", "patch", "delete"],
-            &["residency-guard"],
-        ),
         // Data at rest keeps its class (audit.labelClaims, default on).
         ("cluster", "", &["persistentvolumeclaims"], &["patch"], &[]),
         (
@@ -864,6 +855,34 @@ fn audit_perms(ns: &str) -> BTreeSet<Perm> {
         ),
         (ns, "coordination.k8s.io", &["leases"], &["create"], &[]),
     ])
+}
+
+/// What writing reports of one API needs: list (stale ones, and whether it
+/// is served), and write only those named `residency-guard`.
+fn report_perms(group: &str, resources: &[&str]) -> BTreeSet<Perm> {
+    perms(&[
+        ("cluster", group, resources, &["list"], &[]),
+        (
+            "cluster",
+            group,
+            resources,
+            &["create", "patch", "delete"],
+            &["residency-guard"],
+        ),
+    ])
+}
+
+fn policy_report_perms() -> BTreeSet<Perm> {
+    report_perms("wgpolicyk8s.io", &["policyreports", "clusterpolicyreports"])
+}
+
+fn open_reports_perms() -> BTreeSet<Perm> {
+    report_perms("openreports.io", &["reports", "clusterreports"])
+}
+
+/// The audit with `reports.kind: auto` (the default): both report APIs.
+fn audit_perms_auto(ns: &str) -> BTreeSet<Perm> {
+    union(&[audit_perms(ns), policy_report_perms(), open_reports_perms()])
 }
 
 fn union(sets: &[BTreeSet<Perm>]) -> BTreeSet<Perm> {
@@ -1190,6 +1209,7 @@ fn schema_rejects_invalid_values() {
         (&["--set", "certificates.mode=letsEncrypt"], "mode"),
         (&["--set", "lang=fr"], "lang"),
         (&["--set", "log.format=xml"], "format"),
+        (&["--set", "reports.kind=PolicyReports"], "kind"),
         (&["--set", "replicaCount=-1"], "replicaCount"),
         (&["--set", "webhook.url=http://insecure:8443"], "url"),
         (&["--set", "webhook.url=https://h:8443/path"], "url"),
@@ -1456,6 +1476,7 @@ fn default_environment_is_exactly_the_contract() {
         ("RESIDENCY_GUARD_AUDIT", "true"),
         ("RESIDENCY_GUARD_AUDIT_RESYNC_SECONDS", "600"),
         ("RESIDENCY_GUARD_LABEL_CLAIMS", "true"),
+        ("RESIDENCY_GUARD_REPORTS_KIND", "auto"),
         ("RESIDENCY_GUARD_REQUEST_TIMEOUT_SECONDS", "3"),
         ("RESIDENCY_GUARD_STALE_AFTER_SECONDS", "30"),
         ("RESIDENCY_GUARD_MAX_CONNECTIONS", "512"),
@@ -1492,10 +1513,15 @@ fn default_environment_is_exactly_the_contract() {
     assert!(!e.contains_key("RESIDENCY_GUARD_AUDIT"));
     assert!(!e.contains_key("RESIDENCY_GUARD_AUDIT_RESYNC_SECONDS"));
     assert!(!e.contains_key("RESIDENCY_GUARD_LABEL_CLAIMS"));
+    assert!(!e.contains_key("RESIDENCY_GUARD_REPORTS_KIND"));
     // No audit, no Lease.
     assert!(all(&no_audit, "Lease").is_empty());
     let e = env(&render(&helm, &["--set", "audit.resyncSeconds=60"]));
     assert_eq!(e["RESIDENCY_GUARD_AUDIT_RESYNC_SECONDS"], "60");
+    for kind in ["policyReport", "openReports", "both"] {
+        let e = env(&render(&helm, &["--set", &format!("reports.kind={kind}")]));
+        assert_eq!(e["RESIDENCY_GUARD_REPORTS_KIND"], kind);
+    }
     let e = env(&render(&helm, &["--set", "audit.labelClaims=false"]));
     assert_eq!(e["RESIDENCY_GUARD_LABEL_CLAIMS"], "false");
     // Trusted sources (issue 23): listed with their reservation.
@@ -1617,18 +1643,53 @@ fn rbac_is_exactly_the_contract_per_mode() {
             union(&[
                 webhook_perms(),
                 self_managed_perms(RELEASE, NS),
-                audit_perms(NS),
+                audit_perms_auto(NS),
             ]),
         ),
         (
             "certManager + audit",
             vec!["--set", "certificates.mode=certManager"],
-            union(&[webhook_perms(), audit_perms(NS)]),
+            union(&[webhook_perms(), audit_perms_auto(NS)]),
         ),
         (
             "existingSecret + audit",
             existing.to_vec(),
-            union(&[webhook_perms(), audit_perms(NS)]),
+            union(&[webhook_perms(), audit_perms_auto(NS)]),
+        ),
+        // reports.kind: exactly the API(s) in use (issue 26).
+        (
+            "selfManaged + audit, reports.kind=policyReport",
+            vec!["--set", "reports.kind=policyReport"],
+            union(&[
+                webhook_perms(),
+                self_managed_perms(RELEASE, NS),
+                audit_perms(NS),
+                policy_report_perms(),
+            ]),
+        ),
+        (
+            "selfManaged + audit, reports.kind=openReports",
+            vec!["--set", "reports.kind=openReports"],
+            union(&[
+                webhook_perms(),
+                self_managed_perms(RELEASE, NS),
+                audit_perms(NS),
+                open_reports_perms(),
+            ]),
+        ),
+        (
+            "selfManaged + audit, reports.kind=both",
+            vec!["--set", "reports.kind=both"],
+            union(&[
+                webhook_perms(),
+                self_managed_perms(RELEASE, NS),
+                audit_perms_auto(NS),
+            ]),
+        ),
+        (
+            "selfManaged without audit, reports.kind=openReports",
+            [&["--set", "reports.kind=openReports"][..], &no_audit].concat(),
+            union(&[webhook_perms(), self_managed_perms(RELEASE, NS)]),
         ),
     ];
     for (what, args, expected) in cases {
@@ -2067,7 +2128,7 @@ fn names_follow_the_release_and_namespace() {
         &union(&[
             webhook_perms(),
             self_managed_perms(fullname, ns),
-            audit_perms(ns),
+            audit_perms_auto(ns),
         ]),
         "rg",
     );
@@ -2127,6 +2188,22 @@ fn notes_tell_the_user_what_to_do_next() {
         default.contains("VIOLATIONS is the number of") && default.contains("kubectl describe rp"),
         "{default}"
     );
+    // The reports to look at: those of the API(s) reports.kind selects.
+    for (args, open_reports, policy_reports) in [
+        (NO_ARGS, true, true),
+        (&["--set", "reports.kind=openReports"][..], true, false),
+        (&["--set", "reports.kind=policyReport"][..], false, true),
+    ] {
+        let text = notes(args);
+        assert_eq!(
+            (
+                text.contains("kubectl get reports.openreports.io -A"),
+                text.contains("kubectl get policyreports.wgpolicyk8s.io -A")
+            ),
+            (open_reports, policy_reports),
+            "{args:?}:\n{text}"
+        );
+    }
     let no_audit = notes(&["--set", "audit.enabled=false"]);
     assert!(
         no_audit.contains("The VIOLATIONS column stays empty: audit.enabled=false"),
@@ -2221,6 +2298,10 @@ fn values_schema_and_readme_agree() {
         ("webhook.failurePolicy", vec!["Fail", "Ignore"]),
         ("lang", vec!["en", "zh-CN"]),
         ("log.format", vec!["json", "text"]),
+        (
+            "reports.kind",
+            vec!["auto", "policyReport", "openReports", "both"],
+        ),
     ] {
         let node = path.split('.').fold(&schema, |v, k| &v["properties"][k]);
         assert_eq!(node["enum"], json!(allowed), "{path}");

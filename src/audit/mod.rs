@@ -1,6 +1,7 @@
 //! The audit controller: re-judges what runs whenever something relevant
 //! changes, and (on the elected leader only) writes the results — policy
-//! status, Events, PolicyReports — plus metrics on every replica.
+//! status, Events, reports (OpenReports and/or PolicyReports) — plus
+//! metrics on every replica.
 //!
 //! - `index`: findings per object, `diff` of two inventories into changes,
 //!   and `affected_by(change)`: exactly what to re-judge. Pure.
@@ -356,9 +357,10 @@ pub async fn run(
             .as_ref()
             .map(|(t, _)| Duration::try_from(t.duration_since(now)).unwrap_or(Duration::ZERO))
             .unwrap_or(Duration::from_secs(24 * 3600));
-        // Retry failed or deferred writes soon; while the PolicyReport
-        // CRDs are missing, look for them again now and then (the writer
-        // probes at most every `reports_probe_every`).
+        // Retry failed or deferred writes soon; while the CRDs of a report
+        // API in use are missing, look for them again now and then (the
+        // writer probes at most every `reports_probe_every`), and plan only
+        // once one is found.
         let retry_in = if retry_soon {
             Duration::from_secs(5)
         } else if reports_missing && leader {
@@ -412,7 +414,9 @@ pub async fn run(
                 dirty = true; // the writer refreshes lastEvaluated when due
             }
             _ = tokio::time::sleep(retry_in), if retry => {
-                dirty = true;
+                if retry_soon || writer.probe_reports().await {
+                    dirty = true;
+                }
             }
             _ = tokio::time::sleep(plan_in.unwrap_or_default()), if plan_in.is_some() => {}
         }

@@ -1,6 +1,9 @@
 //! The audit's decision as data: from the findings index and the inventory,
-//! the policy statuses, Events and PolicyReports that should exist. Pure: no
-//! I/O, no clock (time only appears in what the writer adds).
+//! the policy statuses, Events and reports that should exist. Pure: no
+//! I/O, no clock (time only appears in what the writer adds). A planned
+//! report is one set of results rendered in either report format
+//! ([`ReportFormat`]): `wgpolicyk8s.io` PolicyReports or `openreports.io`
+//! Reports, with the same content.
 
 use std::collections::BTreeMap;
 
@@ -14,12 +17,84 @@ use crate::state::{Inventory, WorkloadKey};
 /// `app.kubernetes.io/managed-by` on everything the audit creates.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "residency-guard";
-/// PolicyReport `source`.
+/// The reports' `source` (of every result, and of an OpenReports report).
 pub const SOURCE: &str = "residency-guard";
-/// Name of the PolicyReport in each namespace, and of the ClusterPolicyReport.
+/// Name of the report in each namespace, and of the cluster report.
 pub const REPORT_NAME: &str = "residency-guard";
+/// The PolicyReport API (Kubernetes Policy WG).
 pub const REPORT_GROUP: &str = "wgpolicyk8s.io";
 pub const REPORT_VERSION: &str = "v1alpha2";
+/// The OpenReports API, its successor (Kyverno, Kubewarden, Policy Reporter 3.2+).
+pub const OPEN_REPORTS_GROUP: &str = "openreports.io";
+pub const OPEN_REPORTS_VERSION: &str = "v1alpha1";
+
+/// The two report APIs a planned report is rendered for. Their results,
+/// summary and metadata have the same fields; an OpenReports report also
+/// names its `source` at the top.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ReportFormat {
+    /// `wgpolicyk8s.io/v1alpha2` PolicyReport and ClusterPolicyReport.
+    PolicyReport,
+    /// `openreports.io/v1alpha1` Report and ClusterReport.
+    OpenReports,
+}
+
+impl ReportFormat {
+    pub const ALL: [ReportFormat; 2] = [ReportFormat::PolicyReport, ReportFormat::OpenReports];
+
+    pub fn group(self) -> &'static str {
+        match self {
+            ReportFormat::PolicyReport => REPORT_GROUP,
+            ReportFormat::OpenReports => OPEN_REPORTS_GROUP,
+        }
+    }
+
+    pub fn version(self) -> &'static str {
+        match self {
+            ReportFormat::PolicyReport => REPORT_VERSION,
+            ReportFormat::OpenReports => OPEN_REPORTS_VERSION,
+        }
+    }
+
+    pub fn api_version(self) -> String {
+        format!("{}/{}", self.group(), self.version())
+    }
+
+    /// The kind of the namespaced report.
+    pub fn kind(self) -> &'static str {
+        match self {
+            ReportFormat::PolicyReport => "PolicyReport",
+            ReportFormat::OpenReports => "Report",
+        }
+    }
+
+    /// The kind of the cluster-scoped report.
+    pub fn cluster_kind(self) -> &'static str {
+        match self {
+            ReportFormat::PolicyReport => "ClusterPolicyReport",
+            ReportFormat::OpenReports => "ClusterReport",
+        }
+    }
+
+    pub fn plural(self) -> &'static str {
+        match self {
+            ReportFormat::PolicyReport => "policyreports",
+            ReportFormat::OpenReports => "reports",
+        }
+    }
+
+    pub fn cluster_plural(self) -> &'static str {
+        match self {
+            ReportFormat::PolicyReport => "clusterpolicyreports",
+            ReportFormat::OpenReports => "clusterreports",
+        }
+    }
+
+    /// `plural.group` of the namespaced report (as RBAC and kubectl name it).
+    pub fn resource(self) -> String {
+        format!("{}.{}", self.plural(), self.group())
+    }
+}
 /// Events carry at most this much of the engine's message.
 pub const NOTE_MAX_BYTES: usize = 1024;
 
@@ -144,7 +219,7 @@ impl ResultKind {
     }
 }
 
-/// One PolicyReport result (wgpolicyk8s.io/v1alpha2).
+/// One report result: the same fields in both report APIs.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ReportResult {
     pub policy: String,
@@ -375,11 +450,16 @@ impl PlannedReport {
         }
     }
 
-    /// The PolicyReport (namespace Some) or ClusterPolicyReport (None).
+    /// The report in `format`: namespaced (namespace Some: a PolicyReport
+    /// or Report) or cluster-scoped (None: a ClusterPolicyReport or
+    /// ClusterReport). Both formats carry the same results, summary, name,
+    /// labels and annotations; neither sets `scope` (a report covers a
+    /// whole namespace, and each result names its resource); an OpenReports
+    /// report also names its `source`, a field PolicyReports do not have.
     /// A truncated report carries the annotation [`TRUNCATED_ANNOTATION`]
     /// and, last, a `warn` result ([`TRUNCATED_RULE`]) saying what was left
     /// out; the summary counts the real results only, all of them.
-    pub fn to_object(&self, namespace: Option<&str>) -> Value {
+    pub fn to_object(&self, format: ReportFormat, namespace: Option<&str>) -> Value {
         let mut results: Vec<Value> = self.results.iter().map(ReportResult::to_json).collect();
         let mut metadata = json!({
             "name": REPORT_NAME,
@@ -397,17 +477,21 @@ impl PlannedReport {
         let kind = match namespace {
             Some(ns) => {
                 metadata["namespace"] = json!(ns);
-                "PolicyReport"
+                format.kind()
             }
-            None => "ClusterPolicyReport",
+            None => format.cluster_kind(),
         };
-        json!({
-            "apiVersion": format!("{REPORT_GROUP}/{REPORT_VERSION}"),
+        let mut object = json!({
+            "apiVersion": format.api_version(),
             "kind": kind,
             "metadata": metadata,
             "summary": summary,
             "results": results,
-        })
+        });
+        if format == ReportFormat::OpenReports {
+            object["source"] = json!(SOURCE);
+        }
+        object
     }
 }
 
@@ -418,9 +502,9 @@ pub struct AuditPlan {
     /// Policy name → status.
     pub statuses: BTreeMap<String, PlannedStatus>,
     pub events: BTreeMap<EventKey, PlannedEvent>,
-    /// Namespace → its PolicyReport; namespaces without results are absent.
+    /// Namespace → its report; namespaces without results are absent.
     pub reports: BTreeMap<String, PlannedReport>,
-    /// Cluster-scoped findings; empty means no ClusterPolicyReport.
+    /// Cluster-scoped findings; empty means no cluster report.
     pub cluster_report: PlannedReport,
     /// Events about policies themselves (an invalid one), by policy name
     /// and generation: one per version.
@@ -430,20 +514,39 @@ pub struct AuditPlan {
     pub claim_labels: Vec<super::claims::ClaimLabel>,
 }
 
-/// Severity by what the finding proves.
-pub fn severity(code: Code) -> &'static str {
+/// A result's severity, from the policy's action and what the finding
+/// proves. The action is the policy author's word on how much a violation
+/// matters (Kyverno and Kubewarden likewise take a result's severity from
+/// the policy), so Policy Reporter's severity filters and alerts follow it:
+/// under `Deny` a finding has its own weight ([`finding_weight`]: data
+/// proven abroad `critical`, abroad or unguarded `high`, not guaranteed
+/// `medium`), under `Warn` one step less, under `Audit` two steps less,
+/// never below `low`. docs/policy-reports.md has the table.
+pub fn severity(code: Code, action: Action) -> &'static str {
+    const LEVELS: [&str; 4] = ["critical", "high", "medium", "low"];
+    let lowered = match action {
+        Action::Deny => 0,
+        Action::Warn => 1,
+        Action::Audit => 2,
+    };
+    let level = (finding_weight(code) + lowered).min(LEVELS.len() - 1);
+    LEVELS[level]
+}
+
+/// What a finding proves, as a severity step (0 `critical`, 1 `high`,
+/// 2 `medium`): the data is abroad, it can go abroad, or nothing
+/// guarantees it stays.
+pub fn finding_weight(code: Code) -> usize {
     match code {
-        Code::BoundToNodeOutside | Code::VolumeOutsideMainland | Code::StorageEndpointOutside => {
-            "critical"
-        }
-        Code::VolumeNotGuaranteed => "high",
-        Code::NodeOutsideMainland
+        Code::BoundToNodeOutside | Code::VolumeOutsideMainland | Code::StorageEndpointOutside => 0,
+        Code::VolumeNotGuaranteed
+        | Code::NodeOutsideMainland
         | Code::EgressOutsideMainland
         | Code::EgressExternalForbidden
-        | Code::HostNetwork => "high",
-        Code::PlacementNotGuaranteed | Code::EgressUnrestricted | Code::EgressAllowsAll => "medium",
-        // Its pods escape every check: as serious as an unpinned placement.
-        Code::ClassNotOnPodTemplate => "high",
+        | Code::HostNetwork
+        // Its pods escape every check: as serious as data that can go abroad.
+        | Code::ClassNotOnPodTemplate => 1,
+        Code::PlacementNotGuaranteed | Code::EgressUnrestricted | Code::EgressAllowsAll => 2,
     }
 }
 
@@ -491,8 +594,9 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig) -> AuditPl
     let mut tallies: BTreeMap<&str, PolicyTally> = BTreeMap::new();
     let mut out = AuditPlan::default();
     let mut ns_results: BTreeMap<&str, Vec<ReportResult>> = BTreeMap::new();
-    // Node name → (policy, pods bound there, region) for the cluster report.
-    let mut nodes: BTreeMap<(String, String), (usize, Option<String>)> = BTreeMap::new();
+    // (node, policy) → (pods bound there, region, the policy's action) for
+    // the cluster report.
+    let mut nodes: BTreeMap<(String, String), (usize, Option<String>, Action)> = BTreeMap::new();
 
     for (key, finding) in index.iter() {
         let results = ns_results.entry(key.namespace.as_str()).or_default();
@@ -547,7 +651,7 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig) -> AuditPl
                     );
                     let n = nodes
                         .entry((node.name.clone(), pf.policy.to_string()))
-                        .or_insert((0, node.region.clone()));
+                        .or_insert((0, node.region.clone(), pf.action));
                     if !v.exempted {
                         n.0 += 1;
                     }
@@ -598,7 +702,7 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig) -> AuditPl
                     } else {
                         ResultKind::Fail
                     },
-                    severity: severity(v.code),
+                    severity: severity(v.code, pf.action),
                     message: message.clone(),
                     resources: vec![object.clone()],
                     properties,
@@ -714,7 +818,7 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig) -> AuditPl
     }
 
     // Nodes abroad that governed pods actually run on.
-    for ((node, policy), (pods, region)) in nodes {
+    for ((node, policy), (pods, region, action)) in nodes {
         if pods == 0 {
             continue;
         }
@@ -731,7 +835,7 @@ pub fn plan(index: &FindingsIndex, inv: &Inventory, cfg: &PlanConfig) -> AuditPl
             policy,
             rule: Code::BoundToNodeOutside.as_str().into(),
             result: ResultKind::Fail,
-            severity: severity(Code::BoundToNodeOutside),
+            severity: severity(Code::BoundToNodeOutside, action),
             message,
             resources: vec![ObjectRef {
                 api_version: "v1".into(),

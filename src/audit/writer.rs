@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use super::metrics::AuditMetrics;
 use super::plan::{
     AuditPlan, EventKey, MANAGED_BY, MANAGED_BY_LABEL, ObjectRef, PlannedEvent, PlannedReport,
-    PlannedStatus, REPORT_GROUP, REPORT_NAME, REPORT_VERSION,
+    PlannedStatus, REPORT_NAME, ReportFormat,
 };
 use crate::api::ResidencyPolicy;
 
@@ -38,8 +38,11 @@ pub struct WriterConfig {
     pub last_evaluated_every: Duration,
     /// API writes per pass; the rest wait for the next pass.
     pub max_writes_per_pass: usize,
-    /// While the PolicyReport CRDs are not installed, look for them again
-    /// this often (they may be installed after the operator started).
+    /// Which report APIs to write (`--reports-kind`).
+    pub reports_kind: ReportsKind,
+    /// While the CRDs of a report API in use are not installed, look for
+    /// them again this often (they may be installed after the operator
+    /// started).
     pub reports_probe_every: Duration,
     /// List the reports again this often (one LIST per kind), so a report
     /// deleted while its findings persist is written again: the audit's
@@ -62,6 +65,7 @@ impl Default for WriterConfig {
             field_manager: "residency-guard".into(),
             last_evaluated_every: Duration::from_secs(10 * 60),
             max_writes_per_pass: 200,
+            reports_kind: ReportsKind::default(),
             reports_probe_every: Duration::from_secs(15),
             reports_recheck_every: Duration::from_secs(10 * 60),
             event_refresh_every: EVENT_REFRESH_EVERY,
@@ -69,17 +73,61 @@ impl Default for WriterConfig {
     }
 }
 
-pub fn policy_report_resource() -> ApiResource {
+/// Which report APIs the audit writes: `--reports-kind`
+/// (`RESIDENCY_GUARD_REPORTS_KIND`), the chart's `reports.kind`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportsKind {
+    /// Each API the API server serves: both when both CRD sets are
+    /// installed, none while neither is. One that is missing (or vanishes)
+    /// is looked for again every 15 seconds.
+    #[default]
+    #[value(name = "auto")]
+    Auto,
+    /// `wgpolicyk8s.io/v1alpha2` PolicyReports only.
+    #[value(name = "policyReport")]
+    PolicyReport,
+    /// `openreports.io/v1alpha1` Reports only.
+    #[value(name = "openReports")]
+    OpenReports,
+    /// Both APIs; one whose CRDs are missing is looked for again as in
+    /// `auto`, with a warning.
+    #[value(name = "both")]
+    Both,
+}
+
+impl ReportsKind {
+    /// The report APIs this setting may write.
+    pub fn formats(self) -> &'static [ReportFormat] {
+        match self {
+            ReportsKind::Auto | ReportsKind::Both => &ReportFormat::ALL,
+            ReportsKind::PolicyReport => &[ReportFormat::PolicyReport],
+            ReportsKind::OpenReports => &[ReportFormat::OpenReports],
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportsKind::Auto => "auto",
+            ReportsKind::PolicyReport => "policyReport",
+            ReportsKind::OpenReports => "openReports",
+            ReportsKind::Both => "both",
+        }
+    }
+}
+
+/// The namespaced report resource of `format` (PolicyReport or Report).
+pub fn report_resource(format: ReportFormat) -> ApiResource {
     ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(REPORT_GROUP, REPORT_VERSION, "PolicyReport"),
-        "policyreports",
+        &GroupVersionKind::gvk(format.group(), format.version(), format.kind()),
+        format.plural(),
     )
 }
 
-pub fn cluster_policy_report_resource() -> ApiResource {
+/// The cluster-scoped report resource of `format`.
+pub fn cluster_report_resource(format: ReportFormat) -> ApiResource {
     ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(REPORT_GROUP, REPORT_VERSION, "ClusterPolicyReport"),
-        "clusterpolicyreports",
+        &GroupVersionKind::gvk(format.group(), format.version(), format.cluster_kind()),
+        format.cluster_plural(),
     )
 }
 
@@ -109,13 +157,36 @@ struct Memory {
     statuses: BTreeMap<String, WrittenStatus>,
     events: BTreeMap<EventKey, Emitted>,
     policy_events: BTreeMap<(String, Option<i64>), Emitted>,
-    reports: BTreeMap<String, Option<PlannedReport>>,
-    cluster_report: Option<Option<PlannedReport>>,
-    reports_api: bool,
-    /// When the PolicyReport API was last looked for (while it is missing).
-    reports_probed: Option<std::time::Instant>,
+    /// One entry per report API in use (`ReportsKind::formats`).
+    reports: BTreeMap<ReportFormat, ReportsMemory>,
+}
+
+/// The reports written during one pass, by namespace (None: the cluster
+/// report): the second API's memory shares the first's copy.
+type SharedReports = BTreeMap<Option<String>, Arc<PlannedReport>>;
+
+/// What this leader knows of the reports of one API.
+#[derive(Debug, Default)]
+struct ReportsMemory {
+    /// Namespace → its report. Shared with the other API's memory when
+    /// both hold the same content (one copy, not one per API).
+    reports: BTreeMap<String, Option<Arc<PlannedReport>>>,
+    cluster_report: Option<Option<Arc<PlannedReport>>>,
+    /// The API server serves the API (its CRDs are installed).
+    served: bool,
+    /// When the API was last looked for (None: never, this leadership).
+    probed: Option<std::time::Instant>,
     /// When the reports were last listed (None: list them on the next pass).
-    reports_checked: Option<Timestamp>,
+    checked: Option<Timestamp>,
+}
+
+impl ReportsMemory {
+    /// The API is gone (or was never there): nothing of it exists.
+    fn unserved(&mut self) {
+        self.served = false;
+        self.reports.clear();
+        self.cluster_report = None;
+    }
 }
 
 /// What one `apply` did.
@@ -124,8 +195,9 @@ pub struct WriteStats {
     pub writes: usize,
     pub deferred: usize,
     pub errors: usize,
-    /// The PolicyReport CRDs are not installed: call `apply` again within
-    /// `reports_probe_every` so reports start once they are.
+    /// The CRDs of a report API in use are not installed: call
+    /// [`Writer::probe_reports`] (or `apply`) again within
+    /// `reports_probe_every` so its reports start once they are.
     pub reports_missing: bool,
 }
 
@@ -200,8 +272,46 @@ impl Writer {
     /// written again.
     pub fn recheck_reports(&mut self) {
         if let Some(m) = &mut self.memory {
-            m.reports_checked = None;
+            for g in m.reports.values_mut() {
+                g.checked = None;
+            }
         }
+    }
+
+    /// Look for the report APIs in use that were not served, if their probe
+    /// is due. True when one is served now (the caller plans and applies,
+    /// so its reports are written). Cheaper than a whole `apply` while an
+    /// API stays missing (with `auto` and one API installed, for ever).
+    pub async fn probe_reports(&mut self) -> bool {
+        let Some(mut memory) = self.memory.take() else {
+            // Nothing seeded yet: the next `apply` looks for everything.
+            return true;
+        };
+        let found = self.probe_missing(&mut memory).await;
+        self.memory = Some(memory);
+        found
+    }
+
+    /// Probe each missing API whose probe is due; true when one appeared.
+    async fn probe_missing(&self, memory: &mut Memory) -> bool {
+        let mut found = false;
+        for (format, g) in memory.reports.iter_mut() {
+            if !g.served
+                && g.probed
+                    .is_none_or(|t| t.elapsed() >= self.cfg.reports_probe_every)
+            {
+                self.seed_reports(*format, g).await;
+                if g.served {
+                    tracing::info!(
+                        api = %format.api_version(),
+                        kind = format.kind(),
+                        "the report API is installed now; writing its reports"
+                    );
+                    found = true;
+                }
+            }
+        }
+        found
     }
 
     /// Bring the API in line with `plan`. `observed` are the policies as the
@@ -218,25 +328,12 @@ impl Writer {
         };
         let recheck = jiff::SignedDuration::try_from(self.cfg.reports_recheck_every)
             .unwrap_or(jiff::SignedDuration::from_secs(600));
-        if memory.reports_api
-            && memory
-                .reports_checked
-                .is_none_or(|t| now.duration_since(t) >= recheck)
-        {
-            self.recheck_reports_exist(&mut memory, now).await;
-        }
-        if !memory.reports_api
-            && memory
-                .reports_probed
-                .is_none_or(|t| t.elapsed() >= self.cfg.reports_probe_every)
-        {
-            self.seed_reports(&mut memory).await;
-            if memory.reports_api {
-                tracing::info!(
-                    "wgpolicyk8s.io/v1alpha2 PolicyReports are installed now; writing reports"
-                );
+        for (format, g) in memory.reports.iter_mut() {
+            if g.served && g.checked.is_none_or(|t| now.duration_since(t) >= recheck) {
+                self.recheck_reports_exist(*format, g, now).await;
             }
         }
+        self.probe_missing(&mut memory).await;
         let mut budget = Budget {
             left: self.cfg.max_writes_per_pass,
             stats: WriteStats::default(),
@@ -245,10 +342,14 @@ impl Writer {
         };
         self.write_statuses(&mut memory, plan, observed, now, &mut budget)
             .await;
-        if memory.reports_api {
-            self.write_reports(&mut memory, plan, &mut budget).await;
+        let mut shared = SharedReports::new();
+        for (format, g) in memory.reports.iter_mut() {
+            if g.served {
+                self.write_reports(*format, g, plan, &mut shared, &mut budget)
+                    .await;
+            }
         }
-        budget.stats.reports_missing = !memory.reports_api;
+        budget.stats.reports_missing = memory.reports.values().any(|g| !g.served);
         self.write_events(&mut memory, plan, now, &mut budget).await;
         self.write_policy_events(&mut memory, plan, now, &mut budget)
             .await;
@@ -275,8 +376,26 @@ impl Writer {
     /// Find the reports a previous leader left, so stale ones get cleaned up.
     async fn seed(&self, now: Timestamp) -> Memory {
         let mut memory = Memory::default();
-        self.seed_reports(&mut memory).await;
-        memory.reports_checked = Some(now);
+        for format in self.cfg.reports_kind.formats() {
+            let mut g = ReportsMemory::default();
+            self.seed_reports(*format, &mut g).await;
+            g.checked = Some(now);
+            memory.reports.insert(*format, g);
+        }
+        let served: Vec<String> = memory
+            .reports
+            .iter()
+            .filter(|(_, g)| g.served)
+            .map(|(f, _)| f.api_version())
+            .collect();
+        if self.cfg.reports_kind == ReportsKind::Auto && served.is_empty() {
+            tracing::warn!(
+                probe_every_s = self.cfg.reports_probe_every.as_secs(),
+                "neither report API is installed (wgpolicyk8s.io PolicyReports, openreports.io Reports): reports are not written until one is; install Policy Reporter's CRDs, or the OpenReports CRDs"
+            );
+        } else {
+            tracing::info!(kind = self.cfg.reports_kind.as_str(), apis = ?served, "writing reports to these APIs");
+        }
         memory
     }
 
@@ -284,15 +403,24 @@ impl Writer {
     /// that the API no longer has (a tenant deleted it) is forgotten, so the
     /// next write applies it again; one it does not remember is taken as
     /// existing with unknown content (cleaned up or rewritten).
-    async fn recheck_reports_exist(&self, memory: &mut Memory, now: Timestamp) {
+    async fn recheck_reports_exist(
+        &self,
+        format: ReportFormat,
+        g: &mut ReportsMemory,
+        now: Timestamp,
+    ) {
         let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY}");
         let lp = ListParams::default().labels(&selector);
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &policy_report_resource());
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &report_resource(format));
         let listed = match api.list(&lp).await {
             Ok(list) => list,
+            Err(e) if is_status(&e, 404) => {
+                tracing::warn!(api = %format.api_version(), kind = format.kind(), "the report API is gone (its CRDs were deleted, and their reports with them); looking for it again");
+                g.unserved();
+                return;
+            }
             Err(e) => {
-                // 404: the CRDs are gone; the write finds out and probes.
-                tracing::warn!(error = %e, "cannot list PolicyReports to check they still exist; retrying next pass");
+                tracing::warn!(api = %format.api_version(), kind = format.kind(), error = %e, "cannot list reports to check they still exist; retrying next pass");
                 return;
             }
         };
@@ -302,82 +430,98 @@ impl Writer {
             .filter(|o| o.metadata.name.as_deref() == Some(REPORT_NAME))
             .filter_map(|o| o.metadata.namespace)
             .collect();
-        let gone: Vec<String> = memory
+        let gone: Vec<String> = g
             .reports
             .keys()
             .filter(|ns| !existing.contains(*ns))
             .cloned()
             .collect();
         for ns in &gone {
-            memory.reports.remove(ns);
+            g.reports.remove(ns);
         }
         if !gone.is_empty() {
             self.metrics.record("report", "missing");
-            tracing::info!(namespaces = ?gone, "PolicyReports deleted by someone else; writing them again while their findings persist");
+            tracing::info!(kind = format.kind(), namespaces = ?gone, "reports deleted by someone else; writing them again while their findings persist");
         }
         for ns in existing {
-            memory.reports.entry(ns).or_insert(None);
+            g.reports.entry(ns).or_insert(None);
         }
         let api: Api<DynamicObject> =
-            Api::all_with(self.client.clone(), &cluster_policy_report_resource());
+            Api::all_with(self.client.clone(), &cluster_report_resource(format));
         match api.list(&lp).await {
             Ok(list) => {
                 let exists = list
                     .items
                     .iter()
                     .any(|o| o.metadata.name.as_deref() == Some(REPORT_NAME));
-                if !exists && memory.cluster_report.is_some() {
+                if !exists && g.cluster_report.is_some() {
                     tracing::info!(
-                        "the ClusterPolicyReport was deleted by someone else; writing it again while its findings persist"
+                        kind = format.cluster_kind(),
+                        "the cluster report was deleted by someone else; writing it again while its findings persist"
                     );
-                    memory.cluster_report = None;
-                } else if exists && memory.cluster_report.is_none() {
-                    memory.cluster_report = Some(None);
+                    g.cluster_report = None;
+                } else if exists && g.cluster_report.is_none() {
+                    g.cluster_report = Some(None);
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot list ClusterPolicyReports to check it still exists");
+                tracing::warn!(kind = format.cluster_kind(), error = %e, "cannot list the cluster reports to check ours still exists");
                 return;
             }
         }
-        memory.reports_checked = Some(now);
+        g.checked = Some(now);
     }
 
-    /// Is the PolicyReport API installed, and which reports exist already?
-    async fn seed_reports(&self, memory: &mut Memory) {
-        memory.reports_api = true;
-        memory.reports_probed = Some(std::time::Instant::now());
+    /// Is the report API of `format` served, and which of our reports exist
+    /// already? The first time it is missing (per leadership) the log says
+    /// so: a warning when the setting asks for this API, information under
+    /// `auto`.
+    async fn seed_reports(&self, format: ReportFormat, g: &mut ReportsMemory) {
+        let first_look = g.probed.is_none();
+        g.served = true;
+        g.probed = Some(std::time::Instant::now());
         let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY}");
         let lp = ListParams::default().labels(&selector);
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &policy_report_resource());
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &report_resource(format));
         match api.list(&lp).await {
             Ok(list) => {
                 for obj in list.items {
                     if obj.metadata.name.as_deref() == Some(REPORT_NAME)
                         && let Some(ns) = obj.metadata.namespace
                     {
-                        memory.reports.insert(ns, None);
+                        g.reports.insert(ns, None);
                     }
                 }
             }
             Err(e) if is_status(&e, 404) => {
-                if memory.reports.is_empty() {
-                    tracing::warn!(
-                        probe_every_s = self.cfg.reports_probe_every.as_secs(),
-                        "wgpolicyk8s.io/v1alpha2 PolicyReports are not installed; reports are not written until they are (install the Policy Reporter CRDs to get them)"
-                    );
+                if first_look {
+                    let probe_every_s = self.cfg.reports_probe_every.as_secs();
+                    let (api, kind) = (format.api_version(), format.kind());
+                    if self.cfg.reports_kind == ReportsKind::Auto {
+                        tracing::info!(%api, kind, probe_every_s, "this report API is not installed; its reports are written once it is");
+                    } else {
+                        tracing::warn!(%api, kind, probe_every_s, reports_kind = self.cfg.reports_kind.as_str(), "this report API is not installed; its reports are not written until it is (install its CRDs)");
+                    }
                 }
-                memory.reports_api = false;
-                memory.reports.clear();
-                memory.cluster_report = None;
+                g.unserved();
+                return;
+            }
+            // Installed, but this ServiceAccount may not use it (RBAC made by
+            // hand, or a chart whose reports.kind excludes it): every write
+            // would be refused too. Looked for again like a missing API.
+            Err(e) if is_status(&e, 403) => {
+                if first_look {
+                    tracing::warn!(api = %format.api_version(), kind = format.kind(), reports_kind = self.cfg.reports_kind.as_str(), error = %e, "the operator may not list this report API's reports; its reports are not written (grant list, and create/patch/delete on the name residency-guard, as the chart does for the APIs reports.kind selects)");
+                }
+                g.unserved();
                 return;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot list existing PolicyReports; stale ones may remain until the next leadership change");
+                tracing::warn!(api = %format.api_version(), kind = format.kind(), error = %e, "cannot list existing reports; stale ones may remain until the next leadership change");
             }
         }
         let api: Api<DynamicObject> =
-            Api::all_with(self.client.clone(), &cluster_policy_report_resource());
+            Api::all_with(self.client.clone(), &cluster_report_resource(format));
         match api.list(&lp).await {
             Ok(list) => {
                 if list
@@ -385,11 +529,11 @@ impl Writer {
                     .iter()
                     .any(|o| o.metadata.name.as_deref() == Some(REPORT_NAME))
                 {
-                    memory.cluster_report = Some(None);
+                    g.cluster_report = Some(None);
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot list existing ClusterPolicyReports");
+                tracing::warn!(kind = format.cluster_kind(), error = %e, "cannot list existing cluster reports");
             }
         }
     }
@@ -463,11 +607,19 @@ impl Writer {
         }
     }
 
-    async fn write_reports(&self, memory: &mut Memory, plan: &AuditPlan, budget: &mut Budget) {
-        let pr = policy_report_resource();
+    async fn write_reports(
+        &self,
+        format: ReportFormat,
+        g: &mut ReportsMemory,
+        plan: &AuditPlan,
+        shared: &mut SharedReports,
+        budget: &mut Budget,
+    ) {
+        let resource = report_resource(format);
+        let kind = format.kind();
         let pp = PatchParams::apply(&self.cfg.field_manager).force();
         // Cleanup first: namespaces without findings lose their report.
-        let stale: Vec<String> = memory
+        let stale: Vec<String> = g
             .reports
             .keys()
             .filter(|ns| !plan.reports.contains_key(*ns))
@@ -477,85 +629,108 @@ impl Writer {
             if !budget.take() {
                 continue;
             }
-            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &ns, &pr);
+            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &ns, &resource);
             match api.delete(REPORT_NAME, &DeleteParams::default()).await {
                 Ok(_) => {
                     self.metrics.record("report", "deleted");
-                    tracing::info!(namespace = %ns, "PolicyReport deleted: no findings left");
-                    memory.reports.remove(&ns);
+                    tracing::info!(namespace = %ns, kind, "report deleted: no findings left");
+                    g.reports.remove(&ns);
                 }
                 Err(e) if is_status(&e, 404) => {
-                    memory.reports.remove(&ns);
+                    g.reports.remove(&ns);
                 }
                 Err(e) => {
                     budget.stats.errors += 1;
                     self.metrics.record("report", "error");
-                    tracing::warn!(namespace = %ns, error = %e, "cannot delete PolicyReport");
+                    tracing::warn!(namespace = %ns, kind, error = %e, "cannot delete report");
                 }
             }
         }
         for (ns, desired) in &plan.reports {
-            if memory.reports.get(ns) == Some(&Some(desired.clone())) {
+            if let Some(Some(written)) = g.reports.get(ns)
+                && **written == *desired
+            {
+                // Unchanged: the other API's memory may share this copy.
+                shared
+                    .entry(Some(ns.clone()))
+                    .or_insert_with(|| written.clone());
                 continue;
             }
             if !budget.take() {
                 continue;
             }
-            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &pr);
-            let obj = desired.to_object(Some(ns));
+            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &resource);
+            let obj = desired.to_object(format, Some(ns));
             match api.patch(REPORT_NAME, &pp, &Patch::Apply(&obj)).await {
                 Ok(_) => {
                     self.metrics.record("report", "applied");
-                    tracing::info!(namespace = %ns, results = desired.results.len(), "PolicyReport applied");
-                    memory.reports.insert(ns.clone(), Some(desired.clone()));
+                    tracing::info!(namespace = %ns, kind, results = desired.results.len(), "report applied");
+                    let written = shared
+                        .entry(Some(ns.clone()))
+                        .or_insert_with(|| Arc::new(desired.clone()));
+                    g.reports.insert(ns.clone(), Some(written.clone()));
                 }
                 Err(e) if is_status(&e, 404) => {
                     // The CRDs were removed: look for them again later.
-                    tracing::warn!(namespace = %ns, "cannot apply PolicyReport: the PolicyReport API is gone");
-                    memory.reports_api = false;
-                    memory.reports.clear();
-                    memory.cluster_report = None;
+                    tracing::warn!(namespace = %ns, api = %format.api_version(), kind, "cannot apply report: the report API is gone; looking for it again");
+                    g.unserved();
                     return;
                 }
                 Err(e) => {
                     budget.stats.errors += 1;
                     self.metrics.record("report", "error");
-                    tracing::warn!(namespace = %ns, error = %e, "cannot apply PolicyReport");
+                    tracing::warn!(namespace = %ns, kind, error = %e, "cannot apply report");
                 }
             }
         }
 
+        let cluster_kind = format.cluster_kind();
         let api: Api<DynamicObject> =
-            Api::all_with(self.client.clone(), &cluster_policy_report_resource());
+            Api::all_with(self.client.clone(), &cluster_report_resource(format));
         let desired = &plan.cluster_report;
         if desired.results.is_empty() {
-            if memory.cluster_report.is_some() && budget.take() {
+            if g.cluster_report.is_some() && budget.take() {
                 match api.delete(REPORT_NAME, &DeleteParams::default()).await {
                     Ok(_) => {
                         self.metrics.record("cluster_report", "deleted");
-                        memory.cluster_report = None;
+                        g.cluster_report = None;
                     }
-                    Err(e) if is_status(&e, 404) => memory.cluster_report = None,
+                    Err(e) if is_status(&e, 404) => g.cluster_report = None,
                     Err(e) => {
                         budget.stats.errors += 1;
                         self.metrics.record("cluster_report", "error");
-                        tracing::warn!(error = %e, "cannot delete ClusterPolicyReport");
+                        tracing::warn!(kind = cluster_kind, error = %e, "cannot delete the cluster report");
                     }
                 }
             }
-        } else if memory.cluster_report != Some(Some(desired.clone())) && budget.take() {
+        } else if let Some(Some(written)) = &g.cluster_report
+            && **written == *desired
+        {
+            shared.entry(None).or_insert_with(|| written.clone());
+        } else if budget.take() {
             match api
-                .patch(REPORT_NAME, &pp, &Patch::Apply(&desired.to_object(None)))
+                .patch(
+                    REPORT_NAME,
+                    &pp,
+                    &Patch::Apply(&desired.to_object(format, None)),
+                )
                 .await
             {
                 Ok(_) => {
                     self.metrics.record("cluster_report", "applied");
-                    memory.cluster_report = Some(Some(desired.clone()));
+                    let written = shared
+                        .entry(None)
+                        .or_insert_with(|| Arc::new(desired.clone()));
+                    g.cluster_report = Some(Some(written.clone()));
+                }
+                Err(e) if is_status(&e, 404) => {
+                    tracing::warn!(api = %format.api_version(), kind = cluster_kind, "cannot apply the cluster report: the report API is gone; looking for it again");
+                    g.unserved();
                 }
                 Err(e) => {
                     budget.stats.errors += 1;
                     self.metrics.record("cluster_report", "error");
-                    tracing::warn!(error = %e, "cannot apply ClusterPolicyReport");
+                    tracing::warn!(kind = cluster_kind, error = %e, "cannot apply the cluster report");
                 }
             }
         }

@@ -419,8 +419,12 @@ fn scope(h: &mut String, report: &Report) {
     row(
         bi("Audit evidence", "审计证据"),
         format!(
-            "Events: {} · PolicyReports: {} · {}: {}",
+            "Events: {} · {}: {} · {}: {}",
             avail(&a.events),
+            bi(
+                "reports (OpenReports, PolicyReports)",
+                "报告（OpenReports、PolicyReport）"
+            ),
             avail(&a.policy_reports),
             bi("policy status", "策略状态"),
             avail(&a.policy_status)

@@ -1,7 +1,8 @@
 //! The report's inputs from a live cluster: one LIST (paged, so each is a
 //! consistent view at its resourceVersion) of every kind the snapshot
-//! needs, plus what the audit wrote (its Events, PolicyReports and the
-//! policies' status) for when each violation was first reported.
+//! needs, plus what the audit wrote (its Events, its reports in either
+//! report API, and the policies' status) for when each violation was first
+//! reported.
 //! Read-only: only `list` is used.
 
 use std::collections::BTreeMap;
@@ -15,7 +16,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::Value;
@@ -26,7 +27,7 @@ use super::model::{
     PolicyStatusEntry, Source,
 };
 use crate::api::ResidencyPolicy;
-use crate::audit::plan::{MANAGED_BY, MANAGED_BY_LABEL};
+use crate::audit::plan::{MANAGED_BY, MANAGED_BY_LABEL, ReportFormat};
 use crate::engine::{
     ClaimRecord, ClassRecord, NodeInfo, Snapshot, SnapshotBuilder, VolumeRecord, Workload,
     WorkloadKind,
@@ -254,15 +255,15 @@ pub async fn gather(
     .await;
 
     let events_resource = ApiResource::erase::<k8s_openapi::api::events::v1::Event>(&());
-    let reports_resource = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(
-            crate::audit::plan::REPORT_GROUP,
-            crate::audit::plan::REPORT_VERSION,
-            "PolicyReport",
-        ),
-        "policyreports",
-    );
     let by_us = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    let list_reports = |format: ReportFormat| {
+        let resource = crate::audit::writer::report_resource(format);
+        let by_us = by_us.clone();
+        async move {
+            let listed = list_all(client, &resource, &format.resource(), by_us).await;
+            (format, listed)
+        }
+    };
     let (events, reports) = futures::join!(
         list_all(
             client,
@@ -270,12 +271,7 @@ pub async fn gather(
             "events.events.k8s.io",
             by_us.clone()
         ),
-        list_all(
-            client,
-            &reports_resource,
-            "policyreports.wgpolicyk8s.io",
-            ListParams::default()
-        ),
+        join_all(ReportFormat::ALL.map(list_reports)),
     );
     let kube_system = list_all(
         client,
@@ -446,17 +442,7 @@ pub async fn gather(
             format!("无法列出 Events：{e}"),
         ),
     };
-    let reports_source = match reports {
-        Ok(listed) => index_all(&listed, index_report, &mut entries, &mut evidence),
-        Err(e) if is_status(&e, &[404]) => Availability::unavailable(
-            "the PolicyReport API (wgpolicyk8s.io) is not installed",
-            "未安装 PolicyReport API（wgpolicyk8s.io）",
-        ),
-        Err(e) => Availability::unavailable(
-            format!("cannot list PolicyReports: {e}"),
-            format!("无法列出 PolicyReports：{e}"),
-        ),
-    };
+    let reports_source = read_reports(reports, &mut entries, &mut evidence, &mut warnings);
     entries.sort_by(|a, b| a.resource.cmp(&b.resource));
     Ok(Inputs {
         snapshot,
@@ -479,6 +465,47 @@ pub async fn gather(
         warnings,
         unclassifiable_is_error: false,
     })
+}
+
+/// The operator's reports (labelled `app.kubernetes.io/managed-by:
+/// residency-guard`) from each report API the cluster serves: with
+/// `reports.kind` `auto` or `both` and both APIs installed the operator
+/// writes the same results to each, and reading both changes nothing; with
+/// one API, only it holds ours. An API that is not installed (404) is
+/// skipped; one that cannot be read (403) is a warning, unless no API could
+/// be read at all.
+fn read_reports(
+    lists: Vec<(ReportFormat, Result<Listed, kube::Error>)>,
+    entries: &mut Vec<ListEntry>,
+    evidence: &mut AuditEvidence,
+    warnings: &mut Vec<String>,
+) -> Availability {
+    let mut objects = 0;
+    let mut read_any = false;
+    let mut failures: Vec<String> = Vec::new();
+    for (format, listed) in lists {
+        match listed {
+            Ok(listed) => {
+                read_any = true;
+                objects += index_all(&listed, index_report, entries, evidence).objects;
+            }
+            Err(e) if is_status(&e, &[404]) => {}
+            Err(e) => failures.push(format!("cannot list {}: {e}", format.resource())),
+        }
+    }
+    if read_any {
+        warnings.extend(failures);
+        return Availability::read(objects);
+    }
+    if failures.is_empty() {
+        Availability::unavailable(
+            "no report API is installed (neither wgpolicyk8s.io PolicyReports nor openreports.io Reports)",
+            "未安装任何报告 API（既无 wgpolicyk8s.io PolicyReport，也无 openreports.io Report）",
+        )
+    } else {
+        let text = failures.join("; ");
+        Availability::unavailable(text.clone(), format!("无法读取报告：{text}"))
+    }
 }
 
 /// An audit Event: its name, what it is about, its reason and its time.
@@ -536,8 +563,9 @@ fn index_event(e: &Value, evidence: &mut AuditEvidence) {
         .or_insert(time);
 }
 
-/// A PolicyReport's results: which (object, policy, rule) it lists, with
-/// the result's own time when it carries one.
+/// A report's results (PolicyReport or OpenReports Report: the same
+/// fields): which (object, policy, rule) it lists, with the result's own
+/// time when it carries one.
 fn index_report(r: &Value, evidence: &mut AuditEvidence) {
     let report_ns = r
         .get("metadata")

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{cluster, eventually, install_and_run, root};
+use crate::harness::{cluster, eventually, install_and_run};
 
 const REGION: &str = "topology.kubernetes.io/region";
 
@@ -34,9 +34,8 @@ fn a_relabelled_node_is_reported_in_status_events_and_policy_reports() {
         return;
     };
     let apps = "e2e-audit-apps";
-    // No PolicyReport API when the operator starts.
-    c.cluster_object("crd", "policyreports.wgpolicyk8s.io");
-    c.cluster_object("crd", "clusterpolicyreports.wgpolicyk8s.io");
+    // No report API when the operator starts.
+    crate::harness::remove_report_crds(&c);
     let installed = install_and_run(
         &c,
         "e2e-audit",
@@ -78,15 +77,8 @@ fn a_relabelled_node_is_reported_in_status_events_and_policy_reports() {
         },
     );
 
-    // The PolicyReport CRDs arrive after the operator started.
-    let crds = root().join("tests/e2e/fixtures/policyreport-crds.yaml");
-    c.must(&["apply", "-f", crds.to_str().expect("UTF-8 path")]);
-    c.must(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/policyreports.wgpolicyk8s.io",
-        "--timeout=60s",
-    ]);
+    // The PolicyReport CRDs (upstream) arrive after the operator started.
+    crate::harness::install_report_crds(&c, crate::harness::POLICY_REPORT_CRDS);
 
     // The node is relabelled abroad: nothing else notices (scheduling is
     // IgnoredDuringExecution), the audit must.
@@ -160,11 +152,9 @@ fn a_relabelled_node_is_reported_in_status_events_and_policy_reports() {
                 .then_some(())
         },
     );
+    let log = installed.operator.log();
     assert!(
-        installed
-            .operator
-            .log()
-            .contains("PolicyReports are installed now"),
+        log.contains("the report API is installed now") && log.contains("wgpolicyk8s.io/v1alpha2"),
         "the operator did not say it found the PolicyReport API"
     );
 }
@@ -280,16 +270,8 @@ fn a_deleted_policy_report_is_written_again_while_the_finding_persists() {
         return;
     };
     let apps = "e2e-rewrite-apps";
-    c.cluster_object("crd", "policyreports.wgpolicyk8s.io");
-    c.cluster_object("crd", "clusterpolicyreports.wgpolicyk8s.io");
-    let crds = root().join("tests/e2e/fixtures/policyreport-crds.yaml");
-    c.must(&["apply", "-f", crds.to_str().expect("UTF-8 path")]);
-    c.must(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/policyreports.wgpolicyk8s.io",
-        "--timeout=60s",
-    ]);
+    crate::harness::remove_report_crds(&c);
+    crate::harness::install_report_crds(&c, crate::harness::POLICY_REPORT_CRDS);
     let _installed = install_and_run(
         &c,
         "e2e-rewrite",

@@ -934,3 +934,74 @@ pub fn apply_policies(c: &Cluster, names: &[&str], yaml: &str) {
     let r = apply_when_webhook_answers(c, yaml);
     assert!(r.ok, "policies {names:?}: {}", r.stderr);
 }
+
+/// The report APIs, by the folder of their upstream CRDs, with the CRDs'
+/// names.
+pub const POLICY_REPORT_CRDS: (&str, [&str; 2]) = (
+    "wgpolicyk8s",
+    [
+        "policyreports.wgpolicyk8s.io",
+        "clusterpolicyreports.wgpolicyk8s.io",
+    ],
+);
+pub const OPEN_REPORTS_CRDS: (&str, [&str; 2]) = (
+    "openreports",
+    ["reports.openreports.io", "clusterreports.openreports.io"],
+);
+
+/// The upstream report CRDs, unmodified (wgpolicyk8s.io from
+/// kubernetes-sigs/wg-policy-prototypes, openreports.io from
+/// openreports/reports-api; their README names the commits): the first of
+/// $RESIDENCY_GUARD_REPORT_CRDS, ../shared/crds next to the repository
+/// and /work/shared/crds, as scripts/with-cluster.sh finds the kit. A
+/// report those schemas refuse fails the test.
+pub fn report_crds_dir() -> PathBuf {
+    let candidates = [
+        std::env::var_os("RESIDENCY_GUARD_REPORT_CRDS").map(PathBuf::from),
+        Some(root().join("../shared/crds")),
+        Some(PathBuf::from("/work/shared/crds")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|d| d.join(OPEN_REPORTS_CRDS.0).is_dir() && d.join(POLICY_REPORT_CRDS.0).is_dir())
+        .expect(
+            "the upstream report CRDs are not found (RESIDENCY_GUARD_REPORT_CRDS, ../shared/crds, \
+             /work/shared/crds): the report tests need the real schemas",
+        )
+}
+
+/// No report CRDs now (their reports go with them), and none left when the
+/// test ends.
+pub fn remove_report_crds(c: &Cluster) {
+    for name in POLICY_REPORT_CRDS.1.iter().chain(&OPEN_REPORTS_CRDS.1) {
+        c.cluster_object("crd", name);
+    }
+}
+
+/// `kubectl apply -f` one API's upstream CRDs (`POLICY_REPORT_CRDS` or
+/// `OPEN_REPORTS_CRDS`) and wait until both are served; removed when the
+/// test ends.
+pub fn install_report_crds(c: &Cluster, api: (&str, [&str; 2])) {
+    for name in api.1 {
+        c.cluster_object("crd", name);
+    }
+    let dir = report_crds_dir().join(api.0);
+    c.must(&["apply", "-f", dir.to_str().expect("UTF-8 path")]);
+    // Polled rather than `kubectl wait`, which fails at once on a CRD whose
+    // status has no conditions yet.
+    for name in api.1 {
+        eventually(
+            &format!("the CRD {name} to be established"),
+            Duration::from_secs(60),
+            || {
+                let crd = c.get_json(&["crd", name])?;
+                crd["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .any(|k| k["type"] == "Established" && k["status"] == "True")
+                    .then_some(())
+            },
+        );
+    }
+}

@@ -24,6 +24,7 @@ mod graph;
 mod harness;
 mod journey;
 mod namespace_check;
+mod open_reports;
 mod ownership;
 mod pod_features;
 mod report;

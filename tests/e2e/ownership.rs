@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{cluster, eventually, install_and_run, root};
+use crate::harness::{cluster, eventually, install_and_run};
 
 const POLICY: &str = r#"
 apiVersion: residencyguard.io/v1alpha1
@@ -45,17 +45,9 @@ fn an_owner_reference_to_a_config_map_hides_nothing() {
         return;
     };
     let ns = "e2e-owned";
-    // The PolicyReport API, for the audit's reports.
-    c.cluster_object("crd", "policyreports.wgpolicyk8s.io");
-    c.cluster_object("crd", "clusterpolicyreports.wgpolicyk8s.io");
-    let crds = root().join("tests/e2e/fixtures/policyreport-crds.yaml");
-    c.must(&["apply", "-f", crds.to_str().expect("UTF-8 path")]);
-    c.must(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/policyreports.wgpolicyk8s.io",
-        "--timeout=60s",
-    ]);
+    // The PolicyReport API (upstream CRDs), for the audit's reports.
+    crate::harness::remove_report_crds(&c);
+    crate::harness::install_report_crds(&c, crate::harness::POLICY_REPORT_CRDS);
     let _installed = install_and_run(
         &c,
         "e2e-owned",
