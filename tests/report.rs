@@ -998,3 +998,30 @@ fn every_storage_reason_gives_its_posture_and_evidence() {
         );
     }
 }
+
+#[test]
+fn storage_is_described_even_where_no_policy_checks_it() {
+    use residency_guard::engine::{AddressSpace, Catalogue, Lang, Snapshot};
+    use residency_guard::report::{manifests, model};
+
+    let dir = tempfile::tempdir().unwrap();
+    let now = NOW.parse().unwrap();
+    let docs = [
+        POLICY.replace("action: Deny}", "action: Deny, storage: {mode: Unchecked}}"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api, namespace: pay}\nspec:\n  selector: {matchLabels: {app: api}}\n  template:\n    metadata: {labels: {app: api, residencyguard.io/data-class: personal}}\n    spec:\n      nodeSelector: {topology.kubernetes.io/region: cn-north-1}\n      containers: [{name: c, image: x}]\n      volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]\n".to_string(),
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data, namespace: pay}\nspec: {volumeName: pv-x, accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n".to_string(),
+        PV_HK.to_string(),
+    ];
+    assert!(docs[0].contains("Unchecked"));
+    let file = dir.path().join("unchecked.yaml");
+    std::fs::write(&file, docs.join("---\n")).unwrap();
+    let base = Snapshot::new(Catalogue::builtin().clone(), AddressSpace::builtin());
+    let inputs = manifests::gather(&[file], base, "default", now, Lang::En).unwrap();
+    let report = serde_json::to_value(model::build(&inputs, now).unwrap()).unwrap();
+    let w = &report["workloads"][0];
+    assert_eq!(w["violations"], serde_json::json!([]), "{w:#}");
+    assert_eq!(w["storage"]["checked"], false);
+    assert_eq!(w["storage"]["posture"], "outside");
+    assert_eq!(w["storage"]["volumes"][0]["persistentVolume"], "pv-x");
+    assert_eq!(report["summary"]["classes"][0]["storage"], "outside");
+}
