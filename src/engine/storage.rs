@@ -11,6 +11,8 @@
 //! secrets or certificates on the node) stay on the pod's node, which
 //! placement already judges. The facts are computed once per workload;
 //! each governing policy that checks storage turns them into violations.
+//! Reports ask for more (`storage_evidence`): every such volume with what
+//! it resolves to and where, the findings on it and its posture.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
