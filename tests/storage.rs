@@ -519,7 +519,14 @@ fn storage_evidence_records_every_claim_a_statefulset_made_with_its_own_finding(
     let v = judge(&snap, &w);
     assert_eq!(storage(&v).len(), 1);
     let evidence = storage_evidence(&w, &snap);
-    let seen: Vec<(Option<&str>, Option<&str>, StoragePosture, Vec<&str>)> = evidence
+    /// (claim, PersistentVolume, posture, finding reasons)
+    type Seen<'a> = (
+        Option<&'a str>,
+        Option<&'a str>,
+        StoragePosture,
+        Vec<&'a str>,
+    );
+    let seen: Vec<Seen> = evidence
         .iter()
         .map(|e| {
             (
