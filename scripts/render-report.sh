@@ -7,28 +7,32 @@
 #
 #   scripts/render-report.sh [OUT_DIR]          # default target/report-render
 #   scripts/render-report.sh --update-docs      # also refresh docs/report-*.png
+#   scripts/render-report.sh --check            # fail when docs/report-*.png are stale
+#
+# The screenshots are checked through the page they were taken of:
+# --update-docs records the SHA-256 of the example's HTML in
+# docs/report-screenshots.sha256, and --check (no browser needed) renders
+# the HTML again and compares. The HTML is deterministic (a fixed --now);
+# the PNGs are not compared byte for byte, since Chromium's rasteriser and
+# the installed fonts give different pixels on different machines.
 #
 # RESIDENCY_GUARD_BIN names the binary (default: cargo build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 update_docs=false
+check=false
 out=target/report-render
 for arg in "$@"; do
   case "$arg" in
     --update-docs) update_docs=true ;;
+    --check) check=true ;;
     *) out=$arg ;;
   esac
 done
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-
-if ! command -v chromium >/dev/null 2>&1 || ! fc-list 2>/dev/null | grep -qi 'CJK\|WenQuanYi'; then
-  echo "render-report: installing chromium and fonts-noto-cjk (Debian packages)"
-  if [ "$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium fonts-noto-cjk >/dev/null
-fi
+digest_file=docs/report-screenshots.sha256
 
 bin=${RESIDENCY_GUARD_BIN:-}
 if [ -z "$bin" ]; then
@@ -40,8 +44,26 @@ fi
 # change when the report does.
 "$bin" report -f examples/cluster -f examples/running-pods \
   --now 2026-11-23T00:00:00Z --lang en -o "$out" >/dev/null
-
 html="$out/residency-report.html"
+digest=$(sha256sum "$html" | cut -d' ' -f1)
+
+if $check; then
+  recorded=$(cut -d' ' -f1 "$digest_file" 2>/dev/null || true)
+  if [ "$digest" != "$recorded" ]; then
+    echo "render-report: docs/report-en.png and docs/report-zh.png are stale: the example's HTML has SHA-256 $digest, the screenshots were taken of ${recorded:-nothing recorded} ($digest_file). Run scripts/render-report.sh --update-docs and commit the result." >&2
+    exit 1
+  fi
+  echo "render-report: the screenshots are of the current report (HTML SHA-256 $digest)"
+  exit 0
+fi
+
+if ! command -v chromium >/dev/null 2>&1 || ! fc-list 2>/dev/null | grep -qi 'CJK\|WenQuanYi'; then
+  echo "render-report: installing chromium and fonts-noto-cjk (Debian packages)"
+  if [ "$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium fonts-noto-cjk >/dev/null
+fi
+
 profile=$(mktemp -d)
 trap 'rm -rf "$profile"' EXIT
 chrome() {
@@ -83,5 +105,6 @@ fi
 if $update_docs; then
   cp "$out/report-en.png" docs/report-en.png
   cp "$out/report-zh.png" docs/report-zh.png
-  echo "render-report: docs/report-en.png and docs/report-zh.png updated"
+  echo "$digest  residency-report.html (examples/cluster + examples/running-pods, --now 2026-11-23T00:00:00Z)" >"$digest_file"
+  echo "render-report: docs/report-en.png and docs/report-zh.png updated (HTML SHA-256 $digest in $digest_file)"
 fi

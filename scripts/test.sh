@@ -61,10 +61,11 @@ cargo clippy --all-targets --locked -- -D warnings
 step "engine purity"
 scripts/check-engine-purity.sh
 
-step "generated files are up to date (crds/, deploy/, example outputs in the docs)"
+step "generated files are up to date (crds/, deploy/, example outputs in the docs, the report screenshots)"
 cargo run --quiet --locked -- crdgen --check
 if [ -x scripts/render-deploy.sh ]; then scripts/render-deploy.sh --check; fi
 scripts/render-docs.sh --check
+RESIDENCY_GUARD_BIN=${RESIDENCY_GUARD_BIN:-target/debug/residency-guard} scripts/render-report.sh --check target/report-check
 
 step "tests"
 wait "$tests_pid" || true

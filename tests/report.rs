@@ -158,6 +158,106 @@ fn the_bundled_example_gives_all_three_outputs_and_they_agree() {
         codes,
         BTreeSet::from(["VolumeOutsideMainland", "VolumeNotGuaranteed"])
     );
+    // ...and its record says which claims, PVs and classes, and where.
+    let volumes = archive["storage"]["volumes"].as_array().unwrap();
+    assert_eq!(archive["storage"]["posture"], "outside");
+    assert_eq!(archive["storage"]["checked"], true);
+    let claim = volumes.iter().find(|v| v["source"] == "claim").unwrap();
+    assert_eq!(claim["claim"], "clinic/data-archive-0");
+    assert_eq!(claim["persistentVolume"], "pv-archive-0");
+    assert_eq!(claim["storageClass"], "fast");
+    assert_eq!(claim["bindingMode"], "Immediate");
+    assert_eq!(claim["location"]["standing"], "outside");
+    assert_eq!(claim["location"]["key"], "topology.ebs.csi.aws.com/zone");
+    assert_eq!(claim["location"]["value"], "ap-east-1a");
+    assert_eq!(claim["location"]["region"], "ap-east-1");
+    assert_eq!(claim["location"]["country"], "HK");
+    assert_eq!(claim["posture"], "outside");
+    assert_eq!(claim["findings"][0]["reason"], "boundOutside");
+    let template = volumes
+        .iter()
+        .find(|v| v["source"] == "claimTemplate")
+        .unwrap();
+    assert_eq!(template["storageClass"], "fast");
+    assert_eq!(template["classGuarantee"], "anywhere");
+    assert_eq!(template["posture"], "notGuaranteed");
+    let ledger = workloads.iter().find(|w| w["name"] == "ledger").unwrap();
+    assert_eq!(ledger["storage"]["posture"], "mainland");
+    let journal = &ledger["storage"]["volumes"][0];
+    assert_eq!(journal["claim"], "payments/ledger-journal");
+    assert_eq!(journal["storageClass"], "cn-gp3");
+    assert_eq!(journal["defaultClass"], true);
+    assert_eq!(journal["bindingMode"], "WaitForFirstConsumer");
+    assert_eq!(journal["classGuarantee"], "followsPod");
+    // Every governed workload's record describes its volumes: each
+    // storage violation is a finding on one of them (same code and
+    // field), and a workload without any has posture none.
+    for w in workloads {
+        let storage = &w["storage"];
+        let findings: BTreeSet<(String, String)> = storage["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|v| v["findings"].as_array().unwrap())
+            .map(|f| (f["code"].to_string(), f["field"].to_string()))
+            .collect();
+        for v in w["violations"].as_array().unwrap() {
+            let code = v["code"].as_str().unwrap();
+            if code.starts_with("Volume") || code.starts_with("Storage") {
+                assert!(
+                    findings.contains(&(v["code"].to_string(), v["field"].to_string())),
+                    "{}: violation {code} at {} is on no volume: {storage:#}",
+                    w["name"],
+                    v["field"]
+                );
+            }
+        }
+        if storage["volumes"].as_array().unwrap().is_empty() {
+            assert_eq!(storage["posture"], "none", "{}", w["name"]);
+        }
+    }
+    // Every class with storage findings states a posture other than "not
+    // assessed", and it is the most serious of its workloads'.
+    let rank = ["none", "mainland", "notGuaranteed", "unknown", "outside"];
+    for c in r["summary"]["classes"].as_array().unwrap() {
+        let class = c["class"].as_str().unwrap();
+        let of_class: Vec<&Value> = workloads
+            .iter()
+            .filter(|w| w["classes"].as_array().unwrap().iter().any(|x| x == class))
+            .collect();
+        let has_findings = of_class.iter().any(|w| {
+            w["violations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["code"].as_str().unwrap().starts_with("Volume"))
+        });
+        let posture = c["storage"].as_str().unwrap();
+        assert!(rank.contains(&posture), "{class}: {posture}");
+        if has_findings {
+            assert!(
+                posture != "none" && posture != "mainland",
+                "{class} has storage findings but says {posture}"
+            );
+        }
+        let worst = of_class
+            .iter()
+            .map(|w| {
+                rank.iter()
+                    .position(|p| w["storage"]["posture"] == *p)
+                    .unwrap()
+            })
+            .max()
+            .unwrap();
+        assert_eq!(posture, rank[worst], "{class}");
+    }
+    let health = r["summary"]["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["class"] == "health")
+        .unwrap();
+    assert_eq!(health["storage"], "outside");
     assert_eq!(
         r["coverage"]["unclassified"],
         serde_json::json!([{"namespace": "web", "kind": "Deployment", "name": "frontend"}])
@@ -248,6 +348,11 @@ fn the_bundled_example_gives_all_three_outputs_and_they_agree() {
         );
     }
     assert!(out.html.contains("<svg"), "no chart");
+    // Storage is stated, never "not assessed".
+    assert!(!out.html.contains("not assessed") && !out.html.contains("未评估"));
+    assert!(out.html.contains("Storage at rest") && out.html.contains("静态存储"));
+    assert!(out.html.contains("<code>pv-archive-0</code>"));
+    assert!(out.html.contains("stored outside mainland China"));
     assert!(out.html.contains("数据驻留合规报告") && out.html.contains("Data residency report"));
 
     // The CSV: one row per governed workload and policy, the same names.
@@ -255,6 +360,14 @@ fn the_bundled_example_gives_all_three_outputs_and_they_agree() {
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     assert_eq!(header[..3], ["kind", "namespace", "name"]);
+    assert_eq!(header[header.len() - 2..], ["storagePosture", "volumes"]);
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("StatefulSet,clinic,archive,")
+                && l.contains("pv pv-archive-0")
+                && l.contains("outside (ap-east-1, HK)")),
+        "{csv}"
+    );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     let expected: usize = workloads
         .iter()
@@ -458,6 +571,7 @@ fn compare_says_what_changed() {
         "removedWorkloads",
         "reclassified",
         "movedPods",
+        "movedVolumes",
         "newExemptions",
         "expiredExemptions",
         "removedExemptions",
@@ -509,4 +623,405 @@ fn environment_variables_set_report_flags() {
     assert!(dir.path().join("residency-report.json").exists());
     assert!(dir.path().join("residency-report.csv").exists());
     assert!(!dir.path().join("residency-report.html").exists());
+}
+
+/// The example with the archive's PersistentVolume restored in Beijing
+/// instead of Hong Kong.
+fn example_with_archive_in_beijing(dir: &Path) -> PathBuf {
+    let copy = dir.join("cluster");
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(root().join("examples/cluster")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = if path.file_name().unwrap() == "storage.yaml" {
+            assert!(text.contains("values: [ap-east-1a]"));
+            text.replace("values: [ap-east-1a]", "values: [cn-north-1a]")
+        } else {
+            text
+        };
+        std::fs::write(copy.join(path.file_name().unwrap()), text).unwrap();
+    }
+    copy
+}
+
+#[test]
+fn compare_reports_moved_and_newly_outside_volumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let beijing = example_with_archive_in_beijing(dir.path());
+    let home = dir.path().join("home");
+    let before = report_in(&home, &["-f", beijing.to_str().unwrap()]);
+    let archive = |r: &Value| {
+        r["workloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == "archive")
+            .unwrap()["storage"]["volumes"][0]
+            .clone()
+    };
+    assert_eq!(archive(&before.json)["posture"], "mainland");
+    let previous = dir.path().join("previous.json");
+    std::fs::write(&previous, &before.json_bytes).unwrap();
+
+    // The volume is now in Hong Kong: moved, and newly outside.
+    let abroad = dir.path().join("abroad");
+    let after = report_in(
+        &abroad,
+        &[
+            "-f",
+            "examples/cluster",
+            "--compare",
+            previous.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        schema_errors(&after.json).is_empty(),
+        "{:#?}",
+        schema_errors(&after.json)
+    );
+    let moved = after.json["changes"]["movedVolumes"].as_array().unwrap();
+    assert_eq!(moved.len(), 1, "{moved:#?}");
+    let m = &moved[0];
+    assert_eq!(m["name"], "archive");
+    assert_eq!(m["volume"], "data");
+    assert_eq!(m["claim"], "clinic/data-archive-0");
+    assert_eq!(m["before"]["location"], "cn-north-1");
+    assert_eq!(m["before"]["posture"], "mainland");
+    assert_eq!(m["after"]["location"], "ap-east-1 (HK)");
+    assert_eq!(m["after"]["posture"], "outside");
+    assert_eq!(m["after"]["persistentVolume"], "pv-archive-0");
+    assert_eq!(m["newlyOutside"], true);
+    assert!(after.html.contains("Moved or newly outside volumes"));
+    assert!(after.html.contains("newly outside mainland China"));
+
+    // And back home: moved, not newly outside.
+    let previous = dir.path().join("abroad.json");
+    std::fs::write(&previous, &after.json_bytes).unwrap();
+    let back = report_in(
+        &dir.path().join("back"),
+        &[
+            "-f",
+            beijing.to_str().unwrap(),
+            "--compare",
+            previous.to_str().unwrap(),
+        ],
+    );
+    let moved = back.json["changes"]["movedVolumes"].as_array().unwrap();
+    assert_eq!(moved.len(), 1, "{moved:#?}");
+    assert_eq!(moved[0]["newlyOutside"], false);
+    assert_eq!(moved[0]["after"]["posture"], "mainland");
+}
+
+/// One storage reason: the objects and the workload's volumes that give
+/// it, and what the report's record of that volume must say.
+struct StorageCase {
+    reason: &'static str,
+    objects: &'static str,
+    volumes: &'static str,
+    code: Option<&'static str>,
+    posture: &'static str,
+    /// JSON pointers into the volume's record, and their values.
+    fields: &'static [(&'static str, &'static str)],
+}
+
+const POLICY: &str = "apiVersion: residencyguard.io/v1alpha1\nkind: ResidencyPolicy\nmetadata: {name: pipl}\nspec: {dataClasses: [personal], action: Deny}\n";
+const PV_HK: &str = "apiVersion: v1\nkind: PersistentVolume\nmetadata: {name: pv-x}\nspec:\n  capacity: {storage: 1Gi}\n  accessModes: [ReadWriteOnce]\n  csi: {driver: ebs.csi.aws.com, volumeHandle: vol-1}\n  nodeAffinity: {required: {nodeSelectorTerms: [{matchExpressions: [{key: topology.ebs.csi.aws.com/zone, operator: In, values: [ap-east-1a]}]}]}}\n";
+const PV_CN: &str = "apiVersion: v1\nkind: PersistentVolume\nmetadata: {name: pv-x, labels: {topology.kubernetes.io/zone: cn-north-1a}}\nspec:\n  capacity: {storage: 1Gi}\n  accessModes: [ReadWriteOnce]\n  csi: {driver: ebs.csi.aws.com, volumeHandle: vol-1}\n";
+const CLAIM: &str = "[{name: data, persistentVolumeClaim: {claimName: data}}]";
+
+fn storage_cases() -> Vec<StorageCase> {
+    vec![
+        StorageCase {
+            reason: "boundOutside",
+            objects: concat!(
+                "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data, namespace: pay}\nspec: {storageClassName: gp3, volumeName: pv-x, accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n---\n",
+                "apiVersion: v1\nkind: PersistentVolume\nmetadata: {name: pv-x}\nspec:\n  capacity: {storage: 1Gi}\n  accessModes: [ReadWriteOnce]\n  csi: {driver: ebs.csi.aws.com, volumeHandle: vol-1}\n  nodeAffinity: {required: {nodeSelectorTerms: [{matchExpressions: [{key: topology.ebs.csi.aws.com/zone, operator: In, values: [ap-east-1a]}]}]}}\n"
+            ),
+            volumes: CLAIM,
+            code: Some("VolumeOutsideMainland"),
+            posture: "outside",
+            fields: &[
+                ("/claim", "pay/data"),
+                ("/persistentVolume", "pv-x"),
+                ("/storageClass", "gp3"),
+                (
+                    "/topology/0",
+                    "topology.ebs.csi.aws.com/zone In [ap-east-1a]",
+                ),
+                ("/location/standing", "outside"),
+                ("/location/key", "topology.ebs.csi.aws.com/zone"),
+                ("/location/region", "ap-east-1"),
+                ("/location/jurisdiction", "hong-kong"),
+                ("/location/country", "HK"),
+            ],
+        },
+        StorageCase {
+            reason: "volumeUnknown",
+            objects: "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data, namespace: pay}\nspec: {volumeName: pv-gone, accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n",
+            volumes: CLAIM,
+            code: Some("VolumeOutsideMainland"),
+            posture: "unknown",
+            fields: &[("/claim", "pay/data"), ("/persistentVolume", "pv-gone")],
+        },
+        StorageCase {
+            reason: "claimNotFound",
+            objects: "",
+            volumes: CLAIM,
+            code: Some("VolumeNotGuaranteed"),
+            posture: "unknown",
+            fields: &[("/claim", "pay/data"), ("/source", "claim")],
+        },
+        StorageCase {
+            reason: "noDefaultClass",
+            objects: "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data, namespace: pay}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n",
+            volumes: CLAIM,
+            code: Some("VolumeNotGuaranteed"),
+            posture: "notGuaranteed",
+            fields: &[("/claim", "pay/data"), ("/defaultClass", "false")],
+        },
+        StorageCase {
+            reason: "preProvisioned",
+            objects: "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data, namespace: pay}\nspec: {storageClassName: '', accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n",
+            volumes: CLAIM,
+            code: Some("VolumeNotGuaranteed"),
+            posture: "notGuaranteed",
+            fields: &[("/storageClass", "")],
+        },
+        StorageCase {
+            reason: "classUnknown",
+            objects: "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data, namespace: pay}\nspec: {storageClassName: ghost, accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n",
+            volumes: CLAIM,
+            code: Some("VolumeNotGuaranteed"),
+            posture: "notGuaranteed",
+            fields: &[("/storageClass", "ghost")],
+        },
+        StorageCase {
+            reason: "provisionedAnywhere",
+            objects: concat!(
+                "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data, namespace: pay}\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n---\n",
+                "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: fast, annotations: {storageclass.kubernetes.io/is-default-class: 'true'}}\nprovisioner: ebs.csi.aws.com\nvolumeBindingMode: Immediate\n"
+            ),
+            volumes: CLAIM,
+            code: Some("VolumeNotGuaranteed"),
+            posture: "notGuaranteed",
+            fields: &[
+                ("/storageClass", "fast"),
+                ("/defaultClass", "true"),
+                ("/bindingMode", "Immediate"),
+                ("/provisioner", "ebs.csi.aws.com"),
+                ("/classGuarantee", "anywhere"),
+            ],
+        },
+        StorageCase {
+            reason: "topologyOutside",
+            objects: concat!(
+                "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data, namespace: pay}\nspec: {storageClassName: hk, accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n---\n",
+                "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: hk}\nprovisioner: ebs.csi.aws.com\nvolumeBindingMode: Immediate\nallowedTopologies: [{matchLabelExpressions: [{key: topology.kubernetes.io/region, values: [ap-east-1]}]}]\n"
+            ),
+            volumes: CLAIM,
+            code: Some("VolumeNotGuaranteed"),
+            posture: "notGuaranteed",
+            fields: &[
+                ("/storageClass", "hk"),
+                ("/classGuarantee", "topology"),
+                (
+                    "/topology/0",
+                    "topology.kubernetes.io/region In [ap-east-1]",
+                ),
+                ("/location/standing", "outside"),
+                ("/location/region", "ap-east-1"),
+            ],
+        },
+        StorageCase {
+            reason: "endpointOutside",
+            objects: "",
+            volumes: "[{name: share, nfs: {server: 8.8.8.8, path: /export}}]",
+            code: Some("StorageEndpointOutside"),
+            posture: "outside",
+            fields: &[
+                ("/source", "inline"),
+                ("/endpoints/0/field", "nfs.server"),
+                ("/endpoints/0/server", "8.8.8.8"),
+                ("/endpoints/0/standing", "outside"),
+                ("/endpoints/0/country", "US"),
+            ],
+        },
+        StorageCase {
+            reason: "objectStore",
+            objects: "",
+            volumes: "[{name: bucket, csi: {driver: s3.csi.aws.com, volumeAttributes: {bucketName: b}}}]",
+            code: Some("VolumeNotGuaranteed"),
+            posture: "unknown",
+            fields: &[
+                ("/driver", "s3.csi.aws.com"),
+                ("/store", "Amazon S3 (Mountpoint)"),
+            ],
+        },
+        StorageCase {
+            reason: "csiNoServer",
+            objects: "",
+            volumes: "[{name: share, csi: {driver: nfs.csi.k8s.io, volumeAttributes: {share: /x}}}]",
+            code: Some("VolumeNotGuaranteed"),
+            posture: "unknown",
+            fields: &[("/driver", "nfs.csi.k8s.io")],
+        },
+        StorageCase {
+            reason: "csiDriverUnknown",
+            objects: "",
+            volumes: "[{name: odd, csi: {driver: odd.example.com}}]",
+            code: Some("VolumeNotGuaranteed"),
+            posture: "unknown",
+            fields: &[("/driver", "odd.example.com")],
+        },
+        // No finding: mainland, and a server named by host name.
+        StorageCase {
+            reason: "",
+            objects: "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data, namespace: pay}\nspec: {storageClassName: gp3, volumeName: pv-x, accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n",
+            volumes: CLAIM,
+            code: None,
+            posture: "mainland",
+            fields: &[
+                ("/persistentVolume", "pv-x"),
+                ("/topology/0", "topology.kubernetes.io/zone=cn-north-1a"),
+                ("/location/standing", "mainland"),
+                ("/location/regions/0", "cn-north-1"),
+            ],
+        },
+        StorageCase {
+            reason: "",
+            objects: "",
+            volumes: "[{name: share, nfs: {server: nas.example.com, path: /export}}]",
+            code: None,
+            posture: "unknown",
+            fields: &[("/endpoints/0/standing", "hostName")],
+        },
+        StorageCase {
+            reason: "",
+            objects: "",
+            volumes: "[{name: scratch, emptyDir: {}}]",
+            code: None,
+            posture: "none",
+            fields: &[],
+        },
+    ]
+}
+
+#[test]
+fn every_storage_reason_gives_its_posture_and_evidence() {
+    use residency_guard::engine::{AddressSpace, Catalogue, Lang, STORAGE_REASONS, Snapshot};
+    use residency_guard::report::{manifests, model};
+
+    let cases = storage_cases();
+    let covered: BTreeSet<&str> = cases.iter().map(|c| c.reason).collect();
+    for reason in STORAGE_REASONS {
+        assert!(covered.contains(reason), "no case for reason {reason}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let now = NOW.parse().unwrap();
+    for (i, case) in cases.iter().enumerate() {
+        let label = format!("case {i} ({:?}, {})", case.reason, case.volumes);
+        // A PersistentVolume named pv-x is in Hong Kong for the first
+        // case and in Beijing for the mainland one.
+        let pv = match (case.reason, case.posture) {
+            ("", "mainland") => PV_CN,
+            _ => PV_HK,
+        };
+        let workload = format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: api, namespace: pay}}\nspec:\n  selector: {{matchLabels: {{app: api}}}}\n  template:\n    metadata: {{labels: {{app: api, residencyguard.io/data-class: personal}}}}\n    spec:\n      nodeSelector: {{topology.kubernetes.io/region: cn-north-1}}\n      containers: [{{name: c, image: x}}]\n      volumes: {}\n",
+            case.volumes
+        );
+        let mut docs = vec![POLICY.to_string(), workload];
+        if !case.objects.is_empty() {
+            docs.push(case.objects.to_string());
+        }
+        if case.objects.contains("pv-x") && !case.objects.contains("kind: PersistentVolume\n") {
+            docs.push(pv.to_string());
+        }
+        let file = dir.path().join(format!("case-{i}.yaml"));
+        std::fs::write(&file, docs.join("---\n")).unwrap();
+        let base = Snapshot::new(Catalogue::builtin().clone(), AddressSpace::builtin());
+        let inputs = manifests::gather(&[file], base, "default", now, Lang::En)
+            .unwrap_or_else(|e| panic!("{label}: {e:?}"));
+        let report = model::build(&inputs, now).unwrap_or_else(|_| panic!("{label}"));
+        let json = serde_json::to_value(&report).unwrap();
+        assert!(
+            schema_errors(&json).is_empty(),
+            "{label}: {:#?}",
+            schema_errors(&json)
+        );
+        let w = &json["workloads"][0];
+        assert_eq!(w["name"], "api", "{label}");
+        let storage = &w["storage"];
+        assert_eq!(storage["posture"], case.posture, "{label}: {storage:#}");
+        assert_eq!(storage["checked"], true, "{label}");
+        let volumes = storage["volumes"].as_array().unwrap();
+        if case.posture == "none" {
+            assert!(volumes.is_empty(), "{label}: {storage:#}");
+            continue;
+        }
+        assert_eq!(volumes.len(), 1, "{label}: {storage:#}");
+        let v = &volumes[0];
+        assert_eq!(v["posture"], case.posture, "{label}: {v:#}");
+        let findings = v["findings"].as_array().unwrap();
+        match case.code {
+            Some(code) => {
+                assert_eq!(findings.len(), 1, "{label}: {v:#}");
+                assert_eq!(findings[0]["code"], code, "{label}");
+                assert_eq!(findings[0]["reason"], case.reason, "{label}");
+                // The violation the finding stands for is in the record.
+                assert!(
+                    w["violations"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|x| x["code"] == code && x["field"] == findings[0]["field"]),
+                    "{label}: {w:#}"
+                );
+            }
+            None => {
+                assert!(findings.is_empty(), "{label}: {v:#}");
+                assert_eq!(w["violations"], serde_json::json!([]), "{label}");
+            }
+        }
+        for (pointer, want) in case.fields {
+            let got = v.pointer(pointer).unwrap_or(&Value::Null);
+            let got = match got {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            assert_eq!(got, *want, "{label}: {pointer} in {v:#}");
+        }
+        // The class summary states the same posture.
+        assert_eq!(
+            json["summary"]["classes"][0]["storage"], case.posture,
+            "{label}"
+        );
+    }
+}
+
+#[test]
+fn storage_is_described_even_where_no_policy_checks_it() {
+    use residency_guard::engine::{AddressSpace, Catalogue, Lang, Snapshot};
+    use residency_guard::report::{manifests, model};
+
+    let dir = tempfile::tempdir().unwrap();
+    let now = NOW.parse().unwrap();
+    let docs = [
+        POLICY.replace("action: Deny}", "action: Deny, storage: {mode: Unchecked}}"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api, namespace: pay}\nspec:\n  selector: {matchLabels: {app: api}}\n  template:\n    metadata: {labels: {app: api, residencyguard.io/data-class: personal}}\n    spec:\n      nodeSelector: {topology.kubernetes.io/region: cn-north-1}\n      containers: [{name: c, image: x}]\n      volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]\n".to_string(),
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data, namespace: pay}\nspec: {volumeName: pv-x, accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n".to_string(),
+        PV_HK.to_string(),
+    ];
+    assert!(docs[0].contains("Unchecked"));
+    let file = dir.path().join("unchecked.yaml");
+    std::fs::write(&file, docs.join("---\n")).unwrap();
+    let base = Snapshot::new(Catalogue::builtin().clone(), AddressSpace::builtin());
+    let inputs = manifests::gather(&[file], base, "default", now, Lang::En).unwrap();
+    let report = serde_json::to_value(model::build(&inputs, now).unwrap()).unwrap();
+    let w = &report["workloads"][0];
+    assert_eq!(w["violations"], serde_json::json!([]), "{w:#}");
+    assert_eq!(w["storage"]["checked"], false);
+    assert_eq!(w["storage"]["posture"], "outside");
+    assert_eq!(w["storage"]["volumes"][0]["persistentVolume"], "pv-x");
+    assert_eq!(report["summary"]["classes"][0]["storage"], "outside");
 }

@@ -8,7 +8,7 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use residency_guard::api::ResidencyPolicy;
 use residency_guard::engine::{
     AddressSpace, Catalogue, ClaimRecord, ClassRecord, Code, Evidence, Lang, NodeInfo, Snapshot,
-    SnapshotBuilder, Verdict, VolumeRecord, Workload, evaluate,
+    SnapshotBuilder, StoragePosture, Verdict, VolumeRecord, Workload, evaluate, storage_evidence,
 };
 use serde_json::{Value, json};
 
@@ -487,6 +487,92 @@ fn statefulset_claims_made_and_to_be_made_are_both_judged() {
             "provisionedAnywhere"
         )
     );
+}
+
+#[test]
+fn storage_evidence_records_every_claim_a_statefulset_made_with_its_own_finding() {
+    // Two claims in Hong Kong, one in Beijing: the verdict reports the
+    // first fault (and counts the other), the evidence every claim.
+    let objects = vec![
+        pv(
+            "pv-hk-0",
+            json!({"topology.kubernetes.io/zone": "ap-east-1a"}),
+            json!({"hostPath": {"path": "/x"}}),
+        ),
+        pv(
+            "pv-cn-1",
+            json!({"topology.kubernetes.io/zone": "cn-north-1a"}),
+            json!({"hostPath": {"path": "/x"}}),
+        ),
+        pv(
+            "pv-hk-2",
+            json!({"topology.kubernetes.io/zone": "ap-east-1b"}),
+            json!({"hostPath": {"path": "/x"}}),
+        ),
+        class("wffc", "WaitForFirstConsumer", json!(null), false),
+        pvc("data-db-0", Some("wffc"), Some("pv-hk-0")),
+        pvc("data-db-1", Some("wffc"), Some("pv-cn-1")),
+        pvc("data-db-2", Some("wffc"), Some("pv-hk-2")),
+    ];
+    let snap = snapshot(&objects);
+    let w = statefulset(Some("wffc"));
+    let v = judge(&snap, &w);
+    assert_eq!(storage(&v).len(), 1);
+    let evidence = storage_evidence(&w, &snap);
+    /// (claim, PersistentVolume, posture, finding reasons)
+    type Seen<'a> = (
+        Option<&'a str>,
+        Option<&'a str>,
+        StoragePosture,
+        Vec<&'a str>,
+    );
+    let seen: Vec<Seen> = evidence
+        .iter()
+        .map(|e| {
+            (
+                e.claim.as_deref(),
+                e.persistent_volume.as_deref(),
+                e.posture,
+                e.findings.iter().map(|f| f.reason).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                Some("pay/data-db-0"),
+                Some("pv-hk-0"),
+                StoragePosture::Outside,
+                vec!["boundOutside"]
+            ),
+            (
+                Some("pay/data-db-1"),
+                Some("pv-cn-1"),
+                StoragePosture::Mainland,
+                vec![]
+            ),
+            (
+                Some("pay/data-db-2"),
+                Some("pv-hk-2"),
+                StoragePosture::Outside,
+                vec!["boundOutside"]
+            ),
+            // The claims to come follow the pod (WaitForFirstConsumer).
+            (None, None, StoragePosture::Mainland, vec![]),
+        ]
+    );
+    assert_eq!(evidence[3].source, "claimTemplate");
+    assert_eq!(evidence[3].storage_class.as_deref(), Some("wffc"));
+    // The same judgement: the reported finding is the first claim's.
+    let reported = v
+        .violations()
+        .find_map(|(_, v)| match &v.evidence {
+            Evidence::Storage(e) => Some((e.claim.clone(), e.more_claims)),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(reported, (Some("pay/data-db-0".to_string()), 1));
 }
 
 #[test]

@@ -9,7 +9,8 @@ use serde::Serialize;
 use super::nodes::{NodeStanding, describe_node};
 use super::shared::Shared;
 use super::text::Lang;
-use super::volumes::VolumeLocation;
+use super::verdict::Code;
+use super::volumes::{BindingMode, ClassGuarantee, VolumeLocation};
 use crate::api::DataClass;
 
 /// A node named as evidence.
@@ -199,4 +200,172 @@ pub struct StorageEvidence {
     /// Further claims of the same template with the same fault.
     #[serde(skip_serializing_if = "is_zero")]
     pub more_claims: usize,
+}
+
+/// Every `StorageEvidence::reason` the storage check gives, for tables
+/// that must cover them all (the report's posture, its tests).
+pub const STORAGE_REASONS: [&str; 12] = [
+    "boundOutside",
+    "volumeUnknown",
+    "claimNotFound",
+    "noDefaultClass",
+    "preProvisioned",
+    "classUnknown",
+    "provisionedAnywhere",
+    "topologyOutside",
+    "endpointOutside",
+    "objectStore",
+    "csiNoServer",
+    "csiDriverUnknown",
+];
+
+/// Where a workload's data at rest is, as far as its volumes tell, from
+/// least to most serious (`Ord` follows): a workload's (and a data
+/// class's) posture is the most serious of its volumes'.
+///
+/// - `outside`: data is stored outside mainland China now (a bound
+///   PersistentVolume whose topology is abroad, a server at an address
+///   abroad);
+/// - `unknown`: data is (or may already be) stored somewhere that cannot
+///   be established (a PersistentVolume of unknown topology or not known,
+///   a claim not known, an object store, a CSI driver not known, a server
+///   named by host name) — it may be abroad already, so it ranks above
+///   `notGuaranteed`;
+/// - `notGuaranteed`: nothing is stored yet, but the claim will be
+///   provisioned by a StorageClass (or a default, or a pre-provisioned
+///   volume) that does not keep it in mainland China;
+/// - `mainland`: every volume is established in mainland China, or
+///   follows the pod's placement (WaitForFirstConsumer);
+/// - `none`: no volume stores data off the node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StoragePosture {
+    #[default]
+    None,
+    Mainland,
+    NotGuaranteed,
+    Unknown,
+    Outside,
+}
+
+impl StoragePosture {
+    pub const ALL: [StoragePosture; 5] = [
+        StoragePosture::Outside,
+        StoragePosture::Unknown,
+        StoragePosture::NotGuaranteed,
+        StoragePosture::Mainland,
+        StoragePosture::None,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoragePosture::None => "none",
+            StoragePosture::Mainland => "mainland",
+            StoragePosture::NotGuaranteed => "notGuaranteed",
+            StoragePosture::Unknown => "unknown",
+            StoragePosture::Outside => "outside",
+        }
+    }
+
+    /// The posture a storage finding's reason establishes (see
+    /// `STORAGE_REASONS`); an unknown reason counts as `unknown`.
+    pub fn of_reason(reason: &str) -> StoragePosture {
+        match reason {
+            "boundOutside" | "endpointOutside" => StoragePosture::Outside,
+            "noDefaultClass"
+            | "preProvisioned"
+            | "classUnknown"
+            | "provisionedAnywhere"
+            | "topologyOutside" => StoragePosture::NotGuaranteed,
+            _ => StoragePosture::Unknown,
+        }
+    }
+}
+
+/// One volume of a workload that keeps data off its node, as the storage
+/// check resolved and judged it: for reports. A StatefulSet's claim
+/// template gives one per claim it has made and one for the claims it
+/// will make.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeEvidence {
+    /// The pod volume, or the StatefulSet's claim template.
+    pub volume: String,
+    /// The field it is judged from.
+    pub field: String,
+    /// `claim` (a PersistentVolumeClaim: named by the pod, or made by a
+    /// StatefulSet's template), `claimTemplate` (the claims a StatefulSet
+    /// or an ephemeral volume will make) or `inline` (a server or store
+    /// named in the pod spec).
+    pub source: &'static str,
+    /// `namespace/name` of the claim.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
+    /// The PersistentVolume the claim is bound (or pre-bound) to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persistent_volume: Option<String>,
+    /// The StorageClass that provisions (or provisioned) it; `""` asks for
+    /// a pre-provisioned volume without a class.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+    /// The class is the cluster's default: the claim names none.
+    pub default_class: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binding_mode: Option<BindingMode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioner: Option<String>,
+    /// What the StorageClass guarantees about where it provisions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_guarantee: Option<ClassGuarantee>,
+    /// The location keys it is placed by, as written: the PV's region and
+    /// zone labels and node-affinity terms, or the class's
+    /// allowedTopologies (`topology.kubernetes.io/zone In [cn-north-1a]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub topology: Vec<String>,
+    /// Where the PersistentVolume is (or what the class's
+    /// allowedTopologies allow), reasoned from `topology`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<VolumeLocation>,
+    /// Remote servers holding its data.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<EndpointEvidence>,
+    /// The CSI driver (or `azureFile`) of an inline volume or a PV.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// What a store that cannot be located is (`Amazon S3 (Mountpoint)`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    pub posture: StoragePosture,
+    /// The storage findings on it, whichever policy objects.
+    pub findings: Vec<VolumeFinding>,
+}
+
+/// A remote server a volume's data is on, and where its address is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointEvidence {
+    /// The field naming it: `nfs.server`, `csi.volumeAttributes.server`.
+    pub field: String,
+    /// As written.
+    pub server: String,
+    /// `mainland` (mainland-China address space), `cluster` (the
+    /// cluster's own networks), `outside`, or `hostName` (cannot be
+    /// resolved offline).
+    pub standing: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// `CN` for a mainland address; for one outside, its country where
+    /// the data has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+}
+
+/// One storage finding on a volume.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeFinding {
+    pub code: Code,
+    /// The finding's `StorageEvidence::reason`.
+    pub reason: &'static str,
+    pub field: String,
 }

@@ -55,8 +55,9 @@ pub use catalogue::{
 };
 pub use evaluate::{ClassificationError, Detail, evaluate, evaluate_with};
 pub use evidence::{
-    EffectiveEgress, EgressEvidence, Evidence, ExternalBlock, NodeEvidence, PeerRef, PinnedNode,
-    RuleRef, StorageEvidence,
+    EffectiveEgress, EgressEvidence, EndpointEvidence, Evidence, ExternalBlock, NodeEvidence,
+    PeerRef, PinnedNode, RuleRef, STORAGE_REASONS, StorageEvidence, StoragePosture, VolumeEvidence,
+    VolumeFinding,
 };
 pub use ipset::{CountryTable, IpSet, ListParseError, net_minus_excepts_subset};
 pub use lineage::{ClaimClass, claims_mounted, classes_through_claims};
@@ -78,6 +79,7 @@ pub use policy::{
 pub use selector::NodeLabels;
 pub use shared::Shared;
 pub use snapshot::{LastValid, LiveStorage, NamespaceFacts, Snapshot, SnapshotBuilder};
+pub use storage::storage_evidence;
 pub(crate) use text::join_en;
 pub use text::{Lang, Message, Text, UnknownLang};
 pub use verdict::{

@@ -11,17 +11,23 @@
 //! secrets or certificates on the node) stay on the pod's node, which
 //! placement already judges. The facts are computed once per workload;
 //! each governing policy that checks storage turns them into violations.
+//! Reports ask for more (`storage_evidence`): every such volume with what
+//! it resolves to and where, the findings on it and its posture.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
-use super::evidence::{Evidence, StorageEvidence};
+use super::evidence::{
+    EndpointEvidence, Evidence, StorageEvidence, StoragePosture, VolumeEvidence, VolumeFinding,
+};
 use super::messages::MessageContext;
 use super::policy::CompiledPolicy;
 use super::text::{Message, Text};
 use super::verdict::{Code, Notice, Violation};
 use super::volumes::{
-    ClaimRecord, ClassGuarantee, CsiData, EndpointStanding, StorageIndex, UnlocatedStore,
-    VolumeLocation, csi_data, endpoint, judge_endpoint,
+    ClaimRecord, ClassGuarantee, CsiData, Endpoint, EndpointStanding, StorageIndex, TopologyOp,
+    TopologyRequirement, UnlocatedStore, VolumeLocation, csi_data, endpoint, endpoint_host,
+    judge_endpoint,
 };
 use super::workload::{ClaimTemplateView, VolumeView};
 use super::{Snapshot, Workload, WorkloadKind};
@@ -42,11 +48,32 @@ struct Finding {
 pub(crate) struct Facts {
     findings: Vec<Finding>,
     notices: Vec<Notice>,
+    /// Each volume resolved and judged, when asked for (reports):
+    /// `storage_evidence`. Admission and the audit never ask.
+    volumes: Option<Vec<VolumeEvidence>>,
+}
+
+/// Every volume of `workload` that keeps data off its node, resolved
+/// (claim, PersistentVolume or StorageClass, servers) and judged by the
+/// same check `evaluate` runs, with the findings on each and its posture.
+/// For reports; policy-independent (whether a policy checks storage is
+/// the caller's to say).
+pub fn storage_evidence(workload: &Workload, snapshot: &Snapshot) -> Vec<VolumeEvidence> {
+    Facts::judge(workload, snapshot, true)
+        .volumes
+        .unwrap_or_default()
 }
 
 impl Facts {
     pub(crate) fn new(workload: &Workload, snapshot: &Snapshot) -> Facts {
-        let mut facts = Facts::default();
+        Facts::judge(workload, snapshot, false)
+    }
+
+    fn judge(workload: &Workload, snapshot: &Snapshot, record: bool) -> Facts {
+        let mut facts = Facts {
+            volumes: record.then(Vec::new),
+            ..Facts::default()
+        };
         let volumes = workload.pod.volumes.as_deref().unwrap_or_default();
         if volumes.is_empty() && workload.claim_templates.is_empty() {
             return facts;
@@ -85,6 +112,46 @@ impl Facts {
     pub(crate) fn is_empty(&self) -> bool {
         self.findings.is_empty()
     }
+
+    fn recording(&self) -> bool {
+        self.volumes.is_some()
+    }
+
+    /// Keep `entry` with the findings made since `start` (and `extra`, a
+    /// finding judged but not kept: a StatefulSet's further claims with
+    /// the same fault), and the posture they establish.
+    fn record(&mut self, start: usize, extra: Option<&Finding>, mut entry: VolumeEvidence) {
+        let Facts {
+            findings, volumes, ..
+        } = self;
+        let Some(volumes) = volumes else { return };
+        entry.findings = findings
+            .get(start..)
+            .unwrap_or_default()
+            .iter()
+            .chain(extra)
+            .map(|f| VolumeFinding {
+                code: f.code,
+                reason: f.evidence.reason,
+                field: f.field.clone(),
+            })
+            .collect();
+        entry.posture = entry
+            .findings
+            .iter()
+            .map(|f| StoragePosture::of_reason(f.reason))
+            .max()
+            .unwrap_or_else(|| {
+                // No finding: mainland, unless a server is a host name,
+                // which cannot be placed offline (a notice, not a finding).
+                if entry.endpoints.iter().any(|e| e.standing == "hostName") {
+                    StoragePosture::Unknown
+                } else {
+                    StoragePosture::Mainland
+                }
+            });
+        volumes.push(entry);
+    }
 }
 
 struct Judge<'s> {
@@ -118,13 +185,19 @@ impl Judge<'_> {
                 field: format!("{field}.persistentVolumeClaim.claimName"),
                 claim: Some(format!("{}/{}", self.namespace, pvc.claim_name)),
             };
-            match self.storage.claim(self.namespace, &pvc.claim_name) {
+            let start = facts.findings.len();
+            let claim = self.storage.claim(self.namespace, &pvc.claim_name);
+            match claim {
                 Some(claim) => {
                     if let Some(f) = self.claim(claim, &origin, facts) {
                         facts.findings.push(f);
                     }
                 }
                 None => facts.findings.push(claim_not_found(&origin)),
+            }
+            if facts.recording() {
+                let entry = self.describe_claim(&origin, claim);
+                facts.record(start, None, entry);
             }
             return;
         }
@@ -138,8 +211,13 @@ impl Judge<'_> {
                 field: format!("{field}.ephemeral.volumeClaimTemplate.spec"),
                 claim: None,
             };
+            let start = facts.findings.len();
             if let Some(f) = self.template(template, &origin, facts) {
                 facts.findings.push(f);
+            }
+            if facts.recording() {
+                let entry = self.describe_template(&origin, template);
+                facts.record(start, None, entry);
             }
             return;
         }
@@ -172,13 +250,14 @@ impl Judge<'_> {
         if v.azure_file.is_some() {
             unlocated = Some(UnlocatedStore::azure_file());
         }
-        if let Some(u) = unlocated {
+        let start = facts.findings.len();
+        if let Some(u) = &unlocated {
             let origin = Origin {
                 volume: &v.name,
                 field: format!("{field}.{}", u.field),
                 claim: None,
             };
-            facts.findings.push(unlocated_store(&u, &origin, None));
+            facts.findings.push(unlocated_store(u, &origin, None));
         }
         for e in &endpoints {
             let origin = Origin {
@@ -187,6 +266,23 @@ impl Judge<'_> {
                 claim: None,
             };
             self.endpoint(&e.server, &origin, None, facts);
+        }
+        if facts.recording() && (unlocated.is_some() || !endpoints.is_empty()) {
+            let origin = Origin {
+                volume: &v.name,
+                field: field.to_string(),
+                claim: None,
+            };
+            let mut entry = blank(&origin, "inline");
+            entry.endpoints = endpoints
+                .iter()
+                .map(|e| self.endpoint_evidence(e))
+                .collect();
+            entry.driver = v.csi.as_ref().map(|c| c.driver.clone());
+            if let Some(u) = &unlocated {
+                describe_unlocated(&mut entry, u);
+            }
+            facts.record(start, None, entry);
         }
     }
 
@@ -209,7 +305,13 @@ impl Judge<'_> {
                 field: field.to_string(),
                 claim: Some(format!("{}/{}", claim.namespace, claim.name)),
             };
-            if let Some(f) = self.claim(claim, &origin, facts) {
+            let start = facts.findings.len();
+            let finding = self.claim(claim, &origin, facts);
+            if facts.recording() {
+                let entry = self.describe_claim(&origin, Some(claim));
+                facts.record(start, finding.as_ref(), entry);
+            }
+            if let Some(f) = finding {
                 match first {
                     None => first = Some(f),
                     Some(_) => more += 1,
@@ -226,8 +328,132 @@ impl Judge<'_> {
             field: format!("{field}.spec"),
             claim: None,
         };
-        if let Some(f) = self.template(t, &origin, facts) {
+        let start = facts.findings.len();
+        let finding = self.template(t, &origin, facts);
+        if facts.recording() {
+            let entry = self.describe_template(&origin, t);
+            facts.record(start, finding.as_ref(), entry);
+        }
+        if let Some(f) = finding {
             facts.findings.push(f);
+        }
+    }
+
+    // --- evidence for reports: what each volume resolves to ------------
+    // The same lookups the judgement above makes, kept for the record.
+
+    fn describe_claim(&self, origin: &Origin<'_>, claim: Option<&ClaimRecord>) -> VolumeEvidence {
+        let mut e = blank(origin, "claim");
+        if let Some(c) = claim {
+            match &c.volume_name {
+                Some(pv) => self.describe_volume(&mut e, pv, c.storage_class.as_deref()),
+                None => self.describe_class(&mut e, c.storage_class.as_deref()),
+            }
+        }
+        e
+    }
+
+    fn describe_template(&self, origin: &Origin<'_>, t: &ClaimTemplateView) -> VolumeEvidence {
+        let mut e = blank(origin, "claimTemplate");
+        match t.volume_name() {
+            Some(pv) => self.describe_volume(&mut e, pv, t.storage_class()),
+            None => self.describe_class(&mut e, t.storage_class()),
+        }
+        e
+    }
+
+    /// A claim bound (or pre-bound) to PersistentVolume `name`.
+    fn describe_volume(&self, e: &mut VolumeEvidence, name: &str, class: Option<&str>) {
+        e.persistent_volume = Some(name.to_string());
+        e.storage_class = class.map(str::to_string);
+        let Some(pv) = self.storage.volume(name) else {
+            return;
+        };
+        let record = &pv.record;
+        if e.storage_class.is_none() {
+            e.storage_class = record.storage_class.clone();
+        }
+        if let Some(c) = e
+            .storage_class
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .and_then(|c| self.storage.class(c))
+        {
+            e.binding_mode = Some(c.record.binding_mode);
+            e.provisioner = Some(c.record.provisioner.clone());
+        }
+        e.topology = record
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .chain(record.terms.iter().flatten().map(|t| terms_text(t)))
+            .collect();
+        e.endpoints = record
+            .endpoints
+            .iter()
+            .map(|x| self.endpoint_evidence(x))
+            .collect();
+        match &record.unlocated {
+            Some(u) => describe_unlocated(e, u),
+            // A remote volume without topology: its servers say where.
+            None if record.terms.is_none()
+                && record.labels.is_empty()
+                && !record.endpoints.is_empty() => {}
+            None => e.location = Some(pv.location.clone()),
+        }
+    }
+
+    /// A claim not bound yet: the class that will provision it.
+    fn describe_class(&self, e: &mut VolumeEvidence, class: Option<&str>) {
+        let name = match class {
+            Some(n) => n,
+            None => match self.storage.default_class() {
+                Some(d) => {
+                    e.default_class = true;
+                    d
+                }
+                None => return,
+            },
+        };
+        e.storage_class = Some(name.to_string());
+        let Some(c) = self.storage.class(name).filter(|_| !name.is_empty()) else {
+            return;
+        };
+        e.binding_mode = Some(c.record.binding_mode);
+        e.provisioner = Some(c.record.provisioner.clone());
+        e.topology = c
+            .record
+            .allowed_topologies
+            .iter()
+            .map(|t| terms_text(t))
+            .collect();
+        if let ClassGuarantee::Topology { location } = &c.guarantee {
+            e.location = Some(location.clone());
+        }
+        e.class_guarantee = Some(c.guarantee.clone());
+    }
+
+    fn endpoint_evidence(&self, e: &Endpoint) -> EndpointEvidence {
+        let space = &self.snapshot.address_space;
+        let (standing, address, country) = match judge_endpoint(&e.server, space) {
+            EndpointStanding::Inside => {
+                let ip = endpoint_host(&e.server).parse::<IpAddr>().ok();
+                match ip {
+                    Some(ip) if space.cluster.contains(ip) => ("cluster", Some(ip), None),
+                    ip => ("mainland", ip, Some("CN".to_string())),
+                }
+            }
+            EndpointStanding::Outside { address, country } => {
+                ("outside", address.parse().ok(), country)
+            }
+            EndpointStanding::HostName { .. } => ("hostName", None, None),
+        };
+        EndpointEvidence {
+            field: e.field.clone(),
+            server: e.server.clone(),
+            standing,
+            address: address.map(|a| a.to_string()),
+            country,
         }
     }
 
@@ -586,6 +812,49 @@ fn claim_zh(origin: &Origin<'_>) -> String {
         Some(c) => format!("卷 {}（声明 {c}）", origin.volume),
         None => format!("卷 {}", origin.volume),
     }
+}
+
+/// A volume's record before it is resolved.
+fn blank(origin: &Origin<'_>, source: &'static str) -> VolumeEvidence {
+    VolumeEvidence {
+        volume: origin.volume.to_string(),
+        field: origin.field.clone(),
+        source,
+        claim: origin.claim.clone(),
+        persistent_volume: None,
+        storage_class: None,
+        default_class: false,
+        binding_mode: None,
+        provisioner: None,
+        class_guarantee: None,
+        topology: Vec::new(),
+        location: None,
+        endpoints: Vec::new(),
+        driver: None,
+        store: None,
+        posture: StoragePosture::None,
+        findings: Vec::new(),
+    }
+}
+
+fn describe_unlocated(e: &mut VolumeEvidence, u: &UnlocatedStore) {
+    e.driver = Some(u.driver.clone());
+    if u.reason == "objectStore" {
+        e.store = Some(u.store.to_string());
+    }
+}
+
+/// One topology term as written: `key In [a, b] AND key2 Exists`.
+fn terms_text(term: &[TopologyRequirement]) -> String {
+    term.iter()
+        .map(|r| match r.op {
+            TopologyOp::In | TopologyOp::NotIn => {
+                format!("{} {:?} [{}]", r.key, r.op, r.values.join(", "))
+            }
+            TopologyOp::Exists | TopologyOp::DoesNotExist => format!("{} {:?}", r.key, r.op),
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ")
 }
 
 fn evidence(

@@ -17,6 +17,9 @@ pub struct Changes {
     pub removed_workloads: Vec<WorkloadChange>,
     pub reclassified: Vec<Reclassified>,
     pub moved_pods: Vec<MovedPods>,
+    /// Volumes whose PersistentVolume, place or posture changed, and
+    /// volumes new since that are outside mainland China.
+    pub moved_volumes: Vec<MovedVolume>,
     pub new_exemptions: Vec<ExemptionChange>,
     pub expired_exemptions: Vec<ExemptionChange>,
     pub removed_exemptions: Vec<ExemptionChange>,
@@ -30,6 +33,7 @@ impl Changes {
             + self.removed_workloads.len()
             + self.reclassified.len()
             + self.moved_pods.len()
+            + self.moved_volumes.len()
             + self.new_exemptions.len()
             + self.expired_exemptions.len()
             + self.removed_exemptions.len()
@@ -85,6 +89,38 @@ pub struct MovedPods {
     /// Pods now on nodes outside mainland China (or unverified) that were
     /// not there before.
     pub newly_outside: usize,
+}
+
+/// Where a volume's data is, as a report says.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumePlace {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persistent_volume: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+    /// The region and country (outside), the regions (mainland),
+    /// `unknown`, the servers and their countries, or the class's
+    /// guarantee.
+    pub location: String,
+    /// The volume's storage posture.
+    pub posture: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MovedVolume {
+    pub namespace: String,
+    pub kind: String,
+    pub name: String,
+    pub volume: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
+    /// Null: the volume is not in the earlier report.
+    pub before: Option<VolumePlace>,
+    pub after: VolumePlace,
+    /// Outside mainland China now, and not before.
+    pub newly_outside: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -168,6 +204,56 @@ fn node_pods(w: &Value) -> Vec<NodePods> {
             .pods += 1;
     }
     by_node.into_values().collect()
+}
+
+fn opt(v: &Value, key: &str) -> Option<String> {
+    v.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+type VolumeKey = (String, Option<String>, String);
+
+/// A workload's volumes by (volume, claim, source); None when the report
+/// has no storage evidence (written before it had any).
+fn volumes(w: &Value) -> Option<BTreeMap<VolumeKey, VolumePlace>> {
+    let list = w.get("storage")?.get("volumes")?.as_array()?;
+    Some(
+        list.iter()
+            .map(|v| ((s(v, "volume"), opt(v, "claim"), s(v, "source")), place(v)))
+            .collect(),
+    )
+}
+
+fn place(v: &Value) -> VolumePlace {
+    let location = match v.get("location").filter(|l| !l.is_null()) {
+        Some(l) => match l.get("standing").and_then(Value::as_str) {
+            Some("outside") => format!("{} ({})", s(l, "region"), s(l, "country")),
+            Some("mainland") if !strings(l, "regions").is_empty() => {
+                strings(l, "regions").join(", ")
+            }
+            Some(standing) => standing.to_string(),
+            None => "unknown".to_string(),
+        },
+        None => {
+            let servers: Vec<String> = array(v, "endpoints")
+                .iter()
+                .map(|e| match opt(e, "country") {
+                    Some(c) => format!("{} ({c})", s(e, "server")),
+                    None => format!("{} ({})", s(e, "server"), s(e, "standing")),
+                })
+                .collect();
+            if !servers.is_empty() {
+                servers.join(", ")
+            } else {
+                opt(v, "classGuarantee").unwrap_or_else(|| "unknown".to_string())
+            }
+        }
+    };
+    VolumePlace {
+        persistent_volume: opt(v, "persistentVolume"),
+        storage_class: opt(v, "storageClass"),
+        location,
+        posture: s(v, "posture"),
+    }
 }
 
 fn violations(w: &Value) -> BTreeSet<ViolationChange> {
@@ -262,6 +348,35 @@ pub fn compare(previous: &Value, previous_sha256: String, now: &Report) -> Chang
     }
     for (k, w) in &after {
         new_violations.extend(violations(w));
+        // Volumes: compared where the earlier report has storage evidence;
+        // a new workload's volumes count as new.
+        let old_volumes = match before.get(k) {
+            Some(old) => volumes(old),
+            None => Some(BTreeMap::new()),
+        };
+        if let (Some(was), Some(is)) = (old_volumes, volumes(w)) {
+            for (key, now) in is {
+                let then = was.get(&key);
+                let (volume, claim, _) = key;
+                let outside = now.posture == "outside";
+                let report = match then {
+                    None => outside,
+                    Some(t) => *t != now,
+                };
+                if report {
+                    c.moved_volumes.push(MovedVolume {
+                        namespace: k.0.clone(),
+                        kind: k.1.clone(),
+                        name: k.2.clone(),
+                        volume,
+                        claim,
+                        newly_outside: outside && then.is_none_or(|t| t.posture != "outside"),
+                        before: then.cloned(),
+                        after: now,
+                    });
+                }
+            }
+        }
         let Some(old) = before.get(k) else {
             c.new_workloads.push(change(k, w));
             continue;
@@ -327,6 +442,7 @@ pub fn compare(previous: &Value, previous_sha256: String, now: &Report) -> Chang
     c.removed_workloads.sort();
     c.reclassified.sort();
     c.moved_pods.sort();
+    c.moved_volumes.sort();
     c.new_exemptions.sort();
     c.expired_exemptions.sort();
     c.removed_exemptions.sort();

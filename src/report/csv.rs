@@ -4,9 +4,43 @@
 
 use std::collections::BTreeSet;
 
-use super::model::{Report, WorkloadEntry};
+use super::model::{Report, VolumeEntry, WorkloadEntry};
 
-pub const HEADER: [&str; 22] = [
+/// One volume in a cell: `data claim clinic/data-archive-0 pv pv-archive-0
+/// class fast: outside (ap-east-1, HK)`.
+fn volume_text(v: &VolumeEntry) -> String {
+    let mut out = v.volume.clone();
+    if let Some(c) = &v.claim {
+        out.push_str(&format!(" claim {c}"));
+    }
+    if let Some(pv) = &v.persistent_volume {
+        out.push_str(&format!(" pv {pv}"));
+    }
+    if let Some(c) = &v.storage_class {
+        out.push_str(&format!(" class {c:?}"));
+    }
+    for e in &v.endpoints {
+        out.push_str(&format!(" server {}", e.server));
+        if let Some(c) = &e.country {
+            out.push_str(&format!(" ({c})"));
+        }
+    }
+    if let Some(d) = &v.driver {
+        out.push_str(&format!(" driver {d}"));
+    }
+    out.push_str(&format!(": {}", v.posture.as_str()));
+    if let Some(l) = &v.location {
+        let place = match (&l.region, &l.country) {
+            (Some(r), Some(c)) => format!("{r}, {c}"),
+            _ if !l.regions.is_empty() => l.regions.join(" "),
+            _ => l.standing.to_string(),
+        };
+        out.push_str(&format!(" ({place})"));
+    }
+    out
+}
+
+pub const HEADER: [&str; 24] = [
     "kind",
     "namespace",
     "name",
@@ -29,6 +63,8 @@ pub const HEADER: [&str; 22] = [
     "egressPosture",
     "externalBlocksOutside",
     "firstSeen",
+    "storagePosture",
+    "volumes",
 ];
 
 /// A cell, quoted when it must be; a cell a spreadsheet would run as a
@@ -76,6 +112,7 @@ fn rows_of(w: &WorkloadEntry, out: &mut String) {
         .filter(|b| !b.mainland)
         .map(|b| format!("{} ({})", b.cidr, b.country.as_deref().unwrap_or("?")))
         .collect();
+    let volumes: Vec<String> = w.storage.volumes.iter().map(volume_text).collect();
     for p in &w.policies {
         let mine: Vec<_> = w
             .violations
@@ -126,6 +163,8 @@ fn rows_of(w: &WorkloadEntry, out: &mut String) {
                 .to_string(),
             outside_blocks.join(";"),
             first_seen.unwrap_or_default(),
+            w.storage.posture.as_str().to_string(),
+            volumes.join(";"),
         ]));
     }
 }

@@ -8,9 +8,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::compare::Changes;
-use super::model::{ClassSummary, Count, NodeEntry, Report, ViolationEntry, WorkloadEntry};
+use super::model::{
+    ClassSummary, Count, NodeEntry, Report, StorageEntry, ViolationEntry, VolumeEntry,
+    WorkloadEntry,
+};
 use crate::api::{Action, DataClass};
-use crate::engine::{Code, Lang};
+use crate::engine::{BindingMode, Code, Lang, StoragePosture};
 
 pub struct Options {
     /// SHA-256 of the JSON written in the same run.
@@ -110,6 +113,36 @@ fn posture_label(p: &str) -> (&'static str, &'static str) {
             "未检查：没有管辖策略限制出站",
         ),
     }
+}
+
+fn storage_label(p: StoragePosture) -> (&'static str, &'static str) {
+    match p {
+        StoragePosture::Outside => ("stored outside mainland China", "存储在中国大陆以外"),
+        StoragePosture::Unknown => ("location cannot be established", "位置无法确定"),
+        StoragePosture::NotGuaranteed => (
+            "provisioning not guaranteed in mainland China",
+            "制备位置无法保证在中国大陆",
+        ),
+        StoragePosture::Mainland => ("mainland China", "中国大陆"),
+        StoragePosture::None => ("no volumes off the node", "无节点外存储卷"),
+    }
+}
+
+fn storage_class_css(p: StoragePosture) -> &'static str {
+    match p {
+        StoragePosture::Mainland => "ok",
+        StoragePosture::None => "note",
+        _ => "out",
+    }
+}
+
+fn storage_text(p: StoragePosture) -> String {
+    let (en, zh) = storage_label(p);
+    format!(
+        "<span class=\"{}\">{}</span>",
+        storage_class_css(p),
+        bi(en, zh)
+    )
 }
 
 fn code_label(c: Code) -> (&'static str, &'static str) {
@@ -275,8 +308,8 @@ pub fn render(report: &Report, opts: &Options) -> String {
             )
         ),
         bi(
-            "Geolocation data is evidence, not proof. Storage (volumes, object stores) is not assessed by this version.",
-            "地理位置数据是证据而非定论。本版本未评估存储（卷、对象存储）。"
+            "Geolocation data is evidence, not proof. Storage is placed by the topology labels and node affinity of PersistentVolumes, the binding mode and allowedTopologies of StorageClasses, and the addresses of storage servers; a server named by host name cannot be placed offline.",
+            "地理位置数据是证据而非定论。存储位置依据 PersistentVolume 的拓扑标签和节点亲和性、StorageClass 的绑定模式和 allowedTopologies，以及存储服务器的地址判定；以主机名指定的服务器无法离线确定位置。"
         )
     );
     h
@@ -802,7 +835,7 @@ fn summary(h: &mut String, report: &Report) {
         bi("Pods by jurisdiction", "Pod 按管辖地"),
         bi("by provider / region", "按云厂商 / 地域"),
         bi("Egress posture (workloads)", "出站状况（工作负载数）"),
-        bi("Storage", "存储"),
+        bi("Storage at rest (workloads)", "静态存储（工作负载数）"),
         bi("Violating / exempted", "违规 / 豁免")
     );
     for c in &s.classes {
@@ -840,13 +873,21 @@ fn class_row(h: &mut String, c: &ClassSummary) {
         })
         .collect::<Vec<_>>()
         .join("<br>");
+    // The class's posture first, then workloads per posture, most
+    // serious first.
+    let mut storage = format!("<b>{}</b>", storage_text(c.storage));
+    for p in StoragePosture::ALL {
+        if let Some(n) = c.storage_workloads.iter().find(|x| x.key == p.as_str()) {
+            let (en, zh) = storage_label(p);
+            let _ = write!(storage, "<br>{} {}", bi(en, zh), n.count);
+        }
+    }
     let _ = writeln!(
         h,
-        "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{jur}</td><td>{prov}</td><td>{egress}</td><td class=\"note\">{}</td><td class=\"num\">{} / {}</td></tr>",
+        "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{jur}</td><td>{prov}</td><td>{egress}</td><td>{storage}</td><td class=\"num\">{} / {}</td></tr>",
         class_text(c.class),
         c.workloads,
         c.pods,
-        bi("not assessed", "未评估"),
         c.violating,
         c.exempted
     );
@@ -967,6 +1008,47 @@ fn changes_section(h: &mut String, c: &Changes) {
             })
             .collect(),
     );
+    let place = |p: &super::compare::VolumePlace| {
+        let pv = p
+            .persistent_volume
+            .as_deref()
+            .map(|x| format!("PV {} ", esc(x)))
+            .unwrap_or_default();
+        format!("{pv}{} [{}]", esc(&p.location), esc(&p.posture))
+    };
+    list(
+        "Moved or newly outside volumes",
+        "位置变化或新增境外的卷",
+        c.moved_volumes
+            .iter()
+            .map(|m| {
+                let warn = if m.newly_outside {
+                    format!(
+                        " <span class=\"out\">{}</span>",
+                        bi("newly outside mainland China", "新增位于中国大陆以外")
+                    )
+                } else {
+                    String::new()
+                };
+                let claim = m
+                    .claim
+                    .as_deref()
+                    .map(|x| format!(" ({})", esc(x)))
+                    .unwrap_or_default();
+                let before = m
+                    .before
+                    .as_ref()
+                    .map_or_else(|| bi("new volume", "新卷"), place);
+                format!(
+                    "{} {} <b>{}</b>{claim}: {before} → {}{warn}",
+                    wl(&m.namespace, &m.kind, &m.name),
+                    bi("volume", "卷"),
+                    esc(&m.volume),
+                    place(&m.after)
+                )
+            })
+            .collect(),
+    );
     let ex = |e: &super::compare::ExemptionChange| {
         format!(
             "{} · {} {} · {} · {}",
@@ -1045,7 +1127,7 @@ fn compact_row(h: &mut String, w: &WorkloadEntry) {
         .collect();
     let _ = writeln!(
         h,
-        "<tr><td>{} {}/{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{outside}</td><td>{}</td><td><code>{}</code></td></tr>",
+        "<tr><td>{} {}/{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{outside}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
         w.kind.as_str(),
         esc(&w.namespace),
         esc(&w.name),
@@ -1054,8 +1136,28 @@ fn compact_row(h: &mut String, w: &WorkloadEntry) {
         esc(&policies.join(", ")),
         w.placement.pods.len(),
         esc(w.egress.as_ref().map_or("notChecked", |e| e.posture)),
+        storage_compact(&w.storage),
         esc(&codes.join(" "))
     );
+}
+
+/// A workload's storage on one line: its posture and how many volumes,
+/// the volumes not in mainland China named.
+fn storage_compact(s: &StorageEntry) -> String {
+    if s.volumes.is_empty() {
+        return esc(s.posture.as_str());
+    }
+    let flagged: Vec<String> = s
+        .volumes
+        .iter()
+        .filter(|v| v.posture > StoragePosture::Mainland)
+        .map(|v| esc(v.claim.as_deref().unwrap_or(&v.volume)))
+        .collect();
+    let mut out = format!("{} ({})", esc(s.posture.as_str()), s.volumes.len());
+    if !flagged.is_empty() {
+        let _ = write!(out, ": {}", flagged.join(", "));
+    }
+    out
 }
 
 fn workloads(h: &mut String, report: &Report, limit: usize) {
@@ -1127,7 +1229,7 @@ fn workloads(h: &mut String, report: &Report, limit: usize) {
     if compact_end > detailed {
         let _ = write!(
             h,
-            "<h3>{}</h3><table><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th class=\"num\">{}</th><th class=\"num\">{}</th><th>{}</th><th>{}</th></tr>",
+            "<h3>{}</h3><table><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th class=\"num\">{}</th><th class=\"num\">{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
             bi("Further workloads", "其他工作负载"),
             bi("Workload", "工作负载"),
             bi("Classes", "类别"),
@@ -1136,6 +1238,7 @@ fn workloads(h: &mut String, report: &Report, limit: usize) {
             bi("Pods", "Pod"),
             bi("outside", "境外"),
             bi("Egress", "出站"),
+            bi("Storage", "存储"),
             bi("Violations", "违规")
         );
         h.push_str(&rows);
@@ -1529,6 +1632,7 @@ fn workload_card(h: &mut String, w: &WorkloadEntry, audited: bool) {
             );
         }
     }
+    storage_section(h, &w.storage);
     // Violations.
     if !w.violations.is_empty() {
         let _ = write!(h, "<h4>{}</h4>", bi("Violations", "违规"));
@@ -1537,6 +1641,202 @@ fn workload_card(h: &mut String, w: &WorkloadEntry, audited: bool) {
         }
     }
     let _ = writeln!(h, "</div>");
+}
+
+/// Volumes shown in a card; the JSON holds all.
+const CARD_VOLUMES: usize = 20;
+
+fn storage_section(h: &mut String, s: &StorageEntry) {
+    let checked = if s.checked {
+        String::new()
+    } else {
+        format!(
+            "<br><span class=\"note\">{}</span>",
+            bi(
+                "No governing policy checks storage (spec.storage.mode: Unchecked): described, not enforced.",
+                "没有管辖策略检查存储（spec.storage.mode: Unchecked）：仅列出，不强制。"
+            )
+        )
+    };
+    let _ = write!(
+        h,
+        "<h4>{}</h4><p>{}{checked}</p>",
+        bi("Storage at rest", "静态存储"),
+        storage_text(s.posture)
+    );
+    if s.volumes.is_empty() {
+        let _ = write!(
+            h,
+            "<p class=\"note\">{}</p>",
+            bi(
+                "No persistent or remote volume: emptyDir, configMap, secret and projected volumes stay on the pod's node, which placement judges.",
+                "没有持久卷或远程卷：emptyDir、configMap、secret 和 projected 卷留在 Pod 所在节点，由调度位置判定。"
+            )
+        );
+        return;
+    }
+    let _ = write!(
+        h,
+        "<table><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
+        bi("Volume", "卷"),
+        bi("Claim / PersistentVolume", "声明 / PersistentVolume"),
+        bi("StorageClass, binding", "StorageClass，绑定模式"),
+        bi("Where, on what evidence", "位置及依据"),
+        bi("Servers", "服务器"),
+        bi("Posture, findings", "状况，发现")
+    );
+    for v in s.volumes.iter().take(CARD_VOLUMES) {
+        volume_row(h, v);
+    }
+    if s.volumes.len() > CARD_VOLUMES {
+        let more = s.volumes.len() - CARD_VOLUMES;
+        let _ = write!(
+            h,
+            "<tr><td colspan=\"6\" class=\"note\">{}</td></tr>",
+            bi(
+                &format!("… {more} more volumes in the JSON"),
+                &format!("……另有 {more} 个卷见 JSON")
+            )
+        );
+    }
+    let _ = write!(h, "</table>");
+}
+
+fn volume_row(h: &mut String, v: &VolumeEntry) {
+    let source = match v.source {
+        "claimTemplate" => bi("claims to come", "将创建的声明"),
+        "inline" => bi("inline", "内联"),
+        _ => String::new(),
+    };
+    let mut what = Vec::new();
+    if let Some(c) = &v.claim {
+        what.push(format!("{} <code>{}</code>", bi("claim", "声明"), esc(c)));
+    }
+    if let Some(pv) = &v.persistent_volume {
+        what.push(format!("PV <code>{}</code>", esc(pv)));
+    }
+    if let Some(d) = &v.driver {
+        what.push(format!("{} <code>{}</code>", bi("driver", "驱动"), esc(d)));
+    }
+    if let Some(st) = &v.store {
+        what.push(esc(st));
+    }
+    let class = match v.storage_class.as_deref() {
+        None => "—".to_string(),
+        Some("") => bi("\"\" (a pre-provisioned volume)", "\"\"（预制卷）"),
+        Some(c) => {
+            let default = if v.default_class {
+                bi(" (the default)", "（默认类）")
+            } else {
+                String::new()
+            };
+            let binding = match v.binding_mode {
+                Some(BindingMode::WaitForFirstConsumer) => "<br>WaitForFirstConsumer",
+                Some(BindingMode::Immediate) => "<br>Immediate",
+                None => "",
+            };
+            let provisioner = v
+                .provisioner
+                .as_deref()
+                .map(|p| format!("<br><span class=\"note\">{}</span>", esc(p)))
+                .unwrap_or_default();
+            format!("<code>{}</code>{default}{binding}{provisioner}", esc(c))
+        }
+    };
+    let place = match &v.location {
+        Some(l) => {
+            let cls = match l.standing {
+                "mainland" => "ok",
+                _ => "out",
+            };
+            format!(
+                "<span class=\"{cls}\">{}</span>",
+                bi(&l.description.en, &l.description.zh)
+            )
+        }
+        None if v.class_guarantee == Some("followsPod") => format!(
+            "<span class=\"ok\">{}</span>",
+            bi(
+                "follows the pod's placement (provisioned where the pod is scheduled)",
+                "随 Pod 调度位置制备"
+            )
+        ),
+        None if v.class_guarantee == Some("anywhere") => format!(
+            "<span class=\"out\">{}</span>",
+            bi(
+                "wherever the provisioner chooses (no allowedTopologies)",
+                "由制备器任意选择（无 allowedTopologies）"
+            )
+        ),
+        None if v.class_guarantee == Some("mainland") => format!(
+            "<span class=\"ok\">{}</span>",
+            bi(
+                "allowedTopologies are mainland only",
+                "allowedTopologies 仅限中国大陆"
+            )
+        ),
+        None if !v.endpoints.is_empty() => bi("where its servers are", "取决于其服务器位置"),
+        None => format!(
+            "<span class=\"out\">{}</span>",
+            bi("cannot be established", "无法确定")
+        ),
+    };
+    let topology = if v.topology.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "<br>{}",
+            v.topology
+                .iter()
+                .map(|t| format!("<code>{}</code>", esc(t)))
+                .collect::<Vec<_>>()
+                .join("<br>")
+        )
+    };
+    let servers = if v.endpoints.is_empty() {
+        "—".to_string()
+    } else {
+        v.endpoints
+            .iter()
+            .map(|e| {
+                let (cls, en, zh) = match e.standing {
+                    "mainland" => ("ok", "mainland China", "中国大陆"),
+                    "cluster" => ("ok", "in the cluster", "集群内"),
+                    "outside" => ("out", "outside mainland China", "中国大陆以外"),
+                    _ => ("out", "host name: not verified", "主机名：未核实"),
+                };
+                let country = e
+                    .country
+                    .as_deref()
+                    .map(|c| format!(" ({})", esc(c)))
+                    .unwrap_or_default();
+                format!(
+                    "<code>{}</code> {}<br><span class=\"{cls}\">{}</span>{country}",
+                    esc(&e.server),
+                    esc(&e.field),
+                    bi(en, zh)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("<br>")
+    };
+    let findings = v
+        .findings
+        .iter()
+        .map(|f| format!("<br><code>{}</code> {}", f.code.as_str(), esc(f.reason)))
+        .collect::<String>();
+    let _ = write!(
+        h,
+        "<tr><td><b>{}</b> {source}<br><span class=\"note\">{}</span></td><td>{}</td><td>{class}</td><td>{place}{topology}</td><td>{servers}</td><td>{}{findings}</td></tr>",
+        esc(&v.volume),
+        esc(&v.field),
+        if what.is_empty() {
+            "—".to_string()
+        } else {
+            what.join("<br>")
+        },
+        storage_text(v.posture)
+    );
 }
 
 fn coverage(h: &mut String, report: &Report) {

@@ -13,10 +13,12 @@ use jiff::civil::Date;
 use jiff::tz::{Offset, TimeZone};
 use serde::Serialize;
 
-use crate::api::{Action, DataClass};
+use crate::api::{Action, DataClass, StorageMode};
 use crate::engine::{
-    self, Code, EffectiveEgress, Evidence, Lang, NodeStanding, REGION_LABEL, Snapshot, Text,
-    Verdict, Workload, WorkloadKind, describe_untrusted, parse_provider_id,
+    self, BindingMode, ClassGuarantee, Code, EffectiveEgress, EndpointEvidence, Evidence, Lang,
+    NodeStanding, REGION_LABEL, Snapshot, StoragePosture, Text, UnknownLocation, Verdict,
+    VolumeEvidence, VolumeFinding, VolumeLocation, Workload, WorkloadKind, describe_untrusted,
+    parse_provider_id,
 };
 
 pub const SCHEMA_VERSION: &str = "residencyguard.io/residency-report/v1alpha1";
@@ -250,8 +252,12 @@ pub struct ClassSummary {
     pub pods_by_region: Vec<Count>,
     /// Workloads by egress posture.
     pub egress: Vec<Count>,
-    /// Storage (PersistentVolumes, object stores) is not assessed yet.
-    pub storage: &'static str,
+    /// Where the class's data at rest is: the most serious posture of its
+    /// workloads' volumes (`outside` > `unknown` > `notGuaranteed` >
+    /// `mainland` > `none`).
+    pub storage: StoragePosture,
+    /// Workloads by storage posture.
+    pub storage_workloads: Vec<Count>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -273,6 +279,8 @@ pub struct WorkloadEntry {
     pub placement: Placement,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub egress: Option<EgressEntry>,
+    /// Its volumes that keep data off the node, and where.
+    pub storage: StorageEntry,
     pub violations: Vec<ViolationEntry>,
 }
 
@@ -419,6 +427,86 @@ pub struct ExternalBlockEntry {
     pub example_outside: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allowed_by: Vec<String>,
+}
+
+/// A workload's storage evidence: the engine's storage judgement of each
+/// volume that keeps data off the node.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageEntry {
+    /// A governing policy checks storage (`spec.storage.mode:
+    /// MainlandOnly`). When none does, the volumes are still described
+    /// and judged, but raise no violation.
+    pub checked: bool,
+    /// The most serious posture of its volumes; `none` without any.
+    pub posture: StoragePosture,
+    pub volumes: Vec<VolumeEntry>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeEntry {
+    /// The pod volume, or the StatefulSet's claim template.
+    pub volume: String,
+    pub field: String,
+    /// `claim`, `claimTemplate` or `inline`.
+    pub source: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persistent_volume: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+    pub default_class: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binding_mode: Option<BindingMode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioner: Option<String>,
+    /// `followsPod`, `mainland`, `anywhere` or `topology`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_guarantee: Option<&'static str>,
+    /// The location keys, as written.
+    pub topology: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<LocationEntry>,
+    pub endpoints: Vec<EndpointEvidence>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    pub posture: StoragePosture,
+    pub findings: Vec<VolumeFinding>,
+}
+
+/// Where a PersistentVolume is (or what a class allows), and on what
+/// evidence.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocationEntry {
+    /// `mainland`, `outside` or `unknown`.
+    pub standing: &'static str,
+    /// Mainland: the regions its topology allows.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
+    /// Outside: the key and value that place it, and the region,
+    /// jurisdiction and country they mean. Unknown because of a value:
+    /// that key and value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jurisdiction: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    /// Unknown: `noTopology`, `unknownValue`, `node` (a local volume on a
+    /// node unknown or not trusted) or `matchesNothing`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unknown_because: Option<&'static str>,
+    /// The same in words, both languages.
+    pub description: Text,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -726,6 +814,110 @@ fn egress_entry(e: &EffectiveEgress) -> EgressEntry {
             .collect(),
         in_cluster_peers: e.in_cluster_peers.len(),
         external_blocks: blocks,
+    }
+}
+
+fn location_entry(l: &VolumeLocation) -> LocationEntry {
+    let mut e = LocationEntry {
+        standing: "unknown",
+        regions: Vec::new(),
+        key: None,
+        value: None,
+        region: None,
+        jurisdiction: None,
+        country: None,
+        unknown_because: None,
+        description: Text {
+            en: l.describe_en(),
+            zh: l.describe_zh(),
+        },
+    };
+    match l {
+        VolumeLocation::Mainland { regions } => {
+            e.standing = "mainland";
+            e.regions = regions.clone();
+            e.country = Some("CN".into());
+        }
+        VolumeLocation::Outside {
+            key,
+            value,
+            region,
+            jurisdiction,
+            country,
+        } => {
+            e.standing = "outside";
+            e.key = Some(key.clone());
+            e.value = Some(value.clone());
+            e.region = Some(region.clone());
+            e.jurisdiction = serde_json::to_value(jurisdiction)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string));
+            e.country = Some(country.clone());
+        }
+        VolumeLocation::Unknown { reason } => {
+            e.unknown_because = Some(match reason {
+                UnknownLocation::NoTopology => "noTopology",
+                UnknownLocation::UnknownValue { key, value } => {
+                    e.key = Some(key.clone());
+                    e.value = Some(value.clone());
+                    "unknownValue"
+                }
+                UnknownLocation::Node { .. } => "node",
+                UnknownLocation::MatchesNothing => "matchesNothing",
+            });
+        }
+    }
+    e
+}
+
+fn volume_entry(v: VolumeEvidence) -> VolumeEntry {
+    VolumeEntry {
+        volume: v.volume,
+        field: v.field,
+        source: v.source,
+        claim: v.claim,
+        persistent_volume: v.persistent_volume,
+        storage_class: v.storage_class,
+        default_class: v.default_class,
+        binding_mode: v.binding_mode,
+        provisioner: v.provisioner,
+        class_guarantee: v.class_guarantee.as_ref().map(|g| match g {
+            ClassGuarantee::FollowsPod => "followsPod",
+            ClassGuarantee::Mainland => "mainland",
+            ClassGuarantee::Anywhere => "anywhere",
+            ClassGuarantee::Topology { .. } => "topology",
+        }),
+        topology: v.topology,
+        location: v.location.as_ref().map(location_entry),
+        endpoints: v.endpoints,
+        driver: v.driver,
+        store: v.store,
+        posture: v.posture,
+        findings: v.findings,
+    }
+}
+
+/// The engine's storage judgement of `w`'s volumes; `checked` when a
+/// governing policy enforces it.
+fn storage_entry(snapshot: &Snapshot, w: &Workload, verdict: &Verdict) -> StorageEntry {
+    let checked = verdict.policies.iter().any(|p| {
+        snapshot
+            .policies
+            .iter()
+            .any(|c| c.name == p.policy && c.storage_mode != StorageMode::Unchecked)
+    });
+    let volumes: Vec<VolumeEntry> = engine::storage_evidence(w, snapshot)
+        .into_iter()
+        .map(volume_entry)
+        .collect();
+    StorageEntry {
+        checked,
+        posture: volumes
+            .iter()
+            .map(|v| v.posture)
+            .max()
+            .unwrap_or(StoragePosture::None),
+        volumes,
     }
 }
 
@@ -1163,6 +1355,7 @@ fn entry(
             pods: pod_entries,
         },
         egress: verdict.egress.as_ref().map(egress_entry),
+        storage: storage_entry(snapshot, w, &verdict),
         violations,
     }
 }
@@ -1306,6 +1499,8 @@ fn summarise(workloads: &[WorkloadEntry], coverage: &Coverage) -> Summary {
         provider: BTreeMap<String, usize>,
         region: BTreeMap<String, usize>,
         egress: BTreeMap<String, usize>,
+        storage: StoragePosture,
+        storage_workloads: BTreeMap<String, usize>,
     }
     let mut by_class: BTreeMap<DataClass, Acc> = BTreeMap::new();
     let mut all_jurisdictions: BTreeMap<String, usize> = BTreeMap::new();
@@ -1335,6 +1530,10 @@ fn summarise(workloads: &[WorkloadEntry], coverage: &Coverage) -> Summary {
             }
             let posture = w.egress.as_ref().map_or("notChecked", |e| e.posture);
             *acc.egress.entry(posture.to_string()).or_default() += 1;
+            acc.storage = acc.storage.max(w.storage.posture);
+            *acc.storage_workloads
+                .entry(w.storage.posture.as_str().to_string())
+                .or_default() += 1;
             for pod in &w.placement.pods {
                 let (j, provider, region) = match &pod.node {
                     None => (
@@ -1367,7 +1566,8 @@ fn summarise(workloads: &[WorkloadEntry], coverage: &Coverage) -> Summary {
             pods_by_provider: counts(a.provider),
             pods_by_region: counts(a.region),
             egress: counts(a.egress),
-            storage: "notAssessed",
+            storage: a.storage,
+            storage_workloads: counts(a.storage_workloads),
         })
         .collect();
     s

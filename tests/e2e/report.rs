@@ -3,7 +3,9 @@
 //! node relabelled abroad while the audit runs), the report taken from the
 //! live cluster lists the workloads, the regions of the nodes their pods
 //! run on, and the violations the audit reported, with when it reported
-//! them. It also runs under the chart's own ServiceAccount.
+//! them, and a Deployment's volume on a PersistentVolume in Hong Kong with
+//! its claim, PV and place. It also runs under the chart's own
+//! ServiceAccount.
 
 use std::time::Duration;
 
@@ -30,6 +32,42 @@ fn deployment(ns: &str, name: &str, node_selector: Option<&str>) -> String {
         .unwrap_or_default();
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}, residencyguard.io/data-class: personal}}}}\n    spec:\n{selector}      containers: [{{name: c, image: registry.k8s.io/pause:3.10}}]\n"
+    )
+}
+
+/// A claim in `ns` pre-bound to a PersistentVolume in a Hong Kong zone,
+/// and a Deployment (no replicas) that mounts it.
+fn archive(ns: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: e2e-report-pv-hk}}
+spec:
+  capacity: {{storage: 1Gi}}
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  hostPath: {{path: /tmp/e2e-report}}
+  claimRef: {{namespace: {ns}, name: archive-data}}
+  nodeAffinity: {{required: {{nodeSelectorTerms: [{{matchExpressions: [{{key: topology.kubernetes.io/zone, operator: In, values: [ap-east-1a]}}]}}]}}}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: archive-data, namespace: {ns}}}
+spec: {{storageClassName: "", volumeName: e2e-report-pv-hk, accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: archive, namespace: {ns}}}
+spec:
+  replicas: 0
+  selector: {{matchLabels: {{app: archive}}}}
+  template:
+    metadata: {{labels: {{app: archive, residencyguard.io/data-class: personal}}}}
+    spec:
+      nodeSelector: {{{REGION}: cn-north-1}}
+      containers: [{{name: c, image: registry.k8s.io/pause:3.10}}]
+      volumes: [{{name: data, persistentVolumeClaim: {{claimName: archive-data}}}}]
+"#
     )
 }
 
@@ -102,7 +140,8 @@ fn a_live_report_lists_workloads_regions_and_the_audits_violations() {
         || {
             let a = c.apply(&deployment(apps, "pinned", Some("cn-north-1")));
             let b = c.apply(&deployment(apps, "unpinned", None));
-            (a.ok && b.ok).then_some(())
+            let d = c.apply(&archive(apps));
+            (a.ok && b.ok && d.ok).then_some(())
         },
     );
     let pinned = bound_pod(&c, apps, "pinned");
@@ -275,6 +314,25 @@ fn a_live_report_lists_workloads_regions_and_the_audits_violations() {
     assert!(html.contains(&format!("Deployment {apps}/pinned")));
     assert!(html.contains("us-east-1"));
 
+    // Storage, from the cluster's own PersistentVolumes and claims.
+    let a = workload("archive");
+    assert_eq!(a["storage"]["posture"], "outside", "{a:#}");
+    let v = &a["storage"]["volumes"][0];
+    assert_eq!(v["claim"], format!("{apps}/archive-data"));
+    assert_eq!(v["persistentVolume"], "e2e-report-pv-hk");
+    assert_eq!(v["storageClass"], "");
+    assert_eq!(v["location"]["key"], "topology.kubernetes.io/zone");
+    assert_eq!(v["location"]["region"], "ap-east-1");
+    assert_eq!(v["location"]["country"], "HK");
+    assert_eq!(v["findings"][0]["code"], "VolumeOutsideMainland");
+    assert!(
+        a["violations"]
+            .as_array()
+            .is_some_and(|vs| vs.iter().any(|x| x["code"] == "VolumeOutsideMainland")),
+        "{a:#}"
+    );
+    assert!(html.contains("e2e-report-pv-hk"));
+
     // The chart's ServiceAccount can take the same report (it lists every
     // kind the snapshot needs).
     let sa = c.service_account_kubeconfig(system, &fullname(release));
@@ -288,5 +346,10 @@ fn a_live_report_lists_workloads_regions_and_the_audits_violations() {
                 .collect()
         })
         .unwrap_or_default();
-    assert_eq!(names, ["pinned", "unpinned"], "{:#}", r2["scope"]);
+    assert_eq!(
+        names,
+        ["archive", "pinned", "unpinned"],
+        "{:#}",
+        r2["scope"]
+    );
 }
