@@ -192,6 +192,10 @@ pub fn run_report(args: &ReportArgs) -> ExitCode {
         Ok(d) => d,
         Err(e) => return bad(&[e]),
     };
+    let data_warning = match args.judging.data.address_data_age() {
+        Ok(age) => age.warning_line(now, lang),
+        Err(e) => return bad(&[e.to_string()]),
+    };
     let previous = match &args.compare {
         None => None,
         Some(path) => {
@@ -234,6 +238,11 @@ pub fn run_report(args: &ReportArgs) -> ExitCode {
         }
     };
     inputs.data = data;
+    if let Some(w) = data_warning {
+        // Said on the terminal too: a stale list affects every verdict.
+        eprintln!("{}: {w}", say(lang, "warning", "警告"));
+        inputs.warnings.push(w);
+    }
     let mut report = match model::build(&inputs, now) {
         Ok(r) => r,
         Err(model::BuildErrors(errors)) => {

@@ -11,7 +11,7 @@ use super::model::DataSource;
 use crate::datafiles::DataSources;
 
 const BUNDLED_CATALOGUE: &str = include_str!("../../data/jurisdictions.yaml");
-const BUNDLED_MAINLAND: &str = include_str!("../../data/mainland-china.cidrs");
+const BUNDLED_MAINLAND: &str = crate::engine::BUNDLED_MAINLAND_CIDRS;
 const BUNDLED_HINTS: &str = include_str!("../../data/country-hints.cidrs");
 
 /// Lower-case hex SHA-256.
