@@ -591,3 +591,54 @@ fn documented_example_outputs_match_the_binary() {
         text(&out.stderr)
     );
 }
+
+/// `check` says when the mainland address data is older than
+/// `--max-address-data-age-days` (by the date its header states), in the
+/// text and JSON outputs and in both languages, without changing the exit
+/// code; 0 turns the check off.
+#[test]
+fn stale_address_data_is_reported_and_the_limit_is_a_flag() {
+    let now = ["--now", "2026-12-07T00:00:00Z"];
+    let base = ["check", "-f", "examples/cluster"];
+    let args = |extra: &[&'static str]| -> Vec<&'static str> {
+        base.iter()
+            .chain(now.iter())
+            .chain(extra)
+            .copied()
+            .collect()
+    };
+    let out = run(&args(&["--lang", "en"]), None);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the verdicts decide the exit code"
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("warning: The mainland-China address data (bundled) is dated 2025-03-26, 620 days ago, older than the 180 days allowed"),
+        "{stdout}"
+    );
+    let zh = text(&run(&args(&["--lang", "zh-CN"]), None).stdout);
+    assert!(
+        zh.contains("中国大陆地址数据（bundled）的日期为 2025-03-26，距今 620 天"),
+        "{zh}"
+    );
+
+    let json = run(&args(&["-o", "json"]), None);
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let warnings = report["dataWarnings"].as_array().expect("dataWarnings");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+
+    // Within the limit, or with the check off: nothing said.
+    for extra in [
+        &["--max-address-data-age-days", "700"][..],
+        &["--max-address-data-age-days", "0"][..],
+    ] {
+        let out = run(&args(extra), None);
+        assert!(
+            !text(&out.stdout).contains("The mainland-China address data"),
+            "{extra:?}: {}",
+            text(&out.stdout)
+        );
+    }
+}

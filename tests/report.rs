@@ -510,3 +510,41 @@ fn environment_variables_set_report_flags() {
     assert!(dir.path().join("residency-report.csv").exists());
     assert!(!dir.path().join("residency-report.html").exists());
 }
+
+/// The report records, and says on stderr, that the address data is older
+/// than allowed.
+#[test]
+fn stale_address_data_is_a_report_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = run(
+        &[
+            "-f",
+            "examples/cluster",
+            "--now",
+            "2026-12-07T00:00:00Z",
+            "-o",
+            d,
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "warning: The mainland-China address data (bundled) is dated 2025-03-26, 620 days ago"
+        ),
+        "{err}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("residency-report.json")).unwrap())
+            .unwrap();
+    let warnings = report.to_string();
+    assert!(
+        warnings.contains("older than the 180 days allowed"),
+        "the report's warnings: {}",
+        report["warnings"]
+    );
+}

@@ -238,10 +238,8 @@ pub fn run_report(args: &ReportArgs) -> ExitCode {
         }
     };
     inputs.data = data;
-    if let Some(w) = data_warning {
-        // Said on the terminal too: a stale list affects every verdict.
-        eprintln!("{}: {w}", say(lang, "warning", "警告"));
-        inputs.warnings.push(w);
+    if let Some(w) = &data_warning {
+        inputs.warnings.push(w.clone());
     }
     let mut report = match model::build(&inputs, now) {
         Ok(r) => r,
@@ -250,6 +248,11 @@ pub fn run_report(args: &ReportArgs) -> ExitCode {
             return bad(&errors);
         }
     };
+    if let Some(w) = &data_warning {
+        // Said on the terminal too (once the inputs are known good): a stale
+        // list affects every egress verdict in the report.
+        eprintln!("{}: {w}", say(lang, "warning", "警告"));
+    }
     if let Some((previous, sha256)) = &previous {
         report.changes = Some(compare::compare(previous, sha256.clone(), &report));
     }
