@@ -63,6 +63,9 @@ pub struct Cluster {
     kubectl: PathBuf,
     helm: PathBuf,
     undo: RefCell<Vec<Undo>>,
+    /// Namespaces `fresh_namespace` made in this test: `helm_install` keeps
+    /// them (the test may have put objects the release needs in them).
+    made_here: RefCell<std::collections::BTreeSet<String>>,
     /// Per-test scratch directory (operator logs, kubeconfigs).
     pub scratch: PathBuf,
     _one_at_a_time: MutexGuard<'static, ()>,
@@ -108,6 +111,7 @@ pub fn cluster(test: &str) -> Option<Cluster> {
         kubectl: tool("kubectl", "RESIDENCY_GUARD_E2E_KUBECTL"),
         helm: tool("helm", "RESIDENCY_GUARD_E2E_HELM"),
         undo: RefCell::new(Vec::new()),
+        made_here: RefCell::new(std::collections::BTreeSet::new()),
         scratch,
         _one_at_a_time: guard,
     })
@@ -208,6 +212,7 @@ impl Cluster {
     pub fn fresh_namespace(&self, name: &str, labels: &[(&str, &str)]) {
         delete_namespace(self, name);
         self.must(&["create", "namespace", name]);
+        self.made_here.borrow_mut().insert(name.to_string());
         self.undo
             .borrow_mut()
             .push(Undo::Namespace(name.to_string()));
@@ -277,12 +282,7 @@ impl Cluster {
         // `--create-namespace` makes it; uninstall leaves it. A namespace
         // this test made itself (`fresh_namespace`, e.g. to put a ConfigMap
         // the release mounts in it first) is kept.
-        let prepared = self
-            .undo
-            .borrow()
-            .iter()
-            .any(|u| matches!(u, Undo::Namespace(n) if n == namespace));
-        if !prepared {
+        if !self.made_here.borrow().contains(namespace) {
             self.forget_namespace_later(namespace);
         }
         self.undo.borrow_mut().push(Undo::HelmRelease {
