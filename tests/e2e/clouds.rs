@@ -347,6 +347,13 @@ fn the_operator_uses_address_data_mounted_from_a_config_map() {
         metrics.contains("residency_guard_address_data_max_age_seconds 315360000"),
         "{metrics}"
     );
+    // And the start-up log names the file and its date (no staleness warning).
+    let log = installed.operator.log();
+    assert!(
+        log.contains("mainland-China address data loaded") && log.contains("dated 2026-11-30"),
+        "{log}"
+    );
+    assert!(!log.contains("older than the"), "{log}");
 
     // Egress only to 203.0.113.0/24: mainland by the mounted list.
     let (netpol, deployment) = egress_to(apps, "billing", "203.0.113.0/24");
