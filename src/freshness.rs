@@ -281,7 +281,9 @@ mod tests {
     #[test]
     fn the_bundled_data_states_its_date() {
         let bundled = crate::engine::BUNDLED_MAINLAND_CIDRS;
-        assert_eq!(stated_date(bundled), Some(at("2025-03-26T04:43:02Z")));
+        let date = stated_date(bundled).expect("the generator writes the date");
+        // Never older than the snapshot it replaced (2025-03-26).
+        assert!(date >= at("2025-03-26T00:00:00Z"), "{date}");
     }
 
     #[test]

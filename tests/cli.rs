@@ -595,19 +595,31 @@ fn documented_example_outputs_match_the_binary() {
 /// `check` says when the mainland address data is older than
 /// `--max-address-data-age-days` (by the date its header states), in the
 /// text and JSON outputs and in both languages, without changing the exit
-/// code; 0 turns the check off.
+/// code; 0 turns the check off. The clock is set 400 days after the
+/// bundled data's own date, whichever data is bundled.
 #[test]
 fn stale_address_data_is_reported_and_the_limit_is_a_flag() {
-    let now = ["--now", "2026-12-07T00:00:00Z"];
-    let base = ["check", "-f", "examples/cluster"];
-    let args = |extra: &[&'static str]| -> Vec<&'static str> {
-        base.iter()
-            .chain(now.iter())
+    let created =
+        residency_guard::freshness::stated_date(residency_guard::engine::BUNDLED_MAINLAND_CIDRS)
+            .expect("the bundled data states its date");
+    let now = created
+        .checked_add(jiff::SignedDuration::from_hours(400 * 24))
+        .unwrap()
+        .to_string();
+    let date = created.strftime("%Y-%m-%d").to_string();
+    let args = |extra: &[&str]| -> Vec<String> {
+        ["check", "-f", "examples/cluster", "--now", now.as_str()]
+            .iter()
             .chain(extra)
-            .copied()
+            .map(|s| s.to_string())
             .collect()
     };
-    let out = run(&args(&["--lang", "en"]), None);
+    let run_with = |extra: &[&str]| {
+        let owned = args(extra);
+        let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+        run(&refs, None)
+    };
+    let out = run_with(&["--lang", "en"]);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -615,26 +627,30 @@ fn stale_address_data_is_reported_and_the_limit_is_a_flag() {
     );
     let stdout = text(&out.stdout);
     assert!(
-        stdout.contains("warning: The mainland-China address data (bundled) is dated 2025-03-26, 620 days ago, older than the 180 days allowed"),
+        stdout.contains(&format!(
+            "warning: The mainland-China address data (bundled) is dated {date}, 400 days ago, older than the 180 days allowed"
+        )),
         "{stdout}"
     );
-    let zh = text(&run(&args(&["--lang", "zh-CN"]), None).stdout);
+    let zh = text(&run_with(&["--lang", "zh-CN"]).stdout);
     assert!(
-        zh.contains("中国大陆地址数据（bundled）的日期为 2025-03-26，距今 620 天"),
+        zh.contains(&format!(
+            "中国大陆地址数据（bundled）的日期为 {date}，距今 400 天"
+        )),
         "{zh}"
     );
 
-    let json = run(&args(&["-o", "json"]), None);
+    let json = run_with(&["-o", "json"]);
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     let warnings = report["dataWarnings"].as_array().expect("dataWarnings");
     assert_eq!(warnings.len(), 1, "{warnings:?}");
 
     // Within the limit, or with the check off: nothing said.
     for extra in [
-        &["--max-address-data-age-days", "700"][..],
+        &["--max-address-data-age-days", "401"][..],
         &["--max-address-data-age-days", "0"][..],
     ] {
-        let out = run(&args(extra), None);
+        let out = run_with(extra);
         assert!(
             !text(&out.stdout).contains("The mainland-China address data"),
             "{extra:?}: {}",

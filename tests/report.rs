@@ -512,9 +512,16 @@ fn environment_variables_set_report_flags() {
 }
 
 /// The report records, and says on stderr, that the address data is older
-/// than allowed.
+/// than allowed (the clock 400 days after the bundled data's own date).
 #[test]
 fn stale_address_data_is_a_report_warning() {
+    let created =
+        residency_guard::freshness::stated_date(residency_guard::engine::BUNDLED_MAINLAND_CIDRS)
+            .expect("the bundled data states its date");
+    let now = created
+        .checked_add(jiff::SignedDuration::from_hours(400 * 24))
+        .unwrap()
+        .to_string();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let out = run(
@@ -522,7 +529,7 @@ fn stale_address_data_is_a_report_warning() {
             "-f",
             "examples/cluster",
             "--now",
-            "2026-12-07T00:00:00Z",
+            &now,
             "-o",
             d,
             "--format",
@@ -533,17 +540,19 @@ fn stale_address_data_is_a_report_warning() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(
-        err.contains(
-            "warning: The mainland-China address data (bundled) is dated 2025-03-26, 620 days ago"
-        ),
+        err.contains(&format!(
+            "warning: The mainland-China address data (bundled) is dated {}, 400 days ago",
+            created.strftime("%Y-%m-%d")
+        )),
         "{err}"
     );
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("residency-report.json")).unwrap())
             .unwrap();
-    let warnings = report.to_string();
     assert!(
-        warnings.contains("older than the 180 days allowed"),
+        report
+            .to_string()
+            .contains("older than the 180 days allowed"),
         "the report's warnings: {}",
         report["warnings"]
     );

@@ -325,7 +325,7 @@ fn the_operator_uses_address_data_mounted_from_a_config_map() {
     crate::harness::apply_policies(&c, &["e2e-clouds-egress"], EGRESS_POLICY);
     c.fresh_namespace(apps, &[("residencyguard.io/e2e", "true")]);
 
-    // The metrics carry the mounted file's date, not the bundled 2025-03-26.
+    // The metrics carry the mounted file's date, not the bundled data's date.
     let created: jiff::Timestamp = "2026-11-30T04:00:00Z".parse().unwrap();
     let metrics = eventually("the address-data metrics", Duration::from_secs(30), || {
         let m = installed.operator.metrics();
