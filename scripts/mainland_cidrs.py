@@ -223,7 +223,7 @@ def write_lines(path, header, body):
 def cmd_build(a):
     db, created, sets, pools, pool_only = load_libloc(a.db)
     date = created.strftime("%Y-%m-%d %H:%M:%S UTC")
-    if db.license.strip() != "CC BY-SA 4.0":
+    if db.license.strip() != "CC BY-SA 4.0":  # a fixture must say so too
         sys.exit("unexpected database licence %r: review the data files' licence" % db.license)
 
     adds, removes, add_set, rem_set = parse_overrides(a.overrides)
@@ -239,11 +239,16 @@ def cmd_build(a):
     v6 = final.cidrs(6)
     base_v4, base_v6 = len(base.cidrs(4)), len(base.cidrs(6))
 
+    if a.db_origin:
+        copy = "  %s, read with libloc/location %s." % (a.db_origin[:1].upper() + a.db_origin[1:],
+                                                        a.libloc_version)
+    else:
+        copy = "  Debian package libloc-database %s (suite %s), read with libloc/location %s." % (
+            a.pkg_version, a.pkg_suite, a.libloc_version)
     src = [
         "Source: %s." % IPFIRE_ATTRIBUTION,
-        "  Debian package libloc-database %s (suite %s), read with libloc/location %s." % (
-            a.pkg_version, a.pkg_suite, a.libloc_version),
-        "  Database created: %s; signature verified with libloc's signing key." % date,
+        copy,
+        "  Database created: %s; signature verified with %s." % (date, a.verified_with),
         "Licence: %s. This file is an adapted work of the" % LICENCE,
         "  IPFire Location Database and is itself licensed CC BY-SA 4.0 (attribution + share-alike).",
     ]
@@ -432,6 +437,10 @@ def main():
     b.add_argument("--pkg-version", required=True)
     b.add_argument("--pkg-suite", required=True)
     b.add_argument("--libloc-version", required=True)
+    b.add_argument("--verified-with", default="libloc's signing key",
+                   help="the key the caller verified the database's signature with")
+    b.add_argument("--db-origin", default="",
+                   help="describe a local database copy instead of the Debian package")
     b.add_argument("--overrides", required=True)
     b.add_argument("--out-cn", required=True)
     b.add_argument("--out-hints", required=True)

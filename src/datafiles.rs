@@ -3,8 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::freshness::AddressDataAge;
+
 use crate::engine::{
-    AddressSpace, Catalogue, CatalogueError, CidrError, IpSet, ListParseError, parse_cidr_args,
+    AddressSpace, BUNDLED_MAINLAND_CIDRS, Catalogue, CatalogueError, CidrError, IpSet,
+    ListParseError, parse_cidr_args,
 };
 
 /// Why the data the user pointed at cannot be used.
@@ -31,7 +34,7 @@ pub enum DataError {
 
 /// Where the user's data overrides live: the same flags for `check` and
 /// `serve` (flattened into both).
-#[derive(Clone, Debug, Default, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct DataSources {
     /// Extra jurisdiction catalogue entries (YAML, same format as
     /// data/jurisdictions.yaml); they override built-in entries.
@@ -60,6 +63,30 @@ pub struct DataSources {
         value_delimiter = ','
     )]
     pub cluster_cidrs: Vec<String>,
+
+    /// Warn when the mainland-China address data (bundled or
+    /// --mainland-cidrs) is older than this many days by the date its
+    /// header states, or states none; 0 turns the check off.
+    #[arg(
+        long,
+        value_name = "DAYS",
+        default_value_t = crate::freshness::DEFAULT_MAX_AGE_DAYS,
+        env = "RESIDENCY_GUARD_MAX_ADDRESS_DATA_AGE_DAYS"
+    )]
+    pub max_address_data_age_days: u32,
+}
+
+impl Default for DataSources {
+    /// No user files, and the CLI's default age limit.
+    fn default() -> Self {
+        DataSources {
+            catalogue: Vec::new(),
+            mainland_cidrs: None,
+            extra_mainland_cidrs: Vec::new(),
+            cluster_cidrs: Vec::new(),
+            max_address_data_age_days: crate::freshness::DEFAULT_MAX_AGE_DAYS,
+        }
+    }
 }
 
 fn read_text(path: &Path) -> Result<String, DataError> {
@@ -77,6 +104,26 @@ fn parse_cidr_file(path: &Path) -> Result<IpSet, DataError> {
 }
 
 impl DataSources {
+    /// The mainland address data in force and the date it states (read
+    /// again: the same file `load` read).
+    pub fn address_data_age(&self) -> Result<AddressDataAge, DataError> {
+        let (origin, created) = match &self.mainland_cidrs {
+            Some(path) => (
+                path.display().to_string(),
+                crate::freshness::stated_date(&read_text(path)?),
+            ),
+            None => (
+                "bundled".to_string(),
+                crate::freshness::stated_date(BUNDLED_MAINLAND_CIDRS),
+            ),
+        };
+        Ok(AddressDataAge {
+            origin,
+            created,
+            max_age_days: self.max_address_data_age_days,
+        })
+    }
+
     /// The built-in catalogue and address data with the user's layers on top:
     /// catalogue entries override built-in ones; a mainland file replaces the
     /// bundled set; extra files extend it.

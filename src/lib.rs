@@ -17,6 +17,7 @@ pub mod crdgen;
 pub mod datafiles;
 pub mod engine;
 pub mod exposure;
+pub mod freshness;
 pub mod report;
 pub mod serve;
 pub mod state;

@@ -309,6 +309,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(client_ca = %ca.source, "webhook clients must present a certificate from this CA");
     }
     let (catalogue, address_space) = args.data.load()?;
+    let data_age = args.data.address_data_age()?;
+    let started = jiff::Timestamp::now();
+    match data_age.warning(started) {
+        // In the operator's language, and in both for log searches.
+        Some(warning) => tracing::warn!(
+            address_data = %crate::freshness::describe(&data_age, started),
+            max_age_days = data_age.max_age_days,
+            en = %warning.get(Lang::En),
+            zh = %warning.get(Lang::ZhCn),
+            "{}",
+            warning.get(lang)
+        ),
+        None => tracing::info!(
+            address_data = %crate::freshness::describe(&data_age, started),
+            max_age_days = data_age.max_age_days,
+            "mainland-China address data loaded"
+        ),
+    }
     let client = kube::Client::try_default().await?;
     let state = state::start(
         client.clone(),
@@ -324,6 +342,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let exposure = crate::exposure::ExposureGauge::new();
     let certs = tls::CertStore::new();
     let metrics = metrics::Metrics::new_with(|registry| {
+        registry.register_collector(Box::new(crate::freshness::AddressDataMetrics::new(
+            data_age.clone(),
+        )));
         state.health.register(registry);
         certs.register(registry);
         exposure.register(registry);

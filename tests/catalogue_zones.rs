@@ -297,6 +297,11 @@ fn tencent_numeric_node_zones_are_placed() {
         ("330001", "nj", true),
         ("800005", "bj", true),
         ("300002", "hk", false),
+        // Overseas prefixes from Tencent's CVM zone-ID list.
+        ("900001", "sg", false),
+        ("180001", "kr", false),
+        ("150001", "usw", false),
+        ("170001", "de", false),
     ] {
         assert_eq!(cat.zone_region(zone), Some(region), "{zone}");
         let at = pv_location(cat, GA_ZONE, zone, None);
@@ -315,8 +320,45 @@ fn tencent_numeric_node_zones_are_placed() {
             "{zone}"
         );
     }
-    // A zone ID whose prefix no source gives is no place.
-    assert_eq!(cat.zone_region("900001"), None);
+    // A zone ID whose prefix no source gives is no place (Tokyo's, say).
+    assert_eq!(cat.zone_region("250001"), None);
+    let at = pv_location(cat, GA_ZONE, "250001", None);
+    assert!(
+        !matches!(at, VolumeLocation::Mainland { .. }),
+        "an unsourced prefix is not mainland: {at:?}"
+    );
+}
+
+/// JD Cloud spells zones like AWS and Huawei (`cn-north-1a`) and shares
+/// three of their region codes: every reading lands in the same mainland
+/// region, and its own `cn-east-1a` (Suqian) is placed too. A JD Cloud node
+/// has no providerID template to check, so its region label decides.
+#[test]
+fn jd_cloud_zones_read_the_same_as_aws_and_huawei() {
+    let cat = Catalogue::builtin();
+    for (zone, region) in [
+        ("cn-north-1a", "cn-north-1"),
+        ("cn-east-2b", "cn-east-2"),
+        ("cn-south-1a", "cn-south-1"),
+        ("cn-east-1a", "cn-east-1"),
+    ] {
+        assert_eq!(cat.zone_region(zone), Some(region), "{zone}");
+        let at = pv_location(cat, GA_ZONE, zone, None);
+        assert!(
+            matches!(at, VolumeLocation::Mainland { .. }),
+            "{zone}: {at:?}"
+        );
+    }
+    let jd = cat
+        .providers()
+        .find(|p| p.provider == "jdcloud")
+        .expect("JD Cloud is described");
+    assert!(jd.provider_id.is_none() && jd.csi_zone_keys.is_empty());
+    let entry = match cat.lookup(Some("jdcloud"), "cn-east-1") {
+        RegionLookup::Known(e) => e.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(node(cat, &entry, Some("cn-east-1a")).is_mainland());
 }
 
 /// Strategy: a region entry of the catalogue (by index).

@@ -1482,6 +1482,7 @@ fn default_environment_is_exactly_the_contract() {
         ("RESIDENCY_GUARD_MAX_CONNECTIONS", "512"),
         ("RESIDENCY_GUARD_MAX_CONNECTIONS_PER_SOURCE", "128"),
         ("RESIDENCY_GUARD_MAX_INFLIGHT_REVIEWS_PER_SOURCE", "64"),
+        ("RESIDENCY_GUARD_MAX_ADDRESS_DATA_AGE_DAYS", "180"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -2095,6 +2096,133 @@ clusterCidrs: ["10.244.0.0/16", "10.96.0.0/12"]
             .clone()
     };
     assert_ne!(checksum(&objs), checksum(&render(&helm, NO_ARGS)));
+}
+
+/// Fresher address data from a ConfigMap the user made: mounted without a
+/// new image, passed as the operator's --mainland-cidrs, and its age checked
+/// against `mainlandCidrs.maxAgeDays` by the real binary reading the file the
+/// pod would read.
+#[test]
+fn fresher_address_data_is_mounted_from_a_config_map_and_its_age_checked() {
+    let helm = helm_or_skip!();
+    let defaults = render(&helm, NO_ARGS);
+    assert_eq!(
+        env(&defaults)["RESIDENCY_GUARD_MAX_ADDRESS_DATA_AGE_DAYS"],
+        "180"
+    );
+    assert!(!env(&defaults).contains_key("RESIDENCY_GUARD_MAINLAND_CIDRS"));
+
+    let objs = render(
+        &helm,
+        &[
+            "--set",
+            "mainlandCidrs.configMap.name=rg-address-data",
+            "--set",
+            "mainlandCidrs.maxAgeDays=90",
+        ],
+    );
+    let e = env(&objs);
+    assert_eq!(e["RESIDENCY_GUARD_MAX_ADDRESS_DATA_AGE_DAYS"], "90");
+    let file = Path::new(&e["RESIDENCY_GUARD_MAINLAND_CIDRS"]);
+    let pod = &one(&objs, "Deployment")["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "address-data")
+        .expect("address-data volume");
+    assert_eq!(volume["configMap"]["name"], "rg-address-data");
+    assert_eq!(
+        volume["configMap"]["items"][0]["key"],
+        "mainland-china.cidrs"
+    );
+    let mount = container(&objs)["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "address-data")
+        .expect("address-data mount");
+    assert_eq!(mount["readOnly"], true);
+    assert_eq!(
+        file,
+        Path::new(mount["mountPath"].as_str().unwrap())
+            .join(volume["configMap"]["items"][0]["path"].as_str().unwrap()),
+        "the variable names the mounted key"
+    );
+    // The chart's own ConfigMap is not involved.
+    assert!(all(&objs, "ConfigMap").is_empty());
+
+    // The binary, given the file as the pod's environment gives it.
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("mainland-china.cidrs");
+    let check = |header_date: &str| {
+        std::fs::write(
+            &list,
+            format!("# Database created: {header_date}\n1.0.1.0/24\n240e::/20\n"),
+        )
+        .unwrap();
+        let out = run(Command::new(env!("CARGO_BIN_EXE_residency-guard"))
+            .arg("check")
+            .args(["-f", chart_dir().join("examples").to_str().unwrap()])
+            .args(["--now", "2026-12-07T00:00:00Z", "--lang", "en"])
+            .env("RESIDENCY_GUARD_MAINLAND_CIDRS", &list)
+            .env(
+                "RESIDENCY_GUARD_MAX_ADDRESS_DATA_AGE_DAYS",
+                &e["RESIDENCY_GUARD_MAX_ADDRESS_DATA_AGE_DAYS"],
+            )
+            .env_remove("RESIDENCY_GUARD_OUTPUT"));
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let fresh = check("2026-11-30");
+    assert!(
+        !fresh.contains("warning: The mainland-China address data"),
+        "{fresh}"
+    );
+    let stale = check("2026-08-01");
+    assert!(
+        stale.contains(&format!(
+            "warning: The mainland-China address data ({}) is dated 2026-08-01, 128 days ago, older than the 90 days allowed",
+            list.display()
+        )),
+        "{stale}"
+    );
+
+    // One replacement at a time, and `replace` can carry its date.
+    let err = try_render(
+        &helm,
+        RELEASE,
+        NS,
+        &[
+            "--set",
+            "mainlandCidrs.configMap.name=rg-address-data",
+            "--set",
+            "mainlandCidrs.replace={1.0.1.0/24}",
+        ],
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("set configMap.name or replace, not both"),
+        "{err}"
+    );
+    let objs = render(
+        &helm,
+        &[
+            "--set",
+            "mainlandCidrs.replace={1.0.1.0/24}",
+            "--set",
+            "mainlandCidrs.replaceDate=2026-11-30",
+        ],
+    );
+    let replaced = one(&objs, "ConfigMap")["data"]["mainland-cidrs.txt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        residency_guard::freshness::stated_date(&replaced),
+        Some("2026-11-30T00:00:00Z".parse().unwrap()),
+        "{replaced}"
+    );
 }
 
 #[test]

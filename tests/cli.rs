@@ -591,3 +591,70 @@ fn documented_example_outputs_match_the_binary() {
         text(&out.stderr)
     );
 }
+
+/// `check` says when the mainland address data is older than
+/// `--max-address-data-age-days` (by the date its header states), in the
+/// text and JSON outputs and in both languages, without changing the exit
+/// code; 0 turns the check off. The clock is set 400 days after the
+/// bundled data's own date, whichever data is bundled.
+#[test]
+fn stale_address_data_is_reported_and_the_limit_is_a_flag() {
+    let created =
+        residency_guard::freshness::stated_date(residency_guard::engine::BUNDLED_MAINLAND_CIDRS)
+            .expect("the bundled data states its date");
+    let now = created
+        .checked_add(jiff::SignedDuration::from_hours(400 * 24))
+        .unwrap()
+        .to_string();
+    let date = created.strftime("%Y-%m-%d").to_string();
+    let args = |extra: &[&str]| -> Vec<String> {
+        ["check", "-f", "examples/cluster", "--now", now.as_str()]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let run_with = |extra: &[&str]| {
+        let owned = args(extra);
+        let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+        run(&refs, None)
+    };
+    let out = run_with(&["--lang", "en"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the verdicts decide the exit code"
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "warning: The mainland-China address data (bundled) is dated {date}, 400 days ago, older than the 180 days allowed"
+        )),
+        "{stdout}"
+    );
+    let zh = text(&run_with(&["--lang", "zh-CN"]).stdout);
+    assert!(
+        zh.contains(&format!(
+            "中国大陆地址数据（bundled）的日期为 {date}，距今 400 天"
+        )),
+        "{zh}"
+    );
+
+    let json = run_with(&["-o", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let warnings = report["dataWarnings"].as_array().expect("dataWarnings");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+
+    // Within the limit, or with the check off: nothing said.
+    for extra in [
+        &["--max-address-data-age-days", "401"][..],
+        &["--max-address-data-age-days", "0"][..],
+    ] {
+        let out = run_with(extra);
+        assert!(
+            !text(&out.stdout).contains("The mainland-China address data"),
+            "{extra:?}: {}",
+            text(&out.stdout)
+        );
+    }
+}

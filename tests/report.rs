@@ -1024,4 +1024,50 @@ fn storage_is_described_even_where_no_policy_checks_it() {
     assert_eq!(w["storage"]["posture"], "outside");
     assert_eq!(w["storage"]["volumes"][0]["persistentVolume"], "pv-x");
     assert_eq!(report["summary"]["classes"][0]["storage"], "outside");
+
+/// The report records, and says on stderr, that the address data is older
+/// than allowed (the clock 400 days after the bundled data's own date).
+#[test]
+fn stale_address_data_is_a_report_warning() {
+    let created =
+        residency_guard::freshness::stated_date(residency_guard::engine::BUNDLED_MAINLAND_CIDRS)
+            .expect("the bundled data states its date");
+    let now = created
+        .checked_add(jiff::SignedDuration::from_hours(400 * 24))
+        .unwrap()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = run(
+        &[
+            "-f",
+            "examples/cluster",
+            "--now",
+            &now,
+            "-o",
+            d,
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "warning: The mainland-China address data (bundled) is dated {}, 400 days ago",
+            created.strftime("%Y-%m-%d")
+        )),
+        "{err}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("residency-report.json")).unwrap())
+            .unwrap();
+    assert!(
+        report
+            .to_string()
+            .contains("older than the 180 days allowed"),
+        "the report's warnings: {}",
+        report["warnings"]
+    );
 }

@@ -137,7 +137,11 @@ pub fn run_check(args: &CheckArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(&[e.to_string()]),
     };
-    let report = match check_inputs_in(
+    let data_age = match args.judging.data.address_data_age() {
+        Ok(a) => a,
+        Err(e) => return fail(&[e.to_string()]),
+    };
+    let mut report = match check_inputs_in(
         &args.files,
         snapshot_base,
         &args.judging.namespace,
@@ -147,6 +151,9 @@ pub fn run_check(args: &CheckArgs) -> ExitCode {
         Ok(r) => r,
         Err(errors) => return fail(&errors),
     };
+    report
+        .data_warnings
+        .extend(data_age.warning_line(now, lang));
     match args.output {
         OutputFormat::Json => match serde_json::to_string_pretty(&report) {
             Ok(s) => println!("{s}"),

@@ -20,6 +20,9 @@ pub struct CheckReport {
     pub results: Vec<Outcome>,
     /// Warnings about policies (e.g. an expiry in the past).
     pub policy_warnings: Vec<String>,
+    /// Warnings about the reference data (e.g. address data older than
+    /// `--max-address-data-age-days`).
+    pub data_warnings: Vec<String>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -98,6 +101,7 @@ impl CheckReport {
             summary: s,
             results,
             policy_warnings,
+            data_warnings: Vec::new(),
         }
     }
 }
@@ -192,7 +196,7 @@ pub fn render_text(report: &CheckReport, lang: Lang, quiet: bool) -> String {
             let _ = writeln!(out, "      note [{}]: {}", n.code, n.message.get(lang));
         }
     }
-    for w in &report.policy_warnings {
+    for w in report.policy_warnings.iter().chain(&report.data_warnings) {
         let _ = writeln!(out, "warning: {w}");
     }
     let s = &report.summary;

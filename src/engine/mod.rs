@@ -62,8 +62,8 @@ pub use evidence::{
 pub use ipset::{CountryTable, IpSet, ListParseError, net_minus_excepts_subset};
 pub use lineage::{ClaimClass, claims_mounted, classes_through_claims};
 pub use network::{
-    AddressSpace, CidrError, CompiledNetworkPolicy, NetworkIndex, parse_cidr_args,
-    validate_network_policy,
+    AddressSpace, BUNDLED_MAINLAND_CIDRS, CidrError, CompiledNetworkPolicy, NetworkIndex,
+    parse_cidr_args, validate_network_policy,
 };
 pub use network_change::{
     NetworkPolicyChange, OpenedEgress, ViolationKey, judge_network_policy_change,

@@ -20,7 +20,8 @@ use super::selector::LabelSelectorMatcher;
 use super::shared::Shared;
 use super::text::Text;
 
-const MAINLAND_CIDRS: &str = include_str!("../../data/mainland-china.cidrs");
+/// The bundled mainland-China list (data/mainland-china.cidrs), header included.
+pub const BUNDLED_MAINLAND_CIDRS: &str = include_str!("../../data/mainland-china.cidrs");
 const COUNTRY_HINTS: &str = include_str!("../../data/country-hints.cidrs");
 
 /// Where addresses are: mainland-China space, the cluster's own networks,
@@ -38,7 +39,7 @@ pub struct AddressSpace {
 static BUILTIN_MAINLAND: LazyLock<IpSet> =
     // The bundled file is tested to parse; if it ever did not, an empty set
     // fails closed (no external address counts as mainland).
-    LazyLock::new(|| IpSet::parse_list(MAINLAND_CIDRS).unwrap_or_default());
+    LazyLock::new(|| IpSet::parse_list(BUNDLED_MAINLAND_CIDRS).unwrap_or_default());
 static BUILTIN_COUNTRIES: LazyLock<CountryTable> =
     LazyLock::new(|| CountryTable::parse(COUNTRY_HINTS).unwrap_or_default());
 

@@ -192,6 +192,10 @@ pub fn run_report(args: &ReportArgs) -> ExitCode {
         Ok(d) => d,
         Err(e) => return bad(&[e]),
     };
+    let data_warning = match args.judging.data.address_data_age() {
+        Ok(age) => age.warning_line(now, lang),
+        Err(e) => return bad(&[e.to_string()]),
+    };
     let previous = match &args.compare {
         None => None,
         Some(path) => {
@@ -234,6 +238,9 @@ pub fn run_report(args: &ReportArgs) -> ExitCode {
         }
     };
     inputs.data = data;
+    if let Some(w) = &data_warning {
+        inputs.warnings.push(w.clone());
+    }
     let mut report = match model::build(&inputs, now) {
         Ok(r) => r,
         Err(model::BuildErrors(errors)) => {
@@ -241,6 +248,11 @@ pub fn run_report(args: &ReportArgs) -> ExitCode {
             return bad(&errors);
         }
     };
+    if let Some(w) = &data_warning {
+        // Said on the terminal too (once the inputs are known good): a stale
+        // list affects every egress verdict in the report.
+        eprintln!("{}: {w}", say(lang, "warning", "警告"));
+    }
     if let Some((previous, sha256)) = &previous {
         report.changes = Some(compare::compare(previous, sha256.clone(), &report));
     }

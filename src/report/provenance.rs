@@ -11,7 +11,7 @@ use super::model::DataSource;
 use crate::datafiles::DataSources;
 
 const BUNDLED_CATALOGUE: &str = include_str!("../../data/jurisdictions.yaml");
-const BUNDLED_MAINLAND: &str = include_str!("../../data/mainland-china.cidrs");
+const BUNDLED_MAINLAND: &str = crate::engine::BUNDLED_MAINLAND_CIDRS;
 const BUNDLED_HINTS: &str = include_str!("../../data/country-hints.cidrs");
 
 /// Lower-case hex SHA-256.
@@ -208,7 +208,13 @@ mod tests {
         let mainland = all.iter().find(|d| d.name == "mainlandCidrs").unwrap();
         assert_eq!(mainland.origin, "bundled");
         assert_eq!(mainland.licence.as_deref(), Some("CC BY-SA 4.0"));
-        assert_eq!(mainland.date.as_deref(), Some("2025-03-26"));
+        let stated = crate::freshness::stated_date(BUNDLED_MAINLAND)
+            .map(|t| t.strftime("%Y-%m-%d").to_string());
+        assert!(stated.is_some());
+        assert_eq!(
+            mainland.date, stated,
+            "the report and the age check read one date"
+        );
         assert!(
             mainland
                 .version

@@ -63,6 +63,9 @@ pub struct Cluster {
     kubectl: PathBuf,
     helm: PathBuf,
     undo: RefCell<Vec<Undo>>,
+    /// Namespaces `fresh_namespace` made in this test: `helm_install` keeps
+    /// them (the test may have put objects the release needs in them).
+    made_here: RefCell<std::collections::BTreeSet<String>>,
     /// Per-test scratch directory (operator logs, kubeconfigs).
     pub scratch: PathBuf,
     _one_at_a_time: MutexGuard<'static, ()>,
@@ -108,6 +111,7 @@ pub fn cluster(test: &str) -> Option<Cluster> {
         kubectl: tool("kubectl", "RESIDENCY_GUARD_E2E_KUBECTL"),
         helm: tool("helm", "RESIDENCY_GUARD_E2E_HELM"),
         undo: RefCell::new(Vec::new()),
+        made_here: RefCell::new(std::collections::BTreeSet::new()),
         scratch,
         _one_at_a_time: guard,
     })
@@ -208,6 +212,7 @@ impl Cluster {
     pub fn fresh_namespace(&self, name: &str, labels: &[(&str, &str)]) {
         delete_namespace(self, name);
         self.must(&["create", "namespace", name]);
+        self.made_here.borrow_mut().insert(name.to_string());
         self.undo
             .borrow_mut()
             .push(Undo::Namespace(name.to_string()));
@@ -274,8 +279,12 @@ impl Cluster {
     /// first); uninstalled when the test ends.
     pub fn helm_install(&self, release: &str, namespace: &str, args: &[&str]) -> Run {
         self.helm(&["uninstall", release, "-n", namespace, "--wait"]);
-        // `--create-namespace` makes it; uninstall leaves it.
-        self.forget_namespace_later(namespace);
+        // `--create-namespace` makes it; uninstall leaves it. A namespace
+        // this test made itself (`fresh_namespace`, e.g. to put a ConfigMap
+        // the release mounts in it first) is kept.
+        if !self.made_here.borrow().contains(namespace) {
+            self.forget_namespace_later(namespace);
+        }
         self.undo.borrow_mut().push(Undo::HelmRelease {
             release: release.into(),
             namespace: namespace.into(),
@@ -459,6 +468,50 @@ fn client_ca_file(c: &Cluster, deployment: &Value, namespace: &str) -> String {
     path.to_str().expect("a UTF-8 path").to_string()
 }
 
+/// The file at `path` in the chart's Pod, for the local process: the key
+/// of the ConfigMap whose volume is mounted at the path's directory, read
+/// from the cluster as the kubelet would and written to the scratch
+/// directory.
+fn mounted_file(c: &Cluster, deployment: &Value, namespace: &str, path: &str) -> String {
+    let pod = &deployment["spec"]["template"]["spec"];
+    let (dir, key) = path.rsplit_once('/').expect("an absolute path");
+    let volume_name = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["mountPath"] == dir)
+        .and_then(|m| m["name"].as_str())
+        .unwrap_or_else(|| panic!("{path}: no volume is mounted at {dir}"));
+    let volume = pod["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == volume_name)
+        .unwrap_or_else(|| panic!("{path}: no volume {volume_name}"));
+    let map = volume["configMap"]["name"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{path}: volume {volume_name} is not a ConfigMap"));
+    // An `items` entry may give the key another file name.
+    let item = volume["configMap"]["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["path"] == key)
+        .and_then(|i| i["key"].as_str())
+        .unwrap_or(key);
+    let cm = eventually(
+        &format!("ConfigMap {map} (mounted at {dir})"),
+        Duration::from_secs(10),
+        || c.get_json(&["configmap", map, "-n", namespace]),
+    );
+    let text = cm["data"][item]
+        .as_str()
+        .unwrap_or_else(|| panic!("ConfigMap {map} has no key {item}"));
+    let local = c.scratch.join(format!("{map}-{key}"));
+    std::fs::write(&local, text).expect("write the mounted file");
+    local.to_str().expect("a UTF-8 path").to_string()
+}
+
 /// How the tests run the operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -569,6 +622,12 @@ impl Operator {
                 (_, "RESIDENCY_GUARD_POD_NAME") => format!("{release}-e2e-0"),
                 (_, "RESIDENCY_GUARD_LOG_FORMAT") => "text".to_string(),
                 (_, "RESIDENCY_GUARD_CLIENT_CA_FILE") => client_ca_file(c, &deployment, namespace),
+                (
+                    Some(path),
+                    "RESIDENCY_GUARD_MAINLAND_CIDRS"
+                    | "RESIDENCY_GUARD_EXTRA_MAINLAND_CIDRS"
+                    | "RESIDENCY_GUARD_CATALOGUE",
+                ) => mounted_file(c, &deployment, namespace, path),
                 (Some(v), _) => v.to_string(),
                 (None, _) => panic!("env {name} is neither a value nor known to the test: {e}"),
             };

@@ -18,6 +18,7 @@
 mod audit;
 mod availability;
 mod client_auth;
+mod clouds;
 mod crd;
 mod daemonset;
 mod graph;
