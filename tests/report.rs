@@ -1024,6 +1024,7 @@ fn storage_is_described_even_where_no_policy_checks_it() {
     assert_eq!(w["storage"]["posture"], "outside");
     assert_eq!(w["storage"]["volumes"][0]["persistentVolume"], "pv-x");
     assert_eq!(report["summary"]["classes"][0]["storage"], "outside");
+}
 
 /// The report records, and says on stderr, that the address data is older
 /// than allowed (the clock 400 days after the bundled data's own date).
