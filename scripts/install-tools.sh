@@ -4,7 +4,9 @@
 # kubectl/kubectl), and promtool (tests/monitoring.rs checks the chart's
 # alert rules with it) from Debian's prometheus package, unpacked rather than
 # installed: the package would also install and may start a Prometheus
-# server. Idempotent; needs npm, python3, apt-get and dpkg-deb.
+# server. Also Debian's location and python3-location (and openssl), with
+# which tests/gen_mainland_cidrs.rs regenerates the address data offline.
+# Idempotent; needs npm, python3, apt-get and dpkg-deb.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=.tools/bin
@@ -24,6 +26,17 @@ else
   cp "$work/prometheus/usr/bin/promtool" "$dest/promtool"
   chmod 755 "$dest/promtool"
   "$dest/promtool" --version 2>&1 | sed -n 1p
+fi
+
+if command -v location >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1 \
+  && python3 -c 'import location' 2>/dev/null; then
+  echo "tools: location, python3-location and openssl already installed"
+else
+  if [ "$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    location python3-location openssl >/dev/null
+  echo "tools: installed location, python3-location and openssl"
 fi
 
 if [ -x "$dest/helm" ] && [ -x "$dest/kubectl" ]; then
