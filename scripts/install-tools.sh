@@ -29,7 +29,7 @@ else
 fi
 
 if command -v location >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1 \
-  && python3 -c 'import location' 2>/dev/null; then
+  && /usr/bin/python3 -c 'import location' 2>/dev/null; then
   echo "tools: location, python3-location and openssl already installed"
 else
   if [ "$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi
