@@ -273,6 +273,22 @@ impl Cluster {
     /// `helm install` (an earlier run's release of the same name is removed
     /// first); uninstalled when the test ends.
     pub fn helm_install(&self, release: &str, namespace: &str, args: &[&str]) -> Run {
+        self.helm_install_chart(
+            &root().join("charts/residency-guard"),
+            release,
+            namespace,
+            args,
+        )
+    }
+
+    /// `helm_install` of another chart directory (an older version of ours).
+    pub fn helm_install_chart(
+        &self,
+        chart: &Path,
+        release: &str,
+        namespace: &str,
+        args: &[&str],
+    ) -> Run {
         self.helm(&["uninstall", release, "-n", namespace, "--wait"]);
         // `--create-namespace` makes it; uninstall leaves it.
         self.forget_namespace_later(namespace);
@@ -280,7 +296,6 @@ impl Cluster {
             release: release.into(),
             namespace: namespace.into(),
         });
-        let chart = root().join("charts/residency-guard");
         let chart = chart.to_str().expect("a UTF-8 path");
         let mut all = vec![
             "install",
@@ -849,21 +864,7 @@ pub fn install_and_run_in(
 /// worker node from the imported image (never pulled), waiting until they
 /// are ready. Taints and labels the worker first (idempotent).
 pub fn pods_values(c: &Cluster, repository: &str, tag: &str) -> Vec<String> {
-    c.must(&[
-        "taint",
-        "node",
-        WORKER_NODE,
-        &format!("{WORKER_TAINT}=true:NoSchedule"),
-        "--overwrite",
-    ]);
-    c.must(&[
-        "label",
-        "node",
-        WORKER_NODE,
-        &format!("topology.kubernetes.io/region={WORKER_REGION}"),
-        &format!("topology.kubernetes.io/zone={WORKER_REGION}a"),
-        "--overwrite",
-    ]);
+    prepare_worker(c);
     [
         "--set-string",
         &format!("image.repository={repository}"),
@@ -885,6 +886,27 @@ pub fn pods_values(c: &Cluster, repository: &str, tag: &str) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+/// Taint and label the worker node (idempotent): the tests' own workloads
+/// stay on the fake nodes, the operator runs on a mainland node. A worker
+/// started again registers a fresh Node and needs this again.
+pub fn prepare_worker(c: &Cluster) {
+    c.must(&[
+        "taint",
+        "node",
+        WORKER_NODE,
+        &format!("{WORKER_TAINT}=true:NoSchedule"),
+        "--overwrite",
+    ]);
+    c.must(&[
+        "label",
+        "node",
+        WORKER_NODE,
+        &format!("topology.kubernetes.io/region={WORKER_REGION}"),
+        &format!("topology.kubernetes.io/zone={WORKER_REGION}a"),
+        "--overwrite",
+    ]);
 }
 
 /// `kubectl apply -f crds/...` and wait until it is served.
