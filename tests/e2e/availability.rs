@@ -1,11 +1,14 @@
 //! The operator as the chart ships it (Pods mode: RESIDENCY_GUARD_E2E_IMAGE,
 //! two Pods on the kit's worker node, the webhook called through its
 //! Service) under a steady stream of real admissions through the API server:
-//! how many fail while one operator Pod is deleted and while `helm upgrade`
-//! rolls both; how long the audit Lease takes to reach another replica
-//! after its leader is deleted; the containers' peak memory against the
-//! chart's limit. And `helm uninstall` with the operator dead leaves
-//! nothing behind.
+//! how many fail while one operator Pod is deleted, while `helm upgrade`
+//! rolls both, and when the leader's process is SIGKILLed through the
+//! node's containerd; how long the audit Lease takes to reach another
+//! replica after its leader is deleted (SIGTERM) or killed (SIGKILL, with
+//! and without its Pod); the containers' peak memory against the chart's
+//! limit. A whole-cluster restart comes back with no manual step; `helm
+//! uninstall` with the operator dead leaves nothing behind, also after an
+//! upgrade from the chart before it managed the audit Lease.
 //!
 //! The figures are printed (eprintln) so that they show in the test output.
 //! In Local mode (no image) these tests print that they are skipped: they
