@@ -911,6 +911,17 @@ pub fn prepare_worker(c: &Cluster) {
 
 /// `kubectl apply -f crds/...` and wait until it is served.
 pub fn install_generated_crd(c: &Cluster) {
+    // An earlier test's cleanup deletes the CRD without waiting: applied
+    // while it is still terminating, it would be gone once the deletion
+    // completes ("not found" from the wait below).
+    eventually(
+        "an earlier test's CRD to finish terminating",
+        Duration::from_secs(120),
+        || match c.get_json(&["crd", "residencypolicies.residencyguard.io"]) {
+            Some(crd) if !crd["metadata"]["deletionTimestamp"].is_null() => None,
+            _ => Some(()),
+        },
+    );
     let path = root().join("crds/residencypolicies.residencyguard.io.yaml");
     c.must(&["apply", "-f", path.to_str().expect("UTF-8 path")]);
     c.must(&[
