@@ -21,7 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::Value;
 
 use crate::harness::{Cluster, Mode, cluster, eventually, fullname, install_and_run, mode};
@@ -275,6 +276,37 @@ fn peak_memory(c: &Cluster, ns: &str, release: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Delete a Pod through the API (no kubectl process to start, whose
+/// start-up on a loaded machine would count as handover time); returns
+/// the instant just before the request.
+fn delete_pod(c: &Cluster, ns: &str, pod: &str) -> jiff::Timestamp {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    rt.block_on(async {
+        let kubeconfig =
+            kube::config::Kubeconfig::read_from(&c.kubeconfig).expect("the kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .expect("a client config");
+        let client = kube::Client::try_from(config).expect("a client");
+        let pods: Api<Pod> = Api::namespaced(client, ns);
+        // Connect first: the clock starts at the request, not the handshake.
+        pods.get(pod)
+            .await
+            .unwrap_or_else(|e| panic!("pod {pod}: {e}"));
+        let at = jiff::Timestamp::now();
+        pods.delete(pod, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete pod {pod}: {e}"));
+        at
+    })
+}
+
 /// The Pod's container id in containerd and its restart count.
 fn container_of(c: &Cluster, ns: &str, pod: &str) -> (String, u64) {
     let pod = c
@@ -446,9 +478,9 @@ fn admissions_keep_flowing_while_pods_are_deleted_and_rolled() {
     );
 
     // The audit Lease: its holder deleted, another replica takes it; twice.
-    // Measured from the moment kubectl is asked to delete the leader Pod
-    // to the successor's acquireTime in the Lease (this test's own polling
-    // is not counted; it is printed as "seen after"). The follower's phase
+    // Measured from the API request that deletes the leader Pod to the
+    // successor's acquireTime in the Lease (this test's own polling is not
+    // counted; it is printed as "seen after"). The follower's phase
     // matters: kube-lease-manager alone rereads the Lease only when the
     // term it last saw would expire (15 s after that renewal), so the
     // first deletion comes ~10 s after the rollout (a follower that
@@ -461,9 +493,8 @@ fn admissions_keep_flowing_while_pods_are_deleted_and_rolled() {
                 lease_holder(&c, ns)
             });
             record_peaks(&c);
-            let deleted = jiff::Timestamp::now();
             let seen = Instant::now();
-            c.must(&["delete", "pod", &holder, "-n", ns, "--wait=false"]);
+            let deleted = delete_pod(&c, ns, &holder);
             let (successor, acquired) = eventually(
                 "another replica to hold the audit Lease",
                 Duration::from_secs(60),
