@@ -1015,7 +1015,10 @@ fn the_cluster_comes_back_from_a_whole_restart_with_no_manual_step() {
     wait_ready(&c, ns, release, 2);
     let workload = unpinned(apps);
     let in_kube_system = unpinned("kube-system");
-    assert_eq!(dry_run_create(&c, &workload), Answer::Judged);
+    // Both replicas may take a moment to see the new policy.
+    eventually("the policy to be enforced", Duration::from_secs(30), || {
+        (dry_run_create(&c, &workload) == Answer::Judged).then_some(())
+    });
 
     // The worker stops: every operator Pod dies with it. Their objects are
     // deleted too ("every Pod gone"): the pod garbage collector does that
