@@ -224,6 +224,9 @@ async fn campaign(
     let mut failures: u32 = 0;
     // The last manager built, kept to release the Lease on stop.
     let mut manager: Option<LeaseManager> = None;
+    // The last manager saw the Lease released by its holder: no claim in
+    // this pod's name can be left, so the new one takes it at once.
+    let mut freed = false;
     loop {
         let built = tokio::select! {
             biased;
@@ -244,10 +247,22 @@ async fn campaign(
             None => break,
             Some(Ok(m)) => {
                 let m = manager.insert(m);
-                match follow(m, &leases, &cfg, &tx, &mut stop, &mut failures).await {
+                let release_own_claim = !std::mem::take(&mut freed);
+                match follow(
+                    m,
+                    &leases,
+                    &cfg,
+                    &tx,
+                    &mut stop,
+                    &mut failures,
+                    release_own_claim,
+                )
+                .await
+                {
                     Ok(Followed::Stopped) => break,
                     Ok(Followed::Freed) => {
                         tracing::debug!(lease = %cfg.name, "audit Lease released by its holder; taking it");
+                        freed = true;
                         continue;
                     }
                     Err(e) => e,
@@ -297,16 +312,22 @@ async fn follow(
     tx: &watch::Sender<bool>,
     stop: &mut watch::Receiver<bool>,
     failures: &mut u32,
+    release_own_claim: bool,
 ) -> Result<Followed, LeaseManagerError> {
     // A fresh manager would report a Lease still in this pod's name (left by
     // a failed manager or a restarted container) as leadership at once, even
     // if it expired and another replica is taking it over. Give such a claim
     // up first: leadership then only comes from taking the Lease anew, which
-    // also proves the API accepts this replica's Lease writes.
-    tokio::select! {
-        biased;
-        _ = stopping(stop, tx) => return Ok(Followed::Stopped),
-        released = manager.release() => released?,
+    // also proves the API accepts this replica's Lease writes. Not after a
+    // follower saw the Lease released: no claim of its own can be left then,
+    // and the crate's release of a holderless Lease costs a patch and a read
+    // that would only delay the takeover.
+    if release_own_claim {
+        tokio::select! {
+            biased;
+            _ = stopping(stop, tx) => return Ok(Followed::Stopped),
+            released = manager.release() => released?,
+        }
     }
     loop {
         let following = !*tx.borrow();
