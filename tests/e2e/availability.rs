@@ -1247,7 +1247,8 @@ fn upgrading_from_a_chart_whose_operator_made_the_lease_leaves_nothing_behind() 
         || lease_holder(&c, ns),
     );
 
-    // Uninstalled with the operator dead: the Lease goes with the Service.
+    // Uninstalled with the operator dead (no Pod left, not even a
+    // terminating one): the Lease goes with the Service.
     let r = c.kubectl(&[
         "scale",
         "deployment",
@@ -1257,10 +1258,16 @@ fn upgrading_from_a_chart_whose_operator_made_the_lease_leaves_nothing_behind() 
         "--replicas=0",
     ]);
     assert!(r.ok, "scale to 0: {}", r.stderr);
+    let selector = format!("app.kubernetes.io/instance={release}");
     eventually(
         "the operator Pods to be gone",
         Duration::from_secs(90),
-        || operator_pods(&c, ns, release).is_empty().then_some(()),
+        || {
+            c.must(&["get", "pods", "-n", ns, "-l", &selector, "-o", "name"])
+                .trim()
+                .is_empty()
+                .then_some(())
+        },
     );
     let started = Instant::now();
     let r = c.helm(&["uninstall", release, "-n", ns, "--wait", "--timeout=120s"]);
