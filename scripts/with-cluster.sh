@@ -69,6 +69,10 @@ if [ -z "${RESIDENCY_GUARD_E2E_IMAGE+set}" ] && [ -x "$kit/worker" ] && [ "$(id 
     --out target/image/residency-guard-e2e.tar --import "$state"
   phase "image built and imported" "$t"
   export RESIDENCY_GUARD_E2E_IMAGE=localhost/residency-guard:e2e
+  # For the whole-cluster restart test (tests/e2e/availability.rs): the kit
+  # to restart the worker with, and the image to import into the new node.
+  export RESIDENCY_GUARD_E2E_KIT="$kit"
+  export RESIDENCY_GUARD_E2E_IMAGE_TAR="$PWD/target/image/residency-guard-e2e.tar"
 elif [ -z "${RESIDENCY_GUARD_E2E_IMAGE+set}" ]; then
   echo "with-cluster: no worker node (the kit has no 'worker', or not root): the operator runs as a local process; tests/e2e/availability.rs is skipped" >&2
   export RESIDENCY_GUARD_E2E_IMAGE=

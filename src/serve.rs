@@ -369,7 +369,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             full_pass_every: resync,
             ..Default::default()
         };
-        let lease = audit::leader::LeaseConfig::new(&args.namespace, &args.pod_name);
+        let lease = audit::leader::LeaseConfig {
+            owner_service: Some(args.service_name.clone()),
+            ..audit::leader::LeaseConfig::new(&args.namespace, &args.pod_name)
+        };
         let audit = audit::spawn(client.clone(), &state, cfg, lease, audit_metrics);
         tracing::info!(identity = %args.pod_name, "audit controller started (writes only while leader)");
         Some(audit)

@@ -36,12 +36,22 @@
 //!   fails (helm uninstall deletes it; a dying replica should not bring it
 //!   back early).
 //!
+//! - A Lease the chart did not make (a release installed before the
+//!   chart's `templates/lease.yaml`, which Helm will not adopt, or one
+//!   recreated after a manual delete) gets an ownerReference to the
+//!   release's Service from each new leader (`owner_service`): `helm
+//!   uninstall` deletes the Service, and the garbage collector the Lease,
+//!   also when no operator runs. A Lease Helm manages is left alone.
+//!
 //! Leadership changes are logged at info, manager failures at warn.
 
 use std::time::Duration;
 
 use hyper::{Request, Response};
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::client::Body;
 use kube::{Api, Client};
 use kube_lease_manager::{LeaseCreateMode, LeaseManager, LeaseManagerBuilder, LeaseManagerError};
@@ -72,6 +82,9 @@ pub struct LeaseConfig {
     pub retry_max: Duration,
     /// A follower reads the Lease this often to notice a release.
     pub follower_poll: Duration,
+    /// The release's Service (the chart's fullname): the owner a Lease not
+    /// managed by Helm gets, so that it goes with the release. None: none.
+    pub owner_service: Option<String>,
 }
 
 impl LeaseConfig {
@@ -87,6 +100,7 @@ impl LeaseConfig {
             retry_min: Duration::from_secs(1),
             retry_max: Duration::from_secs(30),
             follower_poll: Duration::from_millis(500),
+            owner_service: None,
         }
     }
 
@@ -210,6 +224,9 @@ async fn campaign(
     let mut failures: u32 = 0;
     // The last manager built, kept to release the Lease on stop.
     let mut manager: Option<LeaseManager> = None;
+    // The last manager saw the Lease released by its holder: no claim in
+    // this pod's name can be left, so the new one takes it at once.
+    let mut freed = false;
     loop {
         let built = tokio::select! {
             biased;
@@ -230,10 +247,22 @@ async fn campaign(
             None => break,
             Some(Ok(m)) => {
                 let m = manager.insert(m);
-                match follow(m, &leases, &cfg, &tx, &mut stop, &mut failures).await {
+                let release_own_claim = !std::mem::take(&mut freed);
+                match follow(
+                    m,
+                    &leases,
+                    &cfg,
+                    &tx,
+                    &mut stop,
+                    &mut failures,
+                    release_own_claim,
+                )
+                .await
+                {
                     Ok(Followed::Stopped) => break,
                     Ok(Followed::Freed) => {
                         tracing::debug!(lease = %cfg.name, "audit Lease released by its holder; taking it");
+                        freed = true;
                         continue;
                     }
                     Err(e) => e,
@@ -283,16 +312,22 @@ async fn follow(
     tx: &watch::Sender<bool>,
     stop: &mut watch::Receiver<bool>,
     failures: &mut u32,
+    release_own_claim: bool,
 ) -> Result<Followed, LeaseManagerError> {
     // A fresh manager would report a Lease still in this pod's name (left by
     // a failed manager or a restarted container) as leadership at once, even
     // if it expired and another replica is taking it over. Give such a claim
     // up first: leadership then only comes from taking the Lease anew, which
-    // also proves the API accepts this replica's Lease writes.
-    tokio::select! {
-        biased;
-        _ = stopping(stop, tx) => return Ok(Followed::Stopped),
-        released = manager.release() => released?,
+    // also proves the API accepts this replica's Lease writes. Not after a
+    // follower saw the Lease released: no claim of its own can be left then,
+    // and the crate's release of a holderless Lease costs a patch and a read
+    // that would only delay the takeover.
+    if release_own_claim {
+        tokio::select! {
+            biased;
+            _ = stopping(stop, tx) => return Ok(Followed::Stopped),
+            released = manager.release() => released?,
+        }
     }
     loop {
         let following = !*tx.borrow();
@@ -300,7 +335,11 @@ async fn follow(
             biased;
             _ = stopping(stop, tx) => return Ok(Followed::Stopped),
             changed = manager.changed() => {
-                publish(tx, cfg, changed?);
+                let leading = changed?;
+                publish(tx, cfg, leading);
+                if leading && following {
+                    tokio::spawn(tie_to_release(leases.clone(), cfg.clone()));
+                }
                 *failures = 0;
             }
             () = released(leases, cfg), if following => return Ok(Followed::Freed),
@@ -328,6 +367,88 @@ fn holderless(lease: &Lease) -> bool {
         .as_ref()
         .and_then(|s| s.holder_identity.as_deref())
         .is_none_or(str::is_empty)
+}
+
+/// Helm's annotation on every resource of a release.
+const HELM_RELEASE_ANNOTATION: &str = "meta.helm.sh/release-name";
+
+/// The owner reference a Lease still needs to go with the release, if any:
+/// none when Helm manages it (the chart's Lease) or when it already names
+/// this Service.
+fn missing_owner(lease: &Lease, service: &Service) -> Option<OwnerReference> {
+    let helm_managed = lease
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(HELM_RELEASE_ANNOTATION));
+    let uid = service.metadata.uid.as_deref()?;
+    let owned = lease
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == uid);
+    if helm_managed || owned {
+        return None;
+    }
+    Some(OwnerReference {
+        api_version: "v1".into(),
+        kind: "Service".into(),
+        name: service.metadata.name.clone()?,
+        uid: uid.to_string(),
+        controller: None,
+        block_owner_deletion: None,
+    })
+}
+
+/// Give a Lease Helm does not manage an ownerReference to the release's
+/// Service (see the module notes). Best effort: a failure is logged and
+/// the next leader tries again.
+async fn tie_to_release(leases: Api<Lease>, cfg: LeaseConfig) {
+    let Some(service_name) = cfg.owner_service.as_deref() else {
+        return;
+    };
+    let lease = match leases.get_opt(&cfg.name).await {
+        Ok(Some(lease)) => lease,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(lease = %cfg.name, error = %e, "cannot read the audit Lease to tie it to the release");
+            return;
+        }
+    };
+    let services: Api<Service> = Api::namespaced(leases.clone().into_client(), &cfg.namespace);
+    // `list` by name: the chart grants list/watch on Services, not get.
+    let by_name = ListParams::default().fields(&format!("metadata.name={service_name}"));
+    let service = match services.list(&by_name).await {
+        Ok(list) => list.items.into_iter().next(),
+        Err(e) => {
+            tracing::warn!(lease = %cfg.name, service = %service_name, error = %e, "cannot read the release's Service to tie the audit Lease to it");
+            return;
+        }
+    };
+    let Some(service) = service else {
+        tracing::debug!(lease = %cfg.name, service = %service_name, "no such Service; the audit Lease is left as it is");
+        return;
+    };
+    let Some(owner) = missing_owner(&lease, &service) else {
+        return;
+    };
+    let mut owners = lease.metadata.owner_references.unwrap_or_default();
+    owners.push(owner);
+    let patch = serde_json::json!({"metadata": {"ownerReferences": owners}});
+    match leases
+        .patch(&cfg.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => tracing::info!(
+            lease = %cfg.name,
+            service = %service_name,
+            "the audit Lease is not Helm's (made before the chart managed it): owned by the release's Service now, so helm uninstall removes it"
+        ),
+        Err(e) => {
+            tracing::warn!(lease = %cfg.name, error = %e, "cannot tie the audit Lease to the release's Service; helm uninstall may leave it behind")
+        }
+    }
 }
 
 /// Resolves when the campaign should end: stop requested, the `Election`
@@ -379,6 +500,59 @@ mod tests {
         assert!(holderless(&with(None)));
         assert!(holderless(&with(Some(""))));
         assert!(!holderless(&with(Some("pod-a"))));
+    }
+
+    #[test]
+    fn only_a_lease_helm_does_not_manage_gets_the_service_as_owner() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+        let service = Service {
+            metadata: ObjectMeta {
+                name: Some("rg".into()),
+                uid: Some("svc-uid".into()),
+                ..ObjectMeta::default()
+            },
+            ..Service::default()
+        };
+        let lease = |annotations: &[(&str, &str)], owners: &[&str]| Lease {
+            metadata: ObjectMeta {
+                annotations: Some(
+                    annotations
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                owner_references: Some(
+                    owners
+                        .iter()
+                        .map(|uid| OwnerReference {
+                            uid: uid.to_string(),
+                            ..OwnerReference::default()
+                        })
+                        .collect(),
+                ),
+                ..ObjectMeta::default()
+            },
+            ..Lease::default()
+        };
+        // Made by an operator before the chart had templates/lease.yaml.
+        let owner = missing_owner(&lease(&[], &[]), &service).expect("an owner to add");
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+            ("Service", "rg", "svc-uid")
+        );
+        assert!(missing_owner(&lease(&[], &["other"]), &service).is_some());
+        // The chart's own Lease, or one already tied.
+        assert!(missing_owner(&lease(&[(HELM_RELEASE_ANNOTATION, "rg")], &[]), &service).is_none());
+        assert!(missing_owner(&lease(&[], &["svc-uid"]), &service).is_none());
+        // A Service without a uid (never from the API server) ties nothing.
+        let unsaved = Service {
+            metadata: ObjectMeta {
+                uid: None,
+                ..service.metadata.clone()
+            },
+            ..Service::default()
+        };
+        assert!(missing_owner(&lease(&[], &[]), &unsaved).is_none());
     }
 
     #[test]

@@ -278,6 +278,22 @@ impl Cluster {
     /// `helm install` (an earlier run's release of the same name is removed
     /// first); uninstalled when the test ends.
     pub fn helm_install(&self, release: &str, namespace: &str, args: &[&str]) -> Run {
+        self.helm_install_chart(
+            &root().join("charts/residency-guard"),
+            release,
+            namespace,
+            args,
+        )
+    }
+
+    /// `helm_install` of another chart directory (an older version of ours).
+    pub fn helm_install_chart(
+        &self,
+        chart: &Path,
+        release: &str,
+        namespace: &str,
+        args: &[&str],
+    ) -> Run {
         self.helm(&["uninstall", release, "-n", namespace, "--wait"]);
         // `--create-namespace` makes it; uninstall leaves it. A namespace
         // this test made itself (`fresh_namespace`, e.g. to put a ConfigMap
@@ -289,7 +305,6 @@ impl Cluster {
             release: release.into(),
             namespace: namespace.into(),
         });
-        let chart = root().join("charts/residency-guard");
         let chart = chart.to_str().expect("a UTF-8 path");
         let mut all = vec![
             "install",
@@ -908,21 +923,7 @@ pub fn install_and_run_in(
 /// worker node from the imported image (never pulled), waiting until they
 /// are ready. Taints and labels the worker first (idempotent).
 pub fn pods_values(c: &Cluster, repository: &str, tag: &str) -> Vec<String> {
-    c.must(&[
-        "taint",
-        "node",
-        WORKER_NODE,
-        &format!("{WORKER_TAINT}=true:NoSchedule"),
-        "--overwrite",
-    ]);
-    c.must(&[
-        "label",
-        "node",
-        WORKER_NODE,
-        &format!("topology.kubernetes.io/region={WORKER_REGION}"),
-        &format!("topology.kubernetes.io/zone={WORKER_REGION}a"),
-        "--overwrite",
-    ]);
+    prepare_worker(c);
     [
         "--set-string",
         &format!("image.repository={repository}"),
@@ -946,8 +947,40 @@ pub fn pods_values(c: &Cluster, repository: &str, tag: &str) -> Vec<String> {
     .collect()
 }
 
+/// Taint and label the worker node (idempotent): the tests' own workloads
+/// stay on the fake nodes, the operator runs on a mainland node. A worker
+/// started again registers a fresh Node and needs this again.
+pub fn prepare_worker(c: &Cluster) {
+    c.must(&[
+        "taint",
+        "node",
+        WORKER_NODE,
+        &format!("{WORKER_TAINT}=true:NoSchedule"),
+        "--overwrite",
+    ]);
+    c.must(&[
+        "label",
+        "node",
+        WORKER_NODE,
+        &format!("topology.kubernetes.io/region={WORKER_REGION}"),
+        &format!("topology.kubernetes.io/zone={WORKER_REGION}a"),
+        "--overwrite",
+    ]);
+}
+
 /// `kubectl apply -f crds/...` and wait until it is served.
 pub fn install_generated_crd(c: &Cluster) {
+    // An earlier test's cleanup deletes the CRD without waiting: applied
+    // while it is still terminating, it would be gone once the deletion
+    // completes ("not found" from the wait below).
+    eventually(
+        "an earlier test's CRD to finish terminating",
+        Duration::from_secs(120),
+        || match c.get_json(&["crd", "residencypolicies.residencyguard.io"]) {
+            Some(crd) if !crd["metadata"]["deletionTimestamp"].is_null() => None,
+            _ => Some(()),
+        },
+    );
     let path = root().join("crds/residencypolicies.residencyguard.io.yaml");
     c.must(&["apply", "-f", path.to_str().expect("UTF-8 path")]);
     c.must(&[
