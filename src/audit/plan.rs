@@ -441,7 +441,10 @@ pub fn severity(code: Code) -> &'static str {
         | Code::EgressOutsideMainland
         | Code::EgressExternalForbidden
         | Code::HostNetwork => "high",
-        Code::PlacementNotGuaranteed | Code::EgressUnrestricted | Code::EgressAllowsAll => "medium",
+        Code::PlacementNotGuaranteed
+        | Code::EgressUnrestricted
+        | Code::EgressAllowsAll
+        | Code::EgressNotGuaranteed => "medium",
         // Its pods escape every check: as serious as an unpinned placement.
         Code::ClassNotOnPodTemplate => "high",
     }

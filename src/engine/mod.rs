@@ -25,12 +25,14 @@
 //!   about changes (what a NetworkPolicy change opens, what takes classes
 //!   away, what a workload UPDATE can do).
 
+mod calico_selector;
 mod catalogue;
 pub mod declassify;
 mod egress;
 mod evaluate;
 mod evidence;
 mod ipset;
+mod layers;
 mod lineage;
 mod messages;
 mod network;
@@ -39,6 +41,7 @@ mod node_inventory;
 mod nodes;
 mod placement;
 mod policy;
+mod projection;
 mod selector;
 mod shared;
 mod snapshot;
@@ -49,6 +52,7 @@ mod volumes;
 mod workload;
 mod workload_change;
 
+pub use calico_selector::CalicoSelector;
 pub use catalogue::{
     Catalogue, CatalogueError, Jurisdiction, ProviderEntry, RegionEnding, RegionEntry,
     RegionLookup, ZoneEntry, ZoneForm, ZoneRule,
@@ -59,6 +63,11 @@ pub use evidence::{
     RuleRef, StorageEvidence,
 };
 pub use ipset::{CountryTable, IpSet, ListParseError, net_minus_excepts_subset};
+pub use layers::{
+    CalicoTier, CiliumEnforcement, Cni, DomainGrant, EgressSemantics, LayerDecision, LayerKind,
+    LayerPolicy, LayerRule, Layers, PodView, Reach, RuleAction, Subject, Unknown, calico_reach,
+    cilium_reach, kubernetes_reach,
+};
 pub use lineage::{ClaimClass, claims_mounted, classes_through_claims};
 pub use network::{
     AddressSpace, CidrError, CompiledNetworkPolicy, NetworkIndex, parse_cidr_args,
@@ -75,6 +84,7 @@ pub use policy::{
     CompiledExemption, CompiledPolicy, Enforcement, PolicyProblem, RejectedPolicy,
     compile as compile_policy,
 };
+pub use projection::{admin_policy, calico_policy, calico_tier, cilium_policies};
 pub use selector::NodeLabels;
 pub use shared::Shared;
 pub use snapshot::{LastValid, LiveStorage, NamespaceFacts, Snapshot, SnapshotBuilder};

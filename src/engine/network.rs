@@ -15,7 +15,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::ipset::parse_net;
 use super::ipset::{CountryTable, IpSet};
+use super::layers::{EgressSemantics, LayerKind, LayerPolicy, Layers, Subject};
 use super::policy::PolicyProblem;
+use super::projection::{
+    admin_policy, calico_policy, calico_tier, cilium_policies, network_policy_layer,
+};
 use super::selector::LabelSelectorMatcher;
 use super::shared::Shared;
 use super::text::Text;
@@ -149,6 +153,8 @@ pub struct CompiledNetworkPolicy {
     /// What a near miss is made of (see `near_miss`): read only to write
     /// the message of a pod whose egress nothing isolates.
     pub(super) shape: Shape,
+    /// The same policy in the layer model, for the other layers' orders.
+    pub(super) layer: Arc<LayerPolicy>,
 }
 
 /// The parts of a NetworkPolicy that make it *almost* isolate egress.
@@ -200,7 +206,7 @@ impl CompiledNetworkPolicy {
         }
         let namespace = np.metadata.namespace.clone().unwrap_or_default();
         let name = np.metadata.name.clone().unwrap_or_default();
-        CompiledNetworkPolicy {
+        let mut compiled = CompiledNetworkPolicy {
             reference: format!("NetworkPolicy {namespace}/{name}").into(),
             namespace,
             name,
@@ -211,12 +217,18 @@ impl CompiledNetworkPolicy {
             isolates_egress,
             rules,
             counts,
+            layer: Arc::clone(&EMPTY_LAYER),
             shape: Shape {
                 policy_types: spec.policy_types.clone().filter(|t| !t.is_empty()),
                 egress_rules: spec.egress.as_ref().map(Vec::len),
                 pod_selector: spec.pod_selector.clone().unwrap_or_default(),
             },
-        }
+        };
+        compiled.layer = Arc::new(network_policy_layer(
+            &compiled,
+            compiled.pod_selector.clone(),
+        ));
+        compiled
     }
 
     pub fn selects(&self, pod_labels: &BTreeMap<String, String>) -> bool {
@@ -500,11 +512,38 @@ pub fn validate_network_policy(np: &NetworkPolicy) -> Vec<PolicyProblem> {
     problems
 }
 
-/// NetworkPolicies and ExternalName Services, by namespace.
+/// A placeholder while a NetworkPolicy's layer form is built.
+static EMPTY_LAYER: LazyLock<Arc<LayerPolicy>> = LazyLock::new(|| {
+    Arc::new(LayerPolicy {
+        kind: LayerKind::NetworkPolicy,
+        namespace: None,
+        name: String::new(),
+        reference: "".into(),
+        subject: Subject::Labels {
+            namespace: None,
+            namespaces: None,
+            pods: None,
+            cilium_view: false,
+        },
+        egress: false,
+        default_deny: false,
+        order: None,
+        tier: None,
+        rules: Vec::new(),
+    })
+});
+
+/// NetworkPolicies and ExternalName Services, by namespace; the other
+/// policy layers (Cilium, Calico, AdminNetworkPolicy) and the semantics
+/// they are combined under.
 #[derive(Clone, Debug, Default)]
 pub struct NetworkIndex {
     policies: BTreeMap<String, Vec<CompiledNetworkPolicy>>,
     pub(super) external_names: BTreeMap<String, Vec<(String, String)>>,
+    /// Shared when a snapshot is cloned or focused: cluster-wide kinds
+    /// apply to every namespace.
+    pub(super) layers: Arc<Layers>,
+    pub(super) semantics: EgressSemantics,
 }
 
 impl NetworkIndex {
@@ -548,7 +587,11 @@ impl NetworkIndex {
     /// The part of the index about one namespace (for a snapshot focused
     /// on it: nothing else is read when judging its workloads).
     pub fn namespace_only(&self, namespace: &str) -> NetworkIndex {
-        let mut out = NetworkIndex::default();
+        let mut out = NetworkIndex {
+            layers: Arc::clone(&self.layers),
+            semantics: self.semantics,
+            ..NetworkIndex::default()
+        };
         if let Some(p) = self.policies.get(namespace) {
             out.policies.insert(namespace.to_string(), p.clone());
         }
@@ -573,6 +616,102 @@ impl NetworkIndex {
         if let Some(list) = self.policies.get_mut(namespace) {
             list.retain(|p| p.name != name);
         }
+    }
+
+    /// The semantics egress is judged under.
+    pub fn semantics(&self) -> EgressSemantics {
+        self.semantics
+    }
+
+    pub fn set_semantics(&mut self, semantics: EgressSemantics) {
+        self.semantics = semantics;
+    }
+
+    /// The other layers' policies.
+    pub fn layers(&self) -> &Layers {
+        &self.layers
+    }
+
+    /// Change the other layers' policies (copied if shared).
+    pub fn layers_mut(&mut self) -> &mut Layers {
+        Arc::make_mut(&mut self.layers)
+    }
+
+    /// Add a policy of another layer (or a Calico Tier) from its object:
+    /// `apiVersion` and `kind` say which. Returns false for a kind that is
+    /// not a policy layer.
+    pub fn add_layer_object(
+        &mut self,
+        api_version: &str,
+        kind: &str,
+        obj: &serde_json::Value,
+    ) -> bool {
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        let layers = self.layers_mut();
+        match (group, kind) {
+            ("cilium.io", "CiliumNetworkPolicy" | "CiliumClusterwideNetworkPolicy") => {
+                let clusterwide = kind == "CiliumClusterwideNetworkPolicy";
+                let projected = cilium_policies(obj, clusterwide);
+                if let Some(first) = projected.first() {
+                    let (k, ns, name) = (first.kind, first.namespace.clone(), first.name.clone());
+                    layers.remove(k, ns.as_deref(), &name);
+                }
+                layers.policies.extend(projected);
+            }
+            ("crd.projectcalico.org", "NetworkPolicy") => layers.upsert(calico_policy(obj, false)),
+            ("crd.projectcalico.org", "GlobalNetworkPolicy") => {
+                layers.upsert(calico_policy(obj, true))
+            }
+            ("crd.projectcalico.org", "Tier") => {
+                let (name, tier) = calico_tier(obj);
+                layers.set_tier(&name, tier);
+            }
+            ("policy.networking.k8s.io", "AdminNetworkPolicy") => {
+                layers.upsert(admin_policy(obj, false))
+            }
+            ("policy.networking.k8s.io", "BaselineAdminNetworkPolicy") => {
+                layers.upsert(admin_policy(obj, true))
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// Forget a policy of another layer (or a Calico Tier).
+    pub fn remove_layer_object(
+        &mut self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) {
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        let layer = match (group, kind) {
+            ("cilium.io", "CiliumNetworkPolicy") => LayerKind::CiliumNetworkPolicy,
+            ("cilium.io", "CiliumClusterwideNetworkPolicy") => {
+                LayerKind::CiliumClusterwideNetworkPolicy
+            }
+            ("crd.projectcalico.org", "NetworkPolicy") => LayerKind::CalicoNetworkPolicy,
+            ("crd.projectcalico.org", "GlobalNetworkPolicy") => LayerKind::GlobalNetworkPolicy,
+            ("policy.networking.k8s.io", "AdminNetworkPolicy") => LayerKind::AdminNetworkPolicy,
+            ("policy.networking.k8s.io", "BaselineAdminNetworkPolicy") => {
+                LayerKind::BaselineAdminNetworkPolicy
+            }
+            ("crd.projectcalico.org", "Tier") => {
+                self.layers_mut().tiers.remove(name);
+                return;
+            }
+            _ => return,
+        };
+        let namespace = if matches!(
+            layer,
+            LayerKind::CiliumNetworkPolicy | LayerKind::CalicoNetworkPolicy
+        ) {
+            namespace.or(Some("default"))
+        } else {
+            None
+        };
+        self.layers_mut().remove(layer, namespace, name);
     }
 
     /// Forget an ExternalName Service.

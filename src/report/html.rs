@@ -130,6 +130,7 @@ fn code_label(c: Code) -> (&'static str, &'static str) {
             "出站可达中国大陆以外",
         ),
         Code::EgressExternalForbidden => ("egress leaves the cluster", "出站可达集群以外"),
+        Code::EgressNotGuaranteed => ("egress to a domain name", "出站可达未核实的域名"),
         Code::HostNetwork => ("host network", "主机网络"),
         Code::VolumeOutsideMainland => (
             "a volume is stored outside mainland China",
