@@ -677,7 +677,8 @@ pub fn kubernetes_reach(
     );
     sort_by_order(&mut anps);
     let nps = applying(network_policies.iter().copied(), pod, &mut reach);
-    let banps = applying(
+    // One in a cluster (named `default`); by name, should there be more.
+    let mut banps = applying(
         layers
             .policies
             .iter()
@@ -685,6 +686,7 @@ pub fn kubernetes_reach(
         pod,
         &mut reach,
     );
+    sort_by_order(&mut banps);
     let tiers = vec![
         TierRun {
             label: "AdminNetworkPolicy (no rule matched: pass)".into(),
