@@ -60,6 +60,29 @@ pub struct DataSources {
         value_delimiter = ','
     )]
     pub cluster_cidrs: Vec<String>,
+
+    /// Whose egress enforcement the cluster has: kubernetes (NetworkPolicy,
+    /// with AdminNetworkPolicy when served), cilium or calico; auto detects
+    /// it from the policy kinds present (for `check`, in the manifests).
+    #[arg(
+        long = "egress-cni",
+        value_name = "CNI",
+        default_value = "auto",
+        value_parser = ["auto", "kubernetes", "cilium", "calico"],
+        env = "RESIDENCY_GUARD_EGRESS_CNI"
+    )]
+    pub egress_cni: String,
+
+    /// Cilium's policy enforcement mode (the agent's enable-policy, Helm
+    /// value policyEnforcementMode): default, always or never.
+    #[arg(
+        long = "cilium-enforcement",
+        value_name = "MODE",
+        default_value = "default",
+        value_parser = ["default", "always", "never"],
+        env = "RESIDENCY_GUARD_CILIUM_ENFORCEMENT"
+    )]
+    pub cilium_enforcement: String,
 }
 
 fn read_text(path: &Path) -> Result<String, DataError> {
@@ -77,6 +100,16 @@ fn parse_cidr_file(path: &Path) -> Result<IpSet, DataError> {
 }
 
 impl DataSources {
+    /// The CNI named by `--egress-cni`; None for auto (or unset).
+    pub fn egress_cni(&self) -> Option<crate::engine::Cni> {
+        crate::engine::Cni::parse(&self.egress_cni)
+    }
+
+    /// Cilium's enforcement mode (default when unset).
+    pub fn cilium_enforcement(&self) -> crate::engine::CiliumEnforcement {
+        crate::engine::CiliumEnforcement::parse(&self.cilium_enforcement).unwrap_or_default()
+    }
+
     /// The built-in catalogue and address data with the user's layers on top:
     /// catalogue entries override built-in ones; a mainland file replaces the
     /// bundled set; extra files extend it.

@@ -15,7 +15,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::ipset::parse_net;
 use super::ipset::{CountryTable, IpSet};
-use super::layers::{EgressSemantics, LayerKind, LayerPolicy, Layers, Subject};
+use super::layers::{
+    CiliumEnforcement, Cni, EgressSemantics, LayerKind, LayerPolicy, Layers, Subject,
+};
 use super::policy::PolicyProblem;
 use super::projection::{
     admin_policy, calico_policy, calico_tier, cilium_policies, network_policy_layer,
@@ -544,6 +546,9 @@ pub struct NetworkIndex {
     /// apply to every namespace.
     pub(super) layers: Arc<Layers>,
     pub(super) semantics: EgressSemantics,
+    /// The semantics were set (a flag or Helm value), rather than left to
+    /// be detected from the kinds present.
+    semantics_chosen: bool,
 }
 
 impl NetworkIndex {
@@ -590,6 +595,7 @@ impl NetworkIndex {
         let mut out = NetworkIndex {
             layers: Arc::clone(&self.layers),
             semantics: self.semantics,
+            semantics_chosen: self.semantics_chosen,
             ..NetworkIndex::default()
         };
         if let Some(p) = self.policies.get(namespace) {
@@ -625,6 +631,40 @@ impl NetworkIndex {
 
     pub fn set_semantics(&mut self, semantics: EgressSemantics) {
         self.semantics = semantics;
+        self.semantics_chosen = true;
+    }
+
+    /// Set only Cilium's enforcement mode, leaving the CNI to detection.
+    pub fn set_cilium_enforcement(&mut self, mode: CiliumEnforcement) {
+        self.semantics.cilium_enforcement = mode;
+    }
+
+    pub fn semantics_chosen(&self) -> bool {
+        self.semantics_chosen
+    }
+
+    /// The CNI the policy kinds present imply: Cilium's kinds, Calico's, or
+    /// neither (Kubernetes). Both: Err, the caller must be told which.
+    pub fn detect_cni(&self) -> Result<Cni, (usize, usize)> {
+        let cilium = self
+            .layers
+            .policies
+            .iter()
+            .filter(|p| p.kind.is_cilium())
+            .count();
+        let calico = self
+            .layers
+            .policies
+            .iter()
+            .filter(|p| p.kind.is_calico())
+            .count()
+            + self.layers.tiers.len();
+        match (cilium, calico) {
+            (0, 0) => Ok(Cni::Kubernetes),
+            (_, 0) => Ok(Cni::Cilium),
+            (0, _) => Ok(Cni::Calico),
+            both => Err(both),
+        }
     }
 
     /// The other layers' policies.
