@@ -296,26 +296,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(client_ca = %ca.source, "webhook clients must present a certificate from this CA");
     }
     let (catalogue, address_space) = args.data.load()?;
-    // The operator watches NetworkPolicies only: Cilium, Calico and
-    // AdminNetworkPolicy objects are read by `check` and `report -f`, not
-    // yet by the watches. Judging under another CNI's semantics without
-    // its policies would be wrong both ways, so refuse rather than guess.
-    let cni = args.data.egress_cni();
-    if cni.is_some_and(|c| c != crate::engine::Cni::Kubernetes)
-        || args.data.cilium_enforcement() != crate::engine::CiliumEnforcement::Default
-    {
-        anyhow::bail!(
-            "--egress-cni {} / --cilium-enforcement {}: serve judges egress from NetworkPolicies only for now (the watches do not read Cilium, Calico or AdminNetworkPolicy objects); use `check` or `report -f` for those, or leave both at their defaults",
-            args.data.egress_cni,
-            args.data.cilium_enforcement
-        );
-    }
     let client = kube::Client::try_default().await?;
+    // Which egress layers are served, and so watched: a kind whose CRD is
+    // not served is absent, not "allow all".
+    let egress = state::discover_egress(
+        &client,
+        args.data.egress_cni(),
+        args.data.cilium_enforcement(),
+    )
+    .await?;
+    tracing::info!(
+        cni = egress.semantics.cni.as_str(),
+        watched = ?egress.resources.iter().map(|r| r.kind).collect::<Vec<_>>(),
+        "egress semantics"
+    );
     let state = state::start(
         client.clone(),
         state::Inputs {
             catalogue,
             address_space,
+            egress,
         },
     );
     state

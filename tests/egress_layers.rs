@@ -557,3 +557,85 @@ fn evidence_names_the_layer_that_allowed_and_closed() {
         violation.message.problem.en
     );
 }
+
+#[test]
+fn a_layer_change_that_opens_egress_is_what_the_webhook_denies() {
+    use residency_guard::api::Action;
+    use residency_guard::engine::judge_layer_change;
+    use std::sync::Arc;
+    let to_cn = cnp("to-cn", json!([{"toCIDR": [MAINLAND]}]));
+    let s = snapshot(
+        Cni::Cilium,
+        CiliumEnforcement::Default,
+        std::slice::from_ref(&to_cn),
+        json!({"mode": "MainlandOnly"}),
+    );
+    let w = Arc::new(deployment());
+    let workloads_in = |ns: &str| {
+        if ns == "payments" {
+            vec![Arc::clone(&w)]
+        } else {
+            vec![]
+        }
+    };
+    let open = ccnp(
+        "open",
+        json!({"endpointSelector": {}, "egress": [{"toCIDRSet": [{"cidr": "0.0.0.0/0"}]}]}),
+    );
+    let change = judge_layer_change(
+        &s,
+        &workloads_in,
+        "cilium.io/v2",
+        "CiliumClusterwideNetworkPolicy",
+        None,
+        "open",
+        Some(&open),
+        now(),
+    );
+    assert_eq!(change.action(), Some(Action::Deny), "{change:?}");
+    assert_eq!(change.opened[0].violation.code, EgressOutsideMainland);
+    assert_eq!(change.opened[0].workload, "Deployment payments/api");
+    // Narrowing it opens nothing.
+    let narrow = cnp("to-cn", json!([{"toCIDR": ["1.0.1.0/25"]}]));
+    let change = judge_layer_change(
+        &s,
+        &workloads_in,
+        "cilium.io/v2",
+        "CiliumNetworkPolicy",
+        Some("payments"),
+        "to-cn",
+        Some(&narrow),
+        now(),
+    );
+    assert!(change.opened.is_empty(), "{change:?}");
+    // Deleting the only isolating policy opens the pod.
+    let change = judge_layer_change(
+        &s,
+        &workloads_in,
+        "cilium.io/v2",
+        "CiliumNetworkPolicy",
+        Some("payments"),
+        "to-cn",
+        None,
+        now(),
+    );
+    assert_eq!(
+        change.opened[0].violation.code, EgressUnrestricted,
+        "{change:?}"
+    );
+    // A policy selecting other pods opens nothing for this one.
+    let other = json!({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": "db", "namespace": "payments"},
+        "spec": {"endpointSelector": {"matchLabels": {"app": "db"}}, "egress": [{"toEntities": ["world"]}]}});
+    let change = judge_layer_change(
+        &s,
+        &workloads_in,
+        "cilium.io/v2",
+        "CiliumNetworkPolicy",
+        Some("payments"),
+        "db",
+        Some(&other),
+        now(),
+    );
+    assert!(change.opened.is_empty(), "{change:?}");
+}

@@ -70,11 +70,12 @@ pub use layers::{
 };
 pub use lineage::{ClaimClass, claims_mounted, classes_through_claims};
 pub use network::{
-    AddressSpace, CidrError, CompiledNetworkPolicy, NetworkIndex, parse_cidr_args,
+    AddressSpace, CidrError, CompiledNetworkPolicy, NetworkIndex, layer_kind, parse_cidr_args,
     validate_network_policy,
 };
 pub use network_change::{
-    NetworkPolicyChange, OpenedEgress, ViolationKey, judge_network_policy_change,
+    NetworkPolicyChange, OpenedEgress, ViolationKey, judge_layer_change,
+    judge_network_policy_change,
 };
 pub use node_inventory::{ClassifiedNode, FixRegions, NodeInventory};
 pub use nodes::{LEGACY_REGION_LABEL, NodeInfo, NodeStanding, REGION_LABEL, Untrusted};

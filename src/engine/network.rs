@@ -514,6 +514,25 @@ pub fn validate_network_policy(np: &NetworkPolicy) -> Vec<PolicyProblem> {
     problems
 }
 
+/// The layer kind of an object (None: not a layer policy; a Calico Tier
+/// is not a policy).
+pub fn layer_kind(api_version: &str, kind: &str) -> Option<LayerKind> {
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    Some(match (group, kind) {
+        ("cilium.io", "CiliumNetworkPolicy") => LayerKind::CiliumNetworkPolicy,
+        ("cilium.io", "CiliumClusterwideNetworkPolicy") => {
+            LayerKind::CiliumClusterwideNetworkPolicy
+        }
+        ("crd.projectcalico.org", "NetworkPolicy") => LayerKind::CalicoNetworkPolicy,
+        ("crd.projectcalico.org", "GlobalNetworkPolicy") => LayerKind::GlobalNetworkPolicy,
+        ("policy.networking.k8s.io", "AdminNetworkPolicy") => LayerKind::AdminNetworkPolicy,
+        ("policy.networking.k8s.io", "BaselineAdminNetworkPolicy") => {
+            LayerKind::BaselineAdminNetworkPolicy
+        }
+        _ => return None,
+    })
+}
+
 /// A placeholder while a NetworkPolicy's layer form is built.
 static EMPTY_LAYER: LazyLock<Arc<LayerPolicy>> = LazyLock::new(|| {
     Arc::new(LayerPolicy {
