@@ -20,6 +20,7 @@ mod availability;
 mod client_auth;
 mod crd;
 mod daemonset;
+mod egress_layers;
 mod graph;
 mod harness;
 mod journey;
