@@ -925,6 +925,34 @@ fn unrestricted_texts(w: &Workload, snapshot: &Snapshot) -> (String, String, Str
     let mut zh = format!(
         "命名空间 {ns} 中没有任何 policyTypes 含 Egress 的 NetworkPolicy 选中其 Pod，因此可以访问任意地址"
     );
+    // Under another CNI's semantics, say which layers were read too.
+    if uses_layers(snapshot) {
+        let sem = snapshot.network.semantics;
+        let (layer_en, layer_zh) = match sem.cni {
+            Cni::Cilium if sem.cilium_enforcement == CiliumEnforcement::Never => (
+                "Cilium's policy enforcement mode is never, so no policy is enforced",
+                "Cilium 的策略执行模式为 never，任何策略都不生效",
+            ),
+            Cni::Cilium => (
+                "nor does any CiliumNetworkPolicy or CiliumClusterwideNetworkPolicy with egress rules",
+                "也没有带出站规则的 CiliumNetworkPolicy 或 CiliumClusterwideNetworkPolicy 选中它们",
+            ),
+            Cni::Calico => (
+                "nor does any Calico NetworkPolicy or GlobalNetworkPolicy with Egress in its types, or any AdminNetworkPolicy",
+                "也没有 types 含 Egress 的 Calico NetworkPolicy、GlobalNetworkPolicy 或任何 AdminNetworkPolicy 选中它们",
+            ),
+            Cni::Kubernetes => (
+                "nor does any AdminNetworkPolicy or BaselineAdminNetworkPolicy",
+                "也没有任何 AdminNetworkPolicy 或 BaselineAdminNetworkPolicy 选中它们",
+            ),
+        };
+        en = format!(
+            "no NetworkPolicy with Egress in its policyTypes selects its pods in namespace {ns} ({layer_en}), so they can reach any address"
+        );
+        zh = format!(
+            "命名空间 {ns} 中没有任何 policyTypes 含 Egress 的 NetworkPolicy 选中其 Pod（{layer_zh}），因此可以访问任意地址"
+        );
+    }
     let misses = near_misses(w, snapshot);
     if misses.is_empty() {
         let example = isolating_policy_example(w);

@@ -345,24 +345,6 @@ pub struct LayerPolicy {
     pub rules: Vec<LayerRule>,
 }
 
-impl LayerPolicy {
-    /// Approximate heap bytes, for the memory figure.
-    pub fn heap_bytes(&self) -> usize {
-        let rules: usize = self
-            .rules
-            .iter()
-            .map(|r| {
-                std::mem::size_of::<LayerRule>()
-                    + r.field.len()
-                    + r.text.len()
-                    + r.domains.iter().map(|d| d.len()).sum::<usize>()
-                    + (r.nets.range_count().0 * 8 + r.nets.range_count().1 * 32)
-            })
-            .sum();
-        self.reference.len() + self.name.len() + rules
-    }
-}
-
 /// A Calico tier (`Tier` object, or a built-in one).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CalicoTier {

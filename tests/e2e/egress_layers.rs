@@ -15,8 +15,8 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    Cluster, Run, apply_policies, apply_when_webhook_answers, cluster, eventually,
-    install_and_run, root,
+    Cluster, Run, apply_policies, apply_when_webhook_answers, cluster, eventually, install_and_run,
+    root,
 };
 
 const USER: &str = "e2e-layers-dev";
@@ -74,11 +74,7 @@ fn apply_as_user(c: &Cluster, yaml: &str) -> Run {
 
 /// Apply until `done` holds for the answer (the operator's snapshot follows
 /// the watches, a moment after the objects it depends on are written).
-fn apply_until(
-    what: &str,
-    mut apply: impl FnMut() -> Run,
-    done: impl Fn(&Run) -> bool,
-) -> Run {
+fn apply_until(what: &str, mut apply: impl FnMut() -> Run, done: impl Fn(&Run) -> bool) -> Run {
     let start = Instant::now();
     loop {
         let r = apply();
@@ -123,7 +119,10 @@ fn cilium_policies_admit_and_deny() {
         || apply_as_user(&c, &deployment(ns)),
         |r| r.ok,
     );
-    println!("kubectl apply --as {USER} (CiliumNetworkPolicy to 1.0.1.0/24):\n{}", admitted.all());
+    println!(
+        "kubectl apply --as {USER} (CiliumNetworkPolicy to 1.0.1.0/24):\n{}",
+        admitted.all()
+    );
 
     // Opened to 0.0.0.0/0 by a clusterwide policy: Cilium unions allows.
     c.cluster_object("ciliumclusterwidenetworkpolicy", "e2e-open-world");
@@ -139,13 +138,21 @@ fn cilium_policies_admit_and_deny() {
         &format!("Deployment {ns}/api"),
         "0.0.0.0/0",
     ] {
-        assert!(denied.stderr.contains(part), "{part:?} not in:\n{}", denied.stderr);
+        assert!(
+            denied.stderr.contains(part),
+            "{part:?} not in:\n{}",
+            denied.stderr
+        );
     }
     assert!(
-        c.get_json(&["ciliumclusterwidenetworkpolicy", "e2e-open-world"]).is_none(),
+        c.get_json(&["ciliumclusterwidenetworkpolicy", "e2e-open-world"])
+            .is_none(),
         "the denied policy exists"
     );
-    println!("kubectl apply (CiliumClusterwideNetworkPolicy 0.0.0.0/0):\n{}", denied.stderr);
+    println!(
+        "kubectl apply (CiliumClusterwideNetworkPolicy 0.0.0.0/0):\n{}",
+        denied.stderr
+    );
 }
 
 #[test]
@@ -167,9 +174,16 @@ fn an_admin_network_policy_allow_abroad_is_reported() {
     let warned = apply_until(
         "the AdminNetworkPolicy admitted with a warning",
         || c.apply(anp),
-        |r| r.ok && r.stderr.contains("AdminNetworkPolicy e2e-allow-google-dns would open this"),
+        |r| {
+            r.ok && r
+                .stderr
+                .contains("AdminNetworkPolicy e2e-allow-google-dns would open this")
+        },
     );
-    println!("kubectl apply (AdminNetworkPolicy 8.8.8.0/24):\n{}", warned.all());
+    println!(
+        "kubectl apply (AdminNetworkPolicy 8.8.8.0/24):\n{}",
+        warned.all()
+    );
 
     // The audit reports it as egress abroad.
     let offenders = eventually(
@@ -178,10 +192,15 @@ fn an_admin_network_policy_allow_abroad_is_reported() {
         || {
             let p = c.get_json(&["rp", "e2e-layers-warn"])?;
             let offenders = p["status"]["topOffenders"].to_string();
-            offenders.contains("EgressOutsideMainland").then_some(offenders)
+            offenders
+                .contains("EgressOutsideMainland")
+                .then_some(offenders)
         },
     );
-    assert!(offenders.contains(&format!("{ns}/api")) || offenders.contains("api"), "{offenders}");
+    assert!(
+        offenders.contains(&format!("{ns}/api")) || offenders.contains("api"),
+        "{offenders}"
+    );
     println!("status.topOffenders: {offenders}");
 }
 
@@ -205,7 +224,10 @@ fn a_calico_global_deny_ordered_first_closes_a_network_policy() {
 
     // A GlobalNetworkPolicy Deny ordered before the NetworkPolicy (order
     // 1000 in Calico's default tier) closes it.
-    c.cluster_object("globalnetworkpolicy.crd.projectcalico.org", "e2e-deny-abroad");
+    c.cluster_object(
+        "globalnetworkpolicy.crd.projectcalico.org",
+        "e2e-deny-abroad",
+    );
     let gnp = "apiVersion: crd.projectcalico.org/v1\nkind: GlobalNetworkPolicy\nmetadata: {name: e2e-deny-abroad}\nspec:\n  order: 10\n  selector: app == 'api'\n  types: [Egress]\n  egress: [{action: Deny, destination: {nets: [0.0.0.0/0]}}]\n";
     let r = apply_when_webhook_answers(&c, gnp);
     assert!(r.ok, "{}", r.stderr);
@@ -214,5 +236,8 @@ fn a_calico_global_deny_ordered_first_closes_a_network_policy() {
         || apply_as_user(&c, &deployment(ns)),
         |r| r.ok,
     );
-    println!("kubectl apply --as {USER} (GlobalNetworkPolicy Deny first):\n{}", admitted.all());
+    println!(
+        "kubectl apply --as {USER} (GlobalNetworkPolicy Deny first):\n{}",
+        admitted.all()
+    );
 }
