@@ -12,6 +12,9 @@
 //! - `catalogue`, `nodes`: jurisdictions, and where a node is.
 //! - `selector`: node and label selectors with Kubernetes semantics.
 //! - `ipset`, `network`: address sets; NetworkPolicies compiled, indexed.
+//! - `calico_selector`, `layers`, `projection`: the other egress policy
+//!   layers (Cilium, Calico, AdminNetworkPolicy) projected into one model
+//!   and combined in each CNI's order.
 //! - `policy`: ResidencyPolicies compiled (and what is wrong with them).
 //! - `node_inventory`: the nodes classified once and indexed.
 //! - `volumes`: PVs, PVCs and StorageClasses projected; where a volume is.

@@ -13,15 +13,14 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::{IPBlock, NetworkPolicy, NetworkPolicyPeer};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use super::ipset::parse_net;
 use super::ipset::{CountryTable, IpSet};
+use super::ipset::{parse_cidr, parse_net};
 use super::layers::{
-    CiliumEnforcement, Cni, EgressSemantics, LayerKind, LayerPolicy, Layers, Subject,
+    CiliumEnforcement, Cni, EVERYWHERE, EgressSemantics, LayerKind, LayerPolicy, LayerRule, Layers,
+    RuleAction, Subject, Unknown,
 };
 use super::policy::PolicyProblem;
-use super::projection::{
-    admin_policy, calico_policy, calico_tier, cilium_policies, network_policy_layer,
-};
+use super::projection::{admin_policy, calico_policy, calico_tier, cilium_policies};
 use super::selector::LabelSelectorMatcher;
 use super::shared::Shared;
 use super::text::Text;
@@ -307,38 +306,6 @@ fn compile_peer(peer: &NetworkPolicyPeer) -> Peer {
     .flatten()
     .collect();
     Peer::InCluster(parts.join("+").into())
-}
-
-/// A CIDR as the API server reads one in a NetworkPolicy (Go's
-/// `ParseCIDRSloppy`): an address, `/` and a prefix length, leading zeros
-/// in IPv4 octets allowed; host bits are dropped. A bare address is not a
-/// CIDR here.
-pub(crate) fn parse_cidr(text: &str) -> Option<IpNet> {
-    let (addr, len) = text.split_once('/')?;
-    if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let len: u8 = len.parse().ok()?;
-    let addr: IpAddr = match addr.parse() {
-        Ok(a) => a,
-        Err(_) if addr.contains('.') && !addr.contains(':') => {
-            // 010.001.0.0: Go reads the octets as decimal.
-            let octets: Vec<u8> = addr
-                .split('.')
-                .map(|o| {
-                    if o.is_empty() || o.len() > 3 || !o.bytes().all(|b| b.is_ascii_digit()) {
-                        None
-                    } else {
-                        o.parse().ok()
-                    }
-                })
-                .collect::<Option<_>>()?;
-            let octets: [u8; 4] = octets.try_into().ok()?;
-            IpAddr::from(octets)
-        }
-        Err(_) => return None,
-    };
-    IpNet::new(addr, len).ok().map(|n| n.trunc())
 }
 
 fn cidr_problem(field: String, text: &str, what: &str) -> PolicyProblem {
@@ -795,6 +762,88 @@ pub fn parse_cidr_args(items: &[String]) -> Result<IpSet, CidrError> {
         }
     }
     Ok(IpSet::from_nets(nets))
+}
+
+/// A Kubernetes NetworkPolicy in the layer model: one Allow rule per ipBlock
+/// peer (and per rule that allows every destination).
+fn network_policy_layer(
+    np: &CompiledNetworkPolicy,
+    pod_selector: Option<LabelSelectorMatcher>,
+) -> LayerPolicy {
+    let mut rules = Vec::new();
+    for (r, rule) in np.rules.iter().enumerate() {
+        let Some(peers) = &rule.peers else {
+            rules.push(LayerRule {
+                action: RuleAction::Allow,
+                nets: Arc::clone(&EVERYWHERE),
+                everything: true,
+                partial: false,
+                domains: Vec::new(),
+                unknown: None,
+                index: r,
+                field: format!("spec.egress[{r}]").into(),
+                text: if rule.empty_to { "to: []" } else { "no to" }.into(),
+            });
+            continue;
+        };
+        for (p, peer) in peers.iter().enumerate() {
+            let field = format!("spec.egress[{r}].to[{p}]");
+            match peer {
+                Peer::InCluster(_) => {}
+                Peer::IpBlock {
+                    cidr, except, text, ..
+                } => {
+                    let set = IpSet::from_nets([*cidr])
+                        .subtract(&IpSet::from_nets(except.iter().copied()));
+                    rules.push(LayerRule {
+                        action: RuleAction::Allow,
+                        nets: Arc::new(set),
+                        everything: false,
+                        partial: false,
+                        domains: Vec::new(),
+                        unknown: None,
+                        index: r,
+                        field: format!("{field}.ipBlock").into(),
+                        text: text.clone(),
+                    });
+                }
+                Peer::Unreadable(reason) => rules.push(LayerRule {
+                    action: RuleAction::Allow,
+                    nets: Arc::new(IpSet::new()),
+                    everything: false,
+                    partial: false,
+                    domains: Vec::new(),
+                    unknown: Some(Unknown {
+                        en: reason.en.clone(),
+                        zh: reason.zh.clone(),
+                    }),
+                    index: r,
+                    field: field.into(),
+                    text: "unreadable peer".into(),
+                }),
+            }
+        }
+    }
+    let selects_some = np.isolates_egress && pod_selector.is_some();
+    LayerPolicy {
+        kind: LayerKind::NetworkPolicy,
+        namespace: Some(np.namespace.clone()),
+        name: np.name.clone(),
+        reference: np.reference.clone(),
+        subject: Subject::Labels {
+            namespace: Some(np.namespace.clone()),
+            namespaces: None,
+            pods: pod_selector,
+            cilium_view: false,
+        },
+        // A podSelector that cannot be compiled selects nothing, as in
+        // `CompiledNetworkPolicy::selects`.
+        egress: selects_some,
+        default_deny: selects_some,
+        order: Some(super::layers::K8S_NP_ORDER_IN_CALICO),
+        tier: None,
+        rules,
+    }
 }
 
 #[cfg(test)]

@@ -22,11 +22,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::Value;
 
 use super::calico_selector::CalicoSelector;
-use super::ipset::{IpSet, parse_net};
+use super::ipset::{IpSet, parse_cidr, parse_net};
 use super::layers::{
     CalicoTier, EVERYWHERE, LayerKind, LayerPolicy, LayerRule, RuleAction, Subject, Unknown,
 };
-use super::network::{CompiledNetworkPolicy, Peer, parse_cidr};
 use super::selector::LabelSelectorMatcher;
 
 fn unknown(en: impl Into<String>, zh: impl Into<String>) -> Unknown {
@@ -733,89 +732,5 @@ fn admin_rule(r: &Value, index: usize) -> LayerRule {
         index,
         field: field.into(),
         text: texts.join(", ").into(),
-    }
-}
-
-// ------------------------------------------------------ NetworkPolicy
-
-/// A Kubernetes NetworkPolicy in the layer model: one Allow rule per ipBlock
-/// peer (and per rule that allows every destination).
-pub(super) fn network_policy_layer(
-    np: &CompiledNetworkPolicy,
-    pod_selector: Option<LabelSelectorMatcher>,
-) -> LayerPolicy {
-    let mut rules = Vec::new();
-    for (r, rule) in np.rules.iter().enumerate() {
-        let Some(peers) = &rule.peers else {
-            rules.push(LayerRule {
-                action: RuleAction::Allow,
-                nets: Arc::clone(&EVERYWHERE),
-                everything: true,
-                partial: false,
-                domains: Vec::new(),
-                unknown: None,
-                index: r,
-                field: format!("spec.egress[{r}]").into(),
-                text: if rule.empty_to { "to: []" } else { "no to" }.into(),
-            });
-            continue;
-        };
-        for (p, peer) in peers.iter().enumerate() {
-            let field = format!("spec.egress[{r}].to[{p}]");
-            match peer {
-                Peer::InCluster(_) => {}
-                Peer::IpBlock {
-                    cidr, except, text, ..
-                } => {
-                    let set = IpSet::from_nets([*cidr])
-                        .subtract(&IpSet::from_nets(except.iter().copied()));
-                    rules.push(LayerRule {
-                        action: RuleAction::Allow,
-                        nets: Arc::new(set),
-                        everything: false,
-                        partial: false,
-                        domains: Vec::new(),
-                        unknown: None,
-                        index: r,
-                        field: format!("{field}.ipBlock").into(),
-                        text: text.clone(),
-                    });
-                }
-                Peer::Unreadable(reason) => rules.push(LayerRule {
-                    action: RuleAction::Allow,
-                    nets: Arc::new(IpSet::new()),
-                    everything: false,
-                    partial: false,
-                    domains: Vec::new(),
-                    unknown: Some(Unknown {
-                        en: reason.en.clone(),
-                        zh: reason.zh.clone(),
-                    }),
-                    index: r,
-                    field: field.into(),
-                    text: "unreadable peer".into(),
-                }),
-            }
-        }
-    }
-    let selects_some = np.isolates_egress && pod_selector.is_some();
-    LayerPolicy {
-        kind: LayerKind::NetworkPolicy,
-        namespace: Some(np.namespace.clone()),
-        name: np.name.clone(),
-        reference: np.reference.clone(),
-        subject: Subject::Labels {
-            namespace: Some(np.namespace.clone()),
-            namespaces: None,
-            pods: pod_selector,
-            cilium_view: false,
-        },
-        // A podSelector that cannot be compiled selects nothing, as in
-        // `CompiledNetworkPolicy::selects`.
-        egress: selects_some,
-        default_deny: selects_some,
-        order: Some(super::layers::K8S_NP_ORDER_IN_CALICO),
-        tier: None,
-        rules,
     }
 }
