@@ -185,7 +185,8 @@ fn layered_egress(workload: &Workload, snapshot: &Snapshot, eff: &mut EffectiveE
     }
     let mut seen: Vec<Shared<str>> = Vec::new();
     for g in &reach.grants {
-        if !seen.contains(&g.reference) {
+        // Grants come policy by policy: a repeat is the last one.
+        if seen.last() != Some(&g.reference) {
             seen.push(g.reference.clone());
         }
         if let Some(why) = &g.unknown {

@@ -414,8 +414,32 @@ pub struct LayerDecision {
     pub field: Option<Shared<str>>,
     /// allowed, denied, passed, defaultDenied, defaultAllowed.
     pub outcome: &'static str,
-    /// The ranges, as CIDRs (at most `MAX_LISTED`, then "…").
-    pub ranges: Vec<String>,
+    /// The ranges, written as CIDRs (at most `MAX_LISTED`, then "…") only
+    /// when serialized: judging does not pay for the text.
+    #[serde(serialize_with = "serialize_ranges")]
+    pub ranges: RangesOrUnknown,
+}
+
+/// What a decision covers: addresses, or what cannot be known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RangesOrUnknown {
+    Set(IpSet),
+    Unknown,
+}
+
+impl RangesOrUnknown {
+    /// The ranges as written in evidence.
+    pub fn texts(&self) -> Vec<String> {
+        match self {
+            RangesOrUnknown::Set(set) => list_ranges(set),
+            RangesOrUnknown::Unknown => vec!["(unknown)".into()],
+        }
+    }
+}
+
+fn serialize_ranges<S: serde::Serializer>(r: &RangesOrUnknown, s: S) -> Result<S::Ok, S::Error> {
+    use serde::Serialize as _;
+    r.texts().serialize(s)
 }
 
 const MAX_LISTED: usize = 8;
@@ -515,9 +539,9 @@ fn grant(reach: &mut Reach, p: &LayerPolicy, r: &LayerRule, nets: IpSet, everyth
         field: Some(r.field.clone()),
         outcome: "allowed",
         ranges: if r.unknown.is_some() {
-            vec!["(unknown)".into()]
+            RangesOrUnknown::Unknown
         } else {
-            list_ranges(&nets)
+            RangesOrUnknown::Set(nets.clone())
         },
     });
     reach.grants.push(Grant {
@@ -556,7 +580,7 @@ fn closed(
         by,
         field,
         outcome,
-        ranges: list_ranges(set),
+        ranges: RangesOrUnknown::Set(set.clone()),
     });
 }
 

@@ -68,8 +68,8 @@ pub use evidence::{
 pub use ipset::{CountryTable, IpSet, ListParseError, net_minus_excepts_subset};
 pub use layers::{
     CalicoTier, CiliumEnforcement, Cni, DomainGrant, EgressSemantics, LayerDecision, LayerKind,
-    LayerPolicy, LayerRule, Layers, PodView, Reach, RuleAction, Subject, Unknown, calico_reach,
-    cilium_reach, kubernetes_reach,
+    LayerPolicy, LayerRule, Layers, PodView, RangesOrUnknown, Reach, RuleAction, Subject, Unknown,
+    calico_reach, cilium_reach, kubernetes_reach,
 };
 pub use lineage::{ClaimClass, claims_mounted, classes_through_claims};
 pub use network::{

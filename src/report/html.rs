@@ -1532,7 +1532,7 @@ fn workload_card(h: &mut String, w: &WorkloadEntry, audited: bool) {
                     esc(&d.by),
                     or_dash(d.field.as_deref()),
                     esc(d.outcome),
-                    esc(&d.ranges.join(", "))
+                    esc(&d.ranges.texts().join(", "))
                 );
             }
             let _ = write!(h, "</table>");
