@@ -113,6 +113,7 @@ fn inventory(
     Arc::new(Inventory {
         snapshot: Arc::new(snapshot),
         policies: p.policies.clone(),
+        egress_layers: Default::default(),
         network_policies: Default::default(),
         workloads: p.workloads.clone(),
         synced: true,

@@ -139,6 +139,7 @@ async fn cold_start(url: &str, process_start: Instant) -> Result<(), String> {
         state::Inputs {
             catalogue,
             address_space,
+            egress: Default::default(),
         },
     );
     let mut rx = state.inventory();

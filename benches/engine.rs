@@ -32,7 +32,9 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use residency_guard::api::{DATA_CLASS_LABEL, ResidencyPolicy};
 use residency_guard::cli;
 use residency_guard::engine::{AddressSpace, Catalogue, NodeInfo, Snapshot, Workload, evaluate};
-use residency_guard::engine::{IpSet, net_minus_excepts_subset};
+use residency_guard::engine::{
+    CiliumEnforcement, Cni, EgressSemantics, IpSet, net_minus_excepts_subset,
+};
 use serde_json::{Value, json};
 
 #[path = "counting_alloc.rs"]
@@ -395,6 +397,45 @@ struct Setup {
     egress: &'static str,
     nodes: Option<bool>,
     network_policies: Option<bool>,
+    /// 50 CiliumNetworkPolicies and 10 AdminNetworkPolicies besides the
+    /// NetworkPolicies, judged under this CNI's semantics.
+    layers: Option<Cni>,
+}
+
+/// 50 CiliumNetworkPolicies selecting the pod (mainland CIDRs, an
+/// except, in-cluster endpoints and entities) and 10 AdminNetworkPolicies
+/// whose subject is the namespace (Pass and Deny of mainland-irrelevant
+/// ranges, so NetworkPolicy still decides).
+fn layer_objects() -> Vec<(&'static str, &'static str, serde_json::Value)> {
+    let mut out = Vec::new();
+    for i in 0..50usize {
+        out.push((
+            "cilium.io/v2",
+            "CiliumNetworkPolicy",
+            json!({"metadata": {"name": format!("cnp-{i:02}"), "namespace": NAMESPACE},
+                   "spec": {"endpointSelector": {"matchLabels": {"k8s:app": "api"}},
+                            "egress": [
+                                {"toEndpoints": [{"matchLabels": {"app": format!("db-{i}")}}]},
+                                {"toEntities": ["cluster", "kube-apiserver"]},
+                                {"toCIDRSet": [{"cidr": "47.96.0.0/16", "except": [format!("47.96.{i}.0/24")]}],
+                                 "toCIDR": [format!("52.80.{i}.0/24"), format!("240e:1:{i:x}::/48")]}
+                            ]}}),
+        ));
+    }
+    for i in 0..10usize {
+        out.push((
+            "policy.networking.k8s.io/v1alpha1",
+            "AdminNetworkPolicy",
+            json!({"metadata": {"name": format!("anp-{i:02}")},
+                   "spec": {"priority": i * 10,
+                            "subject": {"namespaces": {"matchLabels": {"team": NAMESPACE}}},
+                            "egress": [
+                                {"name": "pass-dns", "action": "Pass", "to": [{"networks": [format!("10.{i}.0.0/16")]}]},
+                                {"name": "deny-meta", "action": "Deny", "to": [{"networks": ["169.254.169.254/32"]}]}
+                            ]}}),
+        ));
+    }
+    out
 }
 
 fn snapshot(setup: &Setup, mainland: &IpSet) -> Snapshot {
@@ -424,6 +465,15 @@ fn snapshot(setup: &Setup, mainland: &IpSet) -> Snapshot {
     if let Some(outside) = setup.network_policies {
         for np in network_policies(outside) {
             s.network.add_network_policy(&np);
+        }
+    }
+    if let Some(cni) = setup.layers {
+        s.network.set_semantics(EgressSemantics {
+            cni,
+            cilium_enforcement: CiliumEnforcement::Default,
+        });
+        for (api, kind, obj) in layer_objects() {
+            assert!(s.network.add_layer_object(api, kind, &obj), "{kind}");
         }
     }
     s
@@ -478,6 +528,7 @@ fn guarantee(c: &mut Criterion) {
             egress: "Unrestricted",
             nodes: None,
             network_policies: None,
+            layers: None,
         };
         bench_evaluate(&mut g, id, &setup, &mainland, false);
     }
@@ -529,6 +580,7 @@ fn full_verdict(c: &mut Criterion) {
             egress,
             nodes: Some(mislabelled),
             network_policies,
+            layers: None,
         };
         bench_evaluate(&mut g, id, &setup, &mainland, violation);
     }
@@ -585,10 +637,77 @@ fn egress(c: &mut Criterion) {
             egress: mode,
             nodes: None,
             network_policies: Some(outside),
+            layers: None,
+        };
+        bench_evaluate(&mut g, id, &setup, &mainland, violation);
+    }
+    // Issue 27: the same 50 NetworkPolicies with 50 CiliumNetworkPolicies
+    // and 10 AdminNetworkPolicies. Under Cilium the NetworkPolicies and
+    // CNPs are one union (ANPs are not Cilium's); under Kubernetes the
+    // ANPs come first (CNPs are not read). Target ≤ 50 µs for the
+    // two-outside case, minus the Unrestricted baseline.
+    for (id, cni, mode, outside, violation) in [
+        (
+            "layers_cilium_baseline_unrestricted",
+            Cni::Cilium,
+            "Unrestricted",
+            false,
+            false,
+        ),
+        (
+            "layers_cilium_50np_50cnp_10anp_2_outside",
+            Cni::Cilium,
+            "MainlandOnly",
+            true,
+            true,
+        ),
+        (
+            "layers_kubernetes_50np_50cnp_10anp_2_outside",
+            Cni::Kubernetes,
+            "MainlandOnly",
+            true,
+            true,
+        ),
+    ] {
+        let setup = Setup {
+            governing: Governing::Five,
+            egress: mode,
+            nodes: None,
+            network_policies: Some(outside),
+            layers: Some(cni),
         };
         bench_evaluate(&mut g, id, &setup, &mainland, violation);
     }
     g.finish();
+}
+
+/// Memory per projected policy: the heap the 50 CiliumNetworkPolicies and
+/// 10 AdminNetworkPolicies of the layer benchmark keep once projected into
+/// an index (counted by the allocator), per policy.
+fn layer_memory(_c: &mut Criterion) {
+    let objects = layer_objects();
+    // Statics (the every-address set) are built once, outside the count.
+    let mut warm = residency_guard::engine::NetworkIndex::default();
+    for (api, kind, obj) in objects.iter().take(1) {
+        warm.add_layer_object(api, kind, obj);
+    }
+    for wanted in ["CiliumNetworkPolicy", "AdminNetworkPolicy"] {
+        let of_kind: Vec<_> = objects.iter().filter(|(_, k, _)| *k == wanted).collect();
+        let (index, kept, peak) = heap_of(|| {
+            let mut index = residency_guard::engine::NetworkIndex::default();
+            for (api, kind, obj) in &of_kind {
+                index.add_layer_object(api, kind, obj);
+            }
+            index
+        });
+        let n = index.layers().policies.len().max(1);
+        println!(
+            "layer memory: {} projected {wanted}s keep {kept} bytes ({} bytes each; peak {peak} bytes while projecting)",
+            n,
+            kept / n as isize
+        );
+        drop(index);
+    }
 }
 
 /// Benchmark 3, IP sets: one CIDR minus excepts against the mainland set; loading it.
@@ -672,6 +791,7 @@ fn support(c: &mut Criterion) {
             egress: "MainlandOnly",
             nodes: Some(false),
             network_policies: Some(false),
+            layers: None,
         },
         AddressSpace::builtin_mainland(),
     );
@@ -907,6 +1027,7 @@ fn main() {
     guarantee(&mut c);
     full_verdict(&mut c);
     egress(&mut c);
+    layer_memory(&mut c);
     ipset(&mut c);
     support(&mut c);
     check(&mut c);

@@ -74,6 +74,29 @@ pub struct DataSources {
         env = "RESIDENCY_GUARD_MAX_ADDRESS_DATA_AGE_DAYS"
     )]
     pub max_address_data_age_days: u32,
+
+    /// Whose egress enforcement the cluster has: kubernetes (NetworkPolicy,
+    /// with AdminNetworkPolicy when served), cilium or calico; auto detects
+    /// it from the policy kinds present (for `check`, in the manifests).
+    #[arg(
+        long = "egress-cni",
+        value_name = "CNI",
+        default_value = "auto",
+        value_parser = ["auto", "kubernetes", "cilium", "calico"],
+        env = "RESIDENCY_GUARD_EGRESS_CNI"
+    )]
+    pub egress_cni: String,
+
+    /// Cilium's policy enforcement mode (the agent's enable-policy, Helm
+    /// value policyEnforcementMode): default, always or never.
+    #[arg(
+        long = "cilium-enforcement",
+        value_name = "MODE",
+        default_value = "default",
+        value_parser = ["default", "always", "never"],
+        env = "RESIDENCY_GUARD_CILIUM_ENFORCEMENT"
+    )]
+    pub cilium_enforcement: String,
 }
 
 impl Default for DataSources {
@@ -85,6 +108,8 @@ impl Default for DataSources {
             extra_mainland_cidrs: Vec::new(),
             cluster_cidrs: Vec::new(),
             max_address_data_age_days: crate::freshness::DEFAULT_MAX_AGE_DAYS,
+            egress_cni: "auto".to_string(),
+            cilium_enforcement: "default".to_string(),
         }
     }
 }
@@ -122,6 +147,16 @@ impl DataSources {
             created,
             max_age_days: self.max_address_data_age_days,
         })
+    }
+
+    /// The CNI named by `--egress-cni`; None for auto (or unset).
+    pub fn egress_cni(&self) -> Option<crate::engine::Cni> {
+        crate::engine::Cni::parse(&self.egress_cni)
+    }
+
+    /// Cilium's enforcement mode (default when unset).
+    pub fn cilium_enforcement(&self) -> crate::engine::CiliumEnforcement {
+        crate::engine::CiliumEnforcement::parse(&self.cilium_enforcement).unwrap_or_default()
     }
 
     /// The built-in catalogue and address data with the user's layers on top:

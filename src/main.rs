@@ -26,7 +26,7 @@ struct Args {
 enum Command {
     /// Judge manifests offline (no cluster): exit 0 when no Deny-policy
     /// violation is found, 1 when one is, 2 on bad input.
-    Check(CheckArgs),
+    Check(Box<CheckArgs>),
     /// Write a compliance report for auditors (HTML, JSON, CSV) from the
     /// cluster of a kubeconfig, or from manifests (-f). Read-only.
     Report(Box<ReportArgs>),

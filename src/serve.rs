@@ -328,11 +328,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ),
     }
     let client = kube::Client::try_default().await?;
+    // Which egress layers are served, and so watched: a kind whose CRD is
+    // not served is absent, not "allow all".
+    let egress = state::discover_egress(
+        &client,
+        args.data.egress_cni(),
+        args.data.cilium_enforcement(),
+    )
+    .await?;
+    tracing::info!(
+        cni = egress.semantics.cni.as_str(),
+        watched = ?egress.resources.iter().map(|r| r.kind).collect::<Vec<_>>(),
+        "egress semantics"
+    );
     let state = state::start(
         client.clone(),
         state::Inputs {
             catalogue,
             address_space,
+            egress,
         },
     );
     state

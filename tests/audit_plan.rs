@@ -99,6 +99,7 @@ impl World {
                     .map(|(k, p)| (k, Arc::new(p)))
                     .collect(),
             ),
+            egress_layers: Default::default(),
             network_policies: Arc::new(nps.into_iter().map(|(k, n)| (k, Arc::new(n))).collect()),
             workloads,
             synced: true,

@@ -28,6 +28,8 @@ const PODS_MOUNTING_CLAIMS: &str = "pods-mounting-claims.residencyguard.io";
 const CLAIMS: &str = "claims.residencyguard.io";
 const NETWORKPOLICIES: &str = "networkpolicies.residencyguard.io";
 const NETWORKPOLICY_DELETES: &str = "networkpolicy-deletes.residencyguard.io";
+const EGRESS_LAYERS: &str = "egress-layers.residencyguard.io";
+const EGRESS_LAYER_DELETES: &str = "egress-layer-deletes.residencyguard.io";
 const NAMESPACES: &str = "namespaces.residencyguard.io";
 const POLICIES: &str = "policies.residencyguard.io";
 /// A base64 PEM CA for certificates.mode=existingSecret (content irrelevant).
@@ -406,6 +408,8 @@ fn check_webhooks(
             PODS_MOUNTING_CLAIMS,
             NETWORKPOLICIES,
             NETWORKPOLICY_DELETES,
+            EGRESS_LAYERS,
+            EGRESS_LAYER_DELETES,
             NAMESPACES,
             CLAIMS,
             POLICIES
@@ -429,7 +433,10 @@ fn check_webhooks(
         // Ignore): an absent operator must not block namespace deletion.
         // Likewise unlabelled pods mounting a claim: every StatefulSet's
         // pods reach that entry, classified or not.
-        let expected_policy = if entry == NETWORKPOLICY_DELETES || entry == PODS_MOUNTING_CLAIMS {
+        let expected_policy = if entry == NETWORKPOLICY_DELETES
+            || entry == EGRESS_LAYER_DELETES
+            || entry == PODS_MOUNTING_CLAIMS
+        {
             "Ignore"
         } else {
             failure_policy
@@ -770,6 +777,28 @@ fn webhook_perms() -> BTreeSet<Perm> {
             "cluster",
             "networking.k8s.io",
             &["networkpolicies"],
+            READ,
+            &[],
+        ),
+        // The other egress layers egress.cni (default auto) may read.
+        (
+            "cluster",
+            "cilium.io",
+            &["ciliumnetworkpolicies", "ciliumclusterwidenetworkpolicies"],
+            READ,
+            &[],
+        ),
+        (
+            "cluster",
+            "crd.projectcalico.org",
+            &["networkpolicies", "globalnetworkpolicies", "tiers"],
+            READ,
+            &[],
+        ),
+        (
+            "cluster",
+            "policy.networking.k8s.io",
+            &["adminnetworkpolicies", "baselineadminnetworkpolicies"],
             READ,
             &[],
         ),
@@ -1483,6 +1512,8 @@ fn default_environment_is_exactly_the_contract() {
         ("RESIDENCY_GUARD_MAX_CONNECTIONS_PER_SOURCE", "128"),
         ("RESIDENCY_GUARD_MAX_INFLIGHT_REVIEWS_PER_SOURCE", "64"),
         ("RESIDENCY_GUARD_MAX_ADDRESS_DATA_AGE_DAYS", "180"),
+        ("RESIDENCY_GUARD_EGRESS_CNI", "auto"),
+        ("RESIDENCY_GUARD_CILIUM_ENFORCEMENT", "default"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -2867,4 +2898,77 @@ fn alerts_and_dashboard_are_off_by_default_and_follow_their_values() {
         cm["metadata"]["annotations"]["grafana_folder"],
         "Compliance"
     );
+}
+
+/// egress.cni decides which layer kinds are watched and reviewed: the RBAC
+/// and both webhook entries cover exactly those, CREATE/UPDATE with
+/// webhook.failurePolicy and DELETE with its own entry (Ignore).
+#[test]
+fn egress_layer_kinds_follow_egress_cni() {
+    let helm = helm_or_skip!();
+    let groups = |cni: &str| -> BTreeSet<(String, String)> {
+        let objs = render(&helm, &["--set".to_string(), format!("egress.cni={cni}")]);
+        let rules = webhook_rules(webhook(&objs, EGRESS_LAYERS));
+        let deletes = webhook_rules(webhook(&objs, EGRESS_LAYER_DELETES));
+        assert!(
+            rules.values().all(|ops| *ops == set(&["CREATE", "UPDATE"])),
+            "{cni}"
+        );
+        assert!(
+            deletes.values().all(|ops| *ops == set(&["DELETE"])),
+            "{cni}"
+        );
+        assert_eq!(
+            webhook(&objs, EGRESS_LAYER_DELETES)["failurePolicy"],
+            "Ignore"
+        );
+        assert_eq!(
+            webhook(&objs, EGRESS_LAYERS)["clientConfig"]["service"]["path"],
+            "/validate/networkpolicies"
+        );
+        let keys: BTreeSet<(String, String)> = rules.keys().cloned().collect();
+        assert_eq!(keys, deletes.keys().cloned().collect(), "{cni}");
+        // The ClusterRole lists and watches the same.
+        let watched: BTreeSet<(String, String)> = rbac(&objs, RELEASE, NS)
+            .into_iter()
+            .filter(|p| {
+                [
+                    "cilium.io",
+                    "crd.projectcalico.org",
+                    "policy.networking.k8s.io",
+                ]
+                .contains(&p.1.as_str())
+            })
+            .map(|p| (p.1, p.2))
+            .collect();
+        assert_eq!(watched, keys, "{cni}");
+        keys
+    };
+    let pairs = |items: &[(&str, &str)]| -> BTreeSet<(String, String)> {
+        items
+            .iter()
+            .map(|(g, r)| (g.to_string(), r.to_string()))
+            .collect()
+    };
+    let anp = [
+        ("policy.networking.k8s.io", "adminnetworkpolicies"),
+        ("policy.networking.k8s.io", "baselineadminnetworkpolicies"),
+    ];
+    let cilium = [
+        ("cilium.io", "ciliumnetworkpolicies"),
+        ("cilium.io", "ciliumclusterwidenetworkpolicies"),
+    ];
+    let calico = [
+        ("crd.projectcalico.org", "networkpolicies"),
+        ("crd.projectcalico.org", "globalnetworkpolicies"),
+        ("crd.projectcalico.org", "tiers"),
+    ];
+    assert_eq!(groups("kubernetes"), pairs(&anp));
+    assert_eq!(groups("cilium"), pairs(&cilium));
+    assert_eq!(groups("calico"), pairs(&[&calico[..], &anp[..]].concat()));
+    assert_eq!(
+        groups("auto"),
+        pairs(&[&cilium[..], &calico[..], &anp[..]].concat())
+    );
+    assert!(try_render(&helm, RELEASE, NS, &["--set", "egress.cni=weave"]).is_err());
 }

@@ -658,3 +658,85 @@ fn stale_address_data_is_reported_and_the_limit_is_a_flag() {
         );
     }
 }
+
+/// Cilium, Calico and AdminNetworkPolicy objects in the manifests are read,
+/// and which CNI enforces them is detected from the kinds present.
+#[test]
+fn policy_layers_in_manifests_are_read_and_the_cni_detected() {
+    const EGRESS_POLICY: &str = "apiVersion: residencyguard.io/v1alpha1\nkind: ResidencyPolicy\nmetadata: {name: p}\nspec: {dataClasses: [personal], action: Deny, egress: {mode: MainlandOnly}}\n";
+    const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api, namespace: pay}\nspec:\n  template:\n    metadata: {labels: {app: api, residencyguard.io/data-class: personal}}\n    spec:\n      nodeSelector: {topology.kubernetes.io/region: cn-north-1}\n      containers: [{name: c, image: i}]\n";
+    const CNP: &str = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: to-cn, namespace: pay}\nspec:\n  endpointSelector: {matchLabels: {app: api}}\n  egress: [{toCIDR: [1.0.1.0/24]}]\n";
+    const CCNP: &str = "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: {name: open}\nspec:\n  endpointSelector: {}\n  egress: [{toCIDRSet: [{cidr: 0.0.0.0/0}]}]\n";
+    const GNP: &str = "apiVersion: crd.projectcalico.org/v1\nkind: GlobalNetworkPolicy\nmetadata: {name: g}\nspec: {selector: all(), types: [Egress], egress: [{action: Deny}]}\n";
+    let docs = |parts: &[&str]| parts.join("---\n");
+
+    // Restricted only by a CiliumNetworkPolicy to a mainland CIDR: admitted.
+    let out = check_stdin(&docs(&[EGRESS_POLICY, DEPLOYMENT, CNP]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // Opened to 0.0.0.0/0 by a CiliumClusterwideNetworkPolicy: denied.
+    let out = check_stdin(&docs(&[EGRESS_POLICY, DEPLOYMENT, CNP, CCNP]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("EgressOutsideMainland"), "{stdout}");
+    assert!(
+        stdout.contains("CiliumClusterwideNetworkPolicy open"),
+        "{stdout}"
+    );
+    // Told the cluster is not Cilium, the Cilium objects do not count.
+    let all = docs(&[EGRESS_POLICY, DEPLOYMENT, CNP]);
+    let out = run(
+        &[
+            "check",
+            "-f",
+            "-",
+            "--now",
+            NOW,
+            "--egress-cni",
+            "kubernetes",
+        ],
+        Some(all.as_bytes()),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("EgressUnrestricted"));
+    // Cilium enforcement never: nothing is enforced.
+    let out = run(
+        &[
+            "check",
+            "-f",
+            "-",
+            "--now",
+            NOW,
+            "--cilium-enforcement",
+            "never",
+        ],
+        Some(all.as_bytes()),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    // Both Cilium and Calico objects: the user must say which enforces.
+    assert_bad_input(
+        &check_stdin(&docs(&[EGRESS_POLICY, DEPLOYMENT, CNP, GNP])),
+        "--egress-cni",
+    );
+    let both = docs(&[EGRESS_POLICY, DEPLOYMENT, CNP, GNP]);
+    let out = run(
+        &["check", "-f", "-", "--now", NOW, "--egress-cni", "calico"],
+        Some(both.as_bytes()),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_bad_input(
+        &run(&["check", "-f", "-", "--egress-cni", "weave"], Some(b"")),
+        "weave",
+    );
+}

@@ -96,6 +96,7 @@ fn reference_inventory(now: Timestamp) -> Inventory {
                 .map(|(k, p)| (k, Arc::new(p)))
                 .collect(),
         ),
+        egress_layers: Default::default(),
         network_policies: Default::default(),
         workloads,
         synced: true,
@@ -124,6 +125,7 @@ async fn cold_start_lists_in_pages_and_audits_everything() {
         state::Inputs {
             catalogue,
             address_space,
+            egress: Default::default(),
         },
     );
     let mut rx = state.inventory();

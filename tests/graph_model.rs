@@ -921,6 +921,7 @@ impl Cluster {
                 "personal".to_string(),
                 Arc::new(residency_policy()),
             )])),
+            egress_layers: Default::default(),
             network_policies: Arc::new(
                 self.of_kind("NetworkPolicy")
                     .into_iter()

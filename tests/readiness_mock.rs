@@ -79,6 +79,7 @@ async fn ready_only_once_a_snapshot_of_every_synced_watch_is_published() {
         Inputs {
             catalogue: Catalogue::builtin().clone(),
             address_space: AddressSpace::builtin(),
+            egress: Default::default(),
         },
     );
 
@@ -188,6 +189,7 @@ async fn ready_state_losing_networkpolicies(
         Inputs {
             catalogue: Catalogue::builtin().clone(),
             address_space: AddressSpace::builtin(),
+            egress: Default::default(),
         },
     );
     state.health.set_stale_after(stale_after);

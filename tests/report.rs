@@ -1072,3 +1072,33 @@ fn stale_address_data_is_a_report_warning() {
         report["warnings"]
     );
 }
+
+/// `report -f` reads the other egress layers: the JSON (valid against the
+/// schema) and the HTML say which layer allowed and which closed each range.
+#[test]
+fn the_report_shows_which_layer_allowed_and_blocked() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifests = dir.path().join("in.yaml");
+    std::fs::write(
+        &manifests,
+        "apiVersion: residencyguard.io/v1alpha1\nkind: ResidencyPolicy\nmetadata: {name: p}\nspec: {dataClasses: [personal], action: Deny, egress: {mode: MainlandOnly}}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api, namespace: pay}\nspec:\n  template:\n    metadata: {labels: {app: api, residencyguard.io/data-class: personal}}\n    spec:\n      nodeSelector: {topology.kubernetes.io/region: cn-north-1}\n      containers: [{name: c, image: i}]\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: np, namespace: pay}\nspec:\n  podSelector: {}\n  policyTypes: [Egress]\n  egress: [{to: [{ipBlock: {cidr: 1.0.1.0/24}}]}]\n---\napiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\nmetadata: {name: open-dns}\nspec:\n  priority: 10\n  subject: {namespaces: {}}\n  egress:\n  - {name: deny-meta, action: Deny, to: [{networks: [169.254.169.254/32]}]}\n  - {name: dns, action: Allow, to: [{networks: [8.8.8.0/24]}]}\n",
+    )
+    .expect("write manifests");
+    let out_dir = dir.path().join("out");
+    let out = report_in(&out_dir, &["-f", manifests.to_str().expect("UTF-8")]);
+    assert_eq!(schema_errors(&out.json), Vec::<String>::new());
+    let text = out.json.to_string();
+    for part in [
+        "\"cni\":\"kubernetes\"",
+        "\"by\":\"AdminNetworkPolicy open-dns\"",
+        "\"outcome\":\"denied\"",
+        "169.254.169.254/32",
+        "\"outcome\":\"allowed\"",
+        "8.8.8.0/24",
+        "EgressOutsideMainland",
+    ] {
+        assert!(text.contains(part), "{part} not in the JSON report");
+    }
+    assert!(out.html.contains("AdminNetworkPolicy open-dns"), "the HTML");
+    assert!(out.html.contains("Layer decisions, in order"), "the HTML");
+}

@@ -155,6 +155,7 @@ impl World {
         Arc::new(Inventory {
             snapshot: Arc::new(snapshot),
             policies: Arc::new(BTreeMap::from([("personal".to_string(), Arc::new(p))])),
+            egress_layers: Default::default(),
             network_policies: Arc::new(network_policies),
             workloads: self
                 .workloads()

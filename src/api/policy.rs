@@ -112,6 +112,29 @@ pub struct Egress {
     #[schemars(length(max = 256), inner(length(max = 64)))]
     #[x_kube(validation = Rule::new("self.all(c, isCIDR(c) || isIP(c))").message("every entry of allowedCIDRs must be a CIDR such as 203.0.113.0/24 or an IP address"))]
     pub allowed_cidrs: Vec<String>,
+
+    /// Domain names egress rules may allow (Cilium `toFQDNs`, Calico
+    /// `domains`, AdminNetworkPolicy `domainNames`) that are known to be
+    /// served from mainland China. Names are not addresses: where a name
+    /// resolves cannot be checked, so under MainlandOnly a rule allowing a
+    /// name not listed here is `EgressNotGuaranteed`. Suffix match:
+    /// `example.cn` covers `example.cn`, `api.example.cn` and
+    /// `*.example.cn`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub allowed_domains: Vec<AllowedDomain>,
+}
+
+/// A domain approved as served from mainland China, and on what basis.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedDomain {
+    /// The domain (suffix match), e.g. `example.cn`.
+    #[schemars(length(min = 1, max = 253))]
+    pub domain: String,
+    /// Where the approval comes from: an ICP filing, a contract, a ticket.
+    #[schemars(length(min = 1, max = 512))]
+    pub source: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -34,6 +34,14 @@ pub enum Change {
         old: Option<Arc<NetworkPolicy>>,
         new: Option<Arc<NetworkPolicy>>,
     },
+    /// A policy of another egress layer (Cilium, Calico,
+    /// AdminNetworkPolicy) or a Calico Tier appeared, changed or
+    /// disappeared: `kind namespace/name`, and the namespace when the kind
+    /// is namespaced (else it may touch every namespace).
+    EgressLayer {
+        key: String,
+        namespace: Option<String>,
+    },
     /// A ResidencyPolicy's spec changed (or it appeared or disappeared).
     Policy { name: String },
     /// A workload or pod appeared, changed or disappeared.
@@ -571,6 +579,28 @@ pub fn diff(prev: &Inventory, next: &Inventory) -> Vec<Change> {
             },
         );
     }
+    if !Arc::ptr_eq(&prev.egress_layers, &next.egress_layers) {
+        merge_by(
+            &prev.egress_layers,
+            &next.egress_layers,
+            |a, b| a == b,
+            |key, _, _| {
+                // "CiliumNetworkPolicy ns/name" or "GlobalNetworkPolicy name".
+                let namespaced = ["CiliumNetworkPolicy ", "NetworkPolicy "]
+                    .iter()
+                    .any(|k| key.starts_with(k));
+                let namespace = key
+                    .split_once(' ')
+                    .and_then(|(_, rest)| rest.split_once('/'))
+                    .filter(|_| namespaced)
+                    .map(|(ns, _)| ns.to_string());
+                changes.push(Change::EgressLayer {
+                    key: key.clone(),
+                    namespace,
+                })
+            },
+        );
+    }
     if !Arc::ptr_eq(&prev.policies, &next.policies) {
         merge_by(
             &prev.policies,
@@ -896,6 +926,11 @@ pub fn affected_by(
         Change::PersistentVolume { claims, .. } => claims
             .iter()
             .flat_map(|(namespace, name)| claim_users(inv, index, namespace, name))
+            .collect(),
+        Change::EgressLayer { namespace, .. } => index
+            .iter()
+            .filter(|(k, _)| namespace.as_ref().is_none_or(|ns| &k.namespace == ns))
+            .map(|(k, _)| k.clone())
             .collect(),
         Change::StorageClass { .. } => index
             .iter()

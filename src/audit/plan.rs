@@ -546,7 +546,10 @@ pub fn finding_weight(code: Code) -> usize {
         | Code::HostNetwork
         // Its pods escape every check: as serious as data that can go abroad.
         | Code::ClassNotOnPodTemplate => 1,
-        Code::PlacementNotGuaranteed | Code::EgressUnrestricted | Code::EgressAllowsAll => 2,
+        Code::PlacementNotGuaranteed
+        | Code::EgressUnrestricted
+        | Code::EgressAllowsAll
+        | Code::EgressNotGuaranteed => 2,
     }
 }
 

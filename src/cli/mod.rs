@@ -177,8 +177,19 @@ fn fail(errors: &[String]) -> ExitCode {
 
 /// The catalogue and address space, from the bundled data and the flags.
 fn base_snapshot(args: &CheckArgs) -> Result<Snapshot, DataError> {
-    let (catalogue, space) = args.judging.data.load()?;
-    Ok(Snapshot::new(catalogue, space))
+    let data = &args.judging.data;
+    let (catalogue, space) = data.load()?;
+    let mut snapshot = Snapshot::new(catalogue, space);
+    match data.egress_cni() {
+        Some(cni) => snapshot.network.set_semantics(engine::EgressSemantics {
+            cni,
+            cilium_enforcement: data.cilium_enforcement(),
+        }),
+        None => snapshot
+            .network
+            .set_cilium_enforcement(data.cilium_enforcement()),
+    }
+    Ok(snapshot)
 }
 
 /// Kinds in Kubernetes' own API groups that `check` reads or knowingly
@@ -488,6 +499,23 @@ fn load(
                     Err(e) => errors.push(e),
                 }
             }
+            ("cilium.io", "CiliumNetworkPolicy" | "CiliumClusterwideNetworkPolicy")
+            | ("crd.projectcalico.org", "NetworkPolicy" | "GlobalNetworkPolicy" | "Tier")
+            | ("policy.networking.k8s.io", "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy") => {
+                let mut value = doc.value.clone();
+                let namespaced = matches!(kind, "CiliumNetworkPolicy" | "NetworkPolicy");
+                if namespaced
+                    && value.pointer("/metadata/namespace").is_none()
+                    && let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut())
+                {
+                    meta.insert("namespace".into(), default_namespace.into());
+                }
+                if raw_name(doc).is_empty() {
+                    errors.push(format!("{}: {kind} has no metadata.name", doc.origin));
+                    continue;
+                }
+                builder.layer_object(api_version, kind, &value);
+            }
             ("", "Service") => match typed::<Service>(doc, "Service") {
                 Ok(mut svc) => {
                     if svc.metadata.namespace.is_none() {
@@ -535,7 +563,26 @@ fn load(
             },
         }
     }
-    let snapshot = builder.build();
+    let mut snapshot = builder.build();
+    if !snapshot.network.semantics_chosen() {
+        match snapshot.network.detect_cni() {
+            Ok(cni) => {
+                let mode = snapshot.network.semantics().cilium_enforcement;
+                snapshot.network.set_semantics(engine::EgressSemantics {
+                    cni,
+                    cilium_enforcement: mode,
+                });
+            }
+            Err((cilium, calico)) => errors.push(match lang {
+                Lang::En => format!(
+                    "the manifests hold {cilium} Cilium and {calico} Calico policy objects: say which CNI enforces egress with --egress-cni cilium or --egress-cni calico"
+                ),
+                Lang::ZhCn => format!(
+                    "清单中同时有 {cilium} 个 Cilium 与 {calico} 个 Calico 策略对象：请用 --egress-cni cilium 或 --egress-cni calico 指明由哪个 CNI 执行出站策略"
+                ),
+            }),
+        }
+    }
     let inputs = report::Inputs {
         files: paths.len(),
         documents: docs.len(),

@@ -10,6 +10,7 @@
 //! namespace: `nsenter -t 1 -n`).
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -18,9 +19,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::evidence::{EffectiveEgress, EgressEvidence, Evidence, ExternalBlock, PeerRef, RuleRef};
 use super::ipset::{IpSet, net_minus_excepts_subset};
+use super::layers::{
+    self, CiliumEnforcement, Cni, LayerKind, LayerPolicy, PodView, calico_reach, cilium_reach,
+    kubernetes_reach,
+};
 use super::messages::MessageContext;
 use super::network::{AddressSpace, CompiledNetworkPolicy, EMPTY_TO, EvidenceCounts, NO_TO, Peer};
-use super::policy::CompiledPolicy;
+use super::policy::{CompiledPolicy, domain_allowed};
+use super::shared::Shared;
 use super::text::{Message, Text};
 use super::verdict::{Code, Notice, Violation};
 use super::workload::PrivilegedContainer;
@@ -38,6 +44,10 @@ pub(crate) fn effective_egress(workload: &Workload, snapshot: &Snapshot) -> Effe
             || workload.pod.enters_node_network().is_some(),
         ..EffectiveEgress::default()
     };
+    if uses_layers(snapshot) {
+        layered_egress(workload, snapshot, &mut eff);
+        return eff;
+    }
     let selecting: Vec<&CompiledNetworkPolicy> = snapshot
         .network
         .policies_in(&workload.namespace)
@@ -109,6 +119,9 @@ pub(crate) fn effective_egress(workload: &Workload, snapshot: &Snapshot) -> Effe
                             country: example.and_then(|a| space.country(a)),
                             example_outside: example.map(|a| a.to_string()),
                             net: Some((*cidr, Arc::clone(except))),
+                            reach: None,
+                            field: None,
+                            default_allow: false,
                         });
                     }
                 }
@@ -116,6 +129,141 @@ pub(crate) fn effective_egress(workload: &Workload, snapshot: &Snapshot) -> Effe
         }
     }
     eff
+}
+
+/// NetworkPolicy alone decides unless another layer has policies, or
+/// Cilium's enforcement mode is not `default` (with NetworkPolicies only,
+/// the three orders agree with Kubernetes').
+fn uses_layers(snapshot: &Snapshot) -> bool {
+    let sem = snapshot.network.semantics;
+    let relevant = |k: LayerKind| match sem.cni {
+        Cni::Kubernetes => k.is_admin(),
+        Cni::Calico => k.is_admin() || k.is_calico(),
+        Cni::Cilium => k.is_cilium(),
+    };
+    (sem.cni == Cni::Cilium && sem.cilium_enforcement != CiliumEnforcement::Default)
+        || snapshot
+            .network
+            .layers
+            .policies
+            .iter()
+            .any(|p| relevant(p.kind))
+}
+
+/// The effective egress across every enforcing layer, in the CNI's order.
+fn layered_egress(workload: &Workload, snapshot: &Snapshot, eff: &mut EffectiveEgress) {
+    let space = &snapshot.address_space;
+    let sem = snapshot.network.semantics;
+    static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+    let ns_labels = snapshot
+        .namespaces
+        .get(&workload.namespace)
+        .unwrap_or(&NO_LABELS);
+    let pod = PodView::new(&workload.namespace, ns_labels, &workload.template_labels);
+    let nps: Vec<&LayerPolicy> = snapshot
+        .network
+        .policies_in(&workload.namespace)
+        .iter()
+        .map(|np| &*np.layer)
+        .collect();
+    let layers = &snapshot.network.layers;
+    let reach = match sem.cni {
+        Cni::Kubernetes => kubernetes_reach(&nps, layers, &pod),
+        Cni::Calico => calico_reach(&nps, layers, &pod),
+        Cni::Cilium => cilium_reach(&nps, layers, &pod, sem.cilium_enforcement),
+    };
+    eff.cni = Some(sem.cni);
+    eff.isolated = reach.restricted || !reach.unreadable.is_empty();
+    for (policy, why) in &reach.unreadable {
+        eff.allow_all_rules.push(RuleRef {
+            network_policy: policy.clone(),
+            rule: 0,
+            reason: why.en.clone(),
+            reason_zh: why.zh.clone(),
+            malformed: true,
+        });
+    }
+    let mut seen: Vec<Shared<str>> = Vec::new();
+    for g in &reach.grants {
+        // Grants come policy by policy: a repeat is the last one.
+        if seen.last() != Some(&g.reference) {
+            seen.push(g.reference.clone());
+        }
+        if let Some(why) = &g.unknown {
+            eff.allow_all_rules.push(RuleRef {
+                network_policy: g.reference.clone(),
+                rule: g.index,
+                reason: why.en.clone(),
+                reason_zh: why.zh.clone(),
+                malformed: true,
+            });
+        } else if g.everything {
+            eff.allow_all_rules.push(RuleRef {
+                network_policy: g.reference.clone(),
+                rule: g.index,
+                reason: format!("{} ({}) allows every destination", g.field, g.text).into(),
+                reason_zh: format!("{}（{}）允许访问任意目的地", g.field, g.text).into(),
+                malformed: false,
+            });
+        } else {
+            eff.external_blocks.push(set_block(
+                g.reference.clone(),
+                g.index,
+                Some(g.field.clone()),
+                g.text.clone(),
+                g.nets.clone(),
+                space,
+                false,
+            ));
+        }
+    }
+    eff.selecting_policies = seen;
+    if reach.restricted && !reach.default_allowed.is_empty() {
+        let text = layers::list_ranges(&reach.default_allowed).join(", ");
+        eff.external_blocks.push(set_block(
+            "the CNI's default allow".into(),
+            0,
+            None,
+            text.into(),
+            reach.default_allowed.clone(),
+            space,
+            true,
+        ));
+    }
+    eff.domains = reach.domains;
+    eff.layers = reach.decisions;
+}
+
+/// An external block of the layer model: an address set.
+fn set_block(
+    network_policy: Shared<str>,
+    rule: usize,
+    field: Option<Shared<str>>,
+    text: Shared<str>,
+    nets: IpSet,
+    space: &AddressSpace,
+    default_allow: bool,
+) -> ExternalBlock {
+    let mainland = nets.is_subset_of(&space.inside);
+    let example = (!mainland)
+        .then(|| nets.first_outside(&space.inside))
+        .flatten();
+    ExternalBlock {
+        network_policy,
+        rule,
+        peer: 0,
+        cidr: text,
+        except: Vec::new().into(),
+        mainland,
+        in_cluster: nets.is_subset_of(&space.cluster),
+        allowed_by: Vec::new(),
+        country: example.and_then(|a| space.country(a)),
+        example_outside: example.map(|a| a.to_string()),
+        net: None,
+        reach: Some(Arc::new(nets)),
+        field,
+        default_allow,
+    }
 }
 
 /// The problem and fix of a `hostPID` pod with a container that may enter
@@ -298,14 +446,31 @@ pub(crate) fn check(
 
     let space = &snapshot.address_space;
     for b in &mut eff.external_blocks {
-        let Some((cidr, except)) = &b.net else {
-            continue;
+        // The addresses as a set: the layer model's, or cidr minus except
+        // (built only when needed below).
+        let as_set = || match (&b.reach, &b.net) {
+            (Some(set), _) => Some(Arc::clone(set)),
+            (None, Some((cidr, except))) => Some(Arc::new(
+                IpSet::from_nets([*cidr]).subtract(&IpSet::from_nets(except.iter().copied())),
+            )),
+            (None, None) => None,
         };
         let (ok, code) = match mode {
             EgressMode::ClusterOnly => (b.in_cluster, Code::EgressExternalForbidden),
             _ if b.mainland => (true, Code::EgressOutsideMainland),
             _ => {
-                let allowed = within_allowed(*cidr, except, &space.inside, &policy.allowed_cidrs);
+                let allowed = match (&b.net, &b.reach) {
+                    (Some((cidr, except)), _) => {
+                        within_allowed(*cidr, except, &space.inside, &policy.allowed_cidrs)
+                    }
+                    (None, Some(set)) => {
+                        !policy.allowed_cidrs.is_empty()
+                            && set
+                                .subtract(&space.inside)
+                                .is_subset_of(&policy.allowed_cidrs)
+                    }
+                    (None, None) => false,
+                };
                 if allowed {
                     b.allowed_by.push(policy.name.clone());
                 }
@@ -319,24 +484,32 @@ pub(crate) fn check(
         let with_country =
             |a: Option<IpAddr>| (a.map(|a| a.to_string()), a.and_then(|a| space.country(a)));
         let (example, country) = match mode {
-            EgressMode::ClusterOnly => with_country(first_outside(*cidr, except, &space.cluster)),
+            EgressMode::ClusterOnly => {
+                with_country(as_set().and_then(|set| set.first_outside(&space.cluster)))
+            }
             // Allowing nothing extra, the example is the one effective_egress
             // found against the same set: reuse it and its country.
             _ if policy.allowed_cidrs.is_empty() => (b.example_outside.clone(), b.country.clone()),
             // Union only when the policy adds destinations: the mainland set
             // is thousands of ranges and this runs per outside block.
-            _ => with_country(first_outside(
-                *cidr,
-                except,
-                &space.inside.union(&policy.allowed_cidrs),
-            )),
+            _ => with_country(
+                as_set()
+                    .and_then(|set| set.first_outside(&space.inside.union(&policy.allowed_cidrs))),
+            ),
         };
         out.push(Violation {
             code,
-            field: format!(
-                "{} spec.egress[{}].to[{}].ipBlock",
-                b.network_policy, b.rule, b.peer
-            ),
+            field: match &b.field {
+                Some(field) => format!("{} {field}", b.network_policy),
+                None if b.default_allow => format!(
+                    "{} (no policy decides; the CNI's default allows)",
+                    b.network_policy
+                ),
+                None => format!(
+                    "{} spec.egress[{}].to[{}].ipBlock",
+                    b.network_policy, b.rule, b.peer
+                ),
+            },
             evidence: Evidence::Egress(EgressEvidence {
                 network_policy: Some(b.network_policy.to_string()),
                 rule: Some(b.rule),
@@ -358,7 +531,110 @@ pub(crate) fn check(
             exempted: false,
         });
     }
+    domain_violations(eff, policy, ctx, &mut out);
     out
+}
+
+/// Domain names the pod's egress rules allow: a violation under
+/// MainlandOnly unless `allowedDomains` lists them; any name is outside
+/// the cluster under ClusterOnly.
+fn domain_violations(
+    eff: &EffectiveEgress,
+    policy: &CompiledPolicy,
+    ctx: &MessageContext<'_>,
+    out: &mut Vec<Violation>,
+) {
+    let p = ctx.policy;
+    for d in &eff.domains {
+        let cluster_only = policy.egress_mode == EgressMode::ClusterOnly;
+        if !cluster_only && domain_allowed(&d.domain, &policy.allowed_domains) {
+            continue;
+        }
+        let message = if ctx.render {
+            let subject = ctx.subject();
+            let (rule_en, rule_zh, fix_en, fix_zh) = if cluster_only {
+                (
+                    "allows no egress outside the cluster",
+                    "禁止访问集群外的任何地址",
+                    format!(
+                        "remove the domain {} from {} of {}.",
+                        d.domain, d.field, d.policy
+                    ),
+                    format!("从 {} 的 {} 中删除域名 {}。", d.policy, d.field, d.domain),
+                )
+            } else {
+                (
+                    "allows egress only to mainland China",
+                    "只允许访问中国大陆境内的地址",
+                    format!(
+                        "if {0} is served from mainland China, list it in spec.egress.allowedDomains of policy {p} with its source (e.g. its ICP filing); otherwise remove it from {1} of {2}.",
+                        d.domain, d.field, d.policy
+                    ),
+                    format!(
+                        "若 {0} 由中国大陆境内提供服务，请将其连同依据（如 ICP 备案）列入策略 {p} 的 spec.egress.allowedDomains；否则从 {2} 的 {1} 中删除。",
+                        d.domain, d.field, d.policy
+                    ),
+                )
+            };
+            Message {
+                problem: Text {
+                    en: format!(
+                        "{} and policy {p} {rule_en}, but {} of {} allows the domain name {}; where a name resolves cannot be verified from the cluster's objects.",
+                        subject.en, d.field, d.policy, d.domain
+                    ),
+                    zh: format!(
+                        "{}，策略 {p} {rule_zh}，但 {} 的 {} 允许访问域名 {}；无法从集群对象核实该域名解析到的地址。",
+                        subject.zh, d.policy, d.field, d.domain
+                    ),
+                },
+                fix: Text {
+                    en: fix_en,
+                    zh: fix_zh,
+                },
+            }
+        } else {
+            Message::default()
+        };
+        out.push(Violation {
+            code: if cluster_only {
+                Code::EgressExternalForbidden
+            } else {
+                Code::EgressNotGuaranteed
+            },
+            field: format!("{} {} {}", d.policy, d.field, d.domain),
+            evidence: Evidence::Egress(EgressEvidence {
+                network_policy: Some(d.policy.to_string()),
+                rule: None,
+                cidr: Some(d.domain.to_string()),
+                example_outside: None,
+                country: None,
+            }),
+            message,
+            exempted: false,
+        });
+    }
+}
+
+/// Domains a pod's egress rules allow: a notice naming each, as for
+/// ExternalName Services.
+pub(crate) fn domain_notices(eff: &EffectiveEgress) -> Vec<Notice> {
+    eff.domains
+        .iter()
+        .map(|d| Notice {
+            code: "EgressDomainUnverified",
+            policy: None,
+            message: Text {
+                en: format!(
+                    "{} of {} allows the domain name {}; where it resolves cannot be verified from the cluster's objects, so check it is inside mainland China",
+                    d.field, d.policy, d.domain
+                ),
+                zh: format!(
+                    "{} 的 {} 允许访问域名 {}；无法从集群对象核实其解析地址，请确认其位于中国大陆境内",
+                    d.policy, d.field, d.domain
+                ),
+            },
+        })
+        .collect()
 }
 
 /// Private address space (RFC 1918, shared 100.64/10, IPv6 ULA): what
@@ -414,14 +690,38 @@ fn block_texts(
         format!(" (except {})", b.except.join(", "))
     };
     let (n, np, r) = (b.rule + 1, &b.network_policy, b.rule);
-    let problem_en = format!(
-        "rule {n} (spec.egress[{r}]) of {np} allows {}{excepts}; {ex} {where_en}",
-        b.cidr
-    );
-    let problem_zh = format!(
-        "{np} 的第 {n} 条规则（spec.egress[{r}]）允许 {}{excepts}；{ex} {where_zh}",
-        b.cidr
-    );
+    let (problem_en, problem_zh) = match (&b.field, b.default_allow) {
+        (_, true) => (
+            format!(
+                "no policy of any layer decides {}, so the CNI's default allows it; {ex} {where_en}",
+                b.cidr
+            ),
+            format!(
+                "没有任何层级的策略处理 {}，因此 CNI 默认允许；{ex} {where_zh}",
+                b.cidr
+            ),
+        ),
+        (Some(field), false) => (
+            format!(
+                "{field} of {np} allows {} (after the layers before it); {ex} {where_en}",
+                b.cidr
+            ),
+            format!(
+                "{np} 的 {field} 允许 {}（在其之前的层级处理之后）；{ex} {where_zh}",
+                b.cidr
+            ),
+        ),
+        (None, false) => (
+            format!(
+                "rule {n} (spec.egress[{r}]) of {np} allows {}{excepts}; {ex} {where_en}",
+                b.cidr
+            ),
+            format!(
+                "{np} 的第 {n} 条规则（spec.egress[{r}]）允许 {}{excepts}；{ex} {where_zh}",
+                b.cidr
+            ),
+        ),
+    };
     let cluster_en = "declare the cluster's pod and service CIDRs (check --cluster-cidr, Helm value clusterCidrs) if this block is in-cluster";
     let cluster_zh = "若该地址段属于集群内部网络，请声明集群的 Pod/Service CIDR（check 的 --cluster-cidr，Helm 值 clusterCidrs）";
     if mode == EgressMode::ClusterOnly {
@@ -451,10 +751,15 @@ fn block_texts(
     }
     // What of the block lies outside: the whole of it, a few ranges that
     // excepts can remove, or too many to list.
-    let (fix_en, fix_zh) = match &b.net {
-        Some((cidr, except)) => {
-            let reachable =
-                IpSet::from_nets([*cidr]).subtract(&IpSet::from_nets(except.iter().copied()));
+    let reachable = match (&b.net, &b.reach) {
+        (Some((cidr, except)), _) => {
+            Some(IpSet::from_nets([*cidr]).subtract(&IpSet::from_nets(except.iter().copied())))
+        }
+        (None, Some(set)) => Some((**set).clone()),
+        (None, None) => None,
+    };
+    let (fix_en, fix_zh) = match reachable {
+        Some(reachable) => {
             // Borrowed, not cloned: the mainland set is thousands of ranges.
             let inside = if policy.allowed_cidrs.is_empty() {
                 Cow::Borrowed(&space.inside)
@@ -621,6 +926,34 @@ fn unrestricted_texts(w: &Workload, snapshot: &Snapshot) -> (String, String, Str
     let mut zh = format!(
         "命名空间 {ns} 中没有任何 policyTypes 含 Egress 的 NetworkPolicy 选中其 Pod，因此可以访问任意地址"
     );
+    // Under another CNI's semantics, say which layers were read too.
+    if uses_layers(snapshot) {
+        let sem = snapshot.network.semantics;
+        let (layer_en, layer_zh) = match sem.cni {
+            Cni::Cilium if sem.cilium_enforcement == CiliumEnforcement::Never => (
+                "Cilium's policy enforcement mode is never, so no policy is enforced",
+                "Cilium 的策略执行模式为 never，任何策略都不生效",
+            ),
+            Cni::Cilium => (
+                "nor does any CiliumNetworkPolicy or CiliumClusterwideNetworkPolicy with egress rules",
+                "也没有带出站规则的 CiliumNetworkPolicy 或 CiliumClusterwideNetworkPolicy 选中它们",
+            ),
+            Cni::Calico => (
+                "nor does any Calico NetworkPolicy or GlobalNetworkPolicy with Egress in its types, or any AdminNetworkPolicy",
+                "也没有 types 含 Egress 的 Calico NetworkPolicy、GlobalNetworkPolicy 或任何 AdminNetworkPolicy 选中它们",
+            ),
+            Cni::Kubernetes => (
+                "nor does any AdminNetworkPolicy or BaselineAdminNetworkPolicy",
+                "也没有任何 AdminNetworkPolicy 或 BaselineAdminNetworkPolicy 选中它们",
+            ),
+        };
+        en = format!(
+            "no NetworkPolicy with Egress in its policyTypes selects its pods in namespace {ns} ({layer_en}), so they can reach any address"
+        );
+        zh = format!(
+            "命名空间 {ns} 中没有任何 policyTypes 含 Egress 的 NetworkPolicy 选中其 Pod（{layer_zh}），因此可以访问任意地址"
+        );
+    }
     let misses = near_misses(w, snapshot);
     if misses.is_empty() {
         let example = isolating_policy_example(w);

@@ -109,6 +109,7 @@ fn evaluate_verdict(
     let mut effective = needs_egress.then(|| egress::effective_egress(workload, snapshot));
     if effective.is_some() {
         notices.extend(egress::external_name_notices(workload, snapshot));
+        notices.extend(effective.iter().flat_map(egress::domain_notices));
     }
     let needs_storage = governing
         .iter()

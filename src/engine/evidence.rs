@@ -6,6 +6,8 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use serde::Serialize;
 
+use super::ipset::IpSet;
+use super::layers::{Cni, DomainGrant, LayerDecision};
 use super::nodes::{NodeStanding, describe_node};
 use super::shared::Shared;
 use super::text::Lang;
@@ -94,6 +96,16 @@ pub struct EffectiveEgress {
     pub allow_all_rules: Vec<RuleRef>,
     pub in_cluster_peers: Vec<PeerRef>,
     pub external_blocks: Vec<ExternalBlock>,
+    /// The enforcement semantics, when layers besides NetworkPolicy were
+    /// read (absent: NetworkPolicy alone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cni: Option<Cni>,
+    /// Domain names a rule allows: where they resolve is not known.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<DomainGrant>,
+    /// Which layer allowed and which closed what, in evaluation order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerDecision>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -146,6 +158,16 @@ pub struct ExternalBlock {
     pub country: Option<String>,
     #[serde(skip)]
     pub(super) net: Option<(IpNet, Arc<[IpNet]>)>,
+    /// The addresses, when the block comes from the layer model (`net` is
+    /// then None).
+    #[serde(skip)]
+    pub(super) reach: Option<Arc<IpSet>>,
+    /// Where the rule is ("spec.egress[0].toCIDRSet"), in the layer model.
+    #[serde(skip)]
+    pub(super) field: Option<Shared<str>>,
+    /// Addresses no policy decided, which the CNI's default allows.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub default_allow: bool,
 }
 
 fn no_excepts(except: &Shared<[String]>) -> bool {

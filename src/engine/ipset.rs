@@ -1019,6 +1019,38 @@ fn flatten_nested<T: RangeInt>(mut items: Vec<(T, T, [u8; 2])>) -> Vec<(T, T, [u
 // Tests
 // ---------------------------------------------------------------------------
 
+/// A CIDR as the API server reads one in a NetworkPolicy (Go's
+/// `ParseCIDRSloppy`): an address, `/` and a prefix length, leading zeros
+/// in IPv4 octets allowed; host bits are dropped. A bare address is not a
+/// CIDR here.
+pub(crate) fn parse_cidr(text: &str) -> Option<IpNet> {
+    let (addr, len) = text.split_once('/')?;
+    if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let len: u8 = len.parse().ok()?;
+    let addr: IpAddr = match addr.parse() {
+        Ok(a) => a,
+        Err(_) if addr.contains('.') && !addr.contains(':') => {
+            // 010.001.0.0: Go reads the octets as decimal.
+            let octets: Vec<u8> = addr
+                .split('.')
+                .map(|o| {
+                    if o.is_empty() || o.len() > 3 || !o.bytes().all(|b| b.is_ascii_digit()) {
+                        None
+                    } else {
+                        o.parse().ok()
+                    }
+                })
+                .collect::<Option<_>>()?;
+            let octets: [u8; 4] = octets.try_into().ok()?;
+            IpAddr::from(octets)
+        }
+        Err(_) => return None,
+    };
+    IpNet::new(addr, len).ok().map(|n| n.trunc())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

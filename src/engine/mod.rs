@@ -12,6 +12,9 @@
 //! - `catalogue`, `nodes`: jurisdictions, and where a node is.
 //! - `selector`: node and label selectors with Kubernetes semantics.
 //! - `ipset`, `network`: address sets; NetworkPolicies compiled, indexed.
+//! - `calico_selector`, `layers`, `projection`: the other egress policy
+//!   layers (Cilium, Calico, AdminNetworkPolicy) projected into one model
+//!   and combined in each CNI's order.
 //! - `policy`: ResidencyPolicies compiled (and what is wrong with them).
 //! - `node_inventory`: the nodes classified once and indexed.
 //! - `volumes`: PVs, PVCs and StorageClasses projected; where a volume is.
@@ -25,12 +28,14 @@
 //!   about changes (what a NetworkPolicy change opens, what takes classes
 //!   away, what a workload UPDATE can do).
 
+mod calico_selector;
 mod catalogue;
 pub mod declassify;
 mod egress;
 mod evaluate;
 mod evidence;
 mod ipset;
+mod layers;
 mod lineage;
 mod messages;
 mod network;
@@ -39,6 +44,7 @@ mod node_inventory;
 mod nodes;
 mod placement;
 mod policy;
+mod projection;
 mod selector;
 mod shared;
 mod snapshot;
@@ -49,6 +55,7 @@ mod volumes;
 mod workload;
 mod workload_change;
 
+pub use calico_selector::CalicoSelector;
 pub use catalogue::{
     Catalogue, CatalogueError, Jurisdiction, ProviderEntry, RegionEnding, RegionEntry,
     RegionLookup, ZoneEntry, ZoneForm, ZoneRule,
@@ -60,13 +67,19 @@ pub use evidence::{
     VolumeFinding,
 };
 pub use ipset::{CountryTable, IpSet, ListParseError, net_minus_excepts_subset};
+pub use layers::{
+    CalicoTier, CiliumEnforcement, Cni, DomainGrant, EgressSemantics, LayerDecision, LayerKind,
+    LayerPolicy, LayerRule, Layers, PodView, RangesOrUnknown, Reach, RuleAction, Subject, Unknown,
+    calico_reach, cilium_reach, kubernetes_reach,
+};
 pub use lineage::{ClaimClass, claims_mounted, classes_through_claims};
 pub use network::{
     AddressSpace, BUNDLED_MAINLAND_CIDRS, CidrError, CompiledNetworkPolicy, NetworkIndex,
-    parse_cidr_args, validate_network_policy,
+    layer_kind, parse_cidr_args, validate_network_policy,
 };
 pub use network_change::{
-    NetworkPolicyChange, OpenedEgress, ViolationKey, judge_network_policy_change,
+    NetworkPolicyChange, OpenedEgress, ViolationKey, judge_layer_change,
+    judge_network_policy_change,
 };
 pub use node_inventory::{ClassifiedNode, FixRegions, NodeInventory};
 pub use nodes::{LEGACY_REGION_LABEL, NodeInfo, NodeStanding, REGION_LABEL, Untrusted};
@@ -76,6 +89,7 @@ pub use policy::{
     CompiledExemption, CompiledPolicy, Enforcement, PolicyProblem, RejectedPolicy,
     compile as compile_policy,
 };
+pub use projection::{admin_policy, calico_policy, calico_tier, cilium_policies};
 pub use selector::NodeLabels;
 pub use shared::Shared;
 pub use snapshot::{LastValid, LiveStorage, NamespaceFacts, Snapshot, SnapshotBuilder};

@@ -13,9 +13,14 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::{IPBlock, NetworkPolicy, NetworkPolicyPeer};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use super::ipset::parse_net;
 use super::ipset::{CountryTable, IpSet};
+use super::ipset::{parse_cidr, parse_net};
+use super::layers::{
+    CiliumEnforcement, Cni, EVERYWHERE, EgressSemantics, LayerKind, LayerPolicy, LayerRule, Layers,
+    RuleAction, Subject, Unknown,
+};
 use super::policy::PolicyProblem;
+use super::projection::{admin_policy, calico_policy, calico_tier, cilium_policies};
 use super::selector::LabelSelectorMatcher;
 use super::shared::Shared;
 use super::text::Text;
@@ -150,6 +155,8 @@ pub struct CompiledNetworkPolicy {
     /// What a near miss is made of (see `near_miss`): read only to write
     /// the message of a pod whose egress nothing isolates.
     pub(super) shape: Shape,
+    /// The same policy in the layer model, for the other layers' orders.
+    pub(super) layer: Arc<LayerPolicy>,
 }
 
 /// The parts of a NetworkPolicy that make it *almost* isolate egress.
@@ -201,7 +208,7 @@ impl CompiledNetworkPolicy {
         }
         let namespace = np.metadata.namespace.clone().unwrap_or_default();
         let name = np.metadata.name.clone().unwrap_or_default();
-        CompiledNetworkPolicy {
+        let mut compiled = CompiledNetworkPolicy {
             reference: format!("NetworkPolicy {namespace}/{name}").into(),
             namespace,
             name,
@@ -212,12 +219,18 @@ impl CompiledNetworkPolicy {
             isolates_egress,
             rules,
             counts,
+            layer: Arc::clone(&EMPTY_LAYER),
             shape: Shape {
                 policy_types: spec.policy_types.clone().filter(|t| !t.is_empty()),
                 egress_rules: spec.egress.as_ref().map(Vec::len),
                 pod_selector: spec.pod_selector.clone().unwrap_or_default(),
             },
-        }
+        };
+        compiled.layer = Arc::new(network_policy_layer(
+            &compiled,
+            compiled.pod_selector.clone(),
+        ));
+        compiled
     }
 
     pub fn selects(&self, pod_labels: &BTreeMap<String, String>) -> bool {
@@ -294,38 +307,6 @@ fn compile_peer(peer: &NetworkPolicyPeer) -> Peer {
     .flatten()
     .collect();
     Peer::InCluster(parts.join("+").into())
-}
-
-/// A CIDR as the API server reads one in a NetworkPolicy (Go's
-/// `ParseCIDRSloppy`): an address, `/` and a prefix length, leading zeros
-/// in IPv4 octets allowed; host bits are dropped. A bare address is not a
-/// CIDR here.
-pub(crate) fn parse_cidr(text: &str) -> Option<IpNet> {
-    let (addr, len) = text.split_once('/')?;
-    if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let len: u8 = len.parse().ok()?;
-    let addr: IpAddr = match addr.parse() {
-        Ok(a) => a,
-        Err(_) if addr.contains('.') && !addr.contains(':') => {
-            // 010.001.0.0: Go reads the octets as decimal.
-            let octets: Vec<u8> = addr
-                .split('.')
-                .map(|o| {
-                    if o.is_empty() || o.len() > 3 || !o.bytes().all(|b| b.is_ascii_digit()) {
-                        None
-                    } else {
-                        o.parse().ok()
-                    }
-                })
-                .collect::<Option<_>>()?;
-            let octets: [u8; 4] = octets.try_into().ok()?;
-            IpAddr::from(octets)
-        }
-        Err(_) => return None,
-    };
-    IpNet::new(addr, len).ok().map(|n| n.trunc())
 }
 
 fn cidr_problem(field: String, text: &str, what: &str) -> PolicyProblem {
@@ -501,11 +482,60 @@ pub fn validate_network_policy(np: &NetworkPolicy) -> Vec<PolicyProblem> {
     problems
 }
 
-/// NetworkPolicies and ExternalName Services, by namespace.
+/// The layer kind of an object (None: not a layer policy; a Calico Tier
+/// is not a policy).
+pub fn layer_kind(api_version: &str, kind: &str) -> Option<LayerKind> {
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    Some(match (group, kind) {
+        ("cilium.io", "CiliumNetworkPolicy") => LayerKind::CiliumNetworkPolicy,
+        ("cilium.io", "CiliumClusterwideNetworkPolicy") => {
+            LayerKind::CiliumClusterwideNetworkPolicy
+        }
+        ("crd.projectcalico.org", "NetworkPolicy") => LayerKind::CalicoNetworkPolicy,
+        ("crd.projectcalico.org", "GlobalNetworkPolicy") => LayerKind::GlobalNetworkPolicy,
+        ("policy.networking.k8s.io", "AdminNetworkPolicy") => LayerKind::AdminNetworkPolicy,
+        ("policy.networking.k8s.io", "BaselineAdminNetworkPolicy") => {
+            LayerKind::BaselineAdminNetworkPolicy
+        }
+        _ => return None,
+    })
+}
+
+/// A placeholder while a NetworkPolicy's layer form is built.
+static EMPTY_LAYER: LazyLock<Arc<LayerPolicy>> = LazyLock::new(|| {
+    Arc::new(LayerPolicy {
+        kind: LayerKind::NetworkPolicy,
+        namespace: None,
+        name: String::new(),
+        reference: "".into(),
+        subject: Subject::Labels {
+            namespace: None,
+            namespaces: None,
+            pods: None,
+            cilium_view: false,
+        },
+        egress: false,
+        default_deny: false,
+        order: None,
+        tier: None,
+        rules: Vec::new(),
+    })
+});
+
+/// NetworkPolicies and ExternalName Services, by namespace; the other
+/// policy layers (Cilium, Calico, AdminNetworkPolicy) and the semantics
+/// they are combined under.
 #[derive(Clone, Debug, Default)]
 pub struct NetworkIndex {
     policies: BTreeMap<String, Vec<CompiledNetworkPolicy>>,
     pub(super) external_names: BTreeMap<String, Vec<(String, String)>>,
+    /// Shared when a snapshot is cloned or focused: cluster-wide kinds
+    /// apply to every namespace.
+    pub(super) layers: Arc<Layers>,
+    pub(super) semantics: EgressSemantics,
+    /// The semantics were set (a flag or Helm value), rather than left to
+    /// be detected from the kinds present.
+    semantics_chosen: bool,
 }
 
 impl NetworkIndex {
@@ -549,7 +579,12 @@ impl NetworkIndex {
     /// The part of the index about one namespace (for a snapshot focused
     /// on it: nothing else is read when judging its workloads).
     pub fn namespace_only(&self, namespace: &str) -> NetworkIndex {
-        let mut out = NetworkIndex::default();
+        let mut out = NetworkIndex {
+            layers: Arc::clone(&self.layers),
+            semantics: self.semantics,
+            semantics_chosen: self.semantics_chosen,
+            ..NetworkIndex::default()
+        };
         if let Some(p) = self.policies.get(namespace) {
             out.policies.insert(namespace.to_string(), p.clone());
         }
@@ -576,6 +611,136 @@ impl NetworkIndex {
         }
     }
 
+    /// The semantics egress is judged under.
+    pub fn semantics(&self) -> EgressSemantics {
+        self.semantics
+    }
+
+    pub fn set_semantics(&mut self, semantics: EgressSemantics) {
+        self.semantics = semantics;
+        self.semantics_chosen = true;
+    }
+
+    /// Set only Cilium's enforcement mode, leaving the CNI to detection.
+    pub fn set_cilium_enforcement(&mut self, mode: CiliumEnforcement) {
+        self.semantics.cilium_enforcement = mode;
+    }
+
+    pub fn semantics_chosen(&self) -> bool {
+        self.semantics_chosen
+    }
+
+    /// The CNI the policy kinds present imply: Cilium's kinds, Calico's, or
+    /// neither (Kubernetes). Both: Err, the caller must be told which.
+    pub fn detect_cni(&self) -> Result<Cni, (usize, usize)> {
+        let cilium = self
+            .layers
+            .policies
+            .iter()
+            .filter(|p| p.kind.is_cilium())
+            .count();
+        let calico = self
+            .layers
+            .policies
+            .iter()
+            .filter(|p| p.kind.is_calico())
+            .count()
+            + self.layers.tiers.len();
+        match (cilium, calico) {
+            (0, 0) => Ok(Cni::Kubernetes),
+            (_, 0) => Ok(Cni::Cilium),
+            (0, _) => Ok(Cni::Calico),
+            both => Err(both),
+        }
+    }
+
+    /// The other layers' policies.
+    pub fn layers(&self) -> &Layers {
+        &self.layers
+    }
+
+    /// Change the other layers' policies (copied if shared).
+    pub fn layers_mut(&mut self) -> &mut Layers {
+        Arc::make_mut(&mut self.layers)
+    }
+
+    /// Add a policy of another layer (or a Calico Tier) from its object:
+    /// `apiVersion` and `kind` say which. Returns false for a kind that is
+    /// not a policy layer.
+    pub fn add_layer_object(
+        &mut self,
+        api_version: &str,
+        kind: &str,
+        obj: &serde_json::Value,
+    ) -> bool {
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        let layers = self.layers_mut();
+        match (group, kind) {
+            ("cilium.io", "CiliumNetworkPolicy" | "CiliumClusterwideNetworkPolicy") => {
+                let clusterwide = kind == "CiliumClusterwideNetworkPolicy";
+                let projected = cilium_policies(obj, clusterwide);
+                if let Some(first) = projected.first() {
+                    let (k, ns, name) = (first.kind, first.namespace.clone(), first.name.clone());
+                    layers.remove(k, ns.as_deref(), &name);
+                }
+                layers.policies.extend(projected);
+            }
+            ("crd.projectcalico.org", "NetworkPolicy") => layers.upsert(calico_policy(obj, false)),
+            ("crd.projectcalico.org", "GlobalNetworkPolicy") => {
+                layers.upsert(calico_policy(obj, true))
+            }
+            ("crd.projectcalico.org", "Tier") => {
+                let (name, tier) = calico_tier(obj);
+                layers.set_tier(&name, tier);
+            }
+            ("policy.networking.k8s.io", "AdminNetworkPolicy") => {
+                layers.upsert(admin_policy(obj, false))
+            }
+            ("policy.networking.k8s.io", "BaselineAdminNetworkPolicy") => {
+                layers.upsert(admin_policy(obj, true))
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// Forget a policy of another layer (or a Calico Tier).
+    pub fn remove_layer_object(
+        &mut self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) {
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        let layer = match (group, kind) {
+            ("cilium.io", "CiliumNetworkPolicy") => LayerKind::CiliumNetworkPolicy,
+            ("cilium.io", "CiliumClusterwideNetworkPolicy") => {
+                LayerKind::CiliumClusterwideNetworkPolicy
+            }
+            ("crd.projectcalico.org", "NetworkPolicy") => LayerKind::CalicoNetworkPolicy,
+            ("crd.projectcalico.org", "GlobalNetworkPolicy") => LayerKind::GlobalNetworkPolicy,
+            ("policy.networking.k8s.io", "AdminNetworkPolicy") => LayerKind::AdminNetworkPolicy,
+            ("policy.networking.k8s.io", "BaselineAdminNetworkPolicy") => {
+                LayerKind::BaselineAdminNetworkPolicy
+            }
+            ("crd.projectcalico.org", "Tier") => {
+                self.layers_mut().tiers.remove(name);
+                return;
+            }
+            _ => return,
+        };
+        let namespace = if matches!(
+            layer,
+            LayerKind::CiliumNetworkPolicy | LayerKind::CalicoNetworkPolicy
+        ) {
+            namespace.or(Some("default"))
+        } else {
+            None
+        };
+        self.layers_mut().remove(layer, namespace, name);
+    }
+
     /// Forget an ExternalName Service.
     pub fn remove_service(&mut self, namespace: &str, name: &str) {
         if let Some(list) = self.external_names.get_mut(namespace) {
@@ -598,6 +763,88 @@ pub fn parse_cidr_args(items: &[String]) -> Result<IpSet, CidrError> {
         }
     }
     Ok(IpSet::from_nets(nets))
+}
+
+/// A Kubernetes NetworkPolicy in the layer model: one Allow rule per ipBlock
+/// peer (and per rule that allows every destination).
+fn network_policy_layer(
+    np: &CompiledNetworkPolicy,
+    pod_selector: Option<LabelSelectorMatcher>,
+) -> LayerPolicy {
+    let mut rules = Vec::new();
+    for (r, rule) in np.rules.iter().enumerate() {
+        let Some(peers) = &rule.peers else {
+            rules.push(LayerRule {
+                action: RuleAction::Allow,
+                nets: Arc::clone(&EVERYWHERE),
+                everything: true,
+                partial: false,
+                domains: Vec::new(),
+                unknown: None,
+                index: r,
+                field: format!("spec.egress[{r}]").into(),
+                text: if rule.empty_to { "to: []" } else { "no to" }.into(),
+            });
+            continue;
+        };
+        for (p, peer) in peers.iter().enumerate() {
+            let field = format!("spec.egress[{r}].to[{p}]");
+            match peer {
+                Peer::InCluster(_) => {}
+                Peer::IpBlock {
+                    cidr, except, text, ..
+                } => {
+                    let set = IpSet::from_nets([*cidr])
+                        .subtract(&IpSet::from_nets(except.iter().copied()));
+                    rules.push(LayerRule {
+                        action: RuleAction::Allow,
+                        nets: Arc::new(set),
+                        everything: false,
+                        partial: false,
+                        domains: Vec::new(),
+                        unknown: None,
+                        index: r,
+                        field: format!("{field}.ipBlock").into(),
+                        text: text.clone(),
+                    });
+                }
+                Peer::Unreadable(reason) => rules.push(LayerRule {
+                    action: RuleAction::Allow,
+                    nets: Arc::new(IpSet::new()),
+                    everything: false,
+                    partial: false,
+                    domains: Vec::new(),
+                    unknown: Some(Unknown {
+                        en: reason.en.clone(),
+                        zh: reason.zh.clone(),
+                    }),
+                    index: r,
+                    field: field.into(),
+                    text: "unreadable peer".into(),
+                }),
+            }
+        }
+    }
+    let selects_some = np.isolates_egress && pod_selector.is_some();
+    LayerPolicy {
+        kind: LayerKind::NetworkPolicy,
+        namespace: Some(np.namespace.clone()),
+        name: np.name.clone(),
+        reference: np.reference.clone(),
+        subject: Subject::Labels {
+            namespace: Some(np.namespace.clone()),
+            namespaces: None,
+            pods: pod_selector,
+            cilium_view: false,
+        },
+        // A podSelector that cannot be compiled selects nothing, as in
+        // `CompiledNetworkPolicy::selects`.
+        egress: selects_some,
+        default_deny: selects_some,
+        order: Some(super::layers::K8S_NP_ORDER_IN_CALICO),
+        tier: None,
+        rules,
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
-use super::network::CompiledNetworkPolicy;
+use super::layers::{LayerKind, LayerPolicy, PodView};
+use super::network::{CompiledNetworkPolicy, layer_kind};
 use super::verdict::{Code, Violation};
 use super::{ClassificationError, NamespaceFacts, Snapshot, Workload, evaluate};
 use crate::api::Action;
@@ -106,6 +107,21 @@ pub fn judge_network_policy_change(
                 .is_some_and(|p| p.selects(&w.template_labels))
     };
 
+    let mut out = NetworkPolicyChange::default();
+    judge_affected(&before, &after, workloads, &may_affect, now, &mut out);
+    out
+}
+
+/// Judge each workload `may_affect` accepts before and after, once per
+/// group of objects alike in what egress reads, and record what opens.
+fn judge_affected(
+    before: &Snapshot,
+    after: &Snapshot,
+    workloads: &[Arc<Workload>],
+    may_affect: &dyn Fn(&Workload) -> bool,
+    now: Timestamp,
+    out: &mut NetworkPolicyChange,
+) {
     // Objects alike in everything egress reads are judged once: a
     // NetworkPolicy selecting a Deployment selects its ReplicaSets and
     // every one of their pods, which differ in name only.
@@ -135,9 +151,8 @@ pub fn judge_network_policy_change(
         }
     }
 
-    let mut out = NetworkPolicyChange::default();
     for (w, alike) in order.iter().filter_map(|f| groups.get(f)).copied() {
-        let (was, will) = match (evaluate(&before, w, now), evaluate(&after, w, now)) {
+        let (was, will) = match (evaluate(before, w, now), evaluate(after, w, now)) {
             (Ok(was), Ok(will)) => (was, will),
             (Err(e), _) | (_, Err(e)) => {
                 out.unjudgeable.push(e);
@@ -160,6 +175,92 @@ pub fn judge_network_policy_change(
                 violation: v.clone(),
             });
         }
+    }
+}
+
+/// Judge replacing a policy of another egress layer (or a Calico Tier)
+/// with `replacement` (`None`: deleting it), for the classified workloads
+/// of every namespace it may touch (`workloads_in` gives them): its own for
+/// a namespaced kind, every namespace for a cluster-wide one.
+#[allow(clippy::too_many_arguments)]
+pub fn judge_layer_change(
+    snapshot: &Snapshot,
+    workloads_in: &dyn Fn(&str) -> Vec<Arc<Workload>>,
+    api_version: &str,
+    kind: &str,
+    namespace: Option<&str>,
+    name: &str,
+    replacement: Option<&serde_json::Value>,
+    now: Timestamp,
+) -> NetworkPolicyChange {
+    let layer = layer_kind(api_version, kind);
+    let namespaced = matches!(
+        layer,
+        Some(LayerKind::CiliumNetworkPolicy | LayerKind::CalicoNetworkPolicy)
+    );
+    let namespace = namespace.filter(|_| namespaced);
+    let new = replacement.map(|v| {
+        let mut v = v.clone();
+        if let Some(meta) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            meta.entry("name").or_insert_with(|| name.into());
+            if let Some(ns) = namespace {
+                meta.insert("namespace".into(), ns.into());
+            }
+        }
+        v
+    });
+    // The old and new projections, to find the pods they may select.
+    let old: Vec<LayerPolicy> = match layer {
+        Some(k) => snapshot
+            .network
+            .layers()
+            .policies
+            .iter()
+            .filter(|p| {
+                p.kind == k
+                    && p.namespace.as_deref()
+                        == namespace.or(if namespaced { Some("default") } else { None })
+                    && p.name == name
+            })
+            .cloned()
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut scratch = super::NetworkIndex::default();
+    if let Some(v) = &new {
+        scratch.add_layer_object(api_version, kind, v);
+    }
+    let candidates: Vec<&LayerPolicy> =
+        old.iter().chain(scratch.layers().policies.iter()).collect();
+    let namespaces: Vec<String> = match namespace {
+        Some(ns) => vec![ns.to_string()],
+        None => snapshot.namespaces.keys().cloned().collect(),
+    };
+    let mut out = NetworkPolicyChange::default();
+    for ns in namespaces {
+        let workloads = workloads_in(&ns);
+        if workloads.is_empty() {
+            continue;
+        }
+        let before = snapshot.focused_on(&ns, &NamespaceFacts::default());
+        let mut after = before.clone();
+        after
+            .network
+            .remove_layer_object(api_version, kind, namespace, name);
+        if let Some(v) = &new {
+            after.network.add_layer_object(api_version, kind, v);
+        }
+        static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+        let ns_labels = before.namespaces.get(&ns).unwrap_or(&NO_LABELS);
+        let may_affect = |w: &Workload| {
+            // A Tier moves every policy in it: any pod may be affected.
+            layer.is_none()
+                || candidates.iter().any(|p| {
+                    let pod = PodView::new(&w.namespace, ns_labels, &w.template_labels);
+                    p.subject.selects(&pod) != Some(false)
+                })
+        };
+        judge_affected(&before, &after, &workloads, &may_affect, now, &mut out);
     }
     out
 }

@@ -38,8 +38,30 @@ pub struct CompiledPolicy {
     pub egress_mode: EgressMode,
     pub storage_mode: StorageMode,
     pub allowed_cidrs: IpSet,
+    /// `spec.egress.allowedDomains`, lower case, without a trailing dot.
+    pub allowed_domains: Vec<String>,
     pub action: Action,
     pub exemptions: Vec<CompiledExemption>,
+}
+
+/// A domain as compared: lower case, no trailing dot.
+pub(crate) fn normalize_domain(text: &str) -> String {
+    text.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// `allowed` (a list of suffixes) covers the domain or pattern `name`
+/// (`*.example.cn` is covered by `example.cn`; `*` by nothing).
+pub(crate) fn domain_allowed(name: &str, allowed: &[String]) -> bool {
+    let base = name.strip_prefix("*.").unwrap_or(name);
+    if base.contains('*') || base.is_empty() {
+        return false;
+    }
+    allowed.iter().any(|a| {
+        base == a
+            || base
+                .strip_suffix(a.as_str())
+                .is_some_and(|rest| rest.ends_with('.'))
+    })
 }
 
 /// A set of data classes as bits (the vocabulary is closed and small).
@@ -199,6 +221,7 @@ pub(crate) fn strictest_reading(policy: &ResidencyPolicy) -> CompiledPolicy {
         // Unchecked loosens: the strictest reading checks storage.
         storage_mode: StorageMode::MainlandOnly,
         allowed_cidrs: IpSet::default(),
+        allowed_domains: Vec::new(),
         action: spec.action,
         exemptions: Vec::new(),
     }
@@ -265,6 +288,30 @@ pub fn compile(
                 ),
                 format!("{text:?} 不是 CIDR（如 203.0.113.0/24 或 240e::/20），也不是 IP 地址"),
             )),
+        }
+    }
+
+    for (i, d) in spec.egress.allowed_domains.iter().enumerate() {
+        let name = normalize_domain(&d.domain);
+        if name.is_empty() || name.contains('*') || name.contains(char::is_whitespace) {
+            report.errors.push(PolicyProblem::new(
+                format!("spec.egress.allowedDomains[{i}].domain"),
+                format!(
+                    "{:?} is not a domain name (write example.cn: it covers every name under it)",
+                    d.domain
+                ),
+                format!(
+                    "{:?} 不是域名（请写 example.cn，它涵盖其下所有名称）",
+                    d.domain
+                ),
+            ));
+        }
+        if d.source.trim().is_empty() {
+            report.errors.push(PolicyProblem::new(
+                format!("spec.egress.allowedDomains[{i}].source"),
+                "say where the approval comes from (an ICP filing, a contract, a ticket)",
+                "请写明批准依据（ICP 备案、合同或工单）",
+            ));
         }
     }
 
@@ -359,6 +406,12 @@ pub fn compile(
             egress_mode: spec.egress.mode,
             storage_mode: spec.storage.mode,
             allowed_cidrs: IpSet::from_nets(nets),
+            allowed_domains: spec
+                .egress
+                .allowed_domains
+                .iter()
+                .map(|d| normalize_domain(&d.domain))
+                .collect(),
             action: spec.action,
             exemptions,
         },

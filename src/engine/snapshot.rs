@@ -335,6 +335,14 @@ impl<'m> SnapshotBuilder<'m> {
         self.snapshot.network.add_network_policy(np);
     }
 
+    /// A policy of another egress layer (Cilium, Calico, AdminNetworkPolicy)
+    /// or a Calico Tier, from its object.
+    pub fn layer_object(&mut self, api_version: &str, kind: &str, obj: &serde_json::Value) {
+        self.snapshot
+            .network
+            .add_layer_object(api_version, kind, obj);
+    }
+
     /// Only ExternalName Services matter (see `network::NetworkIndex`).
     pub fn service(&mut self, svc: &Service) {
         self.snapshot.network.add_service(svc);

@@ -25,6 +25,10 @@ pub enum Code {
     EgressOutsideMainland,
     /// ClusterOnly: an ipBlock reaches addresses outside the cluster.
     EgressExternalForbidden,
+    /// An egress rule allows a domain name (Cilium `toFQDNs`, Calico
+    /// `domains`, AdminNetworkPolicy `domainNames`) that the policy's
+    /// `allowedDomains` does not list: where it resolves is not known.
+    EgressNotGuaranteed,
     /// hostNetwork pods bypass NetworkPolicy (and so do hostPID pods with a
     /// privileged container, or one adding SYS_ADMIN: they can join the
     /// node's network namespace).
@@ -55,6 +59,7 @@ impl Code {
             Code::EgressAllowsAll => "EgressAllowsAll",
             Code::EgressOutsideMainland => "EgressOutsideMainland",
             Code::EgressExternalForbidden => "EgressExternalForbidden",
+            Code::EgressNotGuaranteed => "EgressNotGuaranteed",
             Code::HostNetwork => "HostNetwork",
             Code::VolumeOutsideMainland => "VolumeOutsideMainland",
             Code::VolumeNotGuaranteed => "VolumeNotGuaranteed",
@@ -82,6 +87,7 @@ impl Code {
                 | Code::EgressAllowsAll
                 | Code::EgressOutsideMainland
                 | Code::EgressExternalForbidden
+                | Code::EgressNotGuaranteed
         )
     }
 }

@@ -163,6 +163,7 @@ fn code_label(c: Code) -> (&'static str, &'static str) {
             "出站可达中国大陆以外",
         ),
         Code::EgressExternalForbidden => ("egress leaves the cluster", "出站可达集群以外"),
+        Code::EgressNotGuaranteed => ("egress to a domain name", "出站可达未核实的域名"),
         Code::HostNetwork => ("host network", "主机网络"),
         Code::VolumeOutsideMainland => (
             "a volume is stored outside mainland China",
@@ -1614,6 +1615,44 @@ fn workload_card(h: &mut String, w: &WorkloadEntry, audited: bool) {
                 );
             }
             let _ = write!(h, "</table>");
+        }
+        if !e.layers.is_empty() {
+            let cni = e.cni.as_deref().unwrap_or("kubernetes");
+            let _ = write!(
+                h,
+                "<table><tr><th>{} ({})</th><th>{}</th><th>{}</th><th>{}</th></tr>",
+                bi("Layer decisions, in order", "各层决定（按评估顺序）"),
+                esc(cni),
+                bi("Rule", "规则"),
+                bi("Outcome", "结果"),
+                bi("Ranges", "地址段")
+            );
+            for d in &e.layers {
+                let cls = if d.outcome == "denied" || d.outcome == "defaultDenied" {
+                    "ok"
+                } else {
+                    "note"
+                };
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td><span class=\"{cls}\">{}</span></td><td><code>{}</code></td></tr>",
+                    esc(&d.by),
+                    or_dash(d.field.as_deref()),
+                    esc(d.outcome),
+                    esc(&d.ranges.texts().join(", "))
+                );
+            }
+            let _ = write!(h, "</table>");
+        }
+        for d in &e.domains {
+            let _ = write!(
+                h,
+                "<p class=\"out\">{} {}: {} <code>{}</code></p>",
+                esc(&d.policy),
+                esc(&d.field),
+                bi("allows the domain name", "允许访问域名"),
+                esc(&d.domain)
+            );
         }
         if e.in_cluster_peers > 0 {
             let _ = write!(

@@ -214,7 +214,17 @@ pub fn run_report(args: &ReportArgs) -> ExitCode {
             }
         }
     };
-    let base = Snapshot::new(catalogue, space);
+    let mut base = Snapshot::new(catalogue, space);
+    let sources = &args.judging.data;
+    match sources.egress_cni() {
+        Some(cni) => base.network.set_semantics(crate::engine::EgressSemantics {
+            cni,
+            cilium_enforcement: sources.cilium_enforcement(),
+        }),
+        None => base
+            .network
+            .set_cilium_enforcement(sources.cilium_enforcement()),
+    }
 
     let mut inputs = if args.files.is_empty() {
         match read_cluster(args, base, now) {

@@ -399,6 +399,15 @@ pub struct EgressEntry {
     pub allow_all_rules: Vec<AllowAllRule>,
     pub in_cluster_peers: usize,
     pub external_blocks: Vec<ExternalBlockEntry>,
+    /// The CNI semantics, when layers besides NetworkPolicy were read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cni: Option<String>,
+    /// Which layer allowed and which closed what, in evaluation order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<engine::LayerDecision>,
+    /// Domain names egress rules allow.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<engine::DomainGrant>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -814,6 +823,9 @@ fn egress_entry(e: &EffectiveEgress) -> EgressEntry {
             .collect(),
         in_cluster_peers: e.in_cluster_peers.len(),
         external_blocks: blocks,
+        cni: e.cni.map(|c| c.as_str().to_string()),
+        layers: e.layers.clone(),
+        domains: e.domains.clone(),
     }
 }
 

@@ -47,6 +47,10 @@ pub enum Item {
     Volume(Arc<VolumeRecord>),
     Claim(Arc<ClaimRecord>),
     Class(Arc<ClassRecord>),
+    /// A policy of another egress layer (Cilium, Calico, AdminNetworkPolicy)
+    /// or a Calico Tier: apiVersion, kind, metadata name and namespace, and
+    /// spec (or specs) only.
+    Layer(Arc<serde_json::Value>),
 }
 
 impl Item {
@@ -92,6 +96,9 @@ pub struct Taken {
     pub policies: Option<BTreeMap<String, Arc<ResidencyPolicy>>>,
     /// The NetworkPolicies by `namespace/name`, with `rebuild`.
     pub network_policies: Option<BTreeMap<String, Arc<NetworkPolicy>>>,
+    /// The other egress layers' objects by `kind namespace/name`, with
+    /// `rebuild`.
+    pub egress_layers: Option<BTreeMap<String, Arc<serde_json::Value>>>,
     pub workloads: Workloads,
 }
 
@@ -216,6 +223,22 @@ impl Index {
                     Item::NetworkPolicy(np) => Some(np),
                     _ => None,
                 })
+            }),
+            egress_layers: rebuild.as_ref().map(|parts| {
+                parts
+                    .iter()
+                    .flatten()
+                    .filter_map(|(key, item)| match item {
+                        Item::Layer(v) => {
+                            let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
+                            Some((
+                                format!("{kind} {}", key.trim_start_matches('/')),
+                                Arc::clone(v),
+                            ))
+                        }
+                        _ => None,
+                    })
+                    .collect()
             }),
             rebuild,
             workloads: {

@@ -43,8 +43,8 @@ use tokio::sync::{Notify, watch};
 use crate::api::ResidencyPolicy;
 use crate::backoff::Backoff;
 use crate::engine::{
-    AddressSpace, Catalogue, ClaimRecord, ClassRecord, LastValid, NodeInfo, Snapshot,
-    SnapshotBuilder, VolumeRecord, Workload, WorkloadKind,
+    AddressSpace, Catalogue, CiliumEnforcement, ClaimRecord, ClassRecord, Cni, EgressSemantics,
+    LastValid, NodeInfo, Snapshot, SnapshotBuilder, VolumeRecord, Workload, WorkloadKind,
 };
 pub use index::Workloads;
 use index::{Index, Item, LabelPool, Part};
@@ -72,7 +72,154 @@ fn cluster(item: Item) -> Option<Projected> {
     Some(Projected::Cluster(item))
 }
 
-fn watched_kinds() -> Vec<Watched> {
+/// A policy kind of another egress layer the operator may watch, when its
+/// CRD is served and the CNI semantics enforce it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerResource {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+}
+
+impl LayerResource {
+    pub fn api_version(&self) -> String {
+        format!("{}/{}", self.group, self.version)
+    }
+
+    /// Read by the engine under `cni`.
+    pub fn enforced_under(&self, cni: Cni) -> bool {
+        matches!(
+            (self.group, cni),
+            ("cilium.io", Cni::Cilium)
+                | ("crd.projectcalico.org", Cni::Calico)
+                | ("policy.networking.k8s.io", Cni::Kubernetes | Cni::Calico)
+        )
+    }
+}
+
+/// Every layer kind the engine reads (the chart's RBAC lists the same).
+pub const LAYER_RESOURCES: &[LayerResource] = &[
+    LayerResource {
+        group: "cilium.io",
+        version: "v2",
+        kind: "CiliumNetworkPolicy",
+        plural: "ciliumnetworkpolicies",
+    },
+    LayerResource {
+        group: "cilium.io",
+        version: "v2",
+        kind: "CiliumClusterwideNetworkPolicy",
+        plural: "ciliumclusterwidenetworkpolicies",
+    },
+    LayerResource {
+        group: "crd.projectcalico.org",
+        version: "v1",
+        kind: "NetworkPolicy",
+        plural: "networkpolicies",
+    },
+    LayerResource {
+        group: "crd.projectcalico.org",
+        version: "v1",
+        kind: "GlobalNetworkPolicy",
+        plural: "globalnetworkpolicies",
+    },
+    LayerResource {
+        group: "crd.projectcalico.org",
+        version: "v1",
+        kind: "Tier",
+        plural: "tiers",
+    },
+    LayerResource {
+        group: "policy.networking.k8s.io",
+        version: "v1alpha1",
+        kind: "AdminNetworkPolicy",
+        plural: "adminnetworkpolicies",
+    },
+    LayerResource {
+        group: "policy.networking.k8s.io",
+        version: "v1alpha1",
+        kind: "BaselineAdminNetworkPolicy",
+        plural: "baselineadminnetworkpolicies",
+    },
+];
+
+/// What egress layers the operator judges under, and which it watches.
+#[derive(Clone, Debug, Default)]
+pub struct EgressWatch {
+    pub semantics: EgressSemantics,
+    /// Served and enforced under `semantics`: watched.
+    pub resources: Vec<LayerResource>,
+}
+
+/// The layer kinds the API server serves, and the semantics: `requested`
+/// (the Helm value), or detected from what is served (Cilium's CRDs:
+/// cilium; Calico's: calico; both: refused, say which; neither:
+/// kubernetes). Watched: served and enforced under the semantics.
+pub async fn discover_egress(
+    client: &Client,
+    requested: Option<Cni>,
+    cilium_enforcement: CiliumEnforcement,
+) -> anyhow::Result<EgressWatch> {
+    let mut served: Vec<LayerResource> = Vec::new();
+    let mut versions: Vec<String> = LAYER_RESOURCES
+        .iter()
+        .map(LayerResource::api_version)
+        .collect();
+    versions.dedup();
+    for gv in versions {
+        match client.list_api_group_resources(&gv).await {
+            Ok(list) => served.extend(LAYER_RESOURCES.iter().filter(|r| {
+                r.api_version() == gv && list.resources.iter().any(|a| a.name == r.plural)
+            })),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(anyhow::anyhow!("discovering {gv}: {e}")),
+        }
+    }
+    let has = |group: &str| served.iter().any(|r| r.group == group);
+    let cni = match requested {
+        Some(cni) => cni,
+        None => match (has("cilium.io"), has("crd.projectcalico.org")) {
+            (true, true) => anyhow::bail!(
+                "both Cilium (cilium.io) and Calico (crd.projectcalico.org) policy CRDs are served: set the Helm value egress.cni (--egress-cni) to the one that enforces egress"
+            ),
+            (true, false) => Cni::Cilium,
+            (false, true) => Cni::Calico,
+            (false, false) => Cni::Kubernetes,
+        },
+    };
+    Ok(EgressWatch {
+        semantics: EgressSemantics {
+            cni,
+            cilium_enforcement,
+        },
+        resources: served
+            .into_iter()
+            .filter(|r| r.enforced_under(cni))
+            .collect(),
+    })
+}
+
+/// The layer object as kept: apiVersion, kind, name, namespace and spec.
+fn project_layer(v: &serde_json::Value) -> Result<Option<Projected>, String> {
+    let mut kept = serde_json::Map::new();
+    for key in ["apiVersion", "kind", "spec", "specs"] {
+        if let Some(x) = v.get(key) {
+            kept.insert(key.into(), x.clone());
+        }
+    }
+    let meta = v.get("metadata").ok_or("no metadata")?;
+    let mut m = serde_json::Map::new();
+    for key in ["name", "namespace"] {
+        if let Some(x) = meta.get(key) {
+            m.insert(key.into(), x.clone());
+        }
+    }
+    kept.insert("metadata".into(), m.into());
+    Ok(cluster(Item::Layer(Arc::new(kept.into()))))
+}
+
+fn watched_kinds(egress: &EgressWatch) -> Vec<Watched> {
     let mut kinds = vec![
         Watched {
             name: "residencypolicies",
@@ -150,6 +297,20 @@ fn watched_kinds() -> Vec<Watched> {
             },
         },
     ];
+    for r in &egress.resources {
+        kinds.push(Watched {
+            name: r.plural,
+            resource: ApiResource {
+                group: r.group.to_string(),
+                version: r.version.to_string(),
+                api_version: r.api_version(),
+                kind: r.kind.to_string(),
+                plural: r.plural.to_string(),
+            },
+            workload: None,
+            project: project_layer,
+        });
+    }
     for kind in WorkloadKind::ALL {
         kinds.push(Watched {
             name: kind.plural(),
@@ -394,6 +555,8 @@ pub struct Inventory {
     pub policies: Arc<BTreeMap<String, Arc<ResidencyPolicy>>>,
     /// NetworkPolicies by `namespace/name`.
     pub network_policies: Arc<BTreeMap<String, Arc<NetworkPolicy>>>,
+    /// The other egress layers' objects by `kind namespace/name`.
+    pub egress_layers: Arc<BTreeMap<String, Arc<serde_json::Value>>>,
     /// Every workload object and Pod, owned or not, bound or not.
     /// A persistent map shared with the watches' index: two inventories
     /// share every node neither changed, and `OrdMap::diff` skips those.
@@ -493,6 +656,8 @@ impl WorkloadSource for State {
 pub struct Inputs {
     pub catalogue: Catalogue,
     pub address_space: AddressSpace,
+    /// The egress semantics and the layer kinds to watch.
+    pub egress: EgressWatch,
 }
 
 /// The watches' index, and a signal that it changed.
@@ -510,7 +675,7 @@ impl Projections {
 
 /// Start one watch per kind and the publisher; returns at once.
 pub fn start(client: Client, inputs: Inputs) -> State {
-    let kinds = watched_kinds();
+    let kinds = watched_kinds(&inputs.egress);
     let shared = Arc::new(Projections {
         index: Mutex::new(Index::new(kinds.len())),
         changed: Notify::new(),
@@ -784,6 +949,7 @@ struct Publisher {
     snapshot: Arc<Snapshot>,
     policies: Arc<BTreeMap<String, Arc<ResidencyPolicy>>>,
     network_policies: Arc<BTreeMap<String, Arc<NetworkPolicy>>>,
+    egress_layers: Arc<BTreeMap<String, Arc<serde_json::Value>>>,
 }
 
 impl Publisher {
@@ -796,6 +962,7 @@ impl Publisher {
             snapshot: Arc::new(snapshot),
             policies: Default::default(),
             network_policies: Default::default(),
+            egress_layers: Default::default(),
         }
     }
 
@@ -815,6 +982,11 @@ impl Publisher {
         if let Some(network_policies) = taken.network_policies {
             self.network_policies = Arc::new(network_policies);
         }
+        if let Some(layers) = taken.egress_layers
+            && layers != *self.egress_layers
+        {
+            self.egress_layers = Arc::new(layers);
+        }
         if let Some(policies) = taken.policies {
             self.policies = Arc::new(policies);
         }
@@ -822,6 +994,7 @@ impl Publisher {
             snapshot: self.snapshot.clone(),
             policies: self.policies.clone(),
             network_policies: self.network_policies.clone(),
+            egress_layers: self.egress_layers.clone(),
             workloads: taken.workloads,
             synced,
         };
@@ -849,7 +1022,8 @@ impl Publisher {
 /// in `snapshot.rejected`; the webhook's policy endpoint stops new invalid
 /// ones at the door).
 fn build(parts: &[Part], inputs: &Inputs, now: Timestamp, last_valid: &mut LastValid) -> Snapshot {
-    let base = Snapshot::new(inputs.catalogue.clone(), inputs.address_space.clone());
+    let mut base = Snapshot::new(inputs.catalogue.clone(), inputs.address_space.clone());
+    base.network.set_semantics(inputs.egress.semantics);
     let mut builder = SnapshotBuilder::new(base, now).remembering(last_valid);
     // A cluster always has a node inventory, even an empty one.
     builder.nodes_known();
@@ -868,6 +1042,10 @@ fn build(parts: &[Part], inputs: &Inputs, now: Timestamp, last_valid: &mut LastV
             Item::Volume(pv) => builder.persistent_volume(Arc::clone(pv)),
             Item::Claim(c) => builder.persistent_volume_claim(Arc::clone(c)),
             Item::Class(c) => builder.storage_class((**c).clone()),
+            Item::Layer(v) => {
+                let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default();
+                builder.layer_object(field("apiVersion"), field("kind"), v);
+            }
         }
     }
     builder.build()

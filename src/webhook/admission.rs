@@ -690,14 +690,20 @@ struct NameMeta {
 /// cross-border egress for one of them under a Deny policy is denied.
 fn network_policy_review(
     req: &RequestIn<&RawValue, &RawValue>,
-    Judging {
+    judging: Judging<'_>,
+    decision: &mut Decision,
+) -> Response {
+    // The other egress layers share this endpoint (and its two webhook
+    // entries): Cilium, Calico and AdminNetworkPolicy objects.
+    if !req.kind.group.is_empty() && req.kind.group != "networking.k8s.io" {
+        return layer_review(req, judging, decision);
+    }
+    let Judging {
         snapshot,
         workloads,
         lang,
         now,
-    }: Judging<'_>,
-    decision: &mut Decision,
-) -> Response {
+    } = judging;
     // The request names the object; a DELETE may carry only the old object,
     // which is read only then.
     let old_meta = || {
@@ -747,8 +753,90 @@ fn network_policy_review(
         replacement.as_ref(),
         now,
     );
-    decision.action = change.action();
     let subject = format!("{} NetworkPolicy {namespace}/{name}", req.operation);
+    answer_change(&change, &subject, lang, decision)
+}
+
+/// A change to a policy of another egress layer (or a Calico Tier), judged
+/// by re-evaluating the classified workloads of every namespace it may
+/// touch (its own for a namespaced kind), as for a NetworkPolicy.
+fn layer_review(
+    req: &RequestIn<&RawValue, &RawValue>,
+    Judging {
+        snapshot,
+        workloads,
+        lang,
+        now,
+    }: Judging<'_>,
+    decision: &mut Decision,
+) -> Response {
+    let old_meta = || {
+        req.old_object
+            .and_then(|old| serde_json::from_str::<NetworkPolicyMeta>(old.get()).ok())
+            .map(|m| m.metadata)
+            .unwrap_or_default()
+    };
+    let kind = req.kind.kind.as_str();
+    let api_version = format!("{}/{}", req.kind.group, req.kind.version);
+    let replacement = match req.operation.as_str() {
+        "CREATE" | "UPDATE" => {
+            let Some(object) = req.object else {
+                return allow();
+            };
+            match serde_json::from_str::<serde_json::Value>(object.get()) {
+                Ok(v) if v.is_object() => Some(v),
+                Ok(_) | Err(_) => {
+                    decision.result = "error";
+                    return refuse(
+                        400,
+                        "BadRequest",
+                        format!("residency-guard cannot read this {kind}: not a JSON object"),
+                    );
+                }
+            }
+        }
+        "DELETE" => None,
+        _ => return allow(),
+    };
+    let namespace = req
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .or_else(|| old_meta().namespace);
+    let name = req
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .or_else(|| old_meta().name)
+        .unwrap_or_default();
+    decision.result = "judged";
+    let change = engine::judge_layer_change(
+        snapshot,
+        &|ns| workloads.in_namespace(ns),
+        &api_version,
+        kind,
+        namespace.as_deref(),
+        &name,
+        replacement.as_ref(),
+        now,
+    );
+    let subject = match &namespace {
+        Some(ns) => format!("{} {kind} {ns}/{name}", req.operation),
+        None => format!("{} {kind} {name}", req.operation),
+    };
+    answer_change(&change, &subject, lang, decision)
+}
+
+/// The answer to a policy change: denied when it opens egress for a
+/// workload under a Deny policy (or when a workload cannot be judged),
+/// warnings for Warn policies.
+fn answer_change(
+    change: &engine::NetworkPolicyChange,
+    subject: &str,
+    lang: Lang,
+    decision: &mut Decision,
+) -> Response {
+    decision.action = change.action();
     if !change.unjudgeable.is_empty() {
         // Fail closed: what the change does to these workloads is unknown.
         let reasons: Vec<String> = change
@@ -1103,6 +1191,44 @@ mod tests {
             NOW.parse().unwrap(),
         ))
         .unwrap()
+    }
+
+    /// Another egress layer's policy shares the NetworkPolicy endpoint: an
+    /// AdminNetworkPolicy opening 8.8.8.0/24 above every namespace's
+    /// NetworkPolicies is denied; deleting one that opens nothing is not.
+    #[test]
+    fn an_admin_network_policy_opening_egress_is_denied() {
+        let anp = json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy",
+            "metadata": {"name": "open-dns"},
+            "spec": {"priority": 1, "subject": {"namespaces": {}},
+                     "egress": [{"name": "google", "action": "Allow", "to": [{"networks": ["8.8.8.0/24"]}]}]}
+        });
+        let body = |operation: &str, object: Value| {
+            serde_json::to_vec(&json!({
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {
+                    "uid": "u-1",
+                    "kind": {"group": "policy.networking.k8s.io", "version": "v1alpha1", "kind": "AdminNetworkPolicy"},
+                    "name": "open-dns",
+                    "operation": operation,
+                    "object": object,
+                }
+            }))
+            .unwrap()
+        };
+        let (out, decision) = judge_body(&body("CREATE", anp), Endpoint::NetworkPolicies);
+        assert!(!out.response.allowed, "{out:?}");
+        assert_eq!(decision.result, "judged");
+        let message = out.response.status.map(|s| s.message).unwrap_or_default();
+        assert!(
+            message.contains("CREATE AdminNetworkPolicy open-dns would open this")
+                && message.contains("8.8.8.0/24"),
+            "{message}"
+        );
+        let (out, _) = judge_body(&body("DELETE", Value::Null), Endpoint::NetworkPolicies);
+        assert!(out.response.allowed, "{out:?}");
     }
 
     /// A controller scaling a violating object down (the Deployment

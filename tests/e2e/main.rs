@@ -21,6 +21,7 @@ mod client_auth;
 mod clouds;
 mod crd;
 mod daemonset;
+mod egress_layers;
 mod graph;
 mod harness;
 mod journey;

@@ -183,3 +183,27 @@ UPDATE that removes the label still reaches the webhook through it).
   operations: ["CREATE", "UPDATE"]
   scope: Namespaced
 {{- end }}
+
+{{/*
+The egress-layer kinds egress.cni can read, one {apiGroups, resources}
+per group (src/state/mod.rs LAYER_RESOURCES, LayerResource::enforced_under):
+the RBAC's list/watch and the webhook's rules are exactly these.
+*/}}
+{{- define "residency-guard.egressLayerGroups" -}}
+{{- $cni := .Values.egress.cni -}}
+{{- if or (eq $cni "auto") (eq $cni "cilium") }}
+- apiGroups: ["cilium.io"]
+  apiVersions: ["v2"]
+  resources: ["ciliumnetworkpolicies", "ciliumclusterwidenetworkpolicies"]
+{{- end }}
+{{- if or (eq $cni "auto") (eq $cni "calico") }}
+- apiGroups: ["crd.projectcalico.org"]
+  apiVersions: ["v1"]
+  resources: ["networkpolicies", "globalnetworkpolicies", "tiers"]
+{{- end }}
+{{- if ne $cni "cilium" }}
+- apiGroups: ["policy.networking.k8s.io"]
+  apiVersions: ["v1alpha1"]
+  resources: ["adminnetworkpolicies", "baselineadminnetworkpolicies"]
+{{- end }}
+{{- end -}}

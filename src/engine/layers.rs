@@ -1,0 +1,879 @@
+//! Egress across every enforcing layer of the cluster's CNI, in that CNI's
+//! own order (docs/semantics.md, "Egress across policy layers").
+//!
+//! Each policy kind is projected (`projection.rs`) into the same model: a
+//! subject (which pods it applies to) and ordered rules, each an action
+//! (Allow, Deny, Pass, Log) on a set of *external* addresses, plus names
+//! (domains) and what cannot be known offline. In-cluster peers (pods,
+//! namespaces, nodes, Services, the `cluster` entity) reach no external
+//! address and drop out of the address model.
+//!
+//! Ports are abstracted: the question is "can the pod reach this address on
+//! some port". A rule limited to some ports (or protocols) is *partial*: an
+//! Allow still opens its addresses; a Deny closes nothing (other ports stay
+//! open to later rules); a Pass both passes and lets evaluation continue.
+//! Every approximation errs towards "reachable", never the other way.
+//!
+//! Three orders:
+//! - `kubernetes`: AdminNetworkPolicy by priority, then NetworkPolicy, then
+//!   BaselineAdminNetworkPolicy (the network-policy-api specification).
+//! - `calico`: tiers by order (the AdminNetworkPolicy tier at 1,000, Tier
+//!   objects, the default tier at 1,000,000 with Calico and Kubernetes
+//!   NetworkPolicies, the BaselineAdminNetworkPolicy tier at 10,000,000);
+//!   within a tier, policies by order then name; first matching Allow or
+//!   Deny decides, Pass goes to the next tier, a tier that applies and
+//!   decides nothing ends in its default action (Deny unless set to Pass);
+//!   what passes every tier is allowed by the namespace profile.
+//! - `cilium`: one union. Deny rules of every selecting policy (Cilium,
+//!   clusterwide or Kubernetes) take precedence over every allow; a pod
+//!   selected by a policy with egress rules is default-deny, else
+//!   default-allow; enforcement mode `always` makes every pod default-deny
+//!   and `never` turns enforcement off.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock};
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use super::calico_selector::CalicoSelector;
+use super::ipset::IpSet;
+use super::selector::LabelSelectorMatcher;
+use super::shared::Shared;
+
+/// Whose enforcement semantics the cluster has (Helm value `egress.cni`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Cni {
+    /// NetworkPolicy, with AdminNetworkPolicy and BaselineAdminNetworkPolicy
+    /// when served.
+    #[default]
+    Kubernetes,
+    Cilium,
+    Calico,
+}
+
+impl Cni {
+    pub fn parse(text: &str) -> Option<Cni> {
+        match text {
+            "kubernetes" => Some(Cni::Kubernetes),
+            "cilium" => Some(Cni::Cilium),
+            "calico" => Some(Cni::Calico),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cni::Kubernetes => "kubernetes",
+            Cni::Cilium => "cilium",
+            Cni::Calico => "calico",
+        }
+    }
+}
+
+/// Cilium's policy enforcement mode (agent flag `enable-policy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CiliumEnforcement {
+    #[default]
+    Default,
+    Always,
+    Never,
+}
+
+impl CiliumEnforcement {
+    pub fn parse(text: &str) -> Option<CiliumEnforcement> {
+        match text {
+            "default" => Some(CiliumEnforcement::Default),
+            "always" => Some(CiliumEnforcement::Always),
+            "never" => Some(CiliumEnforcement::Never),
+            _ => None,
+        }
+    }
+}
+
+/// The egress semantics a snapshot is judged under.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EgressSemantics {
+    pub cni: Cni,
+    pub cilium_enforcement: CiliumEnforcement,
+}
+
+/// The policy kinds read besides NetworkPolicy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum LayerKind {
+    NetworkPolicy,
+    AdminNetworkPolicy,
+    BaselineAdminNetworkPolicy,
+    CiliumNetworkPolicy,
+    CiliumClusterwideNetworkPolicy,
+    /// `crd.projectcalico.org/v1` NetworkPolicy.
+    CalicoNetworkPolicy,
+    GlobalNetworkPolicy,
+}
+
+impl LayerKind {
+    /// As written in evidence: Calico's namespaced kind is qualified, since
+    /// it shares its name with Kubernetes'.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LayerKind::NetworkPolicy => "NetworkPolicy",
+            LayerKind::AdminNetworkPolicy => "AdminNetworkPolicy",
+            LayerKind::BaselineAdminNetworkPolicy => "BaselineAdminNetworkPolicy",
+            LayerKind::CiliumNetworkPolicy => "CiliumNetworkPolicy",
+            LayerKind::CiliumClusterwideNetworkPolicy => "CiliumClusterwideNetworkPolicy",
+            LayerKind::CalicoNetworkPolicy => "NetworkPolicy.crd.projectcalico.org",
+            LayerKind::GlobalNetworkPolicy => "GlobalNetworkPolicy",
+        }
+    }
+
+    pub fn is_cilium(self) -> bool {
+        matches!(
+            self,
+            LayerKind::CiliumNetworkPolicy | LayerKind::CiliumClusterwideNetworkPolicy
+        )
+    }
+
+    pub fn is_calico(self) -> bool {
+        matches!(
+            self,
+            LayerKind::CalicoNetworkPolicy | LayerKind::GlobalNetworkPolicy
+        )
+    }
+
+    pub fn is_admin(self) -> bool {
+        matches!(
+            self,
+            LayerKind::AdminNetworkPolicy | LayerKind::BaselineAdminNetworkPolicy
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum RuleAction {
+    Allow,
+    Deny,
+    Pass,
+    Log,
+}
+
+/// Why something cannot be judged, in both languages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unknown {
+    pub en: Shared<str>,
+    pub zh: Shared<str>,
+}
+
+/// One egress rule, projected.
+#[derive(Clone, Debug)]
+pub struct LayerRule {
+    pub action: RuleAction,
+    /// The external addresses the rule's destination matches.
+    pub nets: Arc<IpSet>,
+    /// The rule names no destination (or `world`/`all`): every address.
+    pub everything: bool,
+    /// Limited to some ports or protocols (or otherwise to part of the
+    /// traffic): a Deny or Pass does not close its addresses.
+    pub partial: bool,
+    /// Domain names the rule allows (`toFQDNs`, `domains`, `domainNames`).
+    pub domains: Vec<Shared<str>>,
+    /// What the rule reaches cannot be known from the objects read (a
+    /// CIDR group, a Service's endpoints, a cloud group): an Allow counts
+    /// as reaching every destination, a Deny or Pass as closing nothing.
+    pub unknown: Option<Unknown>,
+    /// Index into `spec.egress` (or `spec.egressDeny` for a Cilium deny).
+    pub index: usize,
+    /// "spec.egress[0]": where the rule is.
+    pub field: Shared<str>,
+    /// What the rule names, as written ("toCIDRSet 0.0.0.0/0").
+    pub text: Shared<str>,
+}
+
+/// Which pods a policy applies to.
+#[derive(Clone, Debug)]
+pub enum Subject {
+    /// Kubernetes label selectors (NetworkPolicy, AdminNetworkPolicy,
+    /// Cilium after its label keys are read). `namespace`: only pods of that
+    /// namespace; `namespaces`: only pods whose namespace matches.
+    Labels {
+        namespace: Option<String>,
+        namespaces: Option<LabelSelectorMatcher>,
+        pods: Option<LabelSelectorMatcher>,
+        /// Cilium: selectors read the pod's labels with Cilium's
+        /// namespace pseudo-labels added.
+        cilium_view: bool,
+    },
+    Calico {
+        namespace: Option<String>,
+        selector: CalicoSelector,
+        namespace_selector: Option<CalicoSelector>,
+    },
+    /// The subject cannot be read: the policy may apply to any pod, so what
+    /// any pod it might select can reach is unknown.
+    Unreadable(Unknown),
+}
+
+/// A pod as the subjects read it.
+pub struct PodView<'a> {
+    pub namespace: &'a str,
+    pub namespace_labels: &'a BTreeMap<String, String>,
+    pub labels: &'a BTreeMap<String, String>,
+    cilium: std::cell::OnceCell<BTreeMap<String, String>>,
+    calico: std::cell::OnceCell<BTreeMap<String, String>>,
+}
+
+impl<'a> PodView<'a> {
+    pub fn new(
+        namespace: &'a str,
+        namespace_labels: &'a BTreeMap<String, String>,
+        labels: &'a BTreeMap<String, String>,
+    ) -> Self {
+        PodView {
+            namespace,
+            namespace_labels,
+            labels,
+            cilium: std::cell::OnceCell::new(),
+            calico: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The labels Cilium's endpoint selectors see: the pod's, its
+    /// namespace's name and its namespace's labels.
+    fn cilium_labels(&self) -> &BTreeMap<String, String> {
+        self.cilium.get_or_init(|| {
+            let mut l = self.labels.clone();
+            l.insert("io.kubernetes.pod.namespace".into(), self.namespace.into());
+            for (k, v) in self.namespace_labels {
+                l.insert(format!("io.cilium.k8s.namespace.labels.{k}"), v.clone());
+            }
+            l
+        })
+    }
+
+    /// The labels Calico's selectors see on a pod's workload endpoint.
+    fn calico_labels(&self) -> &BTreeMap<String, String> {
+        self.calico.get_or_init(|| {
+            let mut l = self.labels.clone();
+            l.insert("projectcalico.org/namespace".into(), self.namespace.into());
+            l.insert("projectcalico.org/orchestrator".into(), "k8s".into());
+            for (k, v) in self.namespace_labels {
+                l.insert(format!("pcns.{k}"), v.clone());
+            }
+            l
+        })
+    }
+
+    /// The labels Calico's namespace selectors see.
+    fn calico_namespace_labels(&self) -> BTreeMap<String, String> {
+        let mut l = self.namespace_labels.clone();
+        l.insert("projectcalico.org/name".into(), self.namespace.into());
+        l
+    }
+}
+
+impl Subject {
+    /// Some(true/false), or None when the subject cannot be read.
+    pub fn selects(&self, pod: &PodView<'_>) -> Option<bool> {
+        match self {
+            Subject::Labels {
+                namespace,
+                namespaces,
+                pods,
+                cilium_view,
+            } => {
+                if namespace.as_deref().is_some_and(|ns| ns != pod.namespace) {
+                    return Some(false);
+                }
+                if let Some(ns) = namespaces {
+                    let mut labels = pod.namespace_labels.clone();
+                    labels
+                        .entry("kubernetes.io/metadata.name".into())
+                        .or_insert_with(|| pod.namespace.into());
+                    if !ns.matches(&labels) {
+                        return Some(false);
+                    }
+                }
+                Some(pods.as_ref().is_none_or(|p| {
+                    if *cilium_view {
+                        p.matches(pod.cilium_labels())
+                    } else {
+                        p.matches(pod.labels)
+                    }
+                }))
+            }
+            Subject::Calico {
+                namespace,
+                selector,
+                namespace_selector,
+            } => {
+                if namespace.as_deref().is_some_and(|ns| ns != pod.namespace) {
+                    return Some(false);
+                }
+                if let Some(ns) = namespace_selector
+                    && !ns.matches(&pod.calico_namespace_labels())
+                {
+                    return Some(false);
+                }
+                Some(selector.matches(pod.calico_labels()))
+            }
+            Subject::Unreadable(_) => None,
+        }
+    }
+}
+
+/// A policy of any kind, projected.
+#[derive(Clone, Debug)]
+pub struct LayerPolicy {
+    pub kind: LayerKind,
+    pub namespace: Option<String>,
+    pub name: String,
+    /// "CiliumNetworkPolicy ns/name", as evidence names it.
+    pub reference: Shared<str>,
+    pub subject: Subject,
+    /// The policy governs egress at all (Calico `types`, a Cilium policy
+    /// with egress or egressDeny rules, a NetworkPolicy isolating egress).
+    pub egress: bool,
+    /// Cilium: selecting a pod makes its egress default-deny
+    /// (`enableDefaultDeny.egress`, true unless set false).
+    pub default_deny: bool,
+    /// Calico `order` (lower first; none last), AdminNetworkPolicy
+    /// `priority`.
+    pub order: Option<f64>,
+    /// Calico tier name (`default` when not set).
+    pub tier: Option<String>,
+    pub rules: Vec<LayerRule>,
+}
+
+/// A Calico tier (`Tier` object, or a built-in one).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CalicoTier {
+    pub order: Option<f64>,
+    /// What happens to traffic a tier that applies does not decide.
+    pub default_pass: bool,
+}
+
+/// The policies of every layer besides NetworkPolicy, and Calico's tiers.
+#[derive(Clone, Debug, Default)]
+pub struct Layers {
+    pub policies: Vec<LayerPolicy>,
+    pub tiers: BTreeMap<String, CalicoTier>,
+}
+
+impl Layers {
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    /// Add a policy, replacing one of the same kind, namespace and name.
+    pub fn upsert(&mut self, policy: LayerPolicy) {
+        self.remove(policy.kind, policy.namespace.as_deref(), &policy.name);
+        self.policies.push(policy);
+    }
+
+    pub fn remove(&mut self, kind: LayerKind, namespace: Option<&str>, name: &str) {
+        self.policies
+            .retain(|p| !(p.kind == kind && p.namespace.as_deref() == namespace && p.name == name));
+    }
+
+    pub fn set_tier(&mut self, name: &str, tier: CalicoTier) {
+        self.tiers.insert(name.to_string(), tier);
+    }
+}
+
+/// Every address, IPv4 and IPv6.
+pub static EVERYWHERE: LazyLock<Arc<IpSet>> = LazyLock::new(|| {
+    Arc::new(IpSet::from_nets([
+        IpNet::V4(ipnet::Ipv4Net::default()),
+        IpNet::V6(ipnet::Ipv6Net::default()),
+    ]))
+});
+
+/// Addresses a rule opened to the pod.
+#[derive(Clone, Debug)]
+pub struct Grant {
+    pub kind: LayerKind,
+    pub reference: Shared<str>,
+    pub index: usize,
+    pub field: Shared<str>,
+    pub text: Shared<str>,
+    /// The part of the rule's addresses that no earlier rule decided.
+    pub nets: IpSet,
+    /// The rule names every destination and nothing earlier took any.
+    pub everything: bool,
+    pub unknown: Option<Unknown>,
+}
+
+/// Addresses a rule (or a tier's default) closed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerDecision {
+    /// "CiliumNetworkPolicy ns/name", or "tier default" for its default.
+    pub by: Shared<str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<Shared<str>>,
+    /// allowed, denied, passed, defaultDenied, defaultAllowed.
+    pub outcome: &'static str,
+    /// The ranges, written as CIDRs (at most `MAX_LISTED`, then "…") only
+    /// when serialized: judging does not pay for the text.
+    #[serde(serialize_with = "serialize_ranges")]
+    pub ranges: RangesOrUnknown,
+}
+
+/// What a decision covers: addresses, or what cannot be known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RangesOrUnknown {
+    Set(IpSet),
+    Unknown,
+}
+
+impl RangesOrUnknown {
+    /// The ranges as written in evidence.
+    pub fn texts(&self) -> Vec<String> {
+        match self {
+            RangesOrUnknown::Set(set) => list_ranges(set),
+            RangesOrUnknown::Unknown => vec!["(unknown)".into()],
+        }
+    }
+}
+
+fn serialize_ranges<S: serde::Serializer>(r: &RangesOrUnknown, s: S) -> Result<S::Ok, S::Error> {
+    use serde::Serialize as _;
+    r.texts().serialize(s)
+}
+
+const MAX_LISTED: usize = 8;
+
+pub(crate) fn list_ranges(set: &IpSet) -> Vec<String> {
+    let nets = set.to_nets();
+    let mut out: Vec<String> = nets
+        .iter()
+        .take(MAX_LISTED)
+        .map(ToString::to_string)
+        .collect();
+    if nets.len() > MAX_LISTED {
+        out.push(format!("… {} more", nets.len() - MAX_LISTED));
+    }
+    out
+}
+
+/// A domain name a rule allows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DomainGrant {
+    pub policy: Shared<str>,
+    pub field: Shared<str>,
+    pub domain: Shared<str>,
+}
+
+/// What the pod reaches across the layers.
+#[derive(Clone, Debug, Default)]
+pub struct Reach {
+    /// Some layer restricts the pod (else it reaches everything).
+    pub restricted: bool,
+    pub grants: Vec<Grant>,
+    /// Addresses no layer decided, allowed by the CNI's default.
+    pub default_allowed: IpSet,
+    pub domains: Vec<DomainGrant>,
+    /// Policies whose subject cannot be read.
+    pub unreadable: Vec<(Shared<str>, Unknown)>,
+    /// What each layer allowed and closed, for reports.
+    pub decisions: Vec<LayerDecision>,
+}
+
+impl Reach {
+    /// Every address the pod can reach.
+    pub fn reachable(&self) -> IpSet {
+        let mut all = self.default_allowed.clone();
+        for g in &self.grants {
+            if g.unknown.is_some() {
+                return (**EVERYWHERE).clone();
+            }
+            all = all.union(&g.nets);
+        }
+        if !self.unreadable.is_empty() {
+            return (**EVERYWHERE).clone();
+        }
+        all
+    }
+}
+
+/// One tier as evaluated: its policies that apply to the pod, in order.
+struct TierRun<'a> {
+    label: Shared<str>,
+    default_pass: bool,
+    policies: Vec<&'a LayerPolicy>,
+}
+
+/// The policies of `all` that apply to the pod's egress; unreadable
+/// subjects are recorded in `reach` and left out.
+fn applying<'a>(
+    all: impl IntoIterator<Item = &'a LayerPolicy>,
+    pod: &PodView<'_>,
+    reach: &mut Reach,
+) -> Vec<&'a LayerPolicy> {
+    let mut out = Vec::new();
+    for p in all {
+        if !p.egress {
+            continue;
+        }
+        match p.subject.selects(pod) {
+            Some(true) => out.push(p),
+            Some(false) => {}
+            None => {
+                if let Subject::Unreadable(why) = &p.subject {
+                    reach.unreadable.push((p.reference.clone(), why.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn grant(reach: &mut Reach, p: &LayerPolicy, r: &LayerRule, nets: IpSet, everything: bool) {
+    if r.unknown.is_none() && nets.is_empty() {
+        return;
+    }
+    reach.decisions.push(LayerDecision {
+        by: p.reference.clone(),
+        field: Some(r.field.clone()),
+        outcome: "allowed",
+        ranges: if r.unknown.is_some() {
+            RangesOrUnknown::Unknown
+        } else {
+            RangesOrUnknown::Set(nets.clone())
+        },
+    });
+    reach.grants.push(Grant {
+        kind: p.kind,
+        reference: p.reference.clone(),
+        index: r.index,
+        field: r.field.clone(),
+        text: r.text.clone(),
+        nets,
+        everything,
+        unknown: r.unknown.clone(),
+    });
+}
+
+fn domains_of(reach: &mut Reach, p: &LayerPolicy, r: &LayerRule) {
+    for d in &r.domains {
+        reach.domains.push(DomainGrant {
+            policy: p.reference.clone(),
+            field: r.field.clone(),
+            domain: d.clone(),
+        });
+    }
+}
+
+fn closed(
+    reach: &mut Reach,
+    by: Shared<str>,
+    field: Option<Shared<str>>,
+    outcome: &'static str,
+    set: &IpSet,
+) {
+    if set.is_empty() {
+        return;
+    }
+    reach.decisions.push(LayerDecision {
+        by,
+        field,
+        outcome,
+        ranges: RangesOrUnknown::Set(set.clone()),
+    });
+}
+
+/// First-match evaluation through ordered tiers (Kubernetes' and Calico's
+/// orders), over address sets.
+fn run_tiers(tiers: Vec<TierRun<'_>>, mut reach: Reach) -> Reach {
+    let mut pending: IpSet = (**EVERYWHERE).clone();
+    for tier in tiers {
+        if tier.policies.is_empty() {
+            continue;
+        }
+        reach.restricted = true;
+        let mut passed = IpSet::new();
+        for p in &tier.policies {
+            for r in &p.rules {
+                match r.action {
+                    RuleAction::Allow => {
+                        domains_of(&mut reach, p, r);
+                        if r.unknown.is_some() {
+                            grant(&mut reach, p, r, IpSet::new(), false);
+                            continue;
+                        }
+                        let m = r.nets.intersect(&pending);
+                        let everything = r.everything && m == **EVERYWHERE;
+                        if !r.partial {
+                            pending = pending.subtract(&m);
+                        }
+                        grant(&mut reach, p, r, m, everything);
+                    }
+                    RuleAction::Deny if !r.partial && r.unknown.is_none() => {
+                        let m = r.nets.intersect(&pending);
+                        pending = pending.subtract(&m);
+                        closed(
+                            &mut reach,
+                            p.reference.clone(),
+                            Some(r.field.clone()),
+                            "denied",
+                            &m,
+                        );
+                    }
+                    RuleAction::Pass if r.unknown.is_none() => {
+                        let m = r.nets.intersect(&pending);
+                        if !r.partial {
+                            pending = pending.subtract(&m);
+                        }
+                        closed(
+                            &mut reach,
+                            p.reference.clone(),
+                            Some(r.field.clone()),
+                            "passed",
+                            &m,
+                        );
+                        passed = passed.union(&m);
+                    }
+                    RuleAction::Deny | RuleAction::Pass | RuleAction::Log => {}
+                }
+            }
+        }
+        if tier.default_pass {
+            pending = pending.union(&passed);
+        } else {
+            closed(
+                &mut reach,
+                tier.label.clone(),
+                None,
+                "defaultDenied",
+                &pending,
+            );
+            pending = passed;
+        }
+    }
+    if reach.restricted && !pending.is_empty() {
+        closed(
+            &mut reach,
+            "the CNI's default allow".into(),
+            None,
+            "defaultAllowed",
+            &pending,
+        );
+    }
+    reach.default_allowed = pending;
+    reach
+}
+
+/// Kubernetes' order: AdminNetworkPolicy by priority (then name), then
+/// NetworkPolicy, then BaselineAdminNetworkPolicy.
+pub fn kubernetes_reach(
+    network_policies: &[&LayerPolicy],
+    layers: &Layers,
+    pod: &PodView<'_>,
+) -> Reach {
+    let mut reach = Reach::default();
+    let mut anps = applying(
+        layers
+            .policies
+            .iter()
+            .filter(|p| p.kind == LayerKind::AdminNetworkPolicy),
+        pod,
+        &mut reach,
+    );
+    sort_by_order(&mut anps);
+    let nps = applying(network_policies.iter().copied(), pod, &mut reach);
+    // One in a cluster (named `default`); by name, should there be more.
+    let mut banps = applying(
+        layers
+            .policies
+            .iter()
+            .filter(|p| p.kind == LayerKind::BaselineAdminNetworkPolicy),
+        pod,
+        &mut reach,
+    );
+    sort_by_order(&mut banps);
+    let tiers = vec![
+        TierRun {
+            label: "AdminNetworkPolicy (no rule matched: pass)".into(),
+            default_pass: true,
+            policies: anps,
+        },
+        TierRun {
+            label: "NetworkPolicy isolation (default deny)".into(),
+            default_pass: false,
+            policies: nps,
+        },
+        TierRun {
+            label: "BaselineAdminNetworkPolicy (no rule matched: pass)".into(),
+            default_pass: true,
+            policies: banps,
+        },
+    ];
+    run_tiers(tiers, reach)
+}
+
+/// Order, then name; a policy without order comes last (Calico).
+fn sort_by_order(policies: &mut [&LayerPolicy]) {
+    policies.sort_by(|a, b| {
+        let key = |p: &LayerPolicy| p.order.unwrap_or(f64::INFINITY);
+        key(a)
+            .total_cmp(&key(b))
+            .then_with(|| a.name.cmp(&b.name))
+            .then_with(|| a.namespace.cmp(&b.namespace))
+    });
+}
+
+/// Calico's built-in tier orders.
+pub const ANP_TIER_ORDER: f64 = 1_000.0;
+pub const DEFAULT_TIER_ORDER: f64 = 1_000_000.0;
+pub const BANP_TIER_ORDER: f64 = 10_000_000.0;
+/// Kubernetes NetworkPolicies sit in Calico's default tier at this order.
+pub const K8S_NP_ORDER_IN_CALICO: f64 = 1_000.0;
+
+/// A Calico tier being filled: its order, whether its default is Pass,
+/// and its policies that apply to the pod.
+type TierSlot<'a> = (f64, bool, Vec<&'a LayerPolicy>);
+
+/// Calico's order. Kubernetes NetworkPolicies are in the default tier at
+/// order 1000; AdminNetworkPolicies in their tier by priority;
+/// BaselineAdminNetworkPolicy in the last.
+pub fn calico_reach(
+    network_policies: &[&LayerPolicy],
+    layers: &Layers,
+    pod: &PodView<'_>,
+) -> Reach {
+    let mut reach = Reach::default();
+    // A policy naming a tier with no Tier object: where it sits is unknown.
+    let mut tiers: BTreeMap<String, TierSlot<'_>> = BTreeMap::new();
+    tiers.insert(
+        "adminnetworkpolicy".into(),
+        (ANP_TIER_ORDER, true, Vec::new()),
+    );
+    tiers.insert("default".into(), (DEFAULT_TIER_ORDER, false, Vec::new()));
+    tiers.insert(
+        "baselineadminnetworkpolicy".into(),
+        (BANP_TIER_ORDER, true, Vec::new()),
+    );
+    for (name, t) in &layers.tiers {
+        let entry = tiers
+            .entry(name.clone())
+            .or_insert((f64::INFINITY, false, Vec::new()));
+        entry.0 = t.order.unwrap_or(f64::INFINITY);
+        entry.1 = t.default_pass;
+    }
+    let relevant = layers
+        .policies
+        .iter()
+        .filter(|p| p.kind.is_calico() || p.kind.is_admin());
+    for p in applying(
+        relevant.chain(network_policies.iter().copied()),
+        pod,
+        &mut reach,
+    ) {
+        let tier = match p.kind {
+            LayerKind::AdminNetworkPolicy => "adminnetworkpolicy",
+            LayerKind::BaselineAdminNetworkPolicy => "baselineadminnetworkpolicy",
+            LayerKind::NetworkPolicy => "default",
+            _ => p.tier.as_deref().unwrap_or("default"),
+        };
+        match tiers.get_mut(tier) {
+            Some(t) => t.2.push(p),
+            None => reach.unreadable.push((
+                p.reference.clone(),
+                Unknown {
+                    en: format!(
+                        "its spec.tier {tier:?} names no Tier given, so where it is evaluated is unknown"
+                    )
+                    .into(),
+                    zh: format!("其 spec.tier {tier:?} 指向的 Tier 不存在，无法确定其评估顺序").into(),
+                },
+            )),
+        }
+    }
+    let mut ordered: Vec<(String, TierSlot<'_>)> = tiers.into_iter().collect();
+    ordered.sort_by(|a, b| a.1.0.total_cmp(&b.1.0).then_with(|| a.0.cmp(&b.0)));
+    let runs = ordered
+        .into_iter()
+        .map(|(name, (_, default_pass, mut policies))| {
+            sort_by_order(&mut policies);
+            TierRun {
+                label: format!(
+                    "Calico tier {name} (end of tier: {})",
+                    if default_pass { "pass" } else { "deny" }
+                )
+                .into(),
+                default_pass,
+                policies,
+            }
+        })
+        .collect();
+    run_tiers(runs, reach)
+}
+
+/// Cilium: deny precedence over the union of allows, default-deny once a
+/// policy with egress rules selects the pod (or always, or never).
+pub fn cilium_reach(
+    network_policies: &[&LayerPolicy],
+    layers: &Layers,
+    pod: &PodView<'_>,
+    mode: CiliumEnforcement,
+) -> Reach {
+    let mut reach = Reach::default();
+    if mode == CiliumEnforcement::Never {
+        reach.default_allowed = (**EVERYWHERE).clone();
+        return reach;
+    }
+    let relevant = layers.policies.iter().filter(|p| p.kind.is_cilium());
+    let selecting = applying(
+        relevant.chain(network_policies.iter().copied()),
+        pod,
+        &mut reach,
+    );
+    let default_deny =
+        mode == CiliumEnforcement::Always || selecting.iter().any(|p| p.default_deny);
+    reach.restricted = default_deny || !selecting.is_empty();
+    let mut denied = IpSet::new();
+    for p in &selecting {
+        for r in &p.rules {
+            if r.action == RuleAction::Deny && !r.partial && r.unknown.is_none() {
+                closed(
+                    &mut reach,
+                    p.reference.clone(),
+                    Some(r.field.clone()),
+                    "denied",
+                    &r.nets,
+                );
+                denied = denied.union(&r.nets);
+            }
+        }
+    }
+    for p in &selecting {
+        for r in &p.rules {
+            if r.action != RuleAction::Allow {
+                continue;
+            }
+            domains_of(&mut reach, p, r);
+            if r.unknown.is_some() {
+                grant(&mut reach, p, r, IpSet::new(), false);
+                continue;
+            }
+            let m = r.nets.subtract(&denied);
+            let everything = r.everything && m == **EVERYWHERE;
+            grant(&mut reach, p, r, m, everything);
+        }
+    }
+    if !default_deny {
+        let rest = EVERYWHERE.subtract(&denied);
+        closed(
+            &mut reach,
+            "Cilium's default allow (no policy selecting the pod enables egress default deny)"
+                .into(),
+            None,
+            "defaultAllowed",
+            &rest,
+        );
+        reach.default_allowed = rest;
+    }
+    reach
+}

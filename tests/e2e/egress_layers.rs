@@ -1,0 +1,243 @@
+//! Egress across policy layers on a real control plane (issue 27), with
+//! the layers' CRDs applied from tests/e2e/fixtures/egress-layer-crds.yaml
+//! before the operator starts (it discovers what is served at start):
+//!
+//! - Cilium: a classified Deployment restricted only by a
+//!   CiliumNetworkPolicy to a mainland CIDR is admitted (applied by an
+//!   ordinary `edit` user); a CiliumClusterwideNetworkPolicy opening it to
+//!   0.0.0.0/0 is denied.
+//! - Kubernetes: an AdminNetworkPolicy Allow of 8.8.8.0/24 at a higher
+//!   priority than the namespace's NetworkPolicy is reported by the audit
+//!   as egress abroad (the policy warns, so it is admitted).
+//! - Calico: a GlobalNetworkPolicy Deny ordered before the NetworkPolicy
+//!   closes what the NetworkPolicy opens, and the Deployment is admitted.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{
+    Cluster, Run, apply_policies, apply_when_webhook_answers, cluster, eventually, install_and_run,
+    root,
+};
+
+const USER: &str = "e2e-layers-dev";
+
+const CRDS: &[&str] = &[
+    "ciliumnetworkpolicies.cilium.io",
+    "ciliumclusterwidenetworkpolicies.cilium.io",
+    "networkpolicies.crd.projectcalico.org",
+    "globalnetworkpolicies.crd.projectcalico.org",
+    "tiers.crd.projectcalico.org",
+    "adminnetworkpolicies.policy.networking.k8s.io",
+    "baselineadminnetworkpolicies.policy.networking.k8s.io",
+];
+
+/// Apply the layers' CRDs (deleted when the test ends) and wait until
+/// they are served.
+fn install_layer_crds(c: &Cluster) {
+    for crd in CRDS {
+        c.cluster_object("crd", crd);
+    }
+    let file = root().join("tests/e2e/fixtures/egress-layer-crds.yaml");
+    c.must(&["apply", "-f", file.to_str().unwrap_or_default()]);
+    for crd in CRDS {
+        c.must(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            &format!("crd/{crd}"),
+        ]);
+    }
+}
+
+fn policy(name: &str, action: &str) -> String {
+    format!(
+        "apiVersion: residencyguard.io/v1alpha1\nkind: ResidencyPolicy\nmetadata: {{name: {name}}}\nspec:\n  dataClasses: [personal]\n  namespaceSelector: {{matchLabels: {{residencyguard.io/e2e-layers: \"true\"}}}}\n  egress: {{mode: MainlandOnly}}\n  storage: {{mode: Unchecked}}\n  action: {action}\n"
+    )
+}
+
+fn deployment(ns: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: api, namespace: {ns}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: api}}}}\n  template:\n    metadata: {{labels: {{app: api, residencyguard.io/data-class: personal}}}}\n    spec:\n      nodeSelector: {{topology.kubernetes.io/region: cn-north-1}}\n      containers: [{{name: c, image: registry.k8s.io/pause:3.10}}]\n"
+    )
+}
+
+fn network_policy(ns: &str, cidr: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: api-egress, namespace: {ns}}}\nspec:\n  podSelector: {{matchLabels: {{app: api}}}}\n  policyTypes: [Egress]\n  egress: [{{to: [{{ipBlock: {{cidr: {cidr}}}}}]}}]\n"
+    )
+}
+
+/// `kubectl apply` as the `edit` user.
+fn apply_as_user(c: &Cluster, yaml: &str) -> Run {
+    c.kubectl_in(&["apply", "--as", USER, "-f", "-"], yaml)
+}
+
+/// Apply until `done` holds for the answer (the operator's snapshot follows
+/// the watches, a moment after the objects it depends on are written).
+fn apply_until(what: &str, mut apply: impl FnMut() -> Run, done: impl Fn(&Run) -> bool) -> Run {
+    let start = Instant::now();
+    loop {
+        let r = apply();
+        if done(&r) || start.elapsed() > Duration::from_secs(30) {
+            assert!(done(&r), "{what}: {}\n{}", r.stdout, r.stderr);
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn setup(c: &Cluster, release: &str, cni: &str, ns: &str) -> crate::harness::Installed {
+    install_layer_crds(c);
+    let installed = install_and_run(
+        c,
+        release,
+        &format!("{release}-system"),
+        &["--set", &format!("egress.cni={cni}")],
+    );
+    c.fresh_namespace(ns, &[("residencyguard.io/e2e-layers", "true")]);
+    c.grant_edit(ns, USER);
+    installed
+}
+
+#[test]
+fn cilium_policies_admit_and_deny() {
+    let Some(c) = cluster("egress-layers-cilium") else {
+        return;
+    };
+    let ns = "e2e-layers-cilium";
+    let _installed = setup(&c, "e2e-layers-cilium", "cilium", ns);
+    apply_policies(&c, &["e2e-layers-deny"], &policy("e2e-layers-deny", "Deny"));
+
+    // Restricted only by a CiliumNetworkPolicy to a mainland CIDR.
+    let cnp = format!(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: api-to-cn, namespace: {ns}}}\nspec:\n  endpointSelector: {{matchLabels: {{app: api}}}}\n  egress: [{{toCIDR: [1.0.1.0/24]}}]\n"
+    );
+    let r = apply_when_webhook_answers(&c, &cnp);
+    assert!(r.ok, "{}", r.stderr);
+    let admitted = apply_until(
+        "the Deployment admitted once the operator sees the CiliumNetworkPolicy",
+        || apply_as_user(&c, &deployment(ns)),
+        |r| r.ok,
+    );
+    println!(
+        "kubectl apply --as {USER} (CiliumNetworkPolicy to 1.0.1.0/24):\n{}",
+        admitted.all()
+    );
+
+    // Opened to 0.0.0.0/0 by a clusterwide policy: Cilium unions allows.
+    c.cluster_object("ciliumclusterwidenetworkpolicy", "e2e-open-world");
+    let ccnp = "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: {name: e2e-open-world}\nspec:\n  endpointSelector: {}\n  egress: [{toCIDRSet: [{cidr: 0.0.0.0/0}]}]\n";
+    let denied = apply_until(
+        "the CiliumClusterwideNetworkPolicy denied once the operator sees the Deployment",
+        || c.apply(ccnp),
+        |r| !r.ok,
+    );
+    for part in [
+        "denied the request",
+        "CREATE CiliumClusterwideNetworkPolicy e2e-open-world would open this",
+        &format!("Deployment {ns}/api"),
+        "0.0.0.0/0",
+    ] {
+        assert!(
+            denied.stderr.contains(part),
+            "{part:?} not in:\n{}",
+            denied.stderr
+        );
+    }
+    assert!(
+        c.get_json(&["ciliumclusterwidenetworkpolicy", "e2e-open-world"])
+            .is_none(),
+        "the denied policy exists"
+    );
+    println!(
+        "kubectl apply (CiliumClusterwideNetworkPolicy 0.0.0.0/0):\n{}",
+        denied.stderr
+    );
+}
+
+#[test]
+fn an_admin_network_policy_allow_abroad_is_reported() {
+    let Some(c) = cluster("egress-layers-anp") else {
+        return;
+    };
+    let ns = "e2e-layers-anp";
+    let _installed = setup(&c, "e2e-layers-anp", "kubernetes", ns);
+    apply_policies(&c, &["e2e-layers-warn"], &policy("e2e-layers-warn", "Warn"));
+    let r = apply_as_user(&c, &network_policy(ns, "1.0.1.0/24"));
+    assert!(r.ok, "{}", r.stderr);
+    let r = apply_as_user(&c, &deployment(ns));
+    assert!(r.ok, "{}", r.stderr);
+
+    c.cluster_object("adminnetworkpolicy", "e2e-allow-google-dns");
+    let anp = "apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\nmetadata: {name: e2e-allow-google-dns}\nspec:\n  priority: 10\n  subject: {namespaces: {matchLabels: {residencyguard.io/e2e-layers: \"true\"}}}\n  egress: [{name: google-dns, action: Allow, to: [{networks: [8.8.8.0/24]}]}]\n";
+    // A Warn policy: admitted, with the warning naming what it opens.
+    let warned = apply_until(
+        "the AdminNetworkPolicy admitted with a warning",
+        || c.apply(anp),
+        |r| {
+            r.ok && r
+                .stderr
+                .contains("AdminNetworkPolicy e2e-allow-google-dns would open this")
+        },
+    );
+    println!(
+        "kubectl apply (AdminNetworkPolicy 8.8.8.0/24):\n{}",
+        warned.all()
+    );
+
+    // The audit reports it as egress abroad.
+    let offenders = eventually(
+        "the policy's status to report EgressOutsideMainland",
+        Duration::from_secs(30),
+        || {
+            let p = c.get_json(&["rp", "e2e-layers-warn"])?;
+            let offenders = p["status"]["topOffenders"].to_string();
+            offenders
+                .contains("EgressOutsideMainland")
+                .then_some(offenders)
+        },
+    );
+    assert!(
+        offenders.contains(&format!("{ns}/api")) || offenders.contains("api"),
+        "{offenders}"
+    );
+    println!("status.topOffenders: {offenders}");
+}
+
+#[test]
+fn a_calico_global_deny_ordered_first_closes_a_network_policy() {
+    let Some(c) = cluster("egress-layers-calico") else {
+        return;
+    };
+    let ns = "e2e-layers-calico";
+    let _installed = setup(&c, "e2e-layers-calico", "calico", ns);
+    apply_policies(&c, &["e2e-layers-deny"], &policy("e2e-layers-deny", "Deny"));
+    // The NetworkPolicy opens every IPv4 address.
+    let r = apply_as_user(&c, &network_policy(ns, "0.0.0.0/0"));
+    assert!(r.ok, "{}", r.stderr);
+    let denied = apply_until(
+        "the Deployment denied while the NetworkPolicy opens 0.0.0.0/0",
+        || apply_as_user(&c, &deployment(ns)),
+        |r| !r.ok,
+    );
+    assert!(denied.stderr.contains("0.0.0.0/0"), "{}", denied.stderr);
+
+    // A GlobalNetworkPolicy Deny ordered before the NetworkPolicy (order
+    // 1000 in Calico's default tier) closes it.
+    c.cluster_object(
+        "globalnetworkpolicy.crd.projectcalico.org",
+        "e2e-deny-abroad",
+    );
+    let gnp = "apiVersion: crd.projectcalico.org/v1\nkind: GlobalNetworkPolicy\nmetadata: {name: e2e-deny-abroad}\nspec:\n  order: 10\n  selector: app == 'api'\n  types: [Egress]\n  egress: [{action: Deny, destination: {nets: [0.0.0.0/0]}}]\n";
+    let r = apply_when_webhook_answers(&c, gnp);
+    assert!(r.ok, "{}", r.stderr);
+    let admitted = apply_until(
+        "the Deployment admitted once the operator sees the GlobalNetworkPolicy",
+        || apply_as_user(&c, &deployment(ns)),
+        |r| r.ok,
+    );
+    println!(
+        "kubectl apply --as {USER} (GlobalNetworkPolicy Deny first):\n{}",
+        admitted.all()
+    );
+}

@@ -1,0 +1,641 @@
+//! Egress across policy layers: table tests per kind (Cilium, Calico,
+//! AdminNetworkPolicy and BaselineAdminNetworkPolicy, with NetworkPolicy),
+//! each row a cluster's objects, the CNI semantics, and the egress codes a
+//! classified Deployment gets under a MainlandOnly policy.
+
+use jiff::Timestamp;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use residency_guard::api::ResidencyPolicy;
+use residency_guard::engine::{
+    AddressSpace, Catalogue, CiliumEnforcement, Cni, Code, EgressSemantics, Snapshot, Workload,
+    evaluate,
+};
+use serde_json::{Value, json};
+
+const MAINLAND: &str = "1.0.1.0/24";
+const ABROAD: &str = "8.8.8.0/24";
+
+fn now() -> Timestamp {
+    "2026-11-23T00:00:00Z".parse().unwrap()
+}
+
+fn deployment() -> Workload {
+    let v: Value = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "api", "namespace": "payments"},
+        "spec": {"template": {"metadata": {"labels": {"app": "api", "residencyguard.io/data-class": "personal"}},
+                 "spec": {"nodeSelector": {"topology.kubernetes.io/region": "cn-north-1"},
+                          "containers": [{"name": "c", "image": "i"}]}}}
+    });
+    Workload::from_value(&v, "payments").unwrap()
+}
+
+fn snapshot(cni: Cni, mode: CiliumEnforcement, objects: &[Value], egress: Value) -> Snapshot {
+    let mut s = Snapshot::new(Catalogue::builtin().clone(), AddressSpace::builtin());
+    let policy: ResidencyPolicy = serde_json::from_value(json!({
+        "apiVersion": "residencyguard.io/v1alpha1", "kind": "ResidencyPolicy",
+        "metadata": {"name": "mainland"},
+        "spec": {"dataClasses": ["personal"], "egress": egress, "action": "Deny"}
+    }))
+    .unwrap();
+    s.add_policy(&policy, now()).unwrap();
+    s.namespaces.insert(
+        "payments".into(),
+        [("team".to_string(), "pay".to_string())].into(),
+    );
+    s.network.set_semantics(EgressSemantics {
+        cni,
+        cilium_enforcement: mode,
+    });
+    for o in objects {
+        let api = o["apiVersion"].as_str().unwrap();
+        let kind = o["kind"].as_str().unwrap();
+        if api == "networking.k8s.io/v1" {
+            let np: NetworkPolicy = serde_json::from_value(o.clone()).unwrap();
+            s.network.add_network_policy(&np);
+        } else {
+            assert!(s.network.add_layer_object(api, kind, o), "{kind}");
+        }
+    }
+    s
+}
+
+fn codes_with(cni: Cni, mode: CiliumEnforcement, objects: &[Value], egress: Value) -> Vec<Code> {
+    let s = snapshot(cni, mode, objects, egress);
+    let v = evaluate(&s, &deployment(), now()).unwrap();
+    let mut codes: Vec<Code> = v
+        .violations()
+        .map(|(_, v)| v.code)
+        .filter(|c| c.is_egress())
+        .collect();
+    codes.sort_by_key(|c| c.as_str());
+    codes.dedup();
+    codes
+}
+
+fn codes(cni: Cni, objects: &[Value]) -> Vec<Code> {
+    codes_with(
+        cni,
+        CiliumEnforcement::Default,
+        objects,
+        json!({"mode": "MainlandOnly"}),
+    )
+}
+
+fn np(cidr: &str) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+           "metadata": {"name": "np", "namespace": "payments"},
+           "spec": {"podSelector": {"matchLabels": {"app": "api"}}, "policyTypes": ["Egress"],
+                    "egress": [{"to": [{"ipBlock": {"cidr": cidr}}]}]}})
+}
+
+fn np_in_cluster() -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+           "metadata": {"name": "np", "namespace": "payments"},
+           "spec": {"podSelector": {}, "policyTypes": ["Egress"],
+                    "egress": [{"to": [{"namespaceSelector": {}}]}]}})
+}
+
+fn cnp(name: &str, egress: Value) -> Value {
+    json!({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+           "metadata": {"name": name, "namespace": "payments"},
+           "spec": {"endpointSelector": {"matchLabels": {"k8s:app": "api"}}, "egress": egress}})
+}
+
+fn ccnp(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy",
+           "metadata": {"name": name}, "spec": spec})
+}
+
+fn anp(name: &str, priority: i32, action: &str, networks: &[&str]) -> Value {
+    json!({"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy",
+           "metadata": {"name": name},
+           "spec": {"priority": priority,
+                    "subject": {"namespaces": {"matchLabels": {"team": "pay"}}},
+                    "egress": [{"name": "r", "action": action, "to": [{"networks": networks}]}]}})
+}
+
+fn banp(action: &str, networks: &[&str]) -> Value {
+    json!({"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "BaselineAdminNetworkPolicy",
+           "metadata": {"name": "default"},
+           "spec": {"subject": {"namespaces": {}},
+                    "egress": [{"name": "r", "action": action, "to": [{"networks": networks}]}]}})
+}
+
+fn gnp(name: &str, order: f64, selector: &str, egress: Value) -> Value {
+    json!({"apiVersion": "crd.projectcalico.org/v1", "kind": "GlobalNetworkPolicy",
+           "metadata": {"name": name},
+           "spec": {"order": order, "selector": selector, "types": ["Egress"], "egress": egress}})
+}
+
+use Code::*;
+
+#[test]
+fn cilium_policies_project_and_combine() {
+    let c = Cni::Cilium;
+    // Restricted only by a CiliumNetworkPolicy to a mainland CIDR.
+    assert_eq!(
+        codes(c, &[cnp("to-cn", json!([{"toCIDR": [MAINLAND]}]))]),
+        vec![]
+    );
+    // The same, opened to the world by a clusterwide policy: allows union.
+    let open = ccnp(
+        "open",
+        json!({"endpointSelector": {}, "egress": [{"toCIDRSet": [{"cidr": "0.0.0.0/0"}]}]}),
+    );
+    assert_eq!(
+        codes(
+            c,
+            &[cnp("to-cn", json!([{"toCIDR": [MAINLAND]}])), open.clone()]
+        ),
+        vec![EgressOutsideMainland]
+    );
+    // NetworkPolicy isolation is no guard against a Cilium allow.
+    assert_eq!(
+        codes(c, &[np(MAINLAND), open.clone()]),
+        vec![EgressOutsideMainland]
+    );
+    // toCIDRSet except removes the outside part.
+    assert_eq!(
+        codes(
+            c,
+            &[cnp(
+                "x",
+                json!([{"toCIDRSet": [{"cidr": "8.8.0.0/16", "except": ["8.8.0.0/16"]}]}, {"toCIDR": [MAINLAND]}])
+            )]
+        ),
+        vec![]
+    );
+    // egressDeny takes precedence over every allow, of any kind.
+    let deny_world = ccnp(
+        "deny",
+        json!({"endpointSelector": {"matchLabels": {"io.kubernetes.pod.namespace": "payments"}},
+               "egressDeny": [{"toCIDRSet": [{"cidr": "0.0.0.0/1"}, {"cidr": "128.0.0.0/1"}]},
+                              {"toEntities": ["world-ipv6"]}]}),
+    );
+    assert_eq!(codes(c, &[open.clone(), deny_world.clone()]), vec![]);
+    // A deny on some ports closes nothing.
+    let deny_port = ccnp(
+        "deny-port",
+        json!({"endpointSelector": {}, "egressDeny": [{"toEntities": ["world"], "toPorts": [{"ports": [{"port": "443"}]}]}]}),
+    );
+    assert_eq!(
+        codes(c, &[open.clone(), deny_port]),
+        vec![EgressOutsideMainland]
+    );
+    // toEntities world allows every destination.
+    assert_eq!(
+        codes(c, &[cnp("w", json!([{"toEntities": ["world"]}]))]),
+        vec![EgressAllowsAll]
+    );
+    // In-cluster entities and endpoints reach nothing outside.
+    assert_eq!(
+        codes(
+            c,
+            &[cnp(
+                "in",
+                json!([{"toEntities": ["cluster", "kube-apiserver"]}, {"toEndpoints": [{}]}])
+            )]
+        ),
+        vec![]
+    );
+    // Nothing selects the pod: unrestricted, unless enforcement is always.
+    let other = json!({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": "o", "namespace": "payments"},
+        "spec": {"endpointSelector": {"matchLabels": {"app": "db"}}, "egress": [{"toCIDR": [ABROAD]}]}});
+    assert_eq!(
+        codes(c, std::slice::from_ref(&other)),
+        vec![EgressUnrestricted]
+    );
+    let mm = json!({"mode": "MainlandOnly"});
+    assert_eq!(
+        codes_with(
+            c,
+            CiliumEnforcement::Always,
+            std::slice::from_ref(&other),
+            mm.clone()
+        ),
+        vec![]
+    );
+    // never: no policy is enforced.
+    assert_eq!(
+        codes_with(
+            c,
+            CiliumEnforcement::Never,
+            &[cnp("to-cn", json!([{"toCIDR": [MAINLAND]}]))],
+            mm.clone()
+        ),
+        vec![EgressUnrestricted]
+    );
+    // enableDefaultDeny.egress false: its allows do not isolate.
+    let no_dd = json!({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": "nodd", "namespace": "payments"},
+        "spec": {"endpointSelector": {}, "enableDefaultDeny": {"egress": false},
+                 "egress": [{"toCIDR": [MAINLAND]}]}});
+    assert_eq!(codes(c, &[no_dd]), vec![EgressOutsideMainland]);
+    // toServices and CIDR groups cannot be judged: fail closed.
+    assert_eq!(
+        codes(
+            c,
+            &[cnp(
+                "svc",
+                json!([{"toServices": [{"k8sService": {"serviceName": "x", "namespace": "payments"}}]}])
+            )]
+        ),
+        vec![EgressAllowsAll]
+    );
+    // A CNP in another namespace does not select the pod.
+    let elsewhere = json!({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": "e", "namespace": "other"},
+        "spec": {"endpointSelector": {}, "egress": [{"toCIDR": [ABROAD]}]}});
+    assert_eq!(codes(c, &[np(MAINLAND), elsewhere]), vec![]);
+    // Cilium kinds are not read under Kubernetes semantics.
+    assert_eq!(codes(Cni::Kubernetes, &[np(MAINLAND), open]), vec![]);
+}
+
+#[test]
+fn names_are_not_addresses() {
+    let fqdn = cnp(
+        "fqdn",
+        json!([{"toFQDNs": [{"matchName": "api.pay.example.cn"}, {"matchPattern": "*.cdn.example.cn"}]}]),
+    );
+    let c = Cni::Cilium;
+    let mm = CiliumEnforcement::Default;
+    assert_eq!(
+        codes(c, std::slice::from_ref(&fqdn)),
+        vec![EgressNotGuaranteed]
+    );
+    let allowed = json!({"mode": "MainlandOnly", "allowedDomains": [
+        {"domain": "example.cn", "source": "ICP 备案 京ICP备00000000号"}]});
+    assert_eq!(
+        codes_with(c, mm, std::slice::from_ref(&fqdn), allowed),
+        vec![]
+    );
+    let partly = json!({"mode": "MainlandOnly", "allowedDomains": [
+        {"domain": "pay.example.cn", "source": "contract 42"}]});
+    assert_eq!(
+        codes_with(c, mm, std::slice::from_ref(&fqdn), partly),
+        vec![EgressNotGuaranteed]
+    );
+    // A suffix match is on labels: "xample.cn" is not "example.cn".
+    let wrong = json!({"mode": "MainlandOnly", "allowedDomains": [
+        {"domain": "xample.cn", "source": "x"}]});
+    assert_eq!(
+        codes_with(c, mm, std::slice::from_ref(&fqdn), wrong),
+        vec![EgressNotGuaranteed]
+    );
+    // The notice names the domain.
+    let s = snapshot(c, mm, &[fqdn], json!({"mode": "MainlandOnly"}));
+    let v = evaluate(&s, &deployment(), now()).unwrap();
+    assert!(
+        v.notices
+            .iter()
+            .any(|n| n.code == "EgressDomainUnverified"
+                && n.message.en.contains("api.pay.example.cn")),
+        "{:?}",
+        v.notices
+    );
+}
+
+#[test]
+fn admin_network_policies_order_around_network_policy() {
+    let k = Cni::Kubernetes;
+    // An ANP Allow abroad wins over the namespace's NetworkPolicy.
+    assert_eq!(
+        codes(k, &[np(MAINLAND), anp("open", 10, "Allow", &[ABROAD])]),
+        vec![EgressOutsideMainland]
+    );
+    // An ANP Deny of everything closes what the NetworkPolicy opens.
+    assert_eq!(
+        codes(
+            k,
+            &[
+                np("0.0.0.0/0"),
+                anp("close", 10, "Deny", &["0.0.0.0/0", "::/0"])
+            ]
+        ),
+        vec![]
+    );
+    // Priority: lower number first. Deny at 5 beats Allow at 10.
+    assert_eq!(
+        codes(
+            k,
+            &[
+                np(MAINLAND),
+                anp("deny", 5, "Deny", &[ABROAD]),
+                anp("allow", 10, "Allow", &[ABROAD])
+            ]
+        ),
+        vec![]
+    );
+    // Pass hands the traffic to NetworkPolicy, which isolates it.
+    assert_eq!(
+        codes(
+            k,
+            &[
+                np(MAINLAND),
+                anp("pass", 1, "Pass", &[ABROAD]),
+                anp("allow", 10, "Allow", &[ABROAD])
+            ]
+        ),
+        vec![]
+    );
+    // No NetworkPolicy: BANP decides. A Deny of everything closes it.
+    assert_eq!(codes(k, &[banp("Deny", &["0.0.0.0/0", "::/0"])]), vec![]);
+    // A BANP Deny of part leaves the rest to the default allow.
+    assert_eq!(
+        codes(k, &[banp("Deny", &[ABROAD])]),
+        vec![EgressOutsideMainland]
+    );
+    // A NetworkPolicy isolates: BANP is never consulted.
+    assert_eq!(codes(k, &[np(MAINLAND), banp("Allow", &[ABROAD])]), vec![]);
+    // An ANP whose subject is another namespace does nothing here.
+    let other = json!({"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy",
+        "metadata": {"name": "o"},
+        "spec": {"priority": 1, "subject": {"namespaces": {"matchLabels": {"team": "other"}}},
+                 "egress": [{"name": "r", "action": "Allow", "to": [{"networks": [ABROAD]}]}]}});
+    assert_eq!(codes(k, &[np(MAINLAND), other]), vec![]);
+    // Calico enforces AdminNetworkPolicy in its own tier, in the same order.
+    assert_eq!(
+        codes(
+            Cni::Calico,
+            &[np(MAINLAND), anp("open", 10, "Allow", &[ABROAD])]
+        ),
+        vec![EgressOutsideMainland]
+    );
+}
+
+#[test]
+fn calico_tiers_order_and_pass() {
+    let c = Cni::Calico;
+    let deny_all = json!([{"action": "Deny"}]);
+    // A GlobalNetworkPolicy Deny ordered first closes what a
+    // NetworkPolicy (order 1000 in the default tier) opens.
+    assert_eq!(
+        codes(
+            c,
+            &[
+                np("0.0.0.0/0"),
+                gnp("deny-abroad", 100.0, "all()", deny_all.clone())
+            ]
+        ),
+        vec![]
+    );
+    // Ordered after the NetworkPolicy, it comes too late.
+    assert_eq!(
+        codes(
+            c,
+            &[
+                np("0.0.0.0/0"),
+                gnp("deny-late", 2000.0, "all()", deny_all.clone())
+            ]
+        ),
+        vec![EgressOutsideMainland]
+    );
+    // Allow with nets / notNets.
+    assert_eq!(
+        codes(
+            c,
+            &[gnp(
+                "a",
+                1.0,
+                "app == 'api'",
+                json!([{"action": "Allow", "destination": {"nets": [MAINLAND]}}])
+            )]
+        ),
+        vec![]
+    );
+    assert_eq!(
+        codes(
+            c,
+            &[gnp(
+                "a",
+                1.0,
+                "app == 'api'",
+                json!([{"action": "Allow", "destination": {"nets": ["8.8.0.0/16"], "notNets": ["8.8.0.0/17"]}}])
+            )]
+        ),
+        vec![EgressOutsideMainland]
+    );
+    // A policy that applies and decides nothing: the tier's end denies.
+    assert_eq!(
+        codes(c, &[gnp("log", 1.0, "all()", json!([{"action": "Log"}]))]),
+        vec![]
+    );
+    // Pass to the next tier; with nothing after, the profile allows.
+    let pass = gnp("pass", 1.0, "all()", json!([{"action": "Pass"}]));
+    let mut security = pass.clone();
+    security["spec"]["tier"] = json!("security");
+    let tier = json!({"apiVersion": "crd.projectcalico.org/v1", "kind": "Tier",
+                      "metadata": {"name": "security"}, "spec": {"order": 100}});
+    assert_eq!(
+        codes(c, &[security.clone(), tier.clone()]),
+        vec![EgressOutsideMainland]
+    );
+    // ...and with the NetworkPolicy in the default tier after it, isolated.
+    assert_eq!(codes(c, &[security, tier, np(MAINLAND)]), vec![]);
+    // A policy naming a Tier not given: fail closed.
+    let mut orphan = gnp("orphan", 1.0, "all()", deny_all);
+    orphan["spec"]["tier"] = json!("missing");
+    assert_eq!(codes(c, &[np(MAINLAND), orphan]), vec![EgressAllowsAll]);
+    // Selector syntax not read here: fail closed.
+    let odd = gnp("odd", 1.0, "app =~ 'a.*'", json!([{"action": "Deny"}]));
+    assert_eq!(codes(c, &[np(MAINLAND), odd]), vec![EgressAllowsAll]);
+    // A destination selector is in-cluster; global() names network sets.
+    assert_eq!(
+        codes(
+            c,
+            &[gnp(
+                "dns",
+                1.0,
+                "all()",
+                json!([{"action": "Allow", "destination": {"selector": "k8s-app == 'kube-dns'"}}])
+            )]
+        ),
+        vec![]
+    );
+    assert_eq!(
+        codes(
+            c,
+            &[gnp(
+                "sets",
+                1.0,
+                "all()",
+                json!([{"action": "Allow", "destination": {"namespaceSelector": "global()"}}])
+            )]
+        ),
+        vec![EgressAllowsAll]
+    );
+    // A Calico NetworkPolicy is scoped to its namespace.
+    let cnp_other = json!({"apiVersion": "crd.projectcalico.org/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "x", "namespace": "other"},
+        "spec": {"selector": "all()", "types": ["Egress"], "egress": [{"action": "Allow"}]}});
+    assert_eq!(codes(c, &[np(MAINLAND), cnp_other]), vec![]);
+    // A GlobalNetworkPolicy's namespaceSelector reads namespace labels.
+    let mut by_ns = gnp(
+        "ns",
+        1.0,
+        "all()",
+        json!([{"action": "Allow", "destination": {"nets": [ABROAD]}}]),
+    );
+    by_ns["spec"]["namespaceSelector"] = json!("team == 'pay'");
+    assert_eq!(
+        codes(c, &[np(MAINLAND), by_ns.clone()]),
+        vec![EgressOutsideMainland]
+    );
+    by_ns["spec"]["namespaceSelector"] = json!("team == 'other'");
+    assert_eq!(codes(c, &[np(MAINLAND), by_ns]), vec![]);
+    // Deny with ports closes nothing.
+    assert_eq!(
+        codes(
+            c,
+            &[
+                np("0.0.0.0/0"),
+                gnp(
+                    "d",
+                    1.0,
+                    "all()",
+                    json!([{"action": "Deny", "protocol": "TCP", "destination": {"ports": [443]}}])
+                )
+            ]
+        ),
+        vec![EgressOutsideMainland]
+    );
+}
+
+#[test]
+fn kinds_absent_are_not_allow_all() {
+    // Only NetworkPolicy: every semantics judges as Kubernetes does.
+    for cni in [Cni::Kubernetes, Cni::Cilium, Cni::Calico] {
+        assert_eq!(codes(cni, &[np_in_cluster()]), vec![], "{cni:?}");
+        assert_eq!(
+            codes(cni, &[np(ABROAD)]),
+            vec![EgressOutsideMainland],
+            "{cni:?}"
+        );
+        assert_eq!(codes(cni, &[]), vec![EgressUnrestricted], "{cni:?}");
+    }
+}
+
+#[test]
+fn evidence_names_the_layer_that_allowed_and_closed() {
+    let s = snapshot(
+        Cni::Kubernetes,
+        CiliumEnforcement::Default,
+        &[np("0.0.0.0/0"), anp("deny", 1, "Deny", &[ABROAD])],
+        json!({"mode": "MainlandOnly"}),
+    );
+    let v = evaluate(&s, &deployment(), now()).unwrap();
+    let eff = v.egress.as_ref().unwrap();
+    let json = serde_json::to_value(eff).unwrap();
+    let layers = json["layers"].as_array().unwrap();
+    assert!(
+        layers.iter().any(|d| d["by"] == "AdminNetworkPolicy deny"
+            && d["outcome"] == "denied"
+            && d["ranges"][0] == ABROAD),
+        "{layers:?}"
+    );
+    assert!(
+        layers
+            .iter()
+            .any(|d| d["by"] == "NetworkPolicy payments/np" && d["outcome"] == "allowed"),
+        "{layers:?}"
+    );
+    // The message names the NetworkPolicy's rule and what it allows.
+    let (_, violation) = v.violations().next().unwrap();
+    assert_eq!(violation.code, EgressOutsideMainland);
+    assert!(
+        violation
+            .field
+            .starts_with("NetworkPolicy payments/np spec.egress[0].to[0].ipBlock"),
+        "{}",
+        violation.field
+    );
+    assert!(
+        violation.message.problem.en.contains("0.0.0.0/0"),
+        "{}",
+        violation.message.problem.en
+    );
+}
+
+#[test]
+fn a_layer_change_that_opens_egress_is_what_the_webhook_denies() {
+    use residency_guard::api::Action;
+    use residency_guard::engine::judge_layer_change;
+    use std::sync::Arc;
+    let to_cn = cnp("to-cn", json!([{"toCIDR": [MAINLAND]}]));
+    let s = snapshot(
+        Cni::Cilium,
+        CiliumEnforcement::Default,
+        std::slice::from_ref(&to_cn),
+        json!({"mode": "MainlandOnly"}),
+    );
+    let w = Arc::new(deployment());
+    let workloads_in = |ns: &str| {
+        if ns == "payments" {
+            vec![Arc::clone(&w)]
+        } else {
+            vec![]
+        }
+    };
+    let open = ccnp(
+        "open",
+        json!({"endpointSelector": {}, "egress": [{"toCIDRSet": [{"cidr": "0.0.0.0/0"}]}]}),
+    );
+    let change = judge_layer_change(
+        &s,
+        &workloads_in,
+        "cilium.io/v2",
+        "CiliumClusterwideNetworkPolicy",
+        None,
+        "open",
+        Some(&open),
+        now(),
+    );
+    assert_eq!(change.action(), Some(Action::Deny), "{change:?}");
+    assert_eq!(change.opened[0].violation.code, EgressOutsideMainland);
+    assert_eq!(change.opened[0].workload, "Deployment payments/api");
+    // Narrowing it opens nothing.
+    let narrow = cnp("to-cn", json!([{"toCIDR": ["1.0.1.0/25"]}]));
+    let change = judge_layer_change(
+        &s,
+        &workloads_in,
+        "cilium.io/v2",
+        "CiliumNetworkPolicy",
+        Some("payments"),
+        "to-cn",
+        Some(&narrow),
+        now(),
+    );
+    assert!(change.opened.is_empty(), "{change:?}");
+    // Deleting the only isolating policy opens the pod.
+    let change = judge_layer_change(
+        &s,
+        &workloads_in,
+        "cilium.io/v2",
+        "CiliumNetworkPolicy",
+        Some("payments"),
+        "to-cn",
+        None,
+        now(),
+    );
+    assert_eq!(
+        change.opened[0].violation.code, EgressUnrestricted,
+        "{change:?}"
+    );
+    // A policy selecting other pods opens nothing for this one.
+    let other = json!({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": "db", "namespace": "payments"},
+        "spec": {"endpointSelector": {"matchLabels": {"app": "db"}}, "egress": [{"toEntities": ["world"]}]}});
+    let change = judge_layer_change(
+        &s,
+        &workloads_in,
+        "cilium.io/v2",
+        "CiliumNetworkPolicy",
+        Some("payments"),
+        "db",
+        Some(&other),
+        now(),
+    );
+    assert!(change.opened.is_empty(), "{change:?}");
+}
