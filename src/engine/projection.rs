@@ -35,6 +35,15 @@ fn unknown(en: impl Into<String>, zh: impl Into<String>) -> Unknown {
     }
 }
 
+/// A rule whose destination cannot be known offline (`problem` says why),
+/// as every projection reports it.
+fn unreadable_destination(field: &str, problem: &str) -> Unknown {
+    unknown(
+        format!("{field}: {problem}"),
+        format!("{field}：{problem}（无法离线判断其可达地址）"),
+    )
+}
+
 fn v4_all() -> IpSet {
     IpSet::from_nets([IpNet::V4(ipnet::Ipv4Net::default())])
 }
@@ -356,12 +365,7 @@ fn cilium_rule(r: &Value, action: RuleAction, index: usize, field: &str) -> Laye
         everything,
         partial,
         domains,
-        unknown: problem.map(|p| {
-            unknown(
-                format!("{field}: {p}"),
-                format!("{field}：{p}（无法离线判断其可达地址）"),
-            )
-        }),
+        unknown: problem.map(|p| unreadable_destination(field, &p)),
         index,
         field: field.into(),
         text: texts.join(", ").into(),
@@ -562,12 +566,7 @@ fn calico_rule(r: &Value, index: usize) -> LayerRule {
         everything,
         partial,
         domains,
-        unknown: problem.map(|p| {
-            unknown(
-                format!("{field}: {p}"),
-                format!("{field}：{p}（无法离线判断其可达地址）"),
-            )
-        }),
+        unknown: problem.map(|p| unreadable_destination(&field, &p)),
         index,
         field: field.into(),
         text: texts.join(", ").into(),
@@ -723,12 +722,7 @@ fn admin_rule(r: &Value, index: usize) -> LayerRule {
         everything: false,
         partial: non_empty(r.get("ports")),
         domains,
-        unknown: problem.map(|p| {
-            unknown(
-                format!("{field}: {p}"),
-                format!("{field}：{p}（无法离线判断其可达地址）"),
-            )
-        }),
+        unknown: problem.map(|p| unreadable_destination(&field, &p)),
         index,
         field: field.into(),
         text: texts.join(", ").into(),
