@@ -1004,7 +1004,11 @@ impl Cluster {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    // PROPTEST_CASES explores further (thousands before a release).
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(96),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn no_sequence_of_edit_writes_moves_personal_data_abroad_or_out_of_the_audit(
@@ -1048,6 +1052,43 @@ fn without_claim_labels_a_cascading_delete_frees_the_data() {
             .unwrap()
             .contains("PersistentVolumeClaim app/records-data"),
         "{:?}",
+        cluster.log
+    );
+}
+
+/// Found by the property above in CI: with the Deployment gone, only the
+/// labelled claim holds the data, so relabelling the Namespace out of the
+/// policy's scope is a declassification too; before the fix it was
+/// admitted and an unisolated pod on the claim went unjudged.
+#[test]
+fn a_labelled_claim_keeps_its_namespace_in_the_policys_scope() {
+    let mut cluster = Cluster::new();
+    for w in [
+        Write::DeleteDeployment,
+        Write::NamespaceInScope(false),
+        Write::PodOnClaim(Pin::Mainland, false),
+    ] {
+        cluster.attempt(&w);
+        cluster.settle();
+        cluster.check().unwrap();
+    }
+    let refused = |what: &str, why: &str| {
+        cluster
+            .log
+            .iter()
+            .any(|l| l.starts_with(DEVELOPER) && l.contains(what) && l.contains(why))
+    };
+    assert!(
+        refused("UPDATE Namespace", "declassification refused"),
+        "{:#?}",
+        cluster.log
+    );
+    assert!(
+        refused(
+            "CREATE Pod adhoc-",
+            "on PersistentVolumeClaim app/records-data"
+        ),
+        "{:#?}",
         cluster.log
     );
 }

@@ -92,11 +92,14 @@ pub struct ScopeLoss {
 }
 
 /// The policies a Namespace relabel (`old` → `new` labels) takes the
-/// Namespace out of, where it holds data they govern: its own classes or
-/// those of `workloads` in it. Policies without a namespaceSelector, or
-/// that govern none of those classes, lose nothing.
+/// Namespace out of, where it holds data they govern: its own classes,
+/// those of `workloads` in it, or those of its labelled
+/// PersistentVolumeClaims (data at rest that classifies whoever mounts the
+/// claim next, after its workload is gone). Policies without a
+/// namespaceSelector, or that govern none of those classes, lose nothing.
 pub fn scope_losses(
     snapshot: &Snapshot,
+    namespace: &str,
     old: &BTreeMap<String, String>,
     new: &BTreeMap<String, String>,
     workloads: &[Arc<Workload>],
@@ -129,6 +132,24 @@ pub fn scope_losses(
             classes.extend(governed);
             if named.len() < LISTED {
                 named.push(w.reference());
+            }
+        }
+        for claim in snapshot
+            .storage()
+            .claims()
+            .filter(|c| c.namespace == namespace)
+        {
+            let carried = classes_named(claim.class_label.as_deref());
+            let governed: Vec<DataClass> = carried.intersection(&policy.classes).copied().collect();
+            if governed.is_empty() {
+                continue;
+            }
+            classes.extend(governed);
+            if named.len() < LISTED {
+                named.push(format!(
+                    "PersistentVolumeClaim {}/{}",
+                    claim.namespace, claim.name
+                ));
             }
         }
         if !classes.is_empty() {

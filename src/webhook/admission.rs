@@ -969,6 +969,7 @@ fn namespace_review(
         let workloads = judging.workloads.in_namespace(&name);
         let losses = engine::declassify::scope_losses(
             judging.snapshot,
+            &name,
             &old_labels,
             &new_labels,
             &workloads,
@@ -1052,7 +1053,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::engine::{AddressSpace, Catalogue};
+    use crate::engine::{AddressSpace, Catalogue, ClaimRecord, VolumeRecord};
     use serde_json::{Value, json};
 
     const NOW: &str = "2026-11-23T00:00:00Z";
@@ -1350,6 +1351,64 @@ mod tests {
                 .declassify
                 .is_none()
         );
+    }
+
+    /// A Namespace whose classified workloads are gone still holds their
+    /// data in a labelled claim: taking it out of the policy's scope is a
+    /// declassification too, or the next pod to mount the claim is judged
+    /// by no policy (found by tests/graph_model.rs: delete the Deployment,
+    /// relabel the Namespace, mount the claim from an unisolated pod).
+    #[test]
+    fn a_labelled_claim_keeps_its_namespace_in_scope() {
+        let (mut snap, mut workloads) = example();
+        workloads.remove("finance");
+        let claim = |class: &str| ClaimRecord {
+            namespace: "finance".into(),
+            name: "ledger-data".into(),
+            storage_class: None,
+            volume_name: None,
+            class_label: Some(class.into()),
+        };
+        let ns = |team: &str| {
+            json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "finance", "labels": {"team": team}}})
+        };
+        let body = update("Namespace", ns("finance"), ns("other"));
+        let judge = |snap: &Snapshot, workloads: &BTreeMap<String, Vec<Workload>>| {
+            outcome(handle(
+                &body,
+                Endpoint::Namespaces,
+                snap,
+                workloads,
+                Lang::En,
+                NOW.parse().unwrap(),
+            ))
+            .unwrap()
+            .1
+        };
+        assert!(
+            judge(&snap, &workloads).declassify.is_none(),
+            "no workload and no claim: nothing is governed there"
+        );
+        snap.set_storage(
+            Vec::<VolumeRecord>::new(),
+            [claim("accounting")],
+            Vec::new(),
+        );
+        let d = judge(&snap, &workloads)
+            .declassify
+            .expect("the claim's data is declassified");
+        assert_eq!(d.classes, [crate::api::DataClass::Accounting]);
+        assert!(
+            d.change
+                .en
+                .contains("PersistentVolumeClaim finance/ledger-data"),
+            "{}",
+            d.change.en
+        );
+        // A claim of a class the policy does not govern keeps nothing.
+        snap.set_storage(Vec::<VolumeRecord>::new(), [claim("health")], Vec::new());
+        assert!(judge(&snap, &workloads).declassify.is_none());
     }
 
     /// A copy mounting a claim that a classified workload of the namespace
