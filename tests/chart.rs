@@ -26,6 +26,7 @@ const WORKLOADS_NS: &str = "workloads-in-labelled-namespaces.residencyguard.io";
 const WORKLOAD_TEMPLATES: &str = "workload-templates.residencyguard.io";
 const PODS_MOUNTING_CLAIMS: &str = "pods-mounting-claims.residencyguard.io";
 const CLAIMS: &str = "claims.residencyguard.io";
+const CLAIM_CLONES: &str = "claim-clones.residencyguard.io";
 const NETWORKPOLICIES: &str = "networkpolicies.residencyguard.io";
 const NETWORKPOLICY_DELETES: &str = "networkpolicy-deletes.residencyguard.io";
 const EGRESS_LAYERS: &str = "egress-layers.residencyguard.io";
@@ -412,6 +413,7 @@ fn check_webhooks(
             EGRESS_LAYER_DELETES,
             NAMESPACES,
             CLAIMS,
+            CLAIM_CLONES,
             POLICIES
         ]
     );
@@ -578,6 +580,29 @@ fn check_webhooks(
         claims["objectSelector"],
         json!({"matchExpressions": [{"key": LABEL, "operator": "Exists"}]})
     );
+    // A clone copies its source's data, labelled or not: every claim CREATE
+    // whose dataSource or dataSourceRef names a claim is judged.
+    let clones = webhook(objs, CLAIM_CLONES);
+    assert_eq!(
+        clones["clientConfig"]["service"]["path"],
+        "/validate/namespaces"
+    );
+    let mut expected = BTreeMap::new();
+    expected.insert(
+        ("".to_owned(), "persistentvolumeclaims".to_owned()),
+        set(&["CREATE"]),
+    );
+    assert_eq!(webhook_rules(clones), expected);
+    assert!(clones.get("objectSelector").is_none_or(|s| s.is_null()));
+    let cloned = &match_conditions(clones)["cloned-from-a-claim"];
+    for field in ["dataSource", "dataSourceRef"] {
+        assert!(
+            cloned.contains(&format!(
+                "object.spec.{field}.kind == 'PersistentVolumeClaim'"
+            )),
+            "{cloned}"
+        );
+    }
     let pol = webhook(objs, POLICIES);
     assert_eq!(pol["clientConfig"]["service"]["path"], "/validate/policies");
     let mut expected = BTreeMap::new();
@@ -2525,7 +2550,8 @@ fn dockerfile_matches_the_chart_and_the_contract() {
 /// the path of the PV controller's binding writes. The one exception is a
 /// claim's data-class label (it classifies the data at rest): only a claim
 /// that carries it, and only when the label itself is set, changed or
-/// removed, so binding writes never reach the webhook.
+/// removed, so binding writes never reach the webhook; and a claim's
+/// CREATE as a clone of another claim (it copies the data).
 #[test]
 fn storage_objects_are_watched_not_reviewed() {
     let helm = helm_or_skip!();
@@ -2535,6 +2561,10 @@ fn storage_objects_are_watched_not_reviewed() {
         if w["name"] == CLAIMS {
             let cond = &match_conditions(w)["data-class-label-set-or-changed"];
             assert!(cond.contains(&format!("'{LABEL}' in oldObject.metadata.labels")));
+            continue;
+        }
+        if w["name"] == CLAIM_CLONES {
+            assert_eq!(strings(&w["rules"][0]["operations"]), ["CREATE"]);
             continue;
         }
         for (group, resource) in webhook_rules(w).keys() {

@@ -20,8 +20,10 @@
 //!   (the union is unchanged, but the pods it creates carry nothing):
 //!   [`removed_from_pods`];
 //! - a Namespace relabelled out of a policy's `namespaceSelector`, taking
-//!   the classified workloads in it out of that policy's scope:
-//!   [`scope_losses`].
+//!   the classified workloads in it (or its labelled claims) out of that
+//!   policy's scope: [`scope_losses`];
+//! - a claim created as a clone of a labelled claim without its label:
+//!   [`clone_losses`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -246,6 +248,34 @@ pub fn out_of_scope(losses: &[ScopeLoss]) -> super::Text {
     }
 }
 
+/// A claim created as a copy of another claim's data (`spec.dataSource`
+/// or `spec.dataSourceRef` naming a PersistentVolumeClaim: a CSI clone):
+/// the classes of the source's label that the new claim's label leaves out.
+/// Without this an `edit` user clones a labelled claim into an unlabelled
+/// one, and any pod that mounts the copy is held to no policy.
+pub fn clone_losses(source_label: Option<&str>, new_label: Option<&str>) -> BTreeSet<DataClass> {
+    removed_classes(source_label, new_label, &BTreeSet::new())
+}
+
+/// What a clone that leaves classes out does, for the refusal: the source,
+/// the field that names it, and the label the copy must carry.
+pub fn cloned_without(source: &str, field: &str, classes: &[DataClass]) -> super::Text {
+    let list = classes
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(".");
+    let shown = list.replace('.', ", ");
+    super::Text {
+        en: format!(
+            "this claim copies the data of {source} ({field}), which is labelled data class [{shown}], without that label ({DATA_CLASS_LABEL}), which declassifies the copy: pods that mount it would be held to no policy that keeps that data in mainland China; label the new claim {DATA_CLASS_LABEL}={list}"
+        ),
+        zh: format!(
+            "此存储卷声明复制了 {source}（{field}）的数据，源数据的类别为 [{shown}]，但新声明没有该标签（{DATA_CLASS_LABEL}），即解除副本的分类：挂载它的 Pod 将不受把此类数据留在中国大陆的任何策略约束；请给新声明加上标签 {DATA_CLASS_LABEL}={list}"
+        ),
+    }
+}
+
 /// Why a declassification was refused, for the person who tried it.
 /// `who` is the user, `subject` the object ("Deployment payments/api"),
 /// `change` what the update does (see [`label_removal`]).
@@ -297,6 +327,36 @@ mod tests {
 
     fn set(classes: &[DataClass]) -> BTreeSet<DataClass> {
         classes.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_clone_must_carry_its_sources_classes() {
+        assert_eq!(
+            clone_losses(Some("personal.health"), None),
+            set(&[DataClass::Personal, DataClass::Health])
+        );
+        assert_eq!(
+            clone_losses(Some("personal.health"), Some("health")),
+            set(&[DataClass::Personal])
+        );
+        assert!(clone_losses(Some("personal"), Some("personal.financial")).is_empty());
+        assert!(clone_losses(None, None).is_empty());
+        let text = cloned_without(
+            "PersistentVolumeClaim app/records-data",
+            "spec.dataSource",
+            &[DataClass::Personal, DataClass::Health],
+        );
+        assert!(
+            text.en.contains("data-class=personal.health"),
+            "{}",
+            text.en
+        );
+        assert!(
+            text.zh.contains("data-class=personal.health"),
+            "{}",
+            text.zh
+        );
+        assert!(text.en.contains("spec.dataSource"));
     }
 
     #[test]

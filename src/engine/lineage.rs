@@ -93,6 +93,28 @@ pub fn classes_through_claims(workload: &Workload, others: &[Arc<Workload>]) -> 
     out
 }
 
+/// The classified workloads among `others` that use the claim `claim` of
+/// `namespace` (mount it, or make it from a claim template), with their
+/// label values: whose data the claim holds, even before the audit labels
+/// it. A clone of the claim copies that data.
+pub fn classes_of_claim(namespace: &str, claim: &str, others: &[Arc<Workload>]) -> Vec<ClaimClass> {
+    others
+        .iter()
+        .filter(|o| o.namespace == namespace)
+        .filter_map(|other| {
+            let value = other
+                .template_labels
+                .get(DATA_CLASS_LABEL)
+                .or_else(|| other.labels.get(DATA_CLASS_LABEL))?;
+            uses_claim(other, &mounted_claims(other), claim).then(|| ClaimClass {
+                owner: other.reference(),
+                claim: claim.to_string(),
+                value: value.clone(),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

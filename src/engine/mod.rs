@@ -72,7 +72,7 @@ pub use layers::{
     LayerPolicy, LayerRule, Layers, PodView, RangesOrUnknown, Reach, RuleAction, Subject, Unknown,
     calico_reach, cilium_reach, kubernetes_reach,
 };
-pub use lineage::{ClaimClass, claims_mounted, classes_through_claims};
+pub use lineage::{ClaimClass, claims_mounted, classes_of_claim, classes_through_claims};
 pub use network::{
     AddressSpace, BUNDLED_MAINLAND_CIDRS, CidrError, CompiledNetworkPolicy, NetworkIndex,
     layer_kind, parse_cidr_args, validate_network_policy,

@@ -954,6 +954,43 @@ fn namespace_review(
         };
         return refuse(422, "Invalid", e.text().get(judging.lang).to_string());
     }
+    if let Some(ns) = &claim_namespace
+        && req.operation == "CREATE"
+        && let Some(source) = cloned_claim(object, ns)
+    {
+        let mut source_labels = judging
+            .snapshot
+            .storage()
+            .claim(&source.namespace, &source.name)
+            .and_then(|c| c.class_label.clone())
+            .into_iter()
+            .collect::<Vec<_>>();
+        let users = judging.workloads.in_namespace(&source.namespace);
+        source_labels.extend(
+            engine::classes_of_claim(&source.namespace, &source.name, &users)
+                .into_iter()
+                .map(|c| c.value),
+        );
+        let lost = engine::declassify::removed_classes(
+            source_labels.iter().map(String::as_str),
+            new,
+            &std::collections::BTreeSet::new(),
+        );
+        if !lost.is_empty() {
+            let list: Vec<_> = lost.iter().copied().collect();
+            decision.declassify = Some(Declassify {
+                namespace: ns.clone(),
+                subject,
+                change: engine::declassify::cloned_without(
+                    &format!("PersistentVolumeClaim {}/{}", source.namespace, source.name),
+                    source.field,
+                    &list,
+                ),
+                classes: list,
+            });
+        }
+        return allow();
+    }
     let Some(old_labels) = req.old_object.map(labels_of) else {
         return allow();
     };
@@ -988,6 +1025,65 @@ fn namespace_review(
         });
     }
     allow()
+}
+
+/// The claim a new claim copies (a CSI clone): `spec.dataSource` or
+/// `spec.dataSourceRef` naming a PersistentVolumeClaim (core group), in
+/// `namespace` unless the ref names another (cross-namespace sources).
+struct ClonedClaim {
+    namespace: String,
+    name: String,
+    field: &'static str,
+}
+
+fn cloned_claim(object: &RawValue, namespace: &str) -> Option<ClonedClaim> {
+    #[derive(Deserialize)]
+    struct Claim {
+        #[serde(default)]
+        spec: Option<Spec>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Spec {
+        #[serde(default)]
+        data_source: Option<Source>,
+        #[serde(default)]
+        data_source_ref: Option<Source>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Source {
+        #[serde(default)]
+        api_group: Option<String>,
+        #[serde(default)]
+        kind: String,
+        #[serde(default)]
+        name: String,
+        #[serde(default)]
+        namespace: Option<String>,
+    }
+    let spec = serde_json::from_str::<Claim>(object.get()).ok()?.spec?;
+    // The API server mirrors one field into the other for a core-group
+    // source, so both are usually set: name the older one first.
+    [
+        (spec.data_source, "spec.dataSource"),
+        (spec.data_source_ref, "spec.dataSourceRef"),
+    ]
+    .into_iter()
+    .find_map(|(source, field)| {
+        let s = source?;
+        (s.kind == "PersistentVolumeClaim"
+            && s.api_group.as_deref().unwrap_or_default().is_empty()
+            && !s.name.is_empty())
+        .then(|| ClonedClaim {
+            namespace: s
+                .namespace
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| namespace.to_string()),
+            name: s.name,
+            field,
+        })
+    })
 }
 
 /// Semantic checks on a ResidencyPolicy that the CRD schema cannot express.
@@ -1409,6 +1505,85 @@ mod tests {
         // A claim of a class the policy does not govern keeps nothing.
         snap.set_storage(Vec::<VolumeRecord>::new(), [claim("health")], Vec::new());
         assert!(judge(&snap, &workloads).declassify.is_none());
+    }
+
+    /// A claim cloned from a labelled claim (or from one a classified
+    /// workload mounts) copies the data: without the source's classes on
+    /// its own label it is a declassification.
+    #[test]
+    fn a_clone_of_a_classified_claim_keeps_its_classes() {
+        let (mut snap, mut workloads) = example();
+        snap.set_storage(
+            Vec::<VolumeRecord>::new(),
+            [ClaimRecord {
+                namespace: "clinic".into(),
+                name: "records-data".into(),
+                storage_class: None,
+                volume_name: None,
+                class_label: Some("health".into()),
+            }],
+            Vec::new(),
+        );
+        let user = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "ledger", "namespace": "clinic"},
+            "spec": {"template": {"metadata": {"labels": {crate::api::DATA_CLASS_LABEL: "personal"}},
+                "spec": {"volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "ledger-data"}}]}}}});
+        workloads
+            .entry("clinic".into())
+            .or_default()
+            .push(Workload::from_value(&user, "clinic").unwrap());
+        let judge = |source: Value, labels: Value| {
+            let claim = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "copy", "namespace": "clinic", "labels": labels},
+                "spec": source});
+            let body = serde_json::to_vec(&json!({"apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "PersistentVolumeClaim"},
+                    "namespace": "clinic", "name": "copy", "operation": "CREATE", "object": claim}}))
+            .unwrap();
+            let (out, decision) = outcome(handle(
+                &body,
+                Endpoint::Namespaces,
+                &snap,
+                &workloads,
+                Lang::En,
+                NOW.parse().unwrap(),
+            ))
+            .unwrap();
+            assert!(out.response.allowed, "allowed until the server asks who");
+            decision.declassify
+        };
+        let pvc = |name: &str| json!({"kind": "PersistentVolumeClaim", "name": name});
+        let d = judge(json!({"dataSource": pvc("records-data")}), json!({}))
+            .expect("an unlabelled clone of a health claim");
+        assert_eq!(d.classes, [crate::api::DataClass::Health]);
+        assert_eq!(d.subject, "PersistentVolumeClaim clinic/copy");
+        assert!(
+            d.change
+                .en
+                .contains("PersistentVolumeClaim clinic/records-data (spec.dataSource)")
+                && d.change.en.contains("data-class=health"),
+            "{}",
+            d.change.en
+        );
+        // The same through dataSourceRef; and from a claim only a
+        // classified workload's mount classifies.
+        let d = judge(json!({"dataSourceRef": pvc("ledger-data")}), json!({}))
+            .expect("an unlabelled clone of a claim a personal workload mounts");
+        assert_eq!(d.classes, [crate::api::DataClass::Personal]);
+        assert!(
+            d.change.en.contains("(spec.dataSourceRef)"),
+            "{}",
+            d.change.en
+        );
+        // Labelled like its source, or cloned from an unclassified claim, or
+        // restored from something else: nothing is declassified.
+        let label = json!({crate::api::DATA_CLASS_LABEL: "health.personal"});
+        assert!(judge(json!({"dataSource": pvc("records-data")}), label).is_none());
+        assert!(judge(json!({"dataSource": pvc("scratch")}), json!({})).is_none());
+        let snapshot = json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "records-data"});
+        assert!(judge(json!({"dataSource": snapshot}), json!({})).is_none());
+        assert!(judge(json!({"dataSource": "not an object"}), json!({})).is_none());
     }
 
     /// A copy mounting a claim that a classified workload of the namespace

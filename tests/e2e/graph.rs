@@ -309,7 +309,8 @@ fn scale_down_and_a_fixing_rollout_reach_the_replica_sets() {
 /// Data follows the volume: a pod that mounts a claim holding personal data
 /// carries its class, whatever its own labels (an ad-hoc pod, a `kubectl
 /// debug --copy-to` copy). The claim's label classifies it even after the
-/// workload is gone, and removing that label needs `declassify`; while a
+/// workload is gone, and removing that label needs `declassify` (as does
+/// cloning the claim into one without it); while a
 /// classified workload uses an unlabelled claim, a pod mounting it is
 /// classified through that workload.
 #[test]
@@ -369,6 +370,36 @@ fn a_pod_mounting_a_classified_claim_carries_its_class() {
         "{}",
         r.stderr
     );
+    // A clone copies the data: without the source's label, its creation is
+    // a declassification too (spec.dataSource or spec.dataSourceRef).
+    for field in ["dataSource", "dataSourceRef"] {
+        let clone = claim("copy", "").replace(
+            "spec: {",
+            &format!("spec: {{{field}: {{kind: PersistentVolumeClaim, name: records}}, "),
+        );
+        let r = apply_as_alice(&c, &clone);
+        assert!(!r.ok, "an unlabelled clone of a personal-data claim");
+        for text in [
+            format!(
+                // The API server mirrors dataSourceRef into dataSource.
+                "PersistentVolumeClaim {apps}/copy: this claim copies the data of PersistentVolumeClaim {apps}/records (spec.dataSource)"
+            ),
+            "label the new claim residencyguard.io/data-class=personal".to_string(),
+            "alice is not allowed to `declassify`".to_string(),
+        ] {
+            assert!(
+                r.stderr.contains(&text),
+                "missing {text:?} in:\n{}",
+                r.stderr
+            );
+        }
+    }
+    let clone = claim("copy", "residencyguard.io/data-class: personal").replace(
+        "spec: {",
+        "spec: {dataSource: {kind: PersistentVolumeClaim, name: records}, ",
+    );
+    let r = apply_as_alice(&c, &clone);
+    assert!(r.ok, "a clone labelled like its source: {}", r.stderr);
     // A pod without the claim is none of our business.
     let plain = pod("plain", "records").replace(
         "  volumes: [{name: d, persistentVolumeClaim: {claimName: records}}]\n",
