@@ -8,7 +8,8 @@
 //! The model tracks where the personal data really is, whatever the labels
 //! say: in every pod made from the classified Deployment's template (by
 //! its ReplicaSets, or copied from one of its pods) and in every pod that
-//! mounts the claim its pods write to. After every step:
+//! mounts the claim its pods write to, or a clone of that claim. After
+//! every step:
 //!
 //! - no such pod is bound to a node outside mainland China;
 //! - none has open egress (no NetworkPolicy selects it);
@@ -41,6 +42,8 @@ const NS: &str = "app";
 const REGION: &str = "topology.kubernetes.io/region";
 const CLASS: &str = "residencyguard.io/data-class";
 const CLAIM: &str = "records-data";
+/// The one clone of the claim a developer may make (`spec.dataSource`).
+const CLONE: &str = "records-copy";
 const SCOPE: (&str, &str) = ("compliance", "pipl");
 const DEVELOPER: &str = "dev@example.com";
 const DEPLOYMENT_CONTROLLER: &str = "system:serviceaccount:kube-system:deployment-controller";
@@ -122,6 +125,10 @@ enum Write {
     DeleteDeployment,
     /// Take the class label off the claim.
     UnlabelClaim,
+    /// Clone the claim (`spec.dataSource`), with its class label or without.
+    CloneClaim(bool),
+    /// An unrelated pod mounting the clone, isolated or not.
+    PodOnClone(Pin, bool),
 }
 
 fn pin() -> impl Strategy<Value = Pin> {
@@ -160,6 +167,8 @@ fn write() -> impl Strategy<Value = Write> {
         Just(Write::OrphanDeployment),
         Just(Write::DeleteDeployment),
         Just(Write::UnlabelClaim),
+        any::<bool>().prop_map(Write::CloneClaim),
+        (pin(), any::<bool>()).prop_map(|(p, isolated)| Write::PodOnClone(p, isolated)),
     ]
 }
 
@@ -184,6 +193,8 @@ struct Cluster {
     claim_label: Option<String>,
     /// The audit leader labels claims (`audit.labelClaims`).
     label_claims: bool,
+    /// The clone's label, once the clone exists (it holds the data too).
+    clone_label: Option<Option<String>>,
 }
 
 fn deployment() -> Value {
@@ -239,8 +250,11 @@ fn controller_of(v: &Value) -> Option<(String, String)> {
 
 fn mounts_claim(pod: &Value) -> bool {
     pod["spec"]["volumes"].as_array().is_some_and(|vs| {
-        vs.iter()
-            .any(|v| v["persistentVolumeClaim"]["claimName"] == CLAIM)
+        vs.iter().any(|v| {
+            [CLAIM, CLONE]
+                .map(Value::from)
+                .contains(&v["persistentVolumeClaim"]["claimName"])
+        })
     })
 }
 
@@ -262,8 +276,11 @@ fn pre_filter_sends(
         },
         "PersistentVolumeClaim" => {
             let class = |v: Option<&Value>| v.and_then(|v| labels(v).get(CLASS).cloned());
+            let cloned = op == "CREATE"
+                && new.is_some_and(|n| n["spec"]["dataSource"]["kind"] == "PersistentVolumeClaim");
             (class(new).is_some() || class(old).is_some())
                 && (op != "UPDATE" || class(new) != class(old))
+                || cloned
         }
         "Namespace" => match (new, old) {
             (Some(n), Some(o)) => labels(n) != labels(o),
@@ -316,6 +333,7 @@ impl Cluster {
             webhook: true,
             claim_label: None,
             label_claims,
+            clone_label: None,
         };
         c.put(deployment());
         c.put(isolating_policy());
@@ -382,6 +400,23 @@ impl Cluster {
             claim: Some((NS.into(), CLAIM.into())),
             ..VolumeRecord::default()
         });
+        // A clone is provisioned beside its source.
+        if let Some(label) = &self.clone_label {
+            b.persistent_volume_claim(ClaimRecord {
+                namespace: NS.into(),
+                name: CLONE.into(),
+                storage_class: Some(String::new()),
+                volume_name: Some("pv-copy".into()),
+                class_label: label.clone(),
+            });
+            b.persistent_volume(VolumeRecord {
+                name: "pv-copy".into(),
+                labels: vec![(REGION.to_string(), "cn-north-1".to_string())],
+                storage_class: Some(String::new()),
+                claim: Some((NS.into(), CLONE.into())),
+                ..VolumeRecord::default()
+            });
+        }
         for np in self.of_kind("NetworkPolicy") {
             let np: NetworkPolicy = serde_json::from_value(np).unwrap();
             b.network_policy(&np);
@@ -427,6 +462,9 @@ impl Cluster {
         if admitted {
             match (kind.as_str(), new) {
                 ("Namespace", Some(n)) => self.namespace_labels = labels(&n),
+                ("PersistentVolumeClaim", Some(n)) if name == CLONE => {
+                    self.clone_label = Some(labels(&n).get(CLASS).cloned())
+                }
                 ("PersistentVolumeClaim", Some(n)) => {
                     self.claim_label = labels(&n).get(CLASS).cloned()
                 }
@@ -503,13 +541,22 @@ impl Cluster {
     }
 
     fn claim_object(&self) -> Value {
+        self.claim_named(CLAIM)
+    }
+
+    fn claim_named(&self, name: &str) -> Value {
+        let (label, volume) = if name == CLONE {
+            (self.clone_label.clone().flatten(), "pv-copy")
+        } else {
+            (self.claim_label.clone(), "pv-records")
+        };
         let mut labels = serde_json::Map::new();
-        if let Some(v) = &self.claim_label {
+        if let Some(v) = label {
             labels.insert(CLASS.into(), json!(v));
         }
         json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-               "metadata": {"name": CLAIM, "namespace": NS, "labels": labels},
-               "spec": {"storageClassName": "", "volumeName": "pv-records"}})
+               "metadata": {"name": name, "namespace": NS, "labels": labels},
+               "spec": {"storageClassName": "", "volumeName": volume}})
     }
 
     fn newest_replica_set(&self) -> Option<Value> {
@@ -701,6 +748,37 @@ impl Cluster {
                 }
                 return;
             }
+            Write::CloneClaim(labelled) => {
+                if self.clone_label.is_none() {
+                    let mut clone = self.claim_named(CLONE);
+                    clone["spec"] = json!({"storageClassName": "",
+                        "dataSource": {"kind": "PersistentVolumeClaim", "name": CLAIM}});
+                    if *labelled {
+                        clone["metadata"]["labels"][CLASS] = json!("personal");
+                    }
+                    self.write(DEVELOPER, "CREATE", Some(clone), None);
+                }
+                return;
+            }
+            Write::PodOnClone(pin, isolated) => {
+                if self.clone_label.is_none() {
+                    return;
+                }
+                let name = format!("adhoc-{}", self.bump());
+                let mut spec = json!({"containers": [{"name": "sh", "image": "busybox"}],
+                    "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": CLONE}}]});
+                pin.apply(&mut spec);
+                let mut meta = json!({"name": name, "namespace": NS});
+                if *isolated {
+                    meta["labels"] = json!({"app": "records"});
+                }
+                let pod =
+                    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec});
+                if self.write(DEVELOPER, "CREATE", Some(pod), None) {
+                    self.carrying.insert(name);
+                }
+                return;
+            }
             Write::UnlabelClaim => {
                 if self.claim_label.is_some() {
                     let old = self.claim_object();
@@ -757,9 +835,9 @@ impl Cluster {
                     break;
                 }
             }
-            let label_before = self.claim_label.clone();
+            let label_before = (self.claim_label.clone(), self.clone_label.clone());
             self.claim_labeller();
-            if label_before == self.claim_label {
+            if label_before == (self.claim_label.clone(), self.clone_label.clone()) {
                 return;
             }
         }
@@ -774,11 +852,9 @@ impl Cluster {
         let mut auditor = Auditor::new(PlanConfig::default());
         auditor.full_pass(self.inventory(), now());
         for label in auditor.plan(now()).claim_labels {
-            assert_eq!(
-                (label.namespace.as_str(), label.claim.as_str()),
-                (NS, CLAIM)
-            );
-            let old = self.claim_object();
+            assert_eq!(label.namespace, NS);
+            assert!([CLAIM, CLONE].contains(&label.claim.as_str()), "{label:?}");
+            let old = self.claim_named(&label.claim);
             let mut new = old.clone();
             new["metadata"]["labels"][CLASS] = json!(label.value);
             if !self.write(OPERATOR, "UPDATE", Some(new), Some(old)) {
@@ -1104,6 +1180,15 @@ fn the_model_catches_the_template_move_when_nothing_is_judged() {
     cluster.settle();
     let error = cluster.check().unwrap_err();
     assert!(error.contains("runs in Hong Kong"), "{error}");
+
+    // And an unlabelled clone of the claim, mounted from Hong Kong.
+    let mut cluster = Cluster::new();
+    cluster.webhook = false;
+    cluster.attempt(&Write::CloneClaim(false));
+    cluster.attempt(&Write::PodOnClone(Pin::HongKong, true));
+    cluster.settle();
+    let error = cluster.check().unwrap_err();
+    assert!(error.contains("runs in Hong Kong"), "{error}");
 }
 
 /// The random writes reach every path that matters, so the property above
@@ -1163,6 +1248,16 @@ fn the_random_writes_reach_every_path() {
             "declassification refused",
         ),
         (OPERATOR, "UPDATE PersistentVolumeClaim", "admitted"),
+        (
+            DEVELOPER,
+            "CREATE PersistentVolumeClaim records-copy",
+            "declassification refused",
+        ),
+        (
+            DEVELOPER,
+            "CREATE PersistentVolumeClaim records-copy",
+            "admitted",
+        ),
     ] {
         assert!(
             count(who, what, outcome) > 0,
