@@ -361,6 +361,146 @@ fn jd_cloud_zones_read_the_same_as_aws_and_huawei() {
     assert!(node(cat, &entry, Some("cn-east-1a")).is_mainland());
 }
 
+/// Kingsoft Cloud, as its disk CSI driver (kingsoftcloud/csi-plugin) writes
+/// a PV: region = the zone without its letter, both under the legacy
+/// failure-domain keys, beside its own disk-type key (not a location). KCE
+/// nodes are judged by their legacy region label; there is no providerID
+/// template to check. Hong Kong and Taipei look mainland by their "cn-"
+/// prefix and are not.
+#[test]
+fn kingsoft_pvs_and_nodes_are_placed_as_its_csi_driver_writes_them() {
+    use residency_guard::engine::Untrusted;
+    const LEGACY_REGION: &str = "failure-domain.beta.kubernetes.io/region";
+    const LEGACY_ZONE: &str = "failure-domain.beta.kubernetes.io/zone";
+    let cat = Catalogue::builtin();
+    let ks = cat
+        .providers()
+        .find(|p| p.provider == "kingsoft")
+        .expect("Kingsoft Cloud is described");
+    assert!(ks.provider_id.is_none());
+    assert_eq!(ks.csi_zone_keys, [LEGACY_ZONE]);
+    let csi_pv = |region: &str, zone: &str| {
+        let req = |key: &str, value: &str| TopologyRequirement {
+            key: key.to_string(),
+            op: TopologyOp::In,
+            values: vec![value.to_string()],
+        };
+        let terms = vec![vec![
+            req(LEGACY_REGION, region),
+            req(LEGACY_ZONE, zone),
+            req("com.ksc.csi.node/disktype.ESSD", "available"),
+        ]];
+        locate_volume(Some(&terms), &[], cat, None)
+    };
+    for (region, zone, mainland) in [
+        ("cn-beijing-6", "cn-beijing-6a", true),
+        ("cn-shanghai-2", "cn-shanghai-2b", true),
+        ("cn-guangzhou-1", "cn-guangzhou-1a", true),
+        ("cn-beijing-fin", "cn-beijing-fin-a", true),
+        ("cn-northwest-4", "cn-northwest-4a", true),
+        ("cn-hongkong-2", "cn-hongkong-2a", false),
+        ("cn-taipei-1", "cn-taipei-1a", false),
+        ("eu-east-1", "eu-east-1b", false),
+    ] {
+        assert_eq!(cat.zone_region(zone), Some(region), "{zone}");
+        match (csi_pv(region, zone), mainland) {
+            (VolumeLocation::Mainland { regions }, true) => assert_eq!(regions, [region]),
+            (VolumeLocation::Outside { region: r, .. }, false) => assert_eq!(r, region),
+            (other, _) => panic!("{zone}: {other:?}, mainland should be {mainland}"),
+        }
+        // The zone alone places the PV too.
+        assert_eq!(
+            matches!(
+                pv_location(cat, LEGACY_ZONE, zone, None),
+                VolumeLocation::Mainland { .. }
+            ),
+            mainland,
+            "{zone} alone"
+        );
+        // A KCE node as the driver reads it: the legacy labels.
+        let info = NodeInfo {
+            name: format!("kce-{zone}"),
+            labels: BTreeMap::from([
+                (LEGACY_REGION.to_string(), region.to_string()),
+                (LEGACY_ZONE.to_string(), zone.to_string()),
+            ]),
+            provider_id: None,
+        };
+        let standing = ClassifiedNode::new(info, cat).standing;
+        assert_eq!(standing.is_mainland(), mainland, "{zone}: {standing:?}");
+        assert!(!matches!(standing, NodeStanding::Untrusted(_)), "{zone}");
+    }
+    // A PV whose region and zone disagree is not placed in the mainland.
+    assert!(!matches!(
+        csi_pv("cn-beijing-6", "cn-hongkong-2a"),
+        VolumeLocation::Mainland { .. }
+    ));
+    // The contradictory test pool is not in the catalogue: unknown, fails closed.
+    let test_pool = NodeInfo {
+        name: "kce-test-pool".into(),
+        labels: BTreeMap::from([(LEGACY_REGION.to_string(), "cn-qingyangtest-1".to_string())]),
+        provider_id: None,
+    };
+    assert!(matches!(
+        ClassifiedNode::new(test_pool, cat).standing,
+        NodeStanding::Untrusted(Untrusted::UnknownRegion { .. })
+    ));
+    // cn-northwest-1 is AWS's Ningxia and Kingsoft's Qingyang: both mainland.
+    assert!(matches!(
+        cat.lookup(None, "cn-northwest-1"),
+        RegionLookup::Known(e) if e.jurisdiction.is_mainland()
+    ));
+}
+
+/// Huawei CCE: the Everest add-on (driver `disk.csi.everest.io`) places an
+/// EVS disk's PV by labels, `failure-domain.beta.kubernetes.io/region` and
+/// `.../zone` (CCE's documented PV), with no node affinity; Huawei's
+/// open-source EVS driver pins it by `topology.evs.csi.huaweicloud.com/zone`.
+#[test]
+fn huawei_cce_everest_and_evs_csi_pvs_are_placed() {
+    const LEGACY_REGION: &str = "failure-domain.beta.kubernetes.io/region";
+    const LEGACY_ZONE: &str = "failure-domain.beta.kubernetes.io/zone";
+    const EVS_ZONE: &str = "topology.evs.csi.huaweicloud.com/zone";
+    let cat = Catalogue::builtin();
+    let labelled = |region: &str, zone: &str| {
+        let labels = vec![
+            (LEGACY_REGION.to_string(), region.to_string()),
+            (LEGACY_ZONE.to_string(), zone.to_string()),
+        ];
+        locate_volume(None, &labels, cat, None)
+    };
+    // The PV of CCE's "存储卷PV" page.
+    match labelled("cn-north-4", "cn-north-4b") {
+        VolumeLocation::Mainland { regions } => assert_eq!(regions, ["cn-north-4"]),
+        other => panic!("{other:?}"),
+    }
+    // Huawei's ap-southeast-1 is Hong Kong.
+    assert!(matches!(
+        labelled("ap-southeast-1", "ap-southeast-1a"),
+        VolumeLocation::Outside { .. }
+    ));
+    // Region and zone labels that disagree: not mainland.
+    assert!(!matches!(
+        labelled("cn-north-4", "ap-southeast-1a"),
+        VolumeLocation::Mainland { .. }
+    ));
+    // The open-source EVS driver's key.
+    assert!(matches!(
+        pv_location(cat, EVS_ZONE, "cn-east-3a", None),
+        VolumeLocation::Mainland { .. }
+    ));
+    assert!(matches!(
+        pv_location(cat, EVS_ZONE, "ap-southeast-1a", Some("ap-southeast-1")),
+        VolumeLocation::Outside { .. }
+    ));
+    let hw = cat
+        .providers()
+        .find(|p| p.provider == "huawei")
+        .expect("Huawei is described");
+    assert!(hw.csi_zone_keys.iter().any(|k| k == LEGACY_ZONE));
+    assert!(hw.csi_zone_keys.iter().any(|k| k == EVS_ZONE));
+}
+
 /// Strategy: a region entry of the catalogue (by index).
 fn any_entry() -> impl Strategy<Value = RegionEntry> {
     let entries: Vec<RegionEntry> = Catalogue::builtin().entries().cloned().collect();

@@ -26,8 +26,8 @@ pub const REGION_KEYS: [&str; 2] = [REGION_LABEL, LEGACY_REGION_LABEL];
 
 /// Label and topology keys that name a zone: the well-known ones and the
 /// disk CSI drivers' own (AWS EBS, Alibaba Cloud disk, Azure disk, Tencent
-/// CBS, GCE PD).
-pub const ZONE_KEYS: [&str; 7] = [
+/// CBS, GCE PD, Huawei's open-source EVS driver).
+pub const ZONE_KEYS: [&str; 8] = [
     "topology.kubernetes.io/zone",
     "failure-domain.beta.kubernetes.io/zone",
     "topology.ebs.csi.aws.com/zone",
@@ -35,6 +35,7 @@ pub const ZONE_KEYS: [&str; 7] = [
     "topology.disk.csi.azure.com/zone",
     "topology.com.tencent.cloud.csi.cbs/zone",
     "topology.gke.io/zone",
+    "topology.evs.csi.huaweicloud.com/zone",
 ];
 
 /// The node a local volume lives on.
