@@ -4,8 +4,9 @@
 //!
 //! - Cilium: a classified Deployment restricted only by a
 //!   CiliumNetworkPolicy to a mainland CIDR is admitted (applied by an
-//!   ordinary `edit` user); a CiliumClusterwideNetworkPolicy opening it to
-//!   0.0.0.0/0 is denied.
+//!   ordinary `edit` user) and is mainland-only in the live report
+//!   (`--egress-cni cilium`), which names the policy that allowed it; a
+//!   CiliumClusterwideNetworkPolicy opening it to 0.0.0.0/0 is denied.
 //! - Kubernetes: an AdminNetworkPolicy Allow of 8.8.8.0/24 at a higher
 //!   priority than the namespace's NetworkPolicy is reported by the audit
 //!   as egress abroad (the policy warns, so it is admitted).
@@ -13,6 +14,8 @@
 //!   closes what the NetworkPolicy opens, and the Deployment is admitted.
 
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 use crate::harness::{
     Cluster, Run, apply_policies, apply_when_webhook_answers, cluster, eventually, install_and_run,
@@ -64,6 +67,30 @@ fn deployment(ns: &str) -> String {
 fn network_policy(ns: &str, cidr: &str) -> String {
     format!(
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: api-egress, namespace: {ns}}}\nspec:\n  podSelector: {{matchLabels: {{app: api}}}}\n  policyTypes: [Egress]\n  egress: [{{to: [{{ipBlock: {{cidr: {cidr}}}}}]}}]\n"
+    )
+}
+
+/// `residency-guard report --format json` of the cluster with `args`:
+/// the exit code, stderr and the JSON report (when one was written).
+fn live_report(c: &Cluster, dir: &str, args: &[&str]) -> (Option<i32>, String, Option<Value>) {
+    let out_dir = c.scratch.join(dir);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_residency-guard"))
+        .args(["report", "--format", "json", "--kubeconfig"])
+        .arg(&c.kubeconfig)
+        .arg("-o")
+        .arg(&out_dir)
+        .args(args)
+        .env("LANG", "C")
+        .env_remove("RESIDENCY_GUARD_EGRESS_CNI")
+        .output()
+        .expect("run residency-guard report");
+    let json = std::fs::read(out_dir.join("residency-report.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        json,
     )
 }
 
@@ -123,6 +150,39 @@ fn cilium_policies_admit_and_deny() {
         "kubectl apply --as {USER} (CiliumNetworkPolicy to 1.0.1.0/24):\n{}",
         admitted.all()
     );
+
+    // The live report reads the same layers the operator does: with
+    // Cilium's and Calico's CRDs both served it needs the CNI named, as
+    // the operator does (egress.cni), and with it the Deployment is
+    // mainland-only, the CiliumNetworkPolicy named as what allowed it.
+    let (code, stderr, _) = live_report(&c, "report-auto", &[]);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("egress.cni (--egress-cni)"), "{stderr}");
+    let (code, stderr, report) = live_report(&c, "report-cilium", &["--egress-cni", "cilium"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let report = report.expect("the JSON report");
+    let api = report["workloads"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|w| w["namespace"] == ns && w["name"] == "api" && w["kind"] == "Deployment")
+        .unwrap_or_else(|| panic!("Deployment {ns}/api not in the report: {report:#}"));
+    let egress = &api["egress"];
+    assert_eq!(egress["posture"], "mainland", "{egress:#}");
+    assert_eq!(egress["cni"], "cilium", "{egress:#}");
+    let layers = egress["layers"].to_string();
+    assert!(
+        layers.contains(&format!("CiliumNetworkPolicy {ns}/api-to-cn"))
+            && layers.contains("1.0.1.0/24"),
+        "{layers}"
+    );
+    assert!(
+        report["scope"]["cluster"]["lists"]
+            .to_string()
+            .contains("ciliumnetworkpolicies.cilium.io"),
+        "the report's provenance names the Cilium list"
+    );
+    println!("live report, Deployment {ns}/api egress: {egress}");
 
     // Opened to 0.0.0.0/0 by a clusterwide policy: Cilium unions allows.
     c.cluster_object("ciliumclusterwidenetworkpolicy", "e2e-open-world");
