@@ -1,6 +1,7 @@
 //! Egress across policy layers on a real control plane (issue 27), with
 //! the layers' CRDs applied from tests/e2e/fixtures/egress-layer-crds.yaml
-//! before the operator starts (it discovers what is served at start):
+//! before the operator starts (it discovers what is served at start, and
+//! again every probe period):
 //!
 //! - Cilium: a classified Deployment restricted only by a
 //!   CiliumNetworkPolicy to a mainland CIDR is admitted (applied by an
@@ -12,6 +13,10 @@
 //!   as egress abroad (the policy warns, so it is admitted).
 //! - Calico: a GlobalNetworkPolicy Deny ordered before the NetworkPolicy
 //!   closes what the NetworkPolicy opens, and the Deployment is admitted.
+//! - Late CRDs: Cilium's CRDs installed after the operator started (with
+//!   `egress.cni: auto`) are picked up within the probe period, without a
+//!   restart: a CiliumClusterwideNetworkPolicy opening 0.0.0.0/0 is then
+//!   reported by the audit.
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +38,20 @@ const CRDS: &[&str] = &[
     "adminnetworkpolicies.policy.networking.k8s.io",
     "baselineadminnetworkpolicies.policy.networking.k8s.io",
 ];
+
+/// How often the operator looks for layer kinds installed after it
+/// started (`residency_guard::probe::MISSING_API_PROBE_EVERY`).
+const PROBE_PERIOD: Duration = Duration::from_secs(15);
+
+/// The fixture's CRDs of API group `group` (documents of the file).
+fn fixture_crds_of(group: &str) -> String {
+    let file = root().join("tests/e2e/fixtures/egress-layer-crds.yaml");
+    let text = std::fs::read_to_string(file).expect("the layer CRDs fixture");
+    text.split("\n---\n")
+        .filter(|doc| doc.contains(&format!("\n  group: {group}\n")))
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
 
 /// Apply the layers' CRDs (deleted when the test ends) and wait until
 /// they are served.
@@ -300,4 +319,101 @@ fn a_calico_global_deny_ordered_first_closes_a_network_policy() {
         "kubectl apply --as {USER} (GlobalNetworkPolicy Deny first):\n{}",
         admitted.all()
     );
+}
+
+/// Cilium's CRDs installed after the operator started (`egress.cni:
+/// auto`, so it judged under `kubernetes` until then) are found within the
+/// probe period, without a restart: the semantics become `cilium`, the
+/// CiliumClusterwideNetworkPolicy opening 0.0.0.0/0 is watched, and the
+/// audit reports the Deployment the NetworkPolicy kept in mainland China
+/// as egress abroad.
+#[test]
+fn cilium_crds_installed_after_the_operator_are_picked_up_within_the_probe_period() {
+    let Some(c) = cluster("egress-layers-late") else {
+        return;
+    };
+    let ns = "e2e-layers-late";
+    let release = "e2e-layers-late";
+    // No layer CRD is served when the operator starts (an earlier test's
+    // are deleted when it ends; make sure).
+    for crd in CRDS {
+        c.cluster_object("crd", crd);
+    }
+    let installed = install_and_run(&c, release, &format!("{release}-system"), &[]);
+    c.fresh_namespace(ns, &[("residencyguard.io/e2e-layers", "true")]);
+    c.grant_edit(ns, USER);
+    apply_policies(&c, &["e2e-layers-late"], &policy("e2e-layers-late", "Warn"));
+    let r = apply_as_user(&c, &network_policy(ns, "1.0.1.0/24"));
+    assert!(r.ok, "{}", r.stderr);
+    let r = apply_until(
+        "the Deployment admitted",
+        || apply_as_user(&c, &deployment(ns)),
+        |r| r.ok,
+    );
+    assert!(r.ok);
+    // The audit has judged it: mainland-only through the NetworkPolicy.
+    eventually(
+        "the policy's status to be written",
+        Duration::from_secs(30),
+        || {
+            let p = c.get_json(&["rp", "e2e-layers-late"])?;
+            p["status"]["lastEvaluated"].as_str().map(|_| ())
+        },
+    );
+    let p = c.get_json(&["rp", "e2e-layers-late"]).unwrap_or_default();
+    assert!(
+        !p["status"]["topOffenders"]
+            .to_string()
+            .contains("EgressOutsideMainland"),
+        "egress abroad before any Cilium policy: {}",
+        p["status"]
+    );
+
+    // Now Cilium's CRDs, and a clusterwide policy opening every IPv4
+    // address: Cilium unions it with the NetworkPolicy.
+    c.must_apply(&fixture_crds_of("cilium.io"));
+    for crd in &CRDS[..2] {
+        c.must(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            &format!("crd/{crd}"),
+        ]);
+    }
+    let established = Instant::now();
+    c.cluster_object("ciliumclusterwidenetworkpolicy", "e2e-late-open-world");
+    let ccnp = "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: {name: e2e-late-open-world}\nspec:\n  endpointSelector: {}\n  egress: [{toCIDRSet: [{cidr: 0.0.0.0/0}]}]\n";
+    let r = apply_when_webhook_answers(&c, ccnp);
+    assert!(r.ok, "{}", r.stderr);
+    let offenders = eventually(
+        "the audit to report the Deployment's egress abroad",
+        PROBE_PERIOD + Duration::from_secs(20),
+        || {
+            let p = c.get_json(&["rp", "e2e-layers-late"])?;
+            let offenders = p["status"]["topOffenders"].to_string();
+            (offenders.contains("EgressOutsideMainland") && offenders.contains("api"))
+                .then_some(offenders)
+        },
+    );
+    let took = established.elapsed();
+    println!(
+        "egress layers: EgressOutsideMainland in the policy status {:.1} s after Cilium's CRDs were established (probe period {} s): {offenders}",
+        took.as_secs_f64(),
+        PROBE_PERIOD.as_secs()
+    );
+    assert!(
+        took <= PROBE_PERIOD + Duration::from_secs(10),
+        "picked up {:.1} s after the CRDs were established",
+        took.as_secs_f64()
+    );
+    let log = installed.operator.log();
+    if !log.is_empty() {
+        for part in [
+            "egress layer kind served now; watching it",
+            "ciliumclusterwidenetworkpolicies.cilium.io",
+            "egress semantics changed",
+        ] {
+            assert!(log.contains(part), "{part:?} not in the operator's log");
+        }
+    }
 }
