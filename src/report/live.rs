@@ -495,8 +495,8 @@ fn assemble(
     for (resource, listed) in layers {
         let listed = match listed {
             Ok(l) => l,
-            // Served at discovery, gone by the list: absent, as the
-            // operator's watch would find it.
+            // Served at discovery, gone by the list: its CRD was deleted
+            // meanwhile, and its objects with it.
             Err(e) if is_status(&e, &[404]) => {
                 warnings.push(format!(
                     "{} was served a moment ago but is not now: judged without it",
@@ -873,9 +873,10 @@ mod tests {
         assert_eq!(egress["posture"], "unrestricted", "{egress:#}");
     }
 
-    /// A layer kind that was served at discovery but is gone by its list is
-    /// absent (a warning), as the operator's watch would find it; one that
-    /// cannot be listed otherwise fails the report.
+    /// A layer kind that was served at discovery but is gone by its list
+    /// (its CRD deleted, its objects with it) is absent, with a warning;
+    /// one that cannot be listed otherwise (403) fails the report rather
+    /// than be judged as absent.
     #[test]
     fn a_layer_kind_gone_by_the_list_is_a_warning_and_a_refused_list_an_error() {
         let cnp = layer("CiliumNetworkPolicy");

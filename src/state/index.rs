@@ -589,3 +589,48 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod late_watch_tests {
+    //! A layer kind installed after start: its watch gets a part of its
+    //! own, and new egress semantics rebuild the Snapshot under them.
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::Cni;
+
+    #[test]
+    fn a_watch_added_later_keeps_its_objects_and_semantics_rebuild() {
+        let mut ix = Index::new(2);
+        let _ = ix.take();
+        let late = ix.add_watch();
+        assert_eq!(late, 2);
+        let ccnp = Arc::new(json!({
+            "apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy",
+            "metadata": {"name": "open"}, "spec": {"endpointSelector": {}}
+        }));
+        ix.cluster_object(late, "/open".into(), Some(Item::Layer(ccnp)));
+        let taken = ix.take();
+        let layers = taken.egress_layers.expect("rebuilt with the new kind");
+        assert!(
+            layers.contains_key("CiliumClusterwideNetworkPolicy open"),
+            "{layers:?}"
+        );
+        assert!(taken.semantics.is_none());
+
+        let cilium = EgressSemantics {
+            cni: Cni::Cilium,
+            ..EgressSemantics::default()
+        };
+        ix.set_semantics(cilium);
+        assert!(ix.changed());
+        let taken = ix.take();
+        assert!(
+            taken.rebuild.is_some(),
+            "new semantics rebuild the Snapshot"
+        );
+        assert_eq!(taken.semantics, Some(cilium));
+        assert!(ix.take().semantics.is_none(), "taken once");
+    }
+}
