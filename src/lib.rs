@@ -18,6 +18,7 @@ pub mod datafiles;
 pub mod engine;
 pub mod exposure;
 pub mod freshness;
+pub mod probe;
 pub mod report;
 pub mod serve;
 pub mod state;

@@ -1323,3 +1323,34 @@ fn severity_is_the_findings_weight_lowered_by_the_policy_action() {
         .unwrap();
     assert_eq!(unpinned.severity, "medium");
 }
+
+/// Layer CRDs installed after start change the egress semantics (`auto`:
+/// Cilium's make it `cilium`): every classified object is judged again,
+/// though no object changed.
+#[test]
+fn an_egress_semantics_change_rejudges_everything() {
+    let w = base();
+    let a = auditor(&w);
+    let before = w.inventory();
+    let mut snapshot = (*before.snapshot).clone();
+    snapshot
+        .network
+        .set_semantics(residency_guard::engine::EgressSemantics {
+            cni: residency_guard::engine::Cni::Cilium,
+            cilium_enforcement: Default::default(),
+        });
+    let after = Inventory {
+        snapshot: Arc::new(snapshot),
+        ..(*before).clone()
+    };
+    let changes = diff(a.inventory(), &after);
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert!(
+        matches!(&changes[0], Change::EgressLayer { key, namespace: None } if key == "egress semantics kubernetes -> cilium"),
+        "{changes:?}"
+    );
+    let affected = affected_by(&changes[0], &after, &a.index);
+    let indexed: BTreeSet<WorkloadKey> = a.index.iter().map(|(k, _)| k.clone()).collect();
+    assert!(!indexed.is_empty());
+    assert_eq!(affected, indexed);
+}

@@ -37,7 +37,9 @@ pub enum Change {
     /// A policy of another egress layer (Cilium, Calico,
     /// AdminNetworkPolicy) or a Calico Tier appeared, changed or
     /// disappeared: `kind namespace/name`, and the namespace when the kind
-    /// is namespaced (else it may touch every namespace).
+    /// is namespaced (else it may touch every namespace). Also the egress
+    /// semantics changing (`egress semantics kubernetes -> cilium`, no
+    /// namespace).
     EgressLayer {
         key: String,
         namespace: Option<String>,
@@ -615,6 +617,22 @@ pub fn diff(prev: &Inventory, next: &Inventory) -> Vec<Change> {
 
 /// Nodes, namespaces and storage that differ between two snapshots.
 fn snapshot_changes(prev: &Inventory, next: &Inventory, changes: &mut Vec<Change>) {
+    // Layer CRDs installed after start changed the CNI semantics (`auto`):
+    // every layer is read otherwise, in every namespace.
+    let (was, is) = (
+        prev.snapshot.network.semantics(),
+        next.snapshot.network.semantics(),
+    );
+    if was != is {
+        changes.push(Change::EgressLayer {
+            key: format!(
+                "egress semantics {} -> {}",
+                was.cni.as_str(),
+                is.cni.as_str()
+            ),
+            namespace: None,
+        });
+    }
     fn nodes(inv: &Inventory) -> BTreeMap<&str, &NodeInfo> {
         inv.snapshot
             .nodes()

@@ -66,7 +66,7 @@ impl Default for WriterConfig {
             last_evaluated_every: Duration::from_secs(10 * 60),
             max_writes_per_pass: 200,
             reports_kind: ReportsKind::default(),
-            reports_probe_every: Duration::from_secs(15),
+            reports_probe_every: crate::probe::MISSING_API_PROBE_EVERY,
             reports_recheck_every: Duration::from_secs(10 * 60),
             event_refresh_every: EVENT_REFRESH_EVERY,
         }
@@ -174,8 +174,8 @@ struct ReportsMemory {
     cluster_report: Option<Option<Arc<PlannedReport>>>,
     /// The API server serves the API (its CRDs are installed).
     served: bool,
-    /// When the API was last looked for (None: never, this leadership).
-    probed: Option<std::time::Instant>,
+    /// When the API was last looked for (never, this leadership: due).
+    probe: crate::probe::Probe,
     /// When the reports were last listed (None: list them on the next pass).
     checked: Option<Timestamp>,
 }
@@ -296,10 +296,7 @@ impl Writer {
     async fn probe_missing(&self, memory: &mut Memory) -> bool {
         let mut found = false;
         for (format, g) in memory.reports.iter_mut() {
-            if !g.served
-                && g.probed
-                    .is_none_or(|t| t.elapsed() >= self.cfg.reports_probe_every)
-            {
+            if !g.served && g.probe.is_due(self.cfg.reports_probe_every) {
                 self.seed_reports(*format, g).await;
                 if g.served {
                     tracing::info!(
@@ -477,9 +474,8 @@ impl Writer {
     /// so: a warning when the setting asks for this API, information under
     /// `auto`.
     async fn seed_reports(&self, format: ReportFormat, g: &mut ReportsMemory) {
-        let first_look = g.probed.is_none();
+        let first_look = g.probe.looked();
         g.served = true;
-        g.probed = Some(std::time::Instant::now());
         let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY}");
         let lp = ListParams::default().labels(&selector);
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &report_resource(format));

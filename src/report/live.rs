@@ -29,10 +29,10 @@ use super::model::{
 use crate::api::ResidencyPolicy;
 use crate::audit::plan::{MANAGED_BY, MANAGED_BY_LABEL, ReportFormat};
 use crate::engine::{
-    ClaimRecord, ClassRecord, NodeInfo, Snapshot, SnapshotBuilder, VolumeRecord, Workload,
-    WorkloadKind,
+    CiliumEnforcement, ClaimRecord, ClassRecord, Cni, EgressSemantics, NodeInfo, Snapshot,
+    SnapshotBuilder, VolumeRecord, Workload, WorkloadKind,
 };
-use crate::state::workload_api_resource;
+use crate::state::{LayerResource, workload_api_resource};
 
 /// Objects per page.
 const PAGE: u32 = 500;
@@ -42,6 +42,8 @@ const PAGE: u32 = 500;
 pub enum LiveError {
     #[error("cannot load the kubeconfig: {0}")]
     Config(String),
+    #[error("cannot tell which egress policy layers to read: {0}")]
+    Egress(String),
     #[error("cannot list {resource}: {source}")]
     List {
         resource: String,
@@ -217,15 +219,30 @@ fn time_of(v: Option<&Value>) -> Option<Timestamp> {
     v.and_then(Value::as_str).and_then(|s| s.parse().ok())
 }
 
-/// Read the cluster. Kinds the snapshot needs must list; the audit's
-/// outputs are read where they exist and the caller may read them.
-pub async fn gather(
-    client: &Client,
-    server: String,
-    context: Option<String>,
-    base: Snapshot,
-    now: Timestamp,
-) -> Result<Inputs, LiveError> {
+/// What the report judges egress under: `--egress-cni` (None: auto) and
+/// `--cilium-enforcement`, decided against what the cluster serves as the
+/// operator decides at start (`state::discover_egress`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EgressChoice {
+    pub requested: Option<Cni>,
+    pub cilium_enforcement: CiliumEnforcement,
+}
+
+/// Everything read from the cluster, before any of it is judged.
+struct Read {
+    /// The semantics the served layer kinds and `EgressChoice` give.
+    semantics: EgressSemantics,
+    /// The kinds the snapshot needs, by name.
+    lists: Vec<(&'static str, Result<Listed, kube::Error>)>,
+    /// The egress layer kinds served and enforced under `semantics`.
+    layers: Vec<(LayerResource, Result<Listed, kube::Error>)>,
+    events: Result<Listed, kube::Error>,
+    reports: Vec<(ReportFormat, Result<Listed, kube::Error>)>,
+    kube_system_uid: Option<String>,
+}
+
+/// The kinds every snapshot needs, besides the egress layers.
+fn required_resources() -> Vec<(ApiResource, &'static str)> {
     let mut required: Vec<(ApiResource, &'static str)> = vec![
         (
             ApiResource::erase::<ResidencyPolicy>(&()),
@@ -247,13 +264,40 @@ pub async fn gather(
         (ApiResource::erase::<StorageClass>(&()), "storageclasses"),
     ];
     required.extend(WorkloadKind::ALL.into_iter().map(workload_resource));
+    required
+}
+
+/// Read the cluster. Kinds the snapshot needs must list; the audit's
+/// outputs are read where they exist and the caller may read them. The
+/// egress layer kinds (Cilium, Calico, AdminNetworkPolicy) are found and
+/// chosen as the operator finds and chooses them, so the report judges
+/// egress as its webhook and audit do.
+pub async fn gather(
+    client: &Client,
+    server: String,
+    context: Option<String>,
+    base: Snapshot,
+    egress: EgressChoice,
+    now: Timestamp,
+) -> Result<Inputs, LiveError> {
+    let read = read(client, egress).await?;
+    assemble(read, base, server, context, now)
+}
+
+async fn read(client: &Client, egress: EgressChoice) -> Result<Read, LiveError> {
+    let watch = crate::state::discover_egress(client, egress.requested, egress.cilium_enforcement)
+        .await
+        .map_err(|e| LiveError::Egress(e.to_string()))?;
+    let required = required_resources();
     let lists = join_all(
         required
             .iter()
             .map(|(r, name)| list_all(client, r, name, ListParams::default())),
-    )
-    .await;
-
+    );
+    let layers = join_all(watch.resources.iter().map(|r| {
+        let resource = r.api_resource();
+        async move { list_all(client, &resource, r.name, ListParams::default()).await }
+    }));
     let events_resource = ApiResource::erase::<k8s_openapi::api::events::v1::Event>(&());
     let by_us = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
     let list_reports = |format: ReportFormat| {
@@ -264,7 +308,9 @@ pub async fn gather(
             (format, listed)
         }
     };
-    let (events, reports) = futures::join!(
+    let (lists, layers, events, reports) = futures::join!(
+        lists,
+        layers,
         list_all(
             client,
             &events_resource,
@@ -273,7 +319,7 @@ pub async fn gather(
         ),
         join_all(ReportFormat::ALL.map(list_reports)),
     );
-    let kube_system = list_all(
+    let kube_system_uid = list_all(
         client,
         &ApiResource::erase::<Namespace>(&()),
         "namespaces",
@@ -289,6 +335,35 @@ pub async fn gather(
             .map(str::to_string)
     });
 
+    let layers = watch.resources.iter().copied().zip(layers).collect();
+    Ok(Read {
+        semantics: watch.semantics,
+        lists: required.iter().map(|(_, name)| *name).zip(lists).collect(),
+        layers,
+        events,
+        reports,
+        kube_system_uid,
+    })
+}
+
+/// The report's inputs from what was read: no I/O, so a test can give it
+/// what an API server would have answered.
+fn assemble(
+    read: Read,
+    mut base: Snapshot,
+    server: String,
+    context: Option<String>,
+    now: Timestamp,
+) -> Result<Inputs, LiveError> {
+    let Read {
+        semantics,
+        lists,
+        layers,
+        events,
+        reports,
+        kube_system_uid,
+    } = read;
+    base.network.set_semantics(semantics);
     let mut builder = SnapshotBuilder::new(base, now);
     let mut warnings = Vec::new();
     let mut entries = Vec::new();
@@ -296,12 +371,12 @@ pub async fn gather(
     let mut policy_meta = BTreeMap::new();
     let mut offenders = BTreeMap::new();
     let mut policy_status_objects = 0usize;
-    for ((_, name), listed) in required.iter().zip(lists) {
+    for (name, listed) in lists {
         let listed = match listed {
             Ok(l) => l,
             // No ResidencyPolicy CRD: nothing is governed, and the report
             // says so rather than failing.
-            Err(e) if *name == "residencypolicies" && is_status(&e, &[404]) => {
+            Err(e) if name == "residencypolicies" && is_status(&e, &[404]) => {
                 warnings.push(
                     "the ResidencyPolicy CRD is not installed: no policy governs anything".into(),
                 );
@@ -309,7 +384,7 @@ pub async fn gather(
             }
             Err(source) => {
                 return Err(LiveError::List {
-                    resource: (*name).to_string(),
+                    resource: name.to_string(),
                     source,
                 });
             }
@@ -318,7 +393,7 @@ pub async fn gather(
         for raw in &listed.items {
             if WorkloadKind::ALL
                 .iter()
-                .any(|k| workload_resource(*k).1 == *name)
+                .any(|k| workload_resource(*k).1 == name)
             {
                 match listed.workload(raw) {
                     Ok(w) => workloads.push(w),
@@ -335,7 +410,7 @@ pub async fn gather(
             };
             let v = &v;
             let skipped = |e: String| format!("skipped {name} {}: {e}", object_name(v));
-            match *name {
+            match name {
                 "residencypolicies" => match decode::<ResidencyPolicy>(v) {
                     Ok(p) => {
                         let pname = p.metadata.name.clone().unwrap_or_default();
@@ -417,6 +492,37 @@ pub async fn gather(
             }
         }
     }
+    for (resource, listed) in layers {
+        let listed = match listed {
+            Ok(l) => l,
+            // Served at discovery, gone by the list: its CRD was deleted
+            // meanwhile, and its objects with it.
+            Err(e) if is_status(&e, &[404]) => {
+                warnings.push(format!(
+                    "{} was served a moment ago but is not now: judged without it",
+                    resource.name
+                ));
+                continue;
+            }
+            Err(source) => {
+                return Err(LiveError::List {
+                    resource: resource.name.to_string(),
+                    source,
+                });
+            }
+        };
+        entries.push(listed.entry());
+        for raw in &listed.items {
+            match listed.value(raw) {
+                // The engine projects the object; one it cannot read
+                // fails closed there, as in the operator.
+                Ok(v) => builder.layer_object(&listed.api_version, &listed.kind, &v),
+                Err(e) => {
+                    warnings.push(format!("skipped {} {}: {e}", resource.name, raw_name(raw)))
+                }
+            }
+        }
+    }
     builder.nodes_known();
     let snapshot = builder.build();
     for r in &snapshot.rejected {
@@ -457,7 +563,7 @@ pub async fn gather(
         },
         source: Source::Cluster(ClusterIdentity {
             server,
-            kube_system_uid: kube_system,
+            kube_system_uid,
             context,
             lists: entries,
         }),
@@ -620,6 +726,181 @@ fn index_report(r: &Value, evidence: &mut AuditEvidence) {
             if slot.is_none() {
                 *slot = time;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{AddressSpace, Catalogue};
+    use crate::state::LAYER_RESOURCES;
+
+    fn api_error(code: u16, reason: &str) -> kube::Error {
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure", "code": code, "reason": reason, "message": reason
+        }))
+        .expect("a Status");
+        kube::Error::Api(Box::new(status))
+    }
+
+    fn not_found() -> kube::Error {
+        api_error(404, "NotFound")
+    }
+
+    /// A LIST response as the API server gives it: items without
+    /// apiVersion or kind.
+    fn listed(resource: &ApiResource, name: &str, items: &[Value]) -> Listed {
+        Listed {
+            resource: name.to_string(),
+            resource_version: Some("7".into()),
+            api_version: resource.api_version.clone(),
+            kind: resource.kind.clone(),
+            items: items
+                .iter()
+                .map(|v| serde_json::value::to_raw_value(v).expect("JSON"))
+                .collect(),
+        }
+    }
+
+    fn layer(kind: &str) -> LayerResource {
+        *LAYER_RESOURCES
+            .iter()
+            .find(|r| r.kind == kind)
+            .expect("a layer kind")
+    }
+
+    /// A cluster with a classified Deployment in `pay` whose only egress
+    /// restriction is a CiliumNetworkPolicy to 1.0.1.0/24 (mainland), read
+    /// under `cni` with the layer kinds `layers`.
+    fn cluster_read(cni: Cni, layers: Vec<(LayerResource, Result<Listed, kube::Error>)>) -> Read {
+        let objects = |name: &str| -> Vec<Value> {
+            match name {
+                "residencypolicies" => vec![serde_json::json!({
+                    "apiVersion": "residencyguard.io/v1alpha1",
+                    "kind": "ResidencyPolicy",
+                    "metadata": {"name": "personal", "resourceVersion": "3", "uid": "u-1"},
+                    "spec": {"dataClasses": ["personal"], "action": "Deny", "egress": {"mode": "MainlandOnly"}}
+                })],
+                "namespaces" => vec![
+                    serde_json::json!({"metadata": {"name": "pay", "labels": {"kubernetes.io/metadata.name": "pay"}}}),
+                ],
+                "deployments" => vec![serde_json::json!({
+                    "metadata": {"name": "api", "namespace": "pay", "uid": "u-2"},
+                    "spec": {
+                        "selector": {"matchLabels": {"app": "api"}},
+                        "template": {
+                            "metadata": {"labels": {"app": "api", "residencyguard.io/data-class": "personal"}},
+                            "spec": {
+                                "nodeSelector": {"topology.kubernetes.io/region": "cn-north-1"},
+                                "containers": [{"name": "c", "image": "i"}]
+                            }
+                        }
+                    }
+                })],
+                _ => Vec::new(),
+            }
+        };
+        Read {
+            semantics: EgressSemantics {
+                cni,
+                cilium_enforcement: CiliumEnforcement::default(),
+            },
+            lists: required_resources()
+                .iter()
+                .map(|(r, name)| (*name, Ok(listed(r, name, &objects(name)))))
+                .collect(),
+            layers,
+            events: Err(not_found()),
+            reports: ReportFormat::ALL
+                .into_iter()
+                .map(|f| (f, Err(not_found())))
+                .collect(),
+            kube_system_uid: Some("kube-system-uid".into()),
+        }
+    }
+
+    fn cilium_policy() -> (LayerResource, Result<Listed, kube::Error>) {
+        let cnp = layer("CiliumNetworkPolicy");
+        let objects = [serde_json::json!({
+            "apiVersion": "cilium.io/v2",
+            "kind": "CiliumNetworkPolicy",
+            "metadata": {"name": "api-to-cn", "namespace": "pay"},
+            "spec": {"endpointSelector": {"matchLabels": {"app": "api"}}, "egress": [{"toCIDR": ["1.0.1.0/24"]}]}
+        })];
+        (cnp, Ok(listed(&cnp.api_resource(), cnp.name, &objects)))
+    }
+
+    fn api_egress(read: Read) -> (Value, Value) {
+        let now: Timestamp = "2026-06-01T00:00:00Z".parse().expect("time");
+        let base = Snapshot::new(Catalogue::builtin().clone(), AddressSpace::builtin());
+        let inputs =
+            assemble(read, base, "https://cluster.test".into(), None, now).expect("the inputs");
+        let report = super::super::model::build(&inputs, now).expect("the report");
+        let json = serde_json::to_value(&report).expect("JSON");
+        let api = json["workloads"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|w| w["name"] == "api")
+            .expect("the Deployment in the report")
+            .clone();
+        (api["egress"].clone(), json)
+    }
+
+    /// The live report reads the served layer kinds as the operator does:
+    /// restricted by a CiliumNetworkPolicy alone, the Deployment is
+    /// mainland-only, and the report says which layer allowed what.
+    #[test]
+    fn a_cilium_policy_read_from_the_cluster_restricts_the_report() {
+        let (egress, json) = api_egress(cluster_read(Cni::Cilium, vec![cilium_policy()]));
+        assert_eq!(egress["posture"], "mainland", "{egress:#}");
+        assert_eq!(egress["cni"], "cilium");
+        let layers = egress["layers"].to_string();
+        assert!(
+            layers.contains("CiliumNetworkPolicy pay/api-to-cn") && layers.contains("1.0.1.0/24"),
+            "{layers}"
+        );
+        let lists = json["scope"]["cluster"]["lists"].to_string();
+        assert!(
+            lists.contains("ciliumnetworkpolicies.cilium.io"),
+            "the provenance names the layer list: {lists}"
+        );
+
+        // The same cluster read as if Cilium's kinds were not served: no
+        // NetworkPolicy isolates the Deployment.
+        let (egress, _) = api_egress(cluster_read(Cni::Kubernetes, Vec::new()));
+        assert_eq!(egress["posture"], "unrestricted", "{egress:#}");
+    }
+
+    /// A layer kind that was served at discovery but is gone by its list
+    /// (its CRD deleted, its objects with it) is absent, with a warning;
+    /// one that cannot be listed otherwise (403) fails the report rather
+    /// than be judged as absent.
+    #[test]
+    fn a_layer_kind_gone_by_the_list_is_a_warning_and_a_refused_list_an_error() {
+        let cnp = layer("CiliumNetworkPolicy");
+        let read = cluster_read(Cni::Cilium, vec![(cnp, Err(not_found()))]);
+        let now: Timestamp = "2026-06-01T00:00:00Z".parse().expect("time");
+        let base = Snapshot::new(Catalogue::builtin().clone(), AddressSpace::builtin());
+        let inputs = assemble(read, base.clone(), String::new(), None, now).expect("inputs");
+        assert!(
+            inputs
+                .warnings
+                .iter()
+                .any(|w| w.contains("ciliumnetworkpolicies.cilium.io")),
+            "{:?}",
+            inputs.warnings
+        );
+        let forbidden = api_error(403, "Forbidden");
+        let read = cluster_read(Cni::Cilium, vec![(cnp, Err(forbidden))]);
+        match assemble(read, base, String::new(), None, now) {
+            Err(e) => assert!(
+                e.to_string()
+                    .contains("cannot list ciliumnetworkpolicies.cilium.io"),
+                "{e}"
+            ),
+            Ok(_) => panic!("a layer kind that cannot be listed was judged as absent"),
         }
     }
 }

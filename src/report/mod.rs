@@ -327,7 +327,11 @@ fn read_cluster(
         let (client, server) = live::connect(args.kubeconfig.as_deref(), args.context.as_deref())
             .await
             .map_err(|e| e.to_string())?;
-        live::gather(&client, server, args.context.clone(), base, now)
+        let egress = live::EgressChoice {
+            requested: args.judging.data.egress_cni(),
+            cilium_enforcement: args.judging.data.cilium_enforcement(),
+        };
+        live::gather(&client, server, args.context.clone(), base, egress, now)
             .await
             .map_err(|e| e.to_string())
     })

@@ -27,7 +27,8 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use super::WorkloadKey;
 use crate::api::ResidencyPolicy;
 use crate::engine::{
-    ClaimRecord, ClassRecord, Labels, NodeInfo, VolumeRecord, Workload, WorkloadKind,
+    ClaimRecord, ClassRecord, EgressSemantics, Labels, NodeInfo, VolumeRecord, Workload,
+    WorkloadKind,
 };
 
 /// Every workload object and Pod, owned or not, by key: a persistent map, so an inventory's copy costs O(1) and shares
@@ -85,6 +86,9 @@ pub struct Index {
     workloads: Workloads,
     /// A workload changed since the last `take`.
     workloads_changed: bool,
+    /// The egress semantics changed (layer CRDs installed after start):
+    /// the Snapshot is to be rebuilt under these.
+    semantics: Option<EgressSemantics>,
 }
 
 /// What a publish takes from the index.
@@ -100,6 +104,8 @@ pub struct Taken {
     /// `rebuild`.
     pub egress_layers: Option<BTreeMap<String, Arc<serde_json::Value>>>,
     pub workloads: Workloads,
+    /// New egress semantics, with `rebuild`.
+    pub semantics: Option<EgressSemantics>,
 }
 
 impl Index {
@@ -108,6 +114,18 @@ impl Index {
             cluster: vec![Part::new(); watches],
             ..Index::default()
         }
+    }
+
+    /// One more cluster watch, started after the others: its place.
+    pub fn add_watch(&mut self) -> usize {
+        self.cluster.push(Part::new());
+        self.cluster.len() - 1
+    }
+
+    /// The egress semantics changed: rebuild the Snapshot under them.
+    pub fn set_semantics(&mut self, semantics: EgressSemantics) {
+        self.semantics = Some(semantics);
+        self.snapshot_stale = true;
     }
 
     /// A cluster object of watch `watch` appeared or changed (`Some`), or
@@ -241,6 +259,7 @@ impl Index {
                     .collect()
             }),
             rebuild,
+            semantics: self.semantics.take(),
             workloads: {
                 self.workloads_changed = false;
                 self.workloads.clone()
@@ -568,5 +587,50 @@ mod tests {
             policies["p"].status.as_ref().and_then(|s| s.violations),
             Some(3)
         );
+    }
+}
+
+#[cfg(test)]
+mod late_watch_tests {
+    //! A layer kind installed after start: its watch gets a part of its
+    //! own, and new egress semantics rebuild the Snapshot under them.
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::Cni;
+
+    #[test]
+    fn a_watch_added_later_keeps_its_objects_and_semantics_rebuild() {
+        let mut ix = Index::new(2);
+        let _ = ix.take();
+        let late = ix.add_watch();
+        assert_eq!(late, 2);
+        let ccnp = Arc::new(json!({
+            "apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy",
+            "metadata": {"name": "open"}, "spec": {"endpointSelector": {}}
+        }));
+        ix.cluster_object(late, "/open".into(), Some(Item::Layer(ccnp)));
+        let taken = ix.take();
+        let layers = taken.egress_layers.expect("rebuilt with the new kind");
+        assert!(
+            layers.contains_key("CiliumClusterwideNetworkPolicy open"),
+            "{layers:?}"
+        );
+        assert!(taken.semantics.is_none());
+
+        let cilium = EgressSemantics {
+            cni: Cni::Cilium,
+            ..EgressSemantics::default()
+        };
+        ix.set_semantics(cilium);
+        assert!(ix.changed());
+        let taken = ix.take();
+        assert!(
+            taken.rebuild.is_some(),
+            "new semantics rebuild the Snapshot"
+        );
+        assert_eq!(taken.semantics, Some(cilium));
+        assert!(ix.take().semantics.is_none(), "taken once");
     }
 }

@@ -80,6 +80,10 @@ pub struct LayerResource {
     pub version: &'static str,
     pub kind: &'static str,
     pub plural: &'static str,
+    /// `plural.group`, as `kubectl` names it: the watch's name in logs and
+    /// metrics, and the list's in a report (Calico's `networkpolicies`
+    /// are not Kubernetes').
+    pub name: &'static str,
 }
 
 impl LayerResource {
@@ -87,15 +91,31 @@ impl LayerResource {
         format!("{}/{}", self.group, self.version)
     }
 
+    /// The resource to list and watch.
+    pub fn api_resource(&self) -> ApiResource {
+        ApiResource {
+            group: self.group.to_string(),
+            version: self.version.to_string(),
+            api_version: self.api_version(),
+            kind: self.kind.to_string(),
+            plural: self.plural.to_string(),
+        }
+    }
+
     /// Read by the engine under `cni`.
     pub fn enforced_under(&self, cni: Cni) -> bool {
-        matches!(
-            (self.group, cni),
-            ("cilium.io", Cni::Cilium)
-                | ("crd.projectcalico.org", Cni::Calico)
-                | ("policy.networking.k8s.io", Cni::Kubernetes | Cni::Calico)
-        )
+        group_enforced_under(self.group, cni)
     }
+}
+
+/// Does `cni` enforce the policies of API group `group`?
+fn group_enforced_under(group: &str, cni: Cni) -> bool {
+    matches!(
+        (group, cni),
+        ("cilium.io", Cni::Cilium)
+            | ("crd.projectcalico.org", Cni::Calico)
+            | ("policy.networking.k8s.io", Cni::Kubernetes | Cni::Calico)
+    )
 }
 
 /// Every layer kind the engine reads (the chart's RBAC lists the same).
@@ -105,42 +125,49 @@ pub const LAYER_RESOURCES: &[LayerResource] = &[
         version: "v2",
         kind: "CiliumNetworkPolicy",
         plural: "ciliumnetworkpolicies",
+        name: "ciliumnetworkpolicies.cilium.io",
     },
     LayerResource {
         group: "cilium.io",
         version: "v2",
         kind: "CiliumClusterwideNetworkPolicy",
         plural: "ciliumclusterwidenetworkpolicies",
+        name: "ciliumclusterwidenetworkpolicies.cilium.io",
     },
     LayerResource {
         group: "crd.projectcalico.org",
         version: "v1",
         kind: "NetworkPolicy",
         plural: "networkpolicies",
+        name: "networkpolicies.crd.projectcalico.org",
     },
     LayerResource {
         group: "crd.projectcalico.org",
         version: "v1",
         kind: "GlobalNetworkPolicy",
         plural: "globalnetworkpolicies",
+        name: "globalnetworkpolicies.crd.projectcalico.org",
     },
     LayerResource {
         group: "crd.projectcalico.org",
         version: "v1",
         kind: "Tier",
         plural: "tiers",
+        name: "tiers.crd.projectcalico.org",
     },
     LayerResource {
         group: "policy.networking.k8s.io",
         version: "v1alpha1",
         kind: "AdminNetworkPolicy",
         plural: "adminnetworkpolicies",
+        name: "adminnetworkpolicies.policy.networking.k8s.io",
     },
     LayerResource {
         group: "policy.networking.k8s.io",
         version: "v1alpha1",
         kind: "BaselineAdminNetworkPolicy",
         plural: "baselineadminnetworkpolicies",
+        name: "baselineadminnetworkpolicies.policy.networking.k8s.io",
     },
 ];
 
@@ -150,6 +177,17 @@ pub struct EgressWatch {
     pub semantics: EgressSemantics,
     /// Served and enforced under `semantics`: watched.
     pub resources: Vec<LayerResource>,
+    /// Look again for layer kinds whose CRDs are installed later (None:
+    /// never, as in tests against a fixed set of kinds).
+    pub probe: Option<LayerProbe>,
+}
+
+/// How the layer kinds are looked for again after start.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerProbe {
+    /// The `egress.cni` choice the discovery is made with (None: auto).
+    pub requested: Option<Cni>,
+    pub every: Duration,
 }
 
 /// The layer kinds the API server serves, and the semantics: `requested`
@@ -197,7 +235,96 @@ pub async fn discover_egress(
             .into_iter()
             .filter(|r| r.enforced_under(cni))
             .collect(),
+        probe: Some(LayerProbe {
+            requested,
+            every: crate::probe::MISSING_API_PROBE_EVERY,
+        }),
     })
+}
+
+/// Look for layer kinds installed after start, as the audit looks for
+/// report APIs installed after start (`crate::probe`): every
+/// `probe.every`, the same discovery as at start (`discover_egress`); a
+/// kind now served that the CNI enforces is watched from then on. Under
+/// `auto`, Cilium's or Calico's CRDs appearing on a cluster judged as
+/// `kubernetes` change the semantics to what a restart would choose, and
+/// every snapshot from then on is built under them. Both appearing is
+/// refused as at start: the semantics stay, and the error is logged until
+/// `egress.cni` names one. With `egress.cni` set, the probe ends once
+/// every kind that CNI enforces is watched.
+async fn probe_layers(
+    client: Client,
+    probe: LayerProbe,
+    mut current: EgressWatch,
+    shared: Arc<Projections>,
+    health: Arc<WatchHealth>,
+) {
+    let mut last_error: Option<String> = None;
+    loop {
+        let settled = probe.requested.is_some()
+            && LAYER_RESOURCES
+                .iter()
+                .filter(|r| r.enforced_under(current.semantics.cni))
+                .all(|r| current.resources.contains(r));
+        if settled {
+            return;
+        }
+        tokio::time::sleep(probe.every).await;
+        let found = match discover_egress(
+            &client,
+            probe.requested,
+            current.semantics.cilium_enforcement,
+        )
+        .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                let error = e.to_string();
+                if last_error.as_ref() != Some(&error) {
+                    tracing::error!(cni = current.semantics.cni.as_str(), %error, "cannot tell which egress policy layers to read now; judging under the semantics chosen so far");
+                    last_error = Some(error);
+                }
+                continue;
+            }
+        };
+        last_error = None;
+        for r in found.resources {
+            if current.resources.contains(&r) {
+                continue;
+            }
+            tracing::info!(
+                resource = r.name,
+                cni = found.semantics.cni.as_str(),
+                "egress layer kind served now; watching it"
+            );
+            let index = shared.with_index(Index::add_watch);
+            health.watch_added(r.name);
+            let kind = layer_watched(&r);
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource);
+            tokio::spawn(run_watch(api, kind, index, shared.clone(), health.clone()));
+            current.resources.push(r);
+        }
+        if found.semantics != current.semantics {
+            tracing::info!(
+                from = current.semantics.cni.as_str(),
+                to = found.semantics.cni.as_str(),
+                "egress semantics changed with the policy CRDs served; judging every workload again"
+            );
+            current.semantics = found.semantics;
+            shared.with_index(|ix| ix.set_semantics(found.semantics));
+            shared.changed.notify_one();
+        }
+    }
+}
+
+/// The watch of a layer kind.
+fn layer_watched(r: &LayerResource) -> Watched {
+    Watched {
+        name: r.name,
+        resource: r.api_resource(),
+        workload: None,
+        project: project_layer,
+    }
 }
 
 /// The layer object as kept: apiVersion, kind, name, namespace and spec.
@@ -297,20 +424,7 @@ fn watched_kinds(egress: &EgressWatch) -> Vec<Watched> {
             },
         },
     ];
-    for r in &egress.resources {
-        kinds.push(Watched {
-            name: r.plural,
-            resource: ApiResource {
-                group: r.group.to_string(),
-                version: r.version.to_string(),
-                api_version: r.api_version(),
-                kind: r.kind.to_string(),
-                plural: r.plural.to_string(),
-            },
-            workload: None,
-            project: project_layer,
-        });
-    }
+    kinds.extend(egress.resources.iter().map(layer_watched));
     for kind in WorkloadKind::ALL {
         kinds.push(Watched {
             name: kind.plural(),
@@ -432,6 +546,14 @@ impl WatchHealth {
                 .get_or_create(&WatchLabels { watch })
                 .set(0);
         }
+    }
+
+    /// A watch started after the others (a layer kind installed later):
+    /// the inventory is not synced again until it has listed.
+    fn watch_added(&self, watch: &'static str) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        self.total_gauge.inc();
+        self.name_watches([watch]);
     }
 
     /// One more watch delivered its initial list.
@@ -690,6 +812,15 @@ pub fn start(client: Client, inputs: Inputs) -> State {
     for (index, kind) in kinds.into_iter().enumerate() {
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource);
         tokio::spawn(run_watch(api, kind, index, shared.clone(), health.clone()));
+    }
+    if let Some(probe) = inputs.egress.probe {
+        tokio::spawn(probe_layers(
+            client.clone(),
+            probe,
+            inputs.egress.clone(),
+            shared.clone(),
+            health.clone(),
+        ));
     }
     tokio::spawn(publish_loop(
         shared,
@@ -974,6 +1105,9 @@ impl Publisher {
         now: Timestamp,
     ) -> (Arc<Inventory>, bool) {
         let rebuilt = taken.rebuild.is_some();
+        if let Some(semantics) = taken.semantics {
+            self.inputs.egress.semantics = semantics;
+        }
         if let Some(parts) = taken.rebuild {
             let snapshot = build(&parts, &self.inputs, now, &mut self.last_valid);
             self.log_rejected(&snapshot);
@@ -1044,7 +1178,13 @@ fn build(parts: &[Part], inputs: &Inputs, now: Timestamp, last_valid: &mut LastV
             Item::Class(c) => builder.storage_class((**c).clone()),
             Item::Layer(v) => {
                 let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default();
-                builder.layer_object(field("apiVersion"), field("kind"), v);
+                let group = field("apiVersion").rsplit_once('/').map_or("", |(g, _)| g);
+                // A kind watched before the semantics changed (an
+                // AdminNetworkPolicy, once Cilium's CRDs made it `cilium`)
+                // is not read under the new ones.
+                if group_enforced_under(group, inputs.egress.semantics.cni) {
+                    builder.layer_object(field("apiVersion"), field("kind"), v);
+                }
             }
         }
     }
@@ -1054,6 +1194,14 @@ fn build(parts: &[Part], inputs: &Inputs, now: Timestamp, last_valid: &mut LastV
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A layer kind's name is `plural.group`.
+    #[test]
+    fn layer_resources_are_named_plural_dot_group() {
+        for r in LAYER_RESOURCES {
+            assert_eq!(r.name, format!("{}.{}", r.plural, r.group));
+        }
+    }
 
     /// The kinds' own table names the resources k8s-openapi does.
     #[test]

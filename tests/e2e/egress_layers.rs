@@ -1,18 +1,26 @@
 //! Egress across policy layers on a real control plane (issue 27), with
 //! the layers' CRDs applied from tests/e2e/fixtures/egress-layer-crds.yaml
-//! before the operator starts (it discovers what is served at start):
+//! before the operator starts (it discovers what is served at start, and
+//! again every probe period):
 //!
 //! - Cilium: a classified Deployment restricted only by a
 //!   CiliumNetworkPolicy to a mainland CIDR is admitted (applied by an
-//!   ordinary `edit` user); a CiliumClusterwideNetworkPolicy opening it to
-//!   0.0.0.0/0 is denied.
+//!   ordinary `edit` user) and is mainland-only in the live report
+//!   (`--egress-cni cilium`), which names the policy that allowed it; a
+//!   CiliumClusterwideNetworkPolicy opening it to 0.0.0.0/0 is denied.
 //! - Kubernetes: an AdminNetworkPolicy Allow of 8.8.8.0/24 at a higher
 //!   priority than the namespace's NetworkPolicy is reported by the audit
 //!   as egress abroad (the policy warns, so it is admitted).
 //! - Calico: a GlobalNetworkPolicy Deny ordered before the NetworkPolicy
 //!   closes what the NetworkPolicy opens, and the Deployment is admitted.
+//! - Late CRDs: Cilium's CRDs installed after the operator started (with
+//!   `egress.cni: auto`) are picked up within the probe period, without a
+//!   restart: a CiliumClusterwideNetworkPolicy opening 0.0.0.0/0 is then
+//!   reported by the audit.
 
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 use crate::harness::{
     Cluster, Run, apply_policies, apply_when_webhook_answers, cluster, eventually, install_and_run,
@@ -30,6 +38,20 @@ const CRDS: &[&str] = &[
     "adminnetworkpolicies.policy.networking.k8s.io",
     "baselineadminnetworkpolicies.policy.networking.k8s.io",
 ];
+
+/// How often the operator looks for layer kinds installed after it
+/// started (`residency_guard::probe::MISSING_API_PROBE_EVERY`).
+const PROBE_PERIOD: Duration = Duration::from_secs(15);
+
+/// The fixture's CRDs of API group `group` (documents of the file).
+fn fixture_crds_of(group: &str) -> String {
+    let file = root().join("tests/e2e/fixtures/egress-layer-crds.yaml");
+    let text = std::fs::read_to_string(file).expect("the layer CRDs fixture");
+    text.split("\n---\n")
+        .filter(|doc| doc.contains(&format!("\n  group: {group}\n")))
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
 
 /// Apply the layers' CRDs (deleted when the test ends) and wait until
 /// they are served.
@@ -64,6 +86,30 @@ fn deployment(ns: &str) -> String {
 fn network_policy(ns: &str, cidr: &str) -> String {
     format!(
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: api-egress, namespace: {ns}}}\nspec:\n  podSelector: {{matchLabels: {{app: api}}}}\n  policyTypes: [Egress]\n  egress: [{{to: [{{ipBlock: {{cidr: {cidr}}}}}]}}]\n"
+    )
+}
+
+/// `residency-guard report --format json` of the cluster with `args`:
+/// the exit code, stderr and the JSON report (when one was written).
+fn live_report(c: &Cluster, dir: &str, args: &[&str]) -> (Option<i32>, String, Option<Value>) {
+    let out_dir = c.scratch.join(dir);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_residency-guard"))
+        .args(["report", "--format", "json", "--kubeconfig"])
+        .arg(&c.kubeconfig)
+        .arg("-o")
+        .arg(&out_dir)
+        .args(args)
+        .env("LANG", "C")
+        .env_remove("RESIDENCY_GUARD_EGRESS_CNI")
+        .output()
+        .expect("run residency-guard report");
+    let json = std::fs::read(out_dir.join("residency-report.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        json,
     )
 }
 
@@ -123,6 +169,39 @@ fn cilium_policies_admit_and_deny() {
         "kubectl apply --as {USER} (CiliumNetworkPolicy to 1.0.1.0/24):\n{}",
         admitted.all()
     );
+
+    // The live report reads the same layers the operator does: with
+    // Cilium's and Calico's CRDs both served it needs the CNI named, as
+    // the operator does (egress.cni), and with it the Deployment is
+    // mainland-only, the CiliumNetworkPolicy named as what allowed it.
+    let (code, stderr, _) = live_report(&c, "report-auto", &[]);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("egress.cni (--egress-cni)"), "{stderr}");
+    let (code, stderr, report) = live_report(&c, "report-cilium", &["--egress-cni", "cilium"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let report = report.expect("the JSON report");
+    let api = report["workloads"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|w| w["namespace"] == ns && w["name"] == "api" && w["kind"] == "Deployment")
+        .unwrap_or_else(|| panic!("Deployment {ns}/api not in the report: {report:#}"));
+    let egress = &api["egress"];
+    assert_eq!(egress["posture"], "mainland", "{egress:#}");
+    assert_eq!(egress["cni"], "cilium", "{egress:#}");
+    let layers = egress["layers"].to_string();
+    assert!(
+        layers.contains(&format!("CiliumNetworkPolicy {ns}/api-to-cn"))
+            && layers.contains("1.0.1.0/24"),
+        "{layers}"
+    );
+    assert!(
+        report["scope"]["cluster"]["lists"]
+            .to_string()
+            .contains("ciliumnetworkpolicies.cilium.io"),
+        "the report's provenance names the Cilium list"
+    );
+    println!("live report, Deployment {ns}/api egress: {egress}");
 
     // Opened to 0.0.0.0/0 by a clusterwide policy: Cilium unions allows.
     c.cluster_object("ciliumclusterwidenetworkpolicy", "e2e-open-world");
@@ -240,4 +319,101 @@ fn a_calico_global_deny_ordered_first_closes_a_network_policy() {
         "kubectl apply --as {USER} (GlobalNetworkPolicy Deny first):\n{}",
         admitted.all()
     );
+}
+
+/// Cilium's CRDs installed after the operator started (`egress.cni:
+/// auto`, so it judged under `kubernetes` until then) are found within the
+/// probe period, without a restart: the semantics become `cilium`, the
+/// CiliumClusterwideNetworkPolicy opening 0.0.0.0/0 is watched, and the
+/// audit reports the Deployment the NetworkPolicy kept in mainland China
+/// as egress abroad.
+#[test]
+fn cilium_crds_installed_after_the_operator_are_picked_up_within_the_probe_period() {
+    let Some(c) = cluster("egress-layers-late") else {
+        return;
+    };
+    let ns = "e2e-layers-late";
+    let release = "e2e-layers-late";
+    // No layer CRD is served when the operator starts (an earlier test's
+    // are deleted when it ends; make sure).
+    for crd in CRDS {
+        c.cluster_object("crd", crd);
+    }
+    let installed = install_and_run(&c, release, &format!("{release}-system"), &[]);
+    c.fresh_namespace(ns, &[("residencyguard.io/e2e-layers", "true")]);
+    c.grant_edit(ns, USER);
+    apply_policies(&c, &["e2e-layers-late"], &policy("e2e-layers-late", "Warn"));
+    let r = apply_as_user(&c, &network_policy(ns, "1.0.1.0/24"));
+    assert!(r.ok, "{}", r.stderr);
+    let r = apply_until(
+        "the Deployment admitted",
+        || apply_as_user(&c, &deployment(ns)),
+        |r| r.ok,
+    );
+    assert!(r.ok);
+    // The audit has judged it: mainland-only through the NetworkPolicy.
+    eventually(
+        "the policy's status to be written",
+        Duration::from_secs(30),
+        || {
+            let p = c.get_json(&["rp", "e2e-layers-late"])?;
+            p["status"]["lastEvaluated"].as_str().map(|_| ())
+        },
+    );
+    let p = c.get_json(&["rp", "e2e-layers-late"]).unwrap_or_default();
+    assert!(
+        !p["status"]["topOffenders"]
+            .to_string()
+            .contains("EgressOutsideMainland"),
+        "egress abroad before any Cilium policy: {}",
+        p["status"]
+    );
+
+    // Now Cilium's CRDs, and a clusterwide policy opening every IPv4
+    // address: Cilium unions it with the NetworkPolicy.
+    c.must_apply(&fixture_crds_of("cilium.io"));
+    for crd in &CRDS[..2] {
+        c.must(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            &format!("crd/{crd}"),
+        ]);
+    }
+    let established = Instant::now();
+    c.cluster_object("ciliumclusterwidenetworkpolicy", "e2e-late-open-world");
+    let ccnp = "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: {name: e2e-late-open-world}\nspec:\n  endpointSelector: {}\n  egress: [{toCIDRSet: [{cidr: 0.0.0.0/0}]}]\n";
+    let r = apply_when_webhook_answers(&c, ccnp);
+    assert!(r.ok, "{}", r.stderr);
+    let offenders = eventually(
+        "the audit to report the Deployment's egress abroad",
+        PROBE_PERIOD + Duration::from_secs(20),
+        || {
+            let p = c.get_json(&["rp", "e2e-layers-late"])?;
+            let offenders = p["status"]["topOffenders"].to_string();
+            (offenders.contains("EgressOutsideMainland") && offenders.contains("api"))
+                .then_some(offenders)
+        },
+    );
+    let took = established.elapsed();
+    println!(
+        "egress layers: EgressOutsideMainland in the policy status {:.1} s after Cilium's CRDs were established (probe period {} s): {offenders}",
+        took.as_secs_f64(),
+        PROBE_PERIOD.as_secs()
+    );
+    assert!(
+        took <= PROBE_PERIOD + Duration::from_secs(10),
+        "picked up {:.1} s after the CRDs were established",
+        took.as_secs_f64()
+    );
+    let log = installed.operator.log();
+    if !log.is_empty() {
+        for part in [
+            "egress layer kind served now; watching it",
+            "ciliumclusterwidenetworkpolicies.cilium.io",
+            "egress semantics changed",
+        ] {
+            assert!(log.contains(part), "{part:?} not in the operator's log");
+        }
+    }
 }
