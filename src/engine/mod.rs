@@ -78,7 +78,7 @@ pub use network::{
     layer_kind, parse_cidr_args, validate_network_policy,
 };
 pub use network_change::{
-    NetworkPolicyChange, OpenedEgress, ViolationKey, judge_layer_change,
+    NetworkPolicyChange, OpenedEgress, ViolationKey, judge_layer_change, judge_namespace_relabel,
     judge_network_policy_change,
 };
 pub use node_inventory::{ClassifiedNode, FixRegions, NodeInventory};

@@ -164,7 +164,15 @@ fn judge_affected(
             .map(|(p, v)| ViolationKey::new(&p.policy, v))
             .collect();
         for (p, v) in will.violations() {
-            if !v.code.is_egress() || had.contains(&ViolationKey::new(&p.policy, v)) {
+            // A policy that did not govern the workload before is not a
+            // change of its egress but of its classes or scope (a
+            // Namespace relabelled into a policy): governance added, never
+            // blamed on the change. Policy changes keep the governing set.
+            let governed_before = was.policies.iter().any(|q| q.policy == p.policy);
+            if !v.code.is_egress()
+                || !governed_before
+                || had.contains(&ViolationKey::new(&p.policy, v))
+            {
                 continue;
             }
             out.opened.push(OpenedEgress {
@@ -176,6 +184,34 @@ fn judge_affected(
             });
         }
     }
+}
+
+/// Judge relabelling Namespace `namespace` to `new_labels`, for its
+/// `workloads`. A Namespace's labels decide which policies of the other
+/// egress layers select its pods (an AdminNetworkPolicy's
+/// `subject.namespaces`, a Cilium policy's namespace labels, a Calico
+/// `namespaceSelector`), so a relabel can open egress as a policy change
+/// can: into an AdminNetworkPolicy that allows an address abroad, or out of
+/// one that denied it. Classes and scope the relabel adds are governance
+/// added, not counted (see `judge_affected`).
+pub fn judge_namespace_relabel(
+    snapshot: &Snapshot,
+    workloads: &[Arc<Workload>],
+    namespace: &str,
+    new_labels: &BTreeMap<String, String>,
+    now: Timestamp,
+) -> NetworkPolicyChange {
+    let before = snapshot.focused_on(namespace, &NamespaceFacts::default());
+    let after = before.focused_on(
+        namespace,
+        &NamespaceFacts {
+            labels: Some(new_labels.clone()),
+            ..NamespaceFacts::default()
+        },
+    );
+    let mut out = NetworkPolicyChange::default();
+    judge_affected(&before, &after, workloads, &|_| true, now, &mut out);
+    out
 }
 
 /// Judge replacing a policy of another egress layer (or a Calico Tier)

@@ -1002,6 +1002,7 @@ fn namespace_review(
         let list: Vec<_> = classes.iter().copied().collect();
         change = Some(engine::declassify::label_removal(&list));
     }
+    let mut answer = None;
     if old_labels != new_labels && claim_namespace.is_none() {
         let workloads = judging.workloads.in_namespace(&name);
         let losses = engine::declassify::scope_losses(
@@ -1015,6 +1016,24 @@ fn namespace_review(
             classes.extend(losses.iter().flat_map(|l| l.classes.iter().copied()));
             change.get_or_insert_with(|| engine::declassify::out_of_scope(&losses));
         }
+        // The labels also decide which AdminNetworkPolicies, Cilium and
+        // Calico policies select the namespace's pods: judged like a change
+        // of those policies.
+        let opened = engine::judge_namespace_relabel(
+            judging.snapshot,
+            &workloads,
+            &name,
+            &new_labels,
+            judging.now,
+        );
+        if !opened.opened.is_empty() || !opened.unjudgeable.is_empty() {
+            answer = Some(answer_change(
+                &opened,
+                &format!("UPDATE Namespace {name}"),
+                judging.lang,
+                decision,
+            ));
+        }
     }
     if let Some(change) = change {
         decision.declassify = Some(Declassify {
@@ -1024,7 +1043,7 @@ fn namespace_review(
             change,
         });
     }
-    allow()
+    answer.unwrap_or_else(allow)
 }
 
 /// The claim a new claim copies (a CSI clone): `spec.dataSource` or
@@ -1584,6 +1603,71 @@ mod tests {
         let snapshot = json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": "records-data"});
         assert!(judge(json!({"dataSource": snapshot}), json!({})).is_none());
         assert!(judge(json!({"dataSource": "not an object"}), json!({})).is_none());
+    }
+
+    /// A Namespace's labels decide which AdminNetworkPolicies select its
+    /// pods: relabelling payments into one that allows 8.8.8.0/24 opens
+    /// egress abroad for its personal-data ledger, as creating the policy
+    /// would. Out of it again, or into a policy's scope, opens nothing.
+    #[test]
+    fn relabelling_a_namespace_into_an_admin_network_policy_that_opens_egress_is_denied() {
+        let (mut snap, workloads) = example();
+        let anp = json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy",
+            "metadata": {"name": "open-dns"},
+            "spec": {"priority": 1, "subject": {"namespaces": {"matchLabels": {"egress": "open"}}},
+                     "egress": [{"name": "google", "action": "Allow", "to": [{"networks": ["8.8.8.0/24"]}]}]}
+        });
+        snap.network.add_layer_object(
+            "policy.networking.k8s.io/v1alpha1",
+            "AdminNetworkPolicy",
+            &anp,
+        );
+        let ns = |labels: Value| {
+            json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "payments", "labels": labels}})
+        };
+        let judge = |old: Value, new: Value| {
+            let body = update("Namespace", ns(old), ns(new));
+            outcome(handle(
+                &body,
+                Endpoint::Namespaces,
+                &snap,
+                &workloads,
+                Lang::En,
+                NOW.parse().unwrap(),
+            ))
+            .unwrap()
+        };
+        let (out, decision) = judge(
+            json!({"team": "payments"}),
+            json!({"team": "payments", "egress": "open"}),
+        );
+        assert!(!out.response.allowed, "{out:?}");
+        let message = out.response.status.unwrap().message;
+        for part in [
+            "UPDATE Namespace payments would open this",
+            "8.8.8.0/24",
+            "payments/ledger",
+        ] {
+            assert!(message.contains(part), "{part:?} in {message}");
+        }
+        assert_eq!(decision.action, Some(Action::Deny));
+        // Leaving it, or an unrelated label, opens nothing.
+        let (out, _) = judge(
+            json!({"team": "payments", "egress": "open"}),
+            json!({"team": "payments"}),
+        );
+        assert!(out.response.allowed, "{out:?}");
+        let (out, _) = judge(
+            json!({"team": "payments"}),
+            json!({"team": "payments", "cost-centre": "42"}),
+        );
+        assert!(out.response.allowed, "{out:?}");
+        // Into a policy's scope: governance added, not egress opened (the
+        // finance policy's selector; finance's ledger-export is unpinned).
+        let (out, _) = judge(json!({"team": "payments"}), json!({"team": "finance"}));
+        assert!(out.response.allowed, "{out:?}");
     }
 
     /// A copy mounting a claim that a classified workload of the namespace

@@ -10,7 +10,9 @@
 //!   CiliumClusterwideNetworkPolicy opening it to 0.0.0.0/0 is denied.
 //! - Kubernetes: an AdminNetworkPolicy Allow of 8.8.8.0/24 at a higher
 //!   priority than the namespace's NetworkPolicy is reported by the audit
-//!   as egress abroad (the policy warns, so it is admitted).
+//!   as egress abroad (the policy warns, so it is admitted); before that,
+//!   the `edit` user relabelling her Namespace into an AdminNetworkPolicy
+//!   that allows 9.9.9.0/24 is refused under a Deny policy.
 //! - Calico: a GlobalNetworkPolicy Deny ordered before the NetworkPolicy
 //!   closes what the NetworkPolicy opens, and the Deployment is admitted.
 //! - Late CRDs: Cilium's CRDs installed after the operator started (with
@@ -246,6 +248,62 @@ fn an_admin_network_policy_allow_abroad_is_reported() {
     assert!(r.ok, "{}", r.stderr);
     let r = apply_as_user(&c, &deployment(ns));
     assert!(r.ok, "{}", r.stderr);
+
+    // The Namespace's labels decide which AdminNetworkPolicies select its
+    // pods. An ANP for namespaces labelled `egress: open` selects nothing
+    // yet; the user, who may label her Namespace, relabels it into the ANP:
+    // under a Deny policy, refused like creating the ANP over her pods.
+    c.cluster_object("adminnetworkpolicy", "e2e-open-quad9");
+    let quad9 = "apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\nmetadata: {name: e2e-open-quad9}\nspec:\n  priority: 20\n  subject: {namespaces: {matchLabels: {egress: open}}}\n  egress: [{name: quad9, action: Allow, to: [{networks: [9.9.9.0/24]}]}]\n";
+    let r = c.apply(quad9);
+    assert!(r.ok, "{}", r.stderr);
+    for (kind, name) in [
+        ("clusterrole", "e2e-layers-label-ns"),
+        ("clusterrolebinding", "e2e-layers-label-ns"),
+    ] {
+        c.cluster_object(kind, name);
+    }
+    c.must(&[
+        "create",
+        "clusterrole",
+        "e2e-layers-label-ns",
+        "--verb=get,patch,update",
+        "--resource=namespaces",
+        &format!("--resource-name={ns}"),
+    ]);
+    c.must(&[
+        "create",
+        "clusterrolebinding",
+        "e2e-layers-label-ns",
+        "--clusterrole=e2e-layers-label-ns",
+        &format!("--user={USER}"),
+    ]);
+    apply_policies(&c, &["e2e-layers-deny"], &policy("e2e-layers-deny", "Deny"));
+    let relabel = || c.kubectl(&["label", "namespace", ns, "egress=open", "--as", USER]);
+    let refused = apply_until(
+        "the relabel into the AdminNetworkPolicy refused",
+        relabel,
+        |r| !r.ok && r.stderr.contains("9.9.9.0/24"),
+    );
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("UPDATE Namespace {ns} would open this")),
+        "{}",
+        refused.stderr
+    );
+    println!(
+        "kubectl label namespace {ns} egress=open:\n{}",
+        refused.all()
+    );
+    let r = c.kubectl(&["label", "namespace", ns, "cost-centre=42", "--as", USER]);
+    assert!(r.ok, "an unrelated label: {}", r.stderr);
+    c.must(&[
+        "delete",
+        "residencypolicy",
+        "e2e-layers-deny",
+        "--wait=true",
+    ]);
 
     c.cluster_object("adminnetworkpolicy", "e2e-allow-google-dns");
     let anp = "apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\nmetadata: {name: e2e-allow-google-dns}\nspec:\n  priority: 10\n  subject: {namespaces: {matchLabels: {residencyguard.io/e2e-layers: \"true\"}}}\n  egress: [{name: google-dns, action: Allow, to: [{networks: [8.8.8.0/24]}]}]\n";
