@@ -8,7 +8,8 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use residency_guard::api::ResidencyPolicy;
 use residency_guard::engine::{
     AddressSpace, Catalogue, ClaimRecord, ClassRecord, Code, Evidence, Lang, NodeInfo, Snapshot,
-    SnapshotBuilder, StoragePosture, Verdict, VolumeRecord, Workload, evaluate, storage_evidence,
+    SnapshotBuilder, StoragePosture, Verdict, VolumeRecord, Workload, evaluate,
+    evaluate_keeping_storage_evidence, storage_evidence,
 };
 use serde_json::{Value, json};
 
@@ -573,6 +574,56 @@ fn storage_evidence_records_every_claim_a_statefulset_made_with_its_own_finding(
         })
         .unwrap();
     assert_eq!(reported, (Some("pay/data-db-0".to_string()), 1));
+}
+
+#[test]
+fn a_report_keeps_the_storage_evidence_of_the_verdicts_own_judgement() {
+    // The report judges each workload's volumes once: the evidence kept
+    // from the verdict is what `storage_evidence` gives, the verdict what
+    // `evaluate` gives; a policy that does not check storage judges none.
+    let objects = vec![
+        pv(
+            "pv-hk-0",
+            json!({"topology.kubernetes.io/zone": "ap-east-1a"}),
+            json!({"hostPath": {"path": "/x"}}),
+        ),
+        pv(
+            "pv-cn-1",
+            json!({"topology.kubernetes.io/zone": "cn-north-1a"}),
+            json!({"hostPath": {"path": "/x"}}),
+        ),
+        class("wffc", "WaitForFirstConsumer", json!(null), false),
+        class("now", "Immediate", json!(null), false),
+        pvc("data-db-0", Some("wffc"), Some("pv-hk-0")),
+        pvc("data-db-1", Some("wffc"), Some("pv-cn-1")),
+        pvc("scratch", Some("now"), None),
+    ];
+    let workloads = [
+        statefulset(Some("wffc")),
+        statefulset(Some("now")),
+        deployment(json!([
+            {"name": "a", "persistentVolumeClaim": {"claimName": "scratch"}},
+            {"name": "b", "persistentVolumeClaim": {"claimName": "missing"}},
+            {"name": "c", "nfs": {"server": FOREIGN_IP, "path": "/x"}},
+            {"name": "d", "nfs": {"server": MAINLAND_IP, "path": "/x"}},
+            {"name": "e", "emptyDir": {}},
+        ])),
+    ];
+    for mode in [None, Some("Unchecked")] {
+        let snap = snapshot_with(&objects, mode);
+        for w in &workloads {
+            let (verdict, kept) = evaluate_keeping_storage_evidence(&snap, w, now()).unwrap();
+            assert_eq!(verdict, judge(&snap, w), "{} ({mode:?})", w.name);
+            match mode {
+                None => {
+                    let kept = kept.expect("kept when the policy checks storage");
+                    assert!(!kept.is_empty(), "{}", w.name);
+                    assert_eq!(kept, storage_evidence(w, &snap), "{}", w.name);
+                }
+                Some(_) => assert_eq!(kept, None, "{}", w.name),
+            }
+        }
+    }
 }
 
 #[test]

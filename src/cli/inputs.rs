@@ -191,9 +191,9 @@ pub fn parse_documents_all(name: &str, text: &str) -> (Vec<Document>, Vec<InputE
                 break;
             }
         };
-        match value {
+        let mut object = match value {
             serde_json::Value::Null => continue, // an empty document (`---` alone)
-            serde_json::Value::Object(_) => {}
+            serde_json::Value::Object(object) => object,
             other => {
                 errors.push(InputError::Shape {
                     origin,
@@ -204,31 +204,37 @@ pub fn parse_documents_all(name: &str, text: &str) -> (Vec<Document>, Vec<InputE
                 });
                 continue;
             }
-        }
-        let is_list = value
+        };
+        let is_list = object
             .get("kind")
             .and_then(|k| k.as_str())
             .is_some_and(|k| k.ends_with("List"))
-            && value.get("items").is_some();
-        if is_list {
-            let Some(items) = value.get("items").and_then(|i| i.as_array()) else {
-                errors.push(InputError::Shape {
-                    origin,
-                    message: "a List's items must be a sequence".into(),
-                });
-                continue;
-            };
-            for (j, item) in items.iter().enumerate() {
-                docs.push(Document {
-                    origin: Origin {
-                        file: name.to_string(),
-                        document: format!("{}.{}", i + 1, j + 1),
-                    },
-                    value: item.clone(),
-                });
-            }
-        } else {
-            docs.push(Document { origin, value });
+            && object.contains_key("items");
+        if !is_list {
+            docs.push(Document {
+                origin,
+                value: serde_json::Value::Object(object),
+            });
+            continue;
+        }
+        // The items are moved out of the List, not copied: a List of
+        // thousands of objects would otherwise be built twice and dropped once.
+        let Some(serde_json::Value::Array(items)) = object.remove("items") else {
+            errors.push(InputError::Shape {
+                origin,
+                message: "a List's items must be a sequence".into(),
+            });
+            continue;
+        };
+        docs.reserve(items.len());
+        for (j, item) in items.into_iter().enumerate() {
+            docs.push(Document {
+                origin: Origin {
+                    file: name.to_string(),
+                    document: format!("{}.{}", i + 1, j + 1),
+                },
+                value: item,
+            });
         }
     }
     (docs, errors)

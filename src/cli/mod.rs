@@ -365,202 +365,216 @@ fn load(
     now: Timestamp,
     lang: Lang,
 ) -> (Loaded, Vec<String>) {
-    let mut errors = Vec::new();
+    // Reading problems come first, then those of the objects read, each
+    // in input order, however the work is interleaved.
+    let mut read_errors = Vec::new();
     let paths = inputs::expand_paths(files).unwrap_or_else(|e| {
-        errors.extend(e.iter().map(ToString::to_string));
+        read_errors.extend(e.iter().map(ToString::to_string));
         Vec::new()
     });
-    let mut docs = Vec::new();
-    for path in &paths {
-        let (d, e) = inputs::read_documents(path);
-        docs.extend(d);
-        errors.extend(e.iter().map(ToString::to_string));
-    }
 
+    let mut errors = Vec::new();
     let mut builder = SnapshotBuilder::new(snapshot, now);
     let mut workloads: Vec<(Origin, Workload)> = Vec::new();
     let mut policy_warnings = Vec::new();
     let mut skipped = 0usize;
     let mut policy_count = 0usize;
-    for doc in &docs {
-        let api_version = doc
-            .value
-            .get("apiVersion")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default();
-        let kind = doc
-            .value
-            .get("kind")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default();
-        if api_version.is_empty() || kind.is_empty() {
-            errors.push(format!("{}: apiVersion and kind are required", doc.origin));
-            continue;
-        }
-        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-        match (group, kind) {
-            (crate::api::GROUP, "ResidencyPolicy") => {
-                let invalid = |field: &str, message: &str| match lang {
-                    Lang::En => format!(
-                        "{}: ResidencyPolicy {} is invalid: {field}: {message}",
-                        doc.origin,
-                        raw_name(doc)
-                    ),
-                    Lang::ZhCn => format!(
-                        "{}: ResidencyPolicy {} 无效：{field}：{message}",
-                        doc.origin,
-                        raw_name(doc)
-                    ),
-                };
-                let unknown = unknown_policy_classes(doc);
-                if !unknown.is_empty() {
-                    errors.extend(
-                        unknown
-                            .iter()
-                            .map(|p| invalid(&p.field, p.message.get(lang))),
-                    );
-                    continue;
-                }
-                let policy: ResidencyPolicy = match serde_path_to_error::deserialize(&doc.value) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        errors.push(invalid(&e.path().to_string(), &e.inner().to_string()));
+    let mut documents = 0usize;
+    // One file at a time, each document dropped once read: the JSON trees
+    // of a large input are never all alive at once, and the memory of one
+    // file's serves the next.
+    for path in &paths {
+        let (docs, e) = inputs::read_documents(path);
+        read_errors.extend(e.iter().map(ToString::to_string));
+        documents += docs.len();
+        workloads.reserve(docs.len());
+        for doc in docs {
+            let api_version = doc
+                .value
+                .get("apiVersion")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            let kind = doc
+                .value
+                .get("kind")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            if api_version.is_empty() || kind.is_empty() {
+                errors.push(format!("{}: apiVersion and kind are required", doc.origin));
+                continue;
+            }
+            let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+            match (group, kind) {
+                (crate::api::GROUP, "ResidencyPolicy") => {
+                    let invalid = |field: &str, message: &str| match lang {
+                        Lang::En => format!(
+                            "{}: ResidencyPolicy {} is invalid: {field}: {message}",
+                            doc.origin,
+                            raw_name(&doc)
+                        ),
+                        Lang::ZhCn => format!(
+                            "{}: ResidencyPolicy {} 无效：{field}：{message}",
+                            doc.origin,
+                            raw_name(&doc)
+                        ),
+                    };
+                    let unknown = unknown_policy_classes(&doc);
+                    if !unknown.is_empty() {
+                        errors.extend(
+                            unknown
+                                .iter()
+                                .map(|p| invalid(&p.field, p.message.get(lang))),
+                        );
                         continue;
                     }
-                };
-                let name = policy.metadata.name.clone().unwrap_or_default();
-                if name.is_empty() {
-                    errors.push(format!(
-                        "{}: ResidencyPolicy has no metadata.name",
-                        doc.origin
-                    ));
-                    continue;
-                }
-                match builder.policy(&policy) {
-                    Ok(warnings) => {
-                        policy_count += 1;
-                        policy_warnings.extend(warnings.into_iter().map(|w| {
-                            let sep = if lang == Lang::ZhCn { "：" } else { ": " };
-                            format!(
-                                "{}: ResidencyPolicy {name}{sep}{}{sep}{}",
-                                doc.origin,
-                                w.field,
-                                w.message.get(lang)
-                            )
-                        }));
-                    }
-                    Err(problems) => errors.extend(
-                        problems
-                            .iter()
-                            .map(|p| invalid(&p.field, p.message.get(lang))),
-                    ),
-                }
-            }
-            ("", "Node") => match typed::<Node>(doc, "Node") {
-                Ok(n) => builder.node(NodeInfo::from_node(&n)),
-                Err(e) => errors.push(e),
-            },
-            ("", "Namespace") => match typed::<Namespace>(doc, "Namespace") {
-                Ok(ns) => {
-                    let name = ns.metadata.name.unwrap_or_default();
-                    builder.namespace(name, ns.metadata.labels.unwrap_or_default());
-                }
-                Err(e) => errors.push(e),
-            },
-            ("networking.k8s.io", "NetworkPolicy") => {
-                match typed::<NetworkPolicy>(doc, "NetworkPolicy") {
-                    Ok(mut np) => {
-                        if np.metadata.namespace.is_none() {
-                            np.metadata.namespace = Some(default_namespace.to_string());
+                    let policy: ResidencyPolicy = match serde_path_to_error::deserialize(&doc.value)
+                    {
+                        Ok(p) => p,
+                        Err(e) => {
+                            errors.push(invalid(&e.path().to_string(), &e.inner().to_string()));
+                            continue;
                         }
-                        let problems = engine::validate_network_policy(&np);
-                        if problems.is_empty() {
-                            builder.network_policy(&np);
-                        } else {
-                            let reference = format!(
-                                "NetworkPolicy {}/{}",
-                                np.metadata.namespace.as_deref().unwrap_or_default(),
-                                np.metadata.name.as_deref().unwrap_or_default()
-                            );
-                            errors.extend(problems.iter().map(|p| {
-                                let (origin, field, message) =
-                                    (&doc.origin, &p.field, p.message.get(lang));
-                                match lang {
-                                    Lang::En => format!(
-                                        "{origin}: {reference} is invalid (the API server would refuse it): {field}: {message}"
-                                    ),
-                                    Lang::ZhCn => format!(
-                                        "{origin}: {reference} 无效（API server 会拒绝它）：{field}：{message}"
-                                    ),
-                                }
+                    };
+                    let name = policy.metadata.name.clone().unwrap_or_default();
+                    if name.is_empty() {
+                        errors.push(format!(
+                            "{}: ResidencyPolicy has no metadata.name",
+                            doc.origin
+                        ));
+                        continue;
+                    }
+                    match builder.policy(&policy) {
+                        Ok(warnings) => {
+                            policy_count += 1;
+                            policy_warnings.extend(warnings.into_iter().map(|w| {
+                                let sep = if lang == Lang::ZhCn { "：" } else { ": " };
+                                format!(
+                                    "{}: ResidencyPolicy {name}{sep}{}{sep}{}",
+                                    doc.origin,
+                                    w.field,
+                                    w.message.get(lang)
+                                )
                             }));
                         }
+                        Err(problems) => errors.extend(
+                            problems
+                                .iter()
+                                .map(|p| invalid(&p.field, p.message.get(lang))),
+                        ),
+                    }
+                }
+                ("", "Node") => match typed::<Node>(&doc, "Node") {
+                    Ok(n) => builder.node(NodeInfo::from_node(&n)),
+                    Err(e) => errors.push(e),
+                },
+                ("", "Namespace") => match typed::<Namespace>(&doc, "Namespace") {
+                    Ok(ns) => {
+                        let name = ns.metadata.name.unwrap_or_default();
+                        builder.namespace(name, ns.metadata.labels.unwrap_or_default());
                     }
                     Err(e) => errors.push(e),
-                }
-            }
-            ("cilium.io", "CiliumNetworkPolicy" | "CiliumClusterwideNetworkPolicy")
-            | ("crd.projectcalico.org", "NetworkPolicy" | "GlobalNetworkPolicy" | "Tier")
-            | ("policy.networking.k8s.io", "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy") => {
-                let mut value = doc.value.clone();
-                let namespaced = matches!(kind, "CiliumNetworkPolicy" | "NetworkPolicy");
-                if namespaced
-                    && value.pointer("/metadata/namespace").is_none()
-                    && let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut())
-                {
-                    meta.insert("namespace".into(), default_namespace.into());
-                }
-                if raw_name(doc).is_empty() {
-                    errors.push(format!("{}: {kind} has no metadata.name", doc.origin));
-                    continue;
-                }
-                builder.layer_object(api_version, kind, &value);
-            }
-            ("", "Service") => match typed::<Service>(doc, "Service") {
-                Ok(mut svc) => {
-                    if svc.metadata.namespace.is_none() {
-                        svc.metadata.namespace = Some(default_namespace.to_string());
-                    }
-                    builder.service(&svc);
-                }
-                Err(e) => errors.push(e),
-            },
-            ("", "PersistentVolume") => match typed::<PersistentVolume>(doc, "PersistentVolume") {
-                Ok(pv) => builder.persistent_volume(VolumeRecord::from_k8s(&pv)),
-                Err(e) => errors.push(e),
-            },
-            ("", "PersistentVolumeClaim") => {
-                match typed::<PersistentVolumeClaim>(doc, "PersistentVolumeClaim") {
-                    Ok(mut pvc) => {
-                        if pvc.metadata.namespace.is_none() {
-                            pvc.metadata.namespace = Some(default_namespace.to_string());
+                },
+                ("networking.k8s.io", "NetworkPolicy") => {
+                    match typed::<NetworkPolicy>(&doc, "NetworkPolicy") {
+                        Ok(mut np) => {
+                            if np.metadata.namespace.is_none() {
+                                np.metadata.namespace = Some(default_namespace.to_string());
+                            }
+                            let problems = engine::validate_network_policy(&np);
+                            if problems.is_empty() {
+                                builder.network_policy(&np);
+                            } else {
+                                let reference = format!(
+                                    "NetworkPolicy {}/{}",
+                                    np.metadata.namespace.as_deref().unwrap_or_default(),
+                                    np.metadata.name.as_deref().unwrap_or_default()
+                                );
+                                errors.extend(problems.iter().map(|p| {
+                                    let (origin, field, message) =
+                                        (&doc.origin, &p.field, p.message.get(lang));
+                                    match lang {
+                                        Lang::En => format!(
+                                            "{origin}: {reference} is invalid (the API server would refuse it): {field}: {message}"
+                                        ),
+                                        Lang::ZhCn => format!(
+                                            "{origin}: {reference} 无效（API server 会拒绝它）：{field}：{message}"
+                                        ),
+                                    }
+                                }));
+                            }
                         }
-                        builder.persistent_volume_claim(ClaimRecord::from_k8s(&pvc));
-                    }
-                    Err(e) => errors.push(e),
-                }
-            }
-            ("storage.k8s.io", "StorageClass") => {
-                match typed::<StorageClass>(doc, "StorageClass") {
-                    Ok(sc) => builder.storage_class(ClassRecord::from_k8s(&sc)),
-                    Err(e) => errors.push(e),
-                }
-            }
-            _ => match Workload::from_value(&doc.value, default_namespace) {
-                Ok(w) => workloads.push((doc.origin.clone(), w)),
-                Err(e) if e.is_not_a_workload() => {
-                    if BUILTIN_GROUPS.contains(&group) && !KNOWN_BUILTIN_KINDS.contains(&kind) {
-                        errors.push(format!(
-                            "{}: unknown kind {kind:?} in {api_version}; pod-creating kinds are {}",
-                            doc.origin,
-                            engine::join_en(WorkloadKind::ALL.iter().map(|k| k.as_str()))
-                        ));
-                    } else {
-                        skipped += 1;
+                        Err(e) => errors.push(e),
                     }
                 }
-                Err(e) => errors.push(format!("{}: {e}", doc.origin)),
-            },
+                ("cilium.io", "CiliumNetworkPolicy" | "CiliumClusterwideNetworkPolicy")
+                | ("crd.projectcalico.org", "NetworkPolicy" | "GlobalNetworkPolicy" | "Tier")
+                | (
+                    "policy.networking.k8s.io",
+                    "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy",
+                ) => {
+                    let mut value = doc.value.clone();
+                    let namespaced = matches!(kind, "CiliumNetworkPolicy" | "NetworkPolicy");
+                    if namespaced
+                        && value.pointer("/metadata/namespace").is_none()
+                        && let Some(meta) =
+                            value.get_mut("metadata").and_then(|m| m.as_object_mut())
+                    {
+                        meta.insert("namespace".into(), default_namespace.into());
+                    }
+                    if raw_name(&doc).is_empty() {
+                        errors.push(format!("{}: {kind} has no metadata.name", doc.origin));
+                        continue;
+                    }
+                    builder.layer_object(api_version, kind, &value);
+                }
+                ("", "Service") => match typed::<Service>(&doc, "Service") {
+                    Ok(mut svc) => {
+                        if svc.metadata.namespace.is_none() {
+                            svc.metadata.namespace = Some(default_namespace.to_string());
+                        }
+                        builder.service(&svc);
+                    }
+                    Err(e) => errors.push(e),
+                },
+                ("", "PersistentVolume") => {
+                    match typed::<PersistentVolume>(&doc, "PersistentVolume") {
+                        Ok(pv) => builder.persistent_volume(VolumeRecord::from_k8s(&pv)),
+                        Err(e) => errors.push(e),
+                    }
+                }
+                ("", "PersistentVolumeClaim") => {
+                    match typed::<PersistentVolumeClaim>(&doc, "PersistentVolumeClaim") {
+                        Ok(mut pvc) => {
+                            if pvc.metadata.namespace.is_none() {
+                                pvc.metadata.namespace = Some(default_namespace.to_string());
+                            }
+                            builder.persistent_volume_claim(ClaimRecord::from_k8s(&pvc));
+                        }
+                        Err(e) => errors.push(e),
+                    }
+                }
+                ("storage.k8s.io", "StorageClass") => {
+                    match typed::<StorageClass>(&doc, "StorageClass") {
+                        Ok(sc) => builder.storage_class(ClassRecord::from_k8s(&sc)),
+                        Err(e) => errors.push(e),
+                    }
+                }
+                _ => match Workload::from_value(&doc.value, default_namespace) {
+                    Ok(w) => workloads.push((doc.origin, w)),
+                    Err(e) if e.is_not_a_workload() => {
+                        if BUILTIN_GROUPS.contains(&group) && !KNOWN_BUILTIN_KINDS.contains(&kind) {
+                            errors.push(format!(
+                                "{}: unknown kind {kind:?} in {api_version}; pod-creating kinds are {}",
+                                doc.origin,
+                                engine::join_en(WorkloadKind::ALL.iter().map(|k| k.as_str()))
+                            ));
+                        } else {
+                            skipped += 1;
+                        }
+                    }
+                    Err(e) => errors.push(format!("{}: {e}", doc.origin)),
+                },
+            }
         }
     }
     let mut snapshot = builder.build();
@@ -583,9 +597,11 @@ fn load(
             }),
         }
     }
+    read_errors.append(&mut errors);
+    let errors = read_errors;
     let inputs = report::Inputs {
         files: paths.len(),
-        documents: docs.len(),
+        documents,
         policies: policy_count,
         nodes: snapshot.nodes().map(<[_]>::len),
         namespaces: snapshot.namespaces.len(),

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::Timestamp;
 
 use super::egress;
-use super::evidence::Evidence;
+use super::evidence::{Evidence, VolumeEvidence};
 use super::messages::{MessageContext, Subjects};
 use super::placement;
 use super::policy::{CompiledPolicy, class_mask};
@@ -61,7 +61,8 @@ fn evaluate_verdict(
     workload: &Workload,
     now: Timestamp,
     detail: Detail,
-) -> Result<Verdict, ClassificationError> {
+    storage_evidence: StorageRecord,
+) -> Result<(Verdict, Option<Vec<VolumeEvidence>>), ClassificationError> {
     let ns_labels = snapshot.namespaces.get(&workload.namespace);
     let (classes, class_sources) = classes_of(workload, ns_labels, snapshot)?;
     let mut notices = Vec::new();
@@ -114,7 +115,10 @@ fn evaluate_verdict(
     let needs_storage = governing
         .iter()
         .any(|(p, _)| p.storage_mode != StorageMode::Unchecked);
-    let mut storage_facts = needs_storage.then(|| storage::Facts::new(workload, snapshot));
+    let mut storage_facts = needs_storage.then(|| match storage_evidence {
+        StorageRecord::Keep => storage::Facts::with_evidence(workload, snapshot),
+        StorageRecord::Skip => storage::Facts::new(workload, snapshot),
+    });
     if let Some(f) = &mut storage_facts {
         notices.extend(f.take_notices());
     }
@@ -209,7 +213,10 @@ fn evaluate_verdict(
         .filter(|o| o.violated())
         .map(|o| o.action)
         .max();
-    Ok(Verdict {
+    let volumes = storage_facts
+        .as_mut()
+        .and_then(storage::Facts::take_volumes);
+    let verdict = Verdict {
         workload: WorkloadRef {
             kind: workload.kind.as_str().to_string(),
             namespace: workload.namespace.clone(),
@@ -221,7 +228,16 @@ fn evaluate_verdict(
         action,
         notices,
         egress: effective,
-    })
+    };
+    Ok((verdict, volumes))
+}
+
+/// Whether `evaluate_verdict` keeps each volume's storage evidence from
+/// the judgement it makes anyway.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StorageRecord {
+    Keep,
+    Skip,
 }
 
 /// Judge one workload. Errors only when the workload's classification label
@@ -231,7 +247,20 @@ pub fn evaluate(
     workload: &Workload,
     now: Timestamp,
 ) -> Result<Verdict, ClassificationError> {
-    evaluate_verdict(snapshot, workload, now, Detail::Full)
+    evaluate_verdict(snapshot, workload, now, Detail::Full, StorageRecord::Skip).map(|(v, _)| v)
+}
+
+/// `evaluate`, keeping the storage evidence (what `storage_evidence`
+/// gives) from the verdict's own storage judgement, for reports: `Some`
+/// when a governing policy checks storage, so the volumes are not judged
+/// a second time; `None` when none does (the volumes were not judged;
+/// `storage_evidence` judges them if the caller needs them).
+pub fn evaluate_keeping_storage_evidence(
+    snapshot: &Snapshot,
+    workload: &Workload,
+    now: Timestamp,
+) -> Result<(Verdict, Option<Vec<VolumeEvidence>>), ClassificationError> {
+    evaluate_verdict(snapshot, workload, now, Detail::Full, StorageRecord::Keep)
 }
 
 /// How much of a verdict to write out.
@@ -254,7 +283,7 @@ pub fn evaluate_with(
     now: Timestamp,
     detail: Detail,
 ) -> Result<Verdict, ClassificationError> {
-    evaluate_verdict(snapshot, workload, now, detail)
+    evaluate_verdict(snapshot, workload, now, detail, StorageRecord::Skip).map(|(v, _)| v)
 }
 
 /// The classes a controller declares on its own metadata that neither its

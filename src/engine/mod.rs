@@ -60,7 +60,9 @@ pub use catalogue::{
     Catalogue, CatalogueError, Jurisdiction, ProviderEntry, RegionEnding, RegionEntry,
     RegionLookup, ZoneEntry, ZoneForm, ZoneRule,
 };
-pub use evaluate::{ClassificationError, Detail, evaluate, evaluate_with};
+pub use evaluate::{
+    ClassificationError, Detail, evaluate, evaluate_keeping_storage_evidence, evaluate_with,
+};
 pub use evidence::{
     EffectiveEgress, EgressEvidence, EndpointEvidence, Evidence, ExternalBlock, NodeEvidence,
     PeerRef, PinnedNode, RuleRef, STORAGE_REASONS, StorageEvidence, StoragePosture, VolumeEvidence,

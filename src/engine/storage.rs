@@ -69,6 +69,16 @@ impl Facts {
         Facts::judge(workload, snapshot, false)
     }
 
+    /// `new`, keeping each volume's evidence as well (`take_volumes`).
+    pub(crate) fn with_evidence(workload: &Workload, snapshot: &Snapshot) -> Facts {
+        Facts::judge(workload, snapshot, true)
+    }
+
+    /// The evidence kept by `with_evidence`: what `storage_evidence` gives.
+    pub(crate) fn take_volumes(&mut self) -> Option<Vec<VolumeEvidence>> {
+        self.volumes.take()
+    }
+
     fn judge(workload: &Workload, snapshot: &Snapshot, record: bool) -> Facts {
         let mut facts = Facts {
             volumes: record.then(Vec::new),

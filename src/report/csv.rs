@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use super::model::{Report, VolumeEntry, WorkloadEntry};
+use super::model::{ExemptionInForce, Report, VolumeEntry, WorkloadEntry};
 
 /// One volume in a cell: `data claim clinic/data-archive-0 pv pv-archive-0
 /// class fast: outside (ap-east-1, HK)`.
@@ -69,50 +69,77 @@ pub const HEADER: [&str; 24] = [
 
 /// A cell, quoted when it must be; a cell a spreadsheet would run as a
 /// formula (= + - @ at its start, and not a number) is prefixed with an
-/// apostrophe.
-fn cell(s: &str) -> String {
+/// apostrophe. Written straight into `out`: a report has a million cells.
+fn push_cell(out: &mut String, s: &str) {
     let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']) && s.parse::<f64>().is_err();
-    let s = if formula {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    };
+    let apostrophe = if formula { "'" } else { "" };
     if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
+        out.push('"');
+        out.push_str(apostrophe);
+        for part in s.split_inclusive('"') {
+            out.push_str(part);
+            if part.ends_with('"') {
+                out.push('"');
+            }
+        }
+        out.push('"');
     } else {
-        s
+        out.push_str(apostrophe);
+        out.push_str(s);
     }
 }
 
-fn row(cells: &[String]) -> String {
-    let mut line = cells.iter().map(|c| cell(c)).collect::<Vec<_>>().join(",");
-    line.push_str("\r\n");
-    line
+fn push_row(out: &mut String, cells: &[&str]) {
+    for (i, c) in cells.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_cell(out, c);
+    }
+    out.push_str("\r\n");
 }
 
 fn rows_of(w: &WorkloadEntry, out: &mut String) {
-    let classes: Vec<&str> = w.classes.iter().map(|c| c.as_str()).collect();
-    let sources: Vec<String> = w
+    // What every row of the workload shares, written once.
+    let classes = w
+        .classes
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(";");
+    let sources = w
         .class_sources
         .iter()
         .map(|s| format!("{}={}", s.location, s.value))
-        .collect();
-    let outside_pods = w.placement.pods_outside_mainland();
-    let nodes: BTreeSet<String> = w
+        .collect::<Vec<_>>()
+        .join(";");
+    let outside_pods = w.placement.pods_outside_mainland().to_string();
+    let pods = w.placement.pods.len().to_string();
+    let nodes = w
         .placement
         .pods
         .iter()
         .filter_map(|p| p.node.as_ref())
         .map(|n| format!("{} ({})", n.name, n.region.as_deref().unwrap_or("?")))
-        .collect();
-    let outside_blocks: Vec<String> = w
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>()
+        .join(";");
+    let outside_blocks = w
         .egress
         .iter()
         .flat_map(|e| &e.external_blocks)
         .filter(|b| !b.mainland)
         .map(|b| format!("{} ({})", b.cidr, b.country.as_deref().unwrap_or("?")))
-        .collect();
-    let volumes: Vec<String> = w.storage.volumes.iter().map(volume_text).collect();
+        .collect::<Vec<_>>()
+        .join(";");
+    let volumes = w
+        .storage
+        .volumes
+        .iter()
+        .map(volume_text)
+        .collect::<Vec<_>>()
+        .join(";");
     for p in &w.policies {
         let mine: Vec<_> = w
             .violations
@@ -133,45 +160,53 @@ fn rows_of(w: &WorkloadEntry, out: &mut String) {
                 format!("{}{tag}", v.code.as_str())
             })
             .collect();
-        let first_seen = mine.iter().filter_map(|v| v.first_seen.clone()).min();
+        let first_seen = mine.iter().filter_map(|v| v.first_seen.as_deref()).min();
         let e = p.exemption.as_ref();
-        out.push_str(&row(&[
-            w.kind.as_str().to_string(),
-            w.namespace.clone(),
-            w.name.clone(),
-            classes.join(";"),
-            sources.join(";"),
-            p.policy.clone(),
-            p.action.as_str().to_string(),
-            result.to_string(),
-            w.status.to_string(),
-            codes.into_iter().collect::<Vec<_>>().join(";"),
-            e.map(|e| e.basis.clone()).unwrap_or_default(),
-            e.map(|e| e.reference.clone()).unwrap_or_default(),
-            e.map(|e| e.approved_by.clone()).unwrap_or_default(),
-            e.map(|e| e.expires.clone()).unwrap_or_default(),
-            e.and_then(|e| e.days_left)
-                .map(|d| d.to_string())
-                .unwrap_or_default(),
-            w.placement.guaranteed.to_string(),
-            w.placement.pods.len().to_string(),
-            outside_pods.to_string(),
-            nodes.iter().cloned().collect::<Vec<_>>().join(";"),
-            w.egress
-                .as_ref()
-                .map_or("notChecked", |e| e.posture)
-                .to_string(),
-            outside_blocks.join(";"),
-            first_seen.unwrap_or_default(),
-            w.storage.posture.as_str().to_string(),
-            volumes.join(";"),
-        ]));
+        let codes = codes.into_iter().collect::<Vec<_>>().join(";");
+        let days_left = e
+            .and_then(|e| e.days_left)
+            .map(|d| d.to_string())
+            .unwrap_or_default();
+        let exemption = |field: fn(&ExemptionInForce) -> &str| e.map(field).unwrap_or_default();
+        push_row(
+            out,
+            &[
+                w.kind.as_str(),
+                &w.namespace,
+                &w.name,
+                &classes,
+                &sources,
+                &p.policy,
+                p.action.as_str(),
+                result,
+                w.status,
+                &codes,
+                exemption(|e| &e.basis),
+                exemption(|e| &e.reference),
+                exemption(|e| &e.approved_by),
+                exemption(|e| &e.expires),
+                &days_left,
+                if w.placement.guaranteed {
+                    "true"
+                } else {
+                    "false"
+                },
+                &pods,
+                &outside_pods,
+                &nodes,
+                w.egress.as_ref().map_or("notChecked", |e| e.posture),
+                &outside_blocks,
+                first_seen.unwrap_or_default(),
+                w.storage.posture.as_str(),
+                &volumes,
+            ],
+        );
     }
 }
 
 pub fn render(report: &Report) -> String {
     let mut out = String::from("\u{feff}");
-    out.push_str(&row(&HEADER.map(str::to_string)));
+    push_row(&mut out, &HEADER);
     for w in &report.workloads {
         rows_of(w, &mut out);
     }
@@ -180,7 +215,11 @@ pub fn render(report: &Report) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::cell;
+    fn cell(s: &str) -> String {
+        let mut out = String::new();
+        super::push_cell(&mut out, s);
+        out
+    }
 
     #[test]
     fn cells_are_quoted_and_formulas_defused() {

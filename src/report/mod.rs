@@ -167,6 +167,8 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, String> {
     Ok(path)
 }
 
+/// `residency-guard report`. For `main` only: it leaves what it read and
+/// built for the process exit to free.
 pub fn run_report(args: &ReportArgs) -> ExitCode {
     let lang = match args.judging.lang() {
         Ok(l) => l,
@@ -310,6 +312,11 @@ pub fn run_report(args: &ReportArgs) -> ExitCode {
             "受管工作负载 {workloads} 个（违规 {violating}，豁免 {exempted}，合规 {compliant}），Pod {pods} 个；受管命名空间中未分类的工作负载 {unclassified} 个。JSON SHA-256 {sha256}"
         ),
     }
+    // The process ends with this call (`main` returns its code): the
+    // operating system takes the inputs and the report back at once,
+    // where freeing their millions of allocations one by one cost a
+    // tenth of a 10,000-workload report's time.
+    std::mem::forget((inputs, report, rendered));
     ExitCode::from(EXIT_OK)
 }
 

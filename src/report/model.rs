@@ -909,19 +909,20 @@ fn volume_entry(v: VolumeEvidence) -> VolumeEntry {
     }
 }
 
-/// The engine's storage judgement of `w`'s volumes; `checked` when a
-/// governing policy enforces it.
-fn storage_entry(snapshot: &Snapshot, w: &Workload, verdict: &Verdict) -> StorageEntry {
+/// The engine's storage judgement of a workload's volumes; `checked` when
+/// a governing policy enforces it.
+fn storage_entry(
+    snapshot: &Snapshot,
+    volumes: Vec<VolumeEvidence>,
+    verdict: &Verdict,
+) -> StorageEntry {
     let checked = verdict.policies.iter().any(|p| {
         snapshot
             .policies
             .iter()
             .any(|c| c.name == p.policy && c.storage_mode != StorageMode::Unchecked)
     });
-    let volumes: Vec<VolumeEntry> = engine::storage_evidence(w, snapshot)
-        .into_iter()
-        .map(volume_entry)
-        .collect();
+    let volumes: Vec<VolumeEntry> = volumes.into_iter().map(volume_entry).collect();
     StorageEntry {
         checked,
         posture: volumes
@@ -1039,8 +1040,8 @@ pub fn build(inputs: &Inputs, now: Timestamp) -> Result<Report, BuildErrors> {
     let governed_ns = governed_namespaces(snapshot, &inputs.workloads);
     let mut exemption_covers: BTreeMap<(String, usize), Vec<WorkloadRef>> = BTreeMap::new();
     for w in judged {
-        let verdict = match engine::evaluate(snapshot, w, now) {
-            Ok(v) => v,
+        let (verdict, volumes) = match engine::evaluate_keeping_storage_evidence(snapshot, w, now) {
+            Ok(judged) => judged,
             Err(e) => {
                 let text = e.text();
                 if inputs.unclassifiable_is_error {
@@ -1089,7 +1090,8 @@ pub fn build(inputs: &Inputs, now: Timestamp) -> Result<Report, BuildErrors> {
             .get(&key_of(w))
             .map(Vec::as_slice)
             .unwrap_or_default();
-        workloads.push(entry(inputs, w, verdict, pods, now, today));
+        let volumes = volumes.unwrap_or_else(|| engine::storage_evidence(w, snapshot));
+        workloads.push(entry(inputs, w, verdict, volumes, pods, now, today));
     }
     if !errors.is_empty() {
         return Err(BuildErrors(errors));
@@ -1209,6 +1211,7 @@ fn entry(
     inputs: &Inputs,
     w: &Workload,
     verdict: Verdict,
+    volumes: Vec<VolumeEvidence>,
     pods: &[&Workload],
     now: Timestamp,
     today: Date,
@@ -1367,7 +1370,7 @@ fn entry(
             pods: pod_entries,
         },
         egress: verdict.egress.as_ref().map(egress_entry),
-        storage: storage_entry(snapshot, w, &verdict),
+        storage: storage_entry(snapshot, volumes, &verdict),
         violations,
     }
 }
