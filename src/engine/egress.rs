@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -211,7 +211,7 @@ fn layered_egress(workload: &Workload, snapshot: &Snapshot, eff: &mut EffectiveE
                 g.index,
                 Some(g.field.clone()),
                 g.text.clone(),
-                g.nets.clone(),
+                Arc::clone(&g.nets),
                 space,
                 false,
             ));
@@ -225,7 +225,7 @@ fn layered_egress(workload: &Workload, snapshot: &Snapshot, eff: &mut EffectiveE
             0,
             None,
             text.into(),
-            reach.default_allowed.clone(),
+            Arc::new(reach.default_allowed.clone()),
             space,
             true,
         ));
@@ -240,10 +240,12 @@ fn set_block(
     rule: usize,
     field: Option<Shared<str>>,
     text: Shared<str>,
-    nets: IpSet,
+    nets: Arc<IpSet>,
     space: &AddressSpace,
     default_allow: bool,
 ) -> ExternalBlock {
+    // Shared: an empty slice behind an Arc is still an allocation.
+    static NO_EXCEPTS: LazyLock<Shared<[String]>> = LazyLock::new(|| Vec::new().into());
     let mainland = nets.is_subset_of(&space.inside);
     let example = (!mainland)
         .then(|| nets.first_outside(&space.inside))
@@ -253,14 +255,14 @@ fn set_block(
         rule,
         peer: 0,
         cidr: text,
-        except: Vec::new().into(),
+        except: NO_EXCEPTS.clone(),
         mainland,
         in_cluster: nets.is_subset_of(&space.cluster),
         allowed_by: Vec::new(),
         country: example.and_then(|a| space.country(a)),
         example_outside: example.map(|a| a.to_string()),
         net: None,
-        reach: Some(Arc::new(nets)),
+        reach: Some(nets),
         field,
         default_allow,
     }
