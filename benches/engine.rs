@@ -476,6 +476,8 @@ fn snapshot(setup: &Setup, mainland: &IpSet) -> Snapshot {
             assert!(s.network.add_layer_object(api, kind, &obj), "{kind}");
         }
     }
+    // As `SnapshotBuilder::build` does for the webhook and the audit.
+    s.judge_egress_rules();
     s
 }
 

@@ -24,7 +24,9 @@ use super::layers::{
     kubernetes_reach,
 };
 use super::messages::MessageContext;
-use super::network::{AddressSpace, CompiledNetworkPolicy, EMPTY_TO, EvidenceCounts, NO_TO, Peer};
+use super::network::{
+    AddressSpace, CompiledNetworkPolicy, EMPTY_TO, EvidenceCounts, NO_TO, NetworkIndex, Peer,
+};
 use super::policy::{CompiledPolicy, domain_allowed};
 use super::shared::Shared;
 use super::text::{Message, Text};
@@ -152,7 +154,6 @@ fn uses_layers(snapshot: &Snapshot) -> bool {
 
 /// The effective egress across every enforcing layer, in the CNI's order.
 fn layered_egress(workload: &Workload, snapshot: &Snapshot, eff: &mut EffectiveEgress) {
-    let space = &snapshot.address_space;
     let sem = snapshot.network.semantics;
     static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
     let ns_labels = snapshot
@@ -174,6 +175,9 @@ fn layered_egress(workload: &Workload, snapshot: &Snapshot, eff: &mut EffectiveE
     };
     eff.cni = Some(sem.cni);
     eff.isolated = reach.restricted || !reach.unreadable.is_empty();
+    // At their final size: the blocks are large, and growing copies them.
+    eff.external_blocks.reserve_exact(reach.grants.len() + 1);
+    eff.allow_all_rules.reserve(reach.unreadable.len());
     for (policy, why) in &reach.unreadable {
         eff.allow_all_rules.push(RuleRef {
             network_policy: policy.clone(),
@@ -212,7 +216,7 @@ fn layered_egress(workload: &Workload, snapshot: &Snapshot, eff: &mut EffectiveE
                 Some(g.field.clone()),
                 g.text.clone(),
                 Arc::clone(&g.nets),
-                space,
+                snapshot,
                 false,
             ));
         }
@@ -226,12 +230,104 @@ fn layered_egress(workload: &Workload, snapshot: &Snapshot, eff: &mut EffectiveE
             None,
             text.into(),
             Arc::new(reach.default_allowed.clone()),
-            space,
+            snapshot,
             true,
         ));
     }
     eff.domains = reach.domains;
     eff.layers = reach.decisions;
+}
+
+/// Where a set of addresses lies: what a grant's block is judged on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Whereabouts {
+    /// Inside mainland China or the cluster's own networks.
+    mainland: bool,
+    /// Inside the cluster's own networks.
+    in_cluster: bool,
+}
+
+impl Whereabouts {
+    fn of(nets: &IpSet, space: &AddressSpace) -> Whereabouts {
+        Whereabouts {
+            mainland: nets.is_subset_of(&space.inside),
+            in_cluster: nets.is_subset_of(&space.cluster),
+        }
+    }
+}
+
+/// Where each projected egress rule's addresses lie, judged once when the
+/// snapshot is built rather than on every check: the answer depends on the
+/// rule and the address data, not on the pod. A grant that keeps its
+/// rule's whole set (it shares the rule's `Arc`, see `layers::grant`)
+/// reads it here.
+///
+/// Keyed by the identity of each rule's shared set, which the table holds
+/// (so no other set can take its address, and the set behind it cannot
+/// change), and tied to the address data it was judged against (also
+/// held): under other address data, or for a set it does not hold (a rule
+/// added since, a grant narrowed by an earlier rule), the set is judged
+/// on the spot. So it is never stale, only sometimes unused; building it
+/// again after changing the policies or the address data restores the fast
+/// path.
+#[derive(Clone, Default)]
+pub(crate) struct RuleWhereabouts {
+    space: Option<Arc<AddressSpace>>,
+    /// By the address of the set, ascending.
+    sets: Vec<(usize, Arc<IpSet>, Whereabouts)>,
+}
+
+impl std::fmt::Debug for RuleWhereabouts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RuleWhereabouts({} sets)", self.sets.len())
+    }
+}
+
+fn set_key(nets: &Arc<IpSet>) -> usize {
+    Arc::as_ptr(nets).addr()
+}
+
+impl RuleWhereabouts {
+    /// Judge the addresses of every rule of every layer, NetworkPolicy
+    /// included, against `space`.
+    pub(crate) fn new(network: &NetworkIndex, space: &Arc<AddressSpace>) -> RuleWhereabouts {
+        let mut sets: Vec<(usize, Arc<IpSet>, Whereabouts)> = network
+            .layers
+            .policies
+            .iter()
+            .chain(network.network_policy_layers())
+            .flat_map(|p| &p.rules)
+            .filter(|r| r.unknown.is_none() && !r.nets.is_empty())
+            .map(|r| {
+                let at = Whereabouts::of(&r.nets, space);
+                (set_key(&r.nets), Arc::clone(&r.nets), at)
+            })
+            .collect();
+        sets.sort_unstable_by_key(|s| s.0);
+        // A set shared by several rules (every address) once.
+        sets.dedup_by_key(|s| s.0);
+        sets.shrink_to_fit();
+        RuleWhereabouts {
+            space: Some(Arc::clone(space)),
+            sets,
+        }
+    }
+
+    /// Where `nets` lies under `space`: from the table when it holds that
+    /// very set judged against that very address data, else judged now.
+    fn of(&self, nets: &Arc<IpSet>, space: &Arc<AddressSpace>) -> Whereabouts {
+        if self.space.as_ref().is_some_and(|s| Arc::ptr_eq(s, space))
+            && let Ok(i) = self.sets.binary_search_by_key(&set_key(nets), |s| s.0)
+        {
+            return self.sets[i].2;
+        }
+        Whereabouts::of(nets, space)
+    }
+
+    /// How many sets are judged in advance.
+    pub(crate) fn len(&self) -> usize {
+        self.sets.len()
+    }
 }
 
 /// An external block of the layer model: an address set.
@@ -241,12 +337,18 @@ fn set_block(
     field: Option<Shared<str>>,
     text: Shared<str>,
     nets: Arc<IpSet>,
-    space: &AddressSpace,
+    snapshot: &Snapshot,
     default_allow: bool,
 ) -> ExternalBlock {
     // Shared: an empty slice behind an Arc is still an allocation.
     static NO_EXCEPTS: LazyLock<Shared<[String]>> = LazyLock::new(|| Vec::new().into());
-    let mainland = nets.is_subset_of(&space.inside);
+    let space = &*snapshot.address_space;
+    let Whereabouts {
+        mainland,
+        in_cluster,
+    } = snapshot
+        .rule_whereabouts()
+        .of(&nets, &snapshot.address_space);
     let example = (!mainland)
         .then(|| nets.first_outside(&space.inside))
         .flatten();
@@ -257,7 +359,7 @@ fn set_block(
         cidr: text,
         except: NO_EXCEPTS.clone(),
         mainland,
-        in_cluster: nets.is_subset_of(&space.cluster),
+        in_cluster,
         allowed_by: Vec::new(),
         country: example.and_then(|a| space.country(a)),
         example_outside: example.map(|a| a.to_string()),
