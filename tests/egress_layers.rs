@@ -687,13 +687,20 @@ fn rule_answers_judged_in_advance_follow_the_address_data_and_policies() {
     // A policy added after the table was built is judged on the spot.
     let mut opened = s.clone();
     let open = cnp("open", json!([{"toCIDR": [ABROAD]}]));
-    assert!(opened.network.add_layer_object("cilium.io/v2", "CiliumNetworkPolicy", &open));
+    assert!(
+        opened
+            .network
+            .add_layer_object("cilium.io/v2", "CiliumNetworkPolicy", &open)
+    );
     assert_eq!(egress_codes(&opened), vec![EgressOutsideMainland]);
     // The original snapshot, sharing the table, is unchanged.
     assert_eq!(egress_codes(&s), vec![]);
 
     // A policy replaced by one of the same name reaching abroad.
     let replaced = cnp("to-cn", json!([{"toCIDR": [ABROAD]}]));
-    assert!(s.network.add_layer_object("cilium.io/v2", "CiliumNetworkPolicy", &replaced));
+    assert!(
+        s.network
+            .add_layer_object("cilium.io/v2", "CiliumNetworkPolicy", &replaced)
+    );
     assert_eq!(egress_codes(&s), vec![EgressOutsideMainland]);
 }

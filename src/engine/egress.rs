@@ -168,7 +168,7 @@ fn layered_egress(workload: &Workload, snapshot: &Snapshot, eff: &mut EffectiveE
         .map(|np| &*np.layer)
         .collect();
     let layers = &snapshot.network.layers;
-    let reach = match sem.cni {
+    let mut reach = match sem.cni {
         Cni::Kubernetes => kubernetes_reach(&nps, layers, &pod),
         Cni::Calico => calico_reach(&nps, layers, &pod),
         Cni::Cilium => cilium_reach(&nps, layers, &pod, sem.cilium_enforcement),
@@ -188,22 +188,25 @@ fn layered_egress(workload: &Workload, snapshot: &Snapshot, eff: &mut EffectiveE
         });
     }
     let mut seen: Vec<Shared<str>> = Vec::new();
-    for g in &reach.grants {
+    // Taken, not cloned: each clone of a shared text or set is an atomic
+    // count to raise and lower again, and there is one grant per rule.
+    let grants = std::mem::take(&mut reach.grants);
+    for g in grants {
         // Grants come policy by policy: a repeat is the last one.
         if seen.last() != Some(&g.reference) {
             seen.push(g.reference.clone());
         }
-        if let Some(why) = &g.unknown {
+        if let Some(why) = g.unknown {
             eff.allow_all_rules.push(RuleRef {
-                network_policy: g.reference.clone(),
+                network_policy: g.reference,
                 rule: g.index,
-                reason: why.en.clone(),
-                reason_zh: why.zh.clone(),
+                reason: why.en,
+                reason_zh: why.zh,
                 malformed: true,
             });
         } else if g.everything {
             eff.allow_all_rules.push(RuleRef {
-                network_policy: g.reference.clone(),
+                network_policy: g.reference,
                 rule: g.index,
                 reason: format!("{} ({}) allows every destination", g.field, g.text).into(),
                 reason_zh: format!("{}（{}）允许访问任意目的地", g.field, g.text).into(),
@@ -211,11 +214,11 @@ fn layered_egress(workload: &Workload, snapshot: &Snapshot, eff: &mut EffectiveE
             });
         } else {
             eff.external_blocks.push(set_block(
-                g.reference.clone(),
+                g.reference,
                 g.index,
-                Some(g.field.clone()),
-                g.text.clone(),
-                Arc::clone(&g.nets),
+                Some(g.field),
+                g.text,
+                g.nets,
                 snapshot,
                 false,
             ));
