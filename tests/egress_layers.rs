@@ -7,8 +7,8 @@ use jiff::Timestamp;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use residency_guard::api::ResidencyPolicy;
 use residency_guard::engine::{
-    AddressSpace, Catalogue, CiliumEnforcement, Cni, Code, EgressSemantics, Snapshot, Workload,
-    evaluate,
+    AddressSpace, Catalogue, CiliumEnforcement, Cni, Code, EgressSemantics, IpSet, Snapshot,
+    Workload, evaluate,
 };
 use serde_json::{Value, json};
 
@@ -60,9 +60,8 @@ fn snapshot(cni: Cni, mode: CiliumEnforcement, objects: &[Value], egress: Value)
     s
 }
 
-fn codes_with(cni: Cni, mode: CiliumEnforcement, objects: &[Value], egress: Value) -> Vec<Code> {
-    let s = snapshot(cni, mode, objects, egress);
-    let v = evaluate(&s, &deployment(), now()).unwrap();
+fn egress_codes(s: &Snapshot) -> Vec<Code> {
+    let v = evaluate(s, &deployment(), now()).unwrap();
     let mut codes: Vec<Code> = v
         .violations()
         .map(|(_, v)| v.code)
@@ -71,6 +70,22 @@ fn codes_with(cni: Cni, mode: CiliumEnforcement, objects: &[Value], egress: Valu
     codes.sort_by_key(|c| c.as_str());
     codes.dedup();
     codes
+}
+
+/// Every row is judged twice: each rule's addresses judged on the spot,
+/// and looked up from the snapshot's table (`judge_egress_rules`, as
+/// `SnapshotBuilder::build` does). The verdicts must be the same.
+fn codes_with(cni: Cni, mode: CiliumEnforcement, objects: &[Value], egress: Value) -> Vec<Code> {
+    let mut s = snapshot(cni, mode, objects, egress);
+    let on_the_spot = evaluate(&s, &deployment(), now()).unwrap();
+    s.judge_egress_rules();
+    let looked_up = evaluate(&s, &deployment(), now()).unwrap();
+    assert_eq!(
+        format!("{on_the_spot:?}"),
+        format!("{looked_up:?}"),
+        "judged in advance or on the spot, the verdict is the same"
+    );
+    egress_codes(&s)
 }
 
 fn codes(cni: Cni, objects: &[Value]) -> Vec<Code> {
@@ -638,4 +653,54 @@ fn a_layer_change_that_opens_egress_is_what_the_webhook_denies() {
         now(),
     );
     assert!(change.opened.is_empty(), "{change:?}");
+}
+
+/// The table of rule answers built with the snapshot is never stale: after
+/// the address data or the policies change, a rule is judged against what
+/// the snapshot holds now.
+#[test]
+fn rule_answers_judged_in_advance_follow_the_address_data_and_policies() {
+    let c = Cni::Cilium;
+    let objects = [cnp("to-cn", json!([{"toCIDR": [MAINLAND]}]))];
+    let mut s = snapshot(
+        c,
+        CiliumEnforcement::Default,
+        &objects,
+        json!({"mode": "MainlandOnly"}),
+    );
+    assert!(s.judge_egress_rules() >= 1);
+    assert_eq!(egress_codes(&s), vec![]);
+
+    // New address data in which MAINLAND is not mainland China: the rule's
+    // answer in the table was judged against the old data and is not read.
+    let mut moved = s.clone();
+    moved.address_space = std::sync::Arc::new(
+        (*moved.address_space)
+            .clone()
+            .with_mainland(IpSet::from_nets(["1.0.2.0/24".parse().unwrap()])),
+    );
+    assert_eq!(egress_codes(&moved), vec![EgressOutsideMainland]);
+    // Judged again against the new data: the same.
+    moved.judge_egress_rules();
+    assert_eq!(egress_codes(&moved), vec![EgressOutsideMainland]);
+
+    // A policy added after the table was built is judged on the spot.
+    let mut opened = s.clone();
+    let open = cnp("open", json!([{"toCIDR": [ABROAD]}]));
+    assert!(
+        opened
+            .network
+            .add_layer_object("cilium.io/v2", "CiliumNetworkPolicy", &open)
+    );
+    assert_eq!(egress_codes(&opened), vec![EgressOutsideMainland]);
+    // The original snapshot, sharing the table, is unchanged.
+    assert_eq!(egress_codes(&s), vec![]);
+
+    // A policy replaced by one of the same name reaching abroad.
+    let replaced = cnp("to-cn", json!([{"toCIDR": [ABROAD]}]));
+    assert!(
+        s.network
+            .add_layer_object("cilium.io/v2", "CiliumNetworkPolicy", &replaced)
+    );
+    assert_eq!(egress_codes(&s), vec![EgressOutsideMainland]);
 }

@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -24,7 +24,9 @@ use super::layers::{
     kubernetes_reach,
 };
 use super::messages::MessageContext;
-use super::network::{AddressSpace, CompiledNetworkPolicy, EMPTY_TO, EvidenceCounts, NO_TO, Peer};
+use super::network::{
+    AddressSpace, CompiledNetworkPolicy, EMPTY_TO, EvidenceCounts, NO_TO, NetworkIndex, Peer,
+};
 use super::policy::{CompiledPolicy, domain_allowed};
 use super::shared::Shared;
 use super::text::{Message, Text};
@@ -152,7 +154,6 @@ fn uses_layers(snapshot: &Snapshot) -> bool {
 
 /// The effective egress across every enforcing layer, in the CNI's order.
 fn layered_egress(workload: &Workload, snapshot: &Snapshot, eff: &mut EffectiveEgress) {
-    let space = &snapshot.address_space;
     let sem = snapshot.network.semantics;
     static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
     let ns_labels = snapshot
@@ -167,13 +168,16 @@ fn layered_egress(workload: &Workload, snapshot: &Snapshot, eff: &mut EffectiveE
         .map(|np| &*np.layer)
         .collect();
     let layers = &snapshot.network.layers;
-    let reach = match sem.cni {
+    let mut reach = match sem.cni {
         Cni::Kubernetes => kubernetes_reach(&nps, layers, &pod),
         Cni::Calico => calico_reach(&nps, layers, &pod),
         Cni::Cilium => cilium_reach(&nps, layers, &pod, sem.cilium_enforcement),
     };
     eff.cni = Some(sem.cni);
     eff.isolated = reach.restricted || !reach.unreadable.is_empty();
+    // At their final size: the blocks are large, and growing copies them.
+    eff.external_blocks.reserve_exact(reach.grants.len() + 1);
+    eff.allow_all_rules.reserve(reach.unreadable.len());
     for (policy, why) in &reach.unreadable {
         eff.allow_all_rules.push(RuleRef {
             network_policy: policy.clone(),
@@ -184,22 +188,25 @@ fn layered_egress(workload: &Workload, snapshot: &Snapshot, eff: &mut EffectiveE
         });
     }
     let mut seen: Vec<Shared<str>> = Vec::new();
-    for g in &reach.grants {
+    // Taken, not cloned: each clone of a shared text or set is an atomic
+    // count to raise and lower again, and there is one grant per rule.
+    let grants = std::mem::take(&mut reach.grants);
+    for g in grants {
         // Grants come policy by policy: a repeat is the last one.
         if seen.last() != Some(&g.reference) {
             seen.push(g.reference.clone());
         }
-        if let Some(why) = &g.unknown {
+        if let Some(why) = g.unknown {
             eff.allow_all_rules.push(RuleRef {
-                network_policy: g.reference.clone(),
+                network_policy: g.reference,
                 rule: g.index,
-                reason: why.en.clone(),
-                reason_zh: why.zh.clone(),
+                reason: why.en,
+                reason_zh: why.zh,
                 malformed: true,
             });
         } else if g.everything {
             eff.allow_all_rules.push(RuleRef {
-                network_policy: g.reference.clone(),
+                network_policy: g.reference,
                 rule: g.index,
                 reason: format!("{} ({}) allows every destination", g.field, g.text).into(),
                 reason_zh: format!("{}（{}）允许访问任意目的地", g.field, g.text).into(),
@@ -207,12 +214,12 @@ fn layered_egress(workload: &Workload, snapshot: &Snapshot, eff: &mut EffectiveE
             });
         } else {
             eff.external_blocks.push(set_block(
-                g.reference.clone(),
+                g.reference,
                 g.index,
-                Some(g.field.clone()),
-                g.text.clone(),
-                g.nets.clone(),
-                space,
+                Some(g.field),
+                g.text,
+                g.nets,
+                snapshot,
                 false,
             ));
         }
@@ -225,13 +232,105 @@ fn layered_egress(workload: &Workload, snapshot: &Snapshot, eff: &mut EffectiveE
             0,
             None,
             text.into(),
-            reach.default_allowed.clone(),
-            space,
+            Arc::new(reach.default_allowed.clone()),
+            snapshot,
             true,
         ));
     }
     eff.domains = reach.domains;
     eff.layers = reach.decisions;
+}
+
+/// Where a set of addresses lies: what a grant's block is judged on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Whereabouts {
+    /// Inside mainland China or the cluster's own networks.
+    mainland: bool,
+    /// Inside the cluster's own networks.
+    in_cluster: bool,
+}
+
+impl Whereabouts {
+    fn of(nets: &IpSet, space: &AddressSpace) -> Whereabouts {
+        Whereabouts {
+            mainland: nets.is_subset_of(&space.inside),
+            in_cluster: nets.is_subset_of(&space.cluster),
+        }
+    }
+}
+
+/// Where each projected egress rule's addresses lie, judged once when the
+/// snapshot is built rather than on every check: the answer depends on the
+/// rule and the address data, not on the pod. A grant that keeps its
+/// rule's whole set (it shares the rule's `Arc`, see `layers::grant`)
+/// reads it here.
+///
+/// Keyed by the identity of each rule's shared set, which the table holds
+/// (so no other set can take its address, and the set behind it cannot
+/// change), and tied to the address data it was judged against (also
+/// held): under other address data, or for a set it does not hold (a rule
+/// added since, a grant narrowed by an earlier rule), the set is judged
+/// on the spot. So it is never stale, only sometimes unused; building it
+/// again after changing the policies or the address data restores the fast
+/// path.
+#[derive(Clone, Default)]
+pub(crate) struct RuleWhereabouts {
+    space: Option<Arc<AddressSpace>>,
+    /// By the address of the set, ascending.
+    sets: Vec<(usize, Arc<IpSet>, Whereabouts)>,
+}
+
+impl std::fmt::Debug for RuleWhereabouts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RuleWhereabouts({} sets)", self.sets.len())
+    }
+}
+
+fn set_key(nets: &Arc<IpSet>) -> usize {
+    Arc::as_ptr(nets).addr()
+}
+
+impl RuleWhereabouts {
+    /// Judge the addresses of every rule of every layer, NetworkPolicy
+    /// included, against `space`.
+    pub(crate) fn new(network: &NetworkIndex, space: &Arc<AddressSpace>) -> RuleWhereabouts {
+        let mut sets: Vec<(usize, Arc<IpSet>, Whereabouts)> = network
+            .layers
+            .policies
+            .iter()
+            .chain(network.network_policy_layers())
+            .flat_map(|p| &p.rules)
+            .filter(|r| r.unknown.is_none() && !r.nets.is_empty())
+            .map(|r| {
+                let at = Whereabouts::of(&r.nets, space);
+                (set_key(&r.nets), Arc::clone(&r.nets), at)
+            })
+            .collect();
+        sets.sort_unstable_by_key(|s| s.0);
+        // A set shared by several rules (every address) once.
+        sets.dedup_by_key(|s| s.0);
+        sets.shrink_to_fit();
+        RuleWhereabouts {
+            space: Some(Arc::clone(space)),
+            sets,
+        }
+    }
+
+    /// Where `nets` lies under `space`: from the table when it holds that
+    /// very set judged against that very address data, else judged now.
+    fn of(&self, nets: &Arc<IpSet>, space: &Arc<AddressSpace>) -> Whereabouts {
+        if self.space.as_ref().is_some_and(|s| Arc::ptr_eq(s, space))
+            && let Ok(i) = self.sets.binary_search_by_key(&set_key(nets), |s| s.0)
+        {
+            return self.sets[i].2;
+        }
+        Whereabouts::of(nets, space)
+    }
+
+    /// How many sets are judged in advance.
+    pub(crate) fn len(&self) -> usize {
+        self.sets.len()
+    }
 }
 
 /// An external block of the layer model: an address set.
@@ -240,11 +339,19 @@ fn set_block(
     rule: usize,
     field: Option<Shared<str>>,
     text: Shared<str>,
-    nets: IpSet,
-    space: &AddressSpace,
+    nets: Arc<IpSet>,
+    snapshot: &Snapshot,
     default_allow: bool,
 ) -> ExternalBlock {
-    let mainland = nets.is_subset_of(&space.inside);
+    // Shared: an empty slice behind an Arc is still an allocation.
+    static NO_EXCEPTS: LazyLock<Shared<[String]>> = LazyLock::new(|| Vec::new().into());
+    let space = &*snapshot.address_space;
+    let Whereabouts {
+        mainland,
+        in_cluster,
+    } = snapshot
+        .rule_whereabouts()
+        .of(&nets, &snapshot.address_space);
     let example = (!mainland)
         .then(|| nets.first_outside(&space.inside))
         .flatten();
@@ -253,14 +360,14 @@ fn set_block(
         rule,
         peer: 0,
         cidr: text,
-        except: Vec::new().into(),
+        except: NO_EXCEPTS.clone(),
         mainland,
-        in_cluster: nets.is_subset_of(&space.cluster),
+        in_cluster,
         allowed_by: Vec::new(),
         country: example.and_then(|a| space.country(a)),
         example_outside: example.map(|a| a.to_string()),
         net: None,
-        reach: Some(Arc::new(nets)),
+        reach: Some(nets),
         field,
         default_allow,
     }

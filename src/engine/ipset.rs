@@ -243,12 +243,26 @@ impl<T: RangeInt> RangeSet<T> {
     /// block is thousands of ranges). Walks `self` merging with `other`,
     /// skipping to each range of `self` by binary search.
     pub fn subtract_within(&self, other: &Self, limit: usize) -> Option<Self> {
-        let b = &other.ranges;
         let mut out = Vec::with_capacity(self.ranges.len().min(limit));
+        self.subtract_within_into(other, limit, &mut out)
+            .then_some(RangeSet { ranges: out })
+    }
+
+    /// `self \ other` written into `out` (cleared first), reusing its
+    /// allocation: for a set narrowed rule after rule.
+    pub fn subtract_into(&self, other: &Self, out: &mut Self) {
+        out.ranges.clear();
+        self.subtract_within_into(other, usize::MAX, &mut out.ranges);
+    }
+
+    /// `self \ other` appended to `out` (empty on entry); false when it
+    /// would have more than `limit` ranges (then `out` holds a prefix).
+    fn subtract_within_into(&self, other: &Self, limit: usize, out: &mut Vec<(T, T)>) -> bool {
+        let b = &other.ranges;
         let mut j = 0usize;
         'outer: for &(s, e) in &self.ranges {
             if out.len() > limit {
-                return None;
+                return false;
             }
             // Binary search: `other` is often the mainland set (thousands
             // of ranges) and `self` one block.
@@ -257,7 +271,7 @@ impl<T: RangeInt> RangeSet<T> {
             let mut k = j;
             loop {
                 if out.len() > limit {
-                    return None;
+                    return false;
                 }
                 match b.get(k) {
                     Some(&(bs, be)) if bs <= e => {
@@ -282,7 +296,7 @@ impl<T: RangeInt> RangeSet<T> {
                 }
             }
         }
-        (out.len() <= limit).then_some(RangeSet { ranges: out })
+        out.len() <= limit
     }
 
     /// `self ∩ other`, by a linear merge.
@@ -319,6 +333,24 @@ impl<T: RangeInt> RangeSet<T> {
             }
         }
         true
+    }
+
+    /// Whether `self` and `other` share an element, by a linear merge
+    /// that stops at the first overlap (no set is built).
+    pub fn intersects(&self, other: &Self) -> bool {
+        let (a, b) = (&self.ranges, &other.ranges);
+        let (mut i, mut j) = (0, 0);
+        while let (Some(&(as_, ae)), Some(&(bs, be))) = (a.get(i), b.get(j)) {
+            if max(as_, bs) <= min(ae, be) {
+                return true;
+            }
+            if ae < be {
+                i += 1;
+            } else {
+                j += 1;
+            }
+        }
+        false
     }
 
     /// The smallest element of `self` that is not in `other`, if any.
@@ -571,6 +603,17 @@ impl IpSet {
             v4: self.v4.intersect(&other.v4),
             v6: self.v6.intersect(&other.v6),
         }
+    }
+
+    /// `self \ other` written into `out`, reusing its allocations.
+    pub fn subtract_into(&self, other: &IpSet, out: &mut IpSet) {
+        self.v4.subtract_into(&other.v4, &mut out.v4);
+        self.v6.subtract_into(&other.v6, &mut out.v6);
+    }
+
+    /// Whether `self` and `other` share an address.
+    pub fn intersects(&self, other: &IpSet) -> bool {
+        self.v4.intersects(&other.v4) || self.v6.intersects(&other.v6)
     }
 
     /// Whether every address of `self` is in `other`.
@@ -1174,6 +1217,19 @@ mod tests {
                 }
                 None => prop_assert!(full.len() > limit),
             }
+        }
+
+        #[test]
+        fn subtract_into_and_intersects_match_model(a in arb_set(), b in arb_set(), junk in arb_set()) {
+            // `out` starts with other contents: they must not leak through.
+            let mut out = junk;
+            a.subtract_into(&b, &mut out);
+            assert_invariant(&out);
+            prop_assert_eq!(&out, &a.subtract(&b));
+            let (ma, mb) = (bits_of(&a), bits_of(&b));
+            let overlap = (0..256).any(|i| ma[i] && mb[i]);
+            prop_assert_eq!(a.intersects(&b), overlap);
+            prop_assert_eq!(b.intersects(&a), overlap);
         }
 
         #[test]

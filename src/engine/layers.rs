@@ -397,8 +397,9 @@ pub struct Grant {
     pub index: usize,
     pub field: Shared<str>,
     pub text: Shared<str>,
-    /// The part of the rule's addresses that no earlier rule decided.
-    pub nets: IpSet,
+    /// The part of the rule's addresses that no earlier rule decided:
+    /// the rule's own set, shared, when nothing earlier took any of it.
+    pub nets: Arc<IpSet>,
     /// The rule names every destination and nothing earlier took any.
     pub everything: bool,
     pub unknown: Option<Unknown>,
@@ -423,7 +424,8 @@ pub struct LayerDecision {
 /// What a decision covers: addresses, or what cannot be known.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RangesOrUnknown {
-    Set(IpSet),
+    /// Shared with the rule or grant it comes from, not copied.
+    Set(Arc<IpSet>),
     Unknown,
 }
 
@@ -530,7 +532,7 @@ fn applying<'a>(
     out
 }
 
-fn grant(reach: &mut Reach, p: &LayerPolicy, r: &LayerRule, nets: IpSet, everything: bool) {
+fn grant(reach: &mut Reach, p: &LayerPolicy, r: &LayerRule, nets: Arc<IpSet>, everything: bool) {
     if r.unknown.is_none() && nets.is_empty() {
         return;
     }
@@ -541,7 +543,7 @@ fn grant(reach: &mut Reach, p: &LayerPolicy, r: &LayerRule, nets: IpSet, everyth
         ranges: if r.unknown.is_some() {
             RangesOrUnknown::Unknown
         } else {
-            RangesOrUnknown::Set(nets.clone())
+            RangesOrUnknown::Set(Arc::clone(&nets))
         },
     });
     reach.grants.push(Grant {
@@ -571,7 +573,7 @@ fn closed(
     by: Shared<str>,
     field: Option<Shared<str>>,
     outcome: &'static str,
-    set: &IpSet,
+    set: Arc<IpSet>,
 ) {
     if set.is_empty() {
         return;
@@ -580,14 +582,48 @@ fn closed(
         by,
         field,
         outcome,
-        ranges: RangesOrUnknown::Set(set.clone()),
+        ranges: RangesOrUnknown::Set(set),
     });
+}
+
+/// The part of a rule's addresses still pending: the rule's own set,
+/// shared, when all of it is (the common case: earlier rules name other
+/// addresses), else the intersection.
+fn still_pending(rule: &Arc<IpSet>, pending: &IpSet) -> Arc<IpSet> {
+    if rule.is_subset_of(pending) {
+        Arc::clone(rule)
+    } else {
+        Arc::new(rule.intersect(pending))
+    }
+}
+
+/// `pending \ taken`, in place: `scratch` receives the result and the two
+/// swap, so narrowing rule after rule allocates only while sets grow.
+fn take(pending: &mut IpSet, taken: &IpSet, scratch: &mut IpSet) {
+    if taken.is_empty() {
+        return;
+    }
+    pending.subtract_into(taken, scratch);
+    std::mem::swap(pending, scratch);
+}
+
+/// Grants and decisions at most `rules` rules can add, reserved at once.
+fn reserve(reach: &mut Reach, rules: usize) {
+    reach.grants.reserve(rules);
+    reach.decisions.reserve(rules + 2);
 }
 
 /// First-match evaluation through ordered tiers (Kubernetes' and Calico's
 /// orders), over address sets.
 fn run_tiers(tiers: Vec<TierRun<'_>>, mut reach: Reach) -> Reach {
     let mut pending: IpSet = (**EVERYWHERE).clone();
+    let mut scratch = IpSet::new();
+    let rules = tiers
+        .iter()
+        .flat_map(|t| &t.policies)
+        .map(|p| p.rules.len())
+        .sum::<usize>();
+    reserve(&mut reach, rules + tiers.len());
     for tier in tiers {
         if tier.policies.is_empty() {
             continue;
@@ -600,40 +636,42 @@ fn run_tiers(tiers: Vec<TierRun<'_>>, mut reach: Reach) -> Reach {
                     RuleAction::Allow => {
                         domains_of(&mut reach, p, r);
                         if r.unknown.is_some() {
-                            grant(&mut reach, p, r, IpSet::new(), false);
+                            grant(&mut reach, p, r, Arc::new(IpSet::new()), false);
                             continue;
                         }
-                        let m = r.nets.intersect(&pending);
-                        let everything = r.everything && m == **EVERYWHERE;
+                        let m = still_pending(&r.nets, &pending);
+                        let everything = r.everything && *m == **EVERYWHERE;
                         if !r.partial {
-                            pending = pending.subtract(&m);
+                            take(&mut pending, &m, &mut scratch);
                         }
                         grant(&mut reach, p, r, m, everything);
                     }
                     RuleAction::Deny if !r.partial && r.unknown.is_none() => {
-                        let m = r.nets.intersect(&pending);
-                        pending = pending.subtract(&m);
+                        let m = still_pending(&r.nets, &pending);
+                        take(&mut pending, &m, &mut scratch);
                         closed(
                             &mut reach,
                             p.reference.clone(),
                             Some(r.field.clone()),
                             "denied",
-                            &m,
+                            m,
                         );
                     }
                     RuleAction::Pass if r.unknown.is_none() => {
-                        let m = r.nets.intersect(&pending);
+                        let m = still_pending(&r.nets, &pending);
                         if !r.partial {
-                            pending = pending.subtract(&m);
+                            take(&mut pending, &m, &mut scratch);
+                        }
+                        if !m.is_empty() {
+                            passed = passed.union(&m);
                         }
                         closed(
                             &mut reach,
                             p.reference.clone(),
                             Some(r.field.clone()),
                             "passed",
-                            &m,
+                            m,
                         );
-                        passed = passed.union(&m);
                     }
                     RuleAction::Deny | RuleAction::Pass | RuleAction::Log => {}
                 }
@@ -642,13 +680,15 @@ fn run_tiers(tiers: Vec<TierRun<'_>>, mut reach: Reach) -> Reach {
         if tier.default_pass {
             pending = pending.union(&passed);
         } else {
-            closed(
-                &mut reach,
-                tier.label.clone(),
-                None,
-                "defaultDenied",
-                &pending,
-            );
+            if !pending.is_empty() {
+                closed(
+                    &mut reach,
+                    tier.label.clone(),
+                    None,
+                    "defaultDenied",
+                    Arc::new(pending),
+                );
+            }
             pending = passed;
         }
     }
@@ -658,7 +698,7 @@ fn run_tiers(tiers: Vec<TierRun<'_>>, mut reach: Reach) -> Reach {
             "the CNI's default allow".into(),
             None,
             "defaultAllowed",
-            &pending,
+            Arc::new(pending.clone()),
         );
     }
     reach.default_allowed = pending;
@@ -833,6 +873,7 @@ pub fn cilium_reach(
     let default_deny =
         mode == CiliumEnforcement::Always || selecting.iter().any(|p| p.default_deny);
     reach.restricted = default_deny || !selecting.is_empty();
+    reserve(&mut reach, selecting.iter().map(|p| p.rules.len()).sum());
     let mut denied = IpSet::new();
     for p in &selecting {
         for r in &p.rules {
@@ -842,7 +883,7 @@ pub fn cilium_reach(
                     p.reference.clone(),
                     Some(r.field.clone()),
                     "denied",
-                    &r.nets,
+                    Arc::clone(&r.nets),
                 );
                 denied = denied.union(&r.nets);
             }
@@ -855,11 +896,16 @@ pub fn cilium_reach(
             }
             domains_of(&mut reach, p, r);
             if r.unknown.is_some() {
-                grant(&mut reach, p, r, IpSet::new(), false);
+                grant(&mut reach, p, r, Arc::new(IpSet::new()), false);
                 continue;
             }
-            let m = r.nets.subtract(&denied);
-            let everything = r.everything && m == **EVERYWHERE;
+            // The rule's own set, shared, unless a deny takes part of it.
+            let m = if r.nets.intersects(&denied) {
+                Arc::new(r.nets.subtract(&denied))
+            } else {
+                Arc::clone(&r.nets)
+            };
+            let everything = r.everything && *m == **EVERYWHERE;
             grant(&mut reach, p, r, m, everything);
         }
     }
@@ -871,7 +917,7 @@ pub fn cilium_reach(
                 .into(),
             None,
             "defaultAllowed",
-            &rest,
+            Arc::new(rest.clone()),
         );
         reach.default_allowed = rest;
     }

@@ -567,6 +567,11 @@ impl NetworkIndex {
             .push((name, target));
     }
 
+    /// Every NetworkPolicy of every namespace, in the layer model.
+    pub(super) fn network_policy_layers(&self) -> impl Iterator<Item = &LayerPolicy> {
+        self.policies.values().flatten().map(|np| &*np.layer)
+    }
+
     pub fn policies_in(&self, namespace: &str) -> &[CompiledNetworkPolicy] {
         self.policies
             .get(namespace)

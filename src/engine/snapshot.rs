@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use super::catalogue::Catalogue;
+use super::egress::RuleWhereabouts;
 use super::network::{AddressSpace, NetworkIndex};
 use super::node_inventory::{ClassifiedNode, FixRegions, NodeInventory};
 use super::nodes::NodeInfo;
@@ -39,6 +40,11 @@ pub struct Snapshot {
     /// PersistentVolumes (located), PersistentVolumeClaims and
     /// StorageClasses (judged); shared when a snapshot is cloned.
     storage: Arc<StorageIndex>,
+    /// Where each egress rule's addresses lie, judged against
+    /// `address_space` when the snapshot is built (`judge_egress_rules`);
+    /// shared when a snapshot is cloned. Never stale, only unused for what
+    /// changed since (see `RuleWhereabouts`).
+    rule_whereabouts: Arc<RuleWhereabouts>,
 }
 
 impl Snapshot {
@@ -48,6 +54,21 @@ impl Snapshot {
             address_space: address_space.into(),
             ..Snapshot::default()
         }
+    }
+
+    /// Judge where every egress rule's addresses lie against the address
+    /// data, once, so that checking a pod only looks the answers up.
+    /// `SnapshotBuilder::build` does it; call it again after changing
+    /// `network` or `address_space` directly (the answers stay correct
+    /// without it, only slower for what changed). Returns how many
+    /// address sets were judged.
+    pub fn judge_egress_rules(&mut self) -> usize {
+        self.rule_whereabouts = Arc::new(RuleWhereabouts::new(&self.network, &self.address_space));
+        self.rule_whereabouts.len()
+    }
+
+    pub(super) fn rule_whereabouts(&self) -> &RuleWhereabouts {
+        &self.rule_whereabouts
     }
 
     /// Replace the node inventory, classifying and indexing each node once.
@@ -200,6 +221,8 @@ impl Snapshot {
             address_space: Arc::clone(&self.address_space),
             inventory: self.inventory.clone(),
             storage,
+            // The rules' sets are shared with this snapshot's: still valid.
+            rule_whereabouts: Arc::clone(&self.rule_whereabouts),
         }
     }
 }
@@ -388,6 +411,7 @@ impl<'m> SnapshotBuilder<'m> {
         if let Some(memory) = self.last_valid {
             memory.0.retain(|id, _| self.seen.contains(id));
         }
+        self.snapshot.judge_egress_rules();
         self.snapshot
     }
 }
