@@ -78,18 +78,7 @@ struct OutsideNodes<'s> {
     first: Vec<&'s ClassifiedNode>,
 }
 
-impl<'s> OutsideNodes<'s> {
-    fn collect(nodes: impl Iterator<Item = &'s ClassifiedNode>) -> Self {
-        let mut outside = OutsideNodes::default();
-        for node in nodes {
-            if outside.first.len() < MAX_NODES_LISTED {
-                outside.first.push(node);
-            }
-            outside.count += 1;
-        }
-        outside
-    }
-
+impl OutsideNodes<'_> {
     fn is_empty(&self) -> bool {
         self.count == 0
     }
@@ -109,27 +98,46 @@ impl<'s> Matching<'s> {
 
     /// Matching nodes `policy` does not accept, in inventory order.
     fn unacceptable(&self, policy: &CompiledPolicy) -> Cow<'_, OutsideNodes<'s>> {
-        let not_mainland = || {
-            self.not_mainland
-                .ones()
-                .filter_map(|i| self.inventory.get(i))
+        // Without allowedNodes a policy accepts exactly the mainland nodes:
+        // the same list for every such policy, built once.
+        let all = || {
+            self.all_not_mainland
+                .get_or_init(|| self.outside(&self.not_mainland))
         };
         if policy.allowed_nodes.is_none() {
-            // Without allowedNodes a policy accepts exactly the mainland
-            // nodes: the same list for every such policy, built once, and
-            // counted by popcount rather than node by node (walking the
-            // envelope's 500 nodes abroad was a third of a denial's
-            // placement check). Every index of the set is a node.
-            return Cow::Borrowed(self.all_not_mainland.get_or_init(|| {
-                let count = self.not_mainland.count_ones(..);
-                let mut first = Vec::with_capacity(count.min(MAX_NODES_LISTED));
-                first.extend(not_mainland().take(MAX_NODES_LISTED));
-                OutsideNodes { count, first }
-            }));
+            return Cow::Borrowed(all());
         }
-        Cow::Owned(OutsideNodes::collect(
-            not_mainland().filter(|n| !node_ok(n, policy)),
-        ))
+        // allowedNodes can vouch only for nodes with a missing or unknown
+        // region: only those are looked at, not every node abroad (at the
+        // envelope, walking its 500 nodes abroad was a third of a
+        // denial's placement check).
+        let mut vouchable = self.not_mainland.clone();
+        vouchable.intersect_with(self.inventory.vouchable());
+        let accepted: Vec<usize> = vouchable
+            .ones()
+            .filter(|&i| self.inventory.get(i).is_some_and(|n| node_ok(n, policy)))
+            .collect();
+        if accepted.is_empty() {
+            return Cow::Borrowed(all());
+        }
+        let mut outside = self.not_mainland.clone();
+        for i in accepted {
+            outside.set(i, false);
+        }
+        Cow::Owned(self.outside(&outside))
+    }
+
+    /// The nodes of `set`: counted by popcount, the first
+    /// `MAX_NODES_LISTED` kept. Every index of the set is a node.
+    fn outside(&self, set: &FixedBitSet) -> OutsideNodes<'s> {
+        let count = set.count_ones(..);
+        let mut first = Vec::with_capacity(count.min(MAX_NODES_LISTED));
+        first.extend(
+            set.ones()
+                .take(MAX_NODES_LISTED)
+                .filter_map(|i| self.inventory.get(i)),
+        );
+        OutsideNodes { count, first }
     }
 }
 
