@@ -553,3 +553,68 @@ fn an_invalid_policy_stays_enforced() {
     assert_eq!(s.policies[0].action, Action::Deny);
     assert!(s.rejected[0].summary().zh.contains("最严格"));
 }
+
+/// Messages written in one language (`Detail::In`, the webhook's answer)
+/// are exactly that language of the bilingual messages, and the verdict is
+/// otherwise the same, for every workload of every fixture and of
+/// examples/cluster.
+#[test]
+fn one_language_messages_equal_that_language_of_both() {
+    use residency_guard::cli::load_inputs;
+    use residency_guard::engine::{Detail, Lang, evaluate_with};
+
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut inputs: Vec<Vec<PathBuf>> = std::fs::read_dir(root.join("tests/fixtures"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .map(|p| vec![p])
+        .collect();
+    let mut example: Vec<PathBuf> = std::fs::read_dir(root.join("examples/cluster"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    example.sort();
+    inputs.push(example);
+    let now: Timestamp = NOW.parse().unwrap();
+    let space =
+        AddressSpace::builtin().with_cluster(parse_cidr_args(&["10.0.0.0/8".into()]).unwrap());
+    let mut messages = 0;
+    for files in &inputs {
+        let base = Snapshot::new(Catalogue::builtin().clone(), space.clone());
+        let loaded =
+            load_inputs(files, base, "default", now).unwrap_or_else(|e| panic!("{files:?}: {e:?}"));
+        for (_, w) in &loaded.workloads {
+            let Ok(full) = evaluate_with(&loaded.snapshot, w, now, Detail::Full) else {
+                continue;
+            };
+            for lang in [Lang::En, Lang::ZhCn] {
+                let mut one = evaluate_with(&loaded.snapshot, w, now, Detail::In(lang)).unwrap();
+                for (p, q) in full.policies.iter().zip(one.policies.iter_mut()) {
+                    assert_eq!(p.violations.len(), q.violations.len());
+                    for (v, u) in p.violations.iter().zip(q.violations.iter_mut()) {
+                        assert!(
+                            !v.message.get(lang).is_empty(),
+                            "{}: {:?}",
+                            w.reference(),
+                            v.code
+                        );
+                        assert_eq!(
+                            u.message.get(lang),
+                            v.message.get(lang),
+                            "{} {:?} in {lang:?}",
+                            w.reference(),
+                            v.code
+                        );
+                        messages += 1;
+                        // The rest of the verdict is the same.
+                        u.message = v.message.clone();
+                    }
+                }
+                assert_eq!(one, full, "{}", w.reference());
+            }
+        }
+    }
+    assert!(messages > 50, "only {messages} messages compared");
+}

@@ -29,7 +29,7 @@ use super::network::{
 };
 use super::policy::{CompiledPolicy, domain_allowed};
 use super::shared::Shared;
-use super::text::{Message, Text};
+use super::text::{Langs, Message, Text};
 use super::verdict::{Code, Notice, Violation};
 use super::workload::PrivilegedContainer;
 use super::{Snapshot, Workload, WorkloadKind};
@@ -443,20 +443,21 @@ pub(crate) fn check(
     // The subject only when there is a violation: most checks find none.
     // The texts are written only when the caller wants messages.
     let lead = |texts: &dyn Fn() -> (String, String, String, String)| {
-        if !ctx.render {
+        if !ctx.langs.any() {
             return Message::default();
         }
         let (en, zh, fix_en, fix_zh) = texts();
         let subject = ctx.subject();
+        let langs = ctx.langs;
         Message {
-            problem: Text {
-                en: format!("{} and policy {p} {rule_en}, but {en}.", subject.en),
-                zh: format!("{}，策略 {p} {rule_zh}，但 {zh}。", subject.zh),
-            },
-            fix: Text {
-                en: format!("{fix_en}{}", stop(&fix_en, ".")),
-                zh: format!("{fix_zh}{}", stop(&fix_zh, "。")),
-            },
+            problem: langs.text(
+                format_args!("{} and policy {p} {rule_en}, but {en}.", subject.en),
+                format_args!("{}，策略 {p} {rule_zh}，但 {zh}。", subject.zh),
+            ),
+            fix: langs.text(
+                format_args!("{fix_en}{}", stop(&fix_en, ".")),
+                format_args!("{fix_zh}{}", stop(&fix_zh, "。")),
+            ),
         }
     };
     let no_evidence = EgressEvidence {
@@ -504,7 +505,7 @@ pub(crate) fn check(
             code: Code::EgressUnrestricted,
             field: format!("NetworkPolicy in namespace {}", ctx.workload.namespace),
             evidence: Evidence::Egress(no_evidence),
-            message: lead(&|| unrestricted_texts(ctx.workload, snapshot)),
+            message: lead(&|| unrestricted_texts(ctx.workload, snapshot, ctx.langs)),
             exempted: false,
         });
         return out;
@@ -657,7 +658,7 @@ fn domain_violations(
         if !cluster_only && domain_allowed(&d.domain, &policy.allowed_domains) {
             continue;
         }
-        let message = if ctx.render {
+        let message = if ctx.langs.any() {
             let subject = ctx.subject();
             let (rule_en, rule_zh, fix_en, fix_zh) = if cluster_only {
                 (
@@ -1024,19 +1025,18 @@ fn near_misses(w: &Workload, snapshot: &Snapshot) -> Vec<NearMiss> {
 }
 
 /// The problem and fix of a pod whose egress no NetworkPolicy isolates:
-/// a near miss when there is one, else an example policy.
-fn unrestricted_texts(w: &Workload, snapshot: &Snapshot) -> (String, String, String, String) {
+/// a near miss when there is one, else an example policy (as
+/// `(en, zh, fix_en, fix_zh)`, the languages not in `langs` empty).
+fn unrestricted_texts(
+    w: &Workload,
+    snapshot: &Snapshot,
+    langs: Langs,
+) -> (String, String, String, String) {
     let ns = &w.namespace;
-    let mut en = format!(
-        "no NetworkPolicy with Egress in its policyTypes selects its pods in namespace {ns}, so they can reach any address"
-    );
-    let mut zh = format!(
-        "命名空间 {ns} 中没有任何 policyTypes 含 Egress 的 NetworkPolicy 选中其 Pod，因此可以访问任意地址"
-    );
     // Under another CNI's semantics, say which layers were read too.
-    if uses_layers(snapshot) {
+    let layers = uses_layers(snapshot).then(|| {
         let sem = snapshot.network.semantics;
-        let (layer_en, layer_zh) = match sem.cni {
+        match sem.cni {
             Cni::Cilium if sem.cilium_enforcement == CiliumEnforcement::Never => (
                 "Cilium's policy enforcement mode is never, so no policy is enforced",
                 "Cilium 的策略执行模式为 never，任何策略都不生效",
@@ -1053,36 +1053,52 @@ fn unrestricted_texts(w: &Workload, snapshot: &Snapshot) -> (String, String, Str
                 "nor does any AdminNetworkPolicy or BaselineAdminNetworkPolicy",
                 "也没有任何 AdminNetworkPolicy 或 BaselineAdminNetworkPolicy 选中它们",
             ),
-        };
-        en = format!(
-            "no NetworkPolicy with Egress in its policyTypes selects its pods in namespace {ns} ({layer_en}), so they can reach any address"
-        );
-        zh = format!(
-            "命名空间 {ns} 中没有任何 policyTypes 含 Egress 的 NetworkPolicy 选中其 Pod（{layer_zh}），因此可以访问任意地址"
-        );
-    }
+        }
+    });
+    let mut problem = match layers {
+        Some((layer_en, layer_zh)) => langs.text(
+            format_args!(
+                "no NetworkPolicy with Egress in its policyTypes selects its pods in namespace {ns} ({layer_en}), so they can reach any address"
+            ),
+            format_args!(
+                "命名空间 {ns} 中没有任何 policyTypes 含 Egress 的 NetworkPolicy 选中其 Pod（{layer_zh}），因此可以访问任意地址"
+            ),
+        ),
+        None => langs.text(
+            format_args!(
+                "no NetworkPolicy with Egress in its policyTypes selects its pods in namespace {ns}, so they can reach any address"
+            ),
+            format_args!(
+                "命名空间 {ns} 中没有任何 policyTypes 含 Egress 的 NetworkPolicy 选中其 Pod，因此可以访问任意地址"
+            ),
+        ),
+    };
     let misses = near_misses(w, snapshot);
     if misses.is_empty() {
         let example = isolating_policy_example(w);
-        return (
-            en,
-            zh,
-            format!("apply a NetworkPolicy that isolates egress, for example:\n{example}"),
-            format!("应用一个限制出站流量的 NetworkPolicy，例如：\n{example}"),
+        let fix = langs.text(
+            format_args!("apply a NetworkPolicy that isolates egress, for example:\n{example}"),
+            format_args!("应用一个限制出站流量的 NetworkPolicy，例如：\n{example}"),
         );
+        return (problem.en, problem.zh, fix.en, fix.zh);
     }
-    let join = |f: &dyn Fn(&NearMiss) -> &str, sep: &str| {
-        misses.iter().map(f).collect::<Vec<_>>().join(sep)
+    let join = |wanted: bool, f: &dyn Fn(&NearMiss) -> &str, sep: &str| {
+        if wanted {
+            misses.iter().map(f).collect::<Vec<_>>().join(sep)
+        } else {
+            String::new()
+        }
     };
-    en.push_str("; nearly: ");
-    en.push_str(&join(&|m| &m.en, "; "));
-    zh.push_str("；接近生效的是：");
-    zh.push_str(&join(&|m| &m.zh, "；"));
+    langs.write(
+        &mut problem,
+        format_args!("; nearly: {}", join(langs.en, &|m| &m.en, "; ")),
+        format_args!("；接近生效的是：{}", join(langs.zh, &|m| &m.zh, "；")),
+    );
     (
-        en,
-        zh,
-        join(&|m| &m.fix_en, "; "),
-        join(&|m| &m.fix_zh, "；"),
+        problem.en,
+        problem.zh,
+        join(langs.en, &|m| &m.fix_en, "; "),
+        join(langs.zh, &|m| &m.fix_zh, "；"),
     )
 }
 

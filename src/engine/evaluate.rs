@@ -14,8 +14,7 @@ use super::messages::{MessageContext, Subjects};
 use super::placement;
 use super::policy::{CompiledPolicy, class_mask};
 use super::storage;
-use super::text::Message;
-use super::text::Text;
+use super::text::{Langs, Message, Text};
 use super::verdict::{
     ClassSource, Code, ExemptionUse, Notice, PolicyOutcome, Verdict, Violation, WorkloadRef,
 };
@@ -147,7 +146,11 @@ fn evaluate_verdict(
         let exempted = exemption_use.as_ref().is_some_and(|e| e.active);
 
         let ctx = MessageContext {
-            render: detail == Detail::Full,
+            langs: match detail {
+                Detail::Full => Langs::BOTH,
+                Detail::In(lang) => Langs::only(lang),
+                Detail::Decision => Langs::NONE,
+            },
             workload,
             policy: &policy.name,
             classes: &matched,
@@ -268,6 +271,10 @@ pub fn evaluate_keeping_storage_evidence(
 pub enum Detail {
     /// Everything, violation messages included.
     Full,
+    /// Everything, with violation messages in `Lang` alone (the other
+    /// language's texts left empty): what a webhook answer carries, at
+    /// about half the cost of writing both.
+    In(super::Lang),
     /// The decision only: every violation's code, field, evidence and
     /// exemption as with `Full`, but its `message` left empty. Writing the
     /// messages is most of the cost of a verdict with violations; the audit
@@ -332,7 +339,7 @@ fn class_propagation_check(
         return None;
     }
     let field = ctx.workload.kind.template_labels_path();
-    let message = if ctx.render {
+    let message = if ctx.langs.any() {
         let w = ctx.workload.reference();
         let names = missing
             .iter()
@@ -351,22 +358,16 @@ fn class_propagation_check(
             _ => "Pod",
         };
         Message {
-            problem: Text {
-                en: format!(
+            problem: ctx.langs.text(format_args!(
                     "{w} declares {DATA_CLASS_LABEL}={names} on metadata.labels, which policy {p} governs, but its pod template ({field}) does not carry that class, so the {creates} it creates are not classified: residency-guard does not judge them, and they can be moved abroad without the `declassify` verb."
-                ),
-                zh: format!(
+                ), format_args!(
                     "{w} 在 metadata.labels 上声明了 {DATA_CLASS_LABEL}={names}（受策略 {p} 约束），但其 Pod 模板（{field}）没有该类别，因此它创建的 {creates_zh} 不带分类：residency-guard 不会判定它们，无需 `declassify` 权限即可把它们移到境外。"
-                ),
-            },
-            fix: Text {
-                en: format!(
+                )),
+            fix: ctx.langs.text(format_args!(
                     "add {DATA_CLASS_LABEL}: {names} to {field} (controllers copy the pod template's labels, not their own, to what they create), or label the Namespace."
-                ),
-                zh: format!(
+                ), format_args!(
                     "在 {field} 中加上 {DATA_CLASS_LABEL}: {names}（控制器把 Pod 模板的标签而不是自身的标签复制给它创建的对象），或给命名空间加上该标签。"
-                ),
-            },
+                )),
         }
     } else {
         Message::default()

@@ -7,14 +7,15 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use super::Workload;
-use super::text::{Text, join_en};
+use super::text::{Langs, Text, join_en};
 use super::verdict::ClassSource;
 use crate::api::{DATA_CLASS_LABEL, DataClass};
 
 /// What every message about this workload and policy needs.
 pub(crate) struct MessageContext<'a> {
-    /// Write violation messages (`Detail::Full`), or leave them empty.
-    pub render: bool,
+    /// The languages violation messages are written in (none: messages
+    /// left empty, `Detail::Decision`).
+    pub langs: Langs,
     pub workload: &'a Workload,
     pub policy: &'a str,
     pub classes: &'a [DataClass],
@@ -43,36 +44,46 @@ impl MessageContext<'_> {
 
     fn write_subject(&self) -> Text {
         let w = self.workload.reference();
-        let en_classes = join_en(self.classes.iter().map(|c| c.describe_en()));
-        let zh_classes = self
-            .classes
-            .iter()
-            .map(|c| c.describe_zh())
-            .collect::<Vec<_>>()
-            .join("、");
-        let src = self.sources.first();
-        let (en_src, zh_src) = match src {
+        let langs = self.langs;
+        let en_classes = if langs.en {
+            join_en(self.classes.iter().map(|c| c.describe_en()))
+        } else {
+            String::new()
+        };
+        let zh_classes = if langs.zh {
+            self.classes
+                .iter()
+                .map(|c| c.describe_zh())
+                .collect::<Vec<_>>()
+                .join("、")
+        } else {
+            String::new()
+        };
+        let mut text = langs.text(
+            format_args!("{w} carries {en_classes}"),
+            format_args!("{w} 处理{zh_classes}"),
+        );
+        match self.sources.first() {
             Some(ClassSource {
                 location,
                 value,
                 inherited_from: Some(owner),
-            }) => (
-                format!(
+            }) => langs.write(
+                &mut text,
+                format_args!(
                     " ({DATA_CLASS_LABEL}={value} on {location} of {owner}, inherited through its controller ownerReferences)"
                 ),
-                format!(
+                format_args!(
                     "（{DATA_CLASS_LABEL}={value}，位于 {owner} 的 {location}，经控制者 ownerReferences 继承）"
                 ),
             ),
-            Some(s) => (
-                format!(" ({DATA_CLASS_LABEL}={} on {})", s.value, s.location),
-                format!("（{DATA_CLASS_LABEL}={}，位于 {}）", s.value, s.location),
+            Some(s) => langs.write(
+                &mut text,
+                format_args!(" ({DATA_CLASS_LABEL}={} on {})", s.value, s.location),
+                format_args!("（{DATA_CLASS_LABEL}={}，位于 {}）", s.value, s.location),
             ),
-            None => (String::new(), String::new()),
-        };
-        Text {
-            en: format!("{w} carries {en_classes}{en_src}"),
-            zh: format!("{w} 处理{zh_classes}{zh_src}"),
+            None => {}
         }
+        text
     }
 }

@@ -97,7 +97,7 @@ pub use shared::Shared;
 pub use snapshot::{LastValid, LiveStorage, NamespaceFacts, Snapshot, SnapshotBuilder};
 pub use storage::storage_evidence;
 pub(crate) use text::join_en;
-pub use text::{Lang, Message, Text, UnknownLang};
+pub use text::{Lang, Langs, Message, Text, UnknownLang};
 pub use verdict::{
     ClassSource, Code, ExemptionUse, Notice, PolicyOutcome, Verdict, Violation, WorkloadRef,
 };

@@ -137,6 +137,9 @@ pub struct NodeInventory {
     /// Nodes the catalogue does not place in mainland China (abroad, or
     /// unverified): the only ones a policy can object to.
     not_mainland: FixedBitSet,
+    /// Of those, the nodes with a missing or unknown region: the only ones
+    /// a policy's `allowedNodes` can vouch for.
+    vouchable: FixedBitSet,
     /// Mainland regions present in the inventory.
     mainland_regions: BTreeSet<String>,
     /// Those a fix may name (see `FixRegions`).
@@ -153,6 +156,7 @@ impl NodeInventory {
         let mut labels: HashMap<String, KeyIndex> = HashMap::new();
         let mut names = KeyIndex::new(len);
         let mut not_mainland = FixedBitSet::with_capacity(len);
+        let mut vouchable = FixedBitSet::with_capacity(len);
         let mut mainland_regions = BTreeSet::new();
         // Unverified nodes by the GA region label they claim: the label a
         // fix pins.
@@ -178,8 +182,9 @@ impl NodeInventory {
                 NodeStanding::Mainland { region } => {
                     mainland_regions.insert(region.clone());
                 }
-                _ => {
+                standing => {
                     not_mainland.insert(i);
+                    vouchable.set(i, standing.vouchable());
                     if let Some(region) = node.info.labels.get(REGION_LABEL) {
                         unverified.entry(region.as_str()).or_insert(i);
                     }
@@ -208,6 +213,7 @@ impl NodeInventory {
             labels,
             names: Some(names),
             not_mainland,
+            vouchable,
             mainland_regions,
             fix_regions,
         }
@@ -239,6 +245,11 @@ impl NodeInventory {
     /// Nodes the catalogue does not place in mainland China.
     pub fn not_mainland(&self) -> &FixedBitSet {
         &self.not_mainland
+    }
+
+    /// Nodes with a missing or unknown region (`NodeStanding::vouchable`).
+    pub fn vouchable(&self) -> &FixedBitSet {
+        &self.vouchable
     }
 
     fn all(&self) -> FixedBitSet {

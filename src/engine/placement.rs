@@ -9,7 +9,6 @@
 use std::borrow::Cow;
 use std::cell::{OnceCell, RefCell};
 use std::collections::BTreeSet;
-use std::fmt::Write;
 use std::rc::Rc;
 
 use super::messages::MessageContext;
@@ -23,7 +22,7 @@ use super::node_inventory::NodeInventory;
 use super::nodes::describe_node;
 use super::selector::{Conjunction, NODE_NAME_FIELD, NodeLabels, Op, Requirement, Space, Term};
 use super::shared::Shared;
-use super::text::{Message, Text};
+use super::text::{Langs, Message, Text};
 use super::verdict::{Code, Violation};
 use super::workload::PodSpecView;
 use super::{ClassifiedNode, Snapshot, Workload, WorkloadKind};
@@ -79,18 +78,7 @@ struct OutsideNodes<'s> {
     first: Vec<&'s ClassifiedNode>,
 }
 
-impl<'s> OutsideNodes<'s> {
-    fn collect(nodes: impl Iterator<Item = &'s ClassifiedNode>) -> Self {
-        let mut outside = OutsideNodes::default();
-        for node in nodes {
-            if outside.first.len() < MAX_NODES_LISTED {
-                outside.first.push(node);
-            }
-            outside.count += 1;
-        }
-        outside
-    }
-
+impl OutsideNodes<'_> {
     fn is_empty(&self) -> bool {
         self.count == 0
     }
@@ -110,22 +98,46 @@ impl<'s> Matching<'s> {
 
     /// Matching nodes `policy` does not accept, in inventory order.
     fn unacceptable(&self, policy: &CompiledPolicy) -> Cow<'_, OutsideNodes<'s>> {
-        let not_mainland = || {
-            self.not_mainland
-                .ones()
-                .filter_map(|i| self.inventory.get(i))
+        // Without allowedNodes a policy accepts exactly the mainland nodes:
+        // the same list for every such policy, built once.
+        let all = || {
+            self.all_not_mainland
+                .get_or_init(|| self.outside(&self.not_mainland))
         };
         if policy.allowed_nodes.is_none() {
-            // Without allowedNodes a policy accepts exactly the mainland
-            // nodes: the same list for every such policy, built once.
-            return Cow::Borrowed(
-                self.all_not_mainland
-                    .get_or_init(|| OutsideNodes::collect(not_mainland())),
-            );
+            return Cow::Borrowed(all());
         }
-        Cow::Owned(OutsideNodes::collect(
-            not_mainland().filter(|n| !node_ok(n, policy)),
-        ))
+        // allowedNodes can vouch only for nodes with a missing or unknown
+        // region: only those are looked at, not every node abroad (at the
+        // envelope, walking its 500 nodes abroad was a third of a
+        // denial's placement check).
+        let mut vouchable = self.not_mainland.clone();
+        vouchable.intersect_with(self.inventory.vouchable());
+        let accepted: Vec<usize> = vouchable
+            .ones()
+            .filter(|&i| self.inventory.get(i).is_some_and(|n| node_ok(n, policy)))
+            .collect();
+        if accepted.is_empty() {
+            return Cow::Borrowed(all());
+        }
+        let mut outside = self.not_mainland.clone();
+        for i in accepted {
+            outside.set(i, false);
+        }
+        Cow::Owned(self.outside(&outside))
+    }
+
+    /// The nodes of `set`: counted by popcount, the first
+    /// `MAX_NODES_LISTED` kept. Every index of the set is a node.
+    fn outside(&self, set: &FixedBitSet) -> OutsideNodes<'s> {
+        let count = set.count_ones(..);
+        let mut first = Vec::with_capacity(count.min(MAX_NODES_LISTED));
+        first.extend(
+            set.ones()
+                .take(MAX_NODES_LISTED)
+                .filter_map(|i| self.inventory.get(i)),
+        );
+        OutsideNodes { count, first }
     }
 }
 
@@ -374,7 +386,7 @@ pub(crate) fn check(
         return vec![Violation {
             code: Code::BoundToNodeOutside,
             field: format!("{prefix}.nodeName"),
-            message: if ctx.render {
+            message: if ctx.langs.any() {
                 bound_message(ctx, prefix, &ev)
             } else {
                 Message::default()
@@ -399,7 +411,7 @@ pub(crate) fn check(
         None if !outside.is_empty() => (Code::NodeOutsideMainland, constraint_field(prefix, facts)),
         None => return Vec::new(),
     };
-    let message = if ctx.render {
+    let message = if ctx.langs.any() {
         let found = Shortfall {
             gap: gap.as_ref(),
             field: &field,
@@ -496,7 +508,7 @@ impl Facts<'_> {
     /// " (cn-north-1 is left out: node liar ...)": the mainland regions the
     /// fix does not offer (of `among`, when given), and the node to correct
     /// for each.
-    fn withheld_note(&self, among: Option<&[String]>) -> Text {
+    fn withheld_note(&self, among: Option<&[String]>, langs: Langs) -> Text {
         let withheld: Vec<(&String, &Shared<NodeEvidence>)> = self
             .fix_regions
             .withheld
@@ -512,20 +524,26 @@ impl Facts<'_> {
                 .map(|(region, node)| (region.as_str(), node.describe(lang)))
                 .collect::<Vec<_>>()
         };
-        let en: Vec<String> = each(super::Lang::En)
-            .into_iter()
-            .map(|(r, n)| {
-                format!("{r} is left out because node {n}; correct or remove that node to use {r}")
-            })
-            .collect();
-        let zh: Vec<String> = each(super::Lang::ZhCn)
-            .into_iter()
-            .map(|(r, n)| format!("未列出 {r}，因为节点 {n}；修正或移除该节点后才能使用 {r}"))
-            .collect();
-        Text {
-            en: format!(" ({})", en.join("; ")),
-            zh: format!("（{}）", zh.join("；")),
+        let mut note = Text::default();
+        if langs.en {
+            let en: Vec<String> = each(super::Lang::En)
+                .into_iter()
+                .map(|(r, n)| {
+                    format!(
+                        "{r} is left out because node {n}; correct or remove that node to use {r}"
+                    )
+                })
+                .collect();
+            note.en = format!(" ({})", en.join("; "));
         }
+        if langs.zh {
+            let zh: Vec<String> = each(super::Lang::ZhCn)
+                .into_iter()
+                .map(|(r, n)| format!("未列出 {r}，因为节点 {n}；修正或移除该节点后才能使用 {r}"))
+                .collect();
+            note.zh = format!("（{}）", zh.join("；"));
+        }
+        note
     }
 
     /// Everything in a placement message after "but": the problem, hints,
@@ -533,12 +551,17 @@ impl Facts<'_> {
     /// the gap and the outside nodes, not on which policy objects, so the
     /// policies governing a workload (which mostly see the same gap) share
     /// one copy and only splice in their name.
-    fn placement_body(&self, workload: &Workload, found: &Shortfall<'_>) -> Rc<Message> {
+    fn placement_body(
+        &self,
+        workload: &Workload,
+        found: &Shortfall<'_>,
+        langs: Langs,
+    ) -> Rc<Message> {
         let mut cache = self.placement_bodies.borrow_mut();
         if let Some((_, text)) = cache.iter().find(|(key, _)| key.is(found)) {
             return Rc::clone(text);
         }
-        let text = Rc::new(write_placement_body(workload, self, found));
+        let text = Rc::new(write_placement_body(workload, self, found, langs));
         cache.push((BodyKey::of(found), Rc::clone(&text)));
         text
     }
@@ -590,20 +613,27 @@ impl BodyKey {
     }
 }
 
-fn write_inventory_clause(kind: WorkloadKind, m: usize, outside: &OutsideNodes<'_>) -> Text {
+fn write_inventory_clause(
+    kind: WorkloadKind,
+    m: usize,
+    outside: &OutsideNodes<'_>,
+    langs: Langs,
+) -> Text {
     if m == 0 {
-        return Text {
-            en: ": no node matches today, and nothing keeps the pods in mainland China when one joins".into(),
-            zh: "：目前没有匹配的节点，但新加入的匹配节点不受中国大陆的约束".into(),
-        };
+        return langs.text(
+            format_args!(
+                ": no node matches today, and nothing keeps the pods in mainland China when one joins"
+            ),
+            format_args!("：目前没有匹配的节点，但新加入的匹配节点不受中国大陆的约束"),
+        );
     }
     if outside.is_empty() {
-        return Text {
-            en: format!(
+        return langs.text(
+            format_args!(
                 ": today all {m} matching nodes are in mainland China, but nothing keeps the pods there when other nodes join"
             ),
-            zh: format!("：目前匹配的 {m} 个节点都在中国大陆，但新加入的节点不受约束"),
-        };
+            format_args!("：目前匹配的 {m} 个节点都在中国大陆，但新加入的节点不受约束"),
+        );
     }
     let daemonset = kind == WorkloadKind::DaemonSet;
     let verb_en = if daemonset {
@@ -616,18 +646,25 @@ fn write_inventory_clause(kind: WorkloadKind, m: usize, outside: &OutsideNodes<'
     } else {
         "可能被调度到这些节点"
     };
-    Text {
-        en: format!(
+    let list = |wanted: bool, lang| {
+        if wanted {
+            node_list(outside, lang)
+        } else {
+            String::new()
+        }
+    };
+    langs.text(
+        format_args!(
             ": {} of {m} matching nodes are outside mainland China or unverified ({}), and the {kind} {verb_en} them",
             outside.count,
-            node_list(outside, super::Lang::En),
+            list(langs.en, super::Lang::En),
         ),
-        zh: format!(
+        format_args!(
             "：{m} 个匹配节点中有 {} 个不在中国大陆或无法核实（{}），{verb_zh}",
             outside.count,
-            node_list(outside, super::Lang::ZhCn)
+            list(langs.zh, super::Lang::ZhCn),
         ),
-    }
+    )
 }
 
 /// The message of a placement violation: "<subject> and policy <p>
@@ -640,57 +677,71 @@ fn placement_message(
     found: &Shortfall<'_>,
 ) -> Message {
     let subject = ctx.subject();
-    let body = facts.placement_body(ctx.workload, found);
+    let langs = ctx.langs;
+    let body = facts.placement_body(ctx.workload, found, langs);
     let p = ctx.policy;
     // Each text allocated once, at its final size (most of the cost of a
-    // verdict with violations is writing its messages). Writing to a
-    // String cannot fail: the results of write! are ignored.
-    let mut problem = Text {
-        en: String::with_capacity(subject.en.len() + body.problem.en.len() + p.len() + 48),
-        zh: String::with_capacity(subject.zh.len() + body.problem.zh.len() + p.len() + 80),
-    };
-    let _ = write!(
-        problem.en,
-        "{} and policy {p} requires mainland-China nodes, but {}.",
-        subject.en, body.problem.en
+    // verdict with violations is writing its messages), in the languages
+    // wanted only.
+    let mut problem = Text::default();
+    let mut fix = Text::default();
+    if langs.en {
+        problem
+            .en
+            .reserve(subject.en.len() + body.problem.en.len() + p.len() + 48);
+        fix.en.reserve(body.fix.en.len() + p.len() + 80);
+    }
+    if langs.zh {
+        problem
+            .zh
+            .reserve(subject.zh.len() + body.problem.zh.len() + p.len() + 80);
+        fix.zh.reserve(body.fix.zh.len() + p.len() + 80);
+    }
+    langs.write(
+        &mut problem,
+        format_args!(
+            "{} and policy {p} requires mainland-China nodes, but {}.",
+            subject.en, body.problem.en
+        ),
+        format_args!(
+            "{}，策略 {p} 要求只能运行在中国大陆节点上，但 {}。",
+            subject.zh, body.problem.zh
+        ),
     );
-    let _ = write!(
-        problem.zh,
-        "{}，策略 {p} 要求只能运行在中国大陆节点上，但 {}。",
-        subject.zh, body.problem.zh
-    );
-    let mut en = String::with_capacity(body.fix.en.len() + p.len() + 80);
-    let mut zh = String::with_capacity(body.fix.zh.len() + p.len() + 80);
-    en.push_str(&body.fix.en);
-    zh.push_str(&body.fix.zh);
+    langs.push(&mut fix, &body.fix);
     if found.gap.is_some() && policy.allowed_nodes.is_some() {
-        let _ = write!(
-            en,
-            ", or select only nodes matching spec.placement.allowedNodes of policy {p}"
-        );
-        let _ = write!(
-            zh,
-            "，或仅选择符合策略 {p} 中 spec.placement.allowedNodes 的节点"
+        langs.write(
+            &mut fix,
+            format_args!(
+                ", or select only nodes matching spec.placement.allowedNodes of policy {p}"
+            ),
+            format_args!("，或仅选择符合策略 {p} 中 spec.placement.allowedNodes 的节点"),
         );
     }
-    en.push('.');
-    zh.push('。');
-    Message {
-        problem,
-        fix: Text { en, zh },
-    }
+    langs.write(&mut fix, format_args!("."), format_args!("。"));
+    Message { problem, fix }
 }
 
 /// See `Facts::placement_body`.
-fn write_placement_body(workload: &Workload, facts: &Facts<'_>, found: &Shortfall<'_>) -> Message {
+fn write_placement_body(
+    workload: &Workload,
+    facts: &Facts<'_>,
+    found: &Shortfall<'_>,
+    langs: Langs,
+) -> Message {
     let Shortfall {
         gap,
         field,
         matching,
         outside,
     } = *found;
-    let mut en = String::with_capacity(512);
-    let mut zh = String::with_capacity(512);
+    let mut problem = Text::default();
+    if langs.en {
+        problem.en.reserve(512);
+    }
+    if langs.zh {
+        problem.zh.reserve(512);
+    }
     let prefix = workload.pod_spec_path();
     // spec.nodeName naming a node that cannot be judged, when that is the
     // field at fault (no required affinity term to blame instead).
@@ -702,22 +753,16 @@ fn write_placement_body(workload: &Workload, facts: &Facts<'_>, found: &Shortfal
         _ if unknown_node.is_some() => {
             let name = unknown_node.unwrap_or_default();
             if matching.is_some() {
-                let _ = write!(
-                    en,
-                    "{field} names node {name}, which is not in the node inventory (an unknown node), so where the pods run cannot be verified"
-                );
-                let _ = write!(
-                    zh,
-                    "{field} 指定的节点 {name} 不在节点清单中（未知节点），无法核实 Pod 运行在哪里"
+                langs.write(
+                    &mut problem,
+                    format_args!("{field} names node {name}, which is not in the node inventory (an unknown node), so where the pods run cannot be verified"),
+                    format_args!("{field} 指定的节点 {name} 不在节点清单中（未知节点），无法核实 Pod 运行在哪里"),
                 );
             } else {
-                let _ = write!(
-                    en,
-                    "{field} names node {name}, and no nodes were given, so that node cannot be verified"
-                );
-                let _ = write!(
-                    zh,
-                    "{field} 指定了节点 {name}，但未提供节点清单，无法核实该节点"
+                langs.write(
+                    &mut problem,
+                    format_args!("{field} names node {name}, and no nodes were given, so that node cannot be verified"),
+                    format_args!("{field} 指定了节点 {name}，但未提供节点清单，无法核实该节点"),
                 );
             }
         }
@@ -728,55 +773,47 @@ fn write_placement_body(workload: &Workload, facts: &Facts<'_>, found: &Shortfal
             let name = &pin.name;
             match &pin.node {
                 Some(node) => {
-                    let _ = write!(
-                        en,
-                        "{field} pins the pods by {NODE_NAME_FIELD} to node {}, which is not in mainland China or cannot be verified",
-                        node.describe(super::Lang::En)
-                    );
-                    let _ = write!(
-                        zh,
-                        "{field} 通过 {NODE_NAME_FIELD} 将 Pod 固定到节点 {}，该节点不在中国大陆或无法核实",
-                        node.describe(super::Lang::ZhCn)
+                    let node_en = langs.en.then(|| node.describe(super::Lang::En));
+                    let node_zh = langs.zh.then(|| node.describe(super::Lang::ZhCn));
+                    let (node_en, node_zh) =
+                        (node_en.unwrap_or_default(), node_zh.unwrap_or_default());
+                    langs.write(
+                        &mut problem,
+                        format_args!("{field} pins the pods by {NODE_NAME_FIELD} to node {}, which is not in mainland China or cannot be verified",
+                            node_en),
+                        format_args!("{field} 通过 {NODE_NAME_FIELD} 将 Pod 固定到节点 {}，该节点不在中国大陆或无法核实",
+                            node_zh),
                     );
                 }
                 None if facts.inventory.is_some() => {
-                    let _ = write!(
-                        en,
-                        "{field} pins the pods by {NODE_NAME_FIELD} to node {name}, which is not in the node inventory (an unknown node), so where they run cannot be verified"
-                    );
-                    let _ = write!(
-                        zh,
-                        "{field} 通过 {NODE_NAME_FIELD} 将 Pod 固定到节点 {name}，该节点不在节点清单中（未知节点），无法核实 Pod 运行在哪里"
+                    langs.write(
+                        &mut problem,
+                        format_args!("{field} pins the pods by {NODE_NAME_FIELD} to node {name}, which is not in the node inventory (an unknown node), so where they run cannot be verified"),
+                        format_args!("{field} 通过 {NODE_NAME_FIELD} 将 Pod 固定到节点 {name}，该节点不在节点清单中（未知节点），无法核实 Pod 运行在哪里"),
                     );
                 }
                 None => {
-                    let _ = write!(
-                        en,
-                        "{field} pins the pods by {NODE_NAME_FIELD} to node {name}, and no nodes were given, so that node cannot be verified"
-                    );
-                    let _ = write!(
-                        zh,
-                        "{field} 通过 {NODE_NAME_FIELD} 将 Pod 固定到节点 {name}，但未提供节点清单，无法核实该节点"
+                    langs.write(
+                        &mut problem,
+                        format_args!("{field} pins the pods by {NODE_NAME_FIELD} to node {name}, and no nodes were given, so that node cannot be verified"),
+                        format_args!("{field} 通过 {NODE_NAME_FIELD} 将 Pod 固定到节点 {name}，但未提供节点清单，无法核实该节点"),
                     );
                 }
             }
         }
         Some(g) if !g.non_mainland_regions.is_empty() => {
             let r = g.non_mainland_regions.join(", ");
-            let _ = write!(
-                en,
-                "{field} allows {REGION_LABEL} {r}, which is not mainland China"
+            langs.write(
+                &mut problem,
+                format_args!("{field} allows {REGION_LABEL} {r}, which is not mainland China"),
+                format_args!("{field} 允许 {REGION_LABEL} 为 {r}，不属于中国大陆"),
             );
-            let _ = write!(zh, "{field} 允许 {REGION_LABEL} 为 {r}，不属于中国大陆");
         }
         Some(g) if g.legacy_values.is_some() => {
-            let _ = write!(
-                en,
-                "{field} pins the deprecated label {LEGACY_REGION_LABEL}, which does not count as a guarantee (a node's GA label {REGION_LABEL} may say otherwise, and the GA label is the one nodes are judged by)"
-            );
-            let _ = write!(
-                zh,
-                "{field} 使用了已弃用的标签 {LEGACY_REGION_LABEL}，它不构成保证（节点的 GA 标签 {REGION_LABEL} 可能与之不同，且判断节点以 GA 标签为准）"
+            langs.write(
+                &mut problem,
+                format_args!("{field} pins the deprecated label {LEGACY_REGION_LABEL}, which does not count as a guarantee (a node's GA label {REGION_LABEL} may say otherwise, and the GA label is the one nodes are judged by)"),
+                format_args!("{field} 使用了已弃用的标签 {LEGACY_REGION_LABEL}，它不构成保证（节点的 GA 标签 {REGION_LABEL} 可能与之不同，且判断节点以 GA 标签为准）"),
             );
         }
         Some(g)
@@ -784,32 +821,35 @@ fn write_placement_body(workload: &Workload, facts: &Facts<'_>, found: &Shortfal
                 || workload.pod.node_selector.iter().flatten().next().is_some()
                 || g.pins_region =>
         {
-            let _ = write!(
-                en,
-                "{field} does not restrict {REGION_LABEL} to mainland-China regions"
+            langs.write(
+                &mut problem,
+                format_args!("{field} does not restrict {REGION_LABEL} to mainland-China regions"),
+                format_args!("{field} 未将 {REGION_LABEL} 限定为中国大陆地域"),
             );
-            let _ = write!(zh, "{field} 未将 {REGION_LABEL} 限定为中国大陆地域");
         }
         Some(_) => {
-            let _ = write!(
-                en,
-                "{field} is not set and there is no required node affinity, so the pods may run on any node"
-            );
-            let _ = write!(
-                zh,
-                "{field} 未设置且没有必需的节点亲和性，Pod 可被调度到任意节点"
+            langs.write(
+                &mut problem,
+                format_args!("{field} is not set and there is no required node affinity, so the pods may run on any node"),
+                format_args!("{field} 未设置且没有必需的节点亲和性，Pod 可被调度到任意节点"),
             );
         }
         None => {
-            let _ = write!(en, "{field} selects nodes that are not in mainland China");
-            let _ = write!(zh, "{field} 选中了不在中国大陆的节点");
+            langs.write(
+                &mut problem,
+                format_args!("{field} selects nodes that are not in mainland China"),
+                format_args!("{field} 选中了不在中国大陆的节点"),
+            );
         }
     }
 
     // Hints about constraints that look like they help but do not.
     if gap.is_some() && facts.has_preferred_affinity {
-        en.push_str(" (preferred affinity is only a preference and guarantees nothing)");
-        zh.push_str("（首选亲和性只是偏好，不构成保证）");
+        langs.write(
+            &mut problem,
+            format_args!(" (preferred affinity is only a preference and guarantees nothing)"),
+            format_args!("（首选亲和性只是偏好，不构成保证）"),
+        );
     }
     // A term that pins by name already names the node it is about.
     let pinned = gap.and_then(|g| g.pinned_node.as_ref());
@@ -819,11 +859,13 @@ fn write_placement_body(workload: &Workload, facts: &Facts<'_>, found: &Shortfal
         && pinned.is_none()
         && matching.is_some()
     {
-        let _ = write!(
-            en,
-            " ({prefix}.nodeName names node {name}, which is not in the node inventory)"
+        langs.write(
+            &mut problem,
+            format_args!(
+                " ({prefix}.nodeName names node {name}, which is not in the node inventory)"
+            ),
+            format_args!("（{prefix}.nodeName 指定的节点 {name} 不在节点清单中）"),
         );
-        let _ = write!(zh, "（{prefix}.nodeName 指定的节点 {name} 不在节点清单中）");
     }
 
     // What the inventory shows today (nothing, for a node it lacks).
@@ -831,28 +873,23 @@ fn write_placement_body(workload: &Workload, facts: &Facts<'_>, found: &Shortfal
         && unknown_node.is_none()
         && pinned.is_none()
     {
-        let clause = write_inventory_clause(workload.kind, m, outside);
-        en.push_str(&clause.en);
-        zh.push_str(&clause.zh);
+        let clause = write_inventory_clause(workload.kind, m, outside, langs);
+        langs.push(&mut problem, &clause);
     }
 
     // The fix.
-    let problem = Text { en, zh };
     let affinity =
         format!("{prefix}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution");
     // The fix, and the mainland regions it leaves out (with why).
     let (mut fix, withheld) = match gap {
         _ if unknown_node.is_some() => {
             let regions = facts.region_fix_list();
-            let fix = Text {
-                en: format!(
+            let fix = langs.text(format_args!(
                     "name a node that exists and is in mainland China, or remove nodeName and add a required node affinity on {REGION_LABEL} In [{regions}] under {affinity}"
-                ),
-                zh: format!(
+                ), format_args!(
                     "指定一个存在且位于中国大陆的节点，或删除 nodeName 并在 {affinity} 中添加必需的节点亲和性 {REGION_LABEL} In [{regions}]"
-                ),
-            };
-            (fix, Some(facts.withheld_note(None)))
+                ));
+            (fix, Some(facts.withheld_note(None, langs)))
         }
         Some(Gap {
             pinned_node: Some(pin),
@@ -871,34 +908,28 @@ fn write_placement_body(workload: &Workload, facts: &Facts<'_>, found: &Shortfal
                         "{}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution",
                         WorkloadKind::DaemonSet.pod_spec_path()
                     );
-                    Text {
-                        en: format!(
+                    langs.text(format_args!(
                             "the DaemonSet controller pins each of its pods to one node this way, replacing the template's node affinity: restrict the pod template of DaemonSet {}/{} to mainland-China nodes (a required node affinity on {REGION_LABEL} In [{regions}] under {ds_affinity}) so that it creates no pod on node {node}",
                             workload.namespace, ds.name
-                        ),
-                        zh: format!(
+                        ), format_args!(
                             "DaemonSet 控制器以这种方式将每个 Pod 固定到一个节点（替换模板中的节点亲和性）：请将 DaemonSet {}/{} 的 Pod 模板限定到中国大陆节点（在 {ds_affinity} 中添加必需的节点亲和性 {REGION_LABEL} In [{regions}]），使其不在节点 {node} 上创建 Pod",
                             workload.namespace, ds.name
-                        ),
-                    }
+                        ))
                 }
-                None => Text {
-                    en: format!(
+                None => langs.text(format_args!(
                         "pin the pods by {NODE_NAME_FIELD} only to nodes that exist and are in mainland China, or add a required node affinity on {REGION_LABEL} In [{regions}] under {affinity}"
-                    ),
-                    zh: format!(
+                    ), format_args!(
                         "仅通过 {NODE_NAME_FIELD} 将 Pod 固定到存在且位于中国大陆的节点，或在 {affinity} 中添加必需的节点亲和性 {REGION_LABEL} In [{regions}]"
-                    ),
-                },
+                    )),
             };
-            (fix, Some(facts.withheld_note(None)))
+            (fix, Some(facts.withheld_note(None, langs)))
         }
         Some(g) if !g.non_mainland_regions.is_empty() => {
             let r = g.non_mainland_regions.join(", ");
-            let fix = Text {
-                en: format!("remove {r} from the allowed regions"),
-                zh: format!("从允许的地域中移除 {r}"),
-            };
+            let fix = langs.text(
+                format_args!("remove {r} from the allowed regions"),
+                format_args!("从允许的地域中移除 {r}"),
+            );
             (fix, None)
         }
         Some(g) => {
@@ -914,25 +945,19 @@ fn write_placement_body(workload: &Workload, facts: &Facts<'_>, found: &Shortfal
                 _ => (facts.region_fix_list(), None),
             };
             let fix = if g.legacy_values.is_some() {
-                Text {
-                    en: format!(
+                langs.text(format_args!(
                         "use the GA key {REGION_LABEL} instead of {LEGACY_REGION_LABEL} in {field} ({REGION_LABEL} In [{regions}])"
-                    ),
-                    zh: format!(
+                    ), format_args!(
                         "在 {field} 中用 GA 标签 {REGION_LABEL} 代替 {LEGACY_REGION_LABEL}（{REGION_LABEL} In [{regions}]）"
-                    ),
-                }
+                    ))
             } else {
-                Text {
-                    en: format!(
+                langs.text(format_args!(
                         "add a required node affinity on {REGION_LABEL} In [{regions}] under {affinity}"
-                    ),
-                    zh: format!(
+                    ), format_args!(
                         "在 {affinity} 中添加必需的节点亲和性 {REGION_LABEL} In [{regions}]"
-                    ),
-                }
+                    ))
             };
-            (fix, Some(facts.withheld_note(among)))
+            (fix, Some(facts.withheld_note(among, langs)))
         }
         None => {
             let fix = Text {
@@ -943,35 +968,42 @@ fn write_placement_body(workload: &Workload, facts: &Facts<'_>, found: &Shortfal
         }
     };
     if let Some(note) = withheld {
-        fix.en.push_str(&note.en);
-        fix.zh.push_str(&note.zh);
+        langs.push(&mut fix, &note);
     }
     Message { problem, fix }
 }
 
 fn bound_message(ctx: &MessageContext<'_>, prefix: &str, node: &NodeEvidence) -> Message {
     let subject = ctx.subject();
+    let langs = ctx.langs;
     let p = ctx.policy;
+    let describe = |wanted: bool, lang| {
+        if wanted {
+            node.describe(lang)
+        } else {
+            String::new()
+        }
+    };
     Message {
-        problem: Text {
-            en: format!(
+        problem: langs.text(
+            format_args!(
                 "{} and policy {p} requires mainland-China nodes, but {prefix}.nodeName binds it to node {}, which is not in mainland China or cannot be verified.",
                 subject.en,
-                node.describe(super::Lang::En)
+                describe(langs.en, super::Lang::En)
             ),
-            zh: format!(
+            format_args!(
                 "{}，策略 {p} 要求只能运行在中国大陆节点上，但 {prefix}.nodeName 将其绑定到节点 {}，该节点不在中国大陆或无法核实。",
                 subject.zh,
-                node.describe(super::Lang::ZhCn)
+                describe(langs.zh, super::Lang::ZhCn)
             ),
-        },
-        fix: Text {
-            en: format!(
+        ),
+        fix: langs.text(
+            format_args!(
                 "run it on a node in mainland China (remove nodeName and add a required node affinity on {REGION_LABEL})."
             ),
-            zh: format!(
+            format_args!(
                 "改为在中国大陆节点上运行（删除 nodeName，并添加 {REGION_LABEL} 的必需节点亲和性）。"
             ),
-        },
+        ),
     }
 }

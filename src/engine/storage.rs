@@ -1023,7 +1023,7 @@ pub(crate) fn check(
             code: f.code,
             field: f.field.clone(),
             evidence: Evidence::Storage(f.evidence.clone()),
-            message: if ctx.render {
+            message: if ctx.langs.any() {
                 let subject = ctx.subject();
                 Message {
                     problem: Text {

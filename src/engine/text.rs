@@ -1,6 +1,8 @@
 //! The vocabulary every message is written in: the two languages, a text
 //! in both, and a violation's message (its problem and its fix, apart).
 
+use std::fmt;
+
 use serde::Serialize;
 
 /// Language of the messages a front end prints.
@@ -68,6 +70,65 @@ impl Text {
 impl std::fmt::Display for Text {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.en)
+    }
+}
+
+/// The languages messages are written in: both (the CLI, reports, the
+/// audit's findings) or the one a webhook answer carries. A text's other
+/// language is left empty, and its arguments are never formatted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Langs {
+    pub en: bool,
+    pub zh: bool,
+}
+
+impl Langs {
+    pub const BOTH: Langs = Langs { en: true, zh: true };
+    pub const NONE: Langs = Langs {
+        en: false,
+        zh: false,
+    };
+
+    pub fn only(lang: Lang) -> Langs {
+        Langs {
+            en: lang == Lang::En,
+            zh: lang == Lang::ZhCn,
+        }
+    }
+
+    /// Is anything written at all?
+    pub fn any(self) -> bool {
+        self.en || self.zh
+    }
+
+    /// A text in these languages; `en` and `zh` are formatted only if
+    /// wanted (`format_args!` formats nothing until written).
+    pub fn text(self, en: fmt::Arguments<'_>, zh: fmt::Arguments<'_>) -> Text {
+        let mut out = Text::default();
+        self.write(&mut out, en, zh);
+        out
+    }
+
+    /// Append to each wanted language of `out`.
+    pub fn write(self, out: &mut Text, en: fmt::Arguments<'_>, zh: fmt::Arguments<'_>) {
+        use std::fmt::Write;
+        // Writing to a String cannot fail.
+        if self.en {
+            let _ = out.en.write_fmt(en);
+        }
+        if self.zh {
+            let _ = out.zh.write_fmt(zh);
+        }
+    }
+
+    /// Append `text`'s wanted languages to `out`.
+    pub fn push(self, out: &mut Text, text: &Text) {
+        if self.en {
+            out.en.push_str(&text.en);
+        }
+        if self.zh {
+            out.zh.push_str(&text.zh);
+        }
     }
 }
 

@@ -426,7 +426,15 @@ fn workload_review<O: WorkloadInput, P: OldInput>(
             });
         }
     }
-    let verdict = match engine::evaluate(judging.snapshot, &workload, judging.now) {
+    // Messages in the answer's language only: the verdict is dropped once
+    // answered, and writing the other language was a third of the cost of
+    // a denial.
+    let verdict = match engine::evaluate_with(
+        judging.snapshot,
+        &workload,
+        judging.now,
+        engine::Detail::In(judging.lang),
+    ) {
         Ok(v) => v,
         Err(e) => {
             decision.result = "error";
