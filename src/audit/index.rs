@@ -986,7 +986,7 @@ fn claim_users(
 /// exemptions lapse then.
 pub fn next_lapse(inv: &Inventory, now: Timestamp) -> Option<(Timestamp, Vec<String>)> {
     let mut next: Option<(Timestamp, Vec<String>)> = None;
-    for p in &inv.snapshot.policies {
+    for p in inv.snapshot.policies.iter() {
         for e in &p.exemptions {
             if e.lapses_at <= now {
                 continue;

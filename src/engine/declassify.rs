@@ -109,7 +109,7 @@ pub fn scope_losses(
     const LISTED: usize = 3;
     let own = classes_named(class_label(Some(old)));
     let mut losses = Vec::new();
-    for policy in &snapshot.policies {
+    for policy in snapshot.policies.iter() {
         let Some(selector) = &policy.namespace_selector else {
             continue;
         };

@@ -24,8 +24,11 @@ use crate::api::ResidencyPolicy;
 /// Everything the decision depends on besides the workload and the time.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
-    pub catalogue: Catalogue,
-    pub policies: Vec<CompiledPolicy>,
+    /// Shared, not copied, when a snapshot is cloned or focused (every
+    /// NetworkPolicy review makes two).
+    pub catalogue: Arc<Catalogue>,
+    /// Shared likewise; a builder appends through `Arc::make_mut`.
+    pub policies: Arc<Vec<CompiledPolicy>>,
     /// Policies that do not compile, with their problems and what is
     /// enforced in their place (that version is in `policies`).
     pub rejected: Vec<RejectedPolicy>,
@@ -50,7 +53,7 @@ pub struct Snapshot {
 impl Snapshot {
     pub fn new(catalogue: Catalogue, address_space: impl Into<Arc<AddressSpace>>) -> Self {
         Snapshot {
-            catalogue,
+            catalogue: Arc::new(catalogue),
             address_space: address_space.into(),
             ..Snapshot::default()
         }
@@ -133,7 +136,7 @@ impl Snapshot {
         now: Timestamp,
     ) -> Result<Vec<PolicyProblem>, Vec<PolicyProblem>> {
         let (compiled, warnings) = policy::compile(policy, &self.catalogue, now)?;
-        self.policies.push(compiled);
+        Arc::make_mut(&mut self.policies).push(compiled);
         Ok(warnings)
     }
 
@@ -314,7 +317,7 @@ impl<'m> SnapshotBuilder<'m> {
                 if let Some(memory) = self.last_valid.as_deref_mut() {
                     memory.0.insert(id.clone(), compiled.clone());
                 }
-                snapshot.policies.push(compiled);
+                Arc::make_mut(&mut snapshot.policies).push(compiled);
                 self.seen.insert(id);
                 Ok(warnings)
             }
@@ -329,7 +332,7 @@ impl<'m> SnapshotBuilder<'m> {
                     ),
                     None => (policy::strictest_reading(policy), Enforcement::Strictest),
                 };
-                snapshot.policies.push(enforced);
+                Arc::make_mut(&mut snapshot.policies).push(enforced);
                 snapshot.rejected.push(RejectedPolicy {
                     name: id.0.clone(),
                     uid: id.1.clone(),

@@ -1458,7 +1458,7 @@ fn exemptions(
     covers: &mut BTreeMap<(String, usize), Vec<WorkloadRef>>,
 ) -> Vec<ExemptionEntry> {
     let mut out = Vec::new();
-    for p in &snapshot.policies {
+    for p in snapshot.policies.iter() {
         for e in &p.exemptions {
             let expires = e.expires.to_string();
             let days = days_left(&expires, today).unwrap_or(i64::MIN);

@@ -321,7 +321,7 @@ impl Metrics {
     /// scrape time; lapsed ones stay until their policy drops them).
     pub fn observe_exemptions(&self, snapshot: &crate::engine::Snapshot) {
         self.exemption_expiry.clear();
-        for policy in &snapshot.policies {
+        for policy in snapshot.policies.iter() {
             for e in &policy.exemptions {
                 self.exemption_expiry
                     .get_or_create(&ExemptionLabels {
