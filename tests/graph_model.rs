@@ -691,19 +691,7 @@ impl Cluster {
                 return;
             }
             Write::PodOnClaim(pin, isolated) => {
-                let name = format!("adhoc-{}", self.bump());
-                let mut spec = json!({"containers": [{"name": "sh", "image": "busybox"}],
-                    "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": CLAIM}}]});
-                pin.apply(&mut spec);
-                let mut meta = json!({"name": name, "namespace": NS});
-                if *isolated {
-                    meta["labels"] = json!({"app": "records"});
-                }
-                let pod =
-                    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec});
-                if self.write(DEVELOPER, "CREATE", Some(pod), None) {
-                    self.carrying.insert(name);
-                }
+                self.pod_on(CLAIM, *pin, *isolated);
                 return;
             }
             Write::DeleteNetworkPolicy => {
@@ -764,19 +752,7 @@ impl Cluster {
                 if self.clone_label.is_none() {
                     return;
                 }
-                let name = format!("adhoc-{}", self.bump());
-                let mut spec = json!({"containers": [{"name": "sh", "image": "busybox"}],
-                    "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": CLONE}}]});
-                pin.apply(&mut spec);
-                let mut meta = json!({"name": name, "namespace": NS});
-                if *isolated {
-                    meta["labels"] = json!({"app": "records"});
-                }
-                let pod =
-                    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec});
-                if self.write(DEVELOPER, "CREATE", Some(pod), None) {
-                    self.carrying.insert(name);
-                }
+                self.pod_on(CLONE, *pin, *isolated);
                 return;
             }
             Write::UnlabelClaim => {
@@ -814,6 +790,24 @@ impl Cluster {
         };
         if let Some((new, old)) = update {
             self.write(DEVELOPER, "UPDATE", Some(new), Some(old));
+        }
+    }
+
+    /// An ad-hoc pod mounting `claim`, pinned by `pin`; with `app: records`
+    /// (which the isolating NetworkPolicy selects) when `isolated`. It holds
+    /// the data when admitted.
+    fn pod_on(&mut self, claim: &str, pin: Pin, isolated: bool) {
+        let name = format!("adhoc-{}", self.bump());
+        let mut spec = json!({"containers": [{"name": "sh", "image": "busybox"}],
+            "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": claim}}]});
+        pin.apply(&mut spec);
+        let mut meta = json!({"name": name, "namespace": NS});
+        if isolated {
+            meta["labels"] = json!({"app": "records"});
+        }
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec});
+        if self.write(DEVELOPER, "CREATE", Some(pod), None) {
+            self.carrying.insert(name);
         }
     }
 

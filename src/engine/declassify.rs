@@ -250,11 +250,15 @@ pub fn out_of_scope(losses: &[ScopeLoss]) -> super::Text {
 
 /// A claim created as a copy of another claim's data (`spec.dataSource`
 /// or `spec.dataSourceRef` naming a PersistentVolumeClaim: a CSI clone):
-/// the classes of the source's label that the new claim's label leaves out.
-/// Without this an `edit` user clones a labelled claim into an unlabelled
-/// one, and any pod that mounts the copy is held to no policy.
-pub fn clone_losses(source_label: Option<&str>, new_label: Option<&str>) -> BTreeSet<DataClass> {
-    removed_classes(source_label, new_label, &BTreeSet::new())
+/// the classes the source carries (its label's, and those of the
+/// classified workloads that mount it) that the new claim's label leaves
+/// out. Without this an `edit` user clones a labelled claim into an
+/// unlabelled one, and any pod that mounts the copy is held to no policy.
+pub fn clone_losses<'a>(
+    source_labels: impl IntoIterator<Item = &'a str>,
+    new_label: Option<&'a str>,
+) -> BTreeSet<DataClass> {
+    removed_classes(source_labels, new_label, &BTreeSet::new())
 }
 
 /// What a clone that leaves classes out does, for the refusal: the source,
@@ -332,15 +336,19 @@ mod tests {
     #[test]
     fn a_clone_must_carry_its_sources_classes() {
         assert_eq!(
-            clone_losses(Some("personal.health"), None),
+            clone_losses(["personal.health"], None),
             set(&[DataClass::Personal, DataClass::Health])
         );
         assert_eq!(
-            clone_losses(Some("personal.health"), Some("health")),
+            clone_losses(["personal.health"], Some("health")),
             set(&[DataClass::Personal])
         );
-        assert!(clone_losses(Some("personal"), Some("personal.financial")).is_empty());
-        assert!(clone_losses(None, None).is_empty());
+        assert!(clone_losses(["personal"], Some("personal.financial")).is_empty());
+        assert!(clone_losses([], None).is_empty());
+        assert_eq!(
+            clone_losses(["health", "personal"], Some("health")),
+            set(&[DataClass::Personal])
+        );
         let text = cloned_without(
             "PersistentVolumeClaim app/records-data",
             "spec.dataSource",

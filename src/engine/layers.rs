@@ -114,6 +114,15 @@ pub enum LayerKind {
 }
 
 impl LayerKind {
+    /// The namespaced kinds of the other layers (their objects live in a
+    /// namespace and select only its pods).
+    pub fn namespaced_layer(self) -> bool {
+        matches!(
+            self,
+            LayerKind::CiliumNetworkPolicy | LayerKind::CalicoNetworkPolicy
+        )
+    }
+
     /// As written in evidence: Calico's namespaced kind is qualified, since
     /// it shares its name with Kubernetes'.
     pub fn as_str(self) -> &'static str {

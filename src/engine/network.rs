@@ -717,28 +717,14 @@ impl NetworkIndex {
         namespace: Option<&str>,
         name: &str,
     ) {
-        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-        let layer = match (group, kind) {
-            ("cilium.io", "CiliumNetworkPolicy") => LayerKind::CiliumNetworkPolicy,
-            ("cilium.io", "CiliumClusterwideNetworkPolicy") => {
-                LayerKind::CiliumClusterwideNetworkPolicy
-            }
-            ("crd.projectcalico.org", "NetworkPolicy") => LayerKind::CalicoNetworkPolicy,
-            ("crd.projectcalico.org", "GlobalNetworkPolicy") => LayerKind::GlobalNetworkPolicy,
-            ("policy.networking.k8s.io", "AdminNetworkPolicy") => LayerKind::AdminNetworkPolicy,
-            ("policy.networking.k8s.io", "BaselineAdminNetworkPolicy") => {
-                LayerKind::BaselineAdminNetworkPolicy
-            }
-            ("crd.projectcalico.org", "Tier") => {
+        let Some(layer) = layer_kind(api_version, kind) else {
+            let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+            if (group, kind) == ("crd.projectcalico.org", "Tier") {
                 self.layers_mut().tiers.remove(name);
-                return;
             }
-            _ => return,
+            return;
         };
-        let namespace = if matches!(
-            layer,
-            LayerKind::CiliumNetworkPolicy | LayerKind::CalicoNetworkPolicy
-        ) {
+        let namespace = if layer.namespaced_layer() {
             namespace.or(Some("default"))
         } else {
             None

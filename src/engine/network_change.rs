@@ -230,10 +230,7 @@ pub fn judge_layer_change(
     now: Timestamp,
 ) -> NetworkPolicyChange {
     let layer = layer_kind(api_version, kind);
-    let namespaced = matches!(
-        layer,
-        Some(LayerKind::CiliumNetworkPolicy | LayerKind::CalicoNetworkPolicy)
-    );
+    let namespaced = layer.is_some_and(LayerKind::namespaced_layer);
     let namespace = namespace.filter(|_| namespaced);
     let new = replacement.map(|v| {
         let mut v = v.clone();

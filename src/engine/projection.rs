@@ -121,6 +121,16 @@ fn cilium_key(key: &str) -> Result<String, String> {
     }
 }
 
+/// The object's namespace as its kind scopes it (`default` when a
+/// namespaced kind omits it; none for a cluster-wide kind) and its name.
+fn scoped_meta(obj: &Value, kind: LayerKind) -> (Option<String>, String) {
+    let (namespace, name) = meta(obj);
+    let namespace = kind
+        .namespaced_layer()
+        .then(|| namespace.unwrap_or_else(|| "default".into()));
+    (namespace, name)
+}
+
 // ---------------------------------------------------------------- Cilium
 
 /// A CiliumNetworkPolicy or CiliumClusterwideNetworkPolicy: one projected
@@ -131,12 +141,7 @@ pub fn cilium_policies(obj: &Value, clusterwide: bool) -> Vec<LayerPolicy> {
     } else {
         LayerKind::CiliumNetworkPolicy
     };
-    let (namespace, name) = meta(obj);
-    let namespace = if clusterwide {
-        None
-    } else {
-        Some(namespace.unwrap_or_else(|| "default".into()))
-    };
+    let (namespace, name) = scoped_meta(obj, kind);
     let mut specs: Vec<(String, &Value)> = Vec::new();
     if let Some(s) = obj.get("spec").filter(|s| s.is_object()) {
         specs.push(("spec".into(), s));
@@ -381,12 +386,7 @@ pub fn calico_policy(obj: &Value, global: bool) -> LayerPolicy {
     } else {
         LayerKind::CalicoNetworkPolicy
     };
-    let (namespace, name) = meta(obj);
-    let namespace = if global {
-        None
-    } else {
-        Some(namespace.unwrap_or_else(|| "default".into()))
-    };
+    let (namespace, name) = scoped_meta(obj, kind);
     let reference = reference(kind, namespace.as_deref(), &name);
     let empty = Value::Null;
     let spec = obj.get("spec").unwrap_or(&empty);

@@ -979,11 +979,7 @@ fn namespace_review(
                 .into_iter()
                 .map(|c| c.value),
         );
-        let lost = engine::declassify::removed_classes(
-            source_labels.iter().map(String::as_str),
-            new,
-            &std::collections::BTreeSet::new(),
-        );
+        let lost = engine::declassify::clone_losses(source_labels.iter().map(String::as_str), new);
         if !lost.is_empty() {
             let list: Vec<_> = lost.iter().copied().collect();
             decision.declassify = Some(Declassify {
