@@ -193,7 +193,8 @@ fn judge_affected(
 /// `namespaceSelector`), so a relabel can open egress as a policy change
 /// can: into an AdminNetworkPolicy that allows an address abroad, or out of
 /// one that denied it. Classes and scope the relabel adds are governance
-/// added, not counted (see `judge_affected`).
+/// added, not counted (see `judge_affected`). Only workloads that a policy
+/// of another layer selects differently before and after are judged.
 pub fn judge_namespace_relabel(
     snapshot: &Snapshot,
     workloads: &[Arc<Workload>],
@@ -209,8 +210,22 @@ pub fn judge_namespace_relabel(
             ..NamespaceFacts::default()
         },
     );
+    // Only a pod that some other-layer policy selects differently under
+    // the new labels can gain or lose egress (a NetworkPolicy selects by
+    // pod labels alone); the others are not judged, so a workload that
+    // cannot be judged blocks only a relabel that may affect it.
+    static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+    let old_labels = before.namespaces.get(namespace).unwrap_or(&NO_LABELS);
+    let policies = &before.network.layers().policies;
+    let may_affect = |w: &Workload| {
+        let was = PodView::new(&w.namespace, old_labels, &w.template_labels);
+        let will = PodView::new(&w.namespace, new_labels, &w.template_labels);
+        policies
+            .iter()
+            .any(|p| p.subject.selects(&was) != p.subject.selects(&will))
+    };
     let mut out = NetworkPolicyChange::default();
-    judge_affected(&before, &after, workloads, &|_| true, now, &mut out);
+    judge_affected(&before, &after, workloads, &may_affect, now, &mut out);
     out
 }
 

@@ -1672,6 +1672,41 @@ mod tests {
         // finance policy's selector; finance's ledger-export is unpinned).
         let (out, _) = judge(json!({"team": "payments"}), json!({"team": "finance"}));
         assert!(out.response.allowed, "{out:?}");
+
+        // A workload whose class label cannot be read blocks (fail closed)
+        // only a relabel that changes which policies select it, never an
+        // unrelated label.
+        let mut workloads = workloads.clone();
+        let broken = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "broken", "namespace": "payments"},
+            "spec": {"template": {"metadata": {"labels": {crate::api::DATA_CLASS_LABEL: "no-such-class"}}}}});
+        workloads
+            .entry("payments".into())
+            .or_default()
+            .push(Workload::from_value(&broken, "payments").unwrap());
+        let judge = |old: Value, new: Value| {
+            let body = update("Namespace", ns(old), ns(new));
+            outcome(handle(
+                &body,
+                Endpoint::Namespaces,
+                &snap,
+                &workloads,
+                Lang::En,
+                NOW.parse().unwrap(),
+            ))
+            .unwrap()
+            .0
+        };
+        let out = judge(
+            json!({"team": "payments"}),
+            json!({"team": "payments", "cost-centre": "42"}),
+        );
+        assert!(out.response.allowed, "{out:?}");
+        let out = judge(
+            json!({"team": "payments"}),
+            json!({"team": "payments", "egress": "open"}),
+        );
+        assert!(!out.response.allowed, "{out:?}");
     }
 
     /// A copy mounting a claim that a classified workload of the namespace
