@@ -156,6 +156,20 @@ pub const LAYER_RESOURCES: &[LayerResource] = &[
         name: "tiers.crd.projectcalico.org",
     },
     LayerResource {
+        group: "crd.projectcalico.org",
+        version: "v1",
+        kind: "NetworkSet",
+        plural: "networksets",
+        name: "networksets.crd.projectcalico.org",
+    },
+    LayerResource {
+        group: "crd.projectcalico.org",
+        version: "v1",
+        kind: "GlobalNetworkSet",
+        plural: "globalnetworksets",
+        name: "globalnetworksets.crd.projectcalico.org",
+    },
+    LayerResource {
         group: "policy.networking.k8s.io",
         version: "v1alpha1",
         kind: "AdminNetworkPolicy",
