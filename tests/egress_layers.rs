@@ -1067,3 +1067,49 @@ fn rule_answers_judged_in_advance_follow_the_address_data_and_policies() {
     );
     assert_eq!(egress_codes(&s), vec![EgressOutsideMainland]);
 }
+
+/// A rule's namespaceSelector selects NetworkSets by their namespace's
+/// labels: relabelling that namespace can open egress for pods of another
+/// one, and a snapshot focused on the pods' namespace still reads them.
+#[test]
+fn a_relabel_of_a_namespace_holding_network_sets_is_judged_for_every_namespace() {
+    use residency_guard::api::Action;
+    use residency_guard::engine::{NamespaceFacts, judge_namespace_relabel_through_sets};
+    use std::sync::Arc;
+    let by_label = calico_np(
+        "by-label",
+        1.0,
+        allow_to(json!({"namespaceSelector": "zone == 'abroad'"})),
+    );
+    let set = network_set("other", "out", json!({}), &[ABROAD]);
+    let mut s = snapshot(
+        Cni::Calico,
+        CiliumEnforcement::Default,
+        &[by_label, set],
+        json!({"mode": "MainlandOnly"}),
+    );
+    s.namespaces.insert("other".into(), Default::default());
+    assert_eq!(egress_codes(&s), vec![]);
+    let w = Arc::new(deployment());
+    let workloads_in = |ns: &str| {
+        if ns == "payments" {
+            vec![Arc::clone(&w)]
+        } else {
+            vec![]
+        }
+    };
+    let abroad: std::collections::BTreeMap<String, String> =
+        [("zone".to_string(), "abroad".to_string())].into();
+    let change = judge_namespace_relabel_through_sets(&s, &workloads_in, "other", &abroad, now());
+    assert_eq!(change.action(), Some(Action::Deny), "{change:?}");
+    assert_eq!(change.opened[0].violation.code, EgressOutsideMainland);
+    assert_eq!(change.opened[0].workload, "Deployment payments/api");
+    // A namespace without sets: nothing to judge here.
+    let change =
+        judge_namespace_relabel_through_sets(&s, &workloads_in, "payments", &abroad, now());
+    assert!(change.opened.is_empty(), "{change:?}");
+    // Once relabelled, a snapshot focused on `payments` still sees the set.
+    s.namespaces.insert("other".into(), abroad);
+    let focused = s.focused_on("payments", &NamespaceFacts::default());
+    assert_eq!(egress_codes(&focused), vec![EgressOutsideMainland]);
+}

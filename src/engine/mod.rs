@@ -81,7 +81,7 @@ pub use network::{
 };
 pub use network_change::{
     NetworkPolicyChange, OpenedEgress, ViolationKey, judge_layer_change, judge_namespace_relabel,
-    judge_network_policy_change,
+    judge_namespace_relabel_through_sets, judge_network_policy_change,
 };
 pub use node_inventory::{ClassifiedNode, FixRegions, NodeInventory};
 pub use nodes::{LEGACY_REGION_LABEL, NodeInfo, NodeStanding, REGION_LABEL, Untrusted};

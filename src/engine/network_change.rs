@@ -229,6 +229,63 @@ pub fn judge_namespace_relabel(
     out
 }
 
+/// Judge relabelling Namespace `namespace` to `new_labels` for the
+/// classified workloads of every namespace (`workloads_in` gives them),
+/// through the Calico NetworkSets it holds: a rule's namespaceSelector
+/// selects a set by its namespace's labels, so a relabel can bring a set
+/// holding an address abroad under an Allow (or out of a Deny) of a policy
+/// in any namespace. Empty when the namespace holds no set or no Calico
+/// rule selects sets; else every workload a policy with a set-selecting
+/// rule selects is judged before and after.
+pub fn judge_namespace_relabel_through_sets(
+    snapshot: &Snapshot,
+    workloads_in: &dyn Fn(&str) -> Vec<Arc<Workload>>,
+    namespace: &str,
+    new_labels: &BTreeMap<String, String>,
+    now: Timestamp,
+) -> NetworkPolicyChange {
+    let layers = snapshot.network.layers();
+    let mut out = NetworkPolicyChange::default();
+    if !layers
+        .network_sets
+        .iter()
+        .any(|s| s.namespace.as_deref() == Some(namespace))
+    {
+        return out;
+    }
+    let selecting: Vec<&LayerPolicy> = layers
+        .policies
+        .iter()
+        .filter(|p| p.kind.is_calico() && p.rules.iter().any(|r| r.sets.is_some()))
+        .collect();
+    if selecting.is_empty() {
+        return out;
+    }
+    for ns in snapshot.namespaces.keys() {
+        let workloads = workloads_in(ns);
+        if workloads.is_empty() {
+            continue;
+        }
+        let before = snapshot.focused_on(ns, &NamespaceFacts::default());
+        let mut after = before.clone();
+        after
+            .namespaces
+            .insert(namespace.to_string(), new_labels.clone());
+        // The relabelled namespace's own pods are judged with the new
+        // labels by `judge_namespace_relabel`; here only the sets move.
+        static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+        let ns_labels = before.namespaces.get(ns).unwrap_or(&NO_LABELS);
+        let may_affect = |w: &Workload| {
+            let pod = PodView::new(&w.namespace, ns_labels, &w.template_labels);
+            selecting
+                .iter()
+                .any(|p| p.subject.selects(&pod) != Some(false))
+        };
+        judge_affected(&before, &after, &workloads, &may_affect, now, &mut out);
+    }
+    out
+}
+
 /// Judge replacing a policy of another egress layer (or a Calico Tier,
 /// NetworkSet or GlobalNetworkSet) with `replacement` (`None`: deleting
 /// it), for the classified workloads of every namespace it may touch
