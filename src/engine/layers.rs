@@ -1049,7 +1049,9 @@ fn with_network_sets(
     selecting
         .iter()
         .map(|p| {
-            if p.rules.iter().all(|r| r.sets.is_none()) {
+            // With no set, a rule's projected `nets` is already what it
+            // reaches.
+            if sets.is_empty() || p.rules.iter().all(|r| r.sets.is_none()) {
                 return None;
             }
             let views = views.get_or_insert_with(|| {

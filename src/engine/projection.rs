@@ -6,7 +6,9 @@
 //!   `egress`, `egressDeny`, `enableDefaultDeny`);
 //! - Calico `crd.projectcalico.org/v1` NetworkPolicy, GlobalNetworkPolicy
 //!   (`selector`, `namespaceSelector`, `serviceAccountSelector`, `order`,
-//!   `tier`, `types`, `egress`) and Tier (`order`, `defaultAction`);
+//!   `tier`, `types`, `egress`), Tier (`order`, `defaultAction`), and
+//!   NetworkSet and GlobalNetworkSet (labels, `nets`,
+//!   `allowedEgressDomains`), which a rule's destination selector selects;
 //! - `policy.networking.k8s.io/v1alpha1` AdminNetworkPolicy and
 //!   BaselineAdminNetworkPolicy (`priority`, `subject`, `egress`).
 //!
