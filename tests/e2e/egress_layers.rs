@@ -21,7 +21,9 @@
 //!   mainland is admitted with the Deployment; adding an address abroad to
 //!   it, or relabelling another set abroad into the selector, is denied;
 //!   deleting a GlobalNetworkSet that a GlobalNetworkPolicy Deny selects
-//!   (so that a later Allow reaches it) is denied too.
+//!   (so that a later Allow reaches it) is denied too; under a Warn policy
+//!   the set's change is admitted with a warning and the audit reports the
+//!   Deployment's egress abroad.
 //! - Late CRDs: Cilium's CRDs installed after the operator started (with
 //!   `egress.cni: auto`) are picked up within the probe period, without a
 //!   restart: a CiliumClusterwideNetworkPolicy opening 0.0.0.0/0 is then
@@ -519,6 +521,48 @@ fn calico_network_sets_written_by_a_namespace_user_are_judged() {
         USER,
     ]);
     assert!(r.ok, "{}", r.stderr);
+
+    // Under a Warn policy a set gaining an address abroad is admitted with
+    // a warning, and the audit, judging again on the set's change, reports
+    // the Deployment's egress abroad.
+    for (kind, name) in [
+        ("globalnetworkpolicy.crd.projectcalico.org", "e2e-deny-sets"),
+        ("globalnetworkset.crd.projectcalico.org", "e2e-everywhere"),
+        ("residencypolicy", "e2e-sets-deny"),
+    ] {
+        c.must(&["delete", kind, name, "--wait=true"]);
+    }
+    apply_policies(&c, &["e2e-sets-warn"], &policy("e2e-sets-warn", "Warn"));
+    let warned = apply_until(
+        "the NetworkSet update admitted with a warning under the Warn policy",
+        || {
+            apply_as_user(
+                &c,
+                &network_set(ns, "cn", "egress", "1.0.1.0/24, 8.8.8.0/24"),
+            )
+        },
+        |r| {
+            r.ok && r
+                .stderr
+                .contains("UPDATE NetworkSet e2e-layers-sets/cn would open this")
+        },
+    );
+    println!(
+        "kubectl apply --as {USER} (NetworkSet cn + 8.8.8.0/24, Warn):\n{}",
+        warned.all()
+    );
+    let offenders = eventually(
+        "the Warn policy's status to report EgressOutsideMainland",
+        Duration::from_secs(30),
+        || {
+            let p = c.get_json(&["rp", "e2e-sets-warn"])?;
+            let offenders = p["status"]["topOffenders"].to_string();
+            offenders
+                .contains("EgressOutsideMainland")
+                .then_some(offenders)
+        },
+    );
+    println!("status.topOffenders: {offenders}");
 }
 
 /// Cilium's CRDs installed after the operator started (`egress.cni:
