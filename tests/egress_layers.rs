@@ -801,6 +801,25 @@ fn a_calico_deny_closes_the_sets_it_selects() {
         vec![]
     );
     assert_eq!(codes(c, &[all_but]), vec![EgressAllowsAll]);
+    // A Deny excluding a set it cannot read closes nothing for sure.
+    let deny_but = gnp(
+        "deny-but",
+        1.0,
+        "all()",
+        json!([{"action": "Deny", "destination": {"notSelector": "zone == 'abroad'"}}]),
+    );
+    assert_eq!(codes(c, &[np("0.0.0.0/0"), deny_but.clone()]), vec![]);
+    assert_eq!(
+        codes(
+            c,
+            &[
+                np("0.0.0.0/0"),
+                deny_but,
+                global_network_set("odd", abroad(), &["8.8.8.8/33"])
+            ]
+        ),
+        vec![EgressOutsideMainland]
+    );
 }
 
 #[test]

@@ -210,7 +210,8 @@ pub struct LayerRule {
 pub struct SetDestination {
     /// The one positive selector Calico builds from the rule's
     /// namespaceSelector (or the policy's namespace), serviceAccounts and
-    /// selector; None when the rule has none (then sets limit nothing).
+    /// selector; None when the rule has none (then the destination is not
+    /// limited to sets: every address, less what the rest excludes).
     pub selector: Option<CalicoSelector>,
     /// `notSelector`, applied unscoped as Calico applies it: the
     /// addresses of the sets it matches are excluded.
@@ -285,9 +286,9 @@ impl SetDestination {
     /// The rule with its destination resolved against the sets: the
     /// addresses of the sets the selector selects (every address when it
     /// has none), limited to `nets`, less the sets `notSelector` matches
-    /// and `notNets`. A selected set that cannot be read makes the rule's
-    /// destination unknown; its `allowedEgressDomains` become the rule's
-    /// domains.
+    /// and `notNets`. A selected or excluded set that cannot be read makes
+    /// the rule's destination unknown; a selected set's
+    /// `allowedEgressDomains` become the rule's domains.
     pub fn resolve(&self, rule: &LayerRule, sets: &[SetView<'_>]) -> LayerRule {
         let mut selected = Vec::new();
         let mut reached = match &self.selector {
@@ -308,7 +309,7 @@ impl SetDestination {
         if let Some(not) = &self.not_selector {
             for v in sets.iter().filter(|v| not.matches(&v.labels)) {
                 reached = reached.subtract(&v.set.nets);
-                excluded.push(v.set.reference());
+                excluded.push(v.set);
             }
         }
         reached = reached.subtract(&self.not_nets);
@@ -333,9 +334,12 @@ impl SetDestination {
             text.push_str(&format!(" (selects {})", names.join(", ")));
         }
         if !excluded.is_empty() {
-            text.push_str(&format!(" (notSelector excludes {})", excluded.join(", ")));
+            let names: Vec<String> = excluded.iter().map(|s| s.reference()).collect();
+            text.push_str(&format!(" (notSelector excludes {})", names.join(", ")));
         }
-        for set in &selected {
+        // A set that cannot be read, selected or excluded: what the rule
+        // reaches (or closes) is unknown.
+        for set in selected.iter().chain(&excluded) {
             if let Some(problem) = &set.problem {
                 let reference = set.reference();
                 out.unknown = Some(Unknown {
@@ -347,6 +351,8 @@ impl SetDestination {
                     .into(),
                 });
             }
+        }
+        for set in &selected {
             out.domains.extend(set.domains.iter().cloned());
         }
         out.everything = reached == **EVERYWHERE;
