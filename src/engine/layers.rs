@@ -289,6 +289,18 @@ impl SetDestination {
     /// and `notNets`. A selected or excluded set that cannot be read makes
     /// the rule's destination unknown; a selected set's
     /// `allowedEgressDomains` become the rule's domains.
+    /// Does the selector or notSelector match any of the sets? If not,
+    /// the rule as projected (resolved against no set) stands.
+    pub fn touches(&self, sets: &[SetView<'_>]) -> bool {
+        sets.iter().any(|v| {
+            self.selector.as_ref().is_some_and(|s| s.matches(&v.labels))
+                || self
+                    .not_selector
+                    .as_ref()
+                    .is_some_and(|s| s.matches(&v.labels))
+        })
+    }
+
     pub fn resolve(&self, rule: &LayerRule, sets: &[SetView<'_>]) -> LayerRule {
         let mut selected = Vec::new();
         let mut reached = match &self.selector {
@@ -1068,9 +1080,16 @@ fn with_network_sets(
                     })
                     .collect()
             });
+            // Cloned only when a rule selects or excludes some set: the
+            // projected rules keep their shared address sets (and the
+            // snapshot's answers judged in advance for them).
+            let touched = |r: &LayerRule| r.sets.as_ref().is_some_and(|d| d.touches(views));
+            if !p.rules.iter().any(touched) {
+                return None;
+            }
             let mut p = (*p).clone();
             for r in &mut p.rules {
-                if let Some(dest) = r.sets.clone() {
+                if let Some(dest) = r.sets.clone().filter(|d| d.touches(views)) {
                     *r = dest.resolve(r, views);
                 }
             }
