@@ -1354,3 +1354,32 @@ fn an_egress_semantics_change_rejudges_everything() {
     assert!(!indexed.is_empty());
     assert_eq!(affected, indexed);
 }
+
+/// A Calico NetworkSet is namespaced, but a rule of any namespace may
+/// select it: its change re-judges every classified object, not only
+/// those of its namespace.
+#[test]
+fn a_network_set_change_rejudges_every_namespace() {
+    let w = base();
+    let a = auditor(&w);
+    let before = w.inventory();
+    let set = serde_json::json!({
+        "apiVersion": "crd.projectcalico.org/v1", "kind": "NetworkSet",
+        "metadata": {"name": "out", "namespace": "elsewhere", "labels": {"role": "egress"}},
+        "spec": {"nets": ["8.8.8.0/24"]}
+    });
+    let after = Inventory {
+        egress_layers: Arc::new([("NetworkSet elsewhere/out".to_string(), Arc::new(set))].into()),
+        ..(*before).clone()
+    };
+    let changes = diff(a.inventory(), &after);
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert!(
+        matches!(&changes[0], Change::EgressLayer { key, namespace: None } if key == "NetworkSet elsewhere/out"),
+        "{changes:?}"
+    );
+    let affected = affected_by(&changes[0], &after, &a.index);
+    let indexed: BTreeSet<WorkloadKey> = a.index.iter().map(|(k, _)| k.clone()).collect();
+    assert!(!indexed.is_empty());
+    assert_eq!(affected, indexed);
+}

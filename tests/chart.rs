@@ -816,7 +816,13 @@ fn webhook_perms() -> BTreeSet<Perm> {
         (
             "cluster",
             "crd.projectcalico.org",
-            &["networkpolicies", "globalnetworkpolicies", "tiers"],
+            &[
+                "networkpolicies",
+                "globalnetworkpolicies",
+                "tiers",
+                "networksets",
+                "globalnetworksets",
+            ],
             READ,
             &[],
         ),
@@ -2956,6 +2962,14 @@ fn egress_layer_kinds_follow_egress_cni() {
             webhook(&objs, EGRESS_LAYERS)["clientConfig"]["service"]["path"],
             "/validate/networkpolicies"
         );
+        // A Calico NetworkSet's labels decide which rules select it: an
+        // update of its labels alone is sent.
+        let changed = &match_conditions(webhook(&objs, EGRESS_LAYERS))["spec-changed"];
+        assert!(
+            changed.contains("object.spec != oldObject.spec")
+                && changed.contains("object.metadata.labels != oldObject.metadata.labels"),
+            "{cni}: {changed}"
+        );
         let keys: BTreeSet<(String, String)> = rules.keys().cloned().collect();
         assert_eq!(keys, deletes.keys().cloned().collect(), "{cni}");
         // The ClusterRole lists and watches the same.
@@ -2992,6 +3006,8 @@ fn egress_layer_kinds_follow_egress_cni() {
         ("crd.projectcalico.org", "networkpolicies"),
         ("crd.projectcalico.org", "globalnetworkpolicies"),
         ("crd.projectcalico.org", "tiers"),
+        ("crd.projectcalico.org", "networksets"),
+        ("crd.projectcalico.org", "globalnetworksets"),
     ];
     assert_eq!(groups("kubernetes"), pairs(&anp));
     assert_eq!(groups("cilium"), pairs(&cilium));

@@ -659,6 +659,45 @@ fn stale_address_data_is_reported_and_the_limit_is_a_flag() {
     }
 }
 
+/// Calico NetworkSets in the manifests are read: a Calico rule whose
+/// destination selector selects a set holding an address abroad opens
+/// egress there (issue 27), and the evidence names the set.
+#[test]
+fn calico_network_sets_in_manifests_are_read() {
+    const EGRESS_POLICY: &str = "apiVersion: residencyguard.io/v1alpha1\nkind: ResidencyPolicy\nmetadata: {name: p}\nspec: {dataClasses: [personal], action: Deny, egress: {mode: MainlandOnly}}\n";
+    const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api, namespace: pay}\nspec:\n  template:\n    metadata: {labels: {app: api, residencyguard.io/data-class: personal}}\n    spec:\n      nodeSelector: {topology.kubernetes.io/region: cn-north-1}\n      containers: [{name: c, image: i}]\n";
+    const TO_SETS: &str = "apiVersion: crd.projectcalico.org/v1\nkind: NetworkPolicy\nmetadata: {name: to-sets, namespace: pay}\nspec:\n  selector: app == 'api'\n  types: [Egress]\n  egress: [{action: Allow, destination: {selector: role == 'egress'}}]\n";
+    const ABROAD: &str = "apiVersion: crd.projectcalico.org/v1\nkind: NetworkSet\nmetadata: {name: out, namespace: pay, labels: {role: egress}}\nspec: {nets: [8.8.8.0/24]}\n";
+    const MAINLAND: &str = "apiVersion: crd.projectcalico.org/v1\nkind: NetworkSet\nmetadata: {name: cn, namespace: pay, labels: {role: egress}}\nspec: {nets: [1.0.1.0/24]}\n";
+    const GLOBAL: &str = "apiVersion: crd.projectcalico.org/v1\nkind: GlobalNetworkSet\nmetadata: {name: world, labels: {role: egress}}\nspec: {nets: [0.0.0.0/0]}\n";
+    let docs = |parts: &[&str]| parts.join("---\n");
+
+    // The set of the policy's namespace is in the mainland: admitted.
+    let out = check_stdin(&docs(&[EGRESS_POLICY, DEPLOYMENT, TO_SETS, MAINLAND]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // A GlobalNetworkSet is not selected by a namespaced policy's selector.
+    let out = check_stdin(&docs(&[
+        EGRESS_POLICY,
+        DEPLOYMENT,
+        TO_SETS,
+        MAINLAND,
+        GLOBAL,
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    // A set abroad in the namespace: denied, naming the set.
+    let out = check_stdin(&docs(&[EGRESS_POLICY, DEPLOYMENT, TO_SETS, ABROAD]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("EgressOutsideMainland"), "{stdout}");
+    assert!(stdout.contains("NetworkSet pay/out"), "{stdout}");
+}
+
 /// Cilium, Calico and AdminNetworkPolicy objects in the manifests are read,
 /// and which CNI enforces them is detected from the kinds present.
 #[test]

@@ -19,6 +19,14 @@
 //!   for it (or enforcement is `always`), default-allow otherwise; `never`
 //!   admits everything.
 //!
+//! Calico rules may also select network sets by label (`set == 'k'`),
+//! scoped by the model as Calico documents it: a namespaced policy's
+//! selector selects the NetworkSets of its namespace, `namespaceSelector:
+//! global()` the GlobalNetworkSets, a GlobalNetworkPolicy's selector every
+//! set; the address must be in a selected set (and in `nets` when given).
+//! Those rules and the sets go through the engine's projection of the
+//! objects' JSON.
+//!
 //! A rule limited to ports matches port 0 only. An address is reachable
 //! when some port reaches it. The engine abstracts ports away, erring
 //! towards "reachable": it must never miss an address the model reaches,
@@ -32,8 +40,10 @@ use ipnet::IpNet;
 use proptest::prelude::*;
 use residency_guard::engine::{
     CalicoSelector, CalicoTier, CiliumEnforcement, IpSet, LayerKind, LayerPolicy, LayerRule,
-    Layers, PodView, RuleAction, Subject, calico_reach, cilium_reach, kubernetes_reach,
+    Layers, PodView, RuleAction, Subject, calico_network_set, calico_policy, calico_reach,
+    cilium_reach, kubernetes_reach,
 };
+use serde_json::json;
 
 #[derive(Clone, Debug)]
 struct GenRule {
@@ -41,6 +51,31 @@ struct GenRule {
     /// None: every address.
     nets: Option<Vec<IpNet>>,
     partial: bool,
+    /// Calico: the destination selects the network sets labelled
+    /// `set == k`; `global` adds `namespaceSelector: global()`.
+    set: Option<(u8, bool)>,
+}
+
+/// A Calico NetworkSet (in `ns` or `other`) or GlobalNetworkSet.
+#[derive(Clone, Debug)]
+struct GenSet {
+    /// None: a GlobalNetworkSet.
+    namespace: Option<&'static str>,
+    label: u8,
+    nets: Vec<IpNet>,
+}
+
+fn set_strategy() -> impl Strategy<Value = GenSet> {
+    (
+        proptest::sample::select(vec![Some("ns"), Some("other"), None]),
+        0u8..2,
+        proptest::collection::vec(net_strategy(), 1..3),
+    )
+        .prop_map(|(namespace, label, nets)| GenSet {
+            namespace,
+            label,
+            nets,
+        })
 }
 
 #[derive(Clone, Debug)]
@@ -69,7 +104,11 @@ fn net_strategy() -> impl Strategy<Value = IpNet> {
     })
 }
 
-fn rule_strategy(actions: &'static [RuleAction], partial: bool) -> impl Strategy<Value = GenRule> {
+fn rule_strategy(
+    actions: &'static [RuleAction],
+    partial: bool,
+    sets: bool,
+) -> impl Strategy<Value = GenRule> {
     (
         proptest::sample::select(actions),
         proptest::option::weighted(0.85, proptest::collection::vec(net_strategy(), 1..3)),
@@ -78,11 +117,17 @@ fn rule_strategy(actions: &'static [RuleAction], partial: bool) -> impl Strategy
         } else {
             Just(false).boxed()
         },
+        if sets {
+            proptest::option::weighted(0.4, (0u8..2, any::<bool>())).boxed()
+        } else {
+            Just(None).boxed()
+        },
     )
-        .prop_map(|(action, nets, partial)| GenRule {
+        .prop_map(|(action, nets, partial, set)| GenRule {
             action,
             nets,
             partial,
+            set,
         })
 }
 
@@ -107,7 +152,7 @@ fn policy_strategy(
             proptest::bool::weighted(0.8),
             proptest::option::of(0u8..4),
             any::<bool>(),
-            proptest::collection::vec(rule_strategy(actions, partial), 0..4),
+            proptest::collection::vec(rule_strategy(actions, partial, kind.is_calico()), 0..4),
         )
             .prop_map(
                 move |(selects, egress, default_deny, order, security_tier, rules)| {
@@ -132,6 +177,9 @@ fn project(i: usize, g: &GenPolicy) -> LayerPolicy {
         .iter()
         .enumerate()
         .map(|(r, rule)| {
+            if rule.set.is_some() {
+                return calico_set_rule(g.kind, r, rule);
+            }
             let nets = match &rule.nets {
                 None => IpSet::from_nets(["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()]),
                 Some(n) => IpSet::from_nets(n.iter().copied()),
@@ -146,6 +194,7 @@ fn project(i: usize, g: &GenPolicy) -> LayerPolicy {
                 index: r,
                 field: format!("spec.egress[{r}]").into(),
                 text: "".into(),
+                sets: None,
             }
         })
         .collect();
@@ -173,12 +222,85 @@ fn project(i: usize, g: &GenPolicy) -> LayerPolicy {
     }
 }
 
+/// A Calico rule selecting network sets, projected from its JSON as the
+/// engine reads a policy (the namespaced kind in namespace `ns`).
+fn calico_set_rule(kind: LayerKind, index: usize, rule: &GenRule) -> LayerRule {
+    let (label, global) = rule.set.unwrap_or_default();
+    let mut destination = json!({"selector": format!("set == '{label}'")});
+    if global {
+        destination["namespaceSelector"] = json!("global()");
+    }
+    if let Some(nets) = &rule.nets {
+        destination["nets"] = json!(nets.iter().map(ToString::to_string).collect::<Vec<_>>());
+    }
+    let action = match rule.action {
+        RuleAction::Allow => "Allow",
+        RuleAction::Deny => "Deny",
+        RuleAction::Pass => "Pass",
+        RuleAction::Log => "Log",
+    };
+    let mut r = json!({"action": action, "destination": destination});
+    if rule.partial {
+        r["protocol"] = json!("TCP");
+    }
+    let egress: Vec<serde_json::Value> = (0..=index)
+        .map(|i| {
+            if i == index {
+                r.clone()
+            } else {
+                json!({"action": "Log"})
+            }
+        })
+        .collect();
+    let namespaced = kind == LayerKind::CalicoNetworkPolicy;
+    let mut obj = json!({"metadata": {"name": "p"}, "spec": {"egress": egress}});
+    if namespaced {
+        obj["metadata"]["namespace"] = json!("ns");
+    }
+    let projected = calico_policy(&obj, !namespaced);
+    projected.rules[index].clone()
+}
+
+fn network_sets(sets: &[GenSet]) -> Vec<residency_guard::engine::NetworkSet> {
+    sets.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut obj = json!({
+                "metadata": {"name": format!("s{i}"), "labels": {"set": s.label.to_string()}},
+                "spec": {"nets": s.nets.iter().map(ToString::to_string).collect::<Vec<_>>()}
+            });
+            if let Some(ns) = s.namespace {
+                obj["metadata"]["namespace"] = json!(ns);
+            }
+            calico_network_set(&obj, s.namespace.is_none())
+        })
+        .collect()
+}
+
 fn matches(rule: &GenRule, a: IpAddr, port: u8) -> bool {
     (!rule.partial || port == 0)
         && rule
             .nets
             .as_ref()
             .is_none_or(|nets| nets.iter().any(|n| n.contains(&a)))
+}
+
+/// Calico: `matches`, and in a selected set when the rule selects sets.
+fn calico_matches(g: &GenPolicy, rule: &GenRule, sets: &[GenSet], a: IpAddr, port: u8) -> bool {
+    let in_sets = match rule.set {
+        None => true,
+        Some((label, global)) => sets.iter().any(|s| {
+            let scoped = if global {
+                s.namespace.is_none()
+            } else if g.kind == LayerKind::CalicoNetworkPolicy {
+                s.namespace == Some("ns")
+            } else {
+                true
+            };
+            scoped && s.label == label && s.nets.iter().any(|n| n.contains(&a))
+        }),
+    };
+    in_sets && matches(rule, a, port)
 }
 
 fn applies(g: &GenPolicy) -> bool {
@@ -235,7 +357,13 @@ fn model_kubernetes(policies: &[GenPolicy], a: IpAddr, port: u8) -> bool {
     true
 }
 
-fn model_calico(policies: &[GenPolicy], security_pass: bool, a: IpAddr, port: u8) -> bool {
+fn model_calico(
+    policies: &[GenPolicy],
+    sets: &[GenSet],
+    security_pass: bool,
+    a: IpAddr,
+    port: u8,
+) -> bool {
     // (tier order, default pass, tier name, policies)
     let tier_of = |g: &GenPolicy| match g.kind {
         LayerKind::AdminNetworkPolicy => "adminnetworkpolicy",
@@ -261,7 +389,7 @@ fn model_calico(policies: &[GenPolicy], security_pass: bool, a: IpAddr, port: u8
         }
         for (_, g) in sorted(&members) {
             for r in &g.rules {
-                if matches(r, a, port) {
+                if calico_matches(&g, r, sets, a, port) {
                     match r.action {
                         RuleAction::Allow => return true,
                         RuleAction::Deny => return false,
@@ -379,14 +507,19 @@ proptest! {
     }
 
     #[test]
-    fn calico_order_matches_the_model((partial, generated) in policies(CALICO_KINDS), security_pass in any::<bool>()) {
+    fn calico_order_matches_the_model(
+        (partial, generated) in policies(CALICO_KINDS),
+        security_pass in any::<bool>(),
+        sets in proptest::collection::vec(set_strategy(), 0..4),
+    ) {
         let (nps, mut layers) = split(&generated);
         layers.set_tier("security", CalicoTier { order: Some(100.0), default_pass: security_pass });
+        layers.network_sets = network_sets(&sets);
         let nps: Vec<&LayerPolicy> = nps.iter().collect();
         let (ns_labels, labels) = (BTreeMap::new(), pod_labels());
         let pod = PodView::new("ns", &ns_labels, &labels);
-        let reach = calico_reach(&nps, &layers, &pod).reachable();
-        check(&generated, partial, &reach, |a, port| model_calico(&generated, security_pass, a, port))?;
+        let reach = calico_reach(&nps, &layers, &pod, &BTreeMap::new()).reachable();
+        check(&generated, partial, &reach, |a, port| model_calico(&generated, &sets, security_pass, a, port))?;
     }
 
     #[test]

@@ -456,7 +456,8 @@ fn calico_tiers_order_and_pass() {
     // Selector syntax not read here: fail closed.
     let odd = gnp("odd", 1.0, "app =~ 'a.*'", json!([{"action": "Deny"}]));
     assert_eq!(codes(c, &[np(MAINLAND), odd]), vec![EgressAllowsAll]);
-    // A destination selector is in-cluster; global() names network sets.
+    // A destination selector is in-cluster unless it selects a network
+    // set; global() selects GlobalNetworkSets, here none.
     assert_eq!(
         codes(
             c,
@@ -479,7 +480,7 @@ fn calico_tiers_order_and_pass() {
                 json!([{"action": "Allow", "destination": {"namespaceSelector": "global()"}}])
             )]
         ),
-        vec![EgressAllowsAll]
+        vec![]
     );
     // A Calico NetworkPolicy is scoped to its namespace.
     let cnp_other = json!({"apiVersion": "crd.projectcalico.org/v1", "kind": "NetworkPolicy",
@@ -516,6 +517,387 @@ fn calico_tiers_order_and_pass() {
         ),
         vec![EgressOutsideMainland]
     );
+}
+
+fn network_set(namespace: &str, name: &str, labels: Value, nets: &[&str]) -> Value {
+    json!({"apiVersion": "crd.projectcalico.org/v1", "kind": "NetworkSet",
+           "metadata": {"name": name, "namespace": namespace, "labels": labels},
+           "spec": {"nets": nets}})
+}
+
+fn global_network_set(name: &str, labels: Value, nets: &[&str]) -> Value {
+    json!({"apiVersion": "crd.projectcalico.org/v1", "kind": "GlobalNetworkSet",
+           "metadata": {"name": name, "labels": labels},
+           "spec": {"nets": nets}})
+}
+
+/// A Calico NetworkPolicy in `payments` selecting the Deployment.
+fn calico_np(name: &str, order: f64, egress: Value) -> Value {
+    json!({"apiVersion": "crd.projectcalico.org/v1", "kind": "NetworkPolicy",
+           "metadata": {"name": name, "namespace": "payments"},
+           "spec": {"order": order, "selector": "app == 'api'", "types": ["Egress"], "egress": egress}})
+}
+
+fn allow_to(destination: Value) -> Value {
+    json!([{"action": "Allow", "destination": destination}])
+}
+
+#[test]
+fn calico_network_sets_are_reached_by_the_selectors_that_select_them() {
+    let c = Cni::Calico;
+    let egress = || json!({"role": "egress"});
+    let to_sets = calico_np(
+        "to-sets",
+        1.0,
+        allow_to(json!({"selector": "role == 'egress'"})),
+    );
+    // A namespaced policy's selector selects the sets of its namespace:
+    // one abroad opens egress abroad, one in the mainland does not.
+    assert_eq!(
+        codes(
+            c,
+            &[
+                to_sets.clone(),
+                network_set("payments", "out", egress(), &[ABROAD])
+            ]
+        ),
+        vec![EgressOutsideMainland]
+    );
+    assert_eq!(
+        codes(
+            c,
+            &[
+                to_sets.clone(),
+                network_set("payments", "cn", egress(), &[MAINLAND])
+            ]
+        ),
+        vec![]
+    );
+    // A set with other labels, or in another namespace, is not selected.
+    assert_eq!(
+        codes(
+            c,
+            &[
+                to_sets.clone(),
+                network_set("payments", "x", json!({"role": "x"}), &[ABROAD])
+            ]
+        ),
+        vec![]
+    );
+    assert_eq!(
+        codes(
+            c,
+            &[
+                to_sets.clone(),
+                network_set("other", "out", egress(), &[ABROAD])
+            ]
+        ),
+        vec![]
+    );
+    // ...unless the rule's namespaceSelector selects that namespace (by
+    // name or by label: `payments` is labelled team=pay).
+    let other_ns = calico_np(
+        "to-other",
+        1.0,
+        allow_to(
+            json!({"selector": "role == 'egress'", "namespaceSelector": "projectcalico.org/name == 'other'"}),
+        ),
+    );
+    assert_eq!(
+        codes(
+            c,
+            &[
+                other_ns.clone(),
+                network_set("other", "out", egress(), &[ABROAD])
+            ]
+        ),
+        vec![EgressOutsideMainland]
+    );
+    assert_eq!(
+        codes(
+            c,
+            &[
+                other_ns,
+                network_set("payments", "out", egress(), &[ABROAD])
+            ]
+        ),
+        vec![]
+    );
+    let by_team = calico_np(
+        "by-team",
+        1.0,
+        allow_to(json!({"namespaceSelector": "team == 'pay'"})),
+    );
+    assert_eq!(
+        codes(
+            c,
+            &[
+                by_team,
+                network_set("payments", "any", json!({}), &[ABROAD])
+            ]
+        ),
+        vec![EgressOutsideMainland]
+    );
+    // A GlobalNetworkSet: not selected by a namespaced selector...
+    let everywhere = global_network_set("everywhere", egress(), &["0.0.0.0/0", "::/0"]);
+    assert_eq!(codes(c, &[to_sets.clone(), everywhere.clone()]), vec![]);
+    // ...but by global(), and by a GlobalNetworkPolicy's own selector.
+    let via_global = calico_np(
+        "via-global",
+        1.0,
+        allow_to(json!({"namespaceSelector": "global()", "selector": "role == 'egress'"})),
+    );
+    assert_eq!(
+        codes(c, &[via_global.clone(), everywhere.clone()]),
+        vec![EgressAllowsAll]
+    );
+    assert_eq!(
+        codes(
+            c,
+            &[
+                via_global,
+                network_set("payments", "out", egress(), &[ABROAD])
+            ]
+        ),
+        vec![],
+        "global() selects no namespaced set"
+    );
+    let gnp_sets = gnp(
+        "g",
+        1.0,
+        "all()",
+        allow_to(json!({"selector": "role == 'egress'"})),
+    );
+    assert_eq!(
+        codes(
+            c,
+            &[
+                gnp_sets.clone(),
+                global_network_set("abroad", egress(), &[ABROAD])
+            ]
+        ),
+        vec![EgressOutsideMainland]
+    );
+    // A GlobalNetworkPolicy's selector spans every namespace's sets too.
+    assert_eq!(
+        codes(
+            c,
+            &[gnp_sets, network_set("other", "out", egress(), &[ABROAD])]
+        ),
+        vec![EgressOutsideMainland]
+    );
+    // nets and the set's addresses must both match; notNets subtracts.
+    assert_eq!(
+        codes(
+            c,
+            &[
+                calico_np(
+                    "both",
+                    1.0,
+                    allow_to(json!({"selector": "role == 'egress'", "nets": [MAINLAND]}))
+                ),
+                network_set("payments", "out", egress(), &[ABROAD, MAINLAND])
+            ]
+        ),
+        vec![]
+    );
+    assert_eq!(
+        codes(
+            c,
+            &[
+                calico_np(
+                    "less",
+                    1.0,
+                    allow_to(json!({"selector": "role == 'egress'", "notNets": [ABROAD]}))
+                ),
+                network_set("payments", "out", egress(), &[ABROAD, MAINLAND])
+            ]
+        ),
+        vec![]
+    );
+    // A destination limited to service accounts selects no set.
+    assert_eq!(
+        codes(
+            c,
+            &[
+                calico_np(
+                    "sa",
+                    1.0,
+                    allow_to(
+                        json!({"serviceAccounts": {"names": ["api"]}, "selector": "role == 'egress'"})
+                    )
+                ),
+                network_set("payments", "out", egress(), &[ABROAD])
+            ]
+        ),
+        vec![]
+    );
+    // A set whose nets cannot be read fails closed when selected.
+    assert_eq!(
+        codes(
+            c,
+            &[
+                to_sets.clone(),
+                network_set("payments", "bad", egress(), &["8.8.8.8/33"])
+            ]
+        ),
+        vec![EgressAllowsAll]
+    );
+    // allowedEgressDomains are names, judged as a rule's domains.
+    let mut named = network_set("payments", "named", egress(), &[]);
+    named["spec"]["allowedEgressDomains"] = json!(["api.example.com"]);
+    assert_eq!(codes(c, &[to_sets, named]), vec![EgressNotGuaranteed]);
+}
+
+#[test]
+fn a_calico_deny_closes_the_sets_it_selects() {
+    let c = Cni::Calico;
+    let abroad = || json!({"zone": "abroad"});
+    // A NetworkPolicy (default tier, order 1000) opens everything; a
+    // GlobalNetworkPolicy ordered first denies the set: closed.
+    let deny_set = gnp(
+        "deny-abroad",
+        100.0,
+        "all()",
+        json!([{"action": "Deny", "destination": {"selector": "zone == 'abroad'"}}]),
+    );
+    let all_v4 = global_network_set("all-v4", abroad(), &["0.0.0.0/0"]);
+    assert_eq!(
+        codes(c, &[np("0.0.0.0/0"), deny_set.clone(), all_v4.clone()]),
+        vec![]
+    );
+    // Without the set (deleted), the Deny closes nothing outside.
+    assert_eq!(
+        codes(c, &[np("0.0.0.0/0"), deny_set.clone()]),
+        vec![EgressOutsideMainland]
+    );
+    // A namespaced Deny with only a notSelector is scoped to its own
+    // namespace's endpoints and sets: it closes no address outside.
+    let not_only = calico_np(
+        "not-only",
+        1.0,
+        json!([{"action": "Deny", "destination": {"notSelector": "zone == 'abroad'"}}]),
+    );
+    assert_eq!(
+        codes(c, &[np("0.0.0.0/0"), not_only]),
+        vec![EgressOutsideMainland]
+    );
+    // A global Allow to everything but the set: the set's addresses stay
+    // closed for the tier's end.
+    let all_but = gnp(
+        "all-but",
+        1.0,
+        "all()",
+        json!([{"action": "Allow", "destination": {"notSelector": "zone == 'abroad'"}}]),
+    );
+    assert_eq!(
+        codes(
+            c,
+            &[
+                all_but.clone(),
+                global_network_set("all", abroad(), &["0.0.0.0/0", "::/0"])
+            ]
+        ),
+        vec![]
+    );
+    assert_eq!(codes(c, &[all_but]), vec![EgressAllowsAll]);
+    // A Deny excluding a set it cannot read closes nothing for sure.
+    let deny_but = gnp(
+        "deny-but",
+        1.0,
+        "all()",
+        json!([{"action": "Deny", "destination": {"notSelector": "zone == 'abroad'"}}]),
+    );
+    assert_eq!(codes(c, &[np("0.0.0.0/0"), deny_but.clone()]), vec![]);
+    assert_eq!(
+        codes(
+            c,
+            &[
+                np("0.0.0.0/0"),
+                deny_but,
+                global_network_set("odd", abroad(), &["8.8.8.8/33"])
+            ]
+        ),
+        vec![EgressOutsideMainland]
+    );
+}
+
+#[test]
+fn a_network_set_change_is_judged_like_a_policy_change() {
+    use residency_guard::api::Action;
+    use residency_guard::engine::judge_layer_change;
+    use std::sync::Arc;
+    let to_sets = calico_np(
+        "to-sets",
+        1.0,
+        allow_to(json!({"selector": "role == 'egress'"})),
+    );
+    let cn = network_set("other", "cn", json!({"role": "egress"}), &[MAINLAND]);
+    // Evaluated in order: the Allow to sets, the Deny of the global set
+    // (every address), then (in one case) an Allow of everything.
+    let deny = gnp(
+        "deny",
+        10.0,
+        "all()",
+        json!([{"action": "Deny", "destination": {"namespaceSelector": "global()", "selector": "zone == 'abroad'"}}]),
+    );
+    let all_v4 = global_network_set("all-v4", json!({"zone": "abroad"}), &["0.0.0.0/0", "::/0"]);
+    let open_after = calico_np("open", 20.0, json!([{"action": "Allow"}]));
+    let s = snapshot(
+        Cni::Calico,
+        CiliumEnforcement::Default,
+        &[to_sets, cn, deny, all_v4],
+        json!({"mode": "MainlandOnly"}),
+    );
+    let w = Arc::new(deployment());
+    let workloads_in = |ns: &str| {
+        if ns == "payments" {
+            vec![Arc::clone(&w)]
+        } else {
+            vec![]
+        }
+    };
+    let judge = |kind: &str, namespace: Option<&str>, name: &str, new: Option<&Value>| {
+        judge_layer_change(
+            &s,
+            &workloads_in,
+            "crd.projectcalico.org/v1",
+            kind,
+            namespace,
+            name,
+            new,
+            now(),
+        )
+    };
+    // A set of the policy's namespace gaining an address abroad.
+    let abroad = network_set("payments", "out", json!({"role": "egress"}), &[ABROAD]);
+    let change = judge("NetworkSet", Some("payments"), "out", Some(&abroad));
+    assert_eq!(change.action(), Some(Action::Deny), "{change:?}");
+    assert_eq!(change.opened[0].violation.code, EgressOutsideMainland);
+    // A set of another namespace, which no rule selects, opens nothing.
+    let elsewhere = network_set("other", "cn", json!({"role": "egress"}), &[ABROAD]);
+    let change = judge("NetworkSet", Some("other"), "cn", Some(&elsewhere));
+    assert!(change.opened.is_empty(), "{change:?}");
+    // Deleting a set a Deny selects opens what it closed, once an Allow
+    // later reaches it; with none, deleting opens nothing.
+    let change = judge("GlobalNetworkSet", None, "all-v4", None);
+    assert!(change.opened.is_empty(), "{change:?}");
+    let mut with_open = s.clone();
+    with_open
+        .network
+        .add_layer_object("crd.projectcalico.org/v1", "NetworkPolicy", &open_after);
+    let change = judge_layer_change(
+        &with_open,
+        &workloads_in,
+        "crd.projectcalico.org/v1",
+        "GlobalNetworkSet",
+        None,
+        "all-v4",
+        None,
+        now(),
+    );
+    assert_eq!(change.action(), Some(Action::Deny), "{change:?}");
+    assert_eq!(change.opened[0].violation.code, EgressAllowsAll);
 }
 
 #[test]
@@ -703,4 +1085,50 @@ fn rule_answers_judged_in_advance_follow_the_address_data_and_policies() {
             .add_layer_object("cilium.io/v2", "CiliumNetworkPolicy", &replaced)
     );
     assert_eq!(egress_codes(&s), vec![EgressOutsideMainland]);
+}
+
+/// A rule's namespaceSelector selects NetworkSets by their namespace's
+/// labels: relabelling that namespace can open egress for pods of another
+/// one, and a snapshot focused on the pods' namespace still reads them.
+#[test]
+fn a_relabel_of_a_namespace_holding_network_sets_is_judged_for_every_namespace() {
+    use residency_guard::api::Action;
+    use residency_guard::engine::{NamespaceFacts, judge_namespace_relabel_through_sets};
+    use std::sync::Arc;
+    let by_label = calico_np(
+        "by-label",
+        1.0,
+        allow_to(json!({"namespaceSelector": "zone == 'abroad'"})),
+    );
+    let set = network_set("other", "out", json!({}), &[ABROAD]);
+    let mut s = snapshot(
+        Cni::Calico,
+        CiliumEnforcement::Default,
+        &[by_label, set],
+        json!({"mode": "MainlandOnly"}),
+    );
+    s.namespaces.insert("other".into(), Default::default());
+    assert_eq!(egress_codes(&s), vec![]);
+    let w = Arc::new(deployment());
+    let workloads_in = |ns: &str| {
+        if ns == "payments" {
+            vec![Arc::clone(&w)]
+        } else {
+            vec![]
+        }
+    };
+    let abroad: std::collections::BTreeMap<String, String> =
+        [("zone".to_string(), "abroad".to_string())].into();
+    let change = judge_namespace_relabel_through_sets(&s, &workloads_in, "other", &abroad, now());
+    assert_eq!(change.action(), Some(Action::Deny), "{change:?}");
+    assert_eq!(change.opened[0].violation.code, EgressOutsideMainland);
+    assert_eq!(change.opened[0].workload, "Deployment payments/api");
+    // A namespace without sets: nothing to judge here.
+    let change =
+        judge_namespace_relabel_through_sets(&s, &workloads_in, "payments", &abroad, now());
+    assert!(change.opened.is_empty(), "{change:?}");
+    // Once relabelled, a snapshot focused on `payments` still sees the set.
+    s.namespaces.insert("other".into(), abroad);
+    let focused = s.focused_on("payments", &NamespaceFacts::default());
+    assert_eq!(egress_codes(&focused), vec![EgressOutsideMainland]);
 }

@@ -588,6 +588,8 @@ pub fn diff(prev: &Inventory, next: &Inventory) -> Vec<Change> {
             |a, b| a == b,
             |key, _, _| {
                 // "CiliumNetworkPolicy ns/name" or "GlobalNetworkPolicy name".
+                // A NetworkSet is namespaced, but rules of any namespace may
+                // select it: every namespace is judged again.
                 let namespaced = ["CiliumNetworkPolicy ", "NetworkPolicy "]
                     .iter()
                     .any(|k| key.starts_with(k));

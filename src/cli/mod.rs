@@ -507,13 +507,21 @@ fn load(
                     }
                 }
                 ("cilium.io", "CiliumNetworkPolicy" | "CiliumClusterwideNetworkPolicy")
-                | ("crd.projectcalico.org", "NetworkPolicy" | "GlobalNetworkPolicy" | "Tier")
+                | (
+                    "crd.projectcalico.org",
+                    "NetworkPolicy"
+                    | "GlobalNetworkPolicy"
+                    | "Tier"
+                    | "NetworkSet"
+                    | "GlobalNetworkSet",
+                )
                 | (
                     "policy.networking.k8s.io",
                     "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy",
                 ) => {
                     let mut value = doc.value.clone();
-                    let namespaced = matches!(kind, "CiliumNetworkPolicy" | "NetworkPolicy");
+                    let namespaced =
+                        matches!(kind, "CiliumNetworkPolicy" | "NetworkPolicy" | "NetworkSet");
                     if namespaced
                         && value.pointer("/metadata/namespace").is_none()
                         && let Some(meta) =

@@ -65,6 +65,41 @@ impl CalicoSelector {
             Or(a, b) => a.matches(labels) || b.matches(labels),
         }
     }
+
+    /// The selector with every label key prefixed and `all()` and
+    /// `global()` replaced: how Calico rewrites a rule's namespaceSelector
+    /// (`pcns.` keys) and serviceAccounts selector (`pcsa.` keys) into the
+    /// one selector it evaluates on endpoints and network sets.
+    pub fn rewritten(
+        &self,
+        prefix: &str,
+        all: &CalicoSelector,
+        global: &CalicoSelector,
+    ) -> CalicoSelector {
+        use CalicoSelector::*;
+        let key = |k: &str| format!("{prefix}{k}");
+        let inner = |s: &CalicoSelector| Box::new(s.rewritten(prefix, all, global));
+        match self {
+            All => all.clone(),
+            Global => global.clone(),
+            Has(k) => Has(key(k)),
+            Eq(k, v) => Eq(key(k), v.clone()),
+            Ne(k, v) => Ne(key(k), v.clone()),
+            In(k, vs) => In(key(k), vs.clone()),
+            NotIn(k, vs) => NotIn(key(k), vs.clone()),
+            StartsWith(k, s) => StartsWith(key(k), s.clone()),
+            EndsWith(k, s) => EndsWith(key(k), s.clone()),
+            Contains(k, s) => Contains(key(k), s.clone()),
+            Not(s) => Not(inner(s)),
+            And(a, b) => And(inner(a), inner(b)),
+            Or(a, b) => Or(inner(a), inner(b)),
+        }
+    }
+
+    /// Both must match.
+    pub fn and(self, other: CalicoSelector) -> CalicoSelector {
+        CalicoSelector::And(Box::new(self), Box::new(other))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -170,7 +170,7 @@ fn layered_egress(workload: &Workload, snapshot: &Snapshot, eff: &mut EffectiveE
     let layers = &snapshot.network.layers;
     let mut reach = match sem.cni {
         Cni::Kubernetes => kubernetes_reach(&nps, layers, &pod),
-        Cni::Calico => calico_reach(&nps, layers, &pod),
+        Cni::Calico => calico_reach(&nps, layers, &pod, &snapshot.namespaces),
         Cni::Cilium => cilium_reach(&nps, layers, &pod, sem.cilium_enforcement),
     };
     eff.cni = Some(sem.cni);

@@ -197,6 +197,181 @@ pub struct LayerRule {
     pub field: Shared<str>,
     /// What the rule names, as written ("toCIDRSet 0.0.0.0/0").
     pub text: Shared<str>,
+    /// Calico: the destination selects by labels, so it also reaches the
+    /// network sets it selects; `nets` then holds what it reaches with no
+    /// set, and `calico_reach` resolves it against the sets read.
+    pub sets: Option<Arc<SetDestination>>,
+}
+
+/// A Calico rule destination that selects by labels (docs/semantics.md,
+/// "Calico network sets"): besides in-cluster endpoints, it reaches the
+/// addresses of the NetworkSets and GlobalNetworkSets it selects.
+#[derive(Clone, Debug)]
+pub struct SetDestination {
+    /// The one positive selector Calico builds from the rule's
+    /// namespaceSelector (or the policy's namespace), serviceAccounts and
+    /// selector; None when the rule has none (then the destination is not
+    /// limited to sets: every address, less what the rest excludes).
+    pub selector: Option<CalicoSelector>,
+    /// `notSelector`, applied unscoped as Calico applies it: the
+    /// addresses of the sets it matches are excluded.
+    pub not_selector: Option<CalicoSelector>,
+    /// `nets`, when given: the destination is limited to them.
+    pub nets: Option<IpSet>,
+    /// `notNets`, subtracted.
+    pub not_nets: IpSet,
+    /// `ipVersion`, when given.
+    pub ip_version: Option<u8>,
+    /// `domains` limits the destination to names: no address.
+    pub domains_only: bool,
+}
+
+/// A Calico NetworkSet (namespaced) or GlobalNetworkSet: labelled
+/// addresses that a rule's destination selector can select.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetworkSet {
+    /// None: a GlobalNetworkSet.
+    pub namespace: Option<String>,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// `spec.nets`.
+    pub nets: IpSet,
+    /// `spec.allowedEgressDomains`: names, judged as a rule's `domains`.
+    pub domains: Vec<Shared<str>>,
+    /// An entry of `spec.nets` that is not a CIDR: what the set holds is
+    /// not known for sure.
+    pub problem: Option<String>,
+}
+
+impl NetworkSet {
+    /// "NetworkSet ns/name" or "GlobalNetworkSet name", as evidence names it.
+    pub fn reference(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("NetworkSet {ns}/{}", self.name),
+            None => format!("GlobalNetworkSet {}", self.name),
+        }
+    }
+
+    /// The labels Calico's rule selectors see on the set: its own, the
+    /// `projectcalico.org/namespace` label and, inherited from the
+    /// namespace's profile, the namespace's labels as `pcns.` labels and
+    /// its name as `pcns.projectcalico.org/name` (a GlobalNetworkSet has
+    /// its own labels only).
+    pub fn calico_labels(
+        &self,
+        namespaces: &BTreeMap<String, BTreeMap<String, String>>,
+    ) -> BTreeMap<String, String> {
+        let mut labels = BTreeMap::new();
+        if let Some(ns) = &self.namespace {
+            for (k, v) in namespaces.get(ns).into_iter().flatten() {
+                labels.insert(format!("pcns.{k}"), v.clone());
+            }
+            labels.insert("pcns.projectcalico.org/name".into(), ns.clone());
+        }
+        labels.extend(self.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let Some(ns) = &self.namespace {
+            labels.insert("projectcalico.org/namespace".into(), ns.clone());
+        }
+        labels
+    }
+}
+
+/// A network set with the labels its namespace gives it.
+pub struct SetView<'a> {
+    pub set: &'a NetworkSet,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl SetDestination {
+    /// The rule with its destination resolved against the sets: the
+    /// addresses of the sets the selector selects (every address when it
+    /// has none), limited to `nets`, less the sets `notSelector` matches
+    /// and `notNets`. A selected or excluded set that cannot be read makes
+    /// the rule's destination unknown; a selected set's
+    /// `allowedEgressDomains` become the rule's domains.
+    /// Does the selector or notSelector match any of the sets? If not,
+    /// the rule as projected (resolved against no set) stands.
+    pub fn touches(&self, sets: &[SetView<'_>]) -> bool {
+        sets.iter().any(|v| {
+            self.selector.as_ref().is_some_and(|s| s.matches(&v.labels))
+                || self
+                    .not_selector
+                    .as_ref()
+                    .is_some_and(|s| s.matches(&v.labels))
+        })
+    }
+
+    pub fn resolve(&self, rule: &LayerRule, sets: &[SetView<'_>]) -> LayerRule {
+        let mut selected = Vec::new();
+        let mut reached = match &self.selector {
+            Some(sel) => {
+                let mut union = IpSet::new();
+                for v in sets.iter().filter(|v| sel.matches(&v.labels)) {
+                    union = union.union(&v.set.nets);
+                    selected.push(v.set);
+                }
+                union
+            }
+            None => (**EVERYWHERE).clone(),
+        };
+        if let Some(nets) = &self.nets {
+            reached = reached.intersect(nets);
+        }
+        let mut excluded = Vec::new();
+        if let Some(not) = &self.not_selector {
+            for v in sets.iter().filter(|v| not.matches(&v.labels)) {
+                reached = reached.subtract(&v.set.nets);
+                excluded.push(v.set);
+            }
+        }
+        reached = reached.subtract(&self.not_nets);
+        match self.ip_version {
+            Some(4) => {
+                reached =
+                    reached.intersect(&IpSet::from_nets([IpNet::V4(ipnet::Ipv4Net::default())]))
+            }
+            Some(6) => {
+                reached =
+                    reached.intersect(&IpSet::from_nets([IpNet::V6(ipnet::Ipv6Net::default())]))
+            }
+            _ => {}
+        }
+        let mut out = rule.clone();
+        if self.domains_only {
+            reached = IpSet::new();
+        }
+        let mut text = rule.text.to_string();
+        if !selected.is_empty() {
+            let names: Vec<String> = selected.iter().map(|s| s.reference()).collect();
+            text.push_str(&format!(" (selects {})", names.join(", ")));
+        }
+        if !excluded.is_empty() {
+            let names: Vec<String> = excluded.iter().map(|s| s.reference()).collect();
+            text.push_str(&format!(" (notSelector excludes {})", names.join(", ")));
+        }
+        // A set that cannot be read, selected or excluded: what the rule
+        // reaches (or closes) is unknown.
+        for set in selected.iter().chain(&excluded) {
+            if let Some(problem) = &set.problem {
+                let reference = set.reference();
+                out.unknown = Some(Unknown {
+                    en: format!("{}: it selects {reference}, whose {problem}", rule.field).into(),
+                    zh: format!(
+                        "{}：其选中的 {reference} 中 {problem}（无法离线判断其可达地址）",
+                        rule.field
+                    )
+                    .into(),
+                });
+            }
+        }
+        for set in &selected {
+            out.domains.extend(set.domains.iter().cloned());
+        }
+        out.everything = reached == **EVERYWHERE;
+        out.nets = Arc::new(reached);
+        out.text = text.into();
+        out
+    }
 }
 
 /// Which pods a policy applies to.
@@ -367,6 +542,8 @@ pub struct CalicoTier {
 pub struct Layers {
     pub policies: Vec<LayerPolicy>,
     pub tiers: BTreeMap<String, CalicoTier>,
+    /// Calico NetworkSets and GlobalNetworkSets.
+    pub network_sets: Vec<NetworkSet>,
 }
 
 impl Layers {
@@ -387,6 +564,18 @@ impl Layers {
 
     pub fn set_tier(&mut self, name: &str, tier: CalicoTier) {
         self.tiers.insert(name.to_string(), tier);
+    }
+
+    /// Add a network set, replacing one of the same namespace and name.
+    pub fn upsert_network_set(&mut self, set: NetworkSet) {
+        self.remove_network_set(set.namespace.as_deref(), &set.name);
+        self.network_sets.push(set);
+    }
+
+    /// Forget a network set (`namespace` None: a GlobalNetworkSet).
+    pub fn remove_network_set(&mut self, namespace: Option<&str>, name: &str) {
+        self.network_sets
+            .retain(|s| !(s.namespace.as_deref() == namespace && s.name == name));
     }
 }
 
@@ -787,12 +976,25 @@ type TierSlot<'a> = (f64, bool, Vec<&'a LayerPolicy>);
 /// Calico's order. Kubernetes NetworkPolicies are in the default tier at
 /// order 1000; AdminNetworkPolicies in their tier by priority;
 /// BaselineAdminNetworkPolicy in the last.
+/// `namespaces` (name to labels) gives namespaced network sets the labels
+/// they inherit.
 pub fn calico_reach(
     network_policies: &[&LayerPolicy],
     layers: &Layers,
     pod: &PodView<'_>,
+    namespaces: &BTreeMap<String, BTreeMap<String, String>>,
 ) -> Reach {
     let mut reach = Reach::default();
+    let relevant = layers
+        .policies
+        .iter()
+        .filter(|p| p.kind.is_calico() || p.kind.is_admin());
+    let selecting = applying(
+        relevant.chain(network_policies.iter().copied()),
+        pod,
+        &mut reach,
+    );
+    let resolved = with_network_sets(&selecting, &layers.network_sets, namespaces);
     // A policy naming a tier with no Tier object: where it sits is unknown.
     let mut tiers: BTreeMap<String, TierSlot<'_>> = BTreeMap::new();
     tiers.insert(
@@ -811,15 +1013,8 @@ pub fn calico_reach(
         entry.0 = t.order.unwrap_or(f64::INFINITY);
         entry.1 = t.default_pass;
     }
-    let relevant = layers
-        .policies
-        .iter()
-        .filter(|p| p.kind.is_calico() || p.kind.is_admin());
-    for p in applying(
-        relevant.chain(network_policies.iter().copied()),
-        pod,
-        &mut reach,
-    ) {
+    for (p, resolved) in selecting.into_iter().zip(&resolved) {
+        let p = resolved.as_ref().unwrap_or(p);
         let tier = match p.kind {
             LayerKind::AdminNetworkPolicy => "adminnetworkpolicy",
             LayerKind::BaselineAdminNetworkPolicy => "baselineadminnetworkpolicy",
@@ -858,6 +1053,49 @@ pub fn calico_reach(
         })
         .collect();
     run_tiers(runs, reach)
+}
+
+/// The policies among `selecting` with a rule whose destination selects
+/// network sets, with those rules resolved against `sets` (None for the
+/// others, used as they are).
+fn with_network_sets(
+    selecting: &[&LayerPolicy],
+    sets: &[NetworkSet],
+    namespaces: &BTreeMap<String, BTreeMap<String, String>>,
+) -> Vec<Option<LayerPolicy>> {
+    let mut views: Option<Vec<SetView<'_>>> = None;
+    selecting
+        .iter()
+        .map(|p| {
+            // With no set, a rule's projected `nets` is already what it
+            // reaches.
+            if sets.is_empty() || p.rules.iter().all(|r| r.sets.is_none()) {
+                return None;
+            }
+            let views = views.get_or_insert_with(|| {
+                sets.iter()
+                    .map(|set| SetView {
+                        set,
+                        labels: set.calico_labels(namespaces),
+                    })
+                    .collect()
+            });
+            // Cloned only when a rule selects or excludes some set: the
+            // projected rules keep their shared address sets (and the
+            // snapshot's answers judged in advance for them).
+            let touched = |r: &LayerRule| r.sets.as_ref().is_some_and(|d| d.touches(views));
+            if !p.rules.iter().any(touched) {
+                return None;
+            }
+            let mut p = (*p).clone();
+            for r in &mut p.rules {
+                if let Some(dest) = r.sets.clone().filter(|d| d.touches(views)) {
+                    *r = dest.resolve(r, views);
+                }
+            }
+            Some(p)
+        })
+        .collect()
 }
 
 /// Cilium: deny precedence over the union of allows, default-deny once a

@@ -71,8 +71,8 @@ pub use evidence::{
 pub use ipset::{CountryTable, IpSet, ListParseError, net_minus_excepts_subset};
 pub use layers::{
     CalicoTier, CiliumEnforcement, Cni, DomainGrant, EgressSemantics, LayerDecision, LayerKind,
-    LayerPolicy, LayerRule, Layers, PodView, RangesOrUnknown, Reach, RuleAction, Subject, Unknown,
-    calico_reach, cilium_reach, kubernetes_reach,
+    LayerPolicy, LayerRule, Layers, NetworkSet, PodView, RangesOrUnknown, Reach, RuleAction,
+    SetDestination, Subject, Unknown, calico_reach, cilium_reach, kubernetes_reach,
 };
 pub use lineage::{ClaimClass, claims_mounted, classes_of_claim, classes_through_claims};
 pub use network::{
@@ -81,7 +81,7 @@ pub use network::{
 };
 pub use network_change::{
     NetworkPolicyChange, OpenedEgress, ViolationKey, judge_layer_change, judge_namespace_relabel,
-    judge_network_policy_change,
+    judge_namespace_relabel_through_sets, judge_network_policy_change,
 };
 pub use node_inventory::{ClassifiedNode, FixRegions, NodeInventory};
 pub use nodes::{LEGACY_REGION_LABEL, NodeInfo, NodeStanding, REGION_LABEL, Untrusted};
@@ -91,7 +91,9 @@ pub use policy::{
     CompiledExemption, CompiledPolicy, Enforcement, PolicyProblem, RejectedPolicy,
     compile as compile_policy,
 };
-pub use projection::{admin_policy, calico_policy, calico_tier, cilium_policies};
+pub use projection::{
+    admin_policy, calico_network_set, calico_policy, calico_tier, cilium_policies,
+};
 pub use selector::NodeLabels;
 pub use shared::Shared;
 pub use snapshot::{LastValid, LiveStorage, NamespaceFacts, Snapshot, SnapshotBuilder};

@@ -20,7 +20,9 @@ use super::layers::{
     RuleAction, Subject, Unknown,
 };
 use super::policy::PolicyProblem;
-use super::projection::{admin_policy, calico_policy, calico_tier, cilium_policies};
+use super::projection::{
+    admin_policy, calico_network_set, calico_policy, calico_tier, cilium_policies,
+};
 use super::selector::LabelSelectorMatcher;
 use super::shared::Shared;
 use super::text::Text;
@@ -650,7 +652,8 @@ impl NetworkIndex {
             .iter()
             .filter(|p| p.kind.is_calico())
             .count()
-            + self.layers.tiers.len();
+            + self.layers.tiers.len()
+            + self.layers.network_sets.len();
         match (cilium, calico) {
             (0, 0) => Ok(Cni::Kubernetes),
             (_, 0) => Ok(Cni::Cilium),
@@ -669,7 +672,8 @@ impl NetworkIndex {
         Arc::make_mut(&mut self.layers)
     }
 
-    /// Add a policy of another layer (or a Calico Tier) from its object:
+    /// Add a policy of another layer (or a Calico Tier, NetworkSet or
+    /// GlobalNetworkSet) from its object:
     /// `apiVersion` and `kind` say which. Returns false for a kind that is
     /// not a policy layer.
     pub fn add_layer_object(
@@ -698,6 +702,9 @@ impl NetworkIndex {
                 let (name, tier) = calico_tier(obj);
                 layers.set_tier(&name, tier);
             }
+            ("crd.projectcalico.org", "NetworkSet" | "GlobalNetworkSet") => {
+                layers.upsert_network_set(calico_network_set(obj, kind == "GlobalNetworkSet"));
+            }
             ("policy.networking.k8s.io", "AdminNetworkPolicy") => {
                 layers.upsert(admin_policy(obj, false))
             }
@@ -719,8 +726,17 @@ impl NetworkIndex {
     ) {
         let Some(layer) = layer_kind(api_version, kind) else {
             let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-            if (group, kind) == ("crd.projectcalico.org", "Tier") {
-                self.layers_mut().tiers.remove(name);
+            match (group, kind) {
+                ("crd.projectcalico.org", "Tier") => {
+                    self.layers_mut().tiers.remove(name);
+                }
+                ("crd.projectcalico.org", "NetworkSet") => self
+                    .layers_mut()
+                    .remove_network_set(Some(namespace.unwrap_or("default")), name),
+                ("crd.projectcalico.org", "GlobalNetworkSet") => {
+                    self.layers_mut().remove_network_set(None, name)
+                }
+                _ => {}
             }
             return;
         };
@@ -775,6 +791,7 @@ fn network_policy_layer(
                 index: r,
                 field: format!("spec.egress[{r}]").into(),
                 text: if rule.empty_to { "to: []" } else { "no to" }.into(),
+                sets: None,
             });
             continue;
         };
@@ -797,6 +814,7 @@ fn network_policy_layer(
                         index: r,
                         field: format!("{field}.ipBlock").into(),
                         text: text.clone(),
+                        sets: None,
                     });
                 }
                 Peer::Unreadable(reason) => rules.push(LayerRule {
@@ -812,6 +830,7 @@ fn network_policy_layer(
                     index: r,
                     field: field.into(),
                     text: "unreadable peer".into(),
+                    sets: None,
                 }),
             }
         }

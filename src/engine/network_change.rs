@@ -229,10 +229,69 @@ pub fn judge_namespace_relabel(
     out
 }
 
-/// Judge replacing a policy of another egress layer (or a Calico Tier)
-/// with `replacement` (`None`: deleting it), for the classified workloads
-/// of every namespace it may touch (`workloads_in` gives them): its own for
-/// a namespaced kind, every namespace for a cluster-wide one.
+/// Judge relabelling Namespace `namespace` to `new_labels` for the
+/// classified workloads of every namespace (`workloads_in` gives them),
+/// through the Calico NetworkSets it holds: a rule's namespaceSelector
+/// selects a set by its namespace's labels, so a relabel can bring a set
+/// holding an address abroad under an Allow (or out of a Deny) of a policy
+/// in any namespace. Empty when the namespace holds no set or no Calico
+/// rule selects sets; else every workload a policy with a set-selecting
+/// rule selects is judged before and after.
+pub fn judge_namespace_relabel_through_sets(
+    snapshot: &Snapshot,
+    workloads_in: &dyn Fn(&str) -> Vec<Arc<Workload>>,
+    namespace: &str,
+    new_labels: &BTreeMap<String, String>,
+    now: Timestamp,
+) -> NetworkPolicyChange {
+    let layers = snapshot.network.layers();
+    let mut out = NetworkPolicyChange::default();
+    if !layers
+        .network_sets
+        .iter()
+        .any(|s| s.namespace.as_deref() == Some(namespace))
+    {
+        return out;
+    }
+    let selecting: Vec<&LayerPolicy> = layers
+        .policies
+        .iter()
+        .filter(|p| p.kind.is_calico() && p.rules.iter().any(|r| r.sets.is_some()))
+        .collect();
+    if selecting.is_empty() {
+        return out;
+    }
+    for ns in snapshot.namespaces.keys() {
+        let workloads = workloads_in(ns);
+        if workloads.is_empty() {
+            continue;
+        }
+        let before = snapshot.focused_on(ns, &NamespaceFacts::default());
+        let mut after = before.clone();
+        after
+            .namespaces
+            .insert(namespace.to_string(), new_labels.clone());
+        // The relabelled namespace's own pods are judged with the new
+        // labels by `judge_namespace_relabel`; here only the sets move.
+        static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+        let ns_labels = before.namespaces.get(ns).unwrap_or(&NO_LABELS);
+        let may_affect = |w: &Workload| {
+            let pod = PodView::new(&w.namespace, ns_labels, &w.template_labels);
+            selecting
+                .iter()
+                .any(|p| p.subject.selects(&pod) != Some(false))
+        };
+        judge_affected(&before, &after, &workloads, &may_affect, now, &mut out);
+    }
+    out
+}
+
+/// Judge replacing a policy of another egress layer (or a Calico Tier,
+/// NetworkSet or GlobalNetworkSet) with `replacement` (`None`: deleting
+/// it), for the classified workloads of every namespace it may touch
+/// (`workloads_in` gives them): its own for a namespaced policy kind, every
+/// namespace for a cluster-wide one or a network set (rules of any
+/// namespace may select a set; deleting one a Deny selects opens egress).
 #[allow(clippy::too_many_arguments)]
 pub fn judge_layer_change(
     snapshot: &Snapshot,
@@ -245,7 +304,13 @@ pub fn judge_layer_change(
     now: Timestamp,
 ) -> NetworkPolicyChange {
     let layer = layer_kind(api_version, kind);
-    let namespaced = layer.is_some_and(LayerKind::namespaced_layer);
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    // A Calico NetworkSet or GlobalNetworkSet: no policy, but the rules
+    // whose destination selects it reach (or close) its addresses.
+    let network_set =
+        group == "crd.projectcalico.org" && matches!(kind, "NetworkSet" | "GlobalNetworkSet");
+    let namespaced =
+        layer.is_some_and(LayerKind::namespaced_layer) || kind == "NetworkSet" && network_set;
     let namespace = namespace.filter(|_| namespaced);
     let new = replacement.map(|v| {
         let mut v = v.clone();
@@ -278,11 +343,25 @@ pub fn judge_layer_change(
     if let Some(v) = &new {
         scratch.add_layer_object(api_version, kind, v);
     }
-    let candidates: Vec<&LayerPolicy> =
+    let mut candidates: Vec<&LayerPolicy> =
         old.iter().chain(scratch.layers().policies.iter()).collect();
+    if network_set {
+        // Rules of any namespace may select a set (namespaceSelector, a
+        // GlobalNetworkPolicy): the pods of the policies with such rules.
+        candidates = snapshot
+            .network
+            .layers()
+            .policies
+            .iter()
+            .filter(|p| p.kind.is_calico() && p.rules.iter().any(|r| r.sets.is_some()))
+            .collect();
+        if candidates.is_empty() {
+            return NetworkPolicyChange::default();
+        }
+    }
     let namespaces: Vec<String> = match namespace {
-        Some(ns) => vec![ns.to_string()],
-        None => snapshot.namespaces.keys().cloned().collect(),
+        Some(ns) if !network_set => vec![ns.to_string()],
+        _ => snapshot.namespaces.keys().cloned().collect(),
     };
     let mut out = NetworkPolicyChange::default();
     for ns in namespaces {
@@ -302,7 +381,7 @@ pub fn judge_layer_change(
         let ns_labels = before.namespaces.get(&ns).unwrap_or(&NO_LABELS);
         let may_affect = |w: &Workload| {
             // A Tier moves every policy in it: any pod may be affected.
-            layer.is_none()
+            (layer.is_none() && !network_set)
                 || candidates.iter().any(|p| {
                     let pod = PodView::new(&w.namespace, ns_labels, &w.template_labels);
                     p.subject.selects(&pod) != Some(false)

@@ -6,7 +6,9 @@
 //!   `egress`, `egressDeny`, `enableDefaultDeny`);
 //! - Calico `crd.projectcalico.org/v1` NetworkPolicy, GlobalNetworkPolicy
 //!   (`selector`, `namespaceSelector`, `serviceAccountSelector`, `order`,
-//!   `tier`, `types`, `egress`) and Tier (`order`, `defaultAction`);
+//!   `tier`, `types`, `egress`), Tier (`order`, `defaultAction`), and
+//!   NetworkSet and GlobalNetworkSet (labels, `nets`,
+//!   `allowedEgressDomains`), which a rule's destination selector selects;
 //! - `policy.networking.k8s.io/v1alpha1` AdminNetworkPolicy and
 //!   BaselineAdminNetworkPolicy (`priority`, `subject`, `egress`).
 //!
@@ -24,7 +26,8 @@ use serde_json::Value;
 use super::calico_selector::CalicoSelector;
 use super::ipset::{IpSet, parse_cidr, parse_net};
 use super::layers::{
-    CalicoTier, EVERYWHERE, LayerKind, LayerPolicy, LayerRule, RuleAction, Subject, Unknown,
+    CalicoTier, EVERYWHERE, LayerKind, LayerPolicy, LayerRule, NetworkSet, RuleAction,
+    SetDestination, Subject, Unknown,
 };
 use super::selector::LabelSelectorMatcher;
 
@@ -374,6 +377,7 @@ fn cilium_rule(r: &Value, action: RuleAction, index: usize, field: &str) -> Laye
         index,
         field: field.into(),
         text: texts.join(", ").into(),
+        sets: None,
     }
 }
 
@@ -436,7 +440,7 @@ pub fn calico_policy(obj: &Value, global: bool) -> LayerPolicy {
         .into_iter()
         .flatten()
         .enumerate()
-        .map(|(i, r)| calico_rule(r, i))
+        .map(|(i, r)| calico_rule(r, i, namespace.as_deref()))
         .collect();
     LayerPolicy {
         kind,
@@ -462,7 +466,7 @@ fn non_empty(v: Option<&Value>) -> bool {
     }
 }
 
-fn calico_rule(r: &Value, index: usize) -> LayerRule {
+fn calico_rule(r: &Value, index: usize, policy_namespace: Option<&str>) -> LayerRule {
     let field = format!("spec.egress[{index}]");
     let mut problem: Option<String> = None;
     let action = match r.get("action").and_then(Value::as_str) {
@@ -498,54 +502,39 @@ fn calico_rule(r: &Value, index: usize) -> LayerRule {
         }
         out
     };
-    let in_cluster_only = [
-        "selector",
-        "namespaceSelector",
-        "serviceAccounts",
-        "services",
-    ]
-    .iter()
-    .any(|k| non_empty(dst.get(*k)));
-    for key in ["selector", "namespaceSelector"] {
-        if let Some(text) = dst.get(key).and_then(Value::as_str) {
-            texts.push(format!("{key} {text}"));
-            match CalicoSelector::parse(text) {
-                // global() selects GlobalNetworkSets: external addresses
-                // that are not read.
-                Ok(sel) if contains_global(&sel) => {
-                    problem = Some(format!(
-                        "destination.{key} {text:?} selects global network sets, whose addresses are not read"
-                    ));
-                }
-                Ok(_) => {}
-                Err(e) => problem = Some(format!("destination.{key} {text:?}: {e}")),
+    let mut selector_at = |key: &str, problem: &mut Option<String>| {
+        let text = dst.get(key).and_then(Value::as_str)?;
+        texts.push(format!("{key} {text}"));
+        match CalicoSelector::parse(text) {
+            Ok(sel) => Some(sel),
+            Err(e) => {
+                *problem = Some(format!("destination.{key} {text:?}: {e}"));
+                None
             }
         }
-    }
+    };
+    let selector = selector_at("selector", &mut problem);
+    let namespace_selector = selector_at("namespaceSelector", &mut problem);
+    let not_selector = selector_at("notSelector", &mut problem);
+    let service_accounts = match dst.get("serviceAccounts").filter(|v| non_empty(Some(v))) {
+        None => None,
+        Some(sa) => {
+            texts.push("serviceAccounts".into());
+            service_account_selector(sa).unwrap_or_else(|e| {
+                problem = Some(format!("destination.serviceAccounts: {e}"));
+                None
+            })
+        }
+    };
     if non_empty(dst.get("services")) {
         problem =
             Some("destination.services reaches a Service's endpoints, which are not read".into());
     }
-    let mut nets = if in_cluster_only {
-        IpSet::new()
-    } else if nets_text.is_empty() {
-        (**EVERYWHERE).clone()
-    } else {
+    if !nets_text.is_empty() {
         texts.push(format!("nets {}", nets_text.join(", ")));
-        IpSet::from_nets(parse_all(&nets_text, "nets", &mut problem))
-    };
+    }
     if !not_nets.is_empty() {
         texts.push(format!("notNets {}", not_nets.join(", ")));
-        nets = nets.subtract(&IpSet::from_nets(parse_all(
-            &not_nets,
-            "notNets",
-            &mut problem,
-        )));
-    }
-    match r.get("ipVersion").and_then(Value::as_i64) {
-        Some(4) => nets = nets.intersect(&v4_all()),
-        Some(6) => nets = nets.intersect(&v6_all()),
-        _ => {}
     }
     let domains: Vec<_> = strings(dst, "domains")
         .into_iter()
@@ -553,33 +542,139 @@ fn calico_rule(r: &Value, index: usize) -> LayerRule {
         .collect();
     if !domains.is_empty() {
         // Domains restrict the destination to those names.
-        nets = IpSet::new();
         texts.push(format!("domains {}", strings(dst, "domains").join(", ")));
     }
-    let everything = nets == **EVERYWHERE;
-    if everything {
-        texts.push("no destination (every address)".into());
-    }
-    LayerRule {
+    // Calico's one destination selector (libcalico-go, rules.go): the
+    // scope is the namespaceSelector (keys read as the namespace's `pcns.`
+    // labels, all() as every namespaced endpoint, global() as every
+    // non-namespaced one), else the policy's own namespace, else (a
+    // GlobalNetworkPolicy) none; it applies once any selector field is set.
+    // In `selector` and `notSelector`, global() matches like all().
+    let calico_global =
+        |s: CalicoSelector| s.rewritten("", &CalicoSelector::All, &CalicoSelector::All);
+    let namespaced = CalicoSelector::Has("projectcalico.org/namespace".into());
+    let scope = match &namespace_selector {
+        Some(ns) => Some(ns.rewritten(
+            "pcns.",
+            &namespaced,
+            &CalicoSelector::Not(Box::new(namespaced.clone())),
+        )),
+        None => policy_namespace
+            .map(|ns| CalicoSelector::Eq("projectcalico.org/namespace".into(), ns.into())),
+    };
+    let own = match (service_accounts, selector.map(calico_global)) {
+        (Some(a), Some(b)) => Some(a.and(b)),
+        (a, b) => a.or(b),
+    };
+    let positive = match scope {
+        Some(scope) if own.is_some() || not_selector.is_some() || namespace_selector.is_some() => {
+            Some(match own {
+                Some(own) => scope.and(own),
+                None => scope,
+            })
+        }
+        _ => own,
+    };
+    let destination = SetDestination {
+        selector: positive,
+        not_selector: not_selector.map(calico_global),
+        nets: (!nets_text.is_empty())
+            .then(|| IpSet::from_nets(parse_all(&nets_text, "nets", &mut problem))),
+        not_nets: IpSet::from_nets(parse_all(&not_nets, "notNets", &mut problem)),
+        ip_version: r
+            .get("ipVersion")
+            .and_then(Value::as_u64)
+            .and_then(|v| u8::try_from(v).ok()),
+        domains_only: !domains.is_empty(),
+    };
+    let selects_sets = destination.selector.is_some() || destination.not_selector.is_some();
+    let mut rule = LayerRule {
         action,
-        nets: Arc::new(nets),
-        everything,
+        nets: Arc::new(IpSet::new()),
+        everything: false,
         partial,
         domains,
         unknown: problem.map(|p| unreadable_destination(&field, &p)),
         index,
         field: field.into(),
-        text: texts.join(", ").into(),
+        text: "".into(),
+        sets: None,
+    };
+    // What it reaches when no network set is selected.
+    rule = destination.resolve(&rule, &[]);
+    if rule.everything {
+        texts.push("no destination (every address)".into());
     }
+    rule.text = texts.join(", ").into();
+    if selects_sets && rule.unknown.is_none() {
+        rule.sets = Some(Arc::new(destination));
+    }
+    rule
 }
 
-fn contains_global(sel: &CalicoSelector) -> bool {
-    use CalicoSelector::*;
-    match sel {
-        Global => true,
-        Not(s) => contains_global(s),
-        And(a, b) | Or(a, b) => contains_global(a) || contains_global(b),
-        _ => false,
+/// `destination.serviceAccounts` as the selector Calico builds from it:
+/// `names` as the `projectcalico.org/serviceaccount` label, `selector` on
+/// the service account's labels (`pcsa.` keys); None when neither is set.
+fn service_account_selector(sa: &Value) -> Result<Option<CalicoSelector>, String> {
+    let names = strings(sa, "names");
+    let by_name = (!names.is_empty())
+        .then(|| CalicoSelector::In("projectcalico.org/serviceaccount".into(), names));
+    let by_labels = match sa.get("selector").and_then(Value::as_str) {
+        Some(text) if !text.trim().is_empty() => Some(
+            CalicoSelector::parse(text)
+                .map_err(|e| format!("selector {text:?}: {e}"))?
+                .rewritten("pcsa.", &CalicoSelector::All, &CalicoSelector::All),
+        ),
+        _ => None,
+    };
+    Ok(match (by_labels, by_name) {
+        (Some(a), Some(b)) => Some(a.and(b)),
+        (a, b) => a.or(b),
+    })
+}
+
+/// A Calico NetworkSet (namespaced, `global` false) or GlobalNetworkSet:
+/// its labels, `spec.nets` and `spec.allowedEgressDomains`. An entry of
+/// `spec.nets` that is not a CIDR (Calico skips it with a warning) makes
+/// the set unreadable, so a rule selecting it fails closed.
+pub fn calico_network_set(obj: &Value, global: bool) -> NetworkSet {
+    let (namespace, name) = meta(obj);
+    let namespace = (!global).then(|| namespace.unwrap_or_else(|| "default".into()));
+    let labels = obj
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let empty = Value::Null;
+    let spec = obj.get("spec").unwrap_or(&empty);
+    let mut nets = IpSet::new();
+    let mut problem = None;
+    for text in strings(spec, "nets") {
+        match parse_cidr(&text).or_else(|| parse_net(text.trim()).ok()) {
+            Some(n) => nets.insert_net(n),
+            None => problem = Some(format!("spec.nets entry {text:?} is not a CIDR")),
+        }
+    }
+    if spec
+        .get("nets")
+        .is_some_and(|n| !n.is_array() && !n.is_null())
+    {
+        problem = Some("spec.nets is not a list".into());
+    }
+    NetworkSet {
+        namespace,
+        name,
+        labels,
+        nets,
+        domains: strings(spec, "allowedEgressDomains")
+            .into_iter()
+            .map(|d| d.to_ascii_lowercase().trim_end_matches('.').into())
+            .collect(),
+        problem,
     }
 }
 
@@ -726,5 +821,6 @@ fn admin_rule(r: &Value, index: usize) -> LayerRule {
         index,
         field: field.into(),
         text: texts.join(", ").into(),
+        sets: None,
     }
 }

@@ -179,9 +179,18 @@ impl Snapshot {
     /// A snapshot for judging workloads of `namespace` only, with `facts`
     /// in place of what this snapshot knows about it. Policies, nodes and
     /// address data are shared or copied; other namespaces are left out
-    /// (judging a workload reads only its own namespace).
+    /// (judging a workload reads only its own namespace), except the
+    /// labels of the namespaces holding Calico NetworkSets, which a rule's
+    /// namespaceSelector reads to select their sets.
     pub fn focused_on(&self, namespace: &str, facts: &NamespaceFacts) -> Snapshot {
         let mut namespaces = BTreeMap::new();
+        for set in &self.network.layers().network_sets {
+            if let Some(ns) = set.namespace.as_deref()
+                && let Some(labels) = self.namespaces.get(ns)
+            {
+                namespaces.insert(ns.to_string(), labels.clone());
+            }
+        }
         let labels = facts
             .labels
             .as_ref()

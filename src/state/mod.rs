@@ -156,6 +156,20 @@ pub const LAYER_RESOURCES: &[LayerResource] = &[
         name: "tiers.crd.projectcalico.org",
     },
     LayerResource {
+        group: "crd.projectcalico.org",
+        version: "v1",
+        kind: "NetworkSet",
+        plural: "networksets",
+        name: "networksets.crd.projectcalico.org",
+    },
+    LayerResource {
+        group: "crd.projectcalico.org",
+        version: "v1",
+        kind: "GlobalNetworkSet",
+        plural: "globalnetworksets",
+        name: "globalnetworksets.crd.projectcalico.org",
+    },
+    LayerResource {
         group: "policy.networking.k8s.io",
         version: "v1alpha1",
         kind: "AdminNetworkPolicy",
@@ -327,7 +341,9 @@ fn layer_watched(r: &LayerResource) -> Watched {
     }
 }
 
-/// The layer object as kept: apiVersion, kind, name, namespace and spec.
+/// The layer object as kept: apiVersion, kind, name, namespace and spec,
+/// and the labels of a Calico NetworkSet or GlobalNetworkSet (rules select
+/// sets by them).
 fn project_layer(v: &serde_json::Value) -> Result<Option<Projected>, String> {
     let mut kept = serde_json::Map::new();
     for key in ["apiVersion", "kind", "spec", "specs"] {
@@ -337,7 +353,16 @@ fn project_layer(v: &serde_json::Value) -> Result<Option<Projected>, String> {
     }
     let meta = v.get("metadata").ok_or("no metadata")?;
     let mut m = serde_json::Map::new();
-    for key in ["name", "namespace"] {
+    let network_set = matches!(
+        v.get("kind").and_then(serde_json::Value::as_str),
+        Some("NetworkSet" | "GlobalNetworkSet")
+    );
+    let keys: &[&str] = if network_set {
+        &["name", "namespace", "labels"]
+    } else {
+        &["name", "namespace"]
+    };
+    for &key in keys {
         if let Some(x) = meta.get(key) {
             m.insert(key.into(), x.clone());
         }
@@ -1194,6 +1219,28 @@ fn build(parts: &[Part], inputs: &Inputs, now: Timestamp, last_valid: &mut LastV
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A network set keeps its labels (rules select sets by them); a
+    /// policy keeps none.
+    #[test]
+    fn network_sets_keep_their_labels() {
+        let kept = |kind: &str| {
+            let v = serde_json::json!({
+                "apiVersion": "crd.projectcalico.org/v1", "kind": kind,
+                "metadata": {"name": "s", "namespace": "ns", "labels": {"role": "egress"}, "uid": "u"},
+                "spec": {"nets": ["8.8.8.0/24"]}
+            });
+            match project_layer(&v) {
+                Ok(Some(Projected::Cluster(Item::Layer(v)))) => v,
+                _ => panic!("{kind}: not kept as a layer object"),
+            }
+        };
+        for kind in ["NetworkSet", "GlobalNetworkSet"] {
+            assert_eq!(kept(kind)["metadata"]["labels"]["role"], "egress", "{kind}");
+            assert!(kept(kind)["metadata"].get("uid").is_none());
+        }
+        assert!(kept("NetworkPolicy")["metadata"].get("labels").is_none());
+    }
 
     /// A layer kind's name is `plural.group`.
     #[test]

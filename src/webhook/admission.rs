@@ -1023,13 +1023,32 @@ fn namespace_review(
         // The labels also decide which AdminNetworkPolicies, Cilium and
         // Calico policies select the namespace's pods: judged like a change
         // of those policies.
-        let opened = engine::judge_namespace_relabel(
+        let mut opened = engine::judge_namespace_relabel(
             judging.snapshot,
             &workloads,
             &name,
             &new_labels,
             judging.now,
         );
+        // The labels also decide which Calico rules select the
+        // namespace's NetworkSets, for pods of any namespace.
+        let through_sets = engine::judge_namespace_relabel_through_sets(
+            judging.snapshot,
+            &|ns| judging.workloads.in_namespace(ns),
+            &name,
+            &new_labels,
+            judging.now,
+        );
+        for o in through_sets.opened {
+            if !opened.opened.contains(&o) {
+                opened.opened.push(o);
+            }
+        }
+        for e in through_sets.unjudgeable {
+            if !opened.unjudgeable.contains(&e) {
+                opened.unjudgeable.push(e);
+            }
+        }
         if !opened.opened.is_empty() || !opened.unjudgeable.is_empty() {
             answer = Some(answer_change(
                 &opened,

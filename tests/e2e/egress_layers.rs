@@ -15,6 +15,15 @@
 //!   that allows 9.9.9.0/24 is refused under a Deny policy.
 //! - Calico: a GlobalNetworkPolicy Deny ordered before the NetworkPolicy
 //!   closes what the NetworkPolicy opens, and the Deployment is admitted.
+//! - Calico network sets: a namespace's `edit` user (allowed NetworkSets
+//!   by an aggregated role, as a platform may allow) writes the sets a
+//!   Calico NetworkPolicy's destination selector selects: one in the
+//!   mainland is admitted with the Deployment; adding an address abroad to
+//!   it, or relabelling another set abroad into the selector, is denied;
+//!   deleting a GlobalNetworkSet that a GlobalNetworkPolicy Deny selects
+//!   (so that a later Allow reaches it) is denied too; under a Warn policy
+//!   the set's change is admitted with a warning and the audit reports the
+//!   Deployment's egress abroad.
 //! - Late CRDs: Cilium's CRDs installed after the operator started (with
 //!   `egress.cni: auto`) are picked up within the probe period, without a
 //!   restart: a CiliumClusterwideNetworkPolicy opening 0.0.0.0/0 is then
@@ -37,6 +46,8 @@ const CRDS: &[&str] = &[
     "networkpolicies.crd.projectcalico.org",
     "globalnetworkpolicies.crd.projectcalico.org",
     "tiers.crd.projectcalico.org",
+    "networksets.crd.projectcalico.org",
+    "globalnetworksets.crd.projectcalico.org",
     "adminnetworkpolicies.policy.networking.k8s.io",
     "baselineadminnetworkpolicies.policy.networking.k8s.io",
 ];
@@ -377,6 +388,181 @@ fn a_calico_global_deny_ordered_first_closes_a_network_policy() {
         "kubectl apply --as {USER} (GlobalNetworkPolicy Deny first):\n{}",
         admitted.all()
     );
+}
+
+fn network_set(ns: &str, name: &str, role: &str, nets: &str) -> String {
+    format!(
+        "apiVersion: crd.projectcalico.org/v1\nkind: NetworkSet\nmetadata: {{name: {name}, namespace: {ns}, labels: {{role: {role}}}}}\nspec: {{nets: [{nets}]}}\n"
+    )
+}
+
+#[test]
+fn calico_network_sets_written_by_a_namespace_user_are_judged() {
+    let Some(c) = cluster("egress-layers-sets") else {
+        return;
+    };
+    let ns = "e2e-layers-sets";
+    let _installed = setup(&c, "e2e-layers-sets", "calico", ns);
+    // Namespace owners may write NetworkSets (and Calico policies) here.
+    c.cluster_object("clusterrole", "e2e-calico-sets-edit");
+    let role = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: e2e-calico-sets-edit\n  labels: {rbac.authorization.k8s.io/aggregate-to-edit: \"true\"}\nrules:\n- apiGroups: [crd.projectcalico.org]\n  resources: [networksets, networkpolicies]\n  verbs: [get, list, watch, create, update, patch, delete]\n";
+    c.must_apply(role);
+    apply_policies(&c, &["e2e-sets-deny"], &policy("e2e-sets-deny", "Deny"));
+    // The pod may reach the sets labelled role=egress of its namespace.
+    let to_sets = format!(
+        "apiVersion: crd.projectcalico.org/v1\nkind: NetworkPolicy\nmetadata: {{name: to-sets, namespace: {ns}}}\nspec:\n  selector: app == 'api'\n  types: [Egress]\n  egress: [{{action: Allow, destination: {{selector: role == 'egress'}}}}]\n"
+    );
+    let r = apply_until(
+        "the edit user may write a Calico NetworkPolicy (aggregated role)",
+        || apply_as_user(&c, &to_sets),
+        |r| r.ok,
+    );
+    println!(
+        "kubectl apply --as {USER} (Calico NetworkPolicy):\n{}",
+        r.all()
+    );
+    let r = apply_as_user(&c, &network_set(ns, "cn", "egress", "1.0.1.0/24"));
+    assert!(r.ok, "{}", r.stderr);
+    let r = apply_as_user(&c, &network_set(ns, "elsewhere", "other", "8.8.8.0/24"));
+    assert!(r.ok, "a set no rule selects: {}", r.stderr);
+    let admitted = apply_until(
+        "the Deployment admitted: the only set it reaches is in the mainland",
+        || apply_as_user(&c, &deployment(ns)),
+        |r| r.ok,
+    );
+    println!(
+        "kubectl apply --as {USER} (Deployment):\n{}",
+        admitted.all()
+    );
+    // Adding an address abroad to the selected set: denied.
+    let denied = apply_until(
+        "a NetworkSet update adding 8.8.8.0/24 denied",
+        || {
+            apply_as_user(
+                &c,
+                &network_set(ns, "cn", "egress", "1.0.1.0/24, 8.8.8.0/24"),
+            )
+        },
+        |r| !r.ok,
+    );
+    assert!(
+        denied.stderr.contains("EgressOutsideMainland") || denied.stderr.contains("8.8.8.0/24"),
+        "{}",
+        denied.stderr
+    );
+    println!(
+        "kubectl apply --as {USER} (NetworkSet cn + 8.8.8.0/24):\n{}",
+        denied.all()
+    );
+    // Relabelling the other set into the selector (labels only): denied.
+    let relabel = c.kubectl(&[
+        "label",
+        "--as",
+        USER,
+        "-n",
+        ns,
+        "networkset.crd.projectcalico.org/elsewhere",
+        "role=egress",
+        "--overwrite",
+    ]);
+    assert!(!relabel.ok, "relabel admitted: {}", relabel.all());
+    println!(
+        "kubectl label --as {USER} networkset elsewhere role=egress:\n{}",
+        relabel.all()
+    );
+    // A GlobalNetworkPolicy ordered first denies the GlobalNetworkSet of
+    // every address; an Allow of everything comes after. Deleting the set
+    // would open what the Deny closed: denied (admin, DELETE entry).
+    c.cluster_object("globalnetworkset.crd.projectcalico.org", "e2e-everywhere");
+    c.cluster_object("globalnetworkpolicy.crd.projectcalico.org", "e2e-deny-sets");
+    let everywhere = "apiVersion: crd.projectcalico.org/v1\nkind: GlobalNetworkSet\nmetadata: {name: e2e-everywhere, labels: {zone: abroad}}\nspec: {nets: [0.0.0.0/0, \"::/0\"]}\n";
+    let r = apply_when_webhook_answers(&c, everywhere);
+    assert!(r.ok, "{}", r.stderr);
+    let deny = "apiVersion: crd.projectcalico.org/v1\nkind: GlobalNetworkPolicy\nmetadata: {name: e2e-deny-sets}\nspec:\n  order: 10\n  selector: app == 'api'\n  types: [Egress]\n  egress: [{action: Deny, destination: {namespaceSelector: global(), selector: zone == 'abroad'}}]\n";
+    let r = apply_when_webhook_answers(&c, deny);
+    assert!(r.ok, "{}", r.stderr);
+    let open_later = format!(
+        "apiVersion: crd.projectcalico.org/v1\nkind: NetworkPolicy\nmetadata: {{name: open-later, namespace: {ns}}}\nspec:\n  order: 2000\n  selector: app == 'api'\n  types: [Egress]\n  egress: [{{action: Allow}}]\n"
+    );
+    let r = apply_until(
+        "an Allow of everything after the Deny admitted (the Deny closes it)",
+        || apply_as_user(&c, &open_later),
+        |r| r.ok,
+    );
+    println!(
+        "kubectl apply --as {USER} (Allow after the Deny):\n{}",
+        r.all()
+    );
+    let deleted = apply_until(
+        "deleting the GlobalNetworkSet the Deny selects denied",
+        || {
+            c.kubectl(&[
+                "delete",
+                "globalnetworkset.crd.projectcalico.org",
+                "e2e-everywhere",
+                "--wait=false",
+            ])
+        },
+        |r| !r.ok,
+    );
+    println!(
+        "kubectl delete globalnetworkset e2e-everywhere:\n{}",
+        deleted.all()
+    );
+    // Deleting the Allow only closes: admitted, and the cleanup's deletes
+    // of the Deny and the set then open nothing either.
+    let r = c.kubectl(&[
+        "delete",
+        "networkpolicy.crd.projectcalico.org",
+        "open-later",
+        "-n",
+        ns,
+        "--as",
+        USER,
+    ]);
+    assert!(r.ok, "{}", r.stderr);
+
+    // Under a Warn policy a set gaining an address abroad is admitted with
+    // a warning, and the audit, judging again on the set's change, reports
+    // the Deployment's egress abroad.
+    for (kind, name) in [
+        ("globalnetworkpolicy.crd.projectcalico.org", "e2e-deny-sets"),
+        ("globalnetworkset.crd.projectcalico.org", "e2e-everywhere"),
+        ("residencypolicy", "e2e-sets-deny"),
+    ] {
+        c.must(&["delete", kind, name, "--wait=true"]);
+    }
+    apply_policies(&c, &["e2e-sets-warn"], &policy("e2e-sets-warn", "Warn"));
+    let warned = apply_until(
+        "the NetworkSet update admitted with a warning under the Warn policy",
+        || {
+            apply_as_user(
+                &c,
+                &network_set(ns, "cn", "egress", "1.0.1.0/24, 8.8.8.0/24"),
+            )
+        },
+        |r| {
+            r.ok && r
+                .stderr
+                .contains("UPDATE NetworkSet e2e-layers-sets/cn would open this")
+        },
+    );
+    println!(
+        "kubectl apply --as {USER} (NetworkSet cn + 8.8.8.0/24, Warn):\n{}",
+        warned.all()
+    );
+    let offenders = eventually(
+        "the Warn policy's status to report EgressOutsideMainland",
+        Duration::from_secs(30),
+        || {
+            let p = c.get_json(&["rp", "e2e-sets-warn"])?;
+            let offenders = p["status"]["topOffenders"].to_string();
+            offenders
+                .contains("EgressOutsideMainland")
+                .then_some(offenders)
+        },
+    );
+    println!("status.topOffenders: {offenders}");
 }
 
 /// Cilium's CRDs installed after the operator started (`egress.cni:

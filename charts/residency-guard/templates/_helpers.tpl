@@ -199,7 +199,7 @@ the RBAC's list/watch and the webhook's rules are exactly these.
 {{- if or (eq $cni "auto") (eq $cni "calico") }}
 - apiGroups: ["crd.projectcalico.org"]
   apiVersions: ["v1"]
-  resources: ["networkpolicies", "globalnetworkpolicies", "tiers"]
+  resources: ["networkpolicies", "globalnetworkpolicies", "tiers", "networksets", "globalnetworksets"]
 {{- end }}
 {{- if ne $cni "cilium" }}
 - apiGroups: ["policy.networking.k8s.io"]
