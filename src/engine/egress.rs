@@ -449,15 +449,45 @@ pub(crate) fn check(
         let (en, zh, fix_en, fix_zh) = texts();
         let subject = ctx.subject();
         let langs = ctx.langs;
+        // Joined, not formatted: each text is allocated once at its final
+        // size (formatting these long texts grew each string several
+        // times).
+        let closed = |fix: String, mark| [fix.as_str(), stop(&fix, mark)].concat();
         Message {
-            problem: langs.text(
-                format_args!("{} and policy {p} {rule_en}, but {en}.", subject.en),
-                format_args!("{}，策略 {p} {rule_zh}，但 {zh}。", subject.zh),
-            ),
-            fix: langs.text(
-                format_args!("{fix_en}{}", stop(&fix_en, ".")),
-                format_args!("{fix_zh}{}", stop(&fix_zh, "。")),
-            ),
+            problem: Text {
+                en: if langs.en {
+                    [
+                        &*subject.en,
+                        " and policy ",
+                        p,
+                        " ",
+                        rule_en,
+                        ", but ",
+                        &en,
+                        ".",
+                    ]
+                    .concat()
+                } else {
+                    String::new()
+                },
+                zh: if langs.zh {
+                    [&*subject.zh, "，策略 ", p, " ", rule_zh, "，但 ", &zh, "。"].concat()
+                } else {
+                    String::new()
+                },
+            },
+            fix: Text {
+                en: if langs.en {
+                    closed(fix_en, ".")
+                } else {
+                    String::new()
+                },
+                zh: if langs.zh {
+                    closed(fix_zh, "。")
+                } else {
+                    String::new()
+                },
+            },
         }
     };
     let no_evidence = EgressEvidence {
@@ -608,7 +638,8 @@ pub(crate) fn check(
         out.push(Violation {
             code,
             field: match &b.field {
-                Some(field) => format!("{} {field}", b.network_policy),
+                // Joined: `format!` would grow it from nothing.
+                Some(field) => [&*b.network_policy, " ", field].concat(),
                 None if b.default_allow => format!(
                     "{} (no policy decides; the CNI's default allows)",
                     b.network_policy
@@ -757,6 +788,23 @@ fn is_private(addr: IpAddr) -> bool {
     }
 }
 
+/// What `long_text!` reserves: more than the longest problem or fix of an
+/// outside block in either language.
+const LONG_TEXT: usize = 512;
+
+/// `format!` for the problem and fix texts `block_texts` returns, which
+/// `check` copies into the message and drops: reserved once at
+/// `LONG_TEXT` bytes. `format!` sizes its string from the literal parts
+/// alone and grew these texts several times while writing them.
+macro_rules! long_text {
+    ($($arg:tt)*) => {{
+        let mut out = String::with_capacity(LONG_TEXT);
+        // Writing to a String cannot fail.
+        let _ = std::fmt::Write::write_fmt(&mut out, format_args!($($arg)*));
+        out
+    }};
+}
+
 /// At most this many excepts are suggested; a block with more ranges
 /// outside is to be narrowed, not punched with holes.
 const MAX_EXCEPTS_SUGGESTED: usize = 3;
@@ -800,31 +848,31 @@ fn block_texts(
     let (n, np, r) = (b.rule + 1, &b.network_policy, b.rule);
     let (problem_en, problem_zh) = match (&b.field, b.default_allow) {
         (_, true) => (
-            format!(
+            long_text!(
                 "no policy of any layer decides {}, so the CNI's default allows it; {ex} {where_en}",
                 b.cidr
             ),
-            format!(
+            long_text!(
                 "没有任何层级的策略处理 {}，因此 CNI 默认允许；{ex} {where_zh}",
                 b.cidr
             ),
         ),
         (Some(field), false) => (
-            format!(
+            long_text!(
                 "{field} of {np} allows {} (after the layers before it); {ex} {where_en}",
                 b.cidr
             ),
-            format!(
+            long_text!(
                 "{np} 的 {field} 允许 {}（在其之前的层级处理之后）；{ex} {where_zh}",
                 b.cidr
             ),
         ),
         (None, false) => (
-            format!(
+            long_text!(
                 "rule {n} (spec.egress[{r}]) of {np} allows {}{excepts}; {ex} {where_en}",
                 b.cidr
             ),
-            format!(
+            long_text!(
                 "{np} 的第 {n} 条规则（spec.egress[{r}]）允许 {}{excepts}；{ex} {where_zh}",
                 b.cidr
             ),
@@ -836,8 +884,8 @@ fn block_texts(
         return (
             problem_en,
             problem_zh,
-            format!("remove the ipBlock, or {cluster_en}"),
-            format!("删除该 ipBlock；{cluster_zh}"),
+            long_text!("remove the ipBlock, or {cluster_en}"),
+            long_text!("删除该 ipBlock；{cluster_zh}"),
         );
     }
     let approved_en =
@@ -847,11 +895,11 @@ fn block_texts(
         return (
             problem_en,
             problem_zh,
-            format!(
+            long_text!(
                 "if {} is the cluster's own pod or service network, declare it as a cluster CIDR (check --cluster-cidr, Helm value clusterCidrs): in-cluster traffic does not leave the country; otherwise narrow the ipBlock to mainland-China destinations or {approved_en}",
                 b.cidr
             ),
-            format!(
+            long_text!(
                 "若 {} 是集群自身的 Pod 或 Service 网络，请将其声明为集群 CIDR（check 的 --cluster-cidr，Helm 值 clusterCidrs），集群内流量不会出境；否则将 ipBlock 收窄到中国大陆境内的目的地，或{approved_zh}",
                 b.cidr
             ),
@@ -889,11 +937,11 @@ fn block_texts(
             };
             if outside.as_ref() == Some(&reachable) {
                 (
-                    format!(
+                    long_text!(
                         "remove this ipBlock or replace it with mainland-China destinations (none of {} is in mainland China), or {approved_en}",
                         b.cidr
                     ),
-                    format!(
+                    long_text!(
                         "删除该 ipBlock 或改为中国大陆境内的目的地（{} 完全不在中国大陆），或{approved_zh}",
                         b.cidr
                     ),
@@ -905,27 +953,27 @@ fn block_texts(
                     .collect::<Vec<_>>()
                     .join(", ");
                 (
-                    format!(
+                    long_text!(
                         "add except: [{list}] to the ipBlock (the part outside mainland China), or {approved_en}"
                     ),
-                    format!(
+                    long_text!(
                         "为该 ipBlock 添加 except: [{list}]（其不在中国大陆的部分），或{approved_zh}"
                     ),
                 )
             } else {
                 (
-                    format!(
+                    long_text!(
                         "narrow the ipBlock to mainland-China destinations (it reaches too many ranges outside mainland China to remove with excepts), or {approved_en}"
                     ),
-                    format!(
+                    long_text!(
                         "将 ipBlock 收窄到中国大陆境内的目的地（其不在中国大陆的地址段过多，无法用 except 逐一排除），或{approved_zh}"
                     ),
                 )
             }
         }
         None => (
-            format!("narrow the ipBlock to mainland-China destinations, or {approved_en}"),
-            format!("将 ipBlock 收窄到中国大陆境内的目的地，或{approved_zh}"),
+            long_text!("narrow the ipBlock to mainland-China destinations, or {approved_en}"),
+            long_text!("将 ipBlock 收窄到中国大陆境内的目的地，或{approved_zh}"),
         ),
     };
     (problem_en, problem_zh, fix_en, fix_zh)
