@@ -131,6 +131,18 @@ fn apply_as_user(c: &Cluster, yaml: &str) -> Run {
     c.kubectl_in(&["apply", "--as", USER, "-f", "-"], yaml)
 }
 
+/// `kubectl apply --dry-run=server` as the `edit` user: judged by the
+/// webhook, never stored. Loops that wait for a denial use it: a write
+/// admitted before the operator's snapshot caught up would otherwise be
+/// stored, and the same apply again is "unchanged", never sent to the
+/// webhook, so the loop could not see the denial.
+fn dry_run_as_user(c: &Cluster, yaml: &str) -> Run {
+    c.kubectl_in(
+        &["apply", "--dry-run=server", "--as", USER, "-f", "-"],
+        yaml,
+    )
+}
+
 /// Apply until `done` holds for the answer (the operator's snapshot follows
 /// the watches, a moment after the objects it depends on are written).
 fn apply_until(what: &str, mut apply: impl FnMut() -> Run, done: impl Fn(&Run) -> bool) -> Run {
@@ -221,7 +233,7 @@ fn cilium_policies_admit_and_deny() {
     let ccnp = "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata: {name: e2e-open-world}\nspec:\n  endpointSelector: {}\n  egress: [{toCIDRSet: [{cidr: 0.0.0.0/0}]}]\n";
     let denied = apply_until(
         "the CiliumClusterwideNetworkPolicy denied once the operator sees the Deployment",
-        || c.apply(ccnp),
+        || c.kubectl_in(&["apply", "--dry-run=server", "-f", "-"], ccnp),
         |r| !r.ok,
     );
     for part in [
@@ -290,7 +302,17 @@ fn an_admin_network_policy_allow_abroad_is_reported() {
         &format!("--user={USER}"),
     ]);
     apply_policies(&c, &["e2e-layers-deny"], &policy("e2e-layers-deny", "Deny"));
-    let relabel = || c.kubectl(&["label", "namespace", ns, "egress=open", "--as", USER]);
+    let relabel = || {
+        c.kubectl(&[
+            "label",
+            "namespace",
+            ns,
+            "egress=open",
+            "--dry-run=server",
+            "--as",
+            USER,
+        ])
+    };
     let refused = apply_until(
         "the relabel into the AdminNetworkPolicy refused",
         relabel,
@@ -365,7 +387,7 @@ fn a_calico_global_deny_ordered_first_closes_a_network_policy() {
     assert!(r.ok, "{}", r.stderr);
     let denied = apply_until(
         "the Deployment denied while the NetworkPolicy opens 0.0.0.0/0",
-        || apply_as_user(&c, &deployment(ns)),
+        || dry_run_as_user(&c, &deployment(ns)),
         |r| !r.ok,
     );
     assert!(denied.stderr.contains("0.0.0.0/0"), "{}", denied.stderr);
@@ -438,7 +460,7 @@ fn calico_network_sets_written_by_a_namespace_user_are_judged() {
     let denied = apply_until(
         "a NetworkSet update adding 8.8.8.0/24 denied",
         || {
-            apply_as_user(
+            dry_run_as_user(
                 &c,
                 &network_set(ns, "cn", "egress", "1.0.1.0/24, 8.8.8.0/24"),
             )
@@ -501,6 +523,7 @@ fn calico_network_sets_written_by_a_namespace_user_are_judged() {
                 "globalnetworkset.crd.projectcalico.org",
                 "e2e-everywhere",
                 "--wait=false",
+                "--dry-run=server",
             ])
         },
         |r| !r.ok,
@@ -536,7 +559,7 @@ fn calico_network_sets_written_by_a_namespace_user_are_judged() {
     let warned = apply_until(
         "the NetworkSet update admitted with a warning under the Warn policy",
         || {
-            apply_as_user(
+            dry_run_as_user(
                 &c,
                 &network_set(ns, "cn", "egress", "1.0.1.0/24, 8.8.8.0/24"),
             )
