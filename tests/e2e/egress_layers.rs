@@ -559,7 +559,7 @@ fn calico_network_sets_written_by_a_namespace_user_are_judged() {
     let warned = apply_until(
         "the NetworkSet update admitted with a warning under the Warn policy",
         || {
-            dry_run_as_user(
+            apply_as_user(
                 &c,
                 &network_set(ns, "cn", "egress", "1.0.1.0/24, 8.8.8.0/24"),
             )
