@@ -406,7 +406,10 @@ struct Setup {
 /// except, in-cluster endpoints and entities) and 10 AdminNetworkPolicies
 /// whose subject is the namespace (Pass and Deny of mainland-irrelevant
 /// ranges, so NetworkPolicy still decides).
-fn layer_objects() -> Vec<(&'static str, &'static str, serde_json::Value)> {
+fn layer_objects(cni: Cni) -> Vec<(&'static str, &'static str, serde_json::Value)> {
+    if cni == Cni::Calico {
+        return calico_objects();
+    }
     let mut out = Vec::new();
     for i in 0..50usize {
         out.push((
@@ -433,6 +436,32 @@ fn layer_objects() -> Vec<(&'static str, &'static str, serde_json::Value)> {
                                 {"name": "pass-dns", "action": "Pass", "to": [{"networks": [format!("10.{i}.0.0/16")]}]},
                                 {"name": "deny-meta", "action": "Deny", "to": [{"networks": ["169.254.169.254/32"]}]}
                             ]}}),
+        ));
+    }
+    out
+}
+
+/// Under Calico: 50 Calico NetworkPolicies selecting the pod, each
+/// allowing egress to the NetworkSets labelled `role=egress-<i>`, and 50
+/// such sets of the namespace holding a mainland /24 each: every policy's
+/// rule resolves its sets per pod (the set-selecting path).
+fn calico_objects() -> Vec<(&'static str, &'static str, serde_json::Value)> {
+    let mut out = Vec::new();
+    for i in 0..50usize {
+        out.push((
+            "crd.projectcalico.org/v1",
+            "NetworkPolicy",
+            json!({"metadata": {"name": format!("calico-{i:02}"), "namespace": NAMESPACE},
+                   "spec": {"order": i, "selector": "app == 'api'", "types": ["Egress"],
+                            "egress": [{"action": "Allow",
+                                        "destination": {"selector": format!("role == 'egress-{i}'")}}]}}),
+        ));
+        out.push((
+            "crd.projectcalico.org/v1",
+            "NetworkSet",
+            json!({"metadata": {"name": format!("set-{i:02}"), "namespace": NAMESPACE,
+                                "labels": {"role": format!("egress-{i}")}},
+                   "spec": {"nets": [format!("47.96.{i}.0/24")]}}),
         ));
     }
     out
@@ -472,7 +501,7 @@ fn snapshot(setup: &Setup, mainland: &IpSet) -> Snapshot {
             cni,
             cilium_enforcement: CiliumEnforcement::Default,
         });
-        for (api, kind, obj) in layer_objects() {
+        for (api, kind, obj) in layer_objects(cni) {
             assert!(s.network.add_layer_object(api, kind, &obj), "{kind}");
         }
     }
@@ -670,6 +699,15 @@ fn egress(c: &mut Criterion) {
             true,
             true,
         ),
+        // Calico with network sets: 50 Calico policies whose rules select
+        // 50 NetworkSets, ordered before the 50 NetworkPolicies.
+        (
+            "layers_calico_50np_50calico_50sets_2_outside",
+            Cni::Calico,
+            "MainlandOnly",
+            true,
+            true,
+        ),
     ] {
         let setup = Setup {
             governing: Governing::Five,
@@ -710,13 +748,20 @@ fn egress(c: &mut Criterion) {
 /// 10 AdminNetworkPolicies of the layer benchmark keep once projected into
 /// an index (counted by the allocator), per policy.
 fn layer_memory(_c: &mut Criterion) {
-    let objects = layer_objects();
+    let mut objects = layer_objects(Cni::Cilium);
+    objects.extend(calico_objects());
     // Statics (the every-address set) are built once, outside the count.
     let mut warm = residency_guard::engine::NetworkIndex::default();
     for (api, kind, obj) in objects.iter().take(1) {
         warm.add_layer_object(api, kind, obj);
     }
-    for wanted in ["CiliumNetworkPolicy", "AdminNetworkPolicy"] {
+    // "NetworkPolicy" here is Calico's: the list holds no Kubernetes ones.
+    for wanted in [
+        "CiliumNetworkPolicy",
+        "AdminNetworkPolicy",
+        "NetworkPolicy",
+        "NetworkSet",
+    ] {
         let of_kind: Vec<_> = objects.iter().filter(|(_, k, _)| *k == wanted).collect();
         let (index, kept, peak) = heap_of(|| {
             let mut index = residency_guard::engine::NetworkIndex::default();
@@ -725,7 +770,8 @@ fn layer_memory(_c: &mut Criterion) {
             }
             index
         });
-        let n = index.layers().policies.len().max(1);
+        let layers = index.layers();
+        let n = layers.policies.len().max(layers.network_sets.len()).max(1);
         println!(
             "layer memory: {} projected {wanted}s keep {kept} bytes ({} bytes each; peak {peak} bytes while projecting)",
             n,
