@@ -276,6 +276,18 @@ impl NetworkSet {
     }
 }
 
+/// The network sets a rule's destination selects and excludes.
+pub struct SetMatch<'s> {
+    pub selected: Vec<&'s NetworkSet>,
+    pub excluded: Vec<&'s NetworkSet>,
+}
+
+impl SetMatch<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.selected.is_empty() && self.excluded.is_empty()
+    }
+}
+
 /// A network set with the labels its namespace gives it.
 pub struct SetView<'a> {
     pub set: &'a NetworkSet,
@@ -283,32 +295,43 @@ pub struct SetView<'a> {
 }
 
 impl SetDestination {
+    /// The sets the selector selects and the notSelector excludes, each
+    /// set matched once (selector matching is most of the cost of a rule
+    /// that selects sets). When it is empty the rule as projected
+    /// (resolved against no set) stands.
+    pub fn matching<'s>(&self, sets: &[SetView<'s>]) -> SetMatch<'s> {
+        let matched = |sel: &Option<CalicoSelector>| -> Vec<&'s NetworkSet> {
+            sel.as_ref().map_or_else(Vec::new, |sel| {
+                sets.iter()
+                    .filter(|v| sel.matches(&v.labels))
+                    .map(|v| v.set)
+                    .collect()
+            })
+        };
+        SetMatch {
+            selected: matched(&self.selector),
+            excluded: matched(&self.not_selector),
+        }
+    }
+
     /// The rule with its destination resolved against the sets: the
     /// addresses of the sets the selector selects (every address when it
     /// has none), limited to `nets`, less the sets `notSelector` matches
     /// and `notNets`. A selected or excluded set that cannot be read makes
     /// the rule's destination unknown; a selected set's
     /// `allowedEgressDomains` become the rule's domains.
-    /// Does the selector or notSelector match any of the sets? If not,
-    /// the rule as projected (resolved against no set) stands.
-    pub fn touches(&self, sets: &[SetView<'_>]) -> bool {
-        sets.iter().any(|v| {
-            self.selector.as_ref().is_some_and(|s| s.matches(&v.labels))
-                || self
-                    .not_selector
-                    .as_ref()
-                    .is_some_and(|s| s.matches(&v.labels))
-        })
+    pub fn resolve(&self, rule: &LayerRule, sets: &[SetView<'_>]) -> LayerRule {
+        self.resolve_matched(rule, &self.matching(sets))
     }
 
-    pub fn resolve(&self, rule: &LayerRule, sets: &[SetView<'_>]) -> LayerRule {
-        let mut selected = Vec::new();
+    /// `resolve`, with the sets already matched (`matching`).
+    pub fn resolve_matched(&self, rule: &LayerRule, matched: &SetMatch<'_>) -> LayerRule {
+        let SetMatch { selected, excluded } = matched;
         let mut reached = match &self.selector {
-            Some(sel) => {
+            Some(_) => {
                 let mut union = IpSet::new();
-                for v in sets.iter().filter(|v| sel.matches(&v.labels)) {
-                    union = union.union(&v.set.nets);
-                    selected.push(v.set);
+                for set in selected {
+                    union = union.union(&set.nets);
                 }
                 union
             }
@@ -317,12 +340,8 @@ impl SetDestination {
         if let Some(nets) = &self.nets {
             reached = reached.intersect(nets);
         }
-        let mut excluded = Vec::new();
-        if let Some(not) = &self.not_selector {
-            for v in sets.iter().filter(|v| not.matches(&v.labels)) {
-                reached = reached.subtract(&v.set.nets);
-                excluded.push(v.set);
-            }
+        for set in excluded {
+            reached = reached.subtract(&set.nets);
         }
         reached = reached.subtract(&self.not_nets);
         match self.ip_version {
@@ -351,7 +370,7 @@ impl SetDestination {
         }
         // A set that cannot be read, selected or excluded: what the rule
         // reaches (or closes) is unknown.
-        for set in selected.iter().chain(&excluded) {
+        for set in selected.iter().chain(excluded) {
             if let Some(problem) = &set.problem {
                 let reference = set.reference();
                 out.unknown = Some(Unknown {
@@ -364,7 +383,7 @@ impl SetDestination {
                 });
             }
         }
-        for set in &selected {
+        for set in selected {
             out.domains.extend(set.domains.iter().cloned());
         }
         out.everything = reached == **EVERYWHERE;
@@ -1083,14 +1102,23 @@ fn with_network_sets(
             // Cloned only when a rule selects or excludes some set: the
             // projected rules keep their shared address sets (and the
             // snapshot's answers judged in advance for them).
-            let touched = |r: &LayerRule| r.sets.as_ref().is_some_and(|d| d.touches(views));
-            if !p.rules.iter().any(touched) {
+            let matches: Vec<Option<SetMatch<'_>>> = p
+                .rules
+                .iter()
+                .map(|r| {
+                    r.sets
+                        .as_ref()
+                        .map(|d| d.matching(views))
+                        .filter(|m| !m.is_empty())
+                })
+                .collect();
+            if matches.iter().all(Option::is_none) {
                 return None;
             }
             let mut p = (*p).clone();
-            for r in &mut p.rules {
-                if let Some(dest) = r.sets.clone().filter(|d| d.touches(views)) {
-                    *r = dest.resolve(r, views);
+            for (r, matched) in p.rules.iter_mut().zip(&matches) {
+                if let (Some(matched), Some(dest)) = (matched, r.sets.clone()) {
+                    *r = dest.resolve_matched(r, matched);
                 }
             }
             Some(p)
