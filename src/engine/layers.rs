@@ -566,6 +566,14 @@ pub struct Layers {
 }
 
 impl Layers {
+    /// The Calico policies with a rule whose destination selects network
+    /// sets: the ones a set's change (or its namespace's relabel) can move.
+    pub fn selecting_network_sets(&self) -> impl Iterator<Item = &LayerPolicy> {
+        self.policies
+            .iter()
+            .filter(|p| p.kind.is_calico() && p.rules.iter().any(|r| r.sets.is_some()))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.policies.is_empty()
     }

@@ -60,6 +60,21 @@ pub struct NetworkPolicyChange {
 }
 
 impl NetworkPolicyChange {
+    /// Add what `other` found that this one has not (two judgements of
+    /// one change, each workload reported once).
+    pub fn absorb(&mut self, other: NetworkPolicyChange) {
+        for o in other.opened {
+            if !self.opened.contains(&o) {
+                self.opened.push(o);
+            }
+        }
+        for e in other.unjudgeable {
+            if !self.unjudgeable.contains(&e) {
+                self.unjudgeable.push(e);
+            }
+        }
+    }
+
     /// The strictest action among the opened violations.
     pub fn action(&self) -> Option<Action> {
         self.opened.iter().map(|o| o.action).max()
@@ -253,11 +268,7 @@ pub fn judge_namespace_relabel_through_sets(
     {
         return out;
     }
-    let selecting: Vec<&LayerPolicy> = layers
-        .policies
-        .iter()
-        .filter(|p| p.kind.is_calico() && p.rules.iter().any(|r| r.sets.is_some()))
-        .collect();
+    let selecting: Vec<&LayerPolicy> = layers.selecting_network_sets().collect();
     if selecting.is_empty() {
         return out;
     }
@@ -348,13 +359,7 @@ pub fn judge_layer_change(
     if network_set {
         // Rules of any namespace may select a set (namespaceSelector, a
         // GlobalNetworkPolicy): the pods of the policies with such rules.
-        candidates = snapshot
-            .network
-            .layers()
-            .policies
-            .iter()
-            .filter(|p| p.kind.is_calico() && p.rules.iter().any(|r| r.sets.is_some()))
-            .collect();
+        candidates = snapshot.network.layers().selecting_network_sets().collect();
         if candidates.is_empty() {
             return NetworkPolicyChange::default();
         }

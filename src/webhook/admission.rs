@@ -1032,23 +1032,13 @@ fn namespace_review(
         );
         // The labels also decide which Calico rules select the
         // namespace's NetworkSets, for pods of any namespace.
-        let through_sets = engine::judge_namespace_relabel_through_sets(
+        opened.absorb(engine::judge_namespace_relabel_through_sets(
             judging.snapshot,
             &|ns| judging.workloads.in_namespace(ns),
             &name,
             &new_labels,
             judging.now,
-        );
-        for o in through_sets.opened {
-            if !opened.opened.contains(&o) {
-                opened.opened.push(o);
-            }
-        }
-        for e in through_sets.unjudgeable {
-            if !opened.unjudgeable.contains(&e) {
-                opened.unjudgeable.push(e);
-            }
-        }
+        ));
         if !opened.opened.is_empty() || !opened.unjudgeable.is_empty() {
             answer = Some(answer_change(
                 &opened,
@@ -1650,18 +1640,19 @@ mod tests {
             json!({"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": "payments", "labels": labels}})
         };
-        let judge = |old: Value, new: Value| {
+        let judge_with = |workloads: &BTreeMap<String, Vec<Workload>>, old: Value, new: Value| {
             let body = update("Namespace", ns(old), ns(new));
             outcome(handle(
                 &body,
                 Endpoint::Namespaces,
                 &snap,
-                &workloads,
+                workloads,
                 Lang::En,
                 NOW.parse().unwrap(),
             ))
             .unwrap()
         };
+        let judge = |old: Value, new: Value| judge_with(&workloads, old, new);
         let (out, decision) = judge(
             json!({"team": "payments"}),
             json!({"team": "payments", "egress": "open"}),
@@ -1703,19 +1694,7 @@ mod tests {
             .entry("payments".into())
             .or_default()
             .push(Workload::from_value(&broken, "payments").unwrap());
-        let judge = |old: Value, new: Value| {
-            let body = update("Namespace", ns(old), ns(new));
-            outcome(handle(
-                &body,
-                Endpoint::Namespaces,
-                &snap,
-                &workloads,
-                Lang::En,
-                NOW.parse().unwrap(),
-            ))
-            .unwrap()
-            .0
-        };
+        let judge = |old: Value, new: Value| judge_with(&workloads, old, new).0;
         let out = judge(
             json!({"team": "payments"}),
             json!({"team": "payments", "cost-centre": "42"}),
